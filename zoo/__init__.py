@@ -1,0 +1,84 @@
+"""yt8m-zoo: a PaddlePaddle model zoo for YouTube-8M video classification.
+
+Public API (documented in docs/api.md): :func:`build_model`, :func:`build_reader`, :func:`build_metric`,
+:func:`list_plugins`, :class:`DatasetSpec`, :data:`hookimpl`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zoo.runtime import prepare_environment
+
+prepare_environment()  # before anything imports paddle
+
+from zoo.config import DatasetSpec, build_dataclass  # noqa: E402
+from zoo.errors import ConfigError, DataError, PluginError, UsageError, ZooError  # noqa: E402
+from zoo.hookspecs import hookimpl  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DatasetSpec",
+    "PluginError",
+    "UsageError",
+    "ZooError",
+    "build_metric",
+    "build_model",
+    "build_reader",
+    "hookimpl",
+    "list_plugins",
+    "plugin_class",
+]
+
+
+def plugin_class(kind: str, name: str) -> type:
+    """The class registered as ``name`` for ``kind`` ("model", "reader", "metric", "command")."""
+    from zoo.plugins import get_plugins
+
+    return get_plugins().registry(kind).get(name).cls
+
+
+def _build(kind: str, name: str, cfg: dict[str, Any]) -> Any:
+    from dataclasses import fields
+
+    from zoo.plugins import get_plugins
+
+    entry = get_plugins().registry(kind).get(name)
+    spec = cfg.pop("spec", None)
+    shared = {f.name for f in fields(DatasetSpec)}
+    spec_values = {k: cfg.pop(k) for k in list(cfg) if k in shared}
+    owner = f"{kind} plugin {name!r} ({entry.owner}, distribution {entry.distribution})"
+    if spec is None:
+        spec = build_dataclass(DatasetSpec, spec_values, f"{kind} {name!r}", "the dataset facts")
+    elif spec_values:
+        raise ConfigError(f"{kind} {name!r}: pass either spec= or {', '.join(spec_values)}, not both")
+    config = build_dataclass(entry.cls.Config, cfg, f"{kind} {name!r}", owner)
+    return entry.cls(config, spec)
+
+
+def build_model(name: str, **cfg: Any) -> Any:
+    """Build the model registered as ``name``.
+
+    Keyword arguments are the model's ``Config`` fields plus the shared dataset facts (``num_classes``,
+    ``features``, ``max_frames``) or a ready ``spec=DatasetSpec(...)``.
+    """
+    return _build("model", name, cfg)
+
+
+def build_reader(name: str, **cfg: Any) -> Any:
+    """Build the reader registered as ``name`` (``paths=[...]`` plus its Config fields and dataset facts)."""
+    return _build("reader", name, cfg)
+
+
+def build_metric(name: str, **cfg: Any) -> Any:
+    """Build the metric registered as ``name`` (its Config fields plus dataset facts)."""
+    return _build("metric", name, cfg)
+
+
+def list_plugins() -> list[dict[str, Any]]:
+    """Every plugin found: name, distribution, version, status (loaded/failed/disabled), error, provides."""
+    from zoo.plugins import get_plugins
+
+    return [info.as_dict() for info in get_plugins().infos]

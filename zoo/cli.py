@@ -1,0 +1,73 @@
+"""The ``zoo`` command line. Sub-commands are plugins too (hook ``zoo_register_commands``).
+
+Exit codes: 0 success, 2 usage or configuration error, 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zoo import __version__
+from zoo.errors import ZooError
+
+DESCRIPTION = """\
+yt8m-zoo: train, evaluate and deploy YouTube-8M video classifiers on PaddlePaddle.
+
+Start with `zoo run nextvlad`: it builds a small YouTube-8M-format dataset on first use, trains NeXtVLAD,
+evaluates it (GAP, Hit@1, PERR, mAP) and writes predictions.
+"""
+
+EPILOG = """\
+environment: ZOO_DISABLE_EXTERNAL_PLUGINS=1 loads only yt8m-zoo's own plugins; ZOO_STRICT_PLUGINS=1 makes a
+plugin that fails to load an error. Exit codes: 0 success, 2 usage or config error, 1 failure."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zoo.plugins import get_plugins
+
+    parser = argparse.ArgumentParser(
+        prog="zoo", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"yt8m-zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for entry in get_plugins().registry("command"):
+        cls = entry.cls
+        p = sub.add_parser(
+            entry.name,
+            help=cls.help,
+            description=getattr(cls, "description", None) or cls.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cls.add_arguments(p)
+        p.set_defaults(_command=cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+    except ZooError as exc:  # strict plugin mode, or a broken core
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    args = parser.parse_args(argv)
+    command = getattr(args, "_command", None)
+    if command is None:
+        parser.print_help()
+        return 2
+    if args.command != "plugins":
+        from zoo.plugins import warn_failures
+
+        warn_failures()
+    try:
+        return int(command().run(args) or 0)
+    except ZooError as exc:
+        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"zoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

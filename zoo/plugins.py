@@ -1,0 +1,224 @@
+"""Finding and loading plugins.
+
+Finding (entry points of the ``yt8m_zoo`` group) and loading (import, pluggy registration, calling the
+``zoo_register_*`` hooks) are separate steps, and each plugin is loaded on its own: one that fails to import,
+implements a misspelled hook, raises while registering or takes a name that is already taken is recorded
+with its distribution and error, and every other plugin keeps working. ``zoo plugins`` shows the failures.
+
+Environment:
+  ZOO_DISABLE_EXTERNAL_PLUGINS=1  load only the plugins shipped with yt8m-zoo itself
+  ZOO_STRICT_PLUGINS=1            a plugin that fails to load is an error (for CI)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from zoo import hookspecs
+from zoo.errors import PluginError
+from zoo.registry import KINDS, Registry
+
+CORE_DISTRIBUTION = "yt8m-zoo"
+HOOKS = {kind: f"zoo_register_{kind}s" for kind in KINDS}
+ENV_DISABLE_EXTERNAL = "ZOO_DISABLE_EXTERNAL_PLUGINS"
+ENV_STRICT = "ZOO_STRICT_PLUGINS"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _normalize(dist: str) -> str:
+    return dist.lower().replace("_", "-").replace(".", "-")
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str | None = None
+    detail: str | None = None  # traceback of a failure
+    provides: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "status": self.status,
+            "error": self.error,
+            "provides": self.provides,
+        }
+
+
+class Plugins:
+    """The plugin manager and the registries it fills."""
+
+    def __init__(self, *, external: bool = True, strict: bool = False) -> None:
+        self.external = external
+        self.strict = strict
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: list[PluginInfo] = []
+        self.registries = {kind: Registry(kind, self.failures) for kind in KINDS}
+
+    # -- queries -----------------------------------------------------------------------------------------
+    def failures(self) -> list[PluginInfo]:
+        return [i for i in self.infos if i.status == "failed"]
+
+    def registry(self, kind: str) -> Registry:
+        return self.registries[kind]
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def load_all(self) -> Plugins:
+        from zoo import __version__
+        from zoo.commands import builtin
+
+        self.add_plugin(builtin, name="zoo-core", distribution=CORE_DISTRIBUTION, version=__version__)
+        for ep in self._find():
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else "?"
+            if not self.external and _normalize(dist) != CORE_DISTRIBUTION:
+                self.infos.append(
+                    PluginInfo(ep.name, dist, version, ep.value, status="disabled",
+                               error=f"external plugins disabled by {ENV_DISABLE_EXTERNAL}")
+                )
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import error is recorded, not fatal
+                self._fail(PluginInfo(ep.name, dist, version, ep.value), f"import failed: {exc!r}")
+                continue
+            self.add_plugin(obj, name=ep.name, distribution=dist, version=version, module=ep.value)
+        return self
+
+    @staticmethod
+    def _find() -> list[metadata.EntryPoint]:
+        eps = metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+        unique = {(ep.name, ep.value, ep.dist.name if ep.dist else ""): ep for ep in eps}
+        # Built-ins first, then by distribution and name: deterministic, and a third party cannot take
+        # a built-in name away from the built-in.
+        return sorted(
+            unique.values(),
+            key=lambda ep: (
+                _normalize(ep.dist.name if ep.dist else "") != CORE_DISTRIBUTION,
+                ep.dist.name if ep.dist else "",
+                ep.name,
+            ),
+        )
+
+    def add_plugin(
+        self, obj: Any, *, name: str, distribution: str = "local", version: str = "", module: str | None = None
+    ) -> PluginInfo | None:
+        """Register one plugin object and the classes it provides; all or nothing."""
+        info = PluginInfo(name, distribution, version, module or getattr(obj, "__name__", repr(obj)))
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # noqa: BLE001
+            return self._fail(info, f"registration failed: {exc}")
+        try:
+            self.pm.check_pending()
+            staged = self._collect(name)
+            self._check_names(staged, info)
+        except Exception as exc:  # noqa: BLE001
+            self.pm.unregister(name=name)
+            return self._fail(info, str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}")
+        for kind, classes in staged.items():
+            for cls in classes:
+                self.registries[kind].add(cls, name, distribution)
+            if classes:
+                info.provides[kind] = sorted(c.name for c in classes)
+        self.infos.append(info)
+        return info
+
+    def _collect(self, plugin_name: str) -> dict[str, list[type]]:
+        staged: dict[str, list[type]] = {}
+        for kind, hook_name in HOOKS.items():
+            classes: list[type] = []
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == plugin_name:
+                    impl.function(register=classes.append)
+            staged[kind] = classes
+        return staged
+
+    def _check_names(self, staged: dict[str, list[type]], info: PluginInfo) -> None:
+        for kind, classes in staged.items():
+            probe = Registry(kind)
+            for cls in classes:  # validates name/Config and catches duplicates inside one plugin
+                probe.add(cls, info.name, info.distribution)
+            for cls in classes:
+                if cls.name in self.registries[kind]:
+                    old = self.registries[kind].get(cls.name)
+                    raise PluginError(
+                        f"{kind} name {cls.name!r} is already taken by plugin {old.owner!r} ({old.distribution}, "
+                        f"{old.cls.__module__}.{old.cls.__qualname__}); plugin {info.name!r} ({info.distribution}, "
+                        f"{cls.__module__}.{cls.__qualname__}) cannot register it too: rename one of them"
+                    )
+
+    def _fail(self, info: PluginInfo, error: str) -> None:
+        info.status = "failed"
+        info.error = error
+        info.detail = traceback.format_exc()
+        self.infos.append(info)
+        if self.strict:
+            raise PluginError(
+                f"plugin {info.name!r} from distribution {info.distribution} failed to load ({ENV_STRICT} is set): "
+                f"{error}"
+            )
+        return None
+
+    def remove_plugin(self, name: str) -> None:
+        """Unregister a plugin and everything it registered (tests use this in ``finally``)."""
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        for registry in self.registries.values():
+            registry.remove_owner(name)
+        self.infos = [i for i in self.infos if i.name != name]
+
+
+_PLUGINS: Plugins | None = None
+_WARNED = False
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugins, loaded on first use."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        plugins = Plugins(
+            external=not _truthy(os.environ.get(ENV_DISABLE_EXTERNAL)), strict=_truthy(os.environ.get(ENV_STRICT))
+        )
+        plugins.load_all()
+        _PLUGINS = plugins
+    return _PLUGINS
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins; the next query loads them again (after an install, or in tests)."""
+    global _PLUGINS, _WARNED
+    _PLUGINS = None
+    _WARNED = False
+
+
+def warn_failures() -> None:
+    """Print one line per failed plugin to stderr, once per process."""
+    global _WARNED
+    if _WARNED:
+        return
+    _WARNED = True
+    for info in get_plugins().failures():
+        print(
+            f"warning: plugin {info.name!r} ({info.distribution}) failed to load: {info.error} "
+            f"(other plugins work; see `zoo plugins`)",
+            file=sys.stderr,
+        )
