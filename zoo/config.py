@@ -122,6 +122,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "predict": PredictConfig,
+    "sample": dict,  # overrides that `zoo run` applies when it trains on the built-in sample data
 }
 PLUGIN_KEY = {"model": ("name", "model"), "data": ("reader", "reader"), "eval": ("metric", "metric")}
 
@@ -284,7 +285,13 @@ class ZooConfig:
     eval: EvalConfig
     metric: dict[str, Any]  # options for the metric plugin's Config
     predict: PredictConfig
+    sample: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def with_overrides(self, patch: dict[str, Any], why: str) -> ZooConfig:
+        """This config with ``patch`` (a mapping of sections) merged in and checked again."""
+        return validate(_merge(self.raw, patch), f"{self.source} ({why})")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :func:`load_config` reads back to the same config."""
@@ -295,6 +302,7 @@ class ZooConfig:
             "train": dataclasses.asdict(self.train),
             "eval": {**dataclasses.asdict(self.eval), **self.metric},
             "predict": dataclasses.asdict(self.predict),
+            "sample": copy.deepcopy(self.sample),
         }
 
 
@@ -423,6 +431,11 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
                 sections[section] = build_dataclass(core_cls, core_values, where, f"the {section} section")
             else:
                 sections[section] = name
+        elif section == "sample":
+            for key in values:
+                if key not in SECTIONS or key == "sample":
+                    raise unknown_key_error(key, [s for s in SECTIONS if s != "sample"], where, "the sample section")
+            sections[section] = values
         else:
             sections[section] = build_dataclass(cls, values, where, f"the {section} section")
     spec: DatasetSpec = sections["dataset"]
@@ -438,5 +451,7 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
         eval=sections["eval"],
         metric=plugin_options["eval"],
         predict=sections["predict"],
+        sample=sections["sample"],
         source=source,
+        raw=copy.deepcopy(raw),
     )

@@ -35,6 +35,10 @@ def prepare_environment() -> None:
     """Environment that must be in place before paddle is imported; explicit user settings win."""
     if "paddle" in sys.modules:
         return
+    import warnings
+
+    # paddle's C++-extension helper warns about ccache at every import; it concerns building extensions only.
+    warnings.filterwarnings("ignore", message="No ccache found")
     if _cpu_vendor() == "AuthenticAMD":
         # Paddle's bundled MKL picks a generic code path on AMD: matmuls ~3x, training ~9x slower.
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")

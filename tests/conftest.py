@@ -1,0 +1,33 @@
+"""Test-wide settings: a private cache directory, the path to ../shared, and a paddle on CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep tests away from the user's ~/.cache/yt8m-zoo (sample data, downloads)."""
+    if "ZOO_CACHE_DIR" not in os.environ:
+        os.environ["ZOO_CACHE_DIR"] = str(tmp_path_factory.mktemp("zoo-cache"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's ../shared folder (real reference data such as the YouTube-8M PCA eigenvalues)."""
+    if not SHARED.is_dir():
+        pytest.fail(f"{SHARED} is missing: tests read reference data from the shared folder beside the repo")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def paddle_cpu():
+    from zoo.runtime import init_paddle
+
+    return init_paddle("cpu")
