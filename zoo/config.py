@@ -91,6 +91,8 @@ class TrainConfig:
     """Validate every this many epochs (0: never during training)."""
     save_dir: str = "checkpoints"
     """Where checkpoints, metrics history and plots are written."""
+    checkpoint_steps: int = 0
+    """Also write a checkpoint every this many steps (0: only at the end of each epoch)."""
 
 
 @dataclass
@@ -370,10 +372,11 @@ def load_config(
     overrides: list[str] | None = None,
     *,
     model: str | None = None,
+    raw: dict[str, Any] | None = None,
+    source: str = "<defaults>",
 ) -> ZooConfig:
-    """Defaults <- YAML file <- ``model`` name <- overrides, then checked against the plugins' Configs."""
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
+    """Defaults <- YAML file (or ``raw``) <- ``model`` name <- overrides, checked against the plugins' Configs."""
+    raw = copy.deepcopy(raw) if raw is not None else {}
     if path is not None:
         raw = read_yaml(path)
         source = str(path)

@@ -93,14 +93,13 @@ class ModelsCommand:
 
 def count_parameters(model: str) -> int:
     """Trainable parameters of ``model`` built from its bundled config (or its defaults)."""
-    import zoo
     from zoo.config import bundled_config, load_config
+    from zoo.engine import setup
     from zoo.runtime import init_paddle
 
     init_paddle("cpu")
     cfg = load_config(bundled_config(model), model=model)
-    net = zoo.build_model(model, spec=cfg.dataset, **cfg.model)
-    return sum(int(p.size) for p in net.parameters() if not p.stop_gradient)
+    return setup.count_parameters(setup.build_model(cfg))
 
 
 @hookimpl

@@ -1,89 +1,318 @@
-"""run / train / eval / predict / score / bench / export: thin argument handling over zoo.engine."""
+"""run / train / eval / predict / bench / export: argument handling over zoo.engine."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-from zoo.commands.common import add_config_arguments
-from zoo.errors import ZooError
-
-
-class _Pending:
-    issue = 0
-
-    @classmethod
-    def run(cls, args: argparse.Namespace) -> int:
-        raise ZooError(f"`zoo {cls.name}` is not built yet (issue {cls.issue})")
+from zoo.commands.common import add_config_arguments, config_from_args
+from zoo.config import ZooConfig
+from zoo.errors import UsageError, ZooError
 
 
-class RunCommand(_Pending):
-    name = "run"
-    help = "train, evaluate and predict in one go (built-in sample data unless --data is given)"
-    issue = 5
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser, model_positional=True)
+
+def _add_data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DIR",
+                        help="a folder with train/, valid/ (or validate/) and test/ data (default: the config's "
+                             "data section; if that is empty, the built-in sample dataset)")
 
 
-class TrainCommand(_Pending):
+def _add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="PATH|URL",
+                        help="a run directory or checkpoint of `zoo train`, a .safetensors or .pdparams file "
+                             "(also PaddleVideo 1.x), a .tar.gz of one, or an http(s) URL (add #sha256=HEX to "
+                             "verify it); default: the model's released weights, if it has any")
+    parser.add_argument("--weights-sha256", metavar="HEX", help="expected SHA-256 of a --weights URL")
+
+
+def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
+    from zoo.engine.setup import ensure_data
+    from zoo.runtime import init_paddle
+
+    cfg = _config(args)
+    init_paddle(args.device or "cpu")
+    return ensure_data(cfg, getattr(args, "data", None), quiet=quiet)
+
+
+def _config(args: argparse.Namespace) -> ZooConfig:
+    """--config / model name, else (eval, predict) the config saved beside --weights."""
+    weights = getattr(args, "weights", None)
+    if weights and not args.config and not args.model and Path(weights).exists():
+        saved = _saved_config(Path(weights))
+        if saved is not None:
+            from zoo.config import load_config
+
+            return load_config(None, args.override, raw=saved, source=f"{weights} (saved config)")
+    if not args.config and not args.model:
+        raise UsageError("name a model (for example `nextvlad`; see `zoo models`) or give --config YAML")
+    return config_from_args(args)
+
+
+def _saved_config(path: Path) -> dict[str, Any] | None:
+    for candidate in (path, path.parent, path.parent.parent, path.parent.parent.parent):
+        meta = candidate / "config.json"
+        if meta.is_file():
+            return json.loads(meta.read_text())
+    return None
+
+
+def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
+    from zoo import plugin_class
+    from zoo.engine.setup import build_model
+    from zoo.engine.weights import apply_weights, read_weights, released_weights_url
+
+    model = build_model(cfg)
+    source = args.weights
+    if not source:
+        source = released_weights_url(plugin_class("model", cfg.model_name))
+        if not source:
+            raise UsageError(f"model {cfg.model_name!r} has no released weights: give --weights "
+                             f"(for example the run directory written by `zoo train`)")
+        print(f"no --weights given: using the released {cfg.model_name} weights from {source}", file=sys.stderr)
+    loaded = read_weights(source, sha256=args.weights_sha256)
+    report = apply_weights(model, loaded, strict=True)
+    print(f"weights: {loaded.origin} ({loaded.format}): {report.summary()}", file=sys.stderr)
+    return model
+
+
+def _print_table(rows: list[list[Any]], headers: list[str]) -> None:
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4f"))
+
+
+def _metric_rows(metrics: dict[str, float]) -> list[list[Any]]:
+    return [[k, v] for k, v in metrics.items()]
+
+
+class TrainCommand:
     name = "train"
-    help = "train a model"
-    issue = 5
+    help = "train a model (checkpoints, metrics history and plots go to train.save_dir)"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
+        _add_data_argument(parser)
+        parser.add_argument("--save_dir", "--save-dir", dest="save_dir", help="run directory (train.save_dir)")
+        parser.add_argument("--log_interval", "--log-interval", dest="log_interval", type=int,
+                            help="log every N steps (train.log_interval)")
+        parser.add_argument("--valid_interval", "--valid-interval", dest="valid_interval", type=int,
+                            help="validate every N epochs (train.valid_interval)")
+        parser.add_argument("--fix_random_seed", "--fix-random-seed", dest="fix_random_seed", type=_bool,
+                            metavar="True|False", help="reproducible run with train.seed (default True)")
+        parser.add_argument("--pretrain", metavar="PATH|URL",
+                            help="start from these weights (only the tensors that fit; the rest is reported)")
+        parser.add_argument("--resume", action="store_true", help="continue the run in save_dir exactly where it stopped")
+        parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in save_dir")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from zoo.engine.trainer import Trainer
+
+        for key in ("save_dir", "log_interval", "valid_interval", "fix_random_seed"):
+            value = getattr(args, key)
+            if value is not None:
+                args.override.append(f"train.{key}={json.dumps(value)}")
+        cfg = _prepare(args)
+        if args.resume and args.pretrain:
+            raise UsageError("--resume continues a run with its own weights; --pretrain starts a new one: pick one")
+        result = Trainer(cfg, overwrite=args.overwrite).fit(resume=args.resume, pretrain=args.pretrain)
+        rows = [["model", cfg.model_name], ["parameters", f"{result.parameters:,}"], ["steps", result.steps],
+                ["epochs", result.epochs], ["train videos/s", f"{result.train_videos_per_s:.1f}"],
+                ["time", f"{result.seconds:.1f} s"], ["run directory", str(result.run_dir)]]
+        rows += [[f"valid {k}", v] for k, v in result.last_valid.items()]
+        _print_table(rows, ["", ""])
+        return 0
 
 
-class EvalCommand(_Pending):
+def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cfg: ZooConfig) -> list[Path]:
+    from zoo.atomic import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / "eval_results.json"
+    atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
+    written = [results]
+    if hasattr(metric, "write_per_class_csv"):
+        vocabulary = None
+        if cfg.predict.vocabulary:
+            from zoo.predictions import load_vocabulary
+
+            vocabulary = load_vocabulary(cfg.predict.vocabulary)
+        per_class = out_dir / "per_class_ap.csv"
+        metric.write_per_class_csv(per_class, vocabulary)
+        written.append(per_class)
+    return written
+
+
+class EvalCommand:
     name = "eval"
-    help = "evaluate weights: GAP, Hit@1, PERR, mAP, loss"
-    issue = 5
+    help = "evaluate weights: GAP, Hit@1, PERR, mAP, loss (table, JSON and per-class AP CSV)"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
+        _add_data_argument(parser)
+        _add_weights_arguments(parser)
+        parser.add_argument("--output", metavar="DIR", default="eval", help="where results go (default ./eval)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from zoo.engine.loop import evaluate
+        from zoo.engine.setup import build_reader
+
+        cfg = _prepare(args)
+        model = _load_for_inference(cfg, args)
+        metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg)
+        written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
+        _print_table(_metric_rows(metrics), ["metric", "value"])
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
 
 
-class PredictCommand(_Pending):
+def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig, top_k: int) -> list[Path]:
+    from zoo.predictions import load_vocabulary, write_jsonl, write_kaggle_csv
+
+    vocabulary = load_vocabulary(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, jsonl_path = out_dir / "predictions.csv", out_dir / "predictions.jsonl"
+    write_kaggle_csv(csv_path, predictions)
+    write_jsonl(jsonl_path, predictions, vocabulary=vocabulary)
+    return [csv_path, jsonl_path]
+
+
+class PredictCommand:
     name = "predict"
-    help = "top-k classes with probabilities per video (Kaggle CSV and JSONL)"
-    issue = 5
+    help = "top-k classes with probabilities per video, saved as Kaggle CSV and JSONL"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
+        _add_data_argument(parser)
+        _add_weights_arguments(parser)
+        parser.add_argument("--filelist", metavar="PATH", nargs="+",
+                            help="what to predict: files, folders, globs or a list file such as the seed's "
+                                 "infer.list (default: data.infer, else data.test)")
+        parser.add_argument("--top_k", "--top-k", "--infer_topk", dest="top_k", type=int,
+                            help="classes per video (predict.top_k, default 20)")
+        parser.add_argument("--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv to name the classes")
+        parser.add_argument("--output", metavar="DIR", default="predictions",
+                            help="where predictions.csv and predictions.jsonl go (default ./predictions)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from zoo.engine.loop import predict
+        from zoo.engine.setup import build_reader
+
+        if args.top_k is not None:
+            args.override.append(f"predict.top_k={args.top_k}")
+        if args.vocabulary:
+            args.override.append(f"predict.vocabulary={json.dumps(args.vocabulary)}")
+        if args.filelist:
+            args.override.append(f"data.infer={json.dumps(args.filelist)}")
+        cfg = _prepare(args)
+        model = _load_for_inference(cfg, args)
+        predictions = predict(model, build_reader(cfg, "infer"), cfg, top_k=cfg.predict.top_k,
+                              batch_size=cfg.predict.batch_size)
+        written = write_predictions(Path(args.output), predictions, cfg, cfg.predict.top_k)
+        for p in predictions[:3]:
+            print(f"{p.id}: " + ", ".join(f"{c}:{s:.3f}" for c, s in zip(p.classes[:5], p.scores[:5])))
+        print(f"{len(predictions)} videos; wrote " + ", ".join(str(p) for p in written))
+        return 0
 
 
-class ScoreCommand(_Pending):
-    name = "score"
-    help = "score a Kaggle-format prediction file against labelled records"
-    issue = 4
+class RunCommand:
+    name = "run"
+    help = "train, evaluate and predict in one go (on the built-in sample dataset unless data is given)"
+    description = (
+        "Train MODEL with its bundled config, evaluate it on the test split and write predictions.\n"
+        "Without --data (and with no data paths in the config) it trains on the built-in YouTube-8M-format\n"
+        "sample dataset, made on first use, with the config's `sample` section applied (a smaller model\n"
+        "and batch so that it finishes in minutes on a laptop CPU)."
+    )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        pass
+        add_config_arguments(parser, model_positional=True)
+        _add_data_argument(parser)
+        parser.add_argument("--output", metavar="DIR", help="run directory (default runs/MODEL)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from zoo.engine.loop import evaluate, predict
+        from zoo.engine.setup import build_reader
+        from zoo.engine.trainer import Trainer
+
+        start = time.perf_counter()
+        cfg = _prepare(args)
+        run_dir = Path(args.output or Path("runs") / cfg.model_name)
+        cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run")
+        result = Trainer(cfg, overwrite=True).fit()
+        test_reader = build_reader(cfg, "test")
+        t0 = time.perf_counter()
+        model = result_model(result, cfg)
+        metrics, metric = evaluate(model, test_reader, cfg, desc="test")
+        eval_speed = metrics.get("num_videos", 0) / max(time.perf_counter() - t0, 1e-9)
+        written = write_eval_outputs(run_dir, metrics, metric, cfg)
+        predictions = predict(model, build_reader(cfg, "infer"), cfg,
+                              top_k=cfg.predict.top_k, batch_size=cfg.predict.batch_size)
+        written += write_predictions(run_dir, predictions, cfg, cfg.predict.top_k)
+        rows = [["model", cfg.model_name], ["parameters", f"{result.parameters:,}"],
+                ["data", "built-in sample dataset" if "built-in sample data" in cfg.source
+                 else str(args.data or cfg.data.train)],
+                ["epochs / steps", f"{result.epochs} / {result.steps}"],
+                ["train videos/s", f"{result.train_videos_per_s:.1f}"], ["eval videos/s", f"{eval_speed:.1f}"]]
+        rows += [[f"test {k}", v] for k, v in metrics.items()]
+        rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
+        _print_table(rows, ["", ""])
+        return 0
 
 
-class BenchCommand(_Pending):
+def result_model(result: Any, cfg: ZooConfig) -> Any:
+    """The trained model, rebuilt from the weights the run saved (what users get from the run directory)."""
+    from zoo.engine.setup import build_model
+    from zoo.engine.weights import apply_weights, read_weights
+
+    model = build_model(cfg)
+    apply_weights(model, read_weights(str(result.run_dir)), strict=True)
+    return model
+
+
+class BenchCommand:
     name = "bench"
     help = "benchmark models per device configuration: throughput, GAP, Hit@1, memory"
-    issue = 7
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         pass
 
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        raise ZooError("`zoo bench` is not built yet (issue 7)")
 
-class ExportCommand(_Pending):
+
+class ExportCommand:
     name = "export"
     help = "export a model for Paddle Inference"
-    issue = 8
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         pass
 
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        raise ZooError("`zoo export` is not built yet (issue 8)")
 
-COMMANDS = [RunCommand, TrainCommand, EvalCommand, PredictCommand, ScoreCommand, BenchCommand, ExportCommand]
+
+COMMANDS = [RunCommand, TrainCommand, EvalCommand, PredictCommand, BenchCommand, ExportCommand]

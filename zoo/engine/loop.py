@@ -1,0 +1,106 @@
+"""Feeding batches to a model: tensors, loss, and the evaluation / prediction passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo.config import ZooConfig
+from zoo.engine import distributed
+from zoo.engine.progress import Progress
+
+
+def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any]:
+    import paddle
+
+    out = {name: paddle.to_tensor(batch[name]) for name in features}
+    out["mask"] = paddle.to_tensor(batch["mask"])
+    out["num_frames"] = paddle.to_tensor(batch["num_frames"])
+    return out
+
+
+def bce_loss(logits: Any, labels: Any) -> Any:
+    """Sigmoid cross-entropy summed over classes, mean over the batch (the YouTube-8M loss)."""
+    import paddle.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
+
+
+def batches_for(reader: Any, cfg: ZooConfig, *, batch_size: int, shuffle: bool, epoch: int = 0,
+                ctx: distributed.DistContext | None = None, skip_batches: int = 0) -> Any:
+    from zoo.data.pipeline import batches
+
+    ctx = ctx or distributed.DistContext()
+    return batches(
+        reader,
+        spec=cfg.dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=cfg.train.seed,
+        epoch=epoch,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        num_workers=cfg.data.num_workers,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        drop_last=False,
+        skip_batches=skip_batches,
+    )
+
+
+def evaluate(model: Any, reader: Any, cfg: ZooConfig, *, ctx: distributed.DistContext | None = None,
+             desc: str = "eval", progress: bool = True) -> tuple[dict[str, float], Any]:
+    """One pass over ``reader``: the metric plugin's results (global over every rank) and the metric."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from zoo.engine.setup import build_metric
+
+    ctx = ctx or distributed.DistContext()
+    metric = build_metric(cfg)
+    model.eval()
+    bar = Progress(desc, unit="video", enabled=progress and ctx.is_main)
+    per_rank = max(1, cfg.eval.batch_size // ctx.world_size)
+    with paddle.no_grad():
+        for batch in batches_for(reader, cfg, batch_size=per_rank, shuffle=False, ctx=ctx):
+            labels = paddle.to_tensor(batch["labels"])
+            logits = model(to_tensors(batch, cfg.dataset.features))
+            loss = float(bce_loss(logits, labels))
+            metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss)
+            bar.update(len(batch["ids"]))
+    bar.close()
+    if ctx.distributed:
+        states = distributed.all_gather_objects(metric.state(), ctx)
+        metric.reset()
+        metric.merge(states)
+    return metric.compute(), metric
+
+
+@dataclass
+class Prediction:
+    id: str
+    classes: list[int]
+    scores: list[float]
+
+
+def predict(model: Any, reader: Any, cfg: ZooConfig, *, top_k: int, batch_size: int,
+            progress: bool = True) -> list[Prediction]:
+    """Top-k classes and probabilities for every video of ``reader``, in reading order."""
+    import paddle
+    import paddle.nn.functional as F
+
+    model.eval()
+    out: list[Prediction] = []
+    k = min(top_k, cfg.dataset.num_classes)
+    bar = Progress("predict", unit="video", enabled=progress)
+    with paddle.no_grad():
+        for batch in batches_for(reader, cfg, batch_size=batch_size, shuffle=False):
+            probs = F.sigmoid(model(to_tensors(batch, cfg.dataset.features))).numpy()
+            top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+            for i, vid in enumerate(batch["ids"]):
+                order = top[i][np.argsort(-probs[i, top[i]], kind="stable")]
+                out.append(Prediction(str(vid), [int(c) for c in order], [float(probs[i, c]) for c in order]))
+            bar.update(len(batch["ids"]))
+    bar.close()
+    return out

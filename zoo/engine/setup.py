@@ -1,0 +1,91 @@
+"""From a validated config to the objects a run needs: data splits, readers, model, metric."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import zoo
+from zoo.config import ZooConfig
+from zoo.errors import UsageError
+from zoo.paths import cache_dir
+
+SAMPLE_VERSION = "sample-v1"
+SPLITS = ("train", "valid", "test", "infer")
+
+
+def split_paths(cfg: ZooConfig, split: str) -> list[str] | None:
+    """Paths of a split, with the fall-backs test <- valid and infer <- test."""
+    data = cfg.data
+    chain = {"train": ["train"], "valid": ["valid"], "test": ["test", "valid"], "infer": ["infer", "test", "valid"]}
+    for name in chain[split]:
+        paths = getattr(data, name)
+        if paths:
+            return paths
+    return None
+
+
+def uses_sample_data(cfg: ZooConfig) -> bool:
+    return not any(getattr(cfg.data, s) for s in SPLITS)
+
+
+def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
+    """Point ``cfg`` at the built-in sample dataset (made on first use) and apply its ``sample`` section."""
+    reader_cls = zoo.plugin_class("reader", cfg.data.reader)
+    if not hasattr(reader_cls, "sample_data"):
+        raise UsageError(f"reader {cfg.data.reader!r} has no built-in sample data; give data paths "
+                         f"(--data DIR or -o data.train=...)")
+    root = cache_dir(SAMPLE_VERSION)
+    if not quiet:
+        print(f"using the built-in sample dataset in {root} (made on first use)", file=sys.stderr)
+    info = reader_cls.sample_data(root)
+    patch: dict[str, Any] = {section: dict(values) for section, values in cfg.sample.items()}
+    patch.setdefault("dataset", {})["num_classes"] = int(info["num_classes"])
+    patch.setdefault("data", {}).update({"train": info["train"], "valid": info["valid"], "test": info["test"]})
+    if info.get("vocabulary") and cfg.predict.vocabulary is None:
+        patch.setdefault("predict", {})["vocabulary"] = str(info["vocabulary"])
+    return cfg.with_overrides(patch, "built-in sample data")
+
+
+def with_data_dir(cfg: ZooConfig, root: str) -> ZooConfig:
+    """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files."""
+    base = Path(root)
+    if not base.is_dir():
+        raise UsageError(f"--data {root}: not a directory (expected train/, valid/ and optionally test/ in it)")
+    found: dict[str, list[str]] = {}
+    for split, names in {"train": ["train"], "valid": ["valid", "validate", "val"], "test": ["test"]}.items():
+        for name in names:
+            if (base / name).exists():
+                found[split] = [str(base / name)]
+                break
+    if "train" not in found and "valid" not in found:
+        raise UsageError(f"--data {root}: no train/ or valid/ (validate/) folder inside")
+    return cfg.with_overrides({"data": found}, f"--data {root}")
+
+
+def ensure_data(cfg: ZooConfig, data_dir: str | None = None, *, quiet: bool = False) -> ZooConfig:
+    if data_dir:
+        return with_data_dir(cfg, data_dir)
+    if uses_sample_data(cfg):
+        return with_sample_data(cfg, quiet=quiet)
+    return cfg
+
+
+def build_reader(cfg: ZooConfig, split: str) -> Any:
+    paths = split_paths(cfg, split)
+    if not paths:
+        raise UsageError(f"no data for the {split} split: set data.{split} in the config (or -o data.{split}=PATH)")
+    return zoo.build_reader(cfg.data.reader, spec=cfg.dataset, paths=list(paths), **cfg.reader)
+
+
+def build_model(cfg: ZooConfig) -> Any:
+    return zoo.build_model(cfg.model_name, spec=cfg.dataset, **cfg.model)
+
+
+def build_metric(cfg: ZooConfig) -> Any:
+    return zoo.build_metric(cfg.eval.metric, spec=cfg.dataset, **cfg.metric)
+
+
+def count_parameters(model: Any) -> int:
+    return sum(int(p.size) for p in model.parameters() if not p.stop_gradient)
