@@ -353,18 +353,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def bundled_config(model: str) -> Path | None:
-    """The YAML shipped for ``model`` (``configs/<model>.yaml``), if there is one."""
+    """The YAML shipped for ``model``: ``configs/<model>.yaml``, else the model class's ``config_file``."""
     from importlib import resources
 
     candidate = resources.files("zoo.configs") / f"{model}.yaml"
-    return Path(str(candidate)) if candidate.is_file() else None
+    if candidate.is_file():
+        return Path(str(candidate))
+    from zoo.plugins import get_plugins
 
-
-def bundled_configs() -> dict[str, Path]:
-    from importlib import resources
-
-    root = resources.files("zoo.configs")
-    return {p.name[:-5]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
+    registry = get_plugins().registry("model")
+    if model in registry:
+        path = getattr(registry.get(model).cls, "config_file", None)
+        if path and Path(path).is_file():
+            return Path(path)
+    return None
 
 
 def load_config(

@@ -58,11 +58,10 @@ class ModelsCommand:
     def run(args: argparse.Namespace) -> int:
         from tabulate import tabulate
 
-        from zoo.config import bundled_configs, describe_fields
+        from zoo.config import bundled_config, describe_fields
         from zoo.plugins import get_plugins
 
         registry = get_plugins().registry("model")
-        configs = bundled_configs()
         if args.name:
             entry = registry.get(args.name)
             fields = describe_fields(entry.cls.Config)
@@ -73,13 +72,14 @@ class ModelsCommand:
             print(f"{entry.name} (plugin {entry.owner}, {entry.distribution})\n{doc}\n")
             print(tabulate([[f["name"], f["type"], f["default"], f["doc"]] for f in fields],
                            headers=["option", "type", "default", ""], tablefmt="simple"))
-            if entry.name in configs:
-                print(f"\nbundled config: {configs[entry.name]}")
+            config = bundled_config(entry.name)
+            if config is not None:
+                print(f"\nbundled config: {config}")
             return 0
         rows = []
         for entry in registry:
             row = {"model": entry.name, "plugin": entry.owner, "distribution": entry.distribution,
-                   "config": configs[entry.name].name if entry.name in configs else "(defaults)",
+                   "config": str(bundled_config(entry.name) or "(defaults)"),
                    "summary": (entry.cls.__doc__ or "").strip().splitlines()[0] if entry.cls.__doc__ else ""}
             if args.params:
                 row["parameters"] = count_parameters(entry.name)

@@ -1,0 +1,120 @@
+"""Plugins installed from their own distributions, found through the `yt8m_zoo` entry-point group.
+
+The example plugin (tests/fixtures/zoo-example-plugin) must appear, build and train; the broken one
+(tests/fixtures/zoo-broken-plugin) fails in five ways and must leave every other command working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.plugins import reset_plugins
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ZOO = str(Path(sys.executable).with_name("zoo"))
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True,
+                   capture_output=True, text=True)
+
+
+def _installed(project: str, dist: str):
+    _pip("install", "--no-deps", "--no-build-isolation", str(FIXTURES / project))
+    importlib.invalidate_caches()
+    reset_plugins()
+    try:
+        yield
+    finally:
+        _pip("uninstall", "-y", dist)
+        importlib.invalidate_caches()
+        reset_plugins()
+
+
+@pytest.fixture(scope="module")
+def example_plugin():
+    yield from _installed("zoo-example-plugin", "zoo-example-plugin")
+
+
+@pytest.fixture
+def broken_plugin():
+    yield from _installed("zoo-broken-plugin", "zoo-broken-plugin")
+
+
+def zoo_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([ZOO, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=600)
+
+
+def test_example_plugin_is_listed_and_builds(example_plugin, paddle_cpu):
+    out = zoo_cli("plugins", "--json")
+    assert out.returncode == 0, out.stderr
+    infos = {i["name"]: i for i in json.loads(out.stdout)}
+    assert infos["example"]["distribution"] == "zoo-example-plugin"
+    assert infos["example"]["provides"] == {"model": ["gated-mean"]}
+    model = zoo.build_model("gated-mean", num_classes=5, features={"rgb": 8}, hidden_size=16)
+    assert model.head.fc.weight.shape == [16, 5]
+
+
+def test_example_plugin_trains_through_zoo_run(example_plugin, tmp_path):
+    out = zoo_cli("run", "gated-mean", "-o", "train.epoch=1", "--output", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "test gap" in out.stdout
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["model"] == "gated-mean" and 0 <= results["metrics"]["gap"] <= 1
+    assert (tmp_path / "run" / "predictions.csv").read_text().startswith("VideoId,LabelConfidencePairs")
+
+
+LENIENT = {"ZOO_STRICT_PLUGINS": "0"}  # CI runs strict; these tests are about the lenient default
+
+
+def test_broken_plugins_leave_everything_else_working(broken_plugin):
+    out = zoo_cli("plugins", "--json", env=LENIENT)
+    assert out.returncode == 0, out.stderr
+    infos = {i["name"]: i for i in json.loads(out.stdout)}
+    expected = {
+        "broken-import": "a_module_nobody_installed",
+        "missing-module": "does_not_exist",
+        "misspelled-hook": "zoo_register_model",
+        "duplicate-name": "already taken by plugin 'nextvlad'",
+        "raises-in-hook": "cannot register its metrics",
+    }
+    for name, fragment in expected.items():
+        assert infos[name]["status"] == "failed" and infos[name]["distribution"] == "zoo-broken-plugin"
+        assert fragment in infos[name]["error"], (name, infos[name]["error"])
+    assert infos["nextvlad"]["status"] == "loaded"
+    table = zoo_cli("plugins", env=LENIENT)
+    assert "5 plugin(s) failed to load" in table.stdout
+    models = zoo_cli("models", env=LENIENT)
+    assert models.returncode == 0 and "nextvlad" in models.stdout
+    assert "warning: plugin 'broken-import' (zoo-broken-plugin) failed to load" in models.stderr
+    unknown = zoo_cli("run", "nosuchmodel", env=LENIENT)
+    assert unknown.returncode == 2
+    assert "unknown model 'nosuchmodel'" in unknown.stderr and "broken-import (zoo-broken-plugin)" in unknown.stderr
+
+
+def test_strict_and_disabled_modes(broken_plugin):
+    strict = zoo_cli("models", env={"ZOO_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2 and "zoo-broken-plugin" in strict.stderr
+    off = zoo_cli("plugins", "--json", env={"ZOO_DISABLE_EXTERNAL_PLUGINS": "1"})
+    infos = {i["name"]: i for i in json.loads(off.stdout)}
+    assert infos["broken-import"]["status"] == "disabled"
+    assert all(i["status"] != "failed" for i in infos.values())
+    quiet = zoo_cli("models", env={"ZOO_DISABLE_EXTERNAL_PLUGINS": "1"})
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_config_errors_exit_2_naming_the_problem():
+    out = zoo_cli("train", "nextvlad", "-o", "train.nosuchkey=1")
+    assert out.returncode == 2
+    assert "nosuchkey" in out.stderr and "train" in out.stderr
+    out = zoo_cli("run", "nosuchmodel")
+    assert out.returncode == 2 and "unknown model 'nosuchmodel'" in out.stderr
