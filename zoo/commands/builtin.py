@@ -104,9 +104,9 @@ def count_parameters(model: str) -> int:
 
 @hookimpl
 def zoo_register_commands(register) -> None:
-    from zoo.commands import engine
+    from zoo.commands import engine, export
 
     register(PluginsCommand)
     register(ModelsCommand)
-    for command in engine.COMMANDS:
+    for command in engine.COMMANDS + export.COMMANDS:
         register(command)

@@ -46,6 +46,16 @@ def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
     return ensure_data(cfg, getattr(args, "data", None), quiet=quiet)
 
 
+def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str) -> ZooConfig:
+    from zoo.config import load_config
+    from zoo.engine.setup import ensure_data
+    from zoo.runtime import init_paddle
+
+    cfg = load_config(None, args.override, raw=raw, source=source)
+    init_paddle(args.device or "cpu")
+    return ensure_data(cfg, getattr(args, "data", None), quiet=True)
+
+
 def _config(args: argparse.Namespace) -> ZooConfig:
     """--config / model name, else (eval, predict) the config saved beside --weights."""
     weights = getattr(args, "weights", None)
@@ -207,12 +217,17 @@ class PredictCommand:
         parser.add_argument("--top_k", "--top-k", "--infer_topk", dest="top_k", type=int,
                             help="classes per video (predict.top_k, default 20)")
         parser.add_argument("--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv to name the classes")
+        parser.add_argument("--model", dest="model_dir", metavar="DIR",
+                            help="predict with a model exported by `zoo export` (Paddle Inference) instead of "
+                                 "building it from a config and weights")
+        parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                            help="with --model: CPU inference precision (bf16 uses oneDNN)")
         parser.add_argument("--output", metavar="DIR", default="predictions",
                             help="where predictions.csv and predictions.jsonl go (default ./predictions)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.loop import predict
+        from zoo.engine.loop import dygraph_scorer, predict
         from zoo.engine.setup import build_reader
 
         if args.top_k is not None:
@@ -221,9 +236,17 @@ class PredictCommand:
             args.override.append(f"predict.vocabulary={json.dumps(args.vocabulary)}")
         if args.filelist:
             args.override.append(f"data.infer={json.dumps(args.filelist)}")
-        cfg = _prepare(args)
-        model = _load_for_inference(cfg, args)
-        predictions = predict(model, build_reader(cfg, "infer"), cfg, top_k=cfg.predict.top_k,
+        if args.model_dir:
+            from zoo.engine.export import load_exported
+
+            exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision)
+            args.config, args.model = None, None
+            cfg = _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)")
+            scorer = exported.predict
+        else:
+            cfg = _prepare(args)
+            scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
+        predictions = predict(scorer, build_reader(cfg, "infer"), cfg, top_k=cfg.predict.top_k,
                               batch_size=cfg.predict.batch_size)
         written = write_predictions(Path(args.output), predictions, cfg, cfg.predict.top_k)
         for p in predictions[:3]:
@@ -250,7 +273,7 @@ class RunCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.loop import evaluate, predict
+        from zoo.engine.loop import dygraph_scorer, evaluate, predict
         from zoo.engine.setup import build_reader
         from zoo.engine.trainer import Trainer
 
@@ -265,7 +288,7 @@ class RunCommand:
         metrics, metric = evaluate(model, test_reader, cfg, desc="test")
         eval_speed = metrics.get("num_videos", 0) / max(time.perf_counter() - t0, 1e-9)
         written = write_eval_outputs(run_dir, metrics, metric, cfg)
-        predictions = predict(model, build_reader(cfg, "infer"), cfg,
+        predictions = predict(dygraph_scorer(model, cfg.dataset.features), build_reader(cfg, "infer"), cfg,
                               top_k=cfg.predict.top_k, batch_size=cfg.predict.batch_size)
         written += write_predictions(run_dir, predictions, cfg, cfg.predict.top_k)
         rows = [["model", cfg.model_name], ["parameters", f"{result.parameters:,}"],
@@ -302,17 +325,4 @@ class BenchCommand:
         raise ZooError("`zoo bench` is not built yet (issue 7)")
 
 
-class ExportCommand:
-    name = "export"
-    help = "export a model for Paddle Inference"
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        pass
-
-    @staticmethod
-    def run(args: argparse.Namespace) -> int:
-        raise ZooError("`zoo export` is not built yet (issue 8)")
-
-
-COMMANDS = [RunCommand, TrainCommand, EvalCommand, PredictCommand, BenchCommand, ExportCommand]
+COMMANDS = [RunCommand, TrainCommand, EvalCommand, PredictCommand, BenchCommand]

@@ -84,23 +84,36 @@ class Prediction:
     scores: list[float]
 
 
-def predict(model: Any, reader: Any, cfg: ZooConfig, *, top_k: int, batch_size: int,
-            progress: bool = True) -> list[Prediction]:
-    """Top-k classes and probabilities for every video of ``reader``, in reading order."""
+def dygraph_scorer(model: Any, features: dict[str, int]) -> Any:
+    """``batch -> probabilities [B, C]`` (numpy) for a paddle model in eval mode."""
     import paddle
     import paddle.nn.functional as F
 
     model.eval()
+
+    def score(batch: dict[str, Any]) -> np.ndarray:
+        with paddle.no_grad():
+            return F.sigmoid(model(to_tensors(batch, features))).numpy()
+
+    return score
+
+
+def predict(scorer: Any, reader: Any, cfg: ZooConfig, *, top_k: int, batch_size: int,
+            progress: bool = True) -> list[Prediction]:
+    """Top-k classes and probabilities for every video of ``reader``, in reading order.
+
+    ``scorer`` maps a batch (numpy dict) to probabilities ``[B, C]``: :func:`dygraph_scorer` for a paddle
+    model, or an exported model's predictor.
+    """
     out: list[Prediction] = []
     k = min(top_k, cfg.dataset.num_classes)
     bar = Progress("predict", unit="video", enabled=progress)
-    with paddle.no_grad():
-        for batch in batches_for(reader, cfg, batch_size=batch_size, shuffle=False):
-            probs = F.sigmoid(model(to_tensors(batch, cfg.dataset.features))).numpy()
-            top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-            for i, vid in enumerate(batch["ids"]):
-                order = top[i][np.argsort(-probs[i, top[i]], kind="stable")]
-                out.append(Prediction(str(vid), [int(c) for c in order], [float(probs[i, c]) for c in order]))
-            bar.update(len(batch["ids"]))
+    for batch in batches_for(reader, cfg, batch_size=batch_size, shuffle=False):
+        probs = scorer(batch)
+        top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        for i, vid in enumerate(batch["ids"]):
+            order = top[i][np.argsort(-probs[i, top[i]], kind="stable")]
+            out.append(Prediction(str(vid), [int(c) for c in order], [float(probs[i, c]) for c in order]))
+        bar.update(len(batch["ids"]))
     bar.close()
     return out

@@ -1,0 +1,124 @@
+"""Turning what a user wrote (files, directories, globs, ``.list`` files) into the list of files to read.
+
+The seed's workflow kept hand-written lists of absolute paths (``train.list``: one path per line); those
+still work, next to directories and glob patterns. A path that matches nothing, an empty list file and a
+file named twice are errors that say which entry caused them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Callable, Sequence
+
+from zoo.errors import DataError
+
+LIST_SUFFIXES = (".list", ".lst")
+_GLOB_CHARS = set("*?[")
+
+
+def is_glob(path: str) -> bool:
+    return any(c in _GLOB_CHARS for c in path)
+
+
+def read_list_file(path: str) -> list[str]:
+    """Entries of a list file: one path per line; blank lines and ``#`` comments ignored.
+
+    Relative entries are relative to the list file's directory (so a dataset folder can be moved whole).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise DataError(f"list file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"list file {path} cannot be read: {exc}") from None
+    base = os.path.dirname(os.path.abspath(path))
+    entries = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = os.path.expanduser(line)
+        entries.append(line if os.path.isabs(line) else os.path.join(base, line))
+    return entries
+
+
+def expand_paths(
+    paths: Sequence[str] | str | None,
+    *,
+    patterns: Sequence[str] = ("*",),
+    directory: Callable[[str], list[str] | None] | None = None,
+    what: str = "data files",
+) -> list[str]:
+    """Files named by ``paths``, in the order given (directory contents and glob matches sorted).
+
+    ``patterns``: file-name patterns a directory contributes (hidden and ``.partial`` files never count).
+    ``directory(path)``: may claim a directory and return its sources itself (a packed dataset does),
+    or return None to list it with ``patterns``.
+    Raises :class:`DataError` when nothing is given, an entry matches nothing, or a file is named twice.
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise DataError(f"no {what} given: name files, directories, glob patterns or .list files "
+                        f"(for example data.train: [/data/yt8m/train] or -o data.train=/data/train.list)")
+    out: list[str] = []
+    origin: dict[str, str] = {}
+
+    def add(path: str, source: str) -> None:
+        key = os.path.realpath(path)
+        if key in origin:
+            first = origin[key]
+            raise DataError(
+                f"{path} is named twice (first {first}, then {source}); each file must appear once or its "
+                f"videos would be read twice per epoch: remove one entry"
+            )
+        origin[key] = source
+        out.append(path)
+
+    def expand(entry: str, source: str, depth: int) -> None:
+        entry = os.path.expanduser(str(entry))
+        if is_glob(entry):
+            matches = sorted(glob.glob(entry))
+            if not matches:
+                raise DataError(f"{entry}: the pattern matches no file ({source})")
+            for match in matches:
+                expand(match, f"pattern {entry}", depth)
+            return
+        if os.path.isdir(entry):
+            claimed = directory(entry) if directory else None
+            if claimed is not None:
+                for item in claimed:
+                    add(item, f"directory {entry}")
+                return
+            names = sorted(
+                n for n in os.listdir(entry)
+                if not n.startswith(".") and not n.endswith(".partial")
+                and any(fnmatch.fnmatch(n, p) for p in patterns)
+                and os.path.isfile(os.path.join(entry, n))
+            )
+            if not names:
+                raise DataError(f"{entry}: the directory holds no {what} (looked for {', '.join(patterns)})")
+            for name in names:
+                add(os.path.join(entry, name), f"directory {entry}")
+            return
+        if entry.endswith(LIST_SUFFIXES):
+            if depth > 8:
+                raise DataError(f"{entry}: list files nested more than 8 deep (a list that names itself?)")
+            if not os.path.exists(entry):
+                raise DataError(f"list file {entry} does not exist ({source})")
+            items = read_list_file(entry)
+            if not items:
+                raise DataError(f"list file {entry} is empty: it should hold one path per line")
+            for item in items:
+                expand(item, f"list file {entry}", depth + 1)
+            return
+        if not os.path.exists(entry):
+            raise DataError(f"{entry}: no such file or directory ({source})")
+        add(entry, source)
+
+    for path in paths:
+        expand(path, "given directly", 0)
+    return out

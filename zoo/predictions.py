@@ -1,0 +1,278 @@
+"""Prediction files: the Kaggle CSV (``VideoId,LabelConfidencePairs``), JSON lines, and the class vocabulary.
+
+Shared by ``zoo predict`` (writes them) and ``zoo score`` (reads them back). Every write is atomic; every
+reading error names the file, the line and what is wrong, so a bad submission is fixed in one go.
+
+Scores are written with 9 significant digits: exact for float32 probabilities, so reading a file back gives
+the same ranking (and the same GAP) as the scores it was written from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zoo.atomic import atomic_path
+from zoo.errors import DataError
+
+KAGGLE_HEADER = ("VideoId", "LabelConfidencePairs")
+VOCABULARY_COLUMNS = ("Index", "Name")  # the official file also has TrainVideoCount, KnowledgeGraphId, ...
+
+
+@dataclass
+class Prediction:
+    """The top classes of one video, best first."""
+
+    id: str
+    classes: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best classes of each row of ``scores`` [B, C] and their scores, both [B, min(k, C)].
+
+    Rows are ordered by score (highest first); equal scores are ordered by class index (lowest first), as
+    ``np.argmax`` breaks ties, so the result never depends on how the scores were partitioned. A NaN score
+    is an error (it has no place in a ranking).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"top_k expects scores of shape [batch, classes], got shape {scores.shape}")
+    if k < 1:
+        raise ValueError(f"top_k: k must be at least 1, got {k}")
+    batch, num_classes = scores.shape
+    k = min(k, num_classes)
+    if batch == 0 or num_classes == 0:
+        empty = np.zeros((batch, k), dtype=np.int64)
+        return empty, np.zeros((batch, k), dtype=scores.dtype)
+    if k == num_classes:
+        index = np.argsort(-scores, axis=1, kind="stable")
+    else:
+        index = np.argpartition(scores, num_classes - k, axis=1)[:, num_classes - k:]
+        kth = np.take_along_axis(scores, index, axis=1).min(axis=1)
+        # argpartition picks arbitrarily among scores equal to the k-th: where such a tie straddles the
+        # boundary, redo the row with a stable sort so that the lowest class indices win.
+        split = np.count_nonzero(scores >= kth[:, None], axis=1) > k
+        if split.any():
+            rows = np.flatnonzero(split)
+            index[rows] = np.argsort(-scores[rows], axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(scores, index, axis=1)
+    if np.isnan(values).any():  # argpartition ranks NaN above every number, so any NaN shows up here
+        row = int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
+        raise ValueError(f"top_k: row {row} has a NaN score; check the model output")
+    order = np.lexsort((index, -values), axis=1)
+    return np.take_along_axis(index, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kaggle CSV
+
+
+def format_pairs(classes: Iterable[int], scores: Iterable[float]) -> str:
+    """``label score label score ...`` with 9 significant digits (float32 round-trips exactly)."""
+    return " ".join(f"{int(c)} {float(s):.9g}" for c, s in zip(classes, scores))
+
+
+def _sorted_row(row: Prediction, k: int | None) -> tuple[list[int], list[float]]:
+    if len(row.classes) != len(row.scores):
+        raise ValueError(f"prediction for {row.id!r}: {len(row.classes)} classes but {len(row.scores)} scores")
+    order = sorted(range(len(row.classes)), key=lambda i: (-float(row.scores[i]), int(row.classes[i])))
+    if k is not None:
+        order = order[:k]
+    return [int(row.classes[i]) for i in order], [float(row.scores[i]) for i in order]
+
+
+def write_kaggle_csv(path: str | os.PathLike, rows: Iterable[Prediction], *, top_k: int | None = None) -> int:
+    """Write a Kaggle submission (header ``VideoId,LabelConfidencePairs``) atomically; returns the row count.
+
+    Each row lists its classes by score, highest first (the file format requires it); ``top_k`` keeps only
+    the first k. A video id containing a comma or a line break cannot be written (the format has no quoting).
+    """
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(",".join(KAGGLE_HEADER) + "\n")
+        for row in rows:
+            vid = str(row.id)
+            if not vid or any(ch in vid for ch in ",\r\n"):
+                raise ValueError(f"video id {vid!r} cannot be written to a Kaggle CSV (empty, or has , or newline)")
+            classes, scores = _sorted_row(row, top_k)
+            f.write(f"{vid},{format_pairs(classes, scores)}\n")
+            count += 1
+    return count
+
+
+def iter_kaggle_csv(path: str | os.PathLike) -> Iterator[tuple[int, str, list[int], list[float]]]:
+    """Yield ``(line number, video id, classes, scores)`` per row of a Kaggle CSV, checking each row.
+
+    Raises :class:`DataError` naming the file and line for a missing or wrong header, a row without
+    exactly one comma, an empty id, an odd number of tokens, a label that is not a non-negative integer,
+    a score that is not a finite number, or a class listed twice in one row. Duplicate ids are the
+    caller's to check (:func:`read_kaggle_csv` does).
+    """
+    path = Path(path)
+    try:
+        f = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open the prediction file: {exc.strerror or exc}") from exc
+    with f:
+        try:
+            header = f.readline()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not a UTF-8 text file ({exc.reason}); expected a Kaggle CSV") from exc
+        fields = tuple(h.strip() for h in header.strip().split(","))
+        if fields != KAGGLE_HEADER:
+            raise DataError(
+                f"{path}: line 1: expected the header {','.join(KAGGLE_HEADER)!r}, found {header.strip()[:80]!r}; "
+                f"a Kaggle prediction file starts with that line"
+            )
+        line_no = 1
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: after line {line_no}: not valid UTF-8 ({exc.reason})") from exc
+            if not line:
+                return
+            line_no += 1
+            text = line.strip()
+            if not text:
+                continue
+            yield (line_no, *_parse_row(path, line_no, text))
+
+
+def _parse_row(path: Path, line_no: int, text: str) -> tuple[str, list[int], list[float]]:
+    where = f"{path}: line {line_no}"
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise DataError(f"{where}: expected 'VideoId,label score label score ...' (one comma), found "
+                        f"{len(parts) - 1} commas in {text[:80]!r}")
+    vid, pairs = parts[0].strip(), parts[1].split()
+    if not vid:
+        raise DataError(f"{where}: the VideoId is empty")
+    if len(pairs) % 2:
+        raise DataError(f"{where}: video {vid!r}: {len(pairs)} tokens after the comma; expected label/score "
+                        f"pairs (an even number)")
+    classes: list[int] = []
+    scores: list[float] = []
+    for j in range(0, len(pairs), 2):
+        label, score = pairs[j], pairs[j + 1]
+        if not (label.isascii() and label.isdigit()):
+            raise DataError(f"{where}: video {vid!r}: label {label!r} (pair {j // 2 + 1}) is not a non-negative "
+                            f"integer class index")
+        try:
+            value = float(score)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{where}: video {vid!r}: score {score!r} (pair {j // 2 + 1}) is not a finite number")
+        classes.append(int(label))
+        scores.append(value)
+    if len(set(classes)) != len(classes):
+        seen: set[int] = set()
+        dup = next(c for c in classes if c in seen or seen.add(c))
+        raise DataError(f"{where}: video {vid!r}: class {dup} is listed twice; list each class once")
+    return vid, classes, scores
+
+
+def read_kaggle_csv(path: str | os.PathLike, *, num_classes: int | None = None) -> dict[str, list[tuple[int, float]]]:
+    """``{video id: [(label, score), ...]}`` from a Kaggle CSV, in file order within each row.
+
+    Errors (:class:`DataError`) name the file and line: malformed rows, duplicate ids (both lines), and, when
+    ``num_classes`` is given, labels outside ``0 .. num_classes - 1``.
+    """
+    out: dict[str, list[tuple[int, float]]] = {}
+    first_line: dict[str, int] = {}
+    for line_no, vid, classes, scores in iter_kaggle_csv(path):
+        if vid in out:
+            raise DataError(f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
+                            f"{first_line[vid]}); keep one row per video")
+        if num_classes is not None:
+            check_classes(path, line_no, vid, classes, num_classes)
+        first_line[vid] = line_no
+        out[vid] = list(zip(classes, scores))
+    return out
+
+
+def check_classes(path: str | os.PathLike, line_no: int, vid: str, classes: list[int], num_classes: int) -> None:
+    bad = [c for c in classes if c >= num_classes]
+    if bad:
+        raise DataError(f"{path}: line {line_no}: video {vid!r}: class {bad[0]} is out of range; the dataset has "
+                        f"{num_classes} classes (0 .. {num_classes - 1}); pass the right --num-classes")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON lines
+
+
+def write_jsonl(
+    path: str | os.PathLike, rows: Iterable[Prediction], *, vocabulary: Mapping[int, str] | None = None,
+    top_k: int | None = None,
+) -> int:
+    """One JSON object per video: ``{"id", "classes", "scores"}`` (+ ``"names"`` with a vocabulary), atomic.
+
+    Classes are listed best first; a class missing from the vocabulary is named ``""``.
+    """
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            classes, scores = _sorted_row(row, top_k)
+            record: dict[str, object] = {"id": str(row.id), "classes": classes, "scores": scores}
+            if vocabulary is not None:
+                record["names"] = [vocabulary.get(c, "") for c in classes]
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Vocabulary
+
+
+def load_vocabulary(path: str | os.PathLike) -> dict[int, str]:
+    """``{class index: name}`` from the official ``vocabulary.csv`` (columns Index, TrainVideoCount,
+    KnowledgeGraphId, Name, ...; only Index and Name are required).
+
+    Raises :class:`DataError` naming the file, line and column for a missing column, an index that is not a
+    non-negative integer, or an index listed twice.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the vocabulary: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: the vocabulary is not UTF-8 text ({exc.reason})") from exc
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{path}: the vocabulary is empty; expected a header with columns Index and Name")
+    columns = [h.strip() for h in header]
+    missing = [c for c in VOCABULARY_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{path}: line 1: the header has no column {', '.join(missing)} (found "
+                        f"{', '.join(columns) or 'nothing'}); expected the official vocabulary.csv")
+    i_index, i_name = columns.index("Index"), columns.index("Name")
+    vocabulary: dict[int, str] = {}
+    for row in reader:
+        line_no = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) <= max(i_index, i_name):
+            raise DataError(f"{path}: line {line_no}: {len(row)} columns, expected at least "
+                            f"{max(i_index, i_name) + 1} (Index is column {i_index + 1}, Name column {i_name + 1})")
+        raw = row[i_index].strip()
+        if not (raw.isascii() and raw.isdigit()):
+            raise DataError(f"{path}: line {line_no}: column Index: {raw!r} is not a non-negative integer")
+        index = int(raw)
+        if index in vocabulary:
+            raise DataError(f"{path}: line {line_no}: column Index: class {index} is listed twice")
+        vocabulary[index] = row[i_name].strip()
+    return vocabulary
