@@ -1,0 +1,167 @@
+"""PaddleVideo's attention models for YouTube-8M: AttentionCluster and AttentionLSTM.
+
+Both pool each modality with attention over frames, concatenate the modalities and classify them with a
+small fully connected stack and a logistic layer. The attention softmaxes run over real frames only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import paddle
+from paddle import nn
+
+from zoo.config import DatasetSpec
+from zoo.nn import build_head
+from zoo_baselines.common import (
+    MLP,
+    check_fraction,
+    check_hidden,
+    check_positive,
+    frame_counts,
+    frame_mask,
+    l2_normalize,
+    masked_softmax,
+    normal_init,
+)
+
+Activation = Literal["relu", "relu6", "tanh", "sigmoid"]
+
+
+class ShiftingAttention(nn.Layer):
+    """``clusters`` independent attention poolings of one modality, each shifted and L2-normalised.
+
+    Each attention unit weighs the frames with its own softmax (over real frames), scales and shifts the
+    weighted sum by two learned scalars and L2-normalises it; the units are concatenated and divided by
+    sqrt(clusters), so the output ``[B, clusters * D]`` has unit norm.
+    """
+
+    def __init__(self, dim: int, clusters: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.clusters = clusters
+        self.scores = nn.Linear(dim, clusters, weight_attr=paddle.ParamAttr(initializer=nn.initializer.KaimingNormal()))
+        std = math.sqrt(1.0 / math.sqrt(clusters))  # PaddleVideo's "glorot" for the shift scalars
+        self.shift_w = self.create_parameter([clusters, 1], attr=normal_init(std))
+        self.shift_b = self.create_parameter([clusters, 1], attr=normal_init(std))
+
+    @property
+    def out_dim(self) -> int:
+        return self.clusters * self.dim
+
+    def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
+        weights = masked_softmax(self.scores(x), mask)  # [B, T, C]
+        pooled = paddle.matmul(weights, x, transpose_x=True)  # [B, C, D]
+        shifted = l2_normalize(pooled * self.shift_w + self.shift_b, axis=-1)
+        return shifted.reshape([-1, self.out_dim]) / math.sqrt(self.clusters)
+
+
+@dataclass
+class AttentionClusterConfig:
+    """Options of AttentionCluster; defaults are PaddleVideo's configs/attention_cluster.yaml."""
+
+    cluster_num: int = 32
+    """Attention units per modality (PaddleVideo: cluster_nums [32, 32])."""
+    dropout: float = 0.5
+    """Dropout on the concatenated attention outputs (PaddleVideo: drop_rate)."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [1024, 4096])
+    """Fully connected layers between the attention outputs and the classifier (PaddleVideo: fc1, fc2)."""
+    hidden_activations: list[Activation] = field(default_factory=lambda: ["tanh", "tanh"])
+    """Activation of each hidden layer (PaddleVideo: tanh, tanh)."""
+    classifier: Literal["logistic", "moe"] = "logistic"
+    """Classifier on the last hidden layer (PaddleVideo: logistic)."""
+    moe_mixtures: int = 2
+    """Experts per class when classifier is "moe"."""
+
+
+class AttentionCluster(nn.Layer):
+    """Shifting attention clusters per modality -> dropout -> FC tanh stack -> logistic."""
+
+    name = "attention-cluster"
+    Config = AttentionClusterConfig
+
+    def __init__(self, config: AttentionClusterConfig, spec: DatasetSpec) -> None:
+        super().__init__()
+        check_positive(config, ["cluster_num", "hidden_sizes", "moe_mixtures"], self.name)
+        check_fraction(config.dropout, "dropout", self.name)
+        check_hidden(config.hidden_sizes, config.hidden_activations, self.name)
+        self.config = config
+        self.features = dict(spec.features)
+        self.attention = nn.LayerList([ShiftingAttention(d, config.cluster_num) for d in self.features.values()])
+        self.dropout = nn.Dropout(config.dropout)
+        self.mlp = MLP(sum(a.out_dim for a in self.attention), config.hidden_sizes, config.hidden_activations,
+                       kaiming=True)
+        self.head = build_head(config.classifier, self.mlp.out_dim, spec.num_classes, config.moe_mixtures)
+
+    def forward(self, batch: dict) -> paddle.Tensor:
+        mask = frame_mask(batch)
+        outs = [att(batch[name], mask) for name, att in zip(self.features, self.attention)]
+        h = self.dropout(paddle.concat(outs, axis=-1) if len(outs) > 1 else outs[0])
+        return self.head(self.mlp(h))
+
+
+class LSTMAttention(nn.Layer):
+    """One modality: FC tanh embedding -> bidirectional LSTM -> dropout -> attention-weighted sum over frames."""
+
+    def __init__(self, dim: int, embedding_size: int, lstm_size: int, dropout: float) -> None:
+        super().__init__()
+        self.embed = nn.Linear(dim, embedding_size)
+        self.lstm = nn.LSTM(embedding_size, lstm_size, direction="bidirect")
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(2 * lstm_size, 1)
+        self.out_dim = 2 * lstm_size
+
+    def forward(self, x: paddle.Tensor, mask: paddle.Tensor, lengths: paddle.Tensor) -> paddle.Tensor:
+        # sequence_length makes the backward direction start at each video's last real frame
+        h, _ = self.lstm(paddle.tanh(self.embed(x)), sequence_length=lengths)  # [B, T, 2H]
+        h = self.dropout(h)
+        weights = masked_softmax(self.score(h), mask)  # [B, T, 1]
+        return (h * weights).sum(axis=1)
+
+
+@dataclass
+class AttentionLSTMConfig:
+    """Options of AttentionLSTM; defaults are PaddleVideo's configs/attention_lstm.yaml and model code."""
+
+    embedding_size: int = 512
+    """Size of the per-frame tanh embedding that feeds the LSTM (PaddleVideo: embedding_size)."""
+    lstm_size: int = 1024
+    """Hidden units of each LSTM direction (PaddleVideo: lstm_size)."""
+    dropout: float = 0.5
+    """Dropout on the LSTM outputs before the attention (PaddleVideo: drop_rate)."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [8192, 4096])
+    """Fully connected layers between the pooled modalities and the classifier (PaddleVideo: 8192, 4096)."""
+    hidden_activations: list[Activation] = field(default_factory=lambda: ["relu", "tanh"])
+    """Activation of each hidden layer (PaddleVideo: relu, tanh)."""
+    classifier: Literal["logistic", "moe"] = "logistic"
+    """Classifier on the last hidden layer (PaddleVideo: logistic)."""
+    moe_mixtures: int = 2
+    """Experts per class when classifier is "moe"."""
+
+
+class AttentionLSTM(nn.Layer):
+    """Bidirectional LSTM + attention pooling per modality -> FC stack -> logistic."""
+
+    name = "attention-lstm"
+    Config = AttentionLSTMConfig
+
+    def __init__(self, config: AttentionLSTMConfig, spec: DatasetSpec) -> None:
+        super().__init__()
+        check_positive(config, ["embedding_size", "lstm_size", "hidden_sizes", "moe_mixtures"], self.name)
+        check_fraction(config.dropout, "dropout", self.name)
+        check_hidden(config.hidden_sizes, config.hidden_activations, self.name)
+        self.config = config
+        self.features = dict(spec.features)
+        self.branches = nn.LayerList(
+            [LSTMAttention(d, config.embedding_size, config.lstm_size, config.dropout) for d in self.features.values()]
+        )
+        self.mlp = MLP(sum(b.out_dim for b in self.branches), config.hidden_sizes, config.hidden_activations)
+        self.head = build_head(config.classifier, self.mlp.out_dim, spec.num_classes, config.moe_mixtures)
+
+    def forward(self, batch: dict) -> paddle.Tensor:
+        mask = frame_mask(batch)
+        lengths = frame_counts(mask)
+        outs = [branch(batch[name], mask, lengths) for name, branch in zip(self.features, self.branches)]
+        return self.head(self.mlp(paddle.concat(outs, axis=-1) if len(outs) > 1 else outs[0]))

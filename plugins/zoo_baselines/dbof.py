@@ -1,0 +1,84 @@
+"""Deep Bag of Frames (the starter code's DbofModel).
+
+Each frame (rgb and audio concatenated) is projected into a wide "cluster" space, the projections are pooled
+over frames, and a hidden layer plus a mixture-of-experts head classify the pooled vector:
+input BN -> FC (no bias) -> BN -> ReLU6 -> max/avg over frames -> FC (no bias) -> BN -> ReLU6 -> MoE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from zoo.config import DatasetSpec
+from zoo.nn import MaskedBatchNorm, build_head, masked_max, masked_mean
+from zoo_baselines.common import check_positive, concat_features, frame_mask, normal_init, sample_frames
+
+
+@dataclass
+class DBoFConfig:
+    """Options of the DBoF model; defaults are the starter code's flags."""
+
+    cluster_size: int = 8192
+    """Units of the per-frame cluster layer (starter: dbof_cluster_size)."""
+    hidden_size: int = 1024
+    """Units of the hidden layer after pooling (starter: dbof_hidden_size)."""
+    pooling: Literal["max", "average"] = "max"
+    """How cluster activations are pooled over real frames (starter: dbof_pooling_method)."""
+    batch_norm: bool = True
+    """BatchNorm on the input, cluster and hidden layers; False uses biases instead (starter: dbof_add_batch_norm)."""
+    sample_frames: int = 0
+    """While training, draw this many real frames per video at random (the starter always draws 30, also when
+    evaluating); 0 uses every frame. Evaluation and prediction always use every frame."""
+    classifier: Literal["logistic", "moe"] = "moe"
+    """Classifier on the hidden layer (starter: video_level_classifier_model, MoeModel by default)."""
+    moe_mixtures: int = 2
+    """Experts per class for the MoE classifier (starter: moe_num_mixtures)."""
+
+
+class DBoF(nn.Layer):
+    """Deep Bag of Frames: per-frame cluster projection, max pooling over real frames, hidden layer, MoE."""
+
+    name = "dbof"
+    Config = DBoFConfig
+
+    def __init__(self, config: DBoFConfig, spec: DatasetSpec) -> None:
+        super().__init__()
+        check_positive(config, ["cluster_size", "hidden_size", "moe_mixtures"], self.name)
+        check_positive(config, ["sample_frames"], self.name, minimum=0)
+        self.config = config
+        self.features = dict(spec.features)
+        dim = sum(self.features.values())
+        bn = config.batch_norm
+        self.input_bn = MaskedBatchNorm(dim) if bn else None
+        # the starter's initialisation: N(0, 1/sqrt(fan_in)); biases only where there is no BatchNorm
+        self.cluster = nn.Linear(dim, config.cluster_size, weight_attr=normal_init(1 / math.sqrt(dim)),
+                                 bias_attr=False if bn else normal_init(1 / math.sqrt(dim)))
+        self.cluster_bn = MaskedBatchNorm(config.cluster_size) if bn else None
+        self.hidden = nn.Linear(config.cluster_size, config.hidden_size,
+                                weight_attr=normal_init(1 / math.sqrt(config.cluster_size)),
+                                bias_attr=False if bn else normal_init(0.01))
+        self.hidden_bn = nn.BatchNorm1D(config.hidden_size) if bn else None
+        self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
+
+    def forward(self, batch: dict) -> paddle.Tensor:
+        x = concat_features(batch, self.features)
+        mask = frame_mask(batch)
+        if self.training and self.config.sample_frames > 0:
+            (x,), mask = sample_frames([x], mask, self.config.sample_frames)
+        if self.input_bn is not None:
+            x = self.input_bn(x, mask)
+        h = self.cluster(x)
+        if self.cluster_bn is not None:
+            h = self.cluster_bn(h, mask)
+        h = F.relu6(h)
+        h = masked_max(h, mask) if self.config.pooling == "max" else masked_mean(h, mask)
+        h = self.hidden(h)
+        if self.hidden_bn is not None:
+            h = self.hidden_bn(h)
+        return self.head(F.relu6(h))
