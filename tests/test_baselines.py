@@ -31,12 +31,30 @@ TINY = {
     "attention-lstm": {"embedding_size": 6, "lstm_size": 5, "hidden_sizes": [16, 8]},
 }
 VARIANTS = {  # other code paths worth covering
-    "dbof-average-nobn": ("dbof", {"cluster_size": 16, "hidden_size": 8, "pooling": "average", "batch_norm": False,
-                                   "classifier": "logistic"}),
-    "netvlad-relu-plain": ("netvlad", {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8,
-                                       "hidden_relu": True, "gating": False, "probability_gating": False}),
-    "attention-cluster-moe": ("attention-cluster", {"cluster_num": 2, "hidden_sizes": [], "hidden_activations": [],
-                                                    "classifier": "moe"}),
+    "dbof-average-nobn": (
+        "dbof",
+        {
+            "cluster_size": 16,
+            "hidden_size": 8,
+            "pooling": "average",
+            "batch_norm": False,
+            "classifier": "logistic",
+        },
+    ),
+    "netvlad-relu-plain": (
+        "netvlad",
+        {
+            "cluster_sizes": {"rgb": 4, "audio": 2},
+            "hidden_size": 8,
+            "hidden_relu": True,
+            "gating": False,
+            "probability_gating": False,
+        },
+    ),
+    "attention-cluster-moe": (
+        "attention-cluster",
+        {"cluster_num": 2, "hidden_sizes": [], "hidden_activations": [], "classifier": "moe"},
+    ),
 }
 CASES = {**{name: (name, opts) for name, opts in TINY.items()}, **VARIANTS}
 NAMES = list(TINY)
@@ -47,7 +65,9 @@ def paddle(paddle_cpu):
     return paddle_cpu
 
 
-def make_batch(paddle, lengths: list[int], seed: int = 0, garbage: bool = True, pad_to: int | None = None) -> dict:
+def make_batch(
+    paddle, lengths: list[int], seed: int = 0, garbage: bool = True, pad_to: int | None = None
+) -> dict:
     """A batch per the batch contract; padding holds large random values when ``garbage`` (it must not matter)."""
     rng, junk = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
     t = pad_to or max(lengths)
@@ -81,7 +101,9 @@ def warm_up(paddle, model) -> None:
     model.train()
     for seed in range(3):
         batch = make_batch(paddle, [4, 9, 2, 6], seed=seed)
-        loss = paddle.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"], reduction="sum")
+        loss = paddle.nn.functional.binary_cross_entropy_with_logits(
+            model(batch), batch["labels"], reduction="sum"
+        )
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
@@ -138,10 +160,15 @@ def test_gradients_reach_every_trainable_parameter(paddle, case):
     model = build(paddle, case)
     model.train()
     batch = make_batch(paddle, [5, 2, 8, 4], seed=4)
-    loss = paddle.nn.functional.binary_cross_entropy_with_logits(model(batch), batch["labels"], reduction="sum")
+    loss = paddle.nn.functional.binary_cross_entropy_with_logits(
+        model(batch), batch["labels"], reduction="sum"
+    )
     loss.backward()
-    missing = [n for n, p in model.named_parameters()
-               if not p.stop_gradient and (p.grad is None or not np.abs(p.grad.numpy()).sum() > 0)]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if not p.stop_gradient and (p.grad is None or not np.abs(p.grad.numpy()).sum() > 0)
+    ]
     assert not missing, f"{case}: no gradient reaches {missing}"
 
 
@@ -216,8 +243,10 @@ def test_bundled_config_and_its_sample_section_validate(paddle, name):
     model = build_model(name, spec=sample_spec, **sample.model)
     model.eval()
     rng = np.random.default_rng(0)
-    batch = {f: paddle.to_tensor(rng.normal(size=(2, 10, d)).astype("float32"))
-             for f, d in sample_spec.features.items()}
+    batch = {
+        f: paddle.to_tensor(rng.normal(size=(2, 10, d)).astype("float32"))
+        for f, d in sample_spec.features.items()
+    }
     batch["mask"] = paddle.to_tensor(np.ones((2, 10), dtype="float32"))
     batch["num_frames"] = paddle.to_tensor(np.array([10, 10], dtype="int64"))
     assert model(batch).shape == [2, 200]
@@ -251,4 +280,7 @@ def test_config_defaults_follow_the_references():
     assert defaults["netvlad"]["cluster_sizes"] == {"rgb": 256, "audio": 128}
     assert defaults["lstm"]["lstm_size"] == 1024 and defaults["lstm"]["lstm_layers"] == 2
     assert defaults["attention-cluster"]["cluster_num"] == 32
-    assert defaults["attention-lstm"]["embedding_size"] == 512 and defaults["attention-lstm"]["lstm_size"] == 1024
+    assert (
+        defaults["attention-lstm"]["embedding_size"] == 512
+        and defaults["attention-lstm"]["lstm_size"] == 1024
+    )

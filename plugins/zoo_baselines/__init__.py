@@ -20,6 +20,15 @@ def zoo_register_models(register: Callable[[type], None]) -> None:
     from zoo_baselines.netvlad import NetRVLAD, NetVLAD
     from zoo_baselines.pooling import MaxPool, MeanMaxPool, MeanPool
 
-    for model in (MeanPool, MaxPool, MeanMaxPool, DBoF, NetVLAD, NetRVLAD, LSTMModel, AttentionCluster,
-                  AttentionLSTM):
+    for model in (
+        MeanPool,
+        MaxPool,
+        MeanMaxPool,
+        DBoF,
+        NetVLAD,
+        NetRVLAD,
+        LSTMModel,
+        AttentionCluster,
+        AttentionLSTM,
+    ):
         register(model)

@@ -42,7 +42,9 @@ class ShiftingAttention(nn.Layer):
         super().__init__()
         self.dim = dim
         self.clusters = clusters
-        self.scores = nn.Linear(dim, clusters, weight_attr=paddle.ParamAttr(initializer=nn.initializer.KaimingNormal()))
+        self.scores = nn.Linear(
+            dim, clusters, weight_attr=paddle.ParamAttr(initializer=nn.initializer.KaimingNormal())
+        )
         std = math.sqrt(1.0 / math.sqrt(clusters))  # PaddleVideo's "glorot" for the shift scalars
         self.shift_w = self.create_parameter([clusters, 1], attr=normal_init(std))
         self.shift_b = self.create_parameter([clusters, 1], attr=normal_init(std))
@@ -89,10 +91,16 @@ class AttentionCluster(nn.Layer):
         check_hidden(config.hidden_sizes, config.hidden_activations, self.name)
         self.config = config
         self.features = dict(spec.features)
-        self.attention = nn.LayerList([ShiftingAttention(d, config.cluster_num) for d in self.features.values()])
+        self.attention = nn.LayerList(
+            [ShiftingAttention(d, config.cluster_num) for d in self.features.values()]
+        )
         self.dropout = nn.Dropout(config.dropout)
-        self.mlp = MLP(sum(a.out_dim for a in self.attention), config.hidden_sizes, config.hidden_activations,
-                       kaiming=True)
+        self.mlp = MLP(
+            sum(a.out_dim for a in self.attention),
+            config.hidden_sizes,
+            config.hidden_activations,
+            kaiming=True,
+        )
         self.head = build_head(config.classifier, self.mlp.out_dim, spec.num_classes, config.moe_mixtures)
 
     def forward(self, batch: dict) -> paddle.Tensor:
@@ -155,7 +163,10 @@ class AttentionLSTM(nn.Layer):
         self.config = config
         self.features = dict(spec.features)
         self.branches = nn.LayerList(
-            [LSTMAttention(d, config.embedding_size, config.lstm_size, config.dropout) for d in self.features.values()]
+            [
+                LSTMAttention(d, config.embedding_size, config.lstm_size, config.dropout)
+                for d in self.features.values()
+            ]
         )
         self.mlp = MLP(sum(b.out_dim for b in self.branches), config.hidden_sizes, config.hidden_activations)
         self.head = build_head(config.classifier, self.mlp.out_dim, spec.num_classes, config.moe_mixtures)

@@ -120,8 +120,9 @@ class ProbabilityGating(nn.Layer):
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.fc = nn.Linear(num_classes, num_classes, weight_attr=normal_init(1.0 / math.sqrt(num_classes)),
-                            bias_attr=False)
+        self.fc = nn.Linear(
+            num_classes, num_classes, weight_attr=normal_init(1.0 / math.sqrt(num_classes)), bias_attr=False
+        )
         self.bn = nn.BatchNorm1D(num_classes)
 
     def forward(self, logits: paddle.Tensor) -> paddle.Tensor:
@@ -136,7 +137,9 @@ ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "tanh": paddle.tanh, "sigmoid":
 class MLP(nn.Layer):
     """Fully connected layers with the given activations (the attention models' FC stack before the head)."""
 
-    def __init__(self, in_dim: int, sizes: Sequence[int], activations: Sequence[str], kaiming: bool = False) -> None:
+    def __init__(
+        self, in_dim: int, sizes: Sequence[int], activations: Sequence[str], kaiming: bool = False
+    ) -> None:
         super().__init__()
         layers = []
         for size in sizes:

@@ -57,12 +57,19 @@ class DBoF(nn.Layer):
         bn = config.batch_norm
         self.input_bn = MaskedBatchNorm(dim) if bn else None
         # the starter's initialisation: N(0, 1/sqrt(fan_in)); biases only where there is no BatchNorm
-        self.cluster = nn.Linear(dim, config.cluster_size, weight_attr=normal_init(1 / math.sqrt(dim)),
-                                 bias_attr=False if bn else normal_init(1 / math.sqrt(dim)))
+        self.cluster = nn.Linear(
+            dim,
+            config.cluster_size,
+            weight_attr=normal_init(1 / math.sqrt(dim)),
+            bias_attr=False if bn else normal_init(1 / math.sqrt(dim)),
+        )
         self.cluster_bn = MaskedBatchNorm(config.cluster_size) if bn else None
-        self.hidden = nn.Linear(config.cluster_size, config.hidden_size,
-                                weight_attr=normal_init(1 / math.sqrt(config.cluster_size)),
-                                bias_attr=False if bn else normal_init(0.01))
+        self.hidden = nn.Linear(
+            config.cluster_size,
+            config.hidden_size,
+            weight_attr=normal_init(1 / math.sqrt(config.cluster_size)),
+            bias_attr=False if bn else normal_init(0.01),
+        )
         self.hidden_bn = nn.BatchNorm1D(config.hidden_size) if bn else None
         self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
 

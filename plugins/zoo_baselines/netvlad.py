@@ -66,9 +66,7 @@ class VLADPooling(nn.Layer):
         std = 1 / math.sqrt(dim)  # WILLOW's initialisation of both weight sets
         self.assign = nn.Linear(dim, clusters, weight_attr=normal_init(std), bias_attr=False)
         self.assign_bn = MaskedBatchNorm(clusters)
-        self.centers = (
-            self.create_parameter([clusters, dim], attr=normal_init(std)) if residual else None
-        )
+        self.centers = self.create_parameter([clusters, dim], attr=normal_init(std)) if residual else None
 
     @property
     def out_dim(self) -> int:
@@ -104,9 +102,12 @@ class NetVLAD(nn.Layer):
         vlad_dim = sum(v.out_dim for v in self.vlad)
         relu = config.hidden_relu
         # WILLOW initialises the hidden weights with N(0, 1/sqrt(clusters)) (of the rgb cluster count)
-        self.hidden = nn.Linear(vlad_dim, config.hidden_size,
-                                weight_attr=normal_init(1 / math.sqrt(next(iter(clusters.values())))),
-                                bias_attr=False if relu else normal_init(0.01))
+        self.hidden = nn.Linear(
+            vlad_dim,
+            config.hidden_size,
+            weight_attr=normal_init(1 / math.sqrt(next(iter(clusters.values())))),
+            bias_attr=False if relu else normal_init(0.01),
+        )
         self.hidden_bn = nn.BatchNorm1D(config.hidden_size) if relu else None
         self.gate = ContextGating(config.hidden_size) if config.gating else None
         self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
