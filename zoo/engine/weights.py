@@ -40,6 +40,7 @@ _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # protocol-2 pickles (PaddleVideo 1.x) store array bytes as encoded strings
 }
 
 
@@ -115,13 +116,12 @@ def fetch(url: str, *, sha256: str | None = None, retries: int = 3, quiet: bool 
         if known is None or actual == known:
             return target
         if not quiet:
-            print(f"cached {target} does not match its checksum; downloading again", file=sys.stderr)
-        target.unlink()
+            print(f"cached {target} does not match the expected checksum; downloading again", file=sys.stderr)
     last: Exception | None = None
     for attempt in range(1, retries + 1):
         try:
             with atomic_path(target) as tmp:
-                _download(url, tmp, quiet=quiet)
+                _download(url, tmp, name, quiet=quiet)
                 actual = _sha256(tmp)
                 if expected and actual != expected:
                     raise ZooError(
@@ -138,7 +138,7 @@ def fetch(url: str, *, sha256: str | None = None, retries: int = 3, quiet: bool 
     raise ZooError(f"could not download {url} after {retries} attempts: {last}")
 
 
-def _download(url: str, dest: Path, *, quiet: bool) -> None:
+def _download(url: str, dest: Path, name: str, *, quiet: bool) -> None:
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0)
         done = 0
@@ -153,7 +153,7 @@ def _download(url: str, dest: Path, *, quiet: bool) -> None:
             if not quiet and now - last_print > 0.5:
                 last_print = now
                 share = f" ({100 * done / total:.0f}%)" if total else ""
-                print(f"\rdownloading {os.path.basename(dest.name)}: {done / 1e6:.1f} MB{share}", end="",
+                print(f"\rdownloading {name}: {done / 1e6:.1f} MB{share}", end="",
                       file=sys.stderr)
         if total and done != total:
             raise OSError(f"connection closed after {done} of {total} bytes")
@@ -306,7 +306,11 @@ def apply_weights(model: Any, loaded: LoadedWeights, *, strict: bool) -> LoadRep
     if not report.loaded:
         raise ZooError(f"weights {loaded.origin}: no tensor matches model {getattr(model, 'name', '?')} "
                        f"({report.summary()})")
-    model.set_state_dict(updates)
+    import warnings
+
+    with warnings.catch_warnings():  # paddle warns per tensor left out; the report above says it once
+        warnings.simplefilter("ignore")
+        model.set_state_dict(updates)
     return report
 
 
