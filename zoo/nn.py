@@ -40,7 +40,8 @@ class MaskedBatchNorm(nn.Layer):
 
     ``x`` is ``[..., F]`` and ``mask`` has the leading shape of ``x`` (1 = valid). In eval mode it uses the
     running statistics, like ``paddle.nn.BatchNorm1D``; parameter names match it (weight, bias, _mean,
-    _variance) so weights convert between the two.
+    _variance) so weights convert between the two. Output rows at padded positions carry no meaning (zeros
+    while training); mask them downstream like any padding.
     """
 
     def __init__(self, num_features: int, momentum: float = 0.9, epsilon: float = 1e-5) -> None:
@@ -54,25 +55,31 @@ class MaskedBatchNorm(nn.Layer):
         self.register_buffer("_variance", paddle.ones([num_features]))
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor | None = None) -> paddle.Tensor:
-        if self.training:
-            # Weighted sums as [1, N] x [N, F] matmuls and d * d instead of ** 2: the same two-pass statistics
-            # at about half the CPU time of elementwise reductions (paddle's pow and its backward are slow).
-            flat = x.reshape([-1, self.num_features])
-            if mask is None:
-                w = paddle.ones_like(flat[:, 0]).unsqueeze(0)
-            else:
-                w = mask.reshape([1, -1]).astype(flat.dtype)
-            n = w.sum().clip(min=1.0)
-            mean = paddle.matmul(w, flat).squeeze(0) / n
-            d = flat - mean
-            var = paddle.matmul(w, d * d).squeeze(0) / n
-            with paddle.no_grad():
-                paddle.assign(self._mean * self.momentum + mean.detach() * (1 - self.momentum), self._mean)
-                paddle.assign(self._variance * self.momentum + var.detach() * (1 - self.momentum), self._variance)
-        else:
-            mean, var = self._mean, self._variance
-        scale = self.weight * paddle.rsqrt(var + self.epsilon)
-        return x * scale + (self.bias - mean * scale)
+        if not self.training:
+            scale = self.weight * paddle.rsqrt(self._variance + self.epsilon)
+            return x * scale + (self.bias - self._mean * scale)
+        flat = x.reshape([-1, self.num_features])
+        if mask is None:
+            return self._batch_norm(flat).reshape(x.shape)
+        # Only the valid rows go through paddle's fused BatchNorm (its statistics and running averages are
+        # those of the valid rows, exactly); padded rows come back as zeros. About 5x faster on CPU than
+        # masked reductions written with elementwise ops, whose broadcasting gradients are slow.
+        rows = paddle.nonzero(mask.reshape([-1]) > 0.5).squeeze(-1)
+        normed = self._batch_norm(paddle.gather(flat, rows))
+        return paddle.scatter(paddle.zeros_like(flat), rows, normed).reshape(x.shape)
+
+    def _batch_norm(self, rows: paddle.Tensor) -> paddle.Tensor:
+        """Training-mode BatchNorm of ``rows [N, F]``: biased batch variance, running stats updated in place."""
+        return F.batch_norm(
+            rows,
+            self._mean,
+            self._variance,
+            weight=self.weight,
+            bias=self.bias,
+            training=True,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+        )
 
 
 class SEGating(nn.Layer):
