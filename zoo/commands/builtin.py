@@ -104,9 +104,9 @@ def count_parameters(model: str) -> int:
 
 @hookimpl
 def zoo_register_commands(register) -> None:
-    from zoo.commands import engine, export
+    from zoo.commands import bench, engine, export
 
     register(PluginsCommand)
     register(ModelsCommand)
-    for command in engine.COMMANDS + export.COMMANDS:
+    for command in engine.COMMANDS + bench.COMMANDS + export.COMMANDS:
         register(command)

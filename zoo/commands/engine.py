@@ -312,17 +312,4 @@ def result_model(result: Any, cfg: ZooConfig) -> Any:
     return model
 
 
-class BenchCommand:
-    name = "bench"
-    help = "benchmark models per device configuration: throughput, GAP, Hit@1, memory"
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        pass
-
-    @staticmethod
-    def run(args: argparse.Namespace) -> int:
-        raise ZooError("`zoo bench` is not built yet (issue 7)")
-
-
-COMMANDS = [RunCommand, TrainCommand, EvalCommand, PredictCommand, BenchCommand]
+COMMANDS = [RunCommand, TrainCommand, EvalCommand, PredictCommand]
