@@ -11,7 +11,7 @@ from typing import Any
 
 from zoo.commands.common import add_config_arguments, config_from_args
 from zoo.config import ZooConfig
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError
 
 
 def _bool(text: str) -> bool:
