@@ -1,0 +1,425 @@
+"""The YouTube-8M readers: frame-level, video-level and segment-rated TFRecords, packed data and pickles.
+
+No TensorFlow: TFRecord framing (with checksums) is :mod:`zoo_yt8m_data.tfrecord`, the protobuf decoding
+:mod:`zoo_yt8m_data.wire`. Values equal TensorFlow's parse followed by the starter code's dequantization
+``x * 4/255 + (4/512 - 2)`` in float32.
+
+Reader protocol (what the engine and :func:`zoo.data.pipeline.batches` rely on): ``sources()``,
+``read(source)`` (one dict per video, float32 features), iteration over every source. The pipeline also
+uses the optional fast path ``read_part(source, start, step)`` (every ``step``-th video from ``start``,
+features left as uint8 when quantized) with ``dequantize_into(uint8, out)``, and ``count(source)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from zoo.config import DatasetSpec
+from zoo.data.pipeline import SkippedRecord
+from zoo.data.sources import expand_paths
+from zoo.errors import DataError
+from zoo_yt8m_data import packed
+from zoo_yt8m_data.tfrecord import RecordError, read_records
+from zoo_yt8m_data.wire import WireError, decode_feature, decode_frames, parse_example, parse_sequence_example
+
+# The starter code's dequantization: 256 levels spanning [-2, 2], each value at the middle of its bin.
+QUANT_SCALE = np.float32(4.0 / 255.0)
+QUANT_BIAS = np.float32(4.0 / 512.0 - 2.0)
+WARN_LIMIT = 20
+
+
+def dequantize(values: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 exactly as ``tf.cast(x, tf.float32) * (4/255) + (4/512 - 2)`` computes it."""
+    out = np.empty(values.shape, np.float32)
+    dequantize_into(values, out)
+    return out
+
+
+def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
+    """Dequantize ``values`` (uint8) into the float32 array ``out`` of the same shape, in place."""
+    np.copyto(out, values, casting="unsafe")
+    out *= QUANT_SCALE
+    out += QUANT_BIAS
+
+
+class _YT8MReader:
+    """Shared machinery: source expansion, damaged-record policy, label checks, skip accounting."""
+
+    name = ""
+    dir_patterns: tuple[str, ...] = ("*.tfrecord",)
+
+    @dataclass
+    class Config:
+        paths: list[str] = field(default_factory=list)
+        """Files, directories, glob patterns or .list files (one path per line)."""
+
+    def __init__(self, config: Any, spec: DatasetSpec) -> None:
+        self.config = config
+        self.spec = spec
+        self.features = dict(spec.features)
+        self.max_frames = spec.max_frames
+        self.num_classes = spec.num_classes
+        self.verify_crc = getattr(config, "verify_crc", True)
+        self.skip_corrupt = getattr(config, "skip_corrupt", False)
+        self.skipped: list[SkippedRecord] = []
+        self._sources: list[str] | None = None
+
+    # -- the protocol ------------------------------------------------------------------------------------
+    def sources(self) -> list[str]:
+        """Files (or packed shards) to read, expanded from ``config.paths``."""
+        if self._sources is None:
+            self._sources = expand_paths(
+                self.config.paths, patterns=self.dir_patterns, directory=self._claim_directory,
+                what=f"{self.name} files",
+            )
+        return self._sources
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        before = len(self.skipped)
+        for source in self.sources():
+            yield from self.read(source)
+        self.print_skipped(since=before)
+
+    def read(self, source: str) -> Iterator[dict[str, Any]]:
+        """Every video of one source, features as float32."""
+        for record in self.read_part(source, 0, 1):
+            yield self.finish(record)
+
+    def read_part(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A record from :meth:`read_part` as :meth:`read` yields it (quantized features dequantized)."""
+        out = dict(record)
+        for name in self.features:
+            value = out.get(name)
+            if isinstance(value, np.ndarray) and value.dtype == np.uint8:
+                out[name] = dequantize(value)
+        return out
+
+    @staticmethod
+    def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
+        dequantize_into(values, out)
+
+    def count(self, source: str) -> int:
+        """Videos in ``source`` (packed: from the index; TFRecord: from the record headers)."""
+        if packed.is_shard(source):
+            return packed.open_shard(source, self.features).records
+        from zoo_yt8m_data.tfrecord import count_records
+
+        return count_records(source, verify_crc=self.verify_crc)
+
+    # -- damaged records ----------------------------------------------------------------------------------
+    def corrupt(self, error: RecordError) -> None:
+        """Raise ``error``, or (skip_corrupt) record it and warn on stderr."""
+        if not self.skip_corrupt:
+            raise error
+        self.skipped.append(SkippedRecord(error.path, error.index, error.problem))
+        if len(self.skipped) <= WARN_LIMIT:
+            tail = "" if error.recoverable else "; the rest of the file is skipped"
+            print(f"warning: skipped {error.path} record {error.index}: {error.problem}{tail}", file=sys.stderr)
+        elif len(self.skipped) == WARN_LIMIT + 1:
+            print("warning: more damaged records skipped; a summary follows at the end", file=sys.stderr)
+
+    def bad_record(self, path: str, index: int, problem: str, *, video: str | None = None) -> None:
+        where = f"video {video!r}: " if video else ""
+        self.corrupt(RecordError(path, index, None, where + problem, recoverable=True,
+                                 advice="fix the data or the dataset settings (dataset.features, num_classes)"))
+
+    def skipped_report(self, since: int = 0) -> str:
+        """A summary of the records skipped (since the ``since``-th skip), empty when none were."""
+        skipped = self.skipped[since:]
+        if not skipped:
+            return ""
+        files = sorted({s.path for s in skipped})
+        lines = [f"skipped {len(skipped)} damaged record(s) in {len(files)} file(s) (skip_corrupt is on):"]
+        for s in skipped[:WARN_LIMIT]:
+            lines.append(f"  {s.path} record {s.index}: {s.problem}")
+        if len(skipped) > WARN_LIMIT:
+            lines.append(f"  ... and {len(skipped) - WARN_LIMIT} more")
+        return "\n".join(lines)
+
+    def print_skipped(self, since: int = 0) -> None:
+        report = self.skipped_report(since)
+        if report:
+            print(report, file=sys.stderr)
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _claim_directory(self, path: str) -> list[str] | None:
+        return None
+
+    def _labels(self, path: str, index: int, labels: list[int], video: str) -> list[int] | None:
+        """``labels`` if all are in [0, num_classes), else report the record and return None."""
+        for label in labels:
+            if not 0 <= label < self.num_classes:
+                self.bad_record(
+                    path, index,
+                    f"label {label} is outside [0, {self.num_classes}) (dataset.num_classes is "
+                    f"{self.num_classes}; YouTube-8M 2018 has 3862 classes)",
+                    video=video,
+                )
+                return None
+        return labels
+
+    def _records(self, path: str, start: int, step: int) -> Iterator[tuple[int, bytes]]:
+        select: Callable[[int], bool] | None = None
+        if step > 1 or start > 0:
+            def select(i: int) -> bool:
+                return i % step == start
+        for index, payload in read_records(path, verify_crc=self.verify_crc, select=select,
+                                           on_corrupt=self.corrupt):
+            if payload is not None:
+                yield index, payload
+
+
+def _context_id(path: str, payload: bytes, context: dict[str, tuple[int, int]]) -> str:
+    rng = context.get("id")
+    if rng is None:
+        raise WireError("the context has no 'id' feature")
+    kind, values = decode_feature(payload, *rng)
+    if kind != "bytes" or len(values) != 1:
+        raise WireError(f"'id' should be one byte string, found a {kind} list of {len(values)}")
+    return values[0].decode("utf-8", "backslashreplace")
+
+
+def _int_list(payload: bytes, context: dict[str, tuple[int, int]], key: str) -> list[int]:
+    rng = context.get(key)
+    if rng is None:
+        return []
+    kind, values = decode_feature(payload, *rng)
+    if kind not in ("int64", "empty"):
+        raise WireError(f"{key!r} should be an int64 list, found a {kind} list")
+    return list(values)
+
+
+def _float_list(payload: bytes, context: dict[str, tuple[int, int]], key: str) -> np.ndarray:
+    rng = context.get(key)
+    if rng is None:
+        return np.zeros(0, np.float32)
+    kind, values = decode_feature(payload, *rng)
+    if kind == "empty":
+        return np.zeros(0, np.float32)
+    if kind != "float":
+        raise WireError(f"{key!r} should be a float list, found a {kind} list")
+    return values  # type: ignore[return-value]
+
+
+class FrameFeatureReader(_YT8MReader):
+    """Frame-level YouTube-8M ``SequenceExample`` TFRecords (and directories made by ``zoo data pack``).
+
+    Yields ``id`` (str), ``labels`` (list of int), one float32 ``[n, size]`` array per feature in
+    ``dataset.features`` (rgb 1024, audio 128), truncated to ``dataset.max_frames``, and ``num_frames`` (n).
+    """
+
+    name = "yt8m-frame"
+
+    @dataclass
+    class Config:
+        paths: list[str] = field(default_factory=list)
+        """TFRecord files, packed directories, directories, glob patterns or .list files (one path per line)."""
+        verify_crc: bool = True
+        """Check each record's masked crc32c (cheap; catches damaged or half-downloaded files)."""
+        skip_corrupt: bool = False
+        """Skip damaged records (bad checksum, truncated, wrong feature size, label out of range), count them
+        and report them at the end, instead of stopping with an error."""
+
+    def _claim_directory(self, path: str) -> list[str] | None:
+        return packed.shards_of(path)
+
+    @classmethod
+    def sample_data(cls, root: Any) -> dict[str, Any]:
+        """Make (once, atomically) the built-in sample dataset under ``root``; paths per split and facts."""
+        from zoo_yt8m_data.synth import ensure_sample_data
+
+        return ensure_sample_data(root)
+
+    def read_part(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
+        if packed.is_shard(source):
+            shard = packed.open_shard(source, self.features)
+            for index in range(start, shard.records, step):
+                record = shard.record(index, self.max_frames)
+                labels = self._labels(source, index, record["labels"], record["id"])
+                if labels is not None:
+                    yield record
+            return
+        if source.endswith((".pkl", ".pickle")):
+            raise DataError(f"{source}: a pickle; PaddleVideo pickles are read by the reader 'paddlevideo-pkl' "
+                            f"(data.reader: paddlevideo-pkl), or convert them once with `zoo data pack`")
+        for index, payload in self._records(source, start, step):
+            record = self._decode(source, index, payload)
+            if record is not None:
+                yield record
+
+    def _decode(self, path: str, index: int, payload: bytes) -> dict[str, Any] | None:
+        video = None
+        try:
+            context, lists = parse_sequence_example(payload)
+            video = _context_id(path, payload, context)
+            labels = _int_list(payload, context, "labels")
+            record: dict[str, Any] = {"id": video}
+            n = None
+            for name, size in self.features.items():
+                rng = lists.get(name)
+                if rng is None:
+                    have = ", ".join(sorted(lists)) or "none"
+                    raise WireError(f"no feature list {name!r} (the record has: {have}); is this frame-level data? "
+                                    f"video-level files need data.reader: yt8m-video")
+                try:
+                    frames = decode_frames(payload, rng[0], rng[1], size)
+                except WireError as exc:
+                    raise WireError(f"feature {name!r}: {exc} (dataset.features says {name}: {size})") from None
+                if n is None:
+                    n = len(frames)
+                elif len(frames) != n:
+                    first = next(iter(self.features))
+                    raise WireError(f"feature {name!r} has {len(frames)} frames but {first!r} has {n}")
+                record[name] = frames[: self.max_frames]
+            self._extra(payload, context, record)
+        except WireError as exc:
+            self.bad_record(path, index, str(exc), video=video)
+            return None
+        checked = self._labels(path, index, labels, video)
+        if checked is None:
+            return None
+        record["labels"] = checked
+        record["num_frames"] = min(n or 0, self.max_frames)
+        return record
+
+    def _extra(self, payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any]) -> None:
+        """Hook for readers whose records carry more context (segment ratings)."""
+
+
+class SegmentReader(FrameFeatureReader):
+    """Segment-rated YouTube-8M (2019, partition ``3/frame/validate``) frame-level TFRecords.
+
+    Besides the frame-level fields: ``segment_start_times``, ``segment_end_times``, ``segment_labels``
+    (int64 arrays) and ``segment_scores`` (float32 array; 1 = the class is present in the 5-frame segment).
+    Test files carry no ratings: those arrays are empty.
+    """
+
+    name = "yt8m-segment"
+
+    @dataclass
+    class Config:
+        paths: list[str] = field(default_factory=list)
+        """TFRecord files, directories, glob patterns or .list files (one path per line)."""
+        verify_crc: bool = True
+        """Check each record's masked crc32c."""
+        skip_corrupt: bool = False
+        """Skip damaged records, count and report them, instead of stopping with an error."""
+
+    def _claim_directory(self, path: str) -> list[str] | None:
+        return None
+
+    def _extra(self, payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any]) -> None:
+        for key in ("segment_start_times", "segment_end_times", "segment_labels"):
+            record[key] = np.asarray(_int_list(payload, context, key), np.int64)
+        record["segment_scores"] = _float_list(payload, context, "segment_scores")
+        lengths = {len(record[k]) for k in ("segment_start_times", "segment_labels", "segment_scores")}
+        if len(lengths) > 1:
+            raise WireError("segment_start_times, segment_labels and segment_scores differ in length")
+        bad = [int(v) for v in record["segment_labels"] if not 0 <= v < self.num_classes]
+        if bad:
+            raise WireError(f"segment label {bad[0]} is outside [0, {self.num_classes})")
+
+
+class VideoFeatureReader(_YT8MReader):
+    """Video-level YouTube-8M ``Example`` TFRecords: ``id``, ``labels``, ``mean_rgb`` [1024], ``mean_audio`` [128].
+
+    For each feature ``f`` in ``dataset.features`` the record's ``mean_f`` is read (float32). Batches feed
+    them as one-frame videos (``f``: ``[B, 1, size]``), so frame-level models and pooling heads work unchanged.
+    """
+
+    name = "yt8m-video"
+
+    @dataclass
+    class Config:
+        paths: list[str] = field(default_factory=list)
+        """TFRecord files, directories, glob patterns or .list files (one path per line)."""
+        verify_crc: bool = True
+        """Check each record's masked crc32c."""
+        skip_corrupt: bool = False
+        """Skip damaged records, count and report them, instead of stopping with an error."""
+
+    def read(self, source: str) -> Iterator[dict[str, Any]]:
+        for record in self.read_part(source, 0, 1):
+            out = {"id": record["id"], "labels": record["labels"]}
+            for name in self.features:
+                out[f"mean_{name}"] = record[name][0]
+            yield out
+
+    def read_part(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
+        for index, payload in self._records(source, start, step):
+            video = None
+            try:
+                features = parse_example(payload)
+                video = _context_id(source, payload, features)
+                labels = _int_list(payload, features, "labels")
+                record: dict[str, Any] = {"id": video, "num_frames": 1}
+                for name, size in self.features.items():
+                    key = f"mean_{name}"
+                    if key not in features:
+                        have = ", ".join(sorted(features)) or "none"
+                        raise WireError(f"no feature {key!r} (the record has: {have}); frame-level files need "
+                                        f"data.reader: yt8m-frame")
+                    values = _float_list(payload, features, key)
+                    if len(values) != size:
+                        raise WireError(f"feature {key!r} has {len(values)} values, expected {size} "
+                                        f"(dataset.features says {name}: {size})")
+                    record[name] = values.reshape(1, size)
+            except WireError as exc:
+                self.bad_record(source, index, str(exc), video=video)
+                continue
+            checked = self._labels(source, index, labels, video)
+            if checked is not None:
+                record["labels"] = checked
+                yield record
+
+
+class PaddleVideoPickleReader(_YT8MReader):
+    """PaddleVideo 1.x pickle shards (``tf2pkl.py`` output), read without running code from the file.
+
+    A pickle can execute anything while loading; this reader's unpickler admits only numpy arrays, numpy
+    scalars and the plain containers the format uses, and refuses any other object before it is built.
+    Prefer ``zoo data pack`` once: the packed format needs no pickle and reads much faster.
+    """
+
+    name = "paddlevideo-pkl"
+    dir_patterns = ("*.pkl", "*.pickle")
+
+    @dataclass
+    class Config:
+        paths: list[str] = field(default_factory=list)
+        """Pickle files, directories, glob patterns or .list files (train.list: one path per line)."""
+        skip_corrupt: bool = False
+        """Skip malformed videos (wrong feature size, label out of range), count and report them."""
+
+    def count(self, source: str) -> int:
+        from zoo_yt8m_data.pickles import load_pickle
+
+        return len(load_pickle(source))
+
+    def read_part(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
+        from zoo_yt8m_data.pickles import load_pickle, pickle_record
+
+        videos = load_pickle(source)
+        for index in range(start, len(videos), step):
+            try:
+                record = pickle_record(videos[index], self.features, self.max_frames)
+            except ValueError as exc:
+                self.bad_record(source, index, str(exc))
+                continue
+            labels = self._labels(source, index, record["labels"], record["id"])
+            if labels is not None:
+                yield record
+
+
+READERS = [FrameFeatureReader, VideoFeatureReader, SegmentReader, PaddleVideoPickleReader]
+
+__all__ = ["READERS", "FrameFeatureReader", "PaddleVideoPickleReader", "SegmentReader", "VideoFeatureReader",
+           "dequantize", "dequantize_into"]

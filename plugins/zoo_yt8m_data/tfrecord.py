@@ -1,0 +1,162 @@
+"""TFRecord framing without TensorFlow: read and write the container the YouTube-8M shards use.
+
+A record is ``uint64 length (LE) | uint32 masked crc32c(length) | payload | uint32 masked crc32c(payload)``.
+Reading checks both checksums by default; a bad payload checksum only spoils that record (the framing is
+intact, so reading can go on with the next one), while a bad length checksum or a short read loses the
+framing and ends the file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import crc32c
+
+from zoo.errors import DataError
+
+_MASK_DELTA = 0xA282EAD8
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+HEADER_BYTES = 12
+FOOTER_BYTES = 4
+
+
+def masked_crc(data: bytes | bytearray | memoryview) -> int:
+    """The TFRecord checksum: crc32c rotated right by 15 bits plus a constant (mod 2**32)."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+class RecordError(DataError):
+    """A damaged record: names the file and the record index; ``recoverable`` says if reading can go on."""
+
+    def __init__(
+        self, path: str, index: int, offset: int | None, problem: str, *, recoverable: bool, advice: str | None = None
+    ) -> None:
+        self.path = path
+        self.index = index
+        self.offset = offset
+        self.problem = problem
+        self.recoverable = recoverable
+        what = "" if recoverable else " (the rest of the file cannot be framed)"
+        at = f" (byte offset {offset})" if offset is not None else ""
+        advice = advice or (
+            "the file is damaged or incomplete: download it again (`zoo data download` resumes and checks md5)"
+        )
+        super().__init__(
+            f"{path}: record {index}{at}: {problem}{what}; {advice}, or pass --skip-corrupt "
+            f"(data.skip_corrupt: true) to skip damaged records"
+        )
+
+
+def frame(payload: bytes) -> bytes:
+    """One framed record."""
+    length = _LENGTH.pack(len(payload))
+    return b"".join((length, _CRC.pack(masked_crc(length)), payload, _CRC.pack(masked_crc(payload))))
+
+
+class TFRecordWriter:
+    """Writes framed records to an open binary file (the caller owns atomicity, e.g. ``zoo.atomic``)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.count = 0
+
+    def write(self, payload: bytes) -> None:
+        self._file.write(frame(payload))
+        self.count += 1
+
+
+def write_tfrecord(path: str | os.PathLike, payloads: list[bytes]) -> None:
+    """Write ``payloads`` as one TFRecord file, atomically."""
+    from zoo.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        writer = TFRecordWriter(f)
+        for payload in payloads:
+            writer.write(payload)
+
+
+def read_records(
+    path: str,
+    *,
+    verify_crc: bool = True,
+    select: Callable[[int], bool] | None = None,
+    on_corrupt: Callable[[RecordError], None] | None = None,
+    buffer_size: int = 1 << 20,
+) -> Iterator[tuple[int, bytes | None]]:
+    """Yield ``(index, payload)`` for each record of ``path``.
+
+    ``select(index)`` false: the payload is skipped with a seek and ``None`` is yielded in its place (workers
+    that read every n-th record of a file do not read the others). Damage raises :class:`RecordError`, or,
+    with ``on_corrupt``, is handed to it (it may raise) and reading goes on when the framing allows.
+    """
+
+    def damaged(error: RecordError) -> bool:
+        if on_corrupt is None:
+            raise error
+        on_corrupt(error)
+        return error.recoverable
+
+    try:
+        f = open(path, "rb", buffering=buffer_size)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a TFRecord file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open: {exc}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        index = 0
+        offset = 0
+        read = f.read
+        unpack_len = _LENGTH.unpack_from
+        unpack_crc = _CRC.unpack_from
+        while True:
+            header = read(HEADER_BYTES)
+            if not header:
+                return
+            if len(header) < HEADER_BYTES:
+                damaged(RecordError(path, index, offset, f"truncated header ({len(header)} of 12 bytes)",
+                                    recoverable=False))
+                return
+            if index == 0 and header[:2] == b"\x1f\x8b":
+                raise DataError(f"{path}: is gzip-compressed; YouTube-8M shards are plain TFRecords: "
+                                f"decompress it first (gunzip)")
+            (length,) = unpack_len(header)
+            if verify_crc and masked_crc(header[:8]) != unpack_crc(header, 8)[0]:
+                damaged(RecordError(path, index, offset, "length checksum mismatch", recoverable=False))
+                return
+            end = offset + HEADER_BYTES + length + FOOTER_BYTES
+            if end > size:
+                damaged(RecordError(
+                    path, index, offset,
+                    f"truncated: the record needs {length + FOOTER_BYTES} more bytes, the file has "
+                    f"{size - offset - HEADER_BYTES}",
+                    recoverable=False,
+                ))
+                return
+            if select is not None and not select(index):
+                f.seek(length + FOOTER_BYTES, os.SEEK_CUR)
+                yield index, None
+            else:
+                payload = read(length)
+                footer = read(FOOTER_BYTES)
+                if len(payload) < length or len(footer) < FOOTER_BYTES:  # file shrank while reading
+                    damaged(RecordError(path, index, offset, "truncated while reading", recoverable=False))
+                    return
+                if verify_crc and masked_crc(payload) != unpack_crc(footer)[0]:
+                    damaged(RecordError(path, index, offset, "payload checksum mismatch", recoverable=True))
+                else:
+                    yield index, payload
+            offset = end
+            index += 1
+
+
+def count_records(path: str, *, verify_crc: bool = True) -> int:
+    """Number of records in ``path`` from the headers alone (seeks over the payloads)."""
+    return sum(1 for _ in read_records(path, verify_crc=verify_crc, select=lambda _i: False))

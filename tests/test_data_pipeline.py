@@ -1,0 +1,138 @@
+"""The batch pipeline: the batch contract, sharding over ranks and workers, determinism, resume."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+from zoo_yt8m_data.synth import SynthSpec, generate
+
+import zoo
+from zoo import DatasetSpec
+from zoo.data import batches, collate, count_records, plan_epoch
+from zoo.data.pipeline import round_robin
+
+SPEC = DatasetSpec(num_classes=20)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """8 train files (180 videos of 1-40 frames), 2 validate files (40 videos), 20 classes."""
+    root = tmp_path_factory.mktemp("pipe")
+    generate(root, SynthSpec(train_videos=180, valid_videos=40, test_videos=0, classes=20, min_frames=1,
+                             max_frames=40, train_shards=8, valid_shards=2, seed=7))
+    return root
+
+
+def _reader(small, split="train", **kw):
+    return zoo.build_reader("yt8m-frame", paths=[str(small / split)], spec=SPEC, **kw)
+
+
+def test_batch_contract(small):
+    reader = _reader(small)
+    records = {r["id"]: r for r in reader}
+    got = list(batches(reader, spec=SPEC, batch_size=16))
+    assert sum(len(b["ids"]) for b in got) == 180
+    for b in got:
+        n = len(b["ids"])
+        t = b["rgb"].shape[1]
+        assert b["rgb"].shape == (n, t, 1024) and b["audio"].shape == (n, t, 128)
+        assert b["rgb"].dtype == b["audio"].dtype == b["mask"].dtype == b["labels"].dtype == np.float32
+        assert b["num_frames"].dtype == np.int64 and t == max(1, b["num_frames"].max())
+        assert b["labels"].shape == (n, 20)
+        np.testing.assert_array_equal(b["mask"].sum(1), b["num_frames"])
+        for i, vid in enumerate(b["ids"]):
+            rec = records[vid]
+            k = rec["num_frames"]
+            np.testing.assert_array_equal(b["rgb"][i, :k], rec["rgb"])
+            np.testing.assert_array_equal(b["audio"][i, :k], rec["audio"])
+            assert not b["rgb"][i, k:].any() and not b["mask"][i, k:].any()
+            assert sorted(np.flatnonzero(b["labels"][i])) == sorted(rec["labels"])
+    assert list(batches(reader, spec=SPEC, batch_size=16))[0]["ids"] == [r for r in records][:16]  # file order
+
+
+def test_max_frames_truncates(small):
+    spec = DatasetSpec(num_classes=20, max_frames=5)
+    reader = zoo.build_reader("yt8m-frame", paths=[str(small / "train")], spec=spec)
+    b = next(iter(batches(reader, spec=spec, batch_size=64)))
+    assert b["rgb"].shape[1] == 5 and b["num_frames"].max() == 5
+
+
+@pytest.mark.parametrize("files", [8, 1])
+def test_every_record_once_across_two_ranks_and_two_workers(small, files):
+    """2 simulated ranks x 2 DataLoader workers; by file (8 files) and by record (1 file)."""
+    paths = sorted(str(p) for p in (small / "train").iterdir())[:files]
+    reader = zoo.build_reader("yt8m-frame", paths=paths, spec=SPEC)
+    expected = collections.Counter(r["id"] for r in reader)
+    seen = collections.Counter()
+    per_rank = []
+    for rank in range(2):
+        ids = [vid for b in batches(reader, spec=SPEC, batch_size=8, shuffle=True, seed=1, epoch=0, rank=rank,
+                                    world_size=2, num_workers=2, shuffle_buffer=16) for vid in b["ids"]]
+        per_rank.append(set(ids))
+        seen.update(ids)
+    assert seen == expected
+    assert not per_rank[0] & per_rank[1]
+    assert plan_epoch(paths, parts=4, shuffle=True, seed=1, epoch=0).by_file == (files == 8)
+
+
+def test_shuffle_is_seeded_per_epoch_and_resume_continues_exactly(small):
+    reader = _reader(small)
+
+    def run(workers, epoch=0, skip=0):
+        return [b["ids"] for b in batches(reader, spec=SPEC, batch_size=12, shuffle=True, seed=5, epoch=epoch,
+                                          num_workers=workers, shuffle_buffer=32, skip_batches=skip)]
+
+    plain = run(0)
+    assert plain == run(0)
+    assert plain != run(0, epoch=1)
+    assert sorted(v for b in plain for v in b) == sorted(r["id"] for r in reader)
+    assert run(0, skip=4) == plain[4:]
+    with_workers = run(2)
+    assert sorted(v for b in with_workers for v in b) == sorted(v for b in plain for v in b)
+    assert run(2, skip=5) == with_workers[5:]
+    assert run(2, skip=len(with_workers) + 2) == []
+
+
+def test_round_robin_simulation():
+    assert round_robin([3, 1], 3) == ([2, 1], 1)
+    assert round_robin([1, 3], 4) == ([1, 3], 0)
+    assert round_robin([2, 2], 10) == ([2, 2], 0)
+
+
+def test_count_records(small):
+    assert count_records(_reader(small)) == 180
+
+
+def test_worker_error_keeps_its_type_and_message(small, tmp_path):
+    bad = tmp_path / "bad.tfrecord"
+    data = (small / "validate" / "validate0000.tfrecord").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    reader = zoo.build_reader("yt8m-frame", paths=[str(bad), str(small / "validate" / "validate0001.tfrecord")],
+                              spec=SPEC)
+    with pytest.raises(zoo.DataError, match=r"bad\.tfrecord: record \d+ .*truncated"):
+        list(batches(reader, spec=SPEC, batch_size=4, num_workers=2))
+
+
+def test_skip_corrupt_counts_records_skipped_in_workers(small, tmp_path, capsys):
+    bad = tmp_path / "bad.tfrecord"
+    data = (small / "validate" / "validate0000.tfrecord").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    reader = zoo.build_reader("yt8m-frame", paths=[str(bad), str(small / "validate" / "validate0001.tfrecord")],
+                              spec=SPEC, skip_corrupt=True)
+    ids = [v for b in batches(reader, spec=SPEC, batch_size=4, num_workers=2) for v in b["ids"]]
+    assert 20 <= len(ids) < 40
+    assert len(reader.skipped) == 1 and reader.skipped[0].path == str(bad)
+    assert "skipped 1 damaged record" in capsys.readouterr().err
+
+
+def test_collate_rejects_bad_records():
+    good = {"id": "a", "labels": [1], "rgb": np.zeros((2, 1024), np.float32), "audio": np.zeros((2, 128), np.float32),
+            "num_frames": 2}
+    with pytest.raises(zoo.DataError, match="label 20 is outside"):
+        collate([dict(good, labels=[20])], SPEC)
+    with pytest.raises(zoo.DataError, match=r"feature 'rgb' has shape \(2, 512\)"):
+        collate([dict(good, rgb=np.zeros((2, 512), np.float32))], SPEC)
+    empty = collate([dict(good, num_frames=0, rgb=np.zeros((0, 1024)), audio=np.zeros((0, 128)))], SPEC)
+    assert empty["rgb"].shape == (1, 1, 1024) and empty["mask"].sum() == 0

@@ -1,0 +1,389 @@
+"""From a reader to padded batches, on ``paddle.io``: sharding, seeded shuffling, workers, resume.
+
+What :func:`batches` yields, for one rank and one epoch: dicts of numpy arrays (the batch contract): one
+float32 ``[B, T, D]`` array per feature of ``spec.features`` (zero-padded; ``T`` the longest video in the
+batch, at least 1), ``mask`` float32 ``[B, T]``, ``num_frames`` int64 ``[B]``, ``labels`` float32
+``[B, num_classes]`` (multi-hot) and ``ids`` (list of str).
+
+How the work is split: the ``world_size * max(1, num_workers)`` (rank, worker) pairs are *parts*. With
+enough files (every part gets the same number of files, give or take 10%), part ``p`` reads whole files
+``p, p + P, p + 2P, ...`` of the epoch's file order; otherwise every part reads every file but keeps only
+its own records (record ``i`` of file ``f`` belongs to part ``(i + f) mod P``; the others are skipped by
+seeking, not decoded). Either way every record is read exactly once per epoch across all ranks and
+workers. Ranks can therefore get different numbers of batches (files hold different numbers of videos);
+the engine deals with that. Each part batches its own records, so with ``W`` workers a rank may see up to
+``W`` short batches per epoch (none with ``drop_last``).
+
+Order: with ``shuffle`` the file order is permuted by ``(seed, epoch)`` and each part passes its records
+through a shuffle buffer of ``shuffle_buffer`` videos seeded by ``(seed, epoch, part)``; without it files
+and records keep their order. Worker outputs are merged round-robin (worker 0, 1, ..., 0, 1, ...; a
+finished worker drops out), so a given ``(seed, epoch, rank, world_size, num_workers)`` always yields the
+same batches in the same order, and ``skip_batches=k`` yields exactly what follows the first ``k``.
+
+Memory stays bounded: a part holds at most ``shuffle_buffer`` videos (as the reader's compact records,
+uint8 for quantized data) plus the batch being assembled; paddle's DataLoader prefetches 2 batches per
+worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo.config import DatasetSpec
+from zoo.errors import DataError, ZooError
+
+Task = tuple[str, int, int]  # (source, first record, step)
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A damaged record a reader skipped (``skip_corrupt``): file, record index, what was wrong."""
+
+    path: str
+    index: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who reads what in one epoch."""
+
+    parts: int
+    by_file: bool
+    tasks: tuple[tuple[Task, ...], ...]  # per part
+
+    def part_tasks(self, part: int) -> tuple[Task, ...]:
+        return self.tasks[part]
+
+
+def plan_epoch(sources: list[str], *, parts: int, shuffle: bool, seed: int, epoch: int) -> Plan:
+    """Assign every record of ``sources`` to exactly one of ``parts`` parts (see the module docstring)."""
+    if parts < 1:
+        raise ValueError("parts must be >= 1")
+    order = list(range(len(sources)))
+    if shuffle:
+        random.Random(_stable_seed(seed, epoch, "files", 0)).shuffle(order)
+    files = [sources[i] for i in order]
+    n = len(files)
+    by_file = n >= parts and math.ceil(n / parts) <= 1.1 * (n // parts)
+    if by_file:
+        tasks = tuple(tuple((f, 0, 1) for f in files[p::parts]) for p in range(parts))
+    else:
+        tasks = tuple(
+            tuple((f, (p - k) % parts, parts) for k, f in enumerate(files)) for p in range(parts)
+        )
+    return Plan(parts=parts, by_file=by_file, tasks=tasks)
+
+
+def _stable_seed(seed: int, epoch: int, what: str, part: int) -> int:
+    """A seed that is the same in every process and Python run (``hash()`` of str is salted)."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(part), sum(map(ord, what))])
+    return int(ss.generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading one part
+
+
+def _read_task(reader: Any, task: Task) -> Iterator[dict[str, Any]]:
+    source, start, step = task
+    read_part = getattr(reader, "read_part", None)
+    if read_part is not None:
+        yield from read_part(source, start, step)
+        return
+    for i, record in enumerate(reader.read(source)):
+        if i % step == start:
+            yield record
+
+
+def _part_records(reader: Any, tasks: Iterable[Task], shuffle_buffer: int, rng: random.Random | None
+                  ) -> Iterator[dict[str, Any]]:
+    records = (r for task in tasks for r in _read_task(reader, task))
+    if rng is None or shuffle_buffer <= 1:
+        yield from records
+        return
+    buffer: list[dict[str, Any]] = []
+    for record in records:
+        if len(buffer) < shuffle_buffer:
+            buffer.append(record)
+            continue
+        j = rng.randrange(shuffle_buffer)
+        out = buffer[j]
+        buffer[j] = record
+        yield out
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: Any = None) -> dict[str, Any]:
+    """Records -> one padded batch (the batch contract). uint8 features go through ``dequantize_into``."""
+    b = len(records)
+    lengths = np.array([min(int(r["num_frames"]), spec.max_frames) for r in records], np.int64)
+    t = max(1, int(lengths.max()) if b else 1)
+    batch: dict[str, Any] = {}
+    for name, size in spec.features.items():
+        out = np.zeros((b, t, size), np.float32)
+        for i, record in enumerate(records):
+            n = int(lengths[i])
+            if n == 0:
+                continue
+            values = record[name]
+            if values.ndim != 2 or values.shape[1] != size or values.shape[0] < n:
+                raise DataError(
+                    f"video {record.get('id')!r}: feature {name!r} has shape {tuple(values.shape)}, expected "
+                    f"[{n}, {size}] (dataset.features says {name}: {size})"
+                )
+            if values.dtype == np.uint8:
+                if dequantize_into is None:
+                    raise DataError(f"video {record.get('id')!r}: feature {name!r} is quantized (uint8) but the "
+                                    f"reader has no dequantize_into()")
+                dequantize_into(values[:n], out[i, :n])
+            else:
+                out[i, :n] = values[:n]
+        batch[name] = out
+    mask = np.zeros((b, t), np.float32)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1.0
+    batch["mask"] = mask
+    batch["num_frames"] = lengths
+    labels = np.zeros((b, spec.num_classes), np.float32)
+    for i, record in enumerate(records):
+        index = np.asarray(record["labels"], np.int64)
+        if index.size:
+            if index.min() < 0 or index.max() >= spec.num_classes:
+                bad = int(index[(index < 0) | (index >= spec.num_classes)][0])
+                raise DataError(f"video {record.get('id')!r}: label {bad} is outside [0, {spec.num_classes}) "
+                                f"(dataset.num_classes)")
+            labels[i, index] = 1.0
+    batch["labels"] = labels
+    batch["ids"] = [str(r["id"]) for r in records]
+    return batch
+
+
+def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batch_size: int, shuffle: bool,
+                  seed: int, epoch: int, shuffle_buffer: int, drop_last: bool, skip: int
+                  ) -> Iterator[dict[str, Any]]:
+    rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
+    dequantize_into = getattr(reader, "dequantize_into", None)
+    pending: list[dict[str, Any]] = []
+    skip_records = skip * batch_size
+    for record in _part_records(reader, plan.part_tasks(part), shuffle_buffer, rng):
+        if skip_records:
+            skip_records -= 1
+            continue
+        pending.append(record)
+        if len(pending) == batch_size:
+            yield collate(pending, spec, dequantize_into)
+            pending = []
+    if pending and not drop_last:
+        yield collate(pending, spec, dequantize_into)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resume: how many batches each worker has to skip
+
+
+def _batch_count(records: int, batch_size: int, drop_last: bool) -> int:
+    return records // batch_size if drop_last else math.ceil(records / batch_size)
+
+
+def _task_records(reader: Any, task: Task, cache: dict[str, int]) -> int:
+    source, start, step = task
+    if source not in cache:
+        count = getattr(reader, "count", None)
+        cache[source] = count(source) if count is not None else sum(1 for _ in reader.read(source))
+    total = cache[source]
+    return len(range(start, total, step))
+
+
+def round_robin(counts: list[int], steps: int) -> tuple[list[int], int]:
+    """After ``steps`` outputs of a round-robin merge of streams with ``counts`` items: items taken from
+    each stream and the stream whose turn is next."""
+    taken = [0] * len(counts)
+    turn = 0
+    for _ in range(steps):
+        if all(taken[w] >= counts[w] for w in range(len(counts))):
+            break
+        while taken[turn] >= counts[turn]:
+            turn = (turn + 1) % len(counts)
+        taken[turn] += 1
+        turn = (turn + 1) % len(counts)
+    return taken, turn
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The public entry points
+
+
+class Batches:
+    """The batches of one rank for one epoch; iterate it (once or again: each pass reads anew)."""
+
+    def __init__(self, reader: Any, *, spec: DatasetSpec, batch_size: int, shuffle: bool, seed: int, epoch: int,
+                 rank: int, world_size: int, num_workers: int, shuffle_buffer: int, drop_last: bool,
+                 skip_batches: int) -> None:
+        if batch_size < 1:
+            raise ZooError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ZooError(f"rank {rank} is outside world_size {world_size}")
+        if num_workers < 0 or skip_batches < 0:
+            raise ZooError("num_workers and skip_batches must be >= 0")
+        self.reader = reader
+        self.spec = spec
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.drop_last = drop_last
+        self.skip_batches = skip_batches
+        self.workers = max(1, num_workers)
+        self.plan = plan_epoch(reader.sources(), parts=world_size * self.workers, shuffle=shuffle, seed=seed,
+                               epoch=epoch)
+
+    def parts(self) -> list[int]:
+        """This rank's parts, one per worker."""
+        return [self.rank * self.workers + w for w in range(self.workers)]
+
+    def _skips(self) -> tuple[list[int], int]:
+        if self.skip_batches == 0:
+            return [0] * self.workers, 0
+        if self.workers == 1:
+            return [self.skip_batches], 0
+        cache: dict[str, int] = {}
+        counts = [
+            _batch_count(sum(_task_records(self.reader, t, cache) for t in self.plan.part_tasks(p)),
+                         self.batch_size, self.drop_last)
+            for p in self.parts()
+        ]
+        return round_robin(counts, self.skip_batches)
+
+    def part_batches(self, part: int, skip: int = 0) -> Iterator[dict[str, Any]]:
+        return _part_batches(
+            self.reader, self.plan, part, spec=self.spec, batch_size=self.batch_size, shuffle=self.shuffle,
+            seed=self.seed, epoch=self.epoch, shuffle_buffer=self.shuffle_buffer, drop_last=self.drop_last,
+            skip=skip,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        skipped_before = len(getattr(self.reader, "skipped", []))
+        skips, turn = self._skips()
+        if self.num_workers == 0:
+            yield from self.part_batches(self.parts()[0], skips[0])
+        else:
+            yield from self._with_workers(skips, turn)
+        report = getattr(self.reader, "skipped_report", None)
+        if report is not None:
+            text = report(skipped_before)
+            if text:
+                print(text, file=sys.stderr)
+
+    def _with_workers(self, skips: list[int], turn: int) -> Iterator[dict[str, Any]]:
+        import paddle.io
+
+        from zoo.data.workers import WorkerDataset
+
+        dataset = WorkerDataset(self, skips)
+        loader = paddle.io.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                                      collate_fn=_identity, use_shared_memory=True)
+        queues: list[deque] = [deque() for _ in range(self.workers)]
+        done = [False] * self.workers
+        it = iter(loader)
+        try:
+            while not all(done):
+                if done[turn]:
+                    turn = (turn + 1) % self.workers
+                    continue
+                while not queues[turn]:
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        raise ZooError(f"DataLoader worker {turn} stopped without finishing its part") from None
+                    queues[int(item["_worker"])].append(item)
+                item = queues[turn].popleft()
+                if "_error" in item:
+                    raise _rebuild_error(item)
+                if "_end" in item:
+                    done[turn] = True
+                    self._merge_skipped(item)
+                    continue
+                yield _from_transfer(item)
+                turn = (turn + 1) % self.workers
+        finally:
+            del it
+
+    def _merge_skipped(self, item: dict[str, Any]) -> None:
+        skipped = getattr(self.reader, "skipped", None)
+        if skipped is not None:
+            skipped.extend(SkippedRecord(path, index, problem) for path, index, problem in json.loads(item["_skipped"]))
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def to_transfer(batch: dict[str, Any], worker: int) -> dict[str, Any]:
+    """Make a batch survive paddle's worker transfer: ids travel as one JSON string."""
+    out = {k: v for k, v in batch.items() if k != "ids"}
+    out["_ids"] = json.dumps(batch["ids"])
+    out["_worker"] = worker
+    return out
+
+
+def _from_transfer(item: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if key.startswith("_"):
+            continue
+        out[key] = value.numpy() if hasattr(value, "numpy") else value
+    out["ids"] = json.loads(item["_ids"])
+    return out
+
+
+def _rebuild_error(item: dict[str, Any]) -> Exception:
+    import zoo.errors as errors
+
+    cls = getattr(errors, str(item.get("_error_type")), None)
+    if isinstance(cls, type) and issubclass(cls, ZooError):
+        return cls(item["_error"])
+    return ZooError(f"DataLoader worker {item['_worker']} failed: {item['_error']}")
+
+
+def batches(
+    reader: Any,
+    *,
+    spec: DatasetSpec,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    shuffle_buffer: int = 1024,
+    drop_last: bool = False,
+    skip_batches: int = 0,
+) -> Batches:
+    """The padded batches of rank ``rank`` for epoch ``epoch`` (see the module docstring)."""
+    return Batches(reader, spec=spec, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
+                   world_size=world_size, num_workers=num_workers, shuffle_buffer=shuffle_buffer,
+                   drop_last=drop_last, skip_batches=skip_batches)
+
+
+def count_records(reader: Any) -> int:
+    """Videos in all of the reader's sources (cheap for packed data and TFRecords: headers only)."""
+    count = getattr(reader, "count", None)
+    if count is None:
+        return sum(1 for _ in reader)
+    return sum(count(source) for source in reader.sources())
