@@ -1,0 +1,321 @@
+"""NeXtVLAD for frame-level YouTube-8M features, faithful to PaddleVideo 1.x ``models/nextvlad``.
+
+One NeXtVLAD branch per frame feature (rgb, audio, ... in ``spec.features`` order), concatenated, then
+dropout -> FC -> BatchNorm -> SE context gating -> classifier (logistic or MoE). PaddleVideo fed
+variable-length LoD sequences; here batches are zero-padded and every reduction over frames (the cluster
+assignments, the VLAD sums and the frame-level BatchNorm statistics) uses the frame mask, so a video's
+output does not depend on the padding its batch needed.
+
+The VLAD aggregation is two large matmuls per branch and batch (frames x features into clusters) instead of
+per-frame or per-group loops: this is what keeps a CPU training step near the matmul peak.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from zoo.config import DatasetSpec
+from zoo.errors import ConfigError, DataError
+from zoo.nn import MaskedBatchNorm, SEGating, build_head, feature_tensors
+from zoo_nextvlad.ops import linear
+
+_L2_EPSILON = 1e-12  # PaddleVideo's l2_normalize: x / sqrt(sum(x^2) + 1e-12)
+_EIGEN_EPSILON = 1e-4  # PaddleVideo: scale = sqrt(eigenvalue) + 1e-4
+
+
+@dataclass
+class NeXtVLADConfig:
+    """NeXtVLAD options; the defaults are PaddleVideo's configs/nextvlad.yaml (the paper's 89M model)."""
+
+    cluster_size: int = 128
+    """Clusters K per NeXtVLAD branch."""
+    groups: int = 8
+    """Groups G: each expanded frame is split into G vectors of expansion*D/G dims, each softly assigned."""
+    expansion: int = 2
+    """Expansion factor of the first FC (D -> expansion*D); expansion*D must be divisible by groups."""
+    hidden_size: int = 2048
+    """Width of the FC after the concatenated VLADs (and of the SE gating)."""
+    dropout: float = 0.5
+    """Dropout rate on the concatenated VLAD descriptors (0 disables)."""
+    gating_reduction: int = 8
+    """SE context gating bottleneck: hidden_size -> hidden_size / gating_reduction -> hidden_size."""
+    classifier: Literal["logistic", "moe"] = "logistic"
+    """Classifier head: "logistic" (PaddleVideo) or "moe" (mixture of logistic experts, starter code)."""
+    moe_mixtures: int = 2
+    """Experts per class of the MoE head (unused by the logistic head)."""
+    eigenvalues: str | None = None
+    """Path to the YouTube-8M PCA eigenvals.npy (in yt8m_pca.tgz) for reverse whitening; null: none."""
+    eigenvalues_feature: str = "rgb"
+    """The feature that reverse whitening applies to (first D eigenvalues scale its D dims)."""
+
+
+class NeXtVLADLayer(nn.Layer):
+    """One NeXtVLAD aggregation: frames ``[B, T, D]`` + mask ``[B, T]`` -> ``[B, K * expansion*D/G]``.
+
+    Layer by layer (PaddleVideo 1.x names in brackets, see :mod:`zoo_nextvlad.paddlevideo`):
+
+    0. ``x * input_scale`` (reverse whitening; all ones unless eigenvalues are configured) [eigen_param]
+    1. expansion FC D -> E = expansion*D, no activation [*_fc_expansion_w/_b]
+    2. group attention: FC E -> G, sigmoid [*_fc_group_attention_w/_b]
+    3. assignment: E -> G*K matmul, no bias [*_cluster_weights], BatchNorm over valid frames, softmax over K,
+       times the group attention and the frame mask
+    4. VLAD [F, K] (F = E/G): sum over frames and groups of feature x assignment, minus
+       (assignment sum [K]) x cluster_weights2 [K, F] [*_cluster_weights2]
+    5. L2 over F for each cluster, flatten feature-major (index f*K + k, as PaddleVideo), BatchNorm.
+    """
+
+    def __init__(self, feature_size: int, cluster_size: int, groups: int, expansion: int) -> None:
+        super().__init__()
+        self.feature_size = feature_size
+        self.cluster_size = cluster_size
+        self.groups = groups
+        self.expanded_size = expansion * feature_size
+        self.group_feature_size = self.expanded_size // groups
+        self.output_size = cluster_size * self.group_feature_size
+        msra = paddle.ParamAttr(initializer=nn.initializer.KaimingNormal())
+        zero = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
+        self.register_buffer("input_scale", paddle.ones([feature_size]))
+        self.expansion = nn.Linear(feature_size, self.expanded_size, weight_attr=msra, bias_attr=zero)
+        self.group_attention = nn.Linear(self.expanded_size, groups, weight_attr=msra, bias_attr=zero)
+        self.cluster_weights = self.create_parameter(
+            [self.expanded_size, groups * cluster_size], attr=nn.initializer.KaimingNormal()
+        )
+        self.cluster_bn = MaskedBatchNorm(groups * cluster_size)
+        self.cluster_weights2 = self.create_parameter(
+            [cluster_size, self.group_feature_size], attr=nn.initializer.KaimingNormal()
+        )
+        self.vlad_bn = nn.BatchNorm1D(self.output_size)
+
+    def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
+        k, g, f = self.cluster_size, self.groups, self.group_feature_size
+        # reverse whitening folded into the expansion weight: (x * s) @ W == x @ (s[:, None] * W)
+        weight = self.expansion.weight * self.input_scale.unsqueeze(1)
+        h = linear(x, weight, self.expansion.bias)  # [B, T, E]
+        # BatchNorm statistics over the valid frames only (PaddleVideo: over the LoD sequence's frames)
+        logits = self.cluster_bn(paddle.matmul(h, self.cluster_weights), mask)  # [B, T, G*K]
+        attention = F.sigmoid(linear(h, self.group_attention.weight, self.group_attention.bias))  # [B, T, G]
+        assign = F.softmax(logits.reshape([0, 0, g, k]), axis=-1)
+        frame_weight = (attention * mask.unsqueeze(-1)).unsqueeze(-1)  # padded frames get weight 0
+        assign = (assign * frame_weight).reshape([0, -1, k])  # [B, T*G, K]
+        # sum over frames and groups of assign^T x features, computed as one batched matmul -> [B, F, K]
+        vlad = paddle.matmul(h.reshape([0, -1, f]), assign, transpose_x=True)
+        a_sum = paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)  # [B, 1, K]
+        vlad = vlad - a_sum * self.cluster_weights2.t()  # [B, F, K]
+        vlad = vlad * paddle.rsqrt((vlad * vlad).sum(axis=1, keepdim=True) + _L2_EPSILON)
+        return self.vlad_bn(vlad.reshape([0, self.output_size]))
+
+    def flops(self, frames: int) -> tuple[float, float]:
+        """Multiply-add FLOPs per video (forward, backward) for ``frames`` valid frames (matmuls only)."""
+        d, e, g, k = self.feature_size, self.expanded_size, self.groups, self.cluster_size
+        expansion = 2.0 * frames * d * e
+        attention = 2.0 * frames * e * g
+        assignment = 2.0 * frames * e * g * k
+        vlad = 2.0 * frames * e * k  # (T*G) x F x K
+        forward = expansion + attention + assignment + vlad
+        # the input needs no gradient, so the expansion FC's backward is the weight gradient only
+        backward = expansion + 2.0 * (attention + assignment + vlad)
+        return forward, backward
+
+
+class NeXtVLAD(nn.Layer):
+    """NeXtVLAD video classifier (PaddleVideo 1.x ``NEXTVLAD``): ``forward(batch)`` -> logits ``[B, C]``."""
+
+    name = "nextvlad"
+    Config = NeXtVLADConfig
+    # PaddleVideo 1.x's published NeXtVLAD weights (weights_info() of models/nextvlad); the engine maps their
+    # 1.x names through convert_paddlevideo.
+    released_weights = "https://paddlemodels.bj.bcebos.com/video_classification/nextvlad_youtube8m.tar.gz"
+
+    def __init__(self, config: NeXtVLADConfig, spec: DatasetSpec) -> None:
+        super().__init__()
+        _check_config(config, spec)
+        self.config = config
+        self.spec = spec
+        self.features = dict(spec.features)
+        self.branches = nn.LayerDict(
+            {
+                feature: NeXtVLADLayer(size, config.cluster_size, config.groups, config.expansion)
+                for feature, size in self.features.items()
+            }
+        )
+        vlad_size = sum(branch.output_size for branch in self.branches.values())
+        msra = paddle.ParamAttr(initializer=nn.initializer.KaimingNormal())
+        self.dropout = nn.Dropout(config.dropout)
+        self.hidden = nn.Linear(vlad_size, config.hidden_size, weight_attr=msra, bias_attr=False)
+        self.hidden_bn = nn.BatchNorm1D(config.hidden_size)
+        self.gating = SEGating(config.hidden_size, config.gating_reduction)
+        self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
+        # PaddleVideo initialises every FC with MSRA (He) normal weights and zero biases.
+        init = nn.initializer.KaimingNormal()
+        init(self.gating.squeeze.weight)
+        init(self.gating.excite.weight)
+        if config.classifier == "logistic":
+            init(self.head.fc.weight)
+            nn.initializer.Constant(0.0)(self.head.fc.bias)
+        if config.eigenvalues is not None:
+            branch = self.branches[config.eigenvalues_feature]
+            scale = np.sqrt(load_eigenvalues(config.eigenvalues, branch.feature_size)) + _EIGEN_EPSILON
+            paddle.assign(paddle.to_tensor(scale.astype(np.float32)), branch.input_scale)
+
+    def forward(self, batch: dict[str, Any]) -> paddle.Tensor:
+        mask = batch["mask"]
+        vlads = [
+            branch(x, mask)
+            for branch, x in zip(self.branches.values(), feature_tensors(batch, self.features))
+        ]
+        x = paddle.concat(vlads, axis=1) if len(vlads) > 1 else vlads[0]
+        x = self.hidden_bn(self.hidden(self.dropout(x)))
+        return self.head(self.gating(x))
+
+    def flops(self, frames: int) -> dict[str, float]:
+        """Matmul FLOPs per video of ``frames`` frames: forward, backward and their sum (a training step)."""
+        forward = backward = 0.0
+        for branch in self.branches.values():
+            fwd, bwd = branch.flops(frames)
+            forward += fwd
+            backward += bwd
+        head = 0.0
+        for layer in self.sublayers():
+            if isinstance(layer, nn.Linear) and not any(
+                layer is b.expansion or layer is b.group_attention for b in self.branches.values()
+            ):
+                head += 2.0 * layer.weight.shape[0] * layer.weight.shape[1]
+        forward += head
+        backward += 2.0 * head
+        return {"forward": forward, "backward": backward, "train": forward + backward}
+
+    @classmethod
+    def convert_paddlevideo(
+        cls,
+        state: dict[str, np.ndarray],
+        *,
+        dropout: float = 0.5,
+        features: tuple[str, str] = ("rgb", "audio"),
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """PaddleVideo 1.x ``NEXTVLAD`` parameters -> (this model's state dict, 1.x keys that were not used).
+
+        ``dropout`` is the rate the weights were trained with (PaddleVideo's drop_rate, 0.5), not ours;
+        ``features`` names our features that PaddleVideo called ``video`` and ``audio``. Layouts and the
+        two folded values are described in :mod:`zoo_nextvlad.paddlevideo`.
+        """
+        from zoo_nextvlad.paddlevideo import convert_state
+
+        return convert_state(state, dropout=dropout, rgb=features[0], audio=features[1])
+
+    def to_paddlevideo(self, *, dropout: float = 0.5) -> dict[str, np.ndarray]:
+        """This model's weights under PaddleVideo 1.x names (the inverse of :meth:`convert_paddlevideo`)."""
+        from zoo_nextvlad.paddlevideo import to_paddlevideo_state
+
+        rgb, audio = self._paddlevideo_features()
+        return to_paddlevideo_state(self.state_dict(), dropout=dropout, rgb=rgb, audio=audio)
+
+    def load_paddlevideo(
+        self, state: dict[str, np.ndarray], source: str = "PaddleVideo weights"
+    ) -> list[str]:
+        """Load PaddleVideo 1.x weights into this model; returns the 1.x keys it did not use.
+
+        The model's two features (in ``spec.features`` order) take PaddleVideo's ``video`` and ``audio``
+        branches. Every parameter and BatchNorm statistic must be provided with the right shape, else a
+        :class:`DataError` names the key (and ``source``) and says which config would fit.
+        """
+        mapped, unused = type(self).convert_paddlevideo(state, features=self._paddlevideo_features(source))
+        own = self.state_dict()
+        missing = [key for key in own if key not in mapped]
+        if missing:
+            raise DataError(
+                f"{source}: no value for {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} "
+                f"({len(missing)} of {len(own)} tensors); PaddleVideo 1.x NeXtVLAD has rgb ('video_*') and "
+                f"audio branches and a logistic head: use features {{rgb: 1024, audio: 128}} and "
+                f"classifier: logistic"
+            )
+        for key, value in own.items():
+            if tuple(mapped[key].shape) != tuple(value.shape):
+                raise DataError(
+                    f"{source}: {key} has shape {list(mapped[key].shape)}, this model needs "
+                    f"{list(value.shape)}; "
+                    f"set the model options (cluster_size, groups, expansion, hidden_size, num_classes) to "
+                    f"those the weights were trained with"
+                )
+        self.set_state_dict({key: mapped[key] for key in own})
+        return unused
+
+    def _paddlevideo_features(self, source: str = "PaddleVideo 1.x") -> tuple[str, str]:
+        if len(self.features) != 2:
+            raise DataError(
+                f"{source}: PaddleVideo 1.x NeXtVLAD has two branches (video, audio); this model has "
+                f"{len(self.features)} features ({', '.join(self.features)})"
+            )
+        rgb, audio = self.features
+        return rgb, audio
+
+
+def _check_config(config: NeXtVLADConfig, spec: DatasetSpec) -> None:
+    for field in ("cluster_size", "groups", "expansion", "hidden_size", "gating_reduction", "moe_mixtures"):
+        if getattr(config, field) < 1:
+            raise ConfigError(f"model.{field}: must be at least 1, got {getattr(config, field)}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {config.dropout}")
+    if config.hidden_size % config.gating_reduction:
+        raise ConfigError(
+            f"model.gating_reduction: {config.gating_reduction} does not divide "
+            f"hidden_size {config.hidden_size}"
+        )
+    if not spec.features:
+        raise ConfigError("dataset.features: NeXtVLAD needs at least one frame feature")
+    for feature, size in spec.features.items():
+        if "." in feature:
+            raise ConfigError(f"dataset.features: feature name {feature!r} must not contain '.'")
+        if (config.expansion * size) % config.groups:
+            raise ConfigError(
+                f"model.groups: {config.groups} groups do not divide expansion*size = "
+                f"{config.expansion}*{size} "
+                f"of feature {feature!r}; pick groups that divide {config.expansion * size}"
+            )
+    if config.eigenvalues is not None and config.eigenvalues_feature not in spec.features:
+        raise ConfigError(
+            f"model.eigenvalues_feature: {config.eigenvalues_feature!r} is not one of the dataset features "
+            f"({', '.join(spec.features)})"
+        )
+
+
+def load_eigenvalues(path: str | os.PathLike, size: int) -> np.ndarray:
+    """The first ``size`` PCA eigenvalues from ``path`` (an ``.npy`` of shape [n] or [n, 1], n >= size)."""
+    where = os.fspath(path)
+    hint = "use eigenvals.npy from the YouTube-8M PCA archive yt8m_pca.tgz (float32, shape [2048, 1])"
+    if not os.path.isfile(where):
+        raise ConfigError(
+            f"model.eigenvalues: {where} does not exist; {hint}, or set model.eigenvalues: null to skip "
+            f"reverse whitening"
+        )
+    try:
+        values = np.load(where, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{where}: not a numpy .npy array ({exc}); {hint}") from None
+    shape = tuple(values.shape)
+    if values.ndim == 2 and shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.shape[0] < size or not np.issubdtype(values.dtype, np.number):
+        raise DataError(
+            f"{where}: eigenvalues have shape {list(shape)} and dtype {values.dtype}; reverse whitening of a "
+            f"{size}-dim feature needs a numeric array of shape [n] or [n, 1] with n >= {size}; {hint}"
+        )
+    values = values[:size].astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        raise DataError(
+            f"{where}: eigenvalue {bad[0]} is {values[bad[0]]} (eigenvalues must be finite and >= 0); {hint}"
+        )
+    return values
+
+
+def parameter_count(model: nn.Layer) -> int:
+    """Trainable parameters (``stop_gradient`` False), the number the paper and PaddleVideo report."""
+    return sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
