@@ -98,9 +98,12 @@ def test_export_matches_dygraph(name, paddle_cpu, tmp_path):
         got = exported.predict(batch)
         assert got.shape == (len(lengths), 11) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5, err_msg=f"{name} fp32 lengths {lengths}")
+    onednn = load_exported(out, onednn=True).predict(batch)  # the oneDNN workarounds keep it exact too
+    np.testing.assert_allclose(onednn, expected, rtol=0, atol=1e-5, err_msg=f"{name} fp32 oneDNN")
     ok, why = bf16_support()
     if not ok:
         pytest.skip(f"fp32 matched; bf16 not checked: {why}")
+    assert "max_abs_diff" in exported.metadata["check"]["bf16"]
     bf16 = load_exported(out, precision="bf16").predict(batch)
     np.testing.assert_allclose(bf16, expected, rtol=0, atol=3e-2, err_msg=f"{name} bf16")
 
@@ -369,6 +372,16 @@ def test_cli_export_then_predict_matches_predict_with_weights(paddle_cpu, tmp_pa
         assert x["classes"] == y["classes"], x["id"]
         np.testing.assert_allclose(x["scores"], y["scores"], rtol=0, atol=1e-5)
     assert b[0]["names"] and all(b[0]["names"])  # the vocabulary shipped in the export names the classes
+    from zoo.engine.export import bf16_support
+
+    if bf16_support()[0]:
+        assert main(["predict", "--model", str(export), "--precision", "bf16", "--top_k", "11",
+                     "--output", str(tmp_path / "bf16")]) == 0
+        rows = (tmp_path / "bf16" / "predictions.jsonl").read_text().splitlines()
+        for x, line in zip(a, rows):
+            y = json.loads(line)
+            bf16_scores = dict(zip(y["classes"], y["scores"]))
+            np.testing.assert_allclose([bf16_scores[c] for c in x["classes"]], x["scores"], atol=3e-2)
 
     assert main(["export", "--output", str(tmp_path / "x"), "--config", str(tmp_path / "missing.yaml")]) == 2
     assert main(["predict", "--model", str(tmp_path / "nowhere")]) == 1

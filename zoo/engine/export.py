@@ -15,10 +15,13 @@ batch to that length. Which one a model gets is decided by running the export th
 comparing it with the dygraph model at export time: an export that does not reproduce its model is never
 written.
 
-Two Paddle 3.3 oneDNN defects are worked around here (both found by that check): the ``inplace_pass`` lets
-an oneDNN activation overwrite a tensor that another op still reads (the MoE head's ``log(p) - log1p(-p)``
+CPU predictors run fp32 on paddle's own kernels and bf16 on oneDNN. ONEDNN_NOTE: with Paddle 3.3, oneDNN
+fp32 was slower than both the dygraph model and paddle's kernels (its broadcasting multiply takes ~1 s on a
+[32, 300, 8, 128] x [32, 300, 8, 1] NeXtVLAD batch; see benchmarks/bench_inference.py), and two oneDNN
+defects are worked around whenever it is on (both found by the export check): the ``inplace_pass`` lets a
+oneDNN activation overwrite a tensor that another op still reads (the MoE head's ``log(p) - log1p(-p)``
 came out wrong by up to 2.0), and with bf16 the ``operator_unsqueeze_onednn_fuse_pass`` drops an unsqueeze
-(NeXtVLAD fails to build). Both passes are switched off for CPU predictors.
+(NeXtVLAD fails to build). Both passes are switched off for oneDNN predictors.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ CHECK_TOLERANCE = 1e-4
 fp32 exports agree to ~1e-7 on the built-in models; the bound only has to separate rounding from a broken
 graph (the defects above gave differences of 0.2 to 2.0)."""
 
-_CPU_PASSES_OFF = ("inplace_pass",)
+_ONEDNN_PASSES_OFF = ("inplace_pass",)
 _BF16_PASSES_OFF = ("operator_unsqueeze_onednn_fuse_pass",)
 _ONEDNN_SHAPE_CACHE = 64  # oneDNN primitives are cached per input shape; T varies per batch, so bound it
 
@@ -141,11 +144,11 @@ def _trace(model: Any, features: dict[str, int], frames: int | None, prefix: Pat
         paddle.jit.save(static, str(prefix))
 
 
-def _check(directory: Path, metadata: dict[str, Any], model: Any) -> float:
-    """Max |difference| between the export's fp32 CPU predictions and the dygraph model's, on probe batches."""
+def _check(directory: Path, metadata: dict[str, Any], model: Any, precision: str = "fp32") -> float:
+    """Max |difference| between the export's CPU predictions and the dygraph model's, on probe batches."""
     from zoo.engine.loop import dygraph_scorer
 
-    exported = ExportedModel(directory, metadata, device="cpu", precision="fp32")
+    exported = ExportedModel(directory, metadata, device="cpu", precision=precision)
     reference = dygraph_scorer(model, metadata["features"])
     worst = 0.0
     for batch in probe_batches(metadata["features"], metadata["max_frames"]):
@@ -268,10 +271,22 @@ def export_model(
             print(f"export: {failures[0]}; exported with a fixed T = {spec.max_frames} frames instead",
                   file=sys.stderr)
         metadata["fallback_reason"] = failures[0] if failures else None
+        metadata["check"]["bf16"] = _check_bf16(tmp, metadata, model)
         if vocab_path is not None:
             shutil.copyfile(vocab_path, tmp / VOCABULARY_FILE)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     return output
+
+
+def _check_bf16(directory: Path, metadata: dict[str, Any], model: Any) -> dict[str, Any]:
+    """How far oneDNN bf16 predictions are from the model (informational: bf16 is a predict-time option)."""
+    ok, why = bf16_support()
+    if not ok:
+        return {"skipped": why}
+    try:
+        return {"max_abs_diff": _check(directory, metadata, model, precision="bf16")}
+    except Exception as exc:  # noqa: BLE001 - reported in the metadata and by load_exported(precision="bf16")
+        return {"error": _one_line(exc)}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -419,7 +434,7 @@ def _precision_type(precision: str) -> Any:
 
 
 def _predictor_config(root: Path, meta: dict[str, Any], device: str, precision: str, threads: int | None,
-                      gpu: GpuOptions) -> Any:
+                      onednn: bool | None, gpu: GpuOptions) -> Any:
     from paddle import inference
 
     config = inference.Config(str(root / PROGRAM_FILE), str(root / PARAMS_FILE))
@@ -434,16 +449,24 @@ def _predictor_config(root: Path, meta: dict[str, Any], device: str, precision: 
 
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads or cpu_count())
-        if _onednn_available():
-            config.enable_mkldnn()
-            if meta["frames"] == "dynamic":
-                config.set_mkldnn_cache_capacity(_ONEDNN_SHAPE_CACHE)
-            for name in _CPU_PASSES_OFF:
-                config.delete_pass(name)
+        use_onednn = precision == "bf16" if onednn is None else onednn
         if precision == "bf16":
             ok, why = bf16_support()
             if not ok:
                 raise UsageError(f"--precision bf16: {why}; use --precision fp32")
+            if not use_onednn:
+                raise UsageError("bf16 inference on CPU runs through oneDNN; do not switch oneDNN off for it")
+        if not use_onednn:
+            config.disable_mkldnn()  # paddle's own CPU kernels (MKL matmuls): the fp32 default, see ONEDNN_NOTE
+            return config
+        if not _onednn_available():
+            raise UsageError("this paddle build has no oneDNN (MKLDNN); use fp32 without oneDNN")
+        config.enable_mkldnn()
+        if meta["frames"] == "dynamic":
+            config.set_mkldnn_cache_capacity(_ONEDNN_SHAPE_CACHE)
+        for name in _ONEDNN_PASSES_OFF:
+            config.delete_pass(name)
+        if precision == "bf16":
             config.enable_mkldnn_bfloat16()
             for name in _BF16_PASSES_OFF:
                 config.delete_pass(name)
@@ -486,7 +509,7 @@ class ExportedModel:
     """
 
     def __init__(self, root: Path, metadata: dict[str, Any], *, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, gpu: GpuOptions | None = None) -> None:
+                 threads: int | None = None, onednn: bool | None = None, gpu: GpuOptions | None = None) -> None:
         from paddle import inference
 
         self.root = Path(root)
@@ -497,14 +520,15 @@ class ExportedModel:
         self.num_classes: int = metadata["num_classes"]
         self.max_frames: int = metadata["max_frames"]
         self.static_frames = metadata["frames"] == "static"
-        config = _predictor_config(self.root, metadata, device, precision, threads, gpu or GpuOptions())
+        config = _predictor_config(self.root, metadata, device, precision, threads, onednn, gpu or GpuOptions())
         try:
             self._predictor = inference.create_predictor(config)
         except Exception as exc:  # noqa: BLE001 - paddle reports a damaged program as ValueError/RuntimeError/...
             raise ZooError(f"{self.root / PROGRAM_FILE}: Paddle Inference cannot load the exported program with "
-                           f"{self.root / PARAMS_FILE} ({_one_line(exc)}); the export is damaged or was made by "
-                           f"an incompatible paddle ({metadata.get('paddle_version', '?')}); re-export it with "
-                           f"`zoo export`") from None
+                           f"{self.root / PARAMS_FILE} on {device} at {precision} ({_one_line(exc)}); the export "
+                           f"is damaged, was made by an incompatible paddle ({metadata.get('paddle_version', '?')}), "
+                           f"or this precision does not support one of its operations: try fp32, or re-export it "
+                           f"with `zoo export`") from None
         names = list(self._predictor.get_input_names())
         if sorted(names) != sorted(metadata["inputs"]):
             raise ZooError(f"{self.root / PROGRAM_FILE} takes inputs {names} but {self.root / METADATA_FILE} lists "
@@ -576,13 +600,14 @@ class ExportedModel:
 
 
 def load_exported(model_dir: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32",
-                  threads: int | None = None, gpu: GpuOptions | None = None,
+                  threads: int | None = None, onednn: bool | None = None, gpu: GpuOptions | None = None,
                   verify_checksums: bool = True) -> ExportedModel:
     """Open an export directory for prediction on ``device`` ("cpu", "gpu", "gpu:N") at ``precision``.
 
-    CPU: oneDNN fp32, or bf16 (``precision="bf16"``, oneDNN on CPUs with bf16 support). GPU: fp32, fp16 or
-    bf16, with TensorRT if ``gpu.tensorrt``. Any damage (missing or truncated files, unreadable or
-    inconsistent metadata, a program that does not load) is a :class:`ZooError` naming the file.
+    CPU: fp32 on paddle's kernels (``onednn=True``: on oneDNN), or bf16 through oneDNN on CPUs that support
+    it; ``threads`` defaults to every usable core. GPU: fp32, fp16 or bf16, with TensorRT if
+    ``gpu.tensorrt``. Any damage (missing or truncated files, unreadable or inconsistent metadata, a program
+    that does not load) is a :class:`ZooError` naming the file.
     """
     from zoo.runtime import init_paddle
 
@@ -592,4 +617,4 @@ def load_exported(model_dir: str | os.PathLike, *, device: str = "cpu", precisio
     root = Path(model_dir)
     meta = read_metadata(root)
     _check_files(root, meta, verify_checksums=verify_checksums)
-    return ExportedModel(root, meta, device=device, precision=precision, threads=threads, gpu=gpu)
+    return ExportedModel(root, meta, device=device, precision=precision, threads=threads, onednn=onednn, gpu=gpu)

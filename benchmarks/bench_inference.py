@@ -1,0 +1,162 @@
+"""Benchmark: inference videos/s of NeXtVLAD in dygraph against its Paddle Inference export (fp32, bf16).
+
+    python benchmarks/bench_inference.py                         # small and default NeXtVLAD, batch 32
+    python benchmarks/bench_inference.py --sizes default --rounds 5 --json results.json
+
+For each model size, one model with trained-looking weights (BatchNorm statistics moved off their initial
+values) is exported with ``zoo.engine.export.export_model`` and three scorers get the same batches of 32
+videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 128, 3862 classes):
+
+- ``dygraph``: the paddle model in eval mode (``zoo.engine.loop.dygraph_scorer``; the REFERENCE),
+- ``fp32``: the export through Paddle Inference on CPU, paddle's own kernels (what ``zoo predict`` uses),
+- ``fp32-onednn``: the same on oneDNN fp32 (not the default; measured to show why),
+- ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it).
+
+Each batch goes through every scorer in turn and each scorer's time is summed per round; the median round
+counts (and the best is shown), so a busy machine slows them alike. Reported: videos/s, speed against
+dygraph, and the largest probability difference from dygraph on the timed batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import zoo
+
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {"cluster_size": 32, "groups": 8, "expansion": 2, "hidden_size": 512, "gating_reduction": 8},
+    "default": {},  # PaddleVideo's NeXtVLAD: K=128, G=8, expansion 2, hidden 2048 (about 89M parameters)
+}
+
+
+def batches(count: int, batch_size: int, max_frames: int, features: dict[str, int], seed: int = 0) -> list[dict]:
+    """Batches as the data pipeline yields them: dequantized-range features, zero padding, mask, counts."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        lengths = rng.integers(max_frames // 2, max_frames + 1, batch_size)
+        t = int(lengths.max())
+        mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.float32)
+        batch = {name: rng.uniform(-2, 2, (batch_size, t, d)).astype(np.float32) * mask[..., None]
+                 for name, d in features.items()}
+        batch.update(mask=mask, num_frames=lengths.astype(np.int64))
+        out.append(batch)
+    return out
+
+
+def trained_model(cfg: Any, seed: int = 0) -> Any:
+    import paddle
+
+    from zoo.engine.setup import build_model
+
+    paddle.seed(seed)
+    model = build_model(cfg)
+    rng = np.random.default_rng(seed)
+    for name, tensor in model.state_dict().items():
+        if name.endswith("_mean"):
+            tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
+        elif name.endswith("_variance"):
+            tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
+    model.eval()
+    return model
+
+
+def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from zoo.config import load_config
+    from zoo.engine.checkpoint import save_weights
+    from zoo.engine.export import bf16_support, export_model, load_exported
+    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.setup import count_parameters
+
+    cfg = load_config(raw={"dataset": {"num_classes": 3862, "features": {"rgb": 1024, "audio": 128},
+                                       "max_frames": args.max_frames},
+                           "model": {"name": "nextvlad", **SIZES[size]}}, source=f"bench {size}")
+    model = trained_model(cfg)
+    weights = workdir / f"{size}.safetensors"
+    save_weights(weights, model)
+    t0 = time.perf_counter()
+    out = export_model(cfg, str(weights), workdir / size)
+    export_s = time.perf_counter() - t0
+    scorers = {"dygraph": dygraph_scorer(model, cfg.dataset.features), "fp32": load_exported(out).predict,
+               "fp32-onednn": load_exported(out, onednn=True).predict}
+    bf16_ok, bf16_why = bf16_support()
+    if bf16_ok:
+        scorers["bf16"] = load_exported(out, precision="bf16").predict
+    data = batches(args.batches, args.batch_size, args.max_frames, cfg.dataset.features)
+    for scorer in scorers.values():  # warm-up: oneDNN primitive creation, allocator growth
+        scorer(data[0])
+    times: dict[str, list[float]] = {name: [] for name in scorers}
+    reference = [scorers["dygraph"](b) for b in data]
+    diffs = {name: 0.0 for name in scorers}
+    for _ in range(args.rounds):
+        spent = dict.fromkeys(scorers, 0.0)
+        for batch, expected in zip(data, reference):
+            for name, scorer in scorers.items():
+                start = time.perf_counter()
+                probs = scorer(batch)
+                spent[name] += time.perf_counter() - start
+                diffs[name] = max(diffs[name], float(np.abs(probs - expected).max()))
+        for name, seconds in spent.items():
+            times[name].append(seconds)
+    videos = args.batches * args.batch_size
+    speed = {name: videos / statistics.median(t) for name, t in times.items()}
+    best = {name: videos / min(t) for name, t in times.items()}
+    return {
+        "size": size,
+        "parameters": count_parameters(model),
+        "export_seconds": round(export_s, 1),
+        "frames": json.loads((out / "metadata.json").read_text())["frames"],
+        "videos_per_s": {k: round(v, 2) for k, v in speed.items()},
+        "best_videos_per_s": {k: round(v, 2) for k, v in best.items()},
+        "vs_dygraph": {k: round(v / speed["dygraph"], 2) for k, v in speed.items()},
+        "max_abs_diff_vs_dygraph": diffs,
+        "bf16": "measured" if bf16_ok else f"skipped: {bf16_why}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=2, help="batches per timed round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per scorer (the median counts)")
+    parser.add_argument("--max-frames", type=int, default=300)
+    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    from zoo.runtime import cpu_count, init_paddle
+
+    paddle = init_paddle("cpu")
+    results: dict[str, Any] = {"paddle": paddle.__version__, "zoo": zoo.__version__, "threads": cpu_count(),
+                               "batch_size": args.batch_size, "frames": f"{args.max_frames // 2}-{args.max_frames}",
+                               "sizes": []}
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
+        for size in args.sizes:
+            result = bench_size(size, args, Path(tmp))
+            results["sizes"].append(result)
+            speed, ratio, best = result["videos_per_s"], result["vs_dygraph"], result["best_videos_per_s"]
+            print(f"nextvlad {size} ({result['parameters']:,} parameters, export {result['export_seconds']} s, "
+                  f"{result['frames']} frames)", file=sys.stderr)
+            for name in speed:
+                print(f"  {name:12s} {speed[name]:8.2f} videos/s (best {best[name]:7.2f})  {ratio[name]:5.2f}x dygraph  "
+                      f"max |diff| {result['max_abs_diff_vs_dygraph'][name]:.2e}", file=sys.stderr)
+            if result["bf16"] != "measured":
+                print(f"  bf16         {result['bf16']}", file=sys.stderr)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
