@@ -10,6 +10,7 @@ the same ranking (and the same GAP) as the scores it was written from.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -40,36 +41,110 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best classes of each row of ``scores`` [B, C] and their scores, both [B, min(k, C)].
 
     Rows are ordered by score (highest first); equal scores are ordered by class index (lowest first), as
-    ``np.argmax`` breaks ties, so the result never depends on how the scores were partitioned. A NaN score
-    is an error (it has no place in a ranking).
+    ``np.argmax`` breaks ties, so the result never depends on how the work was split. A NaN score is an
+    error (it has no place in a ranking). Non-float scores are ranked as float64.
     """
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"top_k expects scores of shape [batch, classes], got shape {scores.shape}")
     if k < 1:
         raise ValueError(f"top_k: k must be at least 1, got {k}")
+    scores = np.ascontiguousarray(scores, dtype=None if scores.dtype.kind == "f" else np.float64)
     batch, num_classes = scores.shape
     k = min(k, num_classes)
     if batch == 0 or num_classes == 0:
-        empty = np.zeros((batch, k), dtype=np.int64)
-        return empty, np.zeros((batch, k), dtype=scores.dtype)
+        return np.zeros((batch, k), dtype=np.int64), np.zeros((batch, k), dtype=scores.dtype)
+    blocks = _block_count(num_classes, k) if scores.dtype == np.float32 else None
+    if blocks is not None and batch < 2**31 // num_classes and batch < 2 ** (32 - num_classes.bit_length()):
+        index = _top_k_blocked(scores, k, blocks)
+        return index, scores.reshape(-1)[index + (np.arange(batch) * num_classes)[:, None]]
+    index = _top_k_partition(scores, k)
+    index.sort(axis=1)  # then a stable sort by score leaves equal scores in class order
+    values = scores.reshape(-1)[index + (np.arange(batch) * num_classes)[:, None]]
+    order = np.argsort(-values, axis=1, kind="stable")
+    order += (np.arange(batch) * k)[:, None]
+    return index.reshape(-1)[order], values.reshape(-1)[order]
+
+
+def _nan_error(scores: np.ndarray) -> ValueError:
+    row = int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
+    return ValueError(f"top_k: row {row} has a NaN score; check the model output")
+
+
+def _stable_rows(scores: np.ndarray, index: np.ndarray, rows: np.ndarray, k: int) -> None:
+    """Redo ``rows`` with a stable sort: among equal scores the lowest class indices win."""
+    if rows.size:
+        index[rows] = np.argsort(-scores[rows], axis=1, kind="stable")[:, :k]
+
+
+def _top_k_partition(scores: np.ndarray, k: int) -> np.ndarray:
+    """Unordered top-k column indices via one argpartition per row (small class counts)."""
+    num_classes = scores.shape[1]
     if k == num_classes:
-        index = np.argsort(-scores, axis=1, kind="stable")
-    else:
-        index = np.argpartition(scores, num_classes - k, axis=1)[:, num_classes - k:]
-        kth = np.take_along_axis(scores, index, axis=1).min(axis=1)
-        # argpartition picks arbitrarily among scores equal to the k-th: where such a tie straddles the
-        # boundary, redo the row with a stable sort so that the lowest class indices win.
-        split = np.count_nonzero(scores >= kth[:, None], axis=1) > k
-        if split.any():
-            rows = np.flatnonzero(split)
-            index[rows] = np.argsort(-scores[rows], axis=1, kind="stable")[:, :k]
+        if np.isnan(scores).any():
+            raise _nan_error(scores)
+        return np.argsort(-scores, axis=1, kind="stable")
+    index = np.argpartition(scores, num_classes - k, axis=1)[:, num_classes - k:]
     values = np.take_along_axis(scores, index, axis=1)
     if np.isnan(values).any():  # argpartition ranks NaN above every number, so any NaN shows up here
-        row = int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
-        raise ValueError(f"top_k: row {row} has a NaN score; check the model output")
-    order = np.lexsort((index, -values), axis=1)
-    return np.take_along_axis(index, order, axis=1), np.take_along_axis(values, order, axis=1)
+        raise _nan_error(scores)
+    kth = values.min(axis=1)
+    # argpartition picks arbitrarily among scores equal to the k-th: where such a tie straddles the boundary
+    _stable_rows(scores, index, np.flatnonzero(np.count_nonzero(scores >= kth[:, None], axis=1) > k), k)
+    return index
+
+
+@functools.lru_cache(maxsize=64)
+def _block_count(num_classes: int, k: int) -> int | None:
+    """Blocks for :func:`_top_k_blocked` that minimise the work ``blocks + k * size + tail``; None when a
+    plain partition is as good (few classes per wanted entry) or the sort keys would not fit 64 bits."""
+    if num_classes < 8 * k or num_classes > 2**20:
+        return None
+    guess = math.sqrt(k * num_classes)
+    lo, hi = max(2 * k, int(guess / 2)), min(num_classes // 2, int(guess * 2) + 1)
+    if lo > hi:
+        return None
+    return min(range(lo, hi + 1), key=lambda b: b + k * (num_classes // b) + num_classes % b)
+
+
+def _top_k_blocked(scores: np.ndarray, k: int, blocks: int) -> np.ndarray:
+    """Top-k column indices of float32 scores, in final order, without sorting every class.
+
+    Column c < blocks * size belongs to block ``c % blocks``; the few columns past that (the tail) are
+    always looked at. With ``th`` the k-th highest block maximum, the k-th best score is at least ``th``
+    (the k block maxima are k distinct scores), so the top k -- and every score tied with its last entry --
+    is among the scores >= th of the tail and of the blocks whose maximum is >= th: usually ~k scores per
+    row. Those few are ranked by one sort of 64-bit keys ``row | score bits | inverted class``, which puts
+    equal scores in class order. Only value sorts run (much faster than index sorts in numpy).
+    """
+    batch, num_classes = scores.shape
+    size = num_classes // blocks
+    main = blocks * size
+    block_max = scores[:, :main].reshape(batch, size, blocks).max(axis=1)
+    if np.isnan(block_max).any() or (main < num_classes and np.isnan(scores[:, main:]).any()):
+        raise _nan_error(scores)
+    th = np.sort(block_max, axis=1)[:, blocks - k]  # a value sort beats a partition here
+    rows, best = np.nonzero(block_max >= th[:, None])
+    cols = best.astype(np.int32)[:, None] + blocks * np.arange(size, dtype=np.int32)  # [chosen blocks, size]
+    values = scores.reshape(-1)[cols + (rows.astype(np.int32) * np.int32(num_classes))[:, None]]
+    i, j = np.nonzero(values >= th[rows][:, None])
+    row_of, col, values = rows[i], cols[i, j], values[i, j]
+    if main < num_classes:  # the tail columns of every row
+        tail = scores[:, main:]
+        i, j = np.nonzero(tail >= th[:, None])
+        row_of = np.concatenate([row_of, i])
+        col = np.concatenate([col, j.astype(np.int32) + np.int32(main)])
+        values = np.concatenate([values, tail[i, j]])
+    class_bits = max(1, int(num_classes - 1).bit_length())
+    bits = (values + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
+    bits ^= (-(bits >> np.uint32(31))) | np.uint32(0x80000000)  # order-preserving float -> uint
+    low = np.uint64((1 << class_bits) - 1)
+    keys = ((row_of.astype(np.uint64) << np.uint64(32 + class_bits)) | (bits.astype(np.uint64) << np.uint64(class_bits))
+            | (low - col.astype(np.uint64)))
+    keys.sort()
+    ends = np.cumsum(np.bincount(row_of, minlength=batch))  # every row has at least k candidates
+    best_keys = keys[ends[:, None] - 1 - np.arange(k)]
+    return (low - (best_keys & low)).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------------

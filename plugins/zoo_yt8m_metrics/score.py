@@ -1,0 +1,210 @@
+"""``zoo score``: score a Kaggle-format prediction file against labelled records.
+
+The prediction rows are the only scores: a class a row does not list is "not predicted" (it never enters
+the top-k list and never counts as a hit). A labelled video without a row counts as an empty prediction
+(it still adds its labels to the GAP and mAP denominators and scores 0 for Hit@1 and PERR) and is reported;
+a row whose video is not in the labelled data, a duplicate row, or a malformed row is an error (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from zoo.config import DatasetSpec
+from zoo.errors import DataError, UsageError
+from zoo.predictions import check_classes, iter_kaggle_csv
+from zoo_yt8m_metrics.video import Yt8mMetric, Yt8mMetricConfig
+
+BATCH = 512
+SHOW_IDS = 5
+
+
+class PredictionTable:
+    """A Kaggle CSV held compactly (flat arrays, ~12 bytes per pair): 1.1M rows x 20 pairs fit in ~300 MB."""
+
+    def __init__(self, path: str, num_classes: int) -> None:
+        self.path = path
+        self.rows: dict[str, int] = {}
+        self.lines = array("q")
+        self.offsets = array("q", [0])
+        self.classes = array("i")
+        self.scores = array("d")
+        for line_no, vid, classes, scores in iter_kaggle_csv(path):
+            if vid in self.rows:
+                raise DataError(f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
+                                f"{self.lines[self.rows[vid]]}); keep one row per video")
+            check_classes(path, line_no, vid, classes, num_classes)
+            self.rows[vid] = len(self.lines)
+            self.lines.append(line_no)
+            self.classes.extend(classes)
+            self.scores.extend(scores)
+            self.offsets.append(len(self.classes))
+        self._classes = np.frombuffer(self.classes, dtype=np.int32) if self.classes else np.zeros(0, np.int32)
+        self._scores = np.frombuffer(self.scores, dtype=np.float64) if self.scores else np.zeros(0)
+        self.used = np.zeros(len(self.lines), dtype=bool)
+
+    def fill(self, vid: str, out: np.ndarray) -> bool:
+        """Write the row of ``vid`` into ``out`` (already -inf); False if the file has no row for it."""
+        row = self.rows.get(vid)
+        if row is None:
+            return False
+        self.used[row] = True
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        out[self._classes[lo:hi]] = self._scores[lo:hi]
+        return True
+
+    def unused(self) -> list[tuple[str, int]]:
+        """(id, line) of the rows no labelled video asked for, in file order."""
+        index = {row: vid for vid, row in self.rows.items()}
+        return [(index[row], self.lines[row]) for row in np.flatnonzero(~self.used)]
+
+
+@dataclass
+class ScoreReport:
+    metrics: dict[str, float]
+    missing: list[str] = field(default_factory=list)  # labelled videos the file has no row for
+    metric: Yt8mMetric | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.metrics, "videos_without_prediction": len(self.missing),
+                "videos_without_prediction_examples": self.missing[:SHOW_IDS]}
+
+
+def _label_indices(vid: str, labels: Any, num_classes: int) -> np.ndarray:
+    """Class indices from a reader's ``labels`` (a list of indices, or a multi-hot float/bool vector)."""
+    arr = np.asarray(labels)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind in "fb":
+        if arr.shape != (num_classes,):
+            raise DataError(f"video {vid!r}: key labels: a multi-hot vector of shape {arr.shape}, expected "
+                            f"({num_classes},); or pass class indices (integers)")
+        return np.flatnonzero(arr)
+    if arr.dtype.kind not in "iu":
+        raise DataError(f"video {vid!r}: key labels: expected class indices or a multi-hot vector, got {arr!r}")
+    arr = arr.astype(np.int64).ravel()
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise DataError(f"video {vid!r}: key labels: class {int(arr.max())} is outside 0 .. {num_classes - 1}; "
+                        f"pass the right --num-classes")
+    return arr
+
+
+def score_predictions(
+    predictions: str, videos: Iterable[tuple[str, Any]], *, num_classes: int, top_k: int = 20
+) -> ScoreReport:
+    """Score the Kaggle CSV ``predictions`` against ``videos``: (id, labels) pairs, labels as class indices.
+
+    Raises :class:`DataError` for malformed rows, duplicate rows, rows for videos that are not in
+    ``videos``, and videos that occur twice in ``videos``.
+    """
+    table = PredictionTable(predictions, num_classes)
+    metric = Yt8mMetric(Yt8mMetricConfig(top_k=top_k), DatasetSpec(num_classes=num_classes, features={}))
+    scores = np.full((BATCH, num_classes), -np.inf)
+    labels = np.zeros((BATCH, num_classes), dtype=bool)
+    seen: set[str] = set()
+    missing: list[str] = []
+    n = 0
+    for vid, video_labels in videos:
+        vid = vid.decode("utf-8") if isinstance(vid, bytes) else str(vid)
+        if vid in seen:
+            raise DataError(f"video {vid!r} occurs twice in the labelled data; is a file listed twice?")
+        seen.add(vid)
+        labels[n, _label_indices(vid, video_labels, num_classes)] = True
+        if not table.fill(vid, scores[n]):
+            missing.append(vid)
+        n += 1
+        if n == BATCH:
+            metric.update(scores, labels)
+            scores.fill(-np.inf)
+            labels.fill(False)
+            n = 0
+    if n:
+        metric.update(scores[:n], labels[:n])
+    unused = table.unused()
+    if unused:
+        shown = ", ".join(f"{vid!r} (line {line})" for vid, line in unused[:SHOW_IDS])
+        raise DataError(f"{predictions}: {len(unused)} of {len(table.rows)} rows are for videos that are not in "
+                        f"the labelled data ({len(seen)} videos), e.g. {shown}; score against the split the "
+                        f"predictions were made for")
+    if not seen:
+        raise DataError("the labelled data holds no videos; check --data")
+    return ScoreReport(metric.compute(), missing, metric)
+
+
+def reader_videos(reader: Any) -> Iterator[tuple[str, Any]]:
+    for video in reader:
+        if "labels" not in video:
+            raise DataError(f"video {video.get('id')!r}: the reader gave no 'labels'; score needs labelled data "
+                            f"(the test partition has none)")
+        yield video["id"], video["labels"]
+
+
+class ScoreCommand:
+    name = "score"
+    help = "score a Kaggle-format prediction file against labelled records (GAP, Hit@1, PERR, mAP)"
+    description = (
+        "Score a Kaggle-format prediction file (header VideoId,LabelConfidencePairs) against labelled records\n"
+        "with the YouTube-8M definitions (docs/metrics.md). A labelled video without a row counts as an empty\n"
+        "prediction; a row for an unknown video, a duplicate or malformed row is an error (exit 1)."
+    )
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--predictions", required=True, metavar="CSV", help="the Kaggle-format prediction file")
+        parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                            help="labelled records: files, directories, globs or .list files")
+        parser.add_argument("--reader", default="yt8m-frame",
+                            help="reader plugin for --data (default yt8m-frame; yt8m-video for video-level files)")
+        parser.add_argument("--num-classes", type=int, default=DatasetSpec().num_classes, metavar="N",
+                            help="number of classes (default %(default)s)")
+        parser.add_argument("--top-k", type=int, default=20, metavar="K",
+                            help="predictions per video that count for GAP and mAP (default %(default)s)")
+        parser.add_argument("--json", action="store_true", help="print the results as JSON")
+        parser.add_argument("--per-class", metavar="CSV", help="write per-class AP to this CSV")
+        parser.add_argument("--vocabulary", metavar="CSV",
+                            help="YouTube-8M vocabulary.csv: adds class names to --per-class")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        import zoo
+        from zoo.predictions import load_vocabulary
+
+        if args.num_classes < 1:
+            raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
+        if args.top_k < 1:
+            raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+        if args.vocabulary and not args.per_class:
+            raise UsageError("--vocabulary names the classes of --per-class; give --per-class CSV too")
+        vocabulary = load_vocabulary(args.vocabulary) if args.vocabulary else None
+        # features={}: only ids and labels are needed, so the reader skips decoding the frames.
+        reader = zoo.build_reader(args.reader, paths=list(args.data), num_classes=args.num_classes, features={})
+        report = score_predictions(args.predictions, reader_videos(reader), num_classes=args.num_classes,
+                                   top_k=args.top_k)
+        if args.per_class and report.metric is not None:
+            report.metric.write_per_class_csv(args.per_class, vocabulary)
+        _print_report(report, args)
+        return 0
+
+
+def _print_report(report: ScoreReport, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        m = report.metrics
+        print(f"videos {m['num_videos']}  GAP@{args.top_k} {m['gap']:.6f}  Hit@1 {m['hit_at_1']:.6f}  "
+              f"PERR {m['perr']:.6f}  mAP {m['map']:.6f}")
+        if args.per_class:
+            print(f"per-class AP written to {args.per_class}")
+    if report.missing:
+        shown = ", ".join(repr(v) for v in report.missing[:SHOW_IDS])
+        print(f"note: {len(report.missing)} labelled videos have no row in {args.predictions} and count as empty "
+              f"predictions (e.g. {shown})", file=sys.stderr)
+

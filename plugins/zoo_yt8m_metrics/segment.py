@@ -1,0 +1,200 @@
+"""Segment-level mAP for the segment-rated YouTube-8M data (2019 challenge rules).
+
+Ground truth: each video of the segment-rated partition (``3/frame/validate``) carries context lists
+``segment_start_times``, ``segment_end_times``, ``segment_labels`` and ``segment_scores`` (0/1): one rated
+(segment, class) pair per position. The metric ranks, per class, every scored segment by its score, keeps
+only the rated (segment, class) pairs, and takes the average precision with denominator = the class's rated
+positives (also those never scored); mAP is the mean over the classes with at least one rated positive.
+This is google/youtube-8m ``segment_eval_inference.py``; see docs/metrics.md for where we differ (classes
+without a submission count as AP 0; ties averaged; no per-class cap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo.config import DatasetSpec
+from zoo.errors import ConfigError, DataError, ZooError
+from zoo_yt8m_metrics.ranking import precision_sums
+
+STATE_VERSION = 1
+GROUND_TRUTH_KEYS = ("segment_start_times", "segment_labels", "segment_scores")
+
+
+@dataclass
+class SegmentMetricConfig:
+    """Options of the ``yt8m-segment`` metric (it has none yet: the 2019 rules are fixed)."""
+
+
+class SegmentMetric:
+    """Segment-level mAP (2019 rules): per class, AP of the rated segments ranked by score; mean over classes.
+
+    1. ``add_ground_truth(video)`` for each video: the segment reader's dict (``id`` plus the ``segment_*``
+       keys). Call it before scoring the video's segments.
+    2. ``update(ids, segment_start_times, scores)``: ``scores`` is ``[S, num_classes]`` for S segments, segment
+       s being the one of video ``ids[s]`` that starts at frame ``segment_start_times[s]``. Only rated pairs
+       are kept; unrated segments cost nothing. A segment scored twice is an error.
+    3. ``compute()`` -> ``segment_map``, ``segment_classes`` (classes averaged), ``rated_pairs_scored``,
+       ``rated_pairs``.
+
+    ``state()`` / ``merge(states)`` work as for ``yt8m`` (merge the results of every rank; ground truth stays
+    where it was added). Ties in score count with their expected value, as in ``yt8m``.
+    """
+
+    name = "yt8m-segment"
+    Config = SegmentMetricConfig
+
+    def __init__(self, config: SegmentMetricConfig, spec: DatasetSpec) -> None:
+        if spec.num_classes < 1:
+            raise ConfigError(f"metric {self.name!r}: num_classes must be at least 1, got {spec.num_classes}")
+        self.config = config
+        self.num_classes = spec.num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the scores and ground truth seen so far."""
+        self._truth: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._videos: set[str] = set()
+        self._scored: set[tuple[str, int]] = set()
+        self._positives = np.zeros(self.num_classes, dtype=np.int64)
+        self._rated = 0
+        self._pair_scores: list[np.ndarray] = []
+        self._pair_classes: list[np.ndarray] = []
+        self._pair_labels: list[np.ndarray] = []
+
+    def add_ground_truth(self, video: Mapping[str, Any]) -> int:
+        """Register the rated segments of one video (the segment reader's dict); returns how many pairs."""
+        vid = video.get("id")
+        if isinstance(vid, bytes):
+            vid = vid.decode("utf-8")
+        if not isinstance(vid, str) or not vid:
+            raise DataError(f"metric {self.name!r}: a ground-truth record has no 'id' (got {vid!r})")
+        missing = [k for k in GROUND_TRUTH_KEYS if k not in video]
+        if missing:
+            raise DataError(f"video {vid!r}: no {', '.join(missing)}; segment mAP needs the segment-rated data "
+                            f"(partition 3/frame/validate) read by a reader that keeps the segment_* keys")
+        if vid in self._videos:
+            raise DataError(f"video {vid!r}: ground truth added twice (is a file listed twice?)")
+        starts = np.asarray(video["segment_start_times"], dtype=np.int64).ravel()
+        classes = np.asarray(video["segment_labels"], dtype=np.int64).ravel()
+        values = np.asarray(video["segment_scores"], dtype=np.float64).ravel()
+        lengths = {len(starts), len(classes), len(values)}
+        ends = video.get("segment_end_times")
+        if ends is not None:
+            lengths.add(len(np.asarray(ends).ravel()))
+        if len(lengths) != 1:
+            raise DataError(f"video {vid!r}: segment_start_times, segment_end_times, segment_labels and "
+                            f"segment_scores must have one entry per rated segment; lengths differ")
+        if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
+            raise DataError(f"video {vid!r}: key segment_labels: class {int(classes.max())} is outside 0 .. "
+                            f"{self.num_classes - 1}")
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise DataError(f"video {vid!r}: key segment_scores must hold 0 or 1, found "
+                            f"{values[~np.isin(values, (0.0, 1.0))][0]}")
+        self._videos.add(vid)
+        for start in np.unique(starts):
+            at = starts == start
+            cls = classes[at]
+            if np.unique(cls).size != cls.size:
+                raise DataError(f"video {vid!r}: the segment starting at {int(start)} rates a class twice")
+            self._truth[(vid, int(start))] = (cls, values[at] > 0)
+        self._positives += np.bincount(classes[values > 0], minlength=self.num_classes)
+        self._rated += int(classes.size)
+        return int(classes.size)
+
+    def update(self, ids: Sequence[str], segment_start_times: Sequence[int] | np.ndarray, scores: np.ndarray) -> None:
+        """Add the scores ``[S, num_classes]`` of S segments (video ``ids[s]``, starting at frame
+        ``segment_start_times[s]``)."""
+        scores = np.asarray(scores)
+        starts = np.asarray(segment_start_times).ravel()
+        if scores.ndim != 2 or scores.shape[1] != self.num_classes:
+            raise ValueError(f"metric {self.name!r}: scores must have shape [segments, {self.num_classes}], "
+                             f"got {scores.shape}")
+        if not (len(ids) == len(starts) == scores.shape[0]):
+            raise ValueError(f"metric {self.name!r}: {len(ids)} ids, {len(starts)} start times and "
+                             f"{scores.shape[0]} score rows; pass one of each per segment")
+        if np.isnan(scores).any():
+            raise ValueError(f"metric {self.name!r}: a segment score is NaN; check the model output")
+        rows: list[int] = []
+        keys: list[tuple[str, int]] = []
+        classes: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for s, (vid, start) in enumerate(zip(ids, starts)):
+            key = (vid.decode("utf-8") if isinstance(vid, bytes) else str(vid), int(start))
+            truth = self._truth.get(key)
+            if truth is None:
+                continue
+            rows.append(s)
+            keys.append(key)
+            classes.append(truth[0])
+            labels.append(truth[1])
+        if not rows:
+            return
+        seen: set[tuple[str, int]] = set()
+        for key in keys:  # checked before anything is kept, so an error leaves the metric as it was
+            if key in self._scored or key in seen:
+                raise ValueError(f"metric {self.name!r}: segment {key[0]}:{key[1]} was scored twice")
+            seen.add(key)
+        self._scored.update(keys)
+        sizes = [c.size for c in classes]
+        pair_classes = np.concatenate(classes)
+        self._pair_scores.append(scores[np.repeat(rows, sizes), pair_classes])
+        self._pair_classes.append(pair_classes)
+        self._pair_labels.append(np.concatenate(labels))
+
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(self._pair_scores) != 1:
+            self._pair_scores = [np.concatenate(self._pair_scores) if self._pair_scores else np.zeros(0)]
+            self._pair_classes = [np.concatenate(self._pair_classes) if self._pair_classes
+                                  else np.zeros(0, dtype=np.int64)]
+            self._pair_labels = [np.concatenate(self._pair_labels) if self._pair_labels else np.zeros(0, bool)]
+        return self._pair_scores[0], self._pair_classes[0], self._pair_labels[0]
+
+    def state(self) -> dict[str, Any]:
+        """The scored rated pairs and the per-class rated positives (picklable)."""
+        scores, classes, labels = self._pairs()
+        return {"version": STATE_VERSION, "metric": self.name, "num_classes": self.num_classes,
+                "scores": scores, "classes": classes, "labels": labels, "positives": self._positives.copy(),
+                "rated": self._rated}
+
+    def merge(self, states: list[Mapping[str, Any]]) -> None:
+        """Add other metrics' ``state()`` (e.g. every rank's, after ``reset()``)."""
+        for i, st in enumerate(states):
+            if st.get("metric") != self.name or st.get("version") != STATE_VERSION:
+                raise ValueError(f"metric {self.name!r}: state {i} is not a {self.name!r} state of version "
+                                 f"{STATE_VERSION}")
+            if st["num_classes"] != self.num_classes:
+                raise ValueError(f"metric {self.name!r}: state {i} has {st['num_classes']} classes, this "
+                                 f"metric {self.num_classes}")
+            self._pair_scores.append(np.asarray(st["scores"]))
+            self._pair_classes.append(np.asarray(st["classes"], dtype=np.int64))
+            self._pair_labels.append(np.asarray(st["labels"], dtype=bool))
+            self._positives += np.asarray(st["positives"], dtype=np.int64)
+            self._rated += int(st["rated"])
+
+    def per_class_ap(self) -> np.ndarray:
+        """AP per class ``[num_classes]``; NaN for a class without rated positives."""
+        scores, classes, labels = self._pairs()
+        ap = np.full(self.num_classes, np.nan)
+        has = self._positives > 0
+        ap[has] = 0.0
+        if scores.size:
+            order = np.argsort(scores)[::-1]
+            order = order[np.argsort(classes[order], kind="stable")]
+            sums = precision_sums(scores[order], labels[order], classes[order], self.num_classes)
+            ap[has] = sums[has] / self._positives[has]
+        return ap
+
+    def compute(self) -> dict[str, float]:
+        """segment_map, segment_classes, rated_pairs_scored, rated_pairs."""
+        if not self._positives.any():
+            raise ZooError(f"metric {self.name!r}: no rated positive segment was seen; evaluate on the "
+                           f"segment-rated data and call add_ground_truth for each video")
+        ap = self.per_class_ap()
+        scored = ap[self._positives > 0]
+        return {"segment_map": float(scored.mean()), "segment_classes": int(scored.size),
+                "rated_pairs_scored": int(self._pairs()[0].size), "rated_pairs": self._rated}
