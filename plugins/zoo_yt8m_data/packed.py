@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,15 @@ class Shard:
         return record
 
 
+def _map(path: str, rows: int, size: int) -> np.ndarray:
+    """A read-only uint8 ``[rows, size]`` array backed by the file (a plain ndarray: cheap to slice)."""
+    if rows == 0:
+        return np.zeros((0, size), np.uint8)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mapped, np.uint8, rows * size).reshape(rows, size)
+
+
 def _load_npy(path: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
@@ -119,7 +129,7 @@ def _load_npy(path: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _open_shard(path: str, features: tuple[tuple[str, int], ...]) -> Shard:
+def _open_shard(path: str, features: tuple[tuple[str, int], ...], stamp: tuple) -> Shard:
     meta = read_json(os.path.join(path, META), "packed shard")
     if meta.get("format") != SHARD_FORMAT or meta.get("version") != VERSION:
         raise DataError(f"{path}: not a version-{VERSION} packed shard; pack the data again")
@@ -139,9 +149,7 @@ def _open_shard(path: str, features: tuple[tuple[str, int], ...]) -> Shard:
     total = int(meta["frames"])
     frames = {}
     for name, size in features:
-        file = os.path.join(path, f"{name}.u8")
-        frames[name] = (np.memmap(file, np.uint8, "r", shape=(total, size)) if total
-                        else np.zeros((0, size), np.uint8))
+        frames[name] = _map(os.path.join(path, f"{name}.u8"), total, size)
     offsets = _load_npy(os.path.join(path, "offsets.npy"))
     shard = Shard(
         path=path, meta=meta, frames=frames, offsets=offsets,
@@ -157,7 +165,17 @@ def _open_shard(path: str, features: tuple[tuple[str, int], ...]) -> Shard:
 
 
 def open_shard(path: str, features: dict[str, int]) -> Shard:
-    return _open_shard(os.path.abspath(path), tuple(features.items()))
+    """The shard at ``path``, mapped once per process and mapped again if its files change."""
+    path = os.path.abspath(path)
+    stamp = []
+    for name in [META, *(f"{f}.u8" for f in features)]:
+        try:
+            st = os.stat(os.path.join(path, name))
+        except FileNotFoundError:
+            raise DataError(f"{path}/{name}: missing; the packed shard is damaged: delete {path} and run "
+                            f"`zoo data pack` again (it resumes)") from None
+        stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return _open_shard(path, tuple(features.items()), tuple(stamp))
 
 
 # ---------------------------------------------------------------------------------------------------------

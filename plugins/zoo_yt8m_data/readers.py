@@ -41,9 +41,11 @@ def dequantize(values: np.ndarray) -> np.ndarray:
 
 
 def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
-    """Dequantize ``values`` (uint8) into the float32 array ``out`` of the same shape, in place."""
-    np.copyto(out, values, casting="unsafe")
-    out *= QUANT_SCALE
+    """Dequantize ``values`` (uint8) into the float32 array ``out`` of the same shape, in place.
+
+    uint8 -> float32 is exact, so multiplying in float32 and then adding gives TensorFlow's values bit for bit.
+    """
+    np.multiply(values, QUANT_SCALE, out=out, dtype=np.float32)
     out += QUANT_BIAS
 
 
@@ -119,7 +121,7 @@ class _YT8MReader:
         """Raise ``error``, or (skip_corrupt) record it and warn on stderr."""
         if not self.skip_corrupt:
             raise error
-        self.skipped.append(SkippedRecord(error.path, error.index, error.problem))
+        self.skipped.append(SkippedRecord(error.path, error.index, error.problem, error.recoverable))
         if len(self.skipped) <= WARN_LIMIT:
             tail = "" if error.recoverable else "; the rest of the file is skipped"
             print(f"warning: skipped {error.path} record {error.index}: {error.problem}{tail}", file=sys.stderr)

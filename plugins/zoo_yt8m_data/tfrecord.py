@@ -157,6 +157,10 @@ def read_records(
             index += 1
 
 
-def count_records(path: str, *, verify_crc: bool = True) -> int:
-    """Number of records in ``path`` from the headers alone (seeks over the payloads)."""
-    return sum(1 for _ in read_records(path, verify_crc=verify_crc, select=lambda _i: False))
+def count_records(path: str, *, verify_crc: bool = True,
+                  on_corrupt: Callable[[RecordError], None] | None = None) -> int:
+    """Number of records in ``path`` from the headers alone (seeks over the payloads).
+
+    With ``on_corrupt``, damage that ends the framing is handed to it and the records before it count.
+    """
+    return sum(1 for _ in read_records(path, verify_crc=verify_crc, select=lambda _i: False, on_corrupt=on_corrupt))

@@ -56,5 +56,5 @@ class WorkerDataset(paddle.io.IterableDataset):
             yield {"_worker": worker, "_error": f"{type(exc).__name__}: {exc}", "_error_type": "ZooError",
                    "_keep": _KEEP}
             return
-        skipped = [[s.path, s.index, s.problem] for s in getattr(reader, "skipped", [])[before:]]
+        skipped = [[s.path, s.index, s.problem, s.recoverable] for s in getattr(reader, "skipped", [])[before:]]
         yield {"_worker": worker, "_end": 1, "_skipped": json.dumps(skipped), "_keep": _KEEP}

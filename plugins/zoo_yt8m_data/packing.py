@@ -1,0 +1,172 @@
+"""``zoo data pack``: TFRecords (or PaddleVideo pickles) -> the packed format (:mod:`zoo_yt8m_data.packed`).
+
+The seed's users ran a single-process TensorFlow script to turn 1.5 TB of TFRecords into pickles. Here:
+no TensorFlow, no pickle, one process per core, one shard per input file, resumable (a shard packed from
+the same unchanged file is kept), and verified: every shard is read back and checksummed before it gets
+its final name, and its video count must equal the records in the source minus the damaged ones skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.config import DatasetSpec
+from zoo.errors import DataError, UsageError
+from zoo_yt8m_data import packed
+
+# Keep every frame: readers truncate to max_frames when they read packed data.
+_ALL_FRAMES = 2**31 - 1
+
+
+@dataclass
+class PackReport:
+    output: str
+    packed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    records: int = 0
+    frames: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.output}: {len(self.packed)} shard(s) packed, {len(self.reused)} already packed and kept; "
+            f"{self.records} videos, {self.frames} frames, {self.bytes / 1e6:.1f} MB in {self.seconds:.1f}s",
+        ]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} damaged record(s) (--skip-corrupt):")
+            lines.extend(f"  {s}" for s in self.skipped[:20])
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more")
+        lines.append(f"train on it with: -o data.train={self.output}")
+        return "\n".join(lines)
+
+
+def _make_reader(reader: str, paths: list[str], features: dict[str, int], num_classes: int, verify_crc: bool,
+                 skip_corrupt: bool) -> Any:
+    from zoo_yt8m_data.readers import FrameFeatureReader, PaddleVideoPickleReader
+
+    spec = DatasetSpec(num_classes=num_classes, features=dict(features), max_frames=_ALL_FRAMES)
+    if reader == "yt8m-frame":
+        return FrameFeatureReader(FrameFeatureReader.Config(paths=list(paths), verify_crc=verify_crc,
+                                                            skip_corrupt=skip_corrupt), spec)
+    if reader == "paddlevideo-pkl":
+        return PaddleVideoPickleReader(PaddleVideoPickleReader.Config(paths=list(paths), skip_corrupt=skip_corrupt),
+                                       spec)
+    raise UsageError(f"--reader {reader!r}: pack reads yt8m-frame TFRecords or paddlevideo-pkl pickles")
+
+
+def pack_one(reader: str, source: str, shard_dir: str, features: dict[str, int], num_classes: int,
+             verify_crc: bool, skip_corrupt: bool) -> dict[str, Any]:
+    """Pack one input file into ``shard_dir`` (runs in a worker process)."""
+    r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt)
+    meta = packed.write_shard(r.read_part(source, 0, 1), Path(shard_dir), source, features,
+                              skipped=lambda: len(r.skipped))
+    if reader == "yt8m-frame":
+        from zoo_yt8m_data.tfrecord import count_records
+
+        framed = count_records(source, verify_crc=verify_crc, on_corrupt=lambda _error: None)
+    else:
+        framed = r.count(source)
+    expected = framed - sum(1 for s in r.skipped if s.recoverable)
+    if meta["records"] != expected:  # a reader that dropped videos silently would be caught here
+        raise DataError(f"packing {source}: wrote {meta['records']} videos but the file holds {expected} "
+                        f"readable records; the shard was not kept")
+    meta["skipped_records"] = [f"{s.path} record {s.index}: {s.problem}" for s in r.skipped]
+    return meta
+
+
+def _shard_name(source: str) -> str:
+    base = os.path.basename(source.rstrip("/"))
+    for suffix in (".tfrecord", ".pkl", ".pickle"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def pack(inputs: list[str], output: str | os.PathLike, *, reader: str = "yt8m-frame",
+         features: dict[str, int] | None = None, num_classes: int = 3862, jobs: int = 0, verify_crc: bool = True,
+         skip_corrupt: bool = False, progress: bool = True) -> PackReport:
+    """Pack every input file into ``output`` (one shard each) and write ``output/index.json``."""
+    from zoo.atomic import atomic_write_text
+
+    features = dict(features or {"rgb": 1024, "audio": 128})
+    started = time.perf_counter()
+    out = Path(output)
+    files = _make_reader(reader, inputs, features, num_classes, verify_crc, skip_corrupt).sources()
+    if any(packed.is_shard(f) for f in files):
+        raise UsageError("the inputs include packed data already; pack TFRecords or pickles")
+    names: dict[str, str] = {}
+    for f in files:
+        name = _shard_name(f)
+        if name in names:
+            raise UsageError(f"{f} and {names[name]} would both be packed as shard {name!r}: pack them into "
+                             f"different output directories")
+        names[name] = f
+    out.mkdir(parents=True, exist_ok=True)
+    report = PackReport(output=str(out))
+    metas: dict[str, dict[str, Any]] = {}
+    todo = []
+    for name, source in names.items():
+        if packed.shard_is_current(out / name, source, features):
+            metas[name] = packed.read_json(out / name / packed.META, "packed shard")
+            report.reused.append(name)
+        else:
+            todo.append(name)
+    jobs = min(jobs or _cpu_count(), max(1, len(todo)))
+
+    def done(name: str, meta: dict[str, Any]) -> None:
+        metas[name] = meta
+        report.packed.append(name)
+        report.skipped.extend(meta.pop("skipped_records", []))
+        if progress:
+            print(f"pack: [{len(report.packed)}/{len(todo)}] {name}: {meta['records']} videos",
+                  file=sys.stderr, flush=True)
+
+    args = {name: (reader, names[name], str(out / name), features, num_classes, verify_crc, skip_corrupt)
+            for name in todo}
+    if jobs <= 1:
+        for name in todo:
+            done(name, pack_one(*args[name]))
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(pack_one, *args[name]): name for name in todo}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    error = future.exception()
+                    if error is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise error if isinstance(error, DataError) else DataError(
+                            f"packing {names[futures[future]]} failed: {type(error).__name__}: {error}")
+                    done(futures[future], future.result())
+    shards = []
+    for name in names:
+        meta = metas[name]
+        shards.append({"name": name, "records": meta["records"], "frames": meta["frames"], "source": meta["source"]})
+        report.records += meta["records"]
+        report.frames += meta["frames"]
+        report.bytes += sum(info["bytes"] for info in meta["files"].values())
+    index = {"format": packed.FORMAT, "version": packed.VERSION, "features": features, "shards": shards,
+             "records": report.records, "frames": report.frames}
+    atomic_write_text(out / packed.INDEX, json.dumps(index, indent=1))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
