@@ -126,19 +126,31 @@ class TrainCommand:
                             help="start from these weights (only the tensors that fit; the rest is reported)")
         parser.add_argument("--resume", action="store_true", help="continue the run in save_dir exactly where it stopped")
         parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in save_dir")
+        from zoo.engine.launch import add_launch_arguments
+
+        add_launch_arguments(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from zoo.engine import distributed, launch
         from zoo.engine.trainer import Trainer
 
         for key in ("save_dir", "log_interval", "valid_interval", "fix_random_seed"):
             value = getattr(args, key)
             if value is not None:
                 args.override.append(f"train.{key}={json.dumps(value)}")
+        launch.check_train_args(args)  # e.g. --gpus 4 with a CPU-only paddle fails here, before any data work
         cfg = _prepare(args)
         if args.resume and args.pretrain:
             raise UsageError("--resume continues a run with its own weights; --pretrain starts a new one: pick one")
-        result = Trainer(cfg, overwrite=args.overwrite).fit(resume=args.resume, pretrain=args.pretrain)
+        plan = launch.train_plan(args, cfg)
+        if plan.needs_launch and not distributed.in_launched_job():
+            return launch.launch_training(args, cfg, plan)
+        ctx = launch.worker_context(plan.device) if distributed.in_launched_job() else distributed.DistContext()
+        with launch.failure_report(ctx):
+            result = Trainer(cfg, overwrite=args.overwrite, ctx=ctx).fit(resume=args.resume, pretrain=args.pretrain)
+        if not ctx.is_main:
+            return 0
         rows = [["model", cfg.model_name], ["parameters", f"{result.parameters:,}"], ["steps", result.steps],
                 ["epochs", result.epochs], ["train videos/s", f"{result.train_videos_per_s:.1f}"],
                 ["time", f"{result.seconds:.1f} s"], ["run directory", str(result.run_dir)]]

@@ -98,7 +98,7 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         if not t.fix_random_seed:
-            seed = int(time.time_ns() % (2**31 - 1))
+            seed = distributed.broadcast_object(int(time.time_ns() % (2**31 - 1)), self.ctx)  # one seed per job
             cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=seed, fix_random_seed=True))
             t = cfg.train
             self.log(f"fix_random_seed is false: this run uses seed {seed}")
@@ -141,16 +141,32 @@ class Trainer:
             epoch_start = time.perf_counter()
             it = iter(batches_for(train_reader, cfg, batch_size=self.per_device_batch, shuffle=True, epoch=epoch,
                                   ctx=self.ctx, skip_batches=batch_in_epoch))
+            filler: dict[str, Any] | None = None
             while True:
+                # Ranks may hold different numbers of batches (shards differ in size): a rank whose data ran
+                # out takes part with a zero-weight step on a filler batch (its running statistics restored),
+                # so every record is used once per epoch and the epoch ends when the last rank runs out.
                 batch = next(it, None)
-                if not distributed.all_true(batch is not None, self.ctx):
+                n_local = 0 if batch is None else len(batch["ids"])
+                if batch is None and not self.ctx.distributed:
                     break
+                saved_state = None
+                if batch is None:
+                    batch = filler or distributed.filler_batch(cfg.dataset.features, cfg.dataset.num_classes)
+                    saved_state = distributed.snapshot_state(self.model)
+                else:
+                    filler = batch
                 lr = learning_rate_at(examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay)
                 self.optimizer.set_lr(lr)
                 paddle.seed(step_seed(t.seed, step) + self.ctx.rank)
                 labels = paddle.to_tensor(batch["labels"])
                 loss = bce_loss(self.train_model(to_tensors(batch, cfg.dataset.features)), labels)
-                value = float(loss)
+                n_global, loss_total = distributed.all_sum([n_local, float(loss) * n_local if n_local else 0.0],
+                                                           self.ctx)
+                if n_global == 0:
+                    distributed.restore_state(self.model, saved_state)
+                    break
+                value = loss_total / n_global if self.ctx.distributed else float(loss)  # the global batch's loss
                 if not math.isfinite(value):
                     latest = checkpoint.latest_checkpoint(self.run_dir)
                     raise TrainingDiverged(
@@ -159,10 +175,15 @@ class Trainer:
                         f"{latest if latest else 'none (none was written yet)'}. Lower train.learning_rate, "
                         f"check train.gradient_clip_norm, or check the data for bad values"
                     )
+                if self.ctx.distributed:
+                    # DataParallel averages gradients over ranks: weighting each rank's mean loss by its share
+                    # of the global batch makes that average the global batch's mean gradient.
+                    loss = loss * (n_local * self.ctx.world_size / n_global)
                 loss.backward()
                 self.optimizer.step()
                 self.optimizer.clear_grad()
-                n = len(batch["ids"]) * self.ctx.world_size
+                distributed.restore_state(self.model, saved_state)
+                n = int(n_global)
                 step += 1
                 batch_in_epoch += 1
                 examples += n
@@ -172,7 +193,8 @@ class Trainer:
                 speed = n_sum / max(time.perf_counter() - epoch_start, 1e-9)
                 bar.update(1, loss=value, lr=lr, videos_per_s=round(speed, 1))
                 if t.log_interval and step % t.log_interval == 0:
-                    history.log_step(step=step, epoch=epoch + 1, loss=value, lr=lr, examples=examples)
+                    history.log_step(step=step, epoch=epoch + 1, loss=value, lr=lr, examples=examples,
+                                     time=round(time.time(), 3))
                 if t.checkpoint_steps and step % t.checkpoint_steps == 0:
                     self._save(step, epoch, batch_in_epoch, examples)
                 if step >= t.max_iter:
@@ -187,6 +209,7 @@ class Trainer:
                                    "examples": examples, "train_loss": loss_sum / max(n_sum, 1), "lr": lr,
                                    "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9)}
             if valid_reader is not None and t.valid_interval and (epoch % t.valid_interval == 0 or done):
+                distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves
                 metrics, _ = evaluate(self.model, valid_reader, cfg, ctx=self.ctx, desc="validate",
                                       progress=self.progress)
                 last_valid = metrics

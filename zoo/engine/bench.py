@@ -1,0 +1,445 @@
+"""The benchmark runner behind ``zoo bench``: every model on every device count, the same way each time.
+
+For each (model, device count) the runner resolves the model's config once (the built-in sample dataset
+with the config's ``sample`` section unless ``--data`` is given, then the user's ``-o`` overrides), and runs
+``zoo bench --worker`` on that many processes through ``paddle.distributed.launch`` (also for one device, so
+every configuration starts from fresh processes). The worker trains a fixed number of steps (or epochs) with
+the engine's :class:`~zoo.engine.trainer.Trainer`, evaluates the trained model on the validation split over
+all ranks, and reports:
+
+- train videos/s: global examples per second over the steps after the warm-up, from the per-step times
+  the trainer logs (``steps.jsonl``);
+- inference videos/s: validation videos per second of the whole distributed evaluation pass (forward,
+  metric updates, gathering the metric state and computing GAP);
+- scaling efficiency: ``(train videos/s / devices) / (the same for the smallest device count)``;
+- GAP@20, Hit@1, PERR on the validation split (one global value over all ranks' predictions);
+- peak memory per process: the largest resident set size (CPU) or GPU memory allocated, over the ranks.
+
+Results go to ``OUTPUT/NAME.{md,csv,json,png}``. Throughput on a shared machine is noisy: compare rows of
+one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.atomic import atomic_write_text
+from zoo.config import ZooConfig, parse_override
+from zoo.engine import distributed, launch
+from zoo.errors import UsageError, ZooError
+
+EPOCHS_FOREVER = 1_000_000
+
+
+def parse_counts(text: str, flag: str) -> list[int]:
+    """``"4"`` -> 1, 2, 4 (powers of two up to 4, and 4); ``"1,3"`` -> exactly those."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a number (4 runs 1, 2 and 4) or a list such as 1,2,4") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{flag} {text!r}: device counts must be at least 1")
+    if len(values) == 1 and "," not in text:
+        top = values[0]
+        values = [n for n in (2**i for i in range(top.bit_length())) if n < top] + [top]
+    return sorted(set(values))
+
+
+@dataclass
+class BenchSettings:
+    """What ``zoo bench`` runs."""
+
+    models: list[str]
+    device: str = "cpu"  # "cpu" (processes over gloo) or "gpu"
+    counts: list[int] = field(default_factory=lambda: [1])
+    steps: int = 30
+    warmup: int = 5
+    epochs: int | None = None  # train whole epochs instead of ``warmup + steps`` steps
+    data: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    output: Path = Path("benchmarks/results")
+    name: str = "bench"
+    timeout: float = 3600.0
+
+    def command(self) -> str:
+        """The ``zoo bench`` command line that reproduces these settings."""
+        parts = ["zoo", "bench", *self.models]
+        flag = "--gpus" if self.device == "gpu" else "--cpu-procs"
+        parts += [flag, ",".join(str(n) for n in self.counts)]
+        if self.epochs is not None:
+            parts += ["--epochs", str(self.epochs)]
+        else:
+            parts += ["--steps", str(self.steps)]
+        parts += ["--warmup", str(self.warmup)]
+        if self.data:
+            parts += ["--data", self.data]
+        for text in self.overrides:
+            parts += ["-o", text]
+        parts += ["--name", self.name]
+        return " ".join(shlex.quote(p) for p in parts)
+
+
+@dataclass
+class BenchRow:
+    model: str
+    device: str
+    devices: int
+    global_batch: int
+    parameters: int = 0
+    steps: int = 0
+    epochs: int = 0
+    train_videos_per_s: float = float("nan")
+    scaling_efficiency: float = float("nan")
+    infer_videos_per_s: float = float("nan")
+    gap: float = float("nan")
+    hit_at_1: float = float("nan")
+    perr: float = float("nan")
+    map: float = float("nan")
+    valid_loss: float = float("nan")
+    eval_videos: int = 0
+    peak_memory_mib: float = float("nan")
+    train_seconds: float = float("nan")
+    error: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parent side
+
+
+def resolve_config(model: str, settings: BenchSettings, devices: int, run_dir: Path) -> ZooConfig:
+    """The model's bundled config on the benchmark data, the user's overrides, then the runner's settings."""
+    from zoo.config import bundled_config, load_config
+    from zoo.engine.setup import ensure_data
+
+    cfg = load_config(bundled_config(model), [], model=model)
+    cfg = ensure_data(cfg, settings.data, quiet=True)
+    patch: dict[str, Any] = {}
+    for text in settings.overrides:
+        keys, value = parse_override(text)
+        node = patch
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    if patch:
+        cfg = cfg.with_overrides(patch, "zoo bench -o")
+    train: dict[str, Any] = {"save_dir": str(run_dir), "valid_interval": 0, "log_interval": 1, "checkpoint_steps": 0,
+                             "num_gpus": devices, "fix_random_seed": True}
+    if settings.epochs is not None:
+        train["epoch"] = settings.epochs
+    else:
+        train.update(epoch=EPOCHS_FOREVER, max_iter=settings.warmup + settings.steps)
+    return cfg.with_overrides({"train": train}, "zoo bench")
+
+
+def _check(settings: BenchSettings) -> None:
+    from zoo.plugins import get_plugins
+
+    if not settings.models:
+        raise UsageError("no models to benchmark")
+    known = get_plugins().registry("model")
+    for model in settings.models:
+        if model not in known:
+            raise UsageError(f"unknown model {model!r}; `zoo models` lists them")
+    if settings.steps < 1 or settings.warmup < 0:
+        raise UsageError("--steps must be at least 1 and --warmup at least 0")
+    if settings.epochs is not None and settings.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    if settings.device == "gpu":
+        launch.gpu_count(max(settings.counts))
+
+
+def run_bench(settings: BenchSettings, *, log: Any = None) -> tuple[list[BenchRow], dict[str, Path]]:
+    """Run every configuration, write the result files; returns the rows and the files written."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    _check(settings)
+    rows: list[BenchRow] = []
+    scratch = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
+    total = len(settings.models) * len(settings.counts)
+    started = time.time()
+    try:
+        for model in settings.models:
+            for n in settings.counts:
+                index = len(rows) + 1
+                run_dir = scratch / f"{model}-{settings.device}{n}"
+                cfg = resolve_config(model, settings, n, run_dir)
+                row = BenchRow(model=model, device=settings.device, devices=n, global_batch=cfg.train.batch_size)
+                what = f"{settings.epochs} epoch(s)" if settings.epochs else f"{settings.warmup}+{settings.steps} steps"
+                log(f"[{index}/{total}] {model} on {launch.LaunchPlan(settings.device, n).describe()}: "
+                    f"training {what} at global batch {row.global_batch}, then evaluating")
+                if cfg.train.batch_size % n:
+                    row.error = f"train.batch_size {cfg.train.batch_size} is not divisible by {n} devices"
+                else:
+                    _run_one(cfg, settings, n, run_dir, row)
+                log(f"    {_summary(row)}")
+                rows.append(row)
+        _efficiency(rows)
+        written = write_results(rows, settings, meta=_meta(settings, time.time() - started))
+    finally:
+        if all(not r.error for r in rows):
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            log(f"the failed configurations' run directories and logs are kept in {scratch}")
+    return rows, written
+
+
+def _run_one(cfg: ZooConfig, settings: BenchSettings, n: int, run_dir: Path, row: BenchRow) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "bench-config.json"
+    atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=1))
+    result_path = run_dir / "bench-result.json"
+    spec = {"config": str(config_path), "device": settings.device, "warmup": settings.warmup,
+            "result": str(result_path)}
+    spec_path = run_dir / "bench-spec.json"
+    atomic_write_text(spec_path, json.dumps(spec))
+    plan = launch.LaunchPlan(device=settings.device, nproc_per_node=n, log_dir=run_dir / "logs")
+    try:
+        launch.run(plan, ["bench", "--worker", str(spec_path)], timeout=settings.timeout, echo=False)
+        result = json.loads(result_path.read_text())
+    except (ZooError, OSError, ValueError) as exc:
+        row.error = str(exc).splitlines()[0][:500]
+        return
+    for key, value in result.items():
+        if hasattr(row, key):
+            setattr(row, key, value)
+
+
+def _efficiency(rows: list[BenchRow]) -> None:
+    by_model: dict[str, list[BenchRow]] = {}
+    for row in rows:
+        if not row.error:
+            by_model.setdefault(row.model, []).append(row)
+    for group in by_model.values():
+        base = min(group, key=lambda r: r.devices)
+        per_device = base.train_videos_per_s / base.devices
+        for row in group:
+            row.scaling_efficiency = (row.train_videos_per_s / row.devices) / per_device if per_device > 0 else float("nan")
+
+
+def _summary(row: BenchRow) -> str:
+    if row.error:
+        return f"failed: {row.error}"
+    return (f"train {row.train_videos_per_s:.1f} videos/s, inference {row.infer_videos_per_s:.1f} videos/s, "
+            f"GAP {row.gap:.4f}, Hit@1 {row.hit_at_1:.4f}, peak {row.peak_memory_mib:.0f} MiB")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
+    import zoo
+    from zoo.runtime import cpu_count
+
+    try:
+        import paddle
+
+        paddle_version = paddle.__version__
+        gpu_name = paddle.device.cuda.get_device_name(0) if settings.device == "gpu" else ""
+    except Exception:  # noqa: BLE001 - metadata only
+        paddle_version, gpu_name = "unknown", ""
+    return {
+        "command": settings.command(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "yt8m_zoo": zoo.__version__,
+        "paddle": paddle_version,
+        "python": platform.python_version(),
+        "device": settings.device,
+        "cpu": _cpu_model(),
+        "cpu_cores": cpu_count(),
+        "gpu": gpu_name,
+        "data": settings.data or "built-in sample dataset (each model's `sample` config section)",
+        "training": (f"{settings.epochs} epoch(s)" if settings.epochs is not None
+                     else f"{settings.warmup} warm-up + {settings.steps} measured steps"),
+        "warmup_steps": settings.warmup,
+        "seconds": round(seconds, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output
+
+COLUMNS = [
+    ("model", "model"), ("devices", "devices"), ("global_batch", "batch"), ("parameters", "params"),
+    ("train_videos_per_s", "train videos/s"), ("scaling_efficiency", "scaling"),
+    ("infer_videos_per_s", "infer videos/s"), ("gap", "GAP"), ("hit_at_1", "Hit@1"), ("perr", "PERR"),
+    ("peak_memory_mib", "peak MiB"),
+]
+
+
+def _cell(key: str, row: BenchRow) -> Any:
+    value = getattr(row, key)
+    if key == "devices":
+        return f"{'GPU' if row.device == 'gpu' else 'CPU proc'} x{value}"
+    if row.error and key not in ("model", "global_batch"):
+        return "failed" if key == "train_videos_per_s" else ""
+    if key == "parameters":
+        return f"{value:,}"
+    if key in ("train_videos_per_s", "infer_videos_per_s"):
+        return f"{value:.1f}"
+    if key == "scaling_efficiency":
+        return f"{value:.2f}"
+    if key == "peak_memory_mib":
+        return f"{value:.0f}"
+    if key in ("gap", "hit_at_1", "perr"):
+        return f"{value:.4f}"
+    return value
+
+
+def table(rows: list[BenchRow], fmt: str = "simple") -> str:
+    from tabulate import tabulate
+
+    body = [[_cell(key, row) for key, _ in COLUMNS] for row in rows]
+    return tabulate(body, headers=[title for _, title in COLUMNS], tablefmt=fmt, disable_numparse=True)
+
+
+def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
+    memory = "resident set size per process" if meta["device"] == "cpu" else "GPU memory allocated per device"
+    lines = [
+        f"# yt8m-zoo benchmark ({meta['date']})",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"- yt8m-zoo {meta['yt8m_zoo']}, paddle {meta['paddle']}, Python {meta['python']}",
+        f"- machine: {meta['cpu']}, {meta['cpu_cores']} cores" + (f", {meta['gpu']}" if meta.get("gpu") else ""),
+        f"- data: {meta['data']}",
+        f"- training: {meta['training']} per configuration; train videos/s counts the steps after "
+        f"{meta['warmup_steps']} warm-up step(s)",
+        "- evaluation: the validation split, over all ranks (GAP@20, Hit@1, PERR are global values)",
+        f"- scaling = (train videos/s per device) / (the same at the smallest device count); peak MiB = {memory}, "
+        f"the largest over the ranks",
+        f"- total time: {meta['seconds']:.0f} s",
+        "",
+        table(rows, "github"),
+        "",
+    ]
+    failed = [r for r in rows if r.error]
+    if failed:
+        lines += ["Failed configurations:", ""] + [f"- {r.model} on {r.devices} {r.device}: {r.error}" for r in failed]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(rows: list[BenchRow], settings: BenchSettings, meta: dict[str, Any]) -> dict[str, Path]:
+    """NAME.md, NAME.csv, NAME.json and NAME.png (throughput against devices) in ``settings.output``."""
+    from zoo.plot import Panel, charts
+
+    out = Path(settings.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / settings.name
+    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "json": stem.with_suffix(".json"),
+             "png": stem.with_suffix(".png")}
+    atomic_write_text(paths["md"], markdown(rows, meta))
+    buf = io.StringIO()
+    names = [f.name for f in dataclasses.fields(BenchRow)]
+    writer = csv.DictWriter(buf, fieldnames=names)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(dataclasses.asdict(row))
+    atomic_write_text(paths["csv"], buf.getvalue())
+    payload = {"meta": meta, "rows": [_json_row(r) for r in rows]}
+    atomic_write_text(paths["json"], json.dumps(payload, indent=1))
+    train: dict[str, tuple[list[float], list[float]]] = {}
+    infer: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        if row.error:
+            continue
+        for series, value in ((train, row.train_videos_per_s), (infer, row.infer_videos_per_s)):
+            xs, ys = series.setdefault(row.model, ([], []))
+            xs.append(row.devices)
+            ys.append(value)
+    unit = "GPUs" if settings.device == "gpu" else "CPU processes"
+    if train:
+        charts(paths["png"], [
+            Panel(title="training throughput", xlabel=unit, ylabel="videos/s", series=train, ylim=(0, None)),
+            Panel(title="inference throughput", xlabel=unit, ylabel="videos/s", series=infer, ylim=(0, None)),
+        ])
+    else:
+        paths.pop("png")
+    return paths
+
+
+def _json_row(row: BenchRow) -> dict[str, Any]:
+    out = dataclasses.asdict(row)
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}  # NaN is not JSON
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Worker side (``zoo bench --worker SPEC``, one process per device)
+
+
+def peak_memory_mib(device: str) -> float:
+    if device == "gpu":
+        import paddle
+
+        return paddle.device.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def train_throughput(run_dir: Path, warmup: int) -> tuple[float, int]:
+    """Global examples per second after ``warmup`` steps, from the trainer's per-step log; and the steps."""
+    rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines() if line.strip()]
+    if not rows:
+        return float("nan"), 0
+    first = rows[min(warmup, len(rows) - 1) - 1] if warmup > 0 and len(rows) > 1 else None
+    last = rows[-1]
+    if first is None:
+        return float("nan"), len(rows)
+    seconds = last["time"] - first["time"]
+    return ((last["examples"] - first["examples"]) / seconds if seconds > 0 else float("nan")), len(rows)
+
+
+def worker(spec_path: str) -> int:
+    """Train, evaluate, measure on this rank; rank 0 writes the result file."""
+    from zoo.config import load_config
+    from zoo.engine.loop import evaluate
+    from zoo.engine.setup import build_reader
+    from zoo.engine.trainer import Trainer
+
+    spec = json.loads(Path(spec_path).read_text())
+    device = spec["device"]
+    ctx = launch.worker_context(device)
+    with launch.failure_report(ctx):
+        cfg = load_config(spec["config"])
+        trainer = Trainer(cfg, ctx=ctx, progress=False, overwrite=True, log=lambda msg: None)
+        result = trainer.fit()
+        distributed.broadcast_state(trainer.model, ctx)
+        reader = build_reader(cfg, "valid")
+        distributed.barrier(ctx)
+        start = time.perf_counter()
+        metrics, _ = evaluate(trainer.model, reader, cfg, ctx=ctx, desc="bench eval", progress=False)
+        eval_seconds = time.perf_counter() - start
+        peaks = distributed.all_gather_objects(peak_memory_mib(device), ctx)
+        if ctx.is_main:
+            throughput, steps = train_throughput(Path(cfg.train.save_dir), int(spec["warmup"]))
+            if throughput != throughput:  # no warm-up asked for, or a single step
+                throughput = result.train_videos_per_s
+            out = {
+                "parameters": result.parameters, "steps": result.steps, "epochs": result.epochs,
+                "train_videos_per_s": throughput, "train_seconds": result.seconds,
+                "infer_videos_per_s": metrics["num_videos"] / max(eval_seconds, 1e-9),
+                "gap": metrics["gap"], "hit_at_1": metrics["hit_at_1"], "perr": metrics["perr"],
+                "map": metrics["map"], "valid_loss": metrics.get("loss", float("nan")),
+                "eval_videos": int(metrics["num_videos"]), "peak_memory_mib": max(peaks),
+            }
+            atomic_write_text(Path(spec["result"]), json.dumps(out))
+    return 0
