@@ -1,0 +1,191 @@
+"""Benchmark: one NeXtVLAD training step on CPU against this machine's fp32 matmul peak, same run.
+
+    python benchmarks/bench_train_step.py                   # the cases below, 3 timed steps each (~1-2 min)
+    python benchmarks/bench_train_step.py --steps 5 --json results.json
+    python benchmarks/bench_train_step.py --cases full-300 sample
+
+A training step is forward + sigmoid cross-entropy (summed over classes, mean over the batch) + backward +
+Adam, on random features (uniform in [-2, 2], the dequantized range) with ~3 labels per video. Cases:
+
+- ``full-300``: the default model (89,088,550 parameters, 3862 classes), batch 32, every video 300 frames;
+- ``padded-300``: the same with 150-300 valid frames per video (padded to 300, as the reader batches them);
+- ``full-100``: the default model, batch 32, 100 frames;
+- ``sample``: the ``sample.model`` scale of configs/nextvlad.yaml (what ``zoo run nextvlad`` trains) with
+  200 classes and 10-60 frames per video, batch 32.
+
+The reference is ``paddle.matmul`` of two 2048 x 2048 fp32 matrices (best of several runs, measured right
+before and right after each case's steps in the same process; the larger value counts). Achieved GFLOP/s
+counts the model's matmul FLOPs analytically (``NeXtVLAD.flops``: forward + backward, over all T frames
+the step computes); elementwise work is not counted, so 100% is not reachable. Goal: ``full-300`` at 50% of
+the peak or better. Each case runs in its own process so its peak RSS is its own.
+
+Timings are wall-clock medians; CPU seconds are reported beside them because a shared machine (other jobs
+on the same cores) slows the wall clock of both the reference and the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CASES = ("full-300", "padded-300", "full-100", "sample")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def matmul_peak(paddle, n: int = 2048, repeats: int = 8) -> float:
+    """Best fp32 GFLOP/s of ``paddle.matmul`` on two n x n matrices."""
+    a = paddle.randn([n, n], dtype="float32")
+    b = paddle.randn([n, n], dtype="float32")
+    paddle.matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        paddle.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
+def sample_options() -> dict:
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "nextvlad.yaml").read_text())
+    model = {k: v for k, v in config["model"].items() if k != "name"}
+    model.update(config.get("sample", {}).get("model") or {})
+    return model
+
+
+def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dict:
+    import warnings
+
+    import numpy as np
+
+    import zoo
+    from zoo.runtime import init_paddle
+
+    warnings.filterwarnings("ignore", message="When training, we now always track")
+    paddle = init_paddle("cpu", threads=threads)
+    import paddle.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    if case == "sample":
+        options, classes, lengths = sample_options(), 200, (10, 60)
+    else:
+        frames = int(case.split("-")[1])
+        options, classes = {}, 3862
+        lengths = (150, 300) if case.startswith("padded") else (frames, frames)
+    paddle.seed(0)
+    model = zoo.build_model("nextvlad", num_classes=classes, **options)
+    model.train()
+    optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
+
+    def make_batch() -> tuple[dict, object, int, int]:
+        n = rng.integers(lengths[0], lengths[1] + 1, batch_size)
+        t = int(n.max())
+        mask = (np.arange(t)[None, :] < n[:, None]).astype(np.float32)
+        batch = {
+            name: paddle.to_tensor(
+                rng.uniform(-2, 2, (batch_size, t, d)).astype(np.float32) * mask[..., None]
+            )
+            for name, d in model.features.items()
+        }
+        batch["mask"] = paddle.to_tensor(mask)
+        batch["num_frames"] = paddle.to_tensor(n.astype(np.int64))
+        labels = np.zeros((batch_size, classes), np.float32)
+        for row in labels:
+            row[rng.choice(classes, 3, replace=False)] = 1.0
+        return batch, paddle.to_tensor(labels), t, int(n.sum())
+
+    def step(batch: dict, labels) -> float:
+        logits = model(batch)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        return float(loss)
+
+    batches = [make_batch() for _ in range(steps + 1)]
+    step(*batches[0][:2])  # warm-up: kernel selection, Adam state allocation
+    peak_before = matmul_peak(paddle)
+    wall, cpu, flops, useful = [], [], [], []
+    for batch, labels, t, valid in batches[1:]:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        loss = step(batch, labels)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+        flops.append(model.flops(t)["train"] * batch_size)
+        useful.append(model.flops(1)["train"] * valid)  # FLOPs of the valid frames only (approximate)
+        if not np.isfinite(loss):
+            raise RuntimeError(f"{case}: non-finite loss {loss}")
+    peak = max(peak_before, matmul_peak(paddle))
+    seconds = statistics.median(wall)
+    achieved = statistics.median(f / w for f, w in zip(flops, wall))
+    return {
+        "case": case,
+        "batch_size": batch_size,
+        "frames": f"{lengths[0]}-{lengths[1]}" if lengths[0] != lengths[1] else str(lengths[0]),
+        "parameters": sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
+        "threads": threads or len(os.sched_getaffinity(0)),
+        "step_seconds": seconds,
+        "step_cpu_seconds": statistics.median(cpu),
+        "videos_per_second": batch_size / seconds,
+        "gflop_per_step": statistics.median(flops) / 1e9,
+        "gflops": achieved / 1e9,
+        "useful_gflops": statistics.median(u / w for u, w in zip(useful, wall)) / 1e9,
+        "matmul_peak_gflops": peak,
+        "fraction_of_peak": achieved / 1e9 / peak,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (after one warm-up)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="paddle CPU threads (default: all cores)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # child process: one case
+    args = parser.parse_args()
+
+    if args.case:
+        print(json.dumps(run_case(args.case, args.steps, args.batch_size, args.threads)))
+        return 0
+
+    results = []
+    for case in args.cases:
+        command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
+        command += ["--batch-size", str(args.batch_size)]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{case} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(
+            f"{r['case']:<11} B={r['batch_size']} T={r['frames']:<7} {r['step_seconds']:6.2f} s/step "
+            f"(cpu {r['step_cpu_seconds']:6.2f} s)  {r['videos_per_second']:7.1f} videos/s  "
+            f"{r['gflops']:6.1f} GFLOP/s of {r['matmul_peak_gflops']:6.1f} peak = {100 * r['fraction_of_peak']:5.1f}%  "
+            f"peak RSS {r['peak_rss_mb']:6.0f} MB  load {r['load_average']:.1f}",
+            flush=True,
+        )
+    if args.json:
+        from zoo.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
