@@ -321,6 +321,21 @@ def test_random_weights_need_an_explicit_flag(paddle_cpu, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_export_replaces_only_an_earlier_export(exports, paddle_cpu, tmp_path):
+    from zoo.engine.export import export_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"weights")
+    for target in (run, run / "model.safetensors"):
+        with pytest.raises(UsageError, match="choose another --output"):
+            export_model(tiny_config("mean-pool"), None, target, allow_random=True)
+    assert (run / "model.safetensors").read_bytes() == b"weights"
+    again = damaged_copy(exports[0], tmp_path)
+    export_model(tiny_config("max-pool"), None, again, allow_random=True)  # an earlier export is replaced
+    assert json.loads((again / "metadata.json").read_text())["model"] == "max-pool"
+
+
 def test_vocabulary_ships_with_the_export(paddle_cpu, tmp_path):
     from zoo.engine.export import export_model, load_exported
 

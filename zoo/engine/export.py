@@ -196,6 +196,7 @@ def export_model(
     from zoo.engine.weights import apply_weights, read_weights
 
     output = Path(output)
+    _check_output(output)
     if weights is None and not allow_random:
         raise UsageError(f"exporting {cfg.model_name} without --weights would export untrained random weights; "
                          f"give --weights (a run directory, checkpoint, weights file or URL) or pass "
@@ -276,6 +277,24 @@ def export_model(
             shutil.copyfile(vocab_path, tmp / VOCABULARY_FILE)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     return output
+
+
+def _check_output(output: Path) -> None:
+    """Only an empty directory or an earlier export may be replaced (never a run directory or a file)."""
+    if not output.exists():
+        return
+    hint = "choose another --output or remove it first"
+    if not output.is_dir():
+        raise UsageError(f"--output {output} is a file; {hint}")
+    if not any(output.iterdir()):
+        return
+    try:
+        earlier = json.loads((output / METADATA_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        earlier = False
+    if not earlier:
+        raise UsageError(f"--output {output} exists and is not an earlier `zoo export` (no {METADATA_FILE} of "
+                         f"one); it would be replaced as a whole: {hint}")
 
 
 def _check_bf16(directory: Path, metadata: dict[str, Any], model: Any) -> dict[str, Any]:
