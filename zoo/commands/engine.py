@@ -47,13 +47,18 @@ def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
 
 
 def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str) -> ZooConfig:
+    """The config saved in an export, with overrides; its dataset facts are kept as exported."""
     from zoo.config import load_config
-    from zoo.engine.setup import ensure_data
+    from zoo.engine.setup import uses_sample_data, with_data_dir
     from zoo.runtime import init_paddle
 
     cfg = load_config(None, args.override, raw=raw, source=source)
     init_paddle(args.device or "cpu")
-    return ensure_data(cfg, getattr(args, "data", None), quiet=True)
+    if getattr(args, "data", None):
+        return with_data_dir(cfg, args.data)
+    if uses_sample_data(cfg):
+        raise UsageError(f"{source} names no data to predict: give --filelist (files, folders, globs or a .list)")
+    return cfg
 
 
 def _config(args: argparse.Namespace) -> ZooConfig:
@@ -232,8 +237,13 @@ class PredictCommand:
         parser.add_argument("--model", dest="model_dir", metavar="DIR",
                             help="predict with a model exported by `zoo export` (Paddle Inference) instead of "
                                  "building it from a config and weights")
-        parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                            help="with --model: CPU inference precision (bf16 uses oneDNN)")
+        parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                            help="with --model: inference precision (CPU: fp32, or bf16 through oneDNN; "
+                                 "GPU: fp32, fp16, bf16)")
+        parser.add_argument("--tensorrt", action="store_true",
+                            help="with --model and --device gpu: run supported subgraphs with TensorRT")
+        parser.add_argument("--gpu-memory-mb", type=int, default=512, metavar="MB",
+                            help="with --model and --device gpu: initial GPU memory pool")
         parser.add_argument("--output", metavar="DIR", default="predictions",
                             help="where predictions.csv and predictions.jsonl go (default ./predictions)")
 
@@ -249,9 +259,10 @@ class PredictCommand:
         if args.filelist:
             args.override.append(f"data.infer={json.dumps(args.filelist)}")
         if args.model_dir:
-            from zoo.engine.export import load_exported
+            from zoo.engine.export import GpuOptions, load_exported
 
-            exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision)
+            gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
+            exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
             args.config, args.model = None, None
             cfg = _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)")
             scorer = exported.predict
