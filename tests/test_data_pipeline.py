@@ -64,12 +64,19 @@ def test_every_record_once_across_two_ranks_and_two_workers(small, files):
     """2 simulated ranks x 2 DataLoader workers; by file (8 files) and by record (1 file)."""
     paths = sorted(str(p) for p in (small / "train").iterdir())[:files]
     reader = zoo.build_reader("yt8m-frame", paths=paths, spec=SPEC)
-    expected = collections.Counter(r["id"] for r in reader)
+    records = {r["id"]: r for r in reader}
+    expected = collections.Counter(records.keys())
     seen = collections.Counter()
     per_rank = []
     for rank in range(2):
-        ids = [vid for b in batches(reader, spec=SPEC, batch_size=8, shuffle=True, seed=1, epoch=0, rank=rank,
-                                    world_size=2, num_workers=2, shuffle_buffer=16) for vid in b["ids"]]
+        ids = []
+        for b in batches(reader, spec=SPEC, batch_size=8, shuffle=True, seed=1, epoch=0, rank=rank, world_size=2,
+                         num_workers=2, shuffle_buffer=16):
+            ids.extend(b["ids"])
+            for i, vid in enumerate(b["ids"]):  # the values survive the worker transfer intact
+                n = records[vid]["num_frames"]
+                np.testing.assert_array_equal(b["rgb"][i, :n], records[vid]["rgb"])
+                np.testing.assert_array_equal(b["audio"][i, :n], records[vid]["audio"])
         per_rank.append(set(ids))
         seen.update(ids)
     assert seen == expected

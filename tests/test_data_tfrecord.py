@@ -149,3 +149,21 @@ def test_truncated_message_raises_wire_error():
     buf = wire.encode_sequence_example({"id": b"abcd"}, {"rgb": np.zeros((2, 4), np.uint8)})
     with pytest.raises(wire.WireError):
         wire.parse_sequence_example(buf[:-3] + b"\x0a\xff")
+
+
+def test_fast_paths_agree_with_the_general_parser():
+    rng = np.random.default_rng(5)
+    for i in range(30):
+        n = int(rng.integers(0, 5))
+        labels = rng.integers(0, 5000, int(rng.integers(0, 6))).tolist() + ([-3] if i % 7 == 0 else [])
+        context = {"id": f"vid{i}".encode() * int(rng.integers(1, 60)), "labels": labels,
+                   "segment_scores": rng.random(3).astype(np.float32)}
+        buf = wire.encode_sequence_example(context, {"rgb": rng.integers(0, 256, (n, 16), dtype=np.uint8),
+                                                     "a" * int(rng.integers(1, 200)): np.zeros((n, 3), np.uint8)})
+        fast = wire.parse_sequence_example(buf)
+        assert fast == wire._parse_sequence_example_general(buf)
+        for rng_ in fast[0].values():
+            general = wire._decode_feature_general(buf, *rng_)
+            kind, values = wire.decode_feature(buf, *rng_)
+            assert kind == general[0] and np.array_equal(np.asarray(values), np.asarray(general[1]))
+        assert wire.decode_feature(buf, *fast[0]["labels"])[1] == labels

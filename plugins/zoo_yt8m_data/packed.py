@@ -117,7 +117,9 @@ def _map(path: str, rows: int, size: int) -> np.ndarray:
     if rows == 0:
         return np.zeros((0, size), np.uint8)
     with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        # MAP_POPULATE maps every page now (one readahead pass) instead of one page fault per 4 KB later
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapped = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
     return np.frombuffer(mapped, np.uint8, rows * size).reshape(rows, size)
 
 

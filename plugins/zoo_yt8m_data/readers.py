@@ -44,8 +44,10 @@ def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
     """Dequantize ``values`` (uint8) into the float32 array ``out`` of the same shape, in place.
 
     uint8 -> float32 is exact, so multiplying in float32 and then adding gives TensorFlow's values bit for bit.
+    (A plain cast followed by two in-place passes measured faster than a casting multiply.)
     """
-    np.multiply(values, QUANT_SCALE, out=out, dtype=np.float32)
+    np.copyto(out, values, casting="unsafe")
+    out *= QUANT_SCALE
     out += QUANT_BIAS
 
 

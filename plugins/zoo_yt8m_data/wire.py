@@ -129,8 +129,71 @@ def parse_example(buf: bytes) -> dict[str, tuple[int, int]]:
     return features
 
 
+def _canonical_entries(buf: bytes, pos: int, end: int, out: dict[str, tuple[int, int]]) -> bool:
+    """Fast path for a map written by a canonical encoder (entries ``0a L (0a K key 12 V value)``).
+
+    Fills ``out`` and returns True, or returns False at the first byte that does not fit (the caller then
+    parses the message with the general parser).
+    """
+    while pos < end:
+        if buf[pos] != 0x0A or pos + 1 >= end:
+            return False
+        b = buf[pos + 1]
+        if b < 0x80:
+            elen = b
+            pos += 2
+        else:
+            elen, pos = _varint(buf, pos + 1, end)
+        eend = pos + elen
+        if eend > end or pos + 1 >= eend or buf[pos] != 0x0A:
+            return False
+        klen = buf[pos + 1]
+        kend = pos + 2 + klen
+        if klen >= 0x80 or kend + 1 >= eend or buf[kend] != 0x12:
+            return False
+        b = buf[kend + 1]
+        if b < 0x80:
+            vlen = b
+            vstart = kend + 2
+        else:
+            vlen, vstart = _varint(buf, kend + 1, eend)
+        if vstart + vlen != eend:
+            return False
+        out[bytes(buf[pos + 2 : kend]).decode("utf-8", "surrogateescape")] = (vstart, eend)
+        pos = eend
+    return True
+
+
 def parse_sequence_example(buf: bytes) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     """A ``SequenceExample``: (context name -> Feature range, feature list name -> FeatureList range)."""
+    end = len(buf)
+    pos = 0
+    context: dict[str, tuple[int, int]] = {}
+    lists: dict[str, tuple[int, int]] = {}
+    while pos < end:  # the canonical layout, without generators: most of the per-record cost
+        tag = buf[pos]
+        if tag == 0x0A:
+            target = context
+        elif tag == 0x12:
+            target = lists
+        else:
+            return _parse_sequence_example_general(buf)
+        if pos + 1 >= end:
+            raise WireError("truncated message")
+        b = buf[pos + 1]
+        if b < 0x80:
+            length = b
+            pos += 2
+        else:
+            length, pos = _varint(buf, pos + 1, end)
+        stop = pos + length
+        if stop > end or not _canonical_entries(buf, pos, stop, target):
+            return _parse_sequence_example_general(buf)
+        pos = stop
+    return context, lists
+
+
+def _parse_sequence_example_general(buf: bytes) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     context: dict[str, tuple[int, int]] = {}
     lists: dict[str, tuple[int, int]] = {}
     for number, wire, s, e in _fields(buf, 0, len(buf)):
@@ -154,6 +217,11 @@ def feature_kind(buf: bytes, start: int, end: int) -> str:
 
 def decode_feature(buf: bytes, start: int, end: int) -> tuple[str, FeatureValue]:
     """(kind, values) of the Feature message at ``buf[start:end]``; the last oneof member present wins."""
+    fast = _decode_feature_canonical(buf, start, end)
+    return fast if fast is not None else _decode_feature_general(buf, start, end)
+
+
+def _decode_feature_general(buf: bytes, start: int, end: int) -> tuple[str, FeatureValue]:
     kind = "empty"
     rng = (start, start)
     for number, wire, s, e in _fields(buf, start, end):
@@ -198,6 +266,32 @@ def decode_feature(buf: bytes, start: int, end: int) -> tuple[str, FeatureValue]
     return kind, []
 
 
+def _decode_feature_canonical(buf: bytes, start: int, end: int) -> tuple[str, FeatureValue] | None:
+    """One byte string (``0a L 0a K value``) or a packed int64 list (``1a L 0a K varints``), else None."""
+    if end - start < 2:
+        return None
+    tag = buf[start]
+    if tag not in (0x0A, 0x1A) or buf[start + 1] >= 0x80 or start + 2 + buf[start + 1] != end:
+        return None
+    if start + 2 == end:
+        return ("bytes", []) if tag == 0x0A else ("int64", [])
+    if buf[start + 2] != 0x0A or buf[start + 3] >= 0x80 or start + 4 + buf[start + 3] != end:
+        return None
+    if tag == 0x0A:
+        return "bytes", [bytes(buf[start + 4 : end])]
+    values = []
+    pos = start + 4
+    while pos < end:
+        b = buf[pos]
+        if b < 0x80:
+            values.append(b)
+            pos += 1
+        else:
+            v, pos = _varint(buf, pos, end)
+            values.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return "int64", values
+
+
 def _frame_header(size: int) -> bytes:
     """The 9+ bytes a canonical encoder writes before each frame's ``size`` raw bytes in a FeatureList."""
     inner = b"\x0a" + encode_varint(size)
@@ -207,7 +301,7 @@ def _frame_header(size: int) -> bytes:
     return b"\x0a" + encode_varint(entry_len) + feature + inner
 
 
-_HEADERS: dict[int, np.ndarray] = {}
+_HEADERS: dict[int, bytes] = {}
 
 
 def decode_frames(buf: bytes, start: int, end: int, size: int) -> np.ndarray:
@@ -219,16 +313,17 @@ def decode_frames(buf: bytes, start: int, end: int, size: int) -> np.ndarray:
     """
     header = _HEADERS.get(size)
     if header is None:
-        header = _HEADERS[size] = np.frombuffer(_frame_header(size), np.uint8)
+        header = _HEADERS[size] = _frame_header(size)
     hlen = len(header)
     stride = hlen + size
     total = end - start
     if total == 0:
         return np.zeros((0, size), np.uint8)
     if total % stride == 0:
-        view = np.frombuffer(buf, np.uint8, total, start).reshape(-1, stride)
-        if (view[:, :hlen] == header).all():
-            return view[:, hlen:]
+        n = total // stride
+        # every frame's header, checked byte column by byte column (n bytes per strided slice)
+        if all(buf[start + k : end : stride] == header[k : k + 1] * n for k in range(hlen)):
+            return np.frombuffer(buf, np.uint8, total, start).reshape(n, stride)[:, hlen:]
     return _decode_frames_general(buf, start, end, size)
 
 
