@@ -96,26 +96,23 @@ def _top_k_partition(scores: np.ndarray, k: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _block_count(num_classes: int, k: int) -> int | None:
-    """Blocks for :func:`_top_k_blocked` that minimise the work ``blocks + k * size + tail``; None when a
-    plain partition is as good (few classes per wanted entry) or the sort keys would not fit 64 bits."""
+    """Blocks for :func:`_top_k_blocked`: about sqrt(k * classes), which keeps both the per-row sort of the
+    block maxima and the number of candidates small; None when a plain partition is as good (few classes
+    per wanted entry) or the sort keys would not fit 64 bits."""
     if num_classes < 8 * k or num_classes > 2**20:
         return None
-    guess = math.sqrt(k * num_classes)
-    lo, hi = max(2 * k, int(guess / 2)), min(num_classes // 2, int(guess * 2) + 1)
-    if lo > hi:
-        return None
-    return min(range(lo, hi + 1), key=lambda b: b + k * (num_classes // b) + num_classes % b)
+    return max(2 * k, min(num_classes // 2, round(math.sqrt(k * num_classes))))
 
 
 def _top_k_blocked(scores: np.ndarray, k: int, blocks: int) -> np.ndarray:
     """Top-k column indices of float32 scores, in final order, without sorting every class.
 
-    Column c < blocks * size belongs to block ``c % blocks``; the few columns past that (the tail) are
-    always looked at. With ``th`` the k-th highest block maximum, the k-th best score is at least ``th``
-    (the k block maxima are k distinct scores), so the top k -- and every score tied with its last entry --
-    is among the scores >= th of the tail and of the blocks whose maximum is >= th: usually ~k scores per
-    row. Those few are ranked by one sort of 64-bit keys ``row | score bits | inverted class``, which puts
-    equal scores in class order. Only value sorts run (much faster than index sorts in numpy).
+    Column c < blocks * size belongs to block ``c % blocks``. With ``th`` the k-th highest block maximum,
+    the k-th best score of the row is at least ``th`` (the k block maxima are k distinct scores), so the top
+    k -- and every score tied with its last entry -- is among the scores >= th: usually ~k per row. Those
+    few are found through the comparison mask read 8 flags at a time, and ranked by one sort of 64-bit keys
+    ``row | score bits | inverted class``, which puts equal scores in class order. Only value sorts run
+    (several times faster than index sorts in numpy).
     """
     batch, num_classes = scores.shape
     size = num_classes // blocks
@@ -124,17 +121,16 @@ def _top_k_blocked(scores: np.ndarray, k: int, blocks: int) -> np.ndarray:
     if np.isnan(block_max).any() or (main < num_classes and np.isnan(scores[:, main:]).any()):
         raise _nan_error(scores)
     th = np.sort(block_max, axis=1)[:, blocks - k]  # a value sort beats a partition here
-    rows, best = np.nonzero(block_max >= th[:, None])
-    cols = best.astype(np.int32)[:, None] + blocks * np.arange(size, dtype=np.int32)  # [chosen blocks, size]
-    values = scores.reshape(-1)[cols + (rows.astype(np.int32) * np.int32(num_classes))[:, None]]
-    i, j = np.nonzero(values >= th[rows][:, None])
-    row_of, col, values = rows[i], cols[i, j], values[i, j]
-    if main < num_classes:  # the tail columns of every row
-        tail = scores[:, main:]
-        i, j = np.nonzero(tail >= th[:, None])
-        row_of = np.concatenate([row_of, i])
-        col = np.concatenate([col, j.astype(np.int32) + np.int32(main)])
-        values = np.concatenate([values, tail[i, j]])
+    mask = (scores >= th[:, None]).reshape(-1)
+    whole = mask.size & ~7
+    words = np.flatnonzero(mask[:whole].view(np.uint64))  # words holding at least one candidate
+    pos = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+    pos = pos[mask[pos]]
+    if whole < mask.size:
+        pos = np.concatenate([pos, whole + np.flatnonzero(mask[whole:])])
+    row_of = pos // num_classes
+    col = pos - row_of * num_classes
+    values = scores.reshape(-1)[pos]
     class_bits = max(1, int(num_classes - 1).bit_length())
     bits = (values + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
     bits ^= (-(bits >> np.uint32(31))) | np.uint32(0x80000000)  # order-preserving float -> uint
