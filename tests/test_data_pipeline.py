@@ -143,3 +143,16 @@ def test_collate_rejects_bad_records():
         collate([dict(good, rgb=np.zeros((2, 512), np.float32))], SPEC)
     empty = collate([dict(good, num_frames=0, rgb=np.zeros((0, 1024)), audio=np.zeros((0, 128)))], SPEC)
     assert empty["rgb"].shape == (1, 1, 1024) and empty["mask"].sum() == 0
+
+
+def test_recycled_batch_memory_never_overwrites_a_batch_still_held(small):
+    reader = _reader(small)
+    kept, copies = [], []
+    for k, b in enumerate(batches(reader, spec=SPEC, batch_size=8)):
+        if k % 3 == 0:  # keep some batches, drop the others (their memory may be reused)
+            kept.append(b)
+            copies.append({name: b[name].copy() for name in ("rgb", "audio")})
+    assert len(kept) >= 6
+    for b, c in zip(kept, copies):
+        np.testing.assert_array_equal(b["rgb"], c["rgb"])
+        np.testing.assert_array_equal(b["audio"], c["audio"])

@@ -144,7 +144,8 @@ class BufferPool:
     def array(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         n = int(np.prod(shape))
         buffers = self.buffers.setdefault(key, [])
-        free = [i for i, buf in enumerate(buffers) if sys.getrefcount(buf) <= 3]  # list + buf + argument
+        # 2 references = the pool's list + getrefcount's argument: no batch array (a view) is alive
+        free = [i for i in range(len(buffers)) if sys.getrefcount(buffers[i]) <= 2]
         for i in free:
             if buffers[i].size >= n:
                 return buffers[i][:n].reshape(shape)
