@@ -273,3 +273,22 @@ def test_per_class_csv_names_classes_from_the_vocabulary(tmp_path):
         assert (row["ap"] == "") if np.isnan(ap[c]) else float(row["ap"]) == pytest.approx(ap[c], abs=1e-6)
     assert rows[3]["ap"] == "" and int(rows[3]["predicted"]) >= 0
     assert sum(int(r["predicted"]) for r in rows) == 40 * 2
+
+
+def test_ranked_lists_equal_dense_scores_with_unlisted_classes_at_minus_inf():
+    rng = np.random.default_rng(4)
+    scores, labels = random_data(rng, 50, 30, ties=True)
+    labels[0, :8] = 1  # more labels than listed classes
+    listed = 6
+    classes = np.array([rng.permutation(30)[:listed] for _ in range(50)])  # unsorted, as a file may be
+    values = np.take_along_axis(scores, classes, axis=1)
+    values[5, 3:] = -np.inf  # a short row
+    dense = np.full((50, 30), -np.inf)
+    np.put_along_axis(dense, classes, values, axis=1)
+    ranked = zoo.build_metric("yt8m", num_classes=30, top_k=4)
+    ranked.update_ranked(classes, values, labels)
+    assert_same(ranked.compute(), fast_metrics(dense, labels, top_k=4).compute())
+    with pytest.raises(ValueError, match="listed twice"):
+        ranked.update_ranked(np.array([[1, 1]]), np.array([[0.5, 0.4]]), np.zeros((1, 30)))
+    with pytest.raises(ValueError, match="classes must be in 0 .. 29"):
+        ranked.update_ranked(np.array([[30]]), np.array([[0.5]]), np.zeros((1, 30)))

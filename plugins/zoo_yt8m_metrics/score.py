@@ -48,18 +48,33 @@ class PredictionTable:
             self.scores.extend(scores)
             self.offsets.append(len(self.classes))
         self._classes = np.frombuffer(self.classes, dtype=np.int32) if self.classes else np.zeros(0, np.int32)
+        # (a row's classes are distinct and in range: iter_kaggle_csv and check_classes made sure)
         self._scores = np.frombuffer(self.scores, dtype=np.float64) if self.scores else np.zeros(0)
         self.used = np.zeros(len(self.lines), dtype=bool)
 
-    def fill(self, vid: str, out: np.ndarray) -> bool:
-        """Write the row of ``vid`` into ``out`` (already -inf); False if the file has no row for it."""
+    def row_of(self, vid: str) -> int:
+        """The row index of ``vid`` (marked as used), or -1 if the file has no row for it."""
         row = self.rows.get(vid)
         if row is None:
-            return False
+            return -1
         self.used[row] = True
-        lo, hi = self.offsets[row], self.offsets[row + 1]
-        out[self._classes[lo:hi]] = self._scores[lo:hi]
-        return True
+        return row
+
+    def ranked(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows as ``classes, scores`` arrays ``[len(rows), L]``, padded with score -inf (row -1: empty)."""
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        offsets = np.frombuffer(self.offsets, dtype=np.int64)
+        present = rows_arr >= 0
+        lo = np.where(present, offsets[np.maximum(rows_arr, 0)], 0)
+        count = np.where(present, offsets[np.maximum(rows_arr, 0) + 1] - lo, 0)
+        width = max(1, int(count.max(initial=0)))
+        take = np.arange(width) < count[:, None]
+        src = (lo[:, None] + np.arange(width))[take]
+        classes = np.zeros((len(rows), width), dtype=np.int64)
+        scores = np.full((len(rows), width), -np.inf)
+        classes[take] = self._classes[src]
+        scores[take] = self._scores[src]
+        return classes, scores
 
     def unused(self) -> list[tuple[str, int]]:
         """(id, line) of the rows no labelled video asked for, in file order."""
@@ -107,27 +122,25 @@ def score_predictions(
     """
     table = PredictionTable(predictions, num_classes)
     metric = Yt8mMetric(Yt8mMetricConfig(top_k=top_k), DatasetSpec(num_classes=num_classes, features={}))
-    scores = np.full((BATCH, num_classes), -np.inf)
     labels = np.zeros((BATCH, num_classes), dtype=bool)
+    rows: list[int] = []
     seen: set[str] = set()
     missing: list[str] = []
-    n = 0
     for vid, video_labels in videos:
         vid = vid.decode("utf-8") if isinstance(vid, bytes) else str(vid)
         if vid in seen:
             raise DataError(f"video {vid!r} occurs twice in the labelled data; is a file listed twice?")
         seen.add(vid)
-        labels[n, _label_indices(vid, video_labels, num_classes)] = True
-        if not table.fill(vid, scores[n]):
+        labels[len(rows), _label_indices(vid, video_labels, num_classes)] = True
+        rows.append(table.row_of(vid))
+        if rows[-1] < 0:
             missing.append(vid)
-        n += 1
-        if n == BATCH:
-            metric.update(scores, labels)
-            scores.fill(-np.inf)
+        if len(rows) == BATCH:
+            metric.update_ranked(*table.ranked(rows), labels)
             labels.fill(False)
-            n = 0
-    if n:
-        metric.update(scores[:n], labels[:n])
+            rows = []
+    if rows:
+        metric.update_ranked(*table.ranked(rows), labels[:len(rows)])
     unused = table.unused()
     if unused:
         shown = ", ".join(f"{vid!r} (line {line})" for vid, line in unused[:SHOW_IDS])

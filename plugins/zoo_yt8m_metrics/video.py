@@ -84,28 +84,64 @@ class Yt8mMetric:
     def update(self, scores: np.ndarray, labels: np.ndarray, loss: float | None = None) -> None:
         """Add one batch: ``scores`` and ``labels`` are ``[B, num_classes]``; ``loss`` the batch's mean loss."""
         scores = np.asarray(scores)
-        labels = np.asarray(labels)
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
             raise ValueError(f"metric {self.name!r}: scores must have shape [batch, {self.num_classes}], "
                              f"got {scores.shape}")
-        if labels.shape != scores.shape:
-            raise ValueError(f"metric {self.name!r}: labels have shape {labels.shape}, scores {scores.shape}; "
-                             f"pass multi-hot labels of the same shape")
+        labels = self._check_labels(labels, scores.shape[0])
         if scores.dtype.kind not in "fiub":
             raise ValueError(f"metric {self.name!r}: scores must be numbers, got dtype {scores.dtype}")
         if scores.dtype.kind != "f":
             scores = scores.astype(np.float64)
         elif scores.dtype.itemsize < 4:
             scores = scores.astype(np.float32)
-        batch = scores.shape[0]
         self._check_loss(loss)
-        if batch == 0:
-            return
         # Work in slices of about 2 MB: each slice's scores and labels stay in the CPU cache across the
-        # several passes below (about 2x faster than whole-batch passes). Nothing is committed until every
-        # slice has passed its checks.
+        # several passes below. Nothing is committed until every slice has passed its checks.
+        batch = scores.shape[0]
         step = max(16, CHUNK_BYTES // (self.num_classes * scores.dtype.itemsize))
-        parts = [self._slice(scores[i:i + step], labels[i:i + step], i) for i in range(0, batch, step)]
+        self._commit([self._slice(scores[i:i + step], labels[i:i + step], i) for i in range(0, batch, step)],
+                     batch, loss)
+
+    def update_ranked(self, classes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                      loss: float | None = None) -> None:
+        """Add a batch given as each video's predictions rather than a score for every class.
+
+        ``classes`` and ``scores`` are ``[B, L]`` (any order; pad short rows with score ``-inf``), ``labels``
+        ``[B, num_classes]``. Classes a row does not list are not predicted: this is how a prediction file
+        (``zoo score``) is scored without a dense matrix. The first ``top_k`` entries by score enter GAP and
+        mAP; PERR for a video with more labels than listed classes counts the missing ones as misses.
+        """
+        classes = np.asarray(classes)
+        scores = np.asarray(scores)
+        labels = self._check_labels(labels, classes.shape[0] if classes.ndim == 2 else -1)
+        if classes.ndim != 2 or scores.shape != classes.shape or classes.dtype.kind not in "iu":
+            raise ValueError(f"metric {self.name!r}: classes (integers) and scores must have the same shape "
+                             f"[batch, L]; got {classes.shape} {classes.dtype} and {scores.shape}")
+        if np.isnan(scores).any():
+            raise ValueError(f"metric {self.name!r}: row {int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])} "
+                             f"has a NaN score")
+        listed = scores != -np.inf
+        if classes.size and (classes[listed].min(initial=0) < 0 or classes[listed].max(initial=0) >= self.num_classes):
+            raise ValueError(f"metric {self.name!r}: classes must be in 0 .. {self.num_classes - 1}")
+        self._check_loss(loss)
+        classes = np.where(listed, classes, self.num_classes).astype(np.int64)  # padding sorts last
+        order = np.lexsort((classes, -scores.astype(np.float64)), axis=1)  # by score, ties by class
+        classes = np.take_along_axis(classes, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        if classes.shape[1] > 1 and np.any((classes[:, 1:] == classes[:, :-1]) & (classes[:, 1:] < self.num_classes)):
+            raise ValueError(f"metric {self.name!r}: a class is listed twice in one row")
+        classes = np.minimum(classes, self.num_classes - 1)  # padding (score -inf) stays unpredicted
+        num_labels, positives = _label_counts(labels, self.name)
+        self._commit([self._part(classes, scores, labels, num_labels, positives, None)], len(classes), loss)
+
+    def _check_labels(self, labels: np.ndarray, batch: int) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.shape != (batch, self.num_classes):
+            raise ValueError(f"metric {self.name!r}: labels have shape {labels.shape}, expected "
+                             f"[{batch}, {self.num_classes}] (0/1 multi-hot, one row per video)")
+        return labels
+
+    def _commit(self, parts: list[tuple], batch: int, loss: float | None) -> None:
         for hits, perr, unlabelled, positives, triplets in parts:
             self._hits += hits
             self._perr_sum += perr
@@ -115,14 +151,13 @@ class Yt8mMetric:
             self._classes.append(triplets[1])
             self._labels.append(triplets[2])
         self._num_videos += batch
-        if loss is not None:
+        if loss is not None and batch:
             self._loss_sum += float(loss) * batch
             self._loss_videos += batch
         self._result = None
 
-    def _slice(self, scores: np.ndarray, labels: np.ndarray, first: int) -> tuple[int, float, int, np.ndarray, tuple]:
-        """Hits, PERR sum, unlabelled videos, positives per class and top-k triplets of the batch rows
-        ``first ..``."""
+    def _slice(self, scores: np.ndarray, labels: np.ndarray, first: int) -> tuple:
+        """The contribution of the batch rows ``first ..`` (dense scores)."""
         num_labels, positives = _label_counts(labels, self.name, first)
         try:
             classes, values = top_k(scores, self.top_k)
@@ -130,11 +165,19 @@ class Yt8mMetric:
             row = first + int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
             raise ValueError(f"metric {self.name!r}: row {row} of the batch has a NaN score; check the model "
                              f"output") from None
+        return self._part(classes, values, labels, num_labels, positives, scores)
+
+    def _part(self, classes: np.ndarray, values: np.ndarray, labels: np.ndarray, num_labels: np.ndarray,
+                positives: np.ndarray, dense: np.ndarray | None) -> tuple:
+        """Hits, PERR sum, unlabelled videos, positives per class and top-k triplets from ranked lists
+        (``dense``: the full scores, for PERR of videos with more labels than listed classes)."""
         rows = np.arange(len(classes))[:, None]
         top_labels = labels[rows, classes] != 0
         predicted = values != -np.inf
-        hits = int(np.count_nonzero(top_labels[:, 0] & predicted[:, 0]))
-        perr = _perr_sum(scores, labels, num_labels, top_labels, values)
+        hits = int(np.count_nonzero(top_labels[:, 0] & predicted[:, 0])) if classes.shape[1] else 0
+        perr = _perr_sum(dense, labels, num_labels, top_labels & predicted, values)
+        top_labels, values, predicted = top_labels[:, :self.top_k], values[:, :self.top_k], predicted[:, :self.top_k]
+        classes = classes[:, :self.top_k]
         if predicted.all():
             triplets = (values.ravel(), classes.astype(self._class_dtype).ravel(), top_labels.ravel())
         else:
@@ -212,7 +255,7 @@ class Yt8mMetric:
     def num_videos(self) -> int:
         return self._num_videos
 
-    def _ranked(self) -> tuple[float, np.ndarray]:
+    def _pooled(self) -> tuple[float, np.ndarray]:
         if self._result is None:
             self._consolidate()
             self._result = pooled_average_precision(self._scores[0], self._classes[0], self._labels[0],
@@ -224,7 +267,7 @@ class Yt8mMetric:
         if self._num_videos == 0:
             raise ZooError(f"metric {self.name!r}: no videos were evaluated; check that the evaluation data "
                            f"is not empty")
-        gap, ap = self._ranked()
+        gap, ap = self._pooled()
         scored = ap[self._positives > 0]
         result = {
             "gap": gap,
@@ -240,7 +283,7 @@ class Yt8mMetric:
 
     def per_class_ap(self) -> np.ndarray:
         """AP of every class ``[num_classes]`` over the top-k triplets; NaN for a class without positives."""
-        return self._ranked()[1].copy()
+        return self._pooled()[1].copy()
 
     def per_class_table(self) -> list[dict[str, Any]]:
         """One row per class: index, AP (None without positives), positives, top-k predictions, hits."""
@@ -287,22 +330,26 @@ def _label_counts(labels: np.ndarray, metric: str, first: int = 0) -> tuple[np.n
     return labels.sum(axis=1).astype(np.int64), labels.sum(axis=0).astype(np.int64)
 
 
-def _perr_sum(scores: np.ndarray, labels: np.ndarray, num_labels: np.ndarray, top_labels: np.ndarray,
+def _perr_sum(dense: np.ndarray | None, labels: np.ndarray, num_labels: np.ndarray, top_labels: np.ndarray,
               values: np.ndarray) -> float:
-    """Sum over videos of precision at the video's label count (a video without labels adds 0).
+    """Sum over videos of precision at the video's label count n (a video without labels adds 0).
 
-    A top class counts only if it is a label and its score is above 0, as in the reference.
+    A listed class counts only if it is a label and its score is above 0, as in the reference. When n is
+    larger than the ranked list: with ``dense`` scores the whole row is ranked; without (a prediction file)
+    the list is all there is and the rest are misses.
     """
-    k = values.shape[1]
+    listed = values.shape[1]
     hits = np.cumsum(top_labels & (values > 0), axis=1)
     total = 0.0
-    within = (num_labels > 0) & (num_labels <= k)
+    within = (num_labels > 0) & (num_labels <= listed)
     if within.any():
         n = num_labels[within]
         total += float(np.sum(hits[within, n - 1] / n))
-    beyond = np.flatnonzero(num_labels > k)  # more labels than top-k entries: rank the whole row
-    if beyond.size:
-        rows = scores[beyond]
+    beyond = np.flatnonzero(num_labels > listed)
+    if beyond.size and dense is None:
+        total += float(np.sum((hits[beyond, -1] if listed else 0) / num_labels[beyond]))
+    elif beyond.size:
+        rows = dense[beyond]
         order = np.argsort(-rows, axis=1, kind="stable")
         n = num_labels[beyond]
         take = np.arange(rows.shape[1])[None, :] < n[:, None]
