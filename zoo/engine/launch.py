@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
@@ -140,6 +141,7 @@ def worker_context(device: str) -> distributed.DistContext:
     """In a launched process: paddle on this rank's device, a fair share of the CPU cores, the process group."""
     from zoo.runtime import cpu_count, init_paddle
 
+    _die_with_parent()
     threads = max(1, cpu_count() // max(1, distributed.local_size())) if device == "cpu" else None
     if device == "cpu":
         os.environ["PADDLE_DISTRI_BACKEND"] = "gloo"  # a GPU build of paddle would pick NCCL
@@ -147,6 +149,21 @@ def worker_context(device: str) -> distributed.DistContext:
     ctx = distributed.context()
     distributed.init(ctx)
     return ctx
+
+
+def _die_with_parent() -> None:
+    """Linux: receive SIGTERM when the parent process dies (launch when `zoo` is killed, a rank when launch
+    is), so no part of a job outlives the command that started it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # launch was gone before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _failure_dir() -> Path | None:
@@ -229,19 +246,35 @@ def run(plan: LaunchPlan, worker_args: Sequence[str], *, timeout: float | None =
     tail: deque[str] = deque(maxlen=30)
     containers: list[tuple[int, int, str]] = []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            env=_job_env(plan), start_new_session=True)
+                            env=_job_env(plan), start_new_session=True, preexec_fn=_die_with_parent)
     timed_out = False
+    previous = _on_sigterm_interrupt()
     try:
         timed_out = _pump(proc, timeout, echo, tail, containers)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process: launch stops the ranks
         _stop(proc)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     code = proc.wait()
     if code == 0 and not timed_out:
         return
     message = _failure_message(log_dir, started, code, containers, tail, plan, timed_out, timeout)
     rank = _first_failure(log_dir, started)
     raise JobFailed(message + (f". {hint}" if hint else ""), rank=rank["rank"] if rank else None)
+
+
+def _on_sigterm_interrupt() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt while a job runs (so the job is stopped, not orphaned)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _pump(proc: subprocess.Popen, timeout: float | None, echo: bool, tail: deque[str],
