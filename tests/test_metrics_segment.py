@@ -136,3 +136,27 @@ def test_bad_ground_truth_and_updates_are_errors():
         metric.update(["a", "b"], [0], np.ones((2, CLASSES)))
     with pytest.raises(zoo.ZooError, match="no rated positive"):
         zoo.build_metric("yt8m-segment", num_classes=CLASSES).compute()
+
+
+def test_ground_truth_from_the_segment_reader(tmp_path):
+    from zoo_yt8m_data.tfrecord import write_tfrecord
+    from zoo_yt8m_data.wire import encode_sequence_example
+
+    rng = np.random.default_rng(3)
+    truth = make_truth(rng, 6)
+    frames = {"rgb": np.zeros((3, 1024), np.uint8), "audio": np.zeros((3, 128), np.uint8)}
+    payloads = []
+    for video in truth:
+        context = {"id": video["id"].encode(), "labels": np.unique(video["segment_labels"]).astype(np.int64),
+                   "segment_start_times": video["segment_start_times"].astype(np.int64),
+                   "segment_end_times": video["segment_end_times"].astype(np.int64),
+                   "segment_labels": video["segment_labels"].astype(np.int64),
+                   "segment_scores": video["segment_scores"].astype(np.float32)}
+        payloads.append(encode_sequence_example(context, frames))
+    write_tfrecord(tmp_path / "validate0000.tfrecord", payloads)
+    scored = all_segments(truth, rng)
+    metric = zoo.build_metric("yt8m-segment", num_classes=CLASSES)
+    for video in zoo.build_reader("yt8m-segment", paths=[str(tmp_path)], num_classes=CLASSES):
+        metric.add_ground_truth(video)
+    metric.update([s[0] for s in scored], [s[1] for s in scored], np.stack([s[2] for s in scored]))
+    assert metric.compute()["segment_map"] == pytest.approx(literal_segment_map(truth, scored), abs=1e-12)
