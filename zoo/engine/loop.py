@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,13 +76,6 @@ def evaluate(model: Any, reader: Any, cfg: ZooConfig, *, ctx: distributed.DistCo
     return metric.compute(), metric
 
 
-@dataclass
-class Prediction:
-    id: str
-    classes: list[int]
-    scores: list[float]
-
-
 def dygraph_scorer(model: Any, features: dict[str, int]) -> Any:
     """``batch -> probabilities [B, C]`` (numpy) for a paddle model in eval mode."""
     import paddle
@@ -99,21 +91,21 @@ def dygraph_scorer(model: Any, features: dict[str, int]) -> Any:
 
 
 def predict(scorer: Any, reader: Any, cfg: ZooConfig, *, top_k: int, batch_size: int,
-            progress: bool = True) -> list[Prediction]:
+            progress: bool = True) -> list[Any]:
     """Top-k classes and probabilities for every video of ``reader``, in reading order.
 
     ``scorer`` maps a batch (numpy dict) to probabilities ``[B, C]``: :func:`dygraph_scorer` for a paddle
     model, or an exported model's predictor.
     """
+    from zoo.predictions import Prediction
+    from zoo.predictions import top_k as best
+
     out: list[Prediction] = []
-    k = min(top_k, cfg.dataset.num_classes)
     bar = Progress("predict", unit="video", enabled=progress)
     for batch in batches_for(reader, cfg, batch_size=batch_size, shuffle=False):
-        probs = scorer(batch)
-        top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        classes, scores = best(scorer(batch), top_k)  # ties: lowest class first, as in the metric
         for i, vid in enumerate(batch["ids"]):
-            order = top[i][np.argsort(-probs[i, top[i]], kind="stable")]
-            out.append(Prediction(str(vid), [int(c) for c in order], [float(probs[i, c]) for c in order]))
+            out.append(Prediction(str(vid), classes[i].tolist(), scores[i].astype(float).tolist()))
         bar.update(len(batch["ids"]))
     bar.close()
     return out
