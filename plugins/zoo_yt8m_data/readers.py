@@ -57,11 +57,6 @@ class _YT8MReader:
     name = ""
     dir_patterns: tuple[str, ...] = ("*.tfrecord",)
 
-    @dataclass
-    class Config:
-        paths: list[str] = field(default_factory=list)
-        """Files, directories, glob patterns or .list files (one path per line)."""
-
     def __init__(self, config: Any, spec: DatasetSpec) -> None:
         self.config = config
         self.spec = spec

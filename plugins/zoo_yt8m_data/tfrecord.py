@@ -86,13 +86,14 @@ def read_records(
     verify_crc: bool = True,
     select: Callable[[int], bool] | None = None,
     on_corrupt: Callable[[RecordError], None] | None = None,
-    buffer_size: int = 1 << 20,
-) -> Iterator[tuple[int, bytes | None]]:
-    """Yield ``(index, payload)`` for each record of ``path``.
+) -> Iterator[tuple[int, memoryview | None]]:
+    """Yield ``(index, payload)`` for each record of ``path``; the payload is a read-only memoryview.
 
     ``select(index)`` false: the payload is skipped with a seek and ``None`` is yielded in its place (workers
     that read every n-th record of a file do not read the others). Damage raises :class:`RecordError`, or,
     with ``on_corrupt``, is handed to it (it may raise) and reading goes on when the framing allows.
+    The file is read unbuffered, payload and footer in one system call: each byte is copied once, from the
+    page cache straight into the object the decoded frames point into.
     """
 
     def damaged(error: RecordError) -> bool:
@@ -102,7 +103,7 @@ def read_records(
         return error.recoverable
 
     try:
-        f = open(path, "rb", buffering=buffer_size)
+        f = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None
     except IsADirectoryError:
@@ -113,7 +114,16 @@ def read_records(
         size = os.fstat(f.fileno()).st_size
         index = 0
         offset = 0
-        read = f.read
+
+        def read(n: int) -> bytes:
+            data = f.read(n)
+            while 0 < len(data) < n:  # a short read before the end of a regular file is rare but legal
+                more = f.read(n - len(data))
+                if not more:
+                    break
+                data += more
+            return data
+
         unpack_len = _LENGTH.unpack_from
         unpack_crc = _CRC.unpack_from
         while True:
@@ -144,12 +154,12 @@ def read_records(
                 f.seek(length + FOOTER_BYTES, os.SEEK_CUR)
                 yield index, None
             else:
-                payload = read(length)
-                footer = read(FOOTER_BYTES)
-                if len(payload) < length or len(footer) < FOOTER_BYTES:  # file shrank while reading
+                body = read(length + FOOTER_BYTES)
+                if len(body) < length + FOOTER_BYTES:  # the file shrank while reading
                     damaged(RecordError(path, index, offset, "truncated while reading", recoverable=False))
                     return
-                if verify_crc and masked_crc(payload) != unpack_crc(footer)[0]:
+                payload = memoryview(body)[:length]
+                if verify_crc and masked_crc(payload) != unpack_crc(body, length)[0]:
                     damaged(RecordError(path, index, offset, "payload checksum mismatch", recoverable=True))
                 else:
                     yield index, payload
