@@ -259,6 +259,18 @@ def lazy_unless_lstm(paddle, name: str):
     return contextlib.nullcontext() if "lstm" in name else paddle.LazyGuard()
 
 
+@pytest.mark.parametrize("case", ["mean-pool", "max-pool", "dbof", "netvlad", "netvlad-relu-plain", "lstm"])
+def test_classifier_prior_is_the_starting_probability(paddle, case):
+    """classifier_prior sets where predictions start (logistic, MoE, and MoE under probability gating)."""
+    model = build(paddle, case, classifier_prior=0.05)
+    model.eval()
+    p = paddle.nn.functional.sigmoid(model(make_batch(paddle, [3, 6, 2, 5]))).numpy()
+    assert 0.025 < p.mean() < 0.1, f"{case}: mean starting probability {p.mean():.3f}, wanted about 0.05"
+    untouched = build(paddle, case)
+    untouched.eval()
+    assert paddle.nn.functional.sigmoid(untouched(make_batch(paddle, [3, 6]))).numpy().mean() > 0.12
+
+
 def test_bad_options_are_config_errors_naming_the_key(paddle):
     with pytest.raises(ConfigError, match=r"cluster_sizes.*audio"):
         build_model("netvlad", spec=SPEC, cluster_sizes={"rgb": 4})
@@ -272,6 +284,8 @@ def test_bad_options_are_config_errors_naming_the_key(paddle):
         build_model("attention-cluster", spec=SPEC, dropout=1.0)
     with pytest.raises(ConfigError, match="classifier"):
         build_model("mean-pool", spec=SPEC, classifier="svm")
+    with pytest.raises(ConfigError, match="classifier_prior"):
+        build_model("lstm", spec=SPEC, lstm_size=4, classifier_prior=1.0)
 
 
 def test_config_defaults_follow_the_references():

@@ -15,6 +15,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from zoo.errors import ConfigError
+from zoo.nn import LogisticHead, MoEHead
 
 _EPS = 1e-7
 _NEG = -1e9
@@ -33,6 +34,26 @@ def check_positive(config: object, names: Iterable[str], model: str, minimum: in
 def check_fraction(value: float, name: str, model: str) -> None:
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"model {model!r}: model.{name} must be in [0, 1), got {value!r}")
+
+
+def init_classifier_prior(head: nn.Layer, prior: float, model: str, option: float | None = None) -> None:
+    """Set the biases of a zoo.nn head so that every class starts at probability ``prior`` (0: leave them).
+
+    LogisticHead: bias = logit(prior). MoEHead: with zero gate biases each of the M experts gets weight
+    1 / (M + 1) beside the dummy expert, so the expert biases are logit(prior * (M + 1) / M).
+    """
+    value = prior if option is None else option
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"model {model!r}: model.classifier_prior must be in [0, 1), got {value!r}")
+    if prior == 0.0:
+        return
+    if isinstance(head, LogisticHead):
+        bias, p = head.fc.bias, prior
+    elif isinstance(head, MoEHead):
+        bias, p = head.experts.bias, min(prior * (head.num_mixtures + 1) / head.num_mixtures, 0.999)
+    else:
+        raise ConfigError(f"model {model!r}: model.classifier_prior needs a logistic or moe classifier")
+    bias.set_value(paddle.full(bias.shape, math.log(p / (1.0 - p)), dtype=bias.dtype))
 
 
 def per_feature(sizes: dict[str, int], features: dict[str, int], name: str, model: str) -> dict[str, int]:

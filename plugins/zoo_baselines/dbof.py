@@ -17,7 +17,14 @@ from paddle import nn
 
 from zoo.config import DatasetSpec
 from zoo.nn import MaskedBatchNorm, build_head, masked_max, masked_mean
-from zoo_baselines.common import check_positive, concat_features, frame_mask, normal_init, sample_frames
+from zoo_baselines.common import (
+    check_positive,
+    concat_features,
+    frame_mask,
+    init_classifier_prior,
+    normal_init,
+    sample_frames,
+)
 
 
 @dataclass
@@ -39,6 +46,10 @@ class DBoFConfig:
     """Classifier on the hidden layer (starter: video_level_classifier_model, MoeModel by default)."""
     moe_mixtures: int = 2
     """Experts per class for the MoE classifier (starter: moe_num_mixtures)."""
+    classifier_prior: float = 0.0
+    """Initial probability of every class, set through the classifier's biases (0: the reference's zero biases).
+    About 3 / num_classes (YouTube-8M videos have ~3 labels) spares deep heads a long plateau spent learning
+    the class priors; the sample sections use it."""
 
 
 class DBoF(nn.Layer):
@@ -72,6 +83,7 @@ class DBoF(nn.Layer):
         )
         self.hidden_bn = nn.BatchNorm1D(config.hidden_size) if bn else None
         self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
+        init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:
         x = concat_features(batch, self.features)

@@ -15,7 +15,13 @@ from paddle import nn
 
 from zoo.config import DatasetSpec
 from zoo.nn import build_head
-from zoo_baselines.common import check_positive, concat_features, frame_counts, frame_mask
+from zoo_baselines.common import (
+    check_positive,
+    concat_features,
+    frame_counts,
+    frame_mask,
+    init_classifier_prior,
+)
 
 
 def lstm_bias(hidden: int, forget_bias: float) -> paddle.ParamAttr:
@@ -39,6 +45,10 @@ class LSTMConfig:
     """Classifier on the final hidden state (starter: video_level_classifier_model, MoeModel by default)."""
     moe_mixtures: int = 2
     """Experts per class for the MoE classifier (starter: moe_num_mixtures)."""
+    classifier_prior: float = 0.0
+    """Initial probability of every class, set through the classifier's biases (0: the reference's zero biases).
+    About 3 / num_classes (YouTube-8M videos have ~3 labels) spares deep heads a long plateau spent learning
+    the class priors; the sample sections use it."""
 
 
 class LSTMModel(nn.Layer):
@@ -60,6 +70,7 @@ class LSTMModel(nn.Layer):
             bias_hh_attr=lstm_bias(config.lstm_size, 0.0),
         )
         self.head = build_head(config.classifier, config.lstm_size, spec.num_classes, config.moe_mixtures)
+        init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:
         x = concat_features(batch, self.features)

@@ -22,6 +22,7 @@ from zoo_baselines.common import (
     ProbabilityGating,
     check_positive,
     frame_mask,
+    init_classifier_prior,
     l2_normalize,
     normal_init,
     per_feature,
@@ -50,6 +51,10 @@ class NetVLADConfig:
     """Classifier on the gated hidden layer (WILLOW: video_level_classifier_model=MoeModel)."""
     moe_mixtures: int = 2
     """Experts per class for the MoE classifier (WILLOW: moe_num_mixtures)."""
+    classifier_prior: float = 0.0
+    """Initial probability of every class, set through the classifier's biases (0: the reference's zero biases).
+    About 3 / num_classes (YouTube-8M videos have ~3 labels) spares deep heads a long plateau spent learning
+    the class priors; the sample sections use it."""
 
 
 class VLADPooling(nn.Layer):
@@ -112,6 +117,9 @@ class NetVLAD(nn.Layer):
         self.gate = ContextGating(config.hidden_size) if config.gating else None
         self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
         self.output_gate = ProbabilityGating(spec.num_classes) if config.probability_gating else None
+        # the output gates start near 0.5 on average, so the head starts at twice the wanted probability
+        prior = config.classifier_prior * (2.0 if self.output_gate is not None else 1.0)
+        init_classifier_prior(self.head, min(prior, 0.5), self.name, option=config.classifier_prior)
 
     def forward(self, batch: dict) -> paddle.Tensor:
         xs = [batch[name] for name in self.features]
