@@ -353,3 +353,22 @@ def make_sample_batch(paddle):
         "mask": paddle.to_tensor(mask),
         "num_frames": paddle.to_tensor(np.array([10, 4], np.int64)),
     }
+
+
+def test_engine_loads_a_paddlevideo_pdparams_file(paddle, tmp_path):
+    """A 1.x ``NEXTVLAD_final.pdparams`` (protocol-2 pickle of arrays) goes through the engine's loader."""
+    import pickle
+
+    from zoo.engine.weights import apply_weights, read_weights
+
+    state = paddlevideo_state(np.random.default_rng(3), 16, 8, 4, 2, 12, 3, SPEC.num_classes)
+    path = tmp_path / "NEXTVLAD_final.pdparams"
+    path.write_bytes(pickle.dumps(state, protocol=2))
+    options = {"cluster_size": 4, "groups": 2, "hidden_size": 12, "gating_reduction": 3}
+    model = build_model("nextvlad", spec=SPEC, **options)
+    report = apply_weights(model, read_weights(str(path)), strict=True)
+    assert set(report.unexpected) == {"learning_rate_0", "video_fc_expansion_w_moment1_0"}
+    reference = build_model("nextvlad", spec=SPEC, **options)
+    reference.load_paddlevideo(state)
+    for key, value in reference.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy(), err_msg=key)

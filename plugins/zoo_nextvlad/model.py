@@ -113,7 +113,7 @@ class NeXtVLADLayer(nn.Layer):
         return self.vlad_bn(vlad.reshape([0, self.output_size]))
 
     def flops(self, frames: int) -> tuple[float, float]:
-        """Multiply-add FLOPs per video (forward, backward) for ``frames`` valid frames (matmuls only)."""
+        """Matmul FLOPs (2 per multiply-add) per video of ``frames`` frames: (forward, backward)."""
         d, e, g, k = self.feature_size, self.expanded_size, self.groups, self.cluster_size
         expansion = 2.0 * frames * d * e
         attention = 2.0 * frames * e * g
@@ -138,7 +138,6 @@ class NeXtVLAD(nn.Layer):
         super().__init__()
         _check_config(config, spec)
         self.config = config
-        self.spec = spec
         self.features = dict(spec.features)
         self.branches = nn.LayerDict(
             {
@@ -182,12 +181,8 @@ class NeXtVLAD(nn.Layer):
             fwd, bwd = branch.flops(frames)
             forward += fwd
             backward += bwd
-        head = 0.0
-        for layer in self.sublayers():
-            if isinstance(layer, nn.Linear) and not any(
-                layer is b.expansion or layer is b.group_attention for b in self.branches.values()
-            ):
-                head += 2.0 * layer.weight.shape[0] * layer.weight.shape[1]
+        layers = [self.hidden, *self.gating.sublayers(), *self.head.sublayers()]
+        head = sum(2.0 * math.prod(layer.weight.shape) for layer in layers if isinstance(layer, nn.Linear))
         forward += head
         backward += 2.0 * head
         return {"forward": forward, "backward": backward, "train": forward + backward}
