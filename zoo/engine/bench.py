@@ -244,6 +244,23 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git_commit() -> str:
+    """The source checkout's commit (and "+changes" when it has uncommitted edits), if it is one."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
     import zoo
     from zoo.runtime import cpu_count
@@ -259,6 +276,7 @@ def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
         "command": settings.command(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "yt8m_zoo": zoo.__version__,
+        "commit": _git_commit(),
         "paddle": paddle_version,
         "python": platform.python_version(),
         "device": settings.device,
@@ -304,10 +322,15 @@ def _cell(key: str, row: BenchRow) -> Any:
 
 
 def table(rows: list[BenchRow], fmt: str = "simple") -> str:
+    """The result table (the scaling column only when some model ran on more than one device count)."""
     from tabulate import tabulate
 
-    body = [[_cell(key, row) for key, _ in COLUMNS] for row in rows]
-    return tabulate(body, headers=[title for _, title in COLUMNS], tablefmt=fmt, disable_numparse=True)
+    counts: dict[str, set[int]] = {}
+    for row in rows:
+        counts.setdefault(row.model, set()).add(row.devices)
+    columns = [c for c in COLUMNS if c[0] != "scaling_efficiency" or any(len(v) > 1 for v in counts.values())]
+    body = [[_cell(key, row) for key, _ in columns] for row in rows]
+    return tabulate(body, headers=[title for _, title in columns], tablefmt=fmt, disable_numparse=True)
 
 
 def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
@@ -317,7 +340,8 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"- yt8m-zoo {meta['yt8m_zoo']}, paddle {meta['paddle']}, Python {meta['python']}",
+        f"- yt8m-zoo {meta['yt8m_zoo']}" + (f" (commit {meta['commit']})" if meta.get("commit") else "")
+        + f", paddle {meta['paddle']}, Python {meta['python']}",
         f"- machine: {meta['cpu']}, {meta['cpu_cores']} cores" + (f", {meta['gpu']}" if meta.get("gpu") else ""),
         f"- data: {meta['data']}",
         f"- training: {meta['training']} per configuration; train videos/s counts the steps after "
