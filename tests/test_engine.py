@@ -251,3 +251,41 @@ def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, pad
     assert len(first["classes"]) == 5 and "names" in json.dumps(first)
     missing = run_cli("eval", "nextvlad", "--weights", str(tmp_path / "nothing"), cwd=tmp_path)
     assert missing.returncode == 1 and "do not exist" in missing.stderr
+
+
+def test_eval_without_weights_uses_the_released_paddlevideo_archive(tiny_data, tmp_path, served, paddle_cpu):
+    """The seed's fallback: no --weights -> the released PaddleVideo 1.x NeXtVLAD archive, fetched and converted.
+
+    The archive is built here in PaddleVideo's layout (a tar.gz holding NEXTVLAD_final.pdparams, a protocol-2
+    pickle of arrays keyed by the 1.x names) from a trained model, and served on 127.0.0.1.
+    """
+    import tarfile
+
+    root, url = served
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False).fit()
+    from zoo.engine.setup import build_model
+
+    cfg = tiny_config(tiny_data, run)
+    model = build_model(cfg)
+    apply_weights(model, read_weights(str(run)), strict=True)
+    pdparams = tmp_path / "NEXTVLAD_final.pdparams"
+    pdparams.write_bytes(pickle.dumps(model.to_paddlevideo(), protocol=2))
+    with tarfile.open(root / "nextvlad_youtube8m.tar.gz", "w:gz") as tar:
+        tar.add(pdparams, arcname="nextvlad_youtube8m/NEXTVLAD_final.pdparams")
+
+    common = ["eval", "nextvlad", *[a for o in NEXTVLAD_TINY for a in ("-o", o)], "-o", "dataset.num_classes=12",
+              "-o", f"data.test={json.dumps(str(tiny_data / 'test'))}"]
+    env = {**os.environ, "ZOO_RELEASED_WEIGHTS_URL": f"{url}/nextvlad_youtube8m.tar.gz",
+           "ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    released = subprocess.run([ZOO, *common, "--output", str(tmp_path / "released")], capture_output=True,
+                              text=True, env=env, timeout=600)
+    assert released.returncode == 0, released.stderr[-2000:]
+    assert "paddlevideo-1.x" in released.stderr
+    ours = subprocess.run([ZOO, *common, "--weights", str(run), "--output", str(tmp_path / "ours")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    a = json.loads((tmp_path / "released" / "eval_results.json").read_text())["metrics"]
+    b = json.loads((tmp_path / "ours" / "eval_results.json").read_text())["metrics"]
+    for key in ("gap", "hit_at_1", "perr", "map"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
