@@ -44,7 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a command like Ctrl-C does, so DataLoader workers and launched ranks are shut down."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (zoo.cli.main called from a thread)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _interrupt_on_sigterm()
     try:
         parser = build_parser()
     except ZooError as exc:  # strict plugin mode, or a broken core
