@@ -105,7 +105,8 @@ def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
 def _print_table(rows: list[list[Any]], headers: list[str]) -> None:
     from tabulate import tabulate
 
-    print(tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4f"))
+    rows = [[f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in rows]
+    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
 def _metric_rows(metrics: dict[str, float]) -> list[list[Any]]:
