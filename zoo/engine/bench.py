@@ -347,8 +347,9 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
         f"- training: {meta['training']} per configuration; train videos/s counts the steps after "
         f"{meta['warmup_steps']} warm-up step(s)",
         "- evaluation: the validation split, over all ranks (GAP@20, Hit@1, PERR are global values)",
-        f"- scaling = (train videos/s per device) / (the same at the smallest device count); peak MiB = {memory}, "
-        f"the largest over the ranks",
+        *(["- scaling = (train videos/s per device) / (the same at the smallest device count)"]
+          if "| scaling" in table(rows, "github") else []),
+        f"- peak MiB = {memory}, the largest over the ranks",
         f"- total time: {meta['seconds']:.0f} s",
         "",
         table(rows, "github"),
