@@ -3,9 +3,8 @@
 ``tf2pkl.py`` wrote, per TFRecord shard, ``pickle.dump(list_of_dicts, protocol=2)`` with dicts
 ``{'video': id, 'feature': uint8 [n, 1024], 'audio': uint8 [n, 128], 'label': [int, ...], 'nframes': n}``
 (``nframes`` is a numpy int32 capped at 300; ``feature`` keeps every frame). Loading a pickle normally runs
-whatever callables the file names; here only numpy's array and scalar reconstructors, ``numpy.dtype`` and
-``_codecs.encode`` (how Python 3 pickles bytes at protocol 2) can be named. Anything else is refused before
-it is called, so a crafted file cannot execute code.
+whatever callables the file names; here :mod:`zoo.safepickle` admits only numpy's array and scalar reconstructors and
+plain containers, so a crafted file cannot execute code.
 """
 
 from __future__ import annotations
@@ -17,34 +16,15 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import DataError
-
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    pass
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        raise RefusedPickle(f"it asks to call {module}.{name}, which a PaddleVideo feature pickle never contains")
+from zoo.safepickle import RefusedPickle
+from zoo.safepickle import load as restricted_load
 
 
 def load_pickle(path: str) -> list[dict[str, Any]]:
     """The list of video dicts in ``path`` (a single dict is accepted too: PaddleVideo 2.x split files)."""
     try:
         with open(path, "rb") as f:
-            data = _RestrictedUnpickler(io.BufferedReader(f, 1 << 20), encoding="latin1").load()
+            data = restricted_load(io.BufferedReader(f, 1 << 20))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None
     except RefusedPickle as exc:

@@ -26,37 +26,19 @@ from typing import Any
 
 import numpy as np
 
+from zoo import safepickle
 from zoo.atomic import atomic_dir, atomic_path, atomic_write_text
 from zoo.errors import ZooError
 from zoo.paths import cache_dir
 
 ENV_RELEASED_URL = "ZOO_RELEASED_WEIGHTS_URL"
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),  # protocol-2 pickles (PaddleVideo 1.x) store array bytes as encoded strings
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays and plain containers")
-
-
 def load_pickled_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """A ``.pdparams`` pickle as {name: array}, read without executing code from the file."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, encoding="latin1").load()
+            obj = safepickle.load(f)
     except FileNotFoundError:
         raise ZooError(f"weights file {path} does not exist") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
