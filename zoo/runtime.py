@@ -39,6 +39,8 @@ def prepare_environment() -> None:
 
     # paddle's C++-extension helper warns about ccache at every import; it concerns building extensions only.
     warnings.filterwarnings("ignore", message="No ccache found")
+    # paddle.nn.BatchNorm1D announces at every training start that it tracks running statistics (it always has).
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     if _cpu_vendor() == "AuthenticAMD":
         # Paddle's bundled MKL picks a generic code path on AMD: matmuls ~3x, training ~9x slower.
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
