@@ -85,7 +85,7 @@ class Trainer:
 
     def _state(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> dict[str, Any]:
         return {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "examples_seen": examples,
-                "model": self.cfg.model_name, "seed": self.cfg.train.seed}
+                "model": self.cfg.model_name, "seed": self.cfg.train.seed, "world_size": self.ctx.world_size}
 
     def _save(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> None:
         if self.ctx.is_main:
@@ -119,6 +119,11 @@ class Trainer:
             if latest is None:
                 raise ZooError(f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume")
             state = checkpoint.load_checkpoint(latest, self.model, self.optimizer)
+            saved_world = int(state.get("world_size", 1))
+            if saved_world != self.ctx.world_size:
+                raise ZooError(f"--resume: {latest} was written by a job of {saved_world} process(es); resume it "
+                               f"with {saved_world} (the position in the epoch depends on how the data was "
+                               f"split), not {self.ctx.world_size}")
             step, epoch = state["step"], state["epoch"]
             batch_in_epoch, examples = state["batch_in_epoch"], state["examples_seen"]
             history.load_existing(up_to_step=step)
