@@ -66,14 +66,12 @@ def sample_options() -> dict:
 
 
 def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dict:
-    import warnings
-
     import numpy as np
 
     import zoo
-    from zoo.runtime import init_paddle
+    from zoo.engine.setup import count_parameters
+    from zoo.runtime import cpu_count, init_paddle
 
-    warnings.filterwarnings("ignore", message="When training, we now always track")
     paddle = init_paddle("cpu", threads=threads)
     import paddle.nn.functional as F
 
@@ -136,8 +134,8 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dic
         "case": case,
         "batch_size": batch_size,
         "frames": f"{lengths[0]}-{lengths[1]}" if lengths[0] != lengths[1] else str(lengths[0]),
-        "parameters": sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient),
-        "threads": threads or len(os.sched_getaffinity(0)),
+        "parameters": count_parameters(model),
+        "threads": threads or cpu_count(),
         "step_seconds": seconds,
         "step_cpu_seconds": statistics.median(cpu),
         "videos_per_second": batch_size / seconds,

@@ -7,8 +7,6 @@ checks that converted 1.x weights give the 1.x outputs.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -48,7 +46,10 @@ def make_batch(paddle, lengths: list[int], seed: int = 0, pad_to: int | None = N
 
 
 def trainable(model) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
+    """The count `zoo models --params` and `zoo run` report."""
+    from zoo.engine.setup import count_parameters
+
+    return count_parameters(model)
 
 
 def test_default_model_has_the_papers_89m_parameters(paddle):

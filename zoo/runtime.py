@@ -33,14 +33,14 @@ def cpu_count() -> int:
 
 def prepare_environment() -> None:
     """Environment that must be in place before paddle is imported; explicit user settings win."""
-    if "paddle" in sys.modules:
-        return
     import warnings
 
     # paddle's C++-extension helper warns about ccache at every import; it concerns building extensions only.
     warnings.filterwarnings("ignore", message="No ccache found")
     # paddle.nn.BatchNorm1D announces at every training start that it tracks running statistics (it always has).
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+    if "paddle" in sys.modules:
+        return  # too late for the environment variables below
     if _cpu_vendor() == "AuthenticAMD":
         # Paddle's bundled MKL picks a generic code path on AMD: matmuls ~3x, training ~9x slower.
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")

@@ -310,7 +310,3 @@ def load_eigenvalues(path: str | os.PathLike, size: int) -> np.ndarray:
         )
     return values
 
-
-def parameter_count(model: nn.Layer) -> int:
-    """Trainable parameters (``stop_gradient`` False), the number the paper and PaddleVideo report."""
-    return sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
