@@ -232,13 +232,13 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str, owner: str) -
     return cls(**kwargs)
 
 
-def check_options(cls: type, values: dict[str, Any], where: str, owner: str, *, skip: tuple[str, ...] = ()) -> dict:
+def check_options(cls: type, values: dict[str, Any], where: str, owner: str) -> dict:
     """Check plugin options against the plugin's Config without instantiating it; returns coerced values."""
     fields = _fields(cls)
     out = {}
     for key, value in values.items():
-        if key not in fields or key in skip:
-            raise unknown_key_error(key, [k for k in fields if k not in skip], where, owner)
+        if key not in fields:
+            raise unknown_key_error(key, list(fields), where, owner)
         out[key] = coerce(value, fields[key][0], f"{where}.{key}")
     return out
 
@@ -423,15 +423,12 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
             core_values = {k: v for k, v in values.items() if k in core_keys}
             own = {k: v for k, v in values.items() if k not in core_keys}
             owner = f"{kind} plugin {name!r} ({entry.owner}, distribution {entry.distribution})"
-            try:
-                plugin_options[section] = check_options(entry.cls.Config, own, where, owner, skip=("paths",))
-            except ConfigError as exc:
-                if "unknown key" in str(exc) and core_cls is not None:
-                    known = sorted(core_keys | {f.name for f in dataclasses.fields(entry.cls.Config)} - {"paths"})
-                    bad = next(k for k in own if k not in {f.name for f in dataclasses.fields(entry.cls.Config)}
-                               or k == "paths")
-                    raise unknown_key_error(bad, known, where, f"the {section} section or {owner}") from None
-                raise
+            plugin_keys = {f.name for f in dataclasses.fields(entry.cls.Config)} - {"paths"}
+            for k in own:
+                if k not in plugin_keys:
+                    described = f"the {section} section or {owner}" if core_cls is not None else owner
+                    raise unknown_key_error(k, sorted(plugin_keys | (core_keys - {key})), where, described)
+            plugin_options[section] = check_options(entry.cls.Config, own, where, owner)
             if core_cls is not None:
                 sections[section] = build_dataclass(core_cls, core_values, where, f"the {section} section")
             else:
