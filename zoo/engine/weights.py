@@ -11,7 +11,6 @@ run anything.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import sys
@@ -169,7 +168,6 @@ def _unpack(archive: Path) -> Path:
 class LoadedWeights:
     state: dict[str, np.ndarray]
     origin: str
-    config: dict[str, Any] | None = None  # the training config saved beside our own weights
     format: str = "yt8m-zoo"
 
 
@@ -197,12 +195,7 @@ def _our_run(path: Path) -> LoadedWeights | None:
         state = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise ZooError(f"{path}: not a readable safetensors file ({exc}); re-create it or point elsewhere") from None
-    config = None
-    for meta in (path.parent / "config.json", path.parent.parent.parent / "config.json"):
-        if meta.is_file():
-            config = json.loads(meta.read_text())
-            break
-    return LoadedWeights(state, str(path), config)
+    return LoadedWeights(state, str(path))
 
 
 def read_weights(source: str, *, sha256: str | None = None) -> LoadedWeights:
@@ -232,7 +225,7 @@ def read_weights(source: str, *, sha256: str | None = None) -> LoadedWeights:
         if ours is not None:
             return ours
     if path.suffix == ".pdparams" or path.is_file():
-        return LoadedWeights(load_pickled_arrays(path), str(path), None, format="pickle")
+        return LoadedWeights(load_pickled_arrays(path), str(path), format="pickle")
     raise ZooError(f"{path}: unrecognised weights")
 
 
