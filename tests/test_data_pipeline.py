@@ -156,3 +156,91 @@ def test_recycled_batch_memory_never_overwrites_a_batch_still_held(small):
     for b, c in zip(kept, copies):
         np.testing.assert_array_equal(b["rgb"], c["rgb"])
         np.testing.assert_array_equal(b["audio"], c["audio"])
+
+
+@pytest.fixture(scope="module")
+def small_packed(small, tmp_path_factory):
+    from zoo_yt8m_data.packing import pack
+
+    out = tmp_path_factory.mktemp("pipe-packed") / "train"
+    pack(sorted(str(p) for p in (small / "train").iterdir()), out, jobs=1, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "packed"])
+def test_threads_change_nothing_but_speed(small, small_packed, source):
+    path = str(small / "train") if source == "tfrecord" else str(small_packed)
+    reader = zoo.build_reader("yt8m-frame", paths=[path], spec=SPEC)
+
+    def run(threads, **kw):
+        return list(batches(reader, spec=SPEC, batch_size=12, shuffle=True, seed=3, shuffle_buffer=32,
+                            threads=threads, **kw))
+
+    plain = run(0)
+    assert sum(len(b["ids"]) for b in plain) == 180
+    for threads in (1, 3):
+        got = run(threads)
+        assert [b["ids"] for b in got] == [b["ids"] for b in plain]
+        for b, p in zip(got, plain):
+            for key in ("rgb", "audio", "mask", "num_frames", "labels"):
+                assert b[key].dtype == p[key].dtype
+                np.testing.assert_array_equal(b[key], p[key])
+    assert [b["ids"] for b in run(1, skip_batches=4)] == [b["ids"] for b in plain[4:]]
+
+
+def test_an_error_while_filling_in_a_thread_is_raised_in_the_reader(small):
+    reader = zoo.build_reader("yt8m-frame", paths=[str(small / "train")], spec=SPEC)
+    narrow = DatasetSpec(num_classes=20, features={"rgb": 1024, "audio": 64})
+    with pytest.raises(zoo.DataError, match=r"feature 'audio' has shape \(\d+, 128\)"):
+        list(batches(reader, spec=narrow, batch_size=8, threads=2))
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "packed"])
+def test_quantized_batches_hold_the_same_values_as_uint8(small, small_packed, source):
+    from zoo_yt8m_data.readers import dequantize
+
+    from zoo.data.pipeline import dequantize_batch
+
+    path = str(small / "train") if source == "tfrecord" else str(small_packed)
+    reader = zoo.build_reader("yt8m-frame", paths=[path], spec=SPEC)
+    floats = list(batches(reader, spec=SPEC, batch_size=16))
+    quantized = list(batches(reader, spec=SPEC, batch_size=16, quantized=True))
+    assert len(floats) == len(quantized)
+    for f, q in zip(floats, quantized):
+        assert q["rgb"].dtype == q["audio"].dtype == np.uint8 and q["ids"] == f["ids"]
+        np.testing.assert_array_equal(q["dequantize"], dequantize(np.arange(256, dtype=np.uint8)))
+        padding = ~q["mask"].astype(bool)
+        assert not q["rgb"][padding].any()
+        back = dequantize_batch(q, SPEC.features)
+        assert "dequantize" not in back
+        for name in ("rgb", "audio"):
+            assert back[name].dtype == np.float32
+            # bit for bit, +0.0 padding included
+            np.testing.assert_array_equal(back[name].view(np.uint32), f[name].view(np.uint32))
+        np.testing.assert_array_equal(q["labels"], f["labels"])
+    assert dequantize_batch(floats[0], SPEC.features) is floats[0]
+
+
+def test_quantized_batches_survive_dataloader_workers(small):
+    reader = _reader(small)
+    ids = []
+    for b in batches(reader, spec=SPEC, batch_size=8, num_workers=2, quantized=True):
+        assert b["rgb"].dtype == np.uint8 and b["dequantize"].shape == (256,)
+        ids.extend(b["ids"])
+    assert sorted(ids) == sorted(r["id"] for r in reader)
+
+
+def test_device_dequantization_equals_the_host_values(small, paddle_cpu):
+    from zoo.engine.loop import to_tensors
+
+    reader = _reader(small)
+    f = next(iter(batches(reader, spec=SPEC, batch_size=16)))
+    q = next(iter(batches(reader, spec=SPEC, batch_size=16, quantized=True)))
+    on_host, on_device = to_tensors(f, SPEC.features), to_tensors(q, SPEC.features)
+    for name in ("rgb", "audio", "mask", "num_frames"):
+        a, b = on_host[name].numpy(), on_device[name].numpy()
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))  # bit for bit, no -0.0
+    del q["dequantize"]
+    with pytest.raises(zoo.DataError, match="no 'dequantize' table"):
+        to_tensors(q, SPEC.features)

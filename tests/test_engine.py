@@ -87,6 +87,20 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, padd
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
 
 
+def test_dequantizing_on_the_device_trains_exactly_as_on_the_host(tiny_data, tmp_path, paddle_cpu):
+    """data.dequantize_on_device (the GPU default) feeds the model the same values: the same weights after
+    training, evaluation and prediction included; with DataLoader workers and without collate threads too."""
+    host, device = tmp_path / "host", tmp_path / "device"
+    Trainer(tiny_config(tiny_data, host, "train.epoch=1", "data.dequantize_on_device=false"), progress=False).fit()
+    Trainer(tiny_config(tiny_data, device, "train.epoch=1", "data.dequantize_on_device=true",
+                        "data.num_workers=1", "data.collate_threads=0"), progress=False).fit()
+    a, b = weights_of(host), weights_of(device)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    rows = [json.loads((run / "history.jsonl").read_text().splitlines()[-1]) for run in (host, device)]
+    assert rows[0]["valid_gap"] == rows[1]["valid_gap"] and rows[0]["train_loss"] == rows[1]["train_loss"]
+
+
 @dataclass
 class _NanConfig:
     after: int = 3

@@ -141,15 +141,15 @@ class BufferPool:
         self.per_key = per_key
         self.buffers: dict[str, list[np.ndarray]] = {}
 
-    def array(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    def array(self, key: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         n = int(np.prod(shape))
-        buffers = self.buffers.setdefault(key, [])
+        buffers = self.buffers.setdefault(f"{key}:{np.dtype(dtype).str}", [])
         # 2 references = the pool's list + getrefcount's argument: no batch array (a view) is alive
         free = [i for i in range(len(buffers)) if sys.getrefcount(buffers[i]) <= 2]
         for i in free:
             if buffers[i].size >= n:
                 return buffers[i][:n].reshape(shape)
-        flat = np.empty(n, np.float32)
+        flat = np.empty(n, dtype)
         if len(buffers) < self.per_key:
             buffers.append(flat)
         elif free:
@@ -158,33 +158,54 @@ class BufferPool:
 
 
 def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: Any = None,
-            pool: BufferPool | None = None) -> dict[str, Any]:
-    """Records -> one padded batch (the batch contract). uint8 features go through ``dequantize_into``."""
+            pool: BufferPool | None = None, *, quantized: bool = False, split: Any = None) -> dict[str, Any]:
+    """Records -> one padded batch (the batch contract).
+
+    uint8 features go through ``dequantize_into`` into float32, or, with ``quantized``, stay uint8 (padded
+    with 0; the consumer dequantizes them, see :func:`dequantize_table`, and must zero the padding by the
+    mask). ``split``: a :class:`concurrent.futures.Executor`; the videos are then copied in
+    ``split._max_workers + 1`` slices at once, one in the calling thread (numpy lets go of the GIL while it
+    copies and converts, so the slices run in parallel).
+    """
     b = len(records)
     lengths = np.array([min(int(r["num_frames"]), spec.max_frames) for r in records], np.int64)
     t = max(1, int(lengths.max()) if b else 1)
     batch: dict[str, Any] = {}
+    jobs: list[tuple[np.ndarray, list[np.ndarray | None]]] = []
     for name, size in spec.features.items():
-        out = pool.array(name, (b, t, size)) if pool is not None else np.empty((b, t, size), np.float32)
+        values: list[np.ndarray | None] = []
+        uint8 = 0
         for i, record in enumerate(records):
             n = int(lengths[i])
-            if n:
-                values = record[name]
-                if values.ndim != 2 or values.shape[1] != size or values.shape[0] < n:
-                    raise DataError(
-                        f"video {record.get('id')!r}: feature {name!r} has shape {tuple(values.shape)}, expected "
-                        f"[{n}, {size}] (dataset.features says {name}: {size})"
-                    )
-                if values.dtype == np.uint8:
-                    if dequantize_into is None:
-                        raise DataError(f"video {record.get('id')!r}: feature {name!r} is quantized (uint8) but "
-                                        f"the reader has no dequantize_into()")
-                    dequantize_into(values[:n], out[i, :n])
-                else:
-                    out[i, :n] = values[:n]
-            if n < t:
-                out[i, n:] = 0.0
+            if not n:
+                values.append(None)
+                continue
+            value = record[name]
+            if value.ndim != 2 or value.shape[1] != size or value.shape[0] < n:
+                raise DataError(
+                    f"video {record.get('id')!r}: feature {name!r} has shape {tuple(value.shape)}, expected "
+                    f"[{n}, {size}] (dataset.features says {name}: {size})"
+                )
+            if value.dtype == np.uint8:
+                uint8 += 1
+            values.append(value[:n])
+        keep_uint8 = quantized and uint8 > 0
+        if keep_uint8 and uint8 != int(np.count_nonzero(lengths)):
+            raise DataError(f"feature {name!r}: some videos of the batch are quantized (uint8), others are not; "
+                            f"a reader must yield one kind")
+        if uint8 and not keep_uint8 and dequantize_into is None:
+            video = next(r.get("id") for r, v in zip(records, values) if v is not None and v.dtype == np.uint8)
+            raise DataError(f"video {video!r}: feature {name!r} is quantized (uint8) but the reader has no "
+                            f"dequantize_into()")
+        dtype = np.uint8 if keep_uint8 else np.float32
+        out = pool.array(name, (b, t, size), dtype) if pool is not None else np.empty((b, t, size), dtype)
+        jobs.append((out, values))
         batch[name] = out
+    _fill_all(jobs, lengths, t, dequantize_into, split)
+    if any(out.dtype == np.uint8 for out, _ in jobs):
+        if dequantize_into is None:
+            raise DataError("quantized batches need the reader's dequantize_into() (for the 'dequantize' table)")
+        batch["dequantize"] = dequantize_table(dequantize_into)
     mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.float32)
     batch["mask"] = mask
     batch["num_frames"] = lengths
@@ -202,24 +223,129 @@ def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: A
     return batch
 
 
+def _fill(jobs: list[tuple[np.ndarray, list[np.ndarray | None]]], lengths: np.ndarray, t: int,
+          dequantize_into: Any, lo: int, hi: int) -> None:
+    """Copy (and dequantize) videos ``lo:hi`` of every feature into the batch arrays, zero their padding."""
+    for out, values in jobs:
+        for i in range(lo, hi):
+            value = values[i]
+            n = 0 if value is None else len(value)
+            if n:
+                if value.dtype == np.uint8 and out.dtype != np.uint8:
+                    dequantize_into(value, out[i, :n])
+                else:
+                    out[i, :n] = value
+            if n < t:
+                out[i, n:] = 0
+
+
+def _fill_all(jobs: list[tuple[np.ndarray, list[np.ndarray | None]]], lengths: np.ndarray, t: int,
+              dequantize_into: Any, split: Any) -> None:
+    b = len(lengths)
+    slices = 1 if split is None else min(b, split._max_workers + 1)
+    if slices <= 1:
+        _fill(jobs, lengths, t, dequantize_into, 0, b)
+        return
+    bounds = np.linspace(0, b, slices + 1).astype(int)
+    futures = [split.submit(_fill, jobs, lengths, t, dequantize_into, int(bounds[k]), int(bounds[k + 1]))
+               for k in range(1, slices)]
+    try:
+        _fill(jobs, lengths, t, dequantize_into, 0, int(bounds[1]))
+    finally:
+        for future in futures:
+            future.result()
+
+
+def dequantize_table(dequantize_into: Any) -> np.ndarray:
+    """The float32 value of each of the 256 codes, as the reader's ``dequantize_into`` computes it.
+
+    A lookup in this table gives the reader's values bit for bit on any device, whatever its rounding of a
+    fused multiply-add.
+    """
+    table = np.empty(256, np.float32)
+    dequantize_into(np.arange(256, dtype=np.uint8), table)
+    return table
+
+
+def dequantize_batch(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any]:
+    """A quantized batch (:func:`collate` with ``quantized``) with float32 features, in numpy, as
+    :func:`collate` would have made it without ``quantized``. Other batches come back as they are."""
+    if not any(np.asarray(batch[name]).dtype == np.uint8 for name in features):
+        return batch
+    if "dequantize" not in batch:
+        raise DataError("the batch has uint8 features but no 'dequantize' table (see zoo.data.collate)")
+    table = np.asarray(batch["dequantize"], np.float32)
+    padding = ~np.asarray(batch["mask"], bool)
+    out = {k: v for k, v in batch.items() if k != "dequantize"}
+    for name in features:
+        codes = np.asarray(batch[name])
+        if codes.dtype == np.uint8:
+            values = table[codes]
+            values[padding] = 0.0
+            out[name] = values
+    return out
+
+
+class Collator:
+    """Where batches are filled: in the reading thread (``threads=0``), or in ``threads`` threads that
+    overlap with it. A background thread fills batch ``k`` while the reading thread decodes batch ``k+1``;
+    with ``threads > 1`` it splits each batch over ``threads - 1`` more threads."""
+
+    def __init__(self, threads: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.threads = max(0, int(threads))
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="zoo-collate") if self.threads else None
+        self.split = (ThreadPoolExecutor(self.threads - 1, thread_name_prefix="zoo-collate-split")
+                      if self.threads > 1 else None)
+
+    def close(self) -> None:
+        for executor in (self.background, self.split):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batch_size: int, shuffle: bool,
-                  seed: int, epoch: int, shuffle_buffer: int, drop_last: bool, skip: int
-                  ) -> Iterator[dict[str, Any]]:
+                  seed: int, epoch: int, shuffle_buffer: int, drop_last: bool, skip: int, quantized: bool = False,
+                  threads: int = 0) -> Iterator[dict[str, Any]]:
     rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
     dequantize_into = getattr(reader, "dequantize_into", None)
     pool = BufferPool()
+    collator = Collator(threads)
     pending: list[dict[str, Any]] = []
     skip_records = skip * batch_size
-    for record in _part_records(reader, plan.part_tasks(part), shuffle_buffer, rng):
-        if skip_records:
-            skip_records -= 1
-            continue
-        pending.append(record)
-        if len(pending) == batch_size:
-            yield collate(pending, spec, dequantize_into, pool)
-            pending = []
-    if pending and not drop_last:
-        yield collate(pending, spec, dequantize_into, pool)
+    background = collator.background
+    # batches handed to the background thread, oldest first: one is filled while the next is read
+    in_flight: deque = deque()
+
+    def submit(records: list[dict[str, Any]]) -> None:
+        if background is None:
+            in_flight.append(collate(records, spec, dequantize_into, pool, quantized=quantized))
+        else:
+            in_flight.append(background.submit(collate, records, spec, dequantize_into, pool, quantized=quantized,
+                                               split=collator.split))
+
+    def oldest() -> dict[str, Any]:
+        item = in_flight.popleft()
+        return item if background is None else item.result()
+
+    try:
+        for record in _part_records(reader, plan.part_tasks(part), shuffle_buffer, rng):
+            if skip_records:
+                skip_records -= 1
+                continue
+            pending.append(record)
+            if len(pending) == batch_size:
+                submit(pending)
+                pending = []
+                if len(in_flight) > (0 if background is None else 1):
+                    yield oldest()
+        if pending and not drop_last:
+            submit(pending)
+        while in_flight:
+            yield oldest()
+    finally:
+        collator.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -263,13 +389,13 @@ class Batches:
 
     def __init__(self, reader: Any, *, spec: DatasetSpec, batch_size: int, shuffle: bool, seed: int, epoch: int,
                  rank: int, world_size: int, num_workers: int, shuffle_buffer: int, drop_last: bool,
-                 skip_batches: int) -> None:
+                 skip_batches: int, quantized: bool = False, threads: int | None = None) -> None:
         if batch_size < 1:
             raise ZooError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ZooError(f"rank {rank} is outside world_size {world_size}")
-        if num_workers < 0 or skip_batches < 0:
-            raise ZooError("num_workers and skip_batches must be >= 0")
+        if num_workers < 0 or skip_batches < 0 or (threads is not None and threads < 0):
+            raise ZooError("num_workers, skip_batches and threads must be >= 0")
         self.reader = reader
         self.spec = spec
         self.batch_size = batch_size
@@ -282,6 +408,8 @@ class Batches:
         self.shuffle_buffer = shuffle_buffer
         self.drop_last = drop_last
         self.skip_batches = skip_batches
+        self.quantized = quantized
+        self.threads = default_threads(num_workers) if threads is None else threads
         self.workers = max(1, num_workers)
         self.plan = plan_epoch(reader.sources(), parts=world_size * self.workers, shuffle=shuffle, seed=seed,
                                epoch=epoch)
@@ -307,7 +435,7 @@ class Batches:
         return _part_batches(
             self.reader, self.plan, part, spec=self.spec, batch_size=self.batch_size, shuffle=self.shuffle,
             seed=self.seed, epoch=self.epoch, shuffle_buffer=self.shuffle_buffer, drop_last=self.drop_last,
-            skip=skip,
+            skip=skip, quantized=self.quantized, threads=self.threads,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -408,11 +536,23 @@ def batches(
     shuffle_buffer: int = 1024,
     drop_last: bool = False,
     skip_batches: int = 0,
+    quantized: bool = False,
+    threads: int | None = None,
 ) -> Batches:
-    """The padded batches of rank ``rank`` for epoch ``epoch`` (see the module docstring)."""
+    """The padded batches of rank ``rank`` for epoch ``epoch`` (see the module docstring).
+
+    ``quantized``: quantized (uint8) features stay uint8 in the batches (see :func:`collate`).
+    ``threads``: threads that fill batches beside the reading thread (see :class:`Collator`); None: every
+    core when ``num_workers`` is 0, none in DataLoader workers (they already run in parallel).
+    """
     return Batches(reader, spec=spec, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
                    world_size=world_size, num_workers=num_workers, shuffle_buffer=shuffle_buffer,
-                   drop_last=drop_last, skip_batches=skip_batches)
+                   drop_last=drop_last, skip_batches=skip_batches, quantized=quantized, threads=threads)
+
+
+def default_threads(num_workers: int) -> int:
+    """Collate threads when none are asked for: one beside the reading thread, none in DataLoader workers."""
+    return 0 if num_workers else 1
 
 
 def count_records(reader: Any) -> int:

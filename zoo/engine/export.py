@@ -600,8 +600,10 @@ class ExportedModel:
         return [*arrays, np.ascontiguousarray(mask), np.ascontiguousarray(counts)], b
 
     def predict(self, batch: dict[str, Any]) -> np.ndarray:
-        """Probabilities ``[B, num_classes]`` (float32) for one batch."""
-        arrays, b = self._arrays(batch)
+        """Probabilities ``[B, num_classes]`` (float32) for one batch (quantized batches are dequantized first)."""
+        from zoo.data.pipeline import dequantize_batch
+
+        arrays, b = self._arrays(dequantize_batch(batch, {k: v for k, v in self.features.items() if k in batch}))
         if b == 0:
             return np.zeros((0, self.num_classes), np.float32)
         for name, value in zip(self.metadata["inputs"], arrays):

@@ -9,14 +9,33 @@ import numpy as np
 from zoo.config import ZooConfig
 from zoo.engine import distributed
 from zoo.engine.progress import Progress
+from zoo.errors import DataError
 
 
 def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any]:
+    """A batch's model inputs as tensors on the current device.
+
+    Quantized (uint8) features are dequantized there through the batch's ``dequantize`` table (the reader's
+    float32 value of each code, so the values equal the host's bit for bit) and their padding zeroed.
+    """
     import paddle
 
-    out = {name: paddle.to_tensor(batch[name]) for name in features}
-    out["mask"] = paddle.to_tensor(batch["mask"])
-    out["num_frames"] = paddle.to_tensor(batch["num_frames"])
+    out = {"mask": paddle.to_tensor(batch["mask"]), "num_frames": paddle.to_tensor(batch["num_frames"])}
+    table = None
+    for name in features:
+        value = batch[name]
+        if value.dtype != np.uint8:
+            out[name] = paddle.to_tensor(value)
+            continue
+        if table is None:
+            if "dequantize" not in batch:
+                raise DataError(f"feature {name!r} is quantized (uint8) but the batch has no 'dequantize' table; "
+                                f"build batches with zoo.data.batches(..., quantized=True)")
+            table = paddle.to_tensor(batch["dequantize"])
+        codes = paddle.to_tensor(value)
+        values = paddle.gather(table, codes.astype("int32").flatten()).reshape(codes.shape)
+        # zero the padding: value * 0 is -0.0 for negative values, and -0.0 + 0.0 is +0.0
+        out[name] = values * out["mask"].unsqueeze(-1) + 0.0
     return out
 
 
@@ -34,6 +53,8 @@ def batches_for(reader: Any, cfg: ZooConfig, *, batch_size: int, shuffle: bool, 
     ctx = ctx or distributed.DistContext()
     return batches(
         reader,
+        quantized=dequantize_on_device(cfg),
+        threads=cfg.data.collate_threads,
         spec=cfg.dataset,
         batch_size=batch_size,
         shuffle=shuffle,
@@ -46,6 +67,15 @@ def batches_for(reader: Any, cfg: ZooConfig, *, batch_size: int, shuffle: bool, 
         drop_last=False,
         skip_batches=skip_batches,
     )
+
+
+def dequantize_on_device(cfg: ZooConfig) -> bool:
+    """``data.dequantize_on_device``, or (None) whether paddle runs on a GPU."""
+    if cfg.data.dequantize_on_device is not None:
+        return cfg.data.dequantize_on_device
+    import paddle
+
+    return paddle.device.get_device().startswith("gpu")
 
 
 def evaluate(model: Any, reader: Any, cfg: ZooConfig, *, ctx: distributed.DistContext | None = None,
