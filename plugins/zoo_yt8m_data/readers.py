@@ -51,6 +51,10 @@ def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
     out += QUANT_BIAS
 
 
+# the form of the values, for the pipeline's C kernel (which checks it against this function for all 256 codes)
+dequantize_into.affine = (QUANT_SCALE, QUANT_BIAS)  # type: ignore[attr-defined]
+
+
 class _YT8MReader:
     """Shared machinery: source expansion, damaged-record policy, label checks, skip accounting."""
 
@@ -101,9 +105,7 @@ class _YT8MReader:
                 out[name] = dequantize(value)
         return out
 
-    @staticmethod
-    def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
-        dequantize_into(values, out)
+    dequantize_into = staticmethod(dequantize_into)
 
     def count(self, source: str) -> int:
         """Videos in ``source`` (packed: from the index; TFRecord: from the record headers)."""
