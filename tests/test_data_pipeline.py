@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -244,3 +245,64 @@ def test_device_dequantization_equals_the_host_values(small, paddle_cpu):
     del q["dequantize"]
     with pytest.raises(zoo.DataError, match="no 'dequantize' table"):
         to_tensors(q, SPEC.features)
+
+
+def test_the_c_kernel_is_built_where_a_compiler_is():
+    import shutil
+
+    from zoo.data import pipeline
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the pipeline runs on numpy")
+    if os.environ.get("ZOO_FAST_FILL") == "0":
+        pytest.skip("ZOO_FAST_FILL=0")
+    assert pipeline.FAST_FILL is not None, "pip install should have built zoo/data/_fastfill.c"
+    from zoo_yt8m_data.readers import dequantize_into
+
+    assert pipeline.Quantization(dequantize_into).affine  # YouTube-8M's form takes the vectorized path
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "packed"])
+@pytest.mark.parametrize("quantized", [False, True])
+def test_c_kernel_and_numpy_fill_the_same_bits(small, small_packed, source, quantized, monkeypatch):
+    from zoo.data import pipeline
+
+    if pipeline.FAST_FILL is None:
+        pytest.skip("the C kernel is not built")
+    path = str(small / "train") if source == "tfrecord" else str(small_packed)
+    reader = zoo.build_reader("yt8m-frame", paths=[path], spec=SPEC)
+    fast = list(batches(reader, spec=SPEC, batch_size=16, quantized=quantized, threads=2))
+    monkeypatch.setattr(pipeline, "FAST_FILL", None)
+    slow = list(batches(reader, spec=SPEC, batch_size=16, quantized=quantized, threads=0))
+    assert [b["ids"] for b in fast] == [b["ids"] for b in slow]
+    for f, s in zip(fast, slow):
+        for name in ("rgb", "audio"):
+            assert f[name].dtype == s[name].dtype == (np.uint8 if quantized else np.float32)
+            np.testing.assert_array_equal(f[name].view(np.uint8), s[name].view(np.uint8))
+
+
+def _lut_dequantize(values, out):
+    """A reader's own, non-affine quantization (a square law)."""
+    np.take((np.arange(256, dtype=np.float32) / 255) ** 2, values, out=out)
+
+
+def test_any_dequantization_is_reproduced_and_a_wrong_affine_claim_is_not_trusted():
+    from zoo.data import pipeline
+
+    rng = np.random.default_rng(0)
+    records = [{"id": str(i), "labels": [1], "rgb": rng.integers(0, 256, (n, 1024), dtype=np.uint8),
+                "audio": rng.integers(0, 256, (n, 128), dtype=np.uint8), "num_frames": n}
+               for i, n in enumerate([3, 7, 1])]
+
+    def lying(values, out):
+        _lut_dequantize(values, out)
+
+    lying.affine = (1 / 255, 0.0)  # not what it computes
+    for fn in (_lut_dequantize, lying):
+        batch = collate(records, SPEC, fn)
+        for i, r in enumerate(records):
+            expected = np.empty(r["rgb"].shape, np.float32)
+            fn(r["rgb"], expected)
+            np.testing.assert_array_equal(batch["rgb"][i, : r["num_frames"]], expected)
+            assert not batch["rgb"][i, r["num_frames"] :].any()
+        assert not pipeline.Quantization(fn).affine
