@@ -33,6 +33,7 @@ import math
 import os
 import random
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -141,32 +142,38 @@ def _part_records(reader: Any, tasks: Iterable[Task], shuffle_buffer: int, rng: 
 
 
 class BufferPool:
-    """Recycles the big float32 batch arrays once nobody holds them any more.
+    """Recycles the big batch arrays once nobody holds them any more.
 
     A fresh 80 MB array costs page faults (the kernel zeroes every page) that take longer than filling it;
     reusing the memory of a batch the consumer has already dropped avoids that. A buffer is reused only
     when its reference count shows that no batch array (a view of it) is alive, so a consumer that keeps a
-    batch keeps it intact.
+    batch keeps it intact. The pipeline shares one pool per process (:data:`SHARED_POOL`), so that every
+    pass over the data reuses the same memory; it is safe to use from several threads.
     """
 
     def __init__(self, per_key: int = 3) -> None:
         self.per_key = per_key
         self.buffers: dict[str, list[np.ndarray]] = {}
+        self.lock = threading.Lock()
 
     def array(self, key: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         n = int(np.prod(shape))
-        buffers = self.buffers.setdefault(f"{key}:{np.dtype(dtype).str}", [])
-        # 2 references = the pool's list + getrefcount's argument: no batch array (a view) is alive
-        free = [i for i in range(len(buffers)) if sys.getrefcount(buffers[i]) <= 2]
-        for i in free:
-            if buffers[i].size >= n:
-                return buffers[i][:n].reshape(shape)
-        flat = np.empty(n, dtype)
-        if len(buffers) < self.per_key:
-            buffers.append(flat)
-        elif free:
-            buffers[free[0]] = flat
-        return flat.reshape(shape)
+        with self.lock:
+            buffers = self.buffers.setdefault(f"{key}:{np.dtype(dtype).str}", [])
+            # 2 references = the pool's list + getrefcount's argument: no batch array (a view) is alive
+            free = [i for i in range(len(buffers)) if sys.getrefcount(buffers[i]) <= 2]
+            for i in free:
+                if buffers[i].size >= n:
+                    return buffers[i][:n].reshape(shape)
+            flat = np.empty(n, dtype)
+            if len(buffers) < self.per_key:
+                buffers.append(flat)
+            elif free:
+                buffers[free[0]] = flat
+            return flat.reshape(shape)
+
+
+SHARED_POOL = BufferPool()
 
 
 def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: Any = None,
@@ -363,7 +370,7 @@ def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batc
                   threads: int = 0) -> Iterator[dict[str, Any]]:
     rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
     dequantize_into = getattr(reader, "dequantize_into", None)
-    pool = BufferPool()
+    pool = SHARED_POOL
     collator = Collator(threads)
     pending: list[dict[str, Any]] = []
     skip_records = skip * batch_size
