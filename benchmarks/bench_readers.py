@@ -4,7 +4,7 @@
                                        [--repeat 3] [--json out.json] [--no-tf]
 
 Writes frame-level TFRecords shaped like the data (random quantized frames), then times, in this one
-process, pipelines that all end in the same padded float32 batches (rgb, audio, mask, labels):
+process, pipelines that end in the same padded batches (rgb, audio, mask, labels), float32 or uint8:
 
 - ``file read``: the bytes of the files (the floor for reading);
 - ``float batch floor``: only writing padded float32 batches from frames already in memory (one cast per
@@ -12,14 +12,18 @@ process, pipelines that all end in the same padded float32 batches (rgb, audio, 
 - ``tensorflow``: ``TFRecordDataset`` -> ``parse_single_sequence_example`` -> ``decode_raw`` -> cast ->
   starter-code dequantization -> ``padded_batch``, TF's default threading; ``tensorflow 1 thread`` runs
   the same with a private one-thread pool;
-- ``yt8m-zoo tfrecord``: ``zoo.data.batches`` over the ``yt8m-frame`` reader on the same files;
-- ``yt8m-zoo packed``: the same after ``zoo data pack`` (packing time reported separately).
+- ``tensorflow uint8``: the same without cast and dequantization (TFRecordDataset + parse + decode_raw +
+  padded_batch): the reference for uint8 batches;
+- ``yt8m-zoo tfrecord``: ``zoo.data.batches`` over the ``yt8m-frame`` reader on the same files (default
+  threads; ``1 thread``: ``threads=0``);
+- ``yt8m-zoo packed``: the same after ``zoo data pack`` (packing time reported separately);
+- ``... uint8``: ``batches(quantized=True)``, the batches the engine dequantizes on the device.
 
 Workloads: ``youtube8m`` (120-300 frames per video, like the real data) and ``short`` (10-60 frames, like
 the built-in sample data). Each pipeline runs once to warm up (page cache, lazy initialisation), then the
 pipelines take turns ``--repeat`` times; the best wall-clock time and the best CPU time (all threads of
 the process) count. CPU time is the fairer ratio on a shared machine. Goals (issue 3): tfrecord >= 3x
-TensorFlow, packed >= 10x.
+TensorFlow, packed >= 10x, each against the TensorFlow pipeline with the same output.
 """
 
 
