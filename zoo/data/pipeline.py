@@ -182,9 +182,9 @@ def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: A
 
     uint8 features go through ``dequantize_into`` into float32, or, with ``quantized``, stay uint8 (padded
     with 0; the consumer dequantizes them, see :func:`dequantize_table`, and must zero the padding by the
-    mask). ``split``: a :class:`concurrent.futures.Executor`; the videos are then copied in
-    ``split._max_workers + 1`` slices at once, one in the calling thread (numpy lets go of the GIL while it
-    copies and converts, so the slices run in parallel).
+    mask). Frames are copied by the C kernel (``zoo/data/_fastfill.c``, one pass without the GIL) where it is
+    built, else by numpy. ``split``: a :class:`concurrent.futures.Executor`; the videos are then filled in
+    ``split._max_workers + 1`` slices at once, one in the calling thread.
     """
     b = len(records)
     lengths = np.array([min(int(r["num_frames"]), spec.max_frames) for r in records], np.int64)
@@ -246,14 +246,12 @@ def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: A
 def _fill(jobs: list[tuple[np.ndarray, list[np.ndarray | None]]], lengths: np.ndarray, t: int,
           quantization: Quantization | None, lo: int, hi: int) -> None:
     """Copy (and dequantize) videos ``lo:hi`` of every feature into the batch arrays, zero their padding."""
+    q = quantization
     for out, values in jobs:
-        if FAST_FILL is not None and _kernel_can_fill(values, lo, hi):
-            table, scale, bias, affine = ((quantization.table, quantization.scale, quantization.bias,
-                                           quantization.affine) if quantization is not None else
-                                          (_NO_TABLE, 0.0, 0.0, False))
-            if out.dtype == np.uint8 or quantization is not None:
-                FAST_FILL.fill(out, values, lengths.tolist(), lo, hi, table, scale, bias, affine)
-                continue
+        if FAST_FILL is not None and (out.dtype == np.uint8 or q is not None) and _kernel_can_fill(values, lo, hi):
+            FAST_FILL.fill(out, values, lengths.tolist(), lo, hi, _NO_TABLE if q is None else q.table,
+                           0.0 if q is None else q.scale, 0.0 if q is None else q.bias, q is not None and q.affine)
+            continue
         for i in range(lo, hi):
             value = values[i]
             n = 0 if value is None else len(value)
@@ -370,7 +368,6 @@ def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batc
                   threads: int = 0) -> Iterator[dict[str, Any]]:
     rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
     dequantize_into = getattr(reader, "dequantize_into", None)
-    pool = SHARED_POOL
     collator = Collator(threads)
     pending: list[dict[str, Any]] = []
     skip_records = skip * batch_size
@@ -380,9 +377,9 @@ def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batc
 
     def submit(records: list[dict[str, Any]]) -> None:
         if background is None:
-            in_flight.append(collate(records, spec, dequantize_into, pool, quantized=quantized))
+            in_flight.append(collate(records, spec, dequantize_into, SHARED_POOL, quantized=quantized))
         else:
-            in_flight.append(background.submit(collate, records, spec, dequantize_into, pool, quantized=quantized,
+            in_flight.append(background.submit(collate, records, spec, dequantize_into, SHARED_POOL, quantized=quantized,
                                                split=collator.split))
 
     def oldest() -> dict[str, Any]:
@@ -602,8 +599,8 @@ def batches(
     """The padded batches of rank ``rank`` for epoch ``epoch`` (see the module docstring).
 
     ``quantized``: quantized (uint8) features stay uint8 in the batches (see :func:`collate`).
-    ``threads``: threads that fill batches beside the reading thread (see :class:`Collator`); None: every
-    core when ``num_workers`` is 0, none in DataLoader workers (they already run in parallel).
+    ``threads``: threads that fill batches beside the reading thread (see :class:`Collator`); None: one
+    without DataLoader workers, none inside them (they already run in parallel).
     """
     return Batches(reader, spec=spec, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
                    world_size=world_size, num_workers=num_workers, shuffle_buffer=shuffle_buffer,
