@@ -15,7 +15,7 @@ process, pipelines that end in the same padded batches (rgb, audio, mask, labels
 - ``tensorflow uint8``: the same without cast and dequantization (TFRecordDataset + parse + decode_raw +
   padded_batch): the reference for uint8 batches;
 - ``yt8m-zoo tfrecord``: ``zoo.data.batches`` over the ``yt8m-frame`` reader on the same files (default
-  threads; ``1 thread``: ``threads=0``);
+  threads; ``1 thread``: ``threads=0``; ``2 threads``: ``threads=2``, two threads fill each batch);
 - ``yt8m-zoo packed``: the same after ``zoo data pack`` (packing time reported separately);
 - ``... uint8``: ``batches(quantized=True)``, the batches the engine dequantizes on the device.
 
@@ -162,6 +162,7 @@ def run_workload(name: str, work: Path, videos: int, files: int, frames: tuple[i
         "yt8m-zoo tfrecord 1 thread": lambda: bench_ours(paths, args.batch_size, threads=0),
         "yt8m-zoo packed": lambda: bench_ours(packed, args.batch_size),
         "yt8m-zoo packed 1 thread": lambda: bench_ours(packed, args.batch_size, threads=0),
+        "yt8m-zoo packed 2 threads": lambda: bench_ours(packed, args.batch_size, threads=2),
         "yt8m-zoo tfrecord uint8": lambda: bench_ours(paths, args.batch_size, quantized=True),
         "yt8m-zoo packed uint8": lambda: bench_ours(packed, args.batch_size, quantized=True),
     }
