@@ -228,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         import tensorflow
 
         tf = tensorflow
-    summary = {"batch_size": args.batch_size, "cpus": len(os.sched_getaffinity(0)), "workloads": {}}
+    from zoo.data.pipeline import FAST_FILL
+
+    kernel = "C (zoo/data/_fastfill.c)" if FAST_FILL is not None else "numpy (the C kernel is not built)"
+    print(f"batch fill: {kernel}", file=sys.stderr)
+    summary = {"batch_size": args.batch_size, "cpus": len(os.sched_getaffinity(0)), "fill": kernel, "workloads": {}}
     names = list(WORKLOADS) if args.workload == "both" else [args.workload]
     for name in names:
         videos, files, frames = WORKLOADS[name]
