@@ -88,8 +88,8 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, padd
 
 
 def test_dequantizing_on_the_device_trains_exactly_as_on_the_host(tiny_data, tmp_path, paddle_cpu):
-    """data.dequantize_on_device (the GPU default) feeds the model the same values: the same weights after
-    training, evaluation and prediction included; with DataLoader workers and without collate threads too."""
+    """data.dequantize_on_device (the GPU default) feeds the model the same values: the same weights, validation
+    GAP and training loss, with the quantized batches coming through a DataLoader worker."""
     host, device = tmp_path / "host", tmp_path / "device"
     Trainer(tiny_config(tiny_data, host, "train.epoch=1", "data.dequantize_on_device=false"), progress=False).fit()
     Trainer(tiny_config(tiny_data, device, "train.epoch=1", "data.dequantize_on_device=true",

@@ -265,6 +265,23 @@ def test_batch_of_another_feature_layout_is_refused(exports):
         exported.predict(make_batch([3, 2], {"rgb": 16}))
 
 
+def test_quantized_batches_are_dequantized_before_the_exported_program(exports):
+    from zoo_yt8m_data.readers import dequantize
+
+    from zoo.data.pipeline import dequantize_batch
+    from zoo.engine.export import load_exported
+
+    exported = load_exported(exports[0])  # rgb[16], audio[8]
+    batch = make_batch([3, 2])
+    rng = np.random.default_rng(4)
+    for name, d in FEATURES.items():
+        batch[name] = rng.integers(0, 256, (2, 3, d), dtype=np.uint8) * batch["mask"][..., None].astype(np.uint8)
+    batch["dequantize"] = dequantize(np.arange(256, dtype=np.uint8))
+    floats = dequantize_batch(batch, FEATURES)
+    assert floats["rgb"].dtype == np.float32
+    np.testing.assert_array_equal(exported.predict(batch), exported.predict(floats))
+
+
 def test_damaged_or_edited_files_are_detected(exports, tmp_path):
     from zoo.engine.export import load_exported
 

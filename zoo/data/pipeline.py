@@ -327,7 +327,9 @@ def _quantization(dequantize_into: Any) -> Quantization:
 
 def dequantize_batch(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any]:
     """A quantized batch (:func:`collate` with ``quantized``) with float32 features, in numpy, as
-    :func:`collate` would have made it without ``quantized``. Other batches come back as they are."""
+    :func:`collate` would have made it without ``quantized``. Other batches come back as they are, and
+    features the batch lacks are left for the caller to report."""
+    features = [name for name in features if name in batch]
     if not any(np.asarray(batch[name]).dtype == np.uint8 for name in features):
         return batch
     if "dequantize" not in batch:

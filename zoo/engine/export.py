@@ -603,7 +603,7 @@ class ExportedModel:
         """Probabilities ``[B, num_classes]`` (float32) for one batch (quantized batches are dequantized first)."""
         from zoo.data.pipeline import dequantize_batch
 
-        arrays, b = self._arrays(dequantize_batch(batch, {k: v for k, v in self.features.items() if k in batch}))
+        arrays, b = self._arrays(dequantize_batch(batch, self.features))
         if b == 0:
             return np.zeros((0, self.num_classes), np.float32)
         for name, value in zip(self.metadata["inputs"], arrays):
