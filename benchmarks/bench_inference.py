@@ -38,7 +38,9 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def batches(count: int, batch_size: int, max_frames: int, features: dict[str, int], seed: int = 0) -> list[dict]:
+def batches(
+    count: int, batch_size: int, max_frames: int, features: dict[str, int], seed: int = 0
+) -> list[dict]:
     """Batches as the data pipeline yields them: dequantized-range features, zero padding, mask, counts."""
     rng = np.random.default_rng(seed)
     out = []
@@ -46,8 +48,10 @@ def batches(count: int, batch_size: int, max_frames: int, features: dict[str, in
         lengths = rng.integers(max_frames // 2, max_frames + 1, batch_size)
         t = int(lengths.max())
         mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.float32)
-        batch = {name: rng.uniform(-2, 2, (batch_size, t, d)).astype(np.float32) * mask[..., None]
-                 for name, d in features.items()}
+        batch = {
+            name: rng.uniform(-2, 2, (batch_size, t, d)).astype(np.float32) * mask[..., None]
+            for name, d in features.items()
+        }
         batch.update(mask=mask, num_frames=lengths.astype(np.int64))
         out.append(batch)
     return out
@@ -77,17 +81,28 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     from zoo.engine.loop import dygraph_scorer
     from zoo.engine.setup import count_parameters
 
-    cfg = load_config(raw={"dataset": {"num_classes": 3862, "features": {"rgb": 1024, "audio": 128},
-                                       "max_frames": args.max_frames},
-                           "model": {"name": "nextvlad", **SIZES[size]}}, source=f"bench {size}")
+    cfg = load_config(
+        raw={
+            "dataset": {
+                "num_classes": 3862,
+                "features": {"rgb": 1024, "audio": 128},
+                "max_frames": args.max_frames,
+            },
+            "model": {"name": "nextvlad", **SIZES[size]},
+        },
+        source=f"bench {size}",
+    )
     model = trained_model(cfg)
     weights = workdir / f"{size}.safetensors"
     save_weights(weights, model)
     t0 = time.perf_counter()
     out = export_model(cfg, str(weights), workdir / size)
     export_s = time.perf_counter() - t0
-    scorers = {"dygraph": dygraph_scorer(model, cfg.dataset.features), "fp32": load_exported(out).predict,
-               "fp32-onednn": load_exported(out, onednn=True).predict}
+    scorers = {
+        "dygraph": dygraph_scorer(model, cfg.dataset.features),
+        "fp32": load_exported(out).predict,
+        "fp32-onednn": load_exported(out, onednn=True).predict,
+    }
     bf16_ok, bf16_why = bf16_support()
     if bf16_ok:
         scorers["bf16"] = load_exported(out, precision="bf16").predict
@@ -136,19 +151,30 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.runtime import cpu_count, init_paddle
 
     paddle = init_paddle("cpu")
-    results: dict[str, Any] = {"paddle": paddle.__version__, "zoo": zoo.__version__, "threads": cpu_count(),
-                               "batch_size": args.batch_size, "frames": f"{args.max_frames // 2}-{args.max_frames}",
-                               "sizes": []}
+    results: dict[str, Any] = {
+        "paddle": paddle.__version__,
+        "zoo": zoo.__version__,
+        "threads": cpu_count(),
+        "batch_size": args.batch_size,
+        "frames": f"{args.max_frames // 2}-{args.max_frames}",
+        "sizes": [],
+    }
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         for size in args.sizes:
             result = bench_size(size, args, Path(tmp))
             results["sizes"].append(result)
             speed, ratio, best = result["videos_per_s"], result["vs_dygraph"], result["best_videos_per_s"]
-            print(f"nextvlad {size} ({result['parameters']:,} parameters, export {result['export_seconds']} s, "
-                  f"{result['frames']} frames)", file=sys.stderr)
+            print(
+                f"nextvlad {size} ({result['parameters']:,} parameters, export {result['export_seconds']} s, "
+                f"{result['frames']} frames)",
+                file=sys.stderr,
+            )
             for name in speed:
-                print(f"  {name:12s} {speed[name]:8.2f} videos/s (best {best[name]:7.2f})  {ratio[name]:5.2f}x dygraph  "
-                      f"max |diff| {result['max_abs_diff_vs_dygraph'][name]:.2e}", file=sys.stderr)
+                print(
+                    f"  {name:12s} {speed[name]:8.2f} videos/s (best {best[name]:7.2f})  {ratio[name]:5.2f}x dygraph  "
+                    f"max |diff| {result['max_abs_diff_vs_dygraph'][name]:.2e}",
+                    file=sys.stderr,
+                )
             if result["bf16"] != "measured":
                 print(f"  bf16         {result['bf16']}", file=sys.stderr)
     text = json.dumps(results, indent=2)

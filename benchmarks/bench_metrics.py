@@ -125,14 +125,19 @@ class StarterMetrics:
         class_preds, class_labels, positives = starter_top_k_by_class(predictions, labels, self.top_k)
         for c in range(self.num_classes):
             self.per_class[c].accumulate(class_preds[c], class_labels[c], positives[c])
-        self.pooled.accumulate([p for ps in class_preds for p in ps], [a for ls in class_labels for a in ls],
-                               sum(positives))
+        self.pooled.accumulate(
+            [p for ps in class_preds for p in ps], [a for ls in class_labels for a in ls], sum(positives)
+        )
         self.videos += batch
 
     def get(self) -> dict[str, float]:
         aps = [calc.peek() for calc in self.per_class if calc.total_positives > 0]
-        return {"gap": float(self.pooled.peek()), "hit_at_1": float(self.hit_sum / self.videos),
-                "perr": float(self.perr_sum / self.videos), "map": float(np.mean(aps))}
+        return {
+            "gap": float(self.pooled.peek()),
+            "hit_at_1": float(self.hit_sum / self.videos),
+            "perr": float(self.perr_sum / self.videos),
+            "map": float(np.mean(aps)),
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,8 +184,13 @@ def run(videos: int, num_classes: int, top_k: int, batch: int, seed: int, skip_s
     state = ours.state()
     state_bytes = sum(v.nbytes for v in state.values() if isinstance(v, np.ndarray))
     result = {
-        "videos": videos, "classes": num_classes, "top_k": top_k, "batch": batch,
-        "ours_seconds": round(t_ours, 3), "ours_cpu_seconds": round(cpu_ours, 3), "ours": {k: ours_values[k] for k in ("gap", "hit_at_1", "perr", "map")},
+        "videos": videos,
+        "classes": num_classes,
+        "top_k": top_k,
+        "batch": batch,
+        "ours_seconds": round(t_ours, 3),
+        "ours_cpu_seconds": round(cpu_ours, 3),
+        "ours": {k: ours_values[k] for k in ("gap", "hit_at_1", "perr", "map")},
         "state_mib": round(state_bytes / 2**20, 1),
         "dense_scores_mib": round(videos * num_classes * 4 / 2**20, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -216,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(text + "\n")
     # The verdict uses CPU time: on a shared machine wall time also counts waiting for a core.
     if "speedup" in result and (result["speedup_cpu"] < 20 or result["max_abs_difference"] > 1e-6):
-        print("FAIL: goal is >= 20x the starter's speed with the same values (difference <= 1e-6)",
-              file=sys.stderr)
+        print(
+            "FAIL: goal is >= 20x the starter's speed with the same values (difference <= 1e-6)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

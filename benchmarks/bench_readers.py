@@ -26,7 +26,6 @@ the process) count. CPU time is the fairer ratio on a shared machine. Goals (iss
 TensorFlow, packed >= 10x, each against the TensorFlow pipeline with the same output.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -46,7 +45,9 @@ from zoo import DatasetSpec
 FILE_VIDEOS: dict[tuple[str, ...], int] = {}
 
 
-def make_files(root: Path, videos: int, files: int, min_frames: int, max_frames: int, seed: int = 0) -> list[str]:
+def make_files(
+    root: Path, videos: int, files: int, min_frames: int, max_frames: int, seed: int = 0
+) -> list[str]:
     from zoo_yt8m_data.tfrecord import frame
     from zoo_yt8m_data.wire import encode_sequence_example
 
@@ -60,8 +61,13 @@ def make_files(root: Path, videos: int, files: int, min_frames: int, max_frames:
             labels = np.sort(rng.choice(3862, size=int(rng.integers(1, 6)), replace=False))
             rgb = rng.integers(0, 256, (n, 1024), dtype=np.uint8)
             audio = rng.integers(0, 256, (n, 128), dtype=np.uint8)
-            chunks.append(frame(encode_sequence_example({"id": f"v{i:05d}".encode(), "labels": labels},
-                                                        {"rgb": rgb, "audio": audio})))
+            chunks.append(
+                frame(
+                    encode_sequence_example(
+                        {"id": f"v{i:05d}".encode(), "labels": labels}, {"rgb": rgb, "audio": audio}
+                    )
+                )
+            )
         path = root / f"train{f:04d}.tfrecord"
         path.write_bytes(b"".join(chunks))
         paths.append(str(path))
@@ -77,7 +83,9 @@ def bench_file_read(paths: list[str]) -> int:
     return FILE_VIDEOS[tuple(paths)]
 
 
-def bench_ours(paths: list[str], batch_size: int, *, quantized: bool = False, threads: int | None = None) -> int:
+def bench_ours(
+    paths: list[str], batch_size: int, *, quantized: bool = False, threads: int | None = None
+) -> int:
     from zoo.data import batches
 
     spec = DatasetSpec()
@@ -92,7 +100,10 @@ def tf_pipeline(tf, paths: list[str], batch_size: int, quantized: bool = False):
     def parse(serialized):
         context, seq = tf.io.parse_single_sequence_example(
             serialized,
-            context_features={"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64)},
+            context_features={
+                "id": tf.io.FixedLenFeature([], tf.string),
+                "labels": tf.io.VarLenFeature(tf.int64),
+            },
             sequence_features={k: tf.io.FixedLenSequenceFeature([], tf.string) for k in ("rgb", "audio")},
         )
         out = {"id": context["id"]}
@@ -101,8 +112,11 @@ def tf_pipeline(tf, paths: list[str], batch_size: int, quantized: bool = False):
             out[name] = x if quantized else tf.cast(x, tf.float32) * (4.0 / 255.0) + (4.0 / 512.0 - 2.0)
         n = tf.shape(out["rgb"])[0]
         out["mask"] = tf.ones([n], tf.float32)
-        out["labels"] = tf.scatter_nd(tf.expand_dims(context["labels"].values, 1),
-                                      tf.ones_like(context["labels"].values, tf.float32), [3862])
+        out["labels"] = tf.scatter_nd(
+            tf.expand_dims(context["labels"].values, 1),
+            tf.ones_like(context["labels"].values, tf.float32),
+            [3862],
+        )
         return out
 
     return tf.data.TFRecordDataset(paths).map(parse).padded_batch(batch_size)
@@ -121,8 +135,11 @@ def bench_tf(tf, paths: list[str], batch_size: int, options=None, quantized: boo
 def load_frames(paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every video's uint8 frames, in memory (outside the timed part of the floor)."""
     reader = zoo.build_reader("yt8m-frame", paths=paths)
-    return [(np.ascontiguousarray(r["rgb"]), np.ascontiguousarray(r["audio"]))
-            for p in paths for r in reader.read_part(p, 0, 1)]
+    return [
+        (np.ascontiguousarray(r["rgb"]), np.ascontiguousarray(r["audio"]))
+        for p in paths
+        for r in reader.read_part(p, 0, 1)
+    ]
 
 
 def bench_floor(frames: list[tuple[np.ndarray, np.ndarray]], batch_size: int, pool) -> int:
@@ -146,8 +163,11 @@ def run_workload(name: str, work: Path, videos: int, files: int, frames: tuple[i
     paths = make_files(work / "tfrecord", videos, files, *frames)
     FILE_VIDEOS[tuple(paths)] = videos
     size = sum(os.path.getsize(p) for p in paths)
-    print(f"\n{name}: {videos} videos, {files} files, {size / 1e6:.0f} MB, {frames[0]}-{frames[1]} frames "
-          f"({time.perf_counter() - started:.0f}s to write)", file=sys.stderr)
+    print(
+        f"\n{name}: {videos} videos, {files} files, {size / 1e6:.0f} MB, {frames[0]}-{frames[1]} frames "
+        f"({time.perf_counter() - started:.0f}s to write)",
+        file=sys.stderr,
+    )
     pack_report = pack(paths, work / "packed", jobs=1, progress=False)
     total = videos
     from zoo.data.pipeline import BufferPool
@@ -188,33 +208,52 @@ def run_workload(name: str, work: Path, videos: int, files: int, frames: tuple[i
     results = {}
     print(f"{'':28s} {'videos/s':>10s} {'MB/s':>8s} {'videos/s (CPU)':>15s}", file=sys.stderr)
     for key in pipelines:
-        results[key] = {"videos_per_s": round(total / wall[key], 1), "mb_per_s": round(size / wall[key] / 1e6, 1),
-                        "videos_per_cpu_s": round(total / cpu[key], 1)}
+        results[key] = {
+            "videos_per_s": round(total / wall[key], 1),
+            "mb_per_s": round(size / wall[key] / 1e6, 1),
+            "videos_per_cpu_s": round(total / cpu[key], 1),
+        }
         r = results[key]
-        print(f"{key:28s} {r['videos_per_s']:10.0f} {r['mb_per_s']:8.0f} {r['videos_per_cpu_s']:15.0f}",
-              file=sys.stderr)
-    summary = {"videos": videos, "files": files, "bytes": size, "frames": list(frames),
-               "pack_seconds": round(pack_report.seconds, 2), "results": results}
+        print(
+            f"{key:28s} {r['videos_per_s']:10.0f} {r['mb_per_s']:8.0f} {r['videos_per_cpu_s']:15.0f}",
+            file=sys.stderr,
+        )
+    summary = {
+        "videos": videos,
+        "files": files,
+        "bytes": size,
+        "frames": list(frames),
+        "pack_seconds": round(pack_report.seconds, 2),
+        "results": results,
+    }
     if tf is not None:
         for ours, theirs, goal in RATIOS:
             key = ours.removeprefix("yt8m-zoo ").replace(" ", "_")
             wall_ratio = results[ours]["videos_per_s"] / results[theirs]["videos_per_s"]
             cpu_ratio = results[ours]["videos_per_cpu_s"] / results[theirs]["videos_per_cpu_s"]
             summary[f"{key}_vs_tf"] = {"wall": round(wall_ratio, 2), "cpu": round(cpu_ratio, 2), "goal": goal}
-            print(f"{ours} vs {theirs}: {wall_ratio:.2f}x wall-clock, {cpu_ratio:.2f}x in CPU time (goal {goal}x)",
-                  file=sys.stderr)
+            print(
+                f"{ours} vs {theirs}: {wall_ratio:.2f}x wall-clock, {cpu_ratio:.2f}x in CPU time (goal {goal}x)",
+                file=sys.stderr,
+            )
     return summary
 
 
 # (ours, TensorFlow's pipeline with the same output, goal): float32 batches against TF's cast and dequantization,
 # uint8 batches (dequantized later, on the device) against TF's parse + decode_raw alone
-RATIOS = [("yt8m-zoo tfrecord", "tensorflow", 3), ("yt8m-zoo packed", "tensorflow", 10),
-          ("yt8m-zoo tfrecord uint8", "tensorflow uint8", 3), ("yt8m-zoo packed uint8", "tensorflow uint8", 10)]
+RATIOS = [
+    ("yt8m-zoo tfrecord", "tensorflow", 3),
+    ("yt8m-zoo packed", "tensorflow", 10),
+    ("yt8m-zoo tfrecord uint8", "tensorflow uint8", 3),
+    ("yt8m-zoo packed uint8", "tensorflow uint8", 10),
+]
 WORKLOADS = {"youtube8m": (600, 4, (120, 300)), "short": (4000, 4, (10, 60))}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workload", choices=[*WORKLOADS, "both"], default="both")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of videos")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -232,14 +271,20 @@ def main(argv: list[str] | None = None) -> int:
 
     kernel = "C (zoo/data/_fastfill.c)" if FAST_FILL is not None else "numpy (the C kernel is not built)"
     print(f"batch fill: {kernel}", file=sys.stderr)
-    summary = {"batch_size": args.batch_size, "cpus": len(os.sched_getaffinity(0)), "fill": kernel, "workloads": {}}
+    summary = {
+        "batch_size": args.batch_size,
+        "cpus": len(os.sched_getaffinity(0)),
+        "fill": kernel,
+        "workloads": {},
+    }
     names = list(WORKLOADS) if args.workload == "both" else [args.workload]
     for name in names:
         videos, files, frames = WORKLOADS[name]
         work = Path(tempfile.mkdtemp(prefix=f"bench-readers-{name}-"))
         try:
-            summary["workloads"][name] = run_workload(name, work, max(files, int(videos * args.scale)), files,
-                                                      frames, args, tf)
+            summary["workloads"][name] = run_workload(
+                name, work, max(files, int(videos * args.scale)), files, frames, args, tf
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(summary, indent=1))

@@ -44,12 +44,47 @@ def test_cpu_processes_1_and_2_write_the_table_csv_json_and_plot(tmp_path):
     from zoo_yt8m_data.synth import SynthSpec, generate
 
     data = tmp_path / "data"
-    generate(data, SynthSpec(train_videos=32, valid_videos=16, test_videos=8, classes=10, min_frames=2,
-                             max_frames=5, train_shards=2, valid_shards=1, test_shards=1, seed=2))
+    generate(
+        data,
+        SynthSpec(
+            train_videos=32,
+            valid_videos=16,
+            test_videos=8,
+            classes=10,
+            min_frames=2,
+            max_frames=5,
+            train_shards=2,
+            valid_shards=1,
+            test_shards=1,
+            seed=2,
+        ),
+    )
     out = tmp_path / "results"
-    args = [ZOO, "bench", "mean-pool", "--cpu-procs", "1,2", "--steps", "2", "--warmup", "1", "--data", str(data),
-            "-o", "dataset.num_classes=10", "-o", "data.num_workers=0", "-o", "train.batch_size=8",
-            "-o", "eval.batch_size=8", "--output", str(out), "--name", "tiny"]
+    args = [
+        ZOO,
+        "bench",
+        "mean-pool",
+        "--cpu-procs",
+        "1,2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--data",
+        str(data),
+        "-o",
+        "dataset.num_classes=10",
+        "-o",
+        "data.num_workers=0",
+        "-o",
+        "train.batch_size=8",
+        "-o",
+        "eval.batch_size=8",
+        "--output",
+        str(out),
+        "--name",
+        "tiny",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600, start_new_session=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "train videos/s" in done.stdout and "CPU proc x2" in done.stdout  # the printed table

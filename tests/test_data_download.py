@@ -14,15 +14,24 @@ from zoo_yt8m_data.download import download, in_shard, local_name
 import zoo
 from zoo.cli import main
 
-NAMES = ["trainaa.tfrecord", "trainab.tfrecord", "trainba.tfrecord", "trainZ9.tfrecord", "trainxy.tfrecord",
-         "traincd.tfrecord", "trainbb.tfrecord"]
+NAMES = [
+    "trainaa.tfrecord",
+    "trainab.tfrecord",
+    "trainba.tfrecord",
+    "trainZ9.tfrecord",
+    "trainxy.tfrecord",
+    "traincd.tfrecord",
+    "trainbb.tfrecord",
+]
 
 
 class Site:
     """What data.yt8m.org serves, with switches to damage files."""
 
     def __init__(self) -> None:
-        self.files = {name: hashlib.sha256(name.encode()).digest() * (2000 + i * 300) for i, name in enumerate(NAMES)}
+        self.files = {
+            name: hashlib.sha256(name.encode()).digest() * (2000 + i * 300) for i, name in enumerate(NAMES)
+        }
         self.plan = {"files": {n: hashlib.md5(d).hexdigest() for n, d in self.files.items()}}
         self.corrupt: set[str] = set()
         self.fail_once: set[str] = set()
@@ -43,7 +52,7 @@ def site():
             if self.path == "/2/download_plans/frame_train.json":
                 return self._send(json.dumps(state.plan).encode())
             prefix = "/2/frame/train/"
-            name = self.path[len(prefix):] if self.path.startswith(prefix) else None
+            name = self.path[len(prefix) :] if self.path.startswith(prefix) else None
             if name not in state.files:
                 self.send_error(404)
                 return None
@@ -125,8 +134,20 @@ def test_corrupted_file_is_never_kept(site, tmp_path, capsys):
     bad = "trainab.tfrecord"
     site.corrupt.add(bad)
     out = tmp_path / "d"
-    code = main(["data", "download", "--partition", "2/frame/train", "--output", str(out), "--base-url", site.url,
-                 "--retries", "1"])
+    code = main(
+        [
+            "data",
+            "download",
+            "--partition",
+            "2/frame/train",
+            "--output",
+            str(out),
+            "--base-url",
+            site.url,
+            "--retries",
+            "1",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert local_name(bad) in err and "md5 mismatch" in err
@@ -136,8 +157,12 @@ def test_corrupted_file_is_never_kept(site, tmp_path, capsys):
     assert len(names) == len(NAMES)  # every other file plus the plan
     # the server is fixed: the same command fetches only the missing file
     site.corrupt.clear()
-    assert main(["data", "download", "--partition", "2/frame/train", "--output", str(out), "--base-url",
-                 site.url]) == 0
+    assert (
+        main(
+            ["data", "download", "--partition", "2/frame/train", "--output", str(out), "--base-url", site.url]
+        )
+        == 0
+    )
     assert (out / local_name(bad)).read_bytes() == site.files[bad]
 
 
@@ -157,13 +182,32 @@ def test_a_local_file_with_the_wrong_md5_is_replaced(site, tmp_path):
 
 
 def test_usage_and_plan_errors(site, tmp_path, capsys):
-    assert main(["data", "download", "--partition", "2/frame/train", "--shard", "0,3", "-o", str(tmp_path)]) == 2
+    assert (
+        main(["data", "download", "--partition", "2/frame/train", "--shard", "0,3", "-o", str(tmp_path)]) == 2
+    )
     assert main(["data", "download", "--partition", "frame", "-o", str(tmp_path)]) == 2
-    assert main(["data", "download", "--partition", "2/frame/train", "--mirror", "mars", "-o", str(tmp_path)]) == 2
+    assert (
+        main(["data", "download", "--partition", "2/frame/train", "--mirror", "mars", "-o", str(tmp_path)])
+        == 2
+    )
     with pytest.raises(zoo.DataError, match="HTTP 404"):
         download("2/frame/nosuch", tmp_path, base_url=site.url, backoff=0.01)
     capsys.readouterr()
-    assert main(["data", "download", "--partition", "2/frame/train", "-o", str(tmp_path), "--base-url", site.url,
-                 "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "download",
+                "--partition",
+                "2/frame/train",
+                "-o",
+                str(tmp_path),
+                "--base-url",
+                site.url,
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert "trainaa.tfrecord -> " in capsys.readouterr().out
     assert not (tmp_path / "train0000.tfrecord").exists()

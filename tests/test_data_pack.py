@@ -22,8 +22,20 @@ SPEC = DatasetSpec(num_classes=15)
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("packsrc")
-    generate(root, SynthSpec(train_videos=90, valid_videos=20, test_videos=0, classes=15, min_frames=3,
-                             max_frames=25, train_shards=3, valid_shards=1, seed=2))
+    generate(
+        root,
+        SynthSpec(
+            train_videos=90,
+            valid_videos=20,
+            test_videos=0,
+            classes=15,
+            min_frames=3,
+            max_frames=25,
+            train_shards=3,
+            valid_shards=1,
+            seed=2,
+        ),
+    )
     return root
 
 
@@ -47,13 +59,29 @@ def test_packed_data_reads_exactly_like_the_tfrecords(synth, tmp_path):
     short = DatasetSpec(num_classes=15, max_frames=4)  # packing keeps every frame; reading truncates
     assert max(r["num_frames"] for r in _records([str(out)], short)) == 4
     # the same batches, from two parts each (workers read packed data by index)
-    plain = [b["ids"] for b in batches(zoo.build_reader("yt8m-frame", paths=[str(synth / "train")], spec=SPEC),
-                                       spec=SPEC, batch_size=8, shuffle=True, seed=1, world_size=2, rank=1)]
-    fast = [b["ids"] for b in batches(reader, spec=SPEC, batch_size=8, shuffle=True, seed=1, world_size=2, rank=1)]
+    plain = [
+        b["ids"]
+        for b in batches(
+            zoo.build_reader("yt8m-frame", paths=[str(synth / "train")], spec=SPEC),
+            spec=SPEC,
+            batch_size=8,
+            shuffle=True,
+            seed=1,
+            world_size=2,
+            rank=1,
+        )
+    ]
+    fast = [
+        b["ids"] for b in batches(reader, spec=SPEC, batch_size=8, shuffle=True, seed=1, world_size=2, rank=1)
+    ]
     assert plain == fast
     # no pickle anywhere: every array loads with allow_pickle=False, the rest is JSON or raw bytes
     index = json.loads((out / "index.json").read_text())
-    assert index["records"] == 90 and [s["name"] for s in index["shards"]] == ["train0000", "train0001", "train0002"]
+    assert index["records"] == 90 and [s["name"] for s in index["shards"]] == [
+        "train0000",
+        "train0001",
+        "train0002",
+    ]
     for name in ("offsets", "labels", "label_offsets", "ids"):
         np.load(out / "train0000" / f"{name}.npy", allow_pickle=False)
 
@@ -84,7 +112,9 @@ def test_pack_stops_on_damage_and_keeps_nothing_half_done(synth, tmp_path, capsy
     err = capsys.readouterr().err
     assert "cut.tfrecord: record" in err and "truncated" in err
     assert not (out / "cut").exists() and not (out / "index.json").exists()
-    code = main(["data", "pack", str(src), "--output", str(out), "--num-classes", "15", "-j", "1", "--skip-corrupt"])
+    code = main(
+        ["data", "pack", str(src), "--output", str(out), "--num-classes", "15", "-j", "1", "--skip-corrupt"]
+    )
     assert code == 0
     assert "skipped 1 damaged record(s)" in capsys.readouterr().out
     assert 0 < json.loads((out / "index.json").read_text())["records"] < 20
@@ -92,13 +122,26 @@ def test_pack_stops_on_damage_and_keeps_nothing_half_done(synth, tmp_path, capsy
 
 def test_pack_paddlevideo_pickles(tmp_path):
     rng = np.random.default_rng(0)
-    videos = [{"video": f"k{i}".encode(), "feature": rng.integers(0, 256, (6, 1024), dtype=np.uint8),
-               "audio": rng.integers(0, 256, (6, 128), dtype=np.uint8), "label": [i], "nframes": np.int32(6)}
-              for i in range(4)]
+    videos = [
+        {
+            "video": f"k{i}".encode(),
+            "feature": rng.integers(0, 256, (6, 1024), dtype=np.uint8),
+            "audio": rng.integers(0, 256, (6, 128), dtype=np.uint8),
+            "label": [i],
+            "nframes": np.int32(6),
+        }
+        for i in range(4)
+    ]
     (tmp_path / "pkl").mkdir()
     (tmp_path / "pkl" / "train0000.pkl").write_bytes(pickle.dumps(videos, protocol=2))
-    pack([str(tmp_path / "pkl")], tmp_path / "packed", reader="paddlevideo-pkl", num_classes=15, jobs=1,
-         progress=False)
+    pack(
+        [str(tmp_path / "pkl")],
+        tmp_path / "packed",
+        reader="paddlevideo-pkl",
+        num_classes=15,
+        jobs=1,
+        progress=False,
+    )
     got = _records([str(tmp_path / "packed")])
     assert [g["id"] for g in got] == ["k0", "k1", "k2", "k3"]
     np.testing.assert_array_equal(got[3]["rgb"], zoo_dequantize(videos[3]["feature"]))
@@ -130,7 +173,11 @@ def test_inspect_report(synth, tmp_path, capsys):
     assert sum(report["frames"]["histogram"].values()) == 90
     assert all(f["checksums"] == "ok" for f in report["files"])
     labels = report["labels"]
-    assert 2 <= labels["per_video_mean"] <= 4 and labels["out_of_range"] == 0 and labels["distinct_classes"] <= 15
+    assert (
+        2 <= labels["per_video_mean"] <= 4
+        and labels["out_of_range"] == 0
+        and labels["distinct_classes"] <= 15
+    )
     # a class count below the labels present, and a damaged file: both reported, exit code 1
     bad = tmp_path / "bad.tfrecord"
     data = bytearray((synth / "validate" / "validate0000.tfrecord").read_bytes())

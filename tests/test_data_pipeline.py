@@ -21,8 +21,20 @@ SPEC = DatasetSpec(num_classes=20)
 def small(tmp_path_factory):
     """8 train files (180 videos of 1-40 frames), 2 validate files (40 videos), 20 classes."""
     root = tmp_path_factory.mktemp("pipe")
-    generate(root, SynthSpec(train_videos=180, valid_videos=40, test_videos=0, classes=20, min_frames=1,
-                             max_frames=40, train_shards=8, valid_shards=2, seed=7))
+    generate(
+        root,
+        SynthSpec(
+            train_videos=180,
+            valid_videos=40,
+            test_videos=0,
+            classes=20,
+            min_frames=1,
+            max_frames=40,
+            train_shards=8,
+            valid_shards=2,
+            seed=7,
+        ),
+    )
     return root
 
 
@@ -50,7 +62,9 @@ def test_batch_contract(small):
             np.testing.assert_array_equal(b["audio"][i, :k], rec["audio"])
             assert not b["rgb"][i, k:].any() and not b["mask"][i, k:].any()
             assert sorted(np.flatnonzero(b["labels"][i])) == sorted(rec["labels"])
-    assert list(batches(reader, spec=SPEC, batch_size=16))[0]["ids"] == [r for r in records][:16]  # file order
+    assert (
+        list(batches(reader, spec=SPEC, batch_size=16))[0]["ids"] == [r for r in records][:16]
+    )  # file order
 
 
 def test_max_frames_truncates(small):
@@ -71,8 +85,18 @@ def test_every_record_once_across_two_ranks_and_two_workers(small, files):
     per_rank = []
     for rank in range(2):
         ids = []
-        for b in batches(reader, spec=SPEC, batch_size=8, shuffle=True, seed=1, epoch=0, rank=rank, world_size=2,
-                         num_workers=2, shuffle_buffer=16):
+        for b in batches(
+            reader,
+            spec=SPEC,
+            batch_size=8,
+            shuffle=True,
+            seed=1,
+            epoch=0,
+            rank=rank,
+            world_size=2,
+            num_workers=2,
+            shuffle_buffer=16,
+        ):
             ids.extend(b["ids"])
             for i, vid in enumerate(b["ids"]):  # the values survive the worker transfer intact
                 n = records[vid]["num_frames"]
@@ -89,8 +113,20 @@ def test_shuffle_is_seeded_per_epoch_and_resume_continues_exactly(small):
     reader = _reader(small)
 
     def run(workers, epoch=0, skip=0):
-        return [b["ids"] for b in batches(reader, spec=SPEC, batch_size=12, shuffle=True, seed=5, epoch=epoch,
-                                          num_workers=workers, shuffle_buffer=32, skip_batches=skip)]
+        return [
+            b["ids"]
+            for b in batches(
+                reader,
+                spec=SPEC,
+                batch_size=12,
+                shuffle=True,
+                seed=5,
+                epoch=epoch,
+                num_workers=workers,
+                shuffle_buffer=32,
+                skip_batches=skip,
+            )
+        ]
 
     plain = run(0)
     assert plain == run(0)
@@ -117,8 +153,9 @@ def test_worker_error_keeps_its_type_and_message(small, tmp_path):
     bad = tmp_path / "bad.tfrecord"
     data = (small / "validate" / "validate0000.tfrecord").read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    reader = zoo.build_reader("yt8m-frame", paths=[str(bad), str(small / "validate" / "validate0001.tfrecord")],
-                              spec=SPEC)
+    reader = zoo.build_reader(
+        "yt8m-frame", paths=[str(bad), str(small / "validate" / "validate0001.tfrecord")], spec=SPEC
+    )
     with pytest.raises(zoo.DataError, match=r"bad\.tfrecord: record \d+ .*truncated"):
         list(batches(reader, spec=SPEC, batch_size=4, num_workers=2))
 
@@ -127,8 +164,12 @@ def test_skip_corrupt_counts_records_skipped_in_workers(small, tmp_path, capsys)
     bad = tmp_path / "bad.tfrecord"
     data = (small / "validate" / "validate0000.tfrecord").read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    reader = zoo.build_reader("yt8m-frame", paths=[str(bad), str(small / "validate" / "validate0001.tfrecord")],
-                              spec=SPEC, skip_corrupt=True)
+    reader = zoo.build_reader(
+        "yt8m-frame",
+        paths=[str(bad), str(small / "validate" / "validate0001.tfrecord")],
+        spec=SPEC,
+        skip_corrupt=True,
+    )
     ids = [v for b in batches(reader, spec=SPEC, batch_size=4, num_workers=2) for v in b["ids"]]
     assert 20 <= len(ids) < 40
     assert len(reader.skipped) == 1 and reader.skipped[0].path == str(bad)
@@ -136,8 +177,13 @@ def test_skip_corrupt_counts_records_skipped_in_workers(small, tmp_path, capsys)
 
 
 def test_collate_rejects_bad_records():
-    good = {"id": "a", "labels": [1], "rgb": np.zeros((2, 1024), np.float32), "audio": np.zeros((2, 128), np.float32),
-            "num_frames": 2}
+    good = {
+        "id": "a",
+        "labels": [1],
+        "rgb": np.zeros((2, 1024), np.float32),
+        "audio": np.zeros((2, 128), np.float32),
+        "num_frames": 2,
+    }
     with pytest.raises(zoo.DataError, match="label 20 is outside"):
         collate([dict(good, labels=[20])], SPEC)
     with pytest.raises(zoo.DataError, match=r"feature 'rgb' has shape \(2, 512\)"):
@@ -174,8 +220,18 @@ def test_threads_change_nothing_but_speed(small, small_packed, source):
     reader = zoo.build_reader("yt8m-frame", paths=[path], spec=SPEC)
 
     def run(threads, **kw):
-        return list(batches(reader, spec=SPEC, batch_size=12, shuffle=True, seed=3, shuffle_buffer=32,
-                            threads=threads, **kw))
+        return list(
+            batches(
+                reader,
+                spec=SPEC,
+                batch_size=12,
+                shuffle=True,
+                seed=3,
+                shuffle_buffer=32,
+                threads=threads,
+                **kw,
+            )
+        )
 
     plain = run(0)
     assert sum(len(b["ids"]) for b in plain) == 180
@@ -290,9 +346,16 @@ def test_any_dequantization_is_reproduced_and_a_wrong_affine_claim_is_not_truste
     from zoo.data import pipeline
 
     rng = np.random.default_rng(0)
-    records = [{"id": str(i), "labels": [1], "rgb": rng.integers(0, 256, (n, 1024), dtype=np.uint8),
-                "audio": rng.integers(0, 256, (n, 128), dtype=np.uint8), "num_frames": n}
-               for i, n in enumerate([3, 7, 1])]
+    records = [
+        {
+            "id": str(i),
+            "labels": [1],
+            "rgb": rng.integers(0, 256, (n, 1024), dtype=np.uint8),
+            "audio": rng.integers(0, 256, (n, 128), dtype=np.uint8),
+            "num_frames": n,
+        }
+        for i, n in enumerate([3, 7, 1])
+    ]
 
     def lying(values, out):
         _lut_dequantize(values, out)

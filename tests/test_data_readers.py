@@ -20,7 +20,9 @@ def video(vid: str, labels, n: int, seed: int = 0, rgb_size: int = 1024, audio_s
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 256, (n, rgb_size), dtype=np.uint8)
     audio = rng.integers(0, 256, (n, audio_size), dtype=np.uint8)
-    payload = encode_sequence_example({"id": vid.encode(), "labels": list(labels)}, {"rgb": rgb, "audio": audio})
+    payload = encode_sequence_example(
+        {"id": vid.encode(), "labels": list(labels)}, {"rgb": rgb, "audio": audio}
+    )
     return payload, rgb, audio
 
 
@@ -123,8 +125,14 @@ def test_skip_corrupt_goes_past_a_bad_checksum(tmp_path):
 
 
 def test_video_level_data_in_the_frame_reader_says_what_to_do(tmp_path):
-    payload = encode_example({"id": b"v", "labels": [1], "mean_rgb": np.zeros(1024, np.float32),
-                              "mean_audio": np.zeros(128, np.float32)})
+    payload = encode_example(
+        {
+            "id": b"v",
+            "labels": [1],
+            "mean_rgb": np.zeros(1024, np.float32),
+            "mean_audio": np.zeros(128, np.float32),
+        }
+    )
     path = write(tmp_path / "video.tfrecord", [payload])
     with pytest.raises(zoo.DataError, match="yt8m-video"):
         list(zoo.build_reader("yt8m-frame", paths=[path]))
@@ -136,8 +144,17 @@ def test_video_reader_feeds_batches_as_one_frame_videos(tmp_path):
     from zoo.data import batches
 
     rng = np.random.default_rng(0)
-    payloads = [encode_example({"id": f"v{i}".encode(), "labels": [i], "mean_rgb": rng.random(1024, np.float32),
-                                "mean_audio": rng.random(128, np.float32)}) for i in range(3)]
+    payloads = [
+        encode_example(
+            {
+                "id": f"v{i}".encode(),
+                "labels": [i],
+                "mean_rgb": rng.random(1024, np.float32),
+                "mean_audio": rng.random(128, np.float32),
+            }
+        )
+        for i in range(3)
+    ]
     path = write(tmp_path / "video.tfrecord", payloads)
     spec = DatasetSpec(num_classes=5)
     reader = zoo.build_reader("yt8m-video", paths=[path], spec=spec)
@@ -151,9 +168,16 @@ def test_video_reader_feeds_batches_as_one_frame_videos(tmp_path):
 
 def _pickle_videos(n=3, frames=310):
     rng = np.random.default_rng(4)
-    return [{"video": f"p{i}".encode(), "feature": rng.integers(0, 256, (frames, 1024), dtype=np.uint8),
-             "audio": rng.integers(0, 256, (frames, 128), dtype=np.uint8), "label": [i, 7],
-             "nframes": np.int32(min(frames, 300))} for i in range(n)]
+    return [
+        {
+            "video": f"p{i}".encode(),
+            "feature": rng.integers(0, 256, (frames, 1024), dtype=np.uint8),
+            "audio": rng.integers(0, 256, (frames, 128), dtype=np.uint8),
+            "label": [i, 7],
+            "nframes": np.int32(min(frames, 300)),
+        }
+        for i in range(n)
+    ]
 
 
 def test_pickle_reader_reads_tf2pkl_output(tmp_path):

@@ -27,15 +27,26 @@ def _read(root, split, classes=40):
 
 
 def test_same_arguments_same_bytes_other_seed_other_bytes(tmp_path):
-    spec = SynthSpec(train_videos=30, valid_videos=10, test_videos=10, classes=12, train_shards=2, valid_shards=1,
-                     test_shards=1)
+    spec = SynthSpec(
+        train_videos=30,
+        valid_videos=10,
+        test_videos=10,
+        classes=12,
+        train_shards=2,
+        valid_shards=1,
+        test_shards=1,
+    )
     a = generate(tmp_path / "a", spec)
     b = generate(tmp_path / "b", spec)
     c = generate(tmp_path / "c", SynthSpec(**{**spec.__dict__, "seed": 1}))
     assert a["files"] == b["files"]
     assert {k: v["md5"] for k, v in a["files"].items()} != {k: v["md5"] for k, v in c["files"].items()}
-    assert sorted(a["files"]) == ["test/test0000.tfrecord", "train/train0000.tfrecord", "train/train0001.tfrecord",
-                                  "validate/validate0000.tfrecord"]
+    assert sorted(a["files"]) == [
+        "test/test0000.tfrecord",
+        "train/train0000.tfrecord",
+        "train/train0001.tfrecord",
+        "validate/validate0000.tfrecord",
+    ]
 
 
 def test_statistics_look_like_youtube8m(medium):
@@ -82,11 +93,15 @@ def test_sample_data_is_made_once_and_reused():
     counts = {}
     for split in ("train", "valid", "test"):
         assert first[split] and all(p.endswith(".tfrecord") for p in first[split])
-        counts[split] = zoo.data.count_records(zoo.build_reader("yt8m-frame", paths=first[split], num_classes=200))
+        counts[split] = zoo.data.count_records(
+            zoo.build_reader("yt8m-frame", paths=first[split], num_classes=200)
+        )
     assert counts == {"train": 4000, "valid": 1000, "test": 1000}
     with open(first["vocabulary"], newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 200 and {"Index", "TrainVideoCount", "KnowledgeGraphId", "Name", "Vertical1"} <= set(rows[0])
+    assert len(rows) == 200 and {"Index", "TrainVideoCount", "KnowledgeGraphId", "Name", "Vertical1"} <= set(
+        rows[0]
+    )
     assert int(rows[0]["TrainVideoCount"]) > int(rows[-1]["TrainVideoCount"])
     manifest = root / "yt8m-sample" / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
@@ -96,8 +111,26 @@ def test_sample_data_is_made_once_and_reused():
 
 def test_zoo_data_synth_command(tmp_path, capsys):
     out = tmp_path / "mini"
-    code = main(["data", "synth", "--output", str(out), "--train-videos", "20", "--valid-videos", "5",
-                 "--test-videos", "0", "--classes", "7", "--train-shards", "2", "--seed", "3"])
+    code = main(
+        [
+            "data",
+            "synth",
+            "--output",
+            str(out),
+            "--train-videos",
+            "20",
+            "--valid-videos",
+            "5",
+            "--test-videos",
+            "0",
+            "--classes",
+            "7",
+            "--train-shards",
+            "2",
+            "--seed",
+            "3",
+        ]
+    )
     assert code == 0
     assert "train: 20 videos in 2 files" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "train").iterdir()) == ["train0000.tfrecord", "train0001.tfrecord"]

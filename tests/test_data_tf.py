@@ -50,8 +50,11 @@ def _tf_parse(serialized, max_frames, extra_context=()):
     for key in extra_context:
         context[key] = tf.io.VarLenFeature(tf.float32 if key == "segment_scores" else tf.int64)
     ctx, seq = tf.io.parse_single_sequence_example(
-        serialized, context_features=context,
-        sequence_features={name: tf.io.FixedLenSequenceFeature([], dtype=tf.string) for name in ("rgb", "audio")},
+        serialized,
+        context_features=context,
+        sequence_features={
+            name: tf.io.FixedLenSequenceFeature([], dtype=tf.string) for name in ("rgb", "audio")
+        },
     )
     out = {"id": ctx["id"].numpy().decode(), "labels": sorted(ctx["labels"].values.numpy().tolist())}
     for name, size in (("rgb", 1024), ("audio", 128)):
@@ -113,7 +116,9 @@ def test_batches_equal_tensorflow_values(tf_written):
 
 def test_files_we_write_read_back_in_tensorflow(tmp_path):
     root = tmp_path / "synth"
-    generate(root, SynthSpec(train_videos=12, valid_videos=0, test_videos=0, classes=30, train_shards=1, seed=3))
+    generate(
+        root, SynthSpec(train_videos=12, valid_videos=0, test_videos=0, classes=30, train_shards=1, seed=3)
+    )
     path = root / "train" / "train0000.tfrecord"
     spec = DatasetSpec(num_classes=30)
     ours = list(zoo.build_reader("yt8m-frame", paths=[str(path)], spec=spec))
@@ -139,9 +144,13 @@ def test_video_level_reader_equals_tensorflow(tmp_path):
             ex.features.feature["mean_rgb"].float_list.value.extend(mean_rgb.tolist())
             ex.features.feature["mean_audio"].float_list.value.extend(mean_audio.tolist())
             writer.write(ex.SerializeToString())
-            parsed = tf.io.parse_single_example(ex.SerializeToString(), {
-                "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
-                "mean_audio": tf.io.FixedLenFeature([128], tf.float32)})
+            parsed = tf.io.parse_single_example(
+                ex.SerializeToString(),
+                {
+                    "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
+                    "mean_audio": tf.io.FixedLenFeature([128], tf.float32),
+                },
+            )
             want.append((f"x{i}", [i, 100 + i], parsed["mean_rgb"].numpy(), parsed["mean_audio"].numpy()))
     got = list(zoo.build_reader("yt8m-video", paths=[str(path)]))
     assert len(got) == 5
@@ -153,8 +162,12 @@ def test_video_level_reader_equals_tensorflow(tmp_path):
 
 def test_segment_reader_equals_tensorflow(tmp_path):
     rng = np.random.default_rng(3)
-    extra = {"segment_start_times": [0, 5, 35], "segment_end_times": [5, 10, 40],
-             "segment_labels": [12, 12, 900], "segment_scores": [1.0, 0.0, 1.0]}
+    extra = {
+        "segment_start_times": [0, 5, 35],
+        "segment_end_times": [5, 10, 40],
+        "segment_labels": [12, 12, 900],
+        "segment_scores": [1.0, 0.0, 1.0],
+    }
     rgb = rng.integers(0, 256, (42, 1024), dtype=np.uint8)
     audio = rng.integers(0, 256, (42, 128), dtype=np.uint8)
     raw = _tf_sequence_example(b"seg1", [12, 900], rgb, audio, extra)

@@ -119,7 +119,9 @@ def test_non_canonical_encodings_decode_through_the_general_parser():
     feature_list = _ld(1, frame_feature) + _ld(1, frame_feature2)
     lists = _ld(1, _ld(2, feature_list) + _ld(1, b"rgb"))
     labels_feature = _ld(3, _varint(1 << 3 | 0) + _varint(7) + _varint(1 << 3 | 0) + _varint(-1))
-    context = _ld(1, _ld(1, b"labels") + _ld(2, labels_feature)) + _ld(1, _ld(1, b"id") + _ld(2, _ld(1, _ld(1, b"v1"))))
+    context = _ld(1, _ld(1, b"labels") + _ld(2, labels_feature)) + _ld(
+        1, _ld(1, b"id") + _ld(2, _ld(1, _ld(1, b"v1")))
+    )
     buf = _ld(2, lists) + _ld(1, context)
     ctx, fl = wire.parse_sequence_example(buf)
     assert wire.decode_feature(buf, *ctx["labels"]) == ("int64", [7, -1])
@@ -156,10 +158,18 @@ def test_fast_paths_agree_with_the_general_parser():
     for i in range(30):
         n = int(rng.integers(0, 5))
         labels = rng.integers(0, 5000, int(rng.integers(0, 6))).tolist() + ([-3] if i % 7 == 0 else [])
-        context = {"id": f"vid{i}".encode() * int(rng.integers(1, 60)), "labels": labels,
-                   "segment_scores": rng.random(3).astype(np.float32)}
-        buf = wire.encode_sequence_example(context, {"rgb": rng.integers(0, 256, (n, 16), dtype=np.uint8),
-                                                     "a" * int(rng.integers(1, 200)): np.zeros((n, 3), np.uint8)})
+        context = {
+            "id": f"vid{i}".encode() * int(rng.integers(1, 60)),
+            "labels": labels,
+            "segment_scores": rng.random(3).astype(np.float32),
+        }
+        buf = wire.encode_sequence_example(
+            context,
+            {
+                "rgb": rng.integers(0, 256, (n, 16), dtype=np.uint8),
+                "a" * int(rng.integers(1, 200)): np.zeros((n, 3), np.uint8),
+            },
+        )
         fast = wire.parse_sequence_example(buf)
         assert fast == wire._parse_sequence_example_general(buf)
         for rng_ in fast[0].values():

@@ -38,8 +38,21 @@ TIMEOUT = 600  # seconds; generous: two shared cores, other jobs running
 def _generate(root: Path, videos: int, shards: int) -> Path:
     from zoo_yt8m_data.synth import SynthSpec, generate
 
-    generate(root, SynthSpec(train_videos=videos, valid_videos=16, test_videos=8, classes=10, min_frames=2,
-                             max_frames=6, train_shards=shards, valid_shards=1, test_shards=1, seed=5))
+    generate(
+        root,
+        SynthSpec(
+            train_videos=videos,
+            valid_videos=16,
+            test_videos=8,
+            classes=10,
+            min_frames=2,
+            max_frames=6,
+            train_shards=shards,
+            valid_shards=1,
+            test_shards=1,
+            seed=5,
+        ),
+    )
     return root
 
 
@@ -57,15 +70,25 @@ def uneven_data(tmp_path_factory):
 
 def overrides(data: Path, *extra: str, batch: int = 32, epochs: int = 4) -> list[str]:
     return [
-        "dataset.num_classes=10", f"data.train={data / 'train'}", f"data.valid={data / 'validate'}",
-        f"data.test={data / 'test'}", "data.num_workers=0", "data.shuffle_buffer=1", f"train.batch_size={batch}",
-        f"train.epoch={epochs}", "train.learning_rate=0.01", "train.log_interval=1", "eval.batch_size=16",
-        "train.num_gpus=1", *extra,
+        "dataset.num_classes=10",
+        f"data.train={data / 'train'}",
+        f"data.valid={data / 'validate'}",
+        f"data.test={data / 'test'}",
+        "data.num_workers=0",
+        "data.shuffle_buffer=1",
+        f"train.batch_size={batch}",
+        f"train.epoch={epochs}",
+        "train.learning_rate=0.01",
+        "train.log_interval=1",
+        "eval.batch_size=16",
+        "train.num_gpus=1",
+        *extra,
     ]
 
 
-def cli(run_dir: Path, data: Path, *flags: str, extra: tuple[str, ...] = (), batch: int = 32,
-        epochs: int = 4) -> list[str]:
+def cli(
+    run_dir: Path, data: Path, *flags: str, extra: tuple[str, ...] = (), batch: int = 32, epochs: int = 4
+) -> list[str]:
     args = [ZOO, "train", "mean-pool", "--save_dir", str(run_dir), *flags]
     for text in overrides(data, *extra, batch=batch, epochs=epochs):
         args += ["-o", text]
@@ -120,15 +143,28 @@ def test_multi_node_flags_are_checked_and_passed_to_launch(tmp_path):
 
 def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp_path):
     records = [
-        {"rank": 1, "world_size": 2, "time": 100.0, "type": "DataError", "message": "x.tfrecord: record 3: bad",
-         "log": "workerlog.1"},
-        {"rank": 0, "world_size": 2, "time": 99.0, "type": "RuntimeError",
-         "message": "[gloo/transport/tcp/pair.cc:584] TIMEOUT self_rank = 0", "log": "workerlog.0"},
+        {
+            "rank": 1,
+            "world_size": 2,
+            "time": 100.0,
+            "type": "DataError",
+            "message": "x.tfrecord: record 3: bad",
+            "log": "workerlog.1",
+        },
+        {
+            "rank": 0,
+            "world_size": 2,
+            "time": 99.0,
+            "type": "RuntimeError",
+            "message": "[gloo/transport/tcp/pair.cc:584] TIMEOUT self_rank = 0",
+            "log": "workerlog.0",
+        },
     ]
     for r in records:
         (tmp_path / f"failure.rank{r['rank']}.json").write_text(json.dumps(r))
-    message = launch._failure_message(tmp_path, 0.0, 1, [], __import__("collections").deque(),
-                                      launch.LaunchPlan(), False, None)
+    message = launch._failure_message(
+        tmp_path, 0.0, 1, [], __import__("collections").deque(), launch.LaunchPlan(), False, None
+    )
     assert message.startswith("rank 1 of 2 failed: DataError: x.tfrecord: record 3: bad")
 
 
@@ -138,8 +174,9 @@ def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp
 
 def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle_cpu):
     one = tmp_path / "one"
-    Trainer(load_config(None, overrides(even_data, f"train.save_dir={one}"), model="mean-pool"),
-            progress=False).fit()
+    Trainer(
+        load_config(None, overrides(even_data, f"train.save_dir={one}"), model="mean-pool"), progress=False
+    ).fit()
     two = tmp_path / "two"
     done = run(cli(two, even_data, "--cpu-procs", "2"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -169,9 +206,26 @@ def test_two_nodes_on_loopback_use_every_record_once_per_epoch(uneven_data, tmp_
     run_dir = tmp_path / "run"
     port = free_port()
     nodes = [
-        subprocess.Popen(cli(run_dir, uneven_data, "--cpu-procs", "1", "--nnodes", "2", "--master",
-                             f"127.0.0.1:{port}", "--node-rank", str(k), batch=10, epochs=2),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        subprocess.Popen(
+            cli(
+                run_dir,
+                uneven_data,
+                "--cpu-procs",
+                "1",
+                "--nnodes",
+                "2",
+                "--master",
+                f"127.0.0.1:{port}",
+                "--node-rank",
+                str(k),
+                batch=10,
+                epochs=2,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         for k in (0, 1)
     ]
     try:

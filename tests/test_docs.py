@@ -42,5 +42,12 @@ def test_public_api_is_documented():
     import zoo
 
     text = (DOCS / "api.md").read_text()
-    for name in ("build_model", "build_reader", "build_metric", "list_plugins", "plugin_class", "DatasetSpec"):
+    for name in (
+        "build_model",
+        "build_reader",
+        "build_metric",
+        "list_plugins",
+        "plugin_class",
+        "DatasetSpec",
+    ):
         assert name in zoo.__all__ and f"zoo.{name}" in text

@@ -22,8 +22,13 @@ from zoo.errors import ZooError
 from zoo.plugins import get_plugins
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
-NEXTVLAD_TINY = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model.gating_reduction=4",
-                 "model.dropout=0.3"]
+NEXTVLAD_TINY = [
+    "model.cluster_size=4",
+    "model.groups=2",
+    "model.hidden_size=16",
+    "model.gating_reduction=4",
+    "model.dropout=0.3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +36,40 @@ def tiny_data(tmp_path_factory):
     from zoo_yt8m_data.synth import SynthSpec, generate
 
     root = tmp_path_factory.mktemp("tiny-data")
-    generate(root, SynthSpec(train_videos=60, valid_videos=24, test_videos=24, classes=12, min_frames=3,
-                             max_frames=9, train_shards=2, valid_shards=1, test_shards=1, seed=3))
+    generate(
+        root,
+        SynthSpec(
+            train_videos=60,
+            valid_videos=24,
+            test_videos=24,
+            classes=12,
+            min_frames=3,
+            max_frames=9,
+            train_shards=2,
+            valid_shards=1,
+            test_shards=1,
+            seed=3,
+        ),
+    )
     return root
 
 
 def tiny_config(data: Path, run_dir: Path, *extra: str, model: str = "nextvlad"):
     overrides = [
-        "dataset.num_classes=12", f"data.train={json.dumps(str(data / 'train'))}",
-        f"data.valid={json.dumps(str(data / 'validate'))}", f"data.test={json.dumps(str(data / 'test'))}",
-        "data.num_workers=0", "data.shuffle_buffer=16", "train.batch_size=8", "train.epoch=2",
-        "train.learning_rate=0.003", "train.log_interval=2", f"train.save_dir={json.dumps(str(run_dir))}",
-        "eval.batch_size=16", "predict.batch_size=16", "train.num_gpus=1",
+        "dataset.num_classes=12",
+        f"data.train={json.dumps(str(data / 'train'))}",
+        f"data.valid={json.dumps(str(data / 'validate'))}",
+        f"data.test={json.dumps(str(data / 'test'))}",
+        "data.num_workers=0",
+        "data.shuffle_buffer=16",
+        "train.batch_size=8",
+        "train.epoch=2",
+        "train.learning_rate=0.003",
+        "train.log_interval=2",
+        f"train.save_dir={json.dumps(str(run_dir))}",
+        "eval.batch_size=16",
+        "predict.batch_size=16",
+        "train.num_gpus=1",
     ]
     if model == "nextvlad":
         overrides = NEXTVLAD_TINY + overrides
@@ -59,8 +86,15 @@ def test_training_writes_a_complete_run_directory(tiny_data, tmp_path, paddle_cp
     run = tmp_path / "run"
     result = Trainer(tiny_config(tiny_data, run), progress=False).fit()
     assert result.steps == 2 * 8 and result.epochs == 2  # 60 videos / batch 8 -> 8 steps per epoch
-    for name in ("config.json", "model.safetensors", "latest", "history.jsonl", "history.csv", "history.png",
-                 "steps.jsonl"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "latest",
+        "history.jsonl",
+        "history.csv",
+        "history.png",
+        "steps.jsonl",
+    ):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -78,7 +112,9 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, padd
     split = tmp_path / "split"
     # stop after 11 steps (in the middle of epoch 2), then resume to the end
     Trainer(tiny_config(tiny_data, split, "train.max_iter=11"), progress=False).fit()
-    state = json.loads((split / "checkpoints" / (split / "latest").read_text().strip() / "state.json").read_text())
+    state = json.loads(
+        (split / "checkpoints" / (split / "latest").read_text().strip() / "state.json").read_text()
+    )
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (11, 1, 3)
     Trainer(tiny_config(tiny_data, split), progress=False).fit(resume=True)
     a, b = weights_of(straight), weights_of(split)
@@ -91,9 +127,20 @@ def test_dequantizing_on_the_device_trains_exactly_as_on_the_host(tiny_data, tmp
     """data.dequantize_on_device (the GPU default) feeds the model the same values: the same weights, validation
     GAP and training loss, with the quantized batches coming through a DataLoader worker."""
     host, device = tmp_path / "host", tmp_path / "device"
-    Trainer(tiny_config(tiny_data, host, "train.epoch=1", "data.dequantize_on_device=false"), progress=False).fit()
-    Trainer(tiny_config(tiny_data, device, "train.epoch=1", "data.dequantize_on_device=true",
-                        "data.num_workers=1", "data.collate_threads=0"), progress=False).fit()
+    Trainer(
+        tiny_config(tiny_data, host, "train.epoch=1", "data.dequantize_on_device=false"), progress=False
+    ).fit()
+    Trainer(
+        tiny_config(
+            tiny_data,
+            device,
+            "train.epoch=1",
+            "data.dequantize_on_device=true",
+            "data.num_workers=1",
+            "data.collate_threads=0",
+        ),
+        progress=False,
+    ).fit()
     a, b = weights_of(host), weights_of(device)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -222,8 +269,9 @@ def served(tmp_path):
         server.close()
 
 
-def test_weights_url_is_downloaded_once_and_checksum_verified(tiny_data, tmp_path, served, paddle_cpu,
-                                                              monkeypatch):
+def test_weights_url_is_downloaded_once_and_checksum_verified(
+    tiny_data, tmp_path, served, paddle_cpu, monkeypatch
+):
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     root, url = served
     run = tmp_path / "run"
@@ -234,7 +282,9 @@ def test_weights_url_is_downloaded_once_and_checksum_verified(tiny_data, tmp_pat
     loaded = read_weights(f"{url}/w.safetensors#sha256={digest}")
     assert set(loaded.state) == set(weights_of(run))
     with pytest.raises(ZooError, match="does not match the expected"):
-        read_weights(f"{url}/w.safetensors#sha256={'0' * 64}", )
+        read_weights(
+            f"{url}/w.safetensors#sha256={'0' * 64}",
+        )
     (root / "w.safetensors").write_bytes(data[:-10] + b"corrupted!")  # the server now serves damaged bytes
     again = read_weights(f"{url}/w.safetensors#sha256={digest}")  # the verified cached copy is reused
     assert set(again.state) == set(loaded.state)
@@ -254,9 +304,20 @@ def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, pad
     assert "gap" in out.stdout and "hit_at_1" in out.stdout
     results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert results["metrics"]["num_videos"] == 24
-    out = run_cli("predict", "--weights", str(run), "--filelist", str(tiny_data / "test"), "--top_k", "5",
-                  "--vocabulary", str(tiny_data / "vocabulary.csv"), "--output", str(tmp_path / "pred"),
-                  cwd=tmp_path)
+    out = run_cli(
+        "predict",
+        "--weights",
+        str(run),
+        "--filelist",
+        str(tiny_data / "test"),
+        "--top_k",
+        "5",
+        "--vocabulary",
+        str(tiny_data / "vocabulary.csv"),
+        "--output",
+        str(tmp_path / "pred"),
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = (tmp_path / "pred" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "VideoId,LabelConfidencePairs" and len(lines) == 25
@@ -288,16 +349,36 @@ def test_eval_without_weights_uses_the_released_paddlevideo_archive(tiny_data, t
     with tarfile.open(root / "nextvlad_youtube8m.tar.gz", "w:gz") as tar:
         tar.add(pdparams, arcname="nextvlad_youtube8m/NEXTVLAD_final.pdparams")
 
-    common = ["eval", "nextvlad", *[a for o in NEXTVLAD_TINY for a in ("-o", o)], "-o", "dataset.num_classes=12",
-              "-o", f"data.test={json.dumps(str(tiny_data / 'test'))}"]
-    env = {**os.environ, "ZOO_RELEASED_WEIGHTS_URL": f"{url}/nextvlad_youtube8m.tar.gz",
-           "ZOO_CACHE_DIR": str(tmp_path / "cache")}
-    released = subprocess.run([ZOO, *common, "--output", str(tmp_path / "released")], capture_output=True,
-                              text=True, env=env, timeout=600)
+    common = [
+        "eval",
+        "nextvlad",
+        *[a for o in NEXTVLAD_TINY for a in ("-o", o)],
+        "-o",
+        "dataset.num_classes=12",
+        "-o",
+        f"data.test={json.dumps(str(tiny_data / 'test'))}",
+    ]
+    env = {
+        **os.environ,
+        "ZOO_RELEASED_WEIGHTS_URL": f"{url}/nextvlad_youtube8m.tar.gz",
+        "ZOO_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    released = subprocess.run(
+        [ZOO, *common, "--output", str(tmp_path / "released")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert released.returncode == 0, released.stderr[-2000:]
     assert "paddlevideo-1.x" in released.stderr
-    ours = subprocess.run([ZOO, *common, "--weights", str(run), "--output", str(tmp_path / "ours")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    ours = subprocess.run(
+        [ZOO, *common, "--weights", str(run), "--output", str(tmp_path / "ours")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert ours.returncode == 0, ours.stderr[-2000:]
     a = json.loads((tmp_path / "released" / "eval_results.json").read_text())["metrics"]
     b = json.loads((tmp_path / "ours" / "eval_results.json").read_text())["metrics"]

@@ -34,8 +34,11 @@ TINY = {  # small options for the built-in models; other (third-party) models us
 
 
 def tiny_config(name: str, features: dict[str, int] = FEATURES, **extra):
-    raw = {"dataset": {"num_classes": 11, "features": features, "max_frames": MAX_FRAMES},
-           "model": {"name": name, **TINY.get(name, {})}, **extra}
+    raw = {
+        "dataset": {"num_classes": 11, "features": features, "max_frames": MAX_FRAMES},
+        "model": {"name": name, **TINY.get(name, {})},
+        **extra,
+    }
     return load_config(raw=raw, source="test")
 
 
@@ -45,7 +48,9 @@ def make_batch(lengths, features=FEATURES, seed=1):
     mask = np.zeros((b, t), np.float32)
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
-    batch = {k: rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None] for k, d in features.items()}
+    batch = {
+        k: rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None] for k, d in features.items()
+    }
     batch["mask"] = mask
     batch["num_frames"] = np.asarray(lengths, np.int64)
     batch["ids"] = [f"v{i}" for i in range(b)]
@@ -170,14 +175,21 @@ def test_fixed_frames_fallback_in_a_fresh_process():
     import sys
 
     test = f"{__file__}::test_model_that_needs_fixed_frames_falls_back_to_static"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "ZOO_TEST_INNER": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "ZOO_TEST_INNER": "1"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout
 
 
-@pytest.mark.skipif("ZOO_TEST_INNER" not in __import__("os").environ,
-                    reason="run in a fresh process by test_fixed_frames_fallback_in_a_fresh_process")
+@pytest.mark.skipif(
+    "ZOO_TEST_INNER" not in __import__("os").environ,
+    reason="run in a fresh process by test_fixed_frames_fallback_in_a_fresh_process",
+)
 def test_model_that_needs_fixed_frames_falls_back_to_static(flat_frames_model, paddle_cpu, tmp_path):
     from zoo.engine.export import export_model, load_exported
 
@@ -275,7 +287,9 @@ def test_quantized_batches_are_dequantized_before_the_exported_program(exports):
     batch = make_batch([3, 2])
     rng = np.random.default_rng(4)
     for name, d in FEATURES.items():
-        batch[name] = rng.integers(0, 256, (2, 3, d), dtype=np.uint8) * batch["mask"][..., None].astype(np.uint8)
+        batch[name] = rng.integers(0, 256, (2, 3, d), dtype=np.uint8) * batch["mask"][..., None].astype(
+            np.uint8
+        )
     batch["dequantize"] = dequantize(np.arange(256, dtype=np.uint8))
     floats = dequantize_batch(batch, FEATURES)
     assert floats["rgb"].dtype == np.float32
@@ -378,8 +392,9 @@ def test_vocabulary_ships_with_the_export(paddle_cpu, tmp_path):
 
     vocab = tmp_path / "vocabulary.csv"
     vocab.write_text("Index,TrainVideoCount,Name\n0,10,Games\n3,5,Cooking\n")
-    exported = load_exported(export_model(tiny_config("mean-pool"), None, tmp_path / "e", vocabulary=vocab,
-                                          allow_random=True))
+    exported = load_exported(
+        export_model(tiny_config("mean-pool"), None, tmp_path / "e", vocabulary=vocab, allow_random=True)
+    )
     assert exported.metadata["vocabulary"] == {"0": "Games", "3": "Cooking"}
     shipped = Path(exported.config["predict"]["vocabulary"])
     assert shipped.parent == (tmp_path / "e").resolve() and shipped.read_text() == vocab.read_text()
@@ -397,22 +412,58 @@ def test_cli_export_then_predict_matches_predict_with_weights(paddle_cpu, tmp_pa
     from zoo.engine.checkpoint import WEIGHTS_FILE
 
     data = tmp_path / "data"
-    assert main(["data", "synth", "--output", str(data), "--train-videos", "0", "--valid-videos", "0",
-                 "--test-videos", "10", "--classes", "11", "--min-frames", "2", "--max-frames", "14"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--output",
+                str(data),
+                "--train-videos",
+                "0",
+                "--valid-videos",
+                "0",
+                "--test-videos",
+                "10",
+                "--classes",
+                "11",
+                "--min-frames",
+                "2",
+                "--max-frames",
+                "14",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"  # a run directory as `zoo train` leaves it: config.json + model.safetensors
     run.mkdir()
-    cfg = load_config(raw={
-        "dataset": {"num_classes": 11, "features": {"rgb": 1024, "audio": 128}, "max_frames": MAX_FRAMES},
-        "model": {"name": "nextvlad", **TINY["nextvlad"]},
-        "data": {"test": [str(data / "test")]},
-        "predict": {"batch_size": 4, "top_k": 5},
-    }, source="test")
+    cfg = load_config(
+        raw={
+            "dataset": {"num_classes": 11, "features": {"rgb": 1024, "audio": 128}, "max_frames": MAX_FRAMES},
+            "model": {"name": "nextvlad", **TINY["nextvlad"]},
+            "data": {"test": [str(data / "test")]},
+            "predict": {"batch_size": 4, "top_k": 5},
+        },
+        source="test",
+    )
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
     trained_weights(cfg, run / WEIGHTS_FILE)
 
     export = tmp_path / "export"
-    assert main(["export", "--weights", str(run), "--output", str(export),
-                 "--vocabulary", str(data / "vocabulary.csv")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(run),
+                "--output",
+                str(export),
+                "--vocabulary",
+                str(data / "vocabulary.csv"),
+            ]
+        )
+        == 0
+    )
     assert "check (max |diff| vs model)" in capsys.readouterr().out
     assert main(["predict", "--weights", str(run), "--output", str(tmp_path / "dygraph")]) == 0
     assert main(["predict", "--model", str(export), "--output", str(tmp_path / "exported")]) == 0
@@ -427,8 +478,22 @@ def test_cli_export_then_predict_matches_predict_with_weights(paddle_cpu, tmp_pa
     from zoo.engine.export import bf16_support
 
     if bf16_support()[0]:
-        assert main(["predict", "--model", str(export), "--precision", "bf16", "--top_k", "11",
-                     "--output", str(tmp_path / "bf16")]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(export),
+                    "--precision",
+                    "bf16",
+                    "--top_k",
+                    "11",
+                    "--output",
+                    str(tmp_path / "bf16"),
+                ]
+            )
+            == 0
+        )
         rows = (tmp_path / "bf16" / "predictions.jsonl").read_text().splitlines()
         for x, line in zip(a, rows):
             y = json.loads(line)
@@ -438,4 +503,3 @@ def test_cli_export_then_predict_matches_predict_with_weights(paddle_cpu, tmp_pa
     assert main(["export", "--output", str(tmp_path / "x"), "--config", str(tmp_path / "missing.yaml")]) == 2
     assert main(["predict", "--model", str(tmp_path / "nowhere")]) == 1
     assert "not a directory" in capsys.readouterr().err
-

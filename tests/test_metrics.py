@@ -51,8 +51,11 @@ def literal_metrics(scores: np.ndarray, labels: np.ndarray, top_k: int) -> dict:
             perr += sum(1 for c in ranked[:n] if labels[v, c] == 1 and scores[v, c] > 0) / n
         pool += [(float(scores[v, c]), c, int(labels[v, c])) for c in ranked[:top_k]]
     positives = labels.sum(axis=0).astype(int)
-    aps = {c: literal_ap([(s, y) for s, cc, y in pool if cc == c], int(positives[c]))
-           for c in range(classes) if positives[c] > 0}
+    aps = {
+        c: literal_ap([(s, y) for s, cc, y in pool if cc == c], int(positives[c]))
+        for c in range(classes)
+        if positives[c] > 0
+    }
     return {
         "gap": literal_ap([(s, y) for s, _, y in pool], int(positives.sum())),
         "hit_at_1": hits / videos,
@@ -70,7 +73,7 @@ def random_data(rng: np.random.Generator, videos: int, classes: int, *, ties: bo
         scores = rng.integers(-1, 4, (videos, classes)) / 4
     else:
         scores = rng.random((videos, classes))
-    scores = (scores + 0.3 * labels * rng.random((videos, classes)) if not ties else scores + 0.25 * labels)
+    scores = scores + 0.3 * labels * rng.random((videos, classes)) if not ties else scores + 0.25 * labels
     return scores.astype(dtype), labels
 
 
@@ -78,7 +81,7 @@ def fast_metrics(scores, labels, top_k, batch=None, num_classes=None):
     metric = zoo.build_metric("yt8m", num_classes=num_classes or scores.shape[1], top_k=top_k)
     batch = batch or len(scores)
     for i in range(0, len(scores), batch):
-        metric.update(scores[i:i + batch], labels[i:i + batch])
+        metric.update(scores[i : i + batch], labels[i : i + batch])
     return metric
 
 
@@ -151,8 +154,8 @@ def test_agrees_with_the_starter_code_algorithm():
     starter = bench.StarterMetrics(40, 7)
     metric = zoo.build_metric("yt8m", num_classes=40, top_k=7)
     for i in range(0, 150, 64):  # the starter accumulates per batch too
-        starter.accumulate(scores[i:i + 64], labels[i:i + 64])
-        metric.update(scores[i:i + 64], labels[i:i + 64])
+        starter.accumulate(scores[i : i + 64], labels[i : i + 64])
+        metric.update(scores[i : i + 64], labels[i : i + 64])
     assert_same(metric.compute(), starter.get(), tol=1e-7)  # the starter averages Hit@1 in float32
 
 

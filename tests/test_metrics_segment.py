@@ -24,8 +24,15 @@ def make_truth(rng: np.random.Generator, videos: int = 12) -> list[dict]:
                 ends.append(int(start) + 5)
                 labels.append(int(cls))
                 scores.append(float(rng.random() < 0.4))
-        out.append({"id": f"v{v}", "segment_start_times": np.array(starts), "segment_end_times": np.array(ends),
-                    "segment_labels": np.array(labels), "segment_scores": np.array(scores, np.float32)})
+        out.append(
+            {
+                "id": f"v{v}",
+                "segment_start_times": np.array(starts),
+                "segment_end_times": np.array(ends),
+                "segment_labels": np.array(labels),
+                "segment_scores": np.array(scores, np.float32),
+            }
+        )
     return out
 
 
@@ -33,8 +40,9 @@ def literal_segment_map(truth: list[dict], scored: list[tuple[str, int, np.ndarr
     """segment_eval_inference.py's rules, pair by pair (tie-free scores)."""
     rated = {}
     for video in truth:
-        for start, cls, value in zip(video["segment_start_times"], video["segment_labels"],
-                                     video["segment_scores"]):
+        for start, cls, value in zip(
+            video["segment_start_times"], video["segment_labels"], video["segment_scores"]
+        ):
             rated[(video["id"], int(start), int(cls))] = value > 0
     positives = {}
     for (_, _, cls), positive in rated.items():
@@ -52,7 +60,9 @@ def literal_segment_map(truth: list[dict], scored: list[tuple[str, int, np.ndarr
     return float(np.mean(aps))
 
 
-def all_segments(truth: list[dict], rng: np.random.Generator, extra: int = 3) -> list[tuple[str, int, np.ndarray]]:
+def all_segments(
+    truth: list[dict], rng: np.random.Generator, extra: int = 3
+) -> list[tuple[str, int, np.ndarray]]:
     """Every rated segment plus a few unrated ones per video, each with scores for every class."""
     out = []
     for video in truth:
@@ -67,7 +77,7 @@ def run_metric(truth, scored, batch=7):
     for video in truth:
         metric.add_ground_truth(video)
     for i in range(0, len(scored), batch):
-        part = scored[i:i + batch]
+        part = scored[i : i + batch]
         metric.update([p[0] for p in part], [p[1] for p in part], np.stack([p[2] for p in part]))
     return metric
 
@@ -87,8 +97,14 @@ def test_matches_the_literal_rules(seed):
 
 
 def test_unscored_positive_segments_still_count_and_ties_are_averaged():
-    truth = [{"id": "a", "segment_start_times": [0, 5, 10], "segment_labels": [1, 1, 1],
-              "segment_scores": [1.0, 0.0, 1.0]}]
+    truth = [
+        {
+            "id": "a",
+            "segment_start_times": [0, 5, 10],
+            "segment_labels": [1, 1, 1],
+            "segment_scores": [1.0, 0.0, 1.0],
+        }
+    ]
     metric = zoo.build_metric("yt8m-segment", num_classes=3)
     assert metric.add_ground_truth(truth[0]) == 3
     scores = np.zeros((2, 3))
@@ -106,7 +122,9 @@ def test_merge_equals_one_metric_and_state_pickles():
     states = []
     for part in (truth[:7], truth[7:]):  # each rank reads its own videos
         ids = {v["id"] for v in part}
-        states.append(pickle.loads(pickle.dumps(run_metric(part, [s for s in scored if s[0] in ids]).state())))
+        states.append(
+            pickle.loads(pickle.dumps(run_metric(part, [s for s in scored if s[0] in ids]).state()))
+        )
     merged = zoo.build_metric("yt8m-segment", num_classes=CLASSES)
     merged.merge(states)
     assert merged.compute() == pytest.approx(whole, abs=1e-12)
@@ -117,14 +135,17 @@ def test_bad_ground_truth_and_updates_are_errors():
     with pytest.raises(DataError, match="no segment_scores"):
         metric.add_ground_truth({"id": "a", "segment_start_times": [0], "segment_labels": [1]})
     with pytest.raises(DataError, match="lengths differ"):
-        metric.add_ground_truth({"id": "a", "segment_start_times": [0, 5], "segment_labels": [1],
-                                 "segment_scores": [1.0]})
+        metric.add_ground_truth(
+            {"id": "a", "segment_start_times": [0, 5], "segment_labels": [1], "segment_scores": [1.0]}
+        )
     with pytest.raises(DataError, match="must hold 0 or 1"):
-        metric.add_ground_truth({"id": "a", "segment_start_times": [0], "segment_labels": [1],
-                                 "segment_scores": [0.5]})
+        metric.add_ground_truth(
+            {"id": "a", "segment_start_times": [0], "segment_labels": [1], "segment_scores": [0.5]}
+        )
     with pytest.raises(DataError, match="class 9 is outside"):
-        metric.add_ground_truth({"id": "a", "segment_start_times": [0], "segment_labels": [9],
-                                 "segment_scores": [1.0]})
+        metric.add_ground_truth(
+            {"id": "a", "segment_start_times": [0], "segment_labels": [9], "segment_scores": [1.0]}
+        )
     good = {"id": "a", "segment_start_times": [0], "segment_labels": [1], "segment_scores": [1.0]}
     metric.add_ground_truth(good)
     with pytest.raises(DataError, match="added twice"):
@@ -147,11 +168,14 @@ def test_ground_truth_from_the_segment_reader(tmp_path):
     frames = {"rgb": np.zeros((3, 1024), np.uint8), "audio": np.zeros((3, 128), np.uint8)}
     payloads = []
     for video in truth:
-        context = {"id": video["id"].encode(), "labels": np.unique(video["segment_labels"]).astype(np.int64),
-                   "segment_start_times": video["segment_start_times"].astype(np.int64),
-                   "segment_end_times": video["segment_end_times"].astype(np.int64),
-                   "segment_labels": video["segment_labels"].astype(np.int64),
-                   "segment_scores": video["segment_scores"].astype(np.float32)}
+        context = {
+            "id": video["id"].encode(),
+            "labels": np.unique(video["segment_labels"]).astype(np.int64),
+            "segment_start_times": video["segment_start_times"].astype(np.int64),
+            "segment_end_times": video["segment_end_times"].astype(np.int64),
+            "segment_labels": video["segment_labels"].astype(np.int64),
+            "segment_scores": video["segment_scores"].astype(np.float32),
+        }
         payloads.append(encode_sequence_example(context, frames))
     write_tfrecord(tmp_path / "validate0000.tfrecord", payloads)
     scored = all_segments(truth, rng)

@@ -21,8 +21,10 @@ def tiny_batch(paddle, lengths=(5, 3)):
     mask = np.zeros((b, t), np.float32)
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
-    batch = {name: paddle.to_tensor(rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None])
-             for name, d in SPEC.features.items()}
+    batch = {
+        name: paddle.to_tensor(rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None])
+        for name, d in SPEC.features.items()
+    }
     batch["mask"] = paddle.to_tensor(mask)
     batch["num_frames"] = paddle.to_tensor(np.array(lengths, np.int64))
     return batch

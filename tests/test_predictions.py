@@ -126,8 +126,12 @@ def test_kaggle_csv_header_and_missing_file(tmp_path):
 def test_jsonl_with_vocabulary(tmp_path):
     path = tmp_path / "p.jsonl"
     write_jsonl(path, [Prediction("v", [2, 0], [0.2, 0.8])], vocabulary={0: "Game", 2: "Car, red"})
-    assert json.loads(path.read_text()) == {"id": "v", "classes": [0, 2], "scores": [0.8, 0.2],
-                                            "names": ["Game", "Car, red"]}
+    assert json.loads(path.read_text()) == {
+        "id": "v",
+        "classes": [0, 2],
+        "scores": [0.8, 0.2],
+        "names": ["Game", "Car, red"],
+    }
     write_jsonl(path, [Prediction("v", [5], [0.2])])
     assert "names" not in json.loads(path.read_text())
 

@@ -16,11 +16,19 @@ ZOO = str(Path(sys.executable).with_name("zoo"))
 
 
 def zoo_run(model: str, out: Path) -> dict:
-    done = subprocess.run([ZOO, "run", model, "--output", str(out)], capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [ZOO, "run", model, "--output", str(out)], capture_output=True, text=True, timeout=1800
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "built-in sample dataset" in done.stdout and "test gap" in done.stdout
-    for name in ("model.safetensors", "history.png", "eval_results.json", "per_class_ap.csv", "predictions.csv",
-                 "predictions.jsonl"):
+    for name in (
+        "model.safetensors",
+        "history.png",
+        "eval_results.json",
+        "per_class_ap.csv",
+        "predictions.csv",
+        "predictions.jsonl",
+    ):
         assert (out / name).is_file(), name
     return json.loads((out / "eval_results.json").read_text())["metrics"]
 

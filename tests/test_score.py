@@ -36,8 +36,15 @@ def write_records(path, ids, labels, *, video_level: bool = False) -> None:
     for vid, row in zip(ids, labels):
         context = {"id": vid.encode(), "labels": np.flatnonzero(row).astype(np.int64)}
         if video_level:
-            payloads.append(encode_example({**context, "mean_rgb": np.zeros(1024, np.float32),
-                                            "mean_audio": np.zeros(128, np.float32)}))
+            payloads.append(
+                encode_example(
+                    {
+                        **context,
+                        "mean_rgb": np.zeros(1024, np.float32),
+                        "mean_audio": np.zeros(128, np.float32),
+                    }
+                )
+            )
         else:
             frames = {"rgb": np.full((2, 1024), 7, np.uint8), "audio": np.full((2, 128), 9, np.uint8)}
             payloads.append(encode_sequence_example(context, frames))
@@ -86,7 +93,10 @@ def test_unknown_ids_and_duplicate_videos_are_errors(tmp_path):
     pred = tmp_path / "pred.csv"
     write_kaggle_csv(pred, predictions_for(ids + ["stranger"], np.vstack([scores, scores[:1]])))
     videos = [(v, np.flatnonzero(row).tolist()) for v, row in zip(ids, labels)]
-    with pytest.raises(DataError, match=r"1 of 11 rows are for videos that are not in the labelled data .*'stranger' \(line 12\)"):
+    with pytest.raises(
+        DataError,
+        match=r"1 of 11 rows are for videos that are not in the labelled data .*'stranger' \(line 12\)",
+    ):
         score_predictions(str(pred), videos, num_classes=CLASSES)
     with pytest.raises(DataError, match="'vid000' occurs twice in the labelled data"):
         score_predictions(str(pred), videos + videos[:1], num_classes=CLASSES)
@@ -103,11 +113,27 @@ def test_cli_scores_frame_level_records(tmp_path, capsys):
     pred = tmp_path / "pred.csv"
     write_kaggle_csv(pred, predictions_for(ids[1:], scores[1:], k=20))
     vocab = tmp_path / "vocabulary.csv"
-    vocab.write_text("Index,TrainVideoCount,KnowledgeGraphId,Name\n" +
-                     "".join(f"{c},1,/m/x{c},Class {c}\n" for c in range(CLASSES)))
+    vocab.write_text(
+        "Index,TrainVideoCount,KnowledgeGraphId,Name\n"
+        + "".join(f"{c},1,/m/x{c},Class {c}\n" for c in range(CLASSES))
+    )
     per_class = tmp_path / "out" / "per_class.csv"
-    code = zoo_main(["score", "--predictions", str(pred), "--data", str(data), "--num-classes", str(CLASSES),
-                     "--json", "--per-class", str(per_class), "--vocabulary", str(vocab)])
+    code = zoo_main(
+        [
+            "score",
+            "--predictions",
+            str(pred),
+            "--data",
+            str(data),
+            "--num-classes",
+            str(CLASSES),
+            "--json",
+            "--per-class",
+            str(per_class),
+            "--vocabulary",
+            str(vocab),
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     result = json.loads(out.out)
@@ -126,8 +152,21 @@ def test_cli_video_level_records_and_text_output(tmp_path, capsys):
     write_records(tmp_path / "validate0000.tfrecord", ids, labels, video_level=True)
     pred = tmp_path / "pred.csv"
     write_kaggle_csv(pred, predictions_for(ids, scores))
-    code = zoo_main(["score", "--predictions", str(pred), "--data", str(tmp_path / "validate0000.tfrecord"),
-                     "--reader", "yt8m-video", "--num-classes", str(CLASSES), "--top-k", "5"])
+    code = zoo_main(
+        [
+            "score",
+            "--predictions",
+            str(pred),
+            "--data",
+            str(tmp_path / "validate0000.tfrecord"),
+            "--reader",
+            "yt8m-video",
+            "--num-classes",
+            str(CLASSES),
+            "--top-k",
+            "5",
+        ]
+    )
     out = capsys.readouterr().out
     want = expected_metrics(scores, labels)
     assert code == 0 and f"GAP@5 {want['gap']:.6f}" in out and "videos 15" in out
@@ -140,8 +179,11 @@ def test_cli_exit_codes(tmp_path, capsys):
     pred.write_text("VideoId,LabelConfidencePairs\nvid000,1 0.5 2\n")
 
     args = ["score", "--predictions", str(pred), "--data", str(tmp_path / "v.tfrecord")]
-    bad = subprocess.run([sys.executable, "-m", "zoo.cli", *args, "--num-classes", str(CLASSES)],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args, "--num-classes", str(CLASSES)],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and f"{pred}: line 2: video 'vid000': 3 tokens" in bad.stderr
     assert zoo_main([*args, "--top-k", "0"]) == 2
     assert zoo_main([*args, "--vocabulary", str(pred)]) == 2  # --vocabulary without --per-class

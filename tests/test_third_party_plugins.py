@@ -23,8 +23,12 @@ ZOO = str(Path(sys.executable).with_name("zoo"))
 
 
 def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _installed(project: str, dist: str):
@@ -50,8 +54,9 @@ def broken_plugin():
 
 
 def zoo_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([ZOO, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=600)
+    return subprocess.run(
+        [ZOO, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
+    )
 
 
 def test_example_plugin_is_listed_and_builds(example_plugin, paddle_cpu):
@@ -98,7 +103,10 @@ def test_broken_plugins_leave_everything_else_working(broken_plugin):
     assert "warning: plugin 'broken-import' (zoo-broken-plugin) failed to load" in models.stderr
     unknown = zoo_cli("run", "nosuchmodel", env=LENIENT)
     assert unknown.returncode == 2
-    assert "unknown model 'nosuchmodel'" in unknown.stderr and "broken-import (zoo-broken-plugin)" in unknown.stderr
+    assert (
+        "unknown model 'nosuchmodel'" in unknown.stderr
+        and "broken-import (zoo-broken-plugin)" in unknown.stderr
+    )
 
 
 def test_strict_and_disabled_modes(broken_plugin):

@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.plugins import get_plugins
 
     parser = argparse.ArgumentParser(
-        prog="zoo", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="zoo",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"yt8m-zoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")

@@ -251,7 +251,11 @@ def check_options(cls: type, values: dict[str, Any], where: str, owner: str) -> 
 
 
 def defaults(cls: type) -> dict[str, Any]:
-    return {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    return (
+        {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        if dataclasses.is_dataclass(cls)
+        else {}
+    )
 
 
 def describe_fields(cls: type) -> list[dict[str, Any]]:
@@ -271,11 +275,19 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
         pass
     out = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
-        out.append({"name": f.name, "type": _type_name(typing.get_type_hints(cls)[f.name]), "default": default,
-                    "doc": docs.get(f.name, "")})
+        out.append(
+            {
+                "name": f.name,
+                "type": _type_name(typing.get_type_hints(cls)[f.name]),
+                "default": default,
+                "doc": docs.get(f.name, ""),
+            }
+        )
     return out
 
 
@@ -318,11 +330,15 @@ class ZooConfig:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], yaml.safe_load(value))."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE, for example -o train.batch_size=32")
+        raise ConfigError(
+            f"override {text!r}: expected SECTION.KEY=VALUE, for example -o train.batch_size=32"
+        )
     key, _, raw = text.partition("=")
     parts = [p for p in key.strip().split(".")]
     if len(parts) < 2 or not all(parts):
-        raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE, for example -o train.batch_size=32")
+        raise ConfigError(
+            f"override {text!r}: expected SECTION.KEY=VALUE, for example -o train.batch_size=32"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
@@ -345,7 +361,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; `zoo models` lists the bundled configs") from None
+        raise ConfigError(
+            f"config file {path} does not exist; `zoo models` lists the bundled configs"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     try:
@@ -443,13 +461,17 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
         elif section == "sample":
             for key in values:
                 if key not in SECTIONS or key == "sample":
-                    raise unknown_key_error(key, [s for s in SECTIONS if s != "sample"], where, "the sample section")
+                    raise unknown_key_error(
+                        key, [s for s in SECTIONS if s != "sample"], where, "the sample section"
+                    )
             sections[section] = values
         else:
             sections[section] = build_dataclass(cls, values, where, f"the {section} section")
     spec: DatasetSpec = sections["dataset"]
     if spec.num_classes < 1 or spec.max_frames < 1 or not spec.features or min(spec.features.values()) < 1:
-        raise ConfigError(f"{source}: dataset: num_classes, max_frames and every feature size must be positive")
+        raise ConfigError(
+            f"{source}: dataset: num_classes, max_frames and every feature size must be positive"
+        )
     return ZooConfig(
         dataset=spec,
         model_name=sections["model"],

@@ -151,4 +151,3 @@ def build_head(kind: str, in_dim: int, num_classes: int, moe_mixtures: int = 2) 
     if kind == "moe":
         return MoEHead(in_dim, num_classes, moe_mixtures)
     raise ValueError(f"unknown classifier head {kind!r}; expected one of {', '.join(HEADS)}")
-

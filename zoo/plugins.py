@@ -91,8 +91,14 @@ class Plugins:
             version = ep.dist.version if ep.dist is not None else "?"
             if not self.external and _normalize(dist) != CORE_DISTRIBUTION:
                 self.infos.append(
-                    PluginInfo(ep.name, dist, version, ep.value, status="disabled",
-                               error=f"external plugins disabled by {ENV_DISABLE_EXTERNAL}")
+                    PluginInfo(
+                        ep.name,
+                        dist,
+                        version,
+                        ep.value,
+                        status="disabled",
+                        error=f"external plugins disabled by {ENV_DISABLE_EXTERNAL}",
+                    )
                 )
                 continue
             try:
@@ -119,7 +125,13 @@ class Plugins:
         )
 
     def add_plugin(
-        self, obj: Any, *, name: str, distribution: str = "local", version: str = "", module: str | None = None
+        self,
+        obj: Any,
+        *,
+        name: str,
+        distribution: str = "local",
+        version: str = "",
+        module: str | None = None,
     ) -> PluginInfo | None:
         """Register one plugin object and the classes it provides; all or nothing."""
         info = PluginInfo(name, distribution, version, module or getattr(obj, "__name__", repr(obj)))
@@ -133,7 +145,9 @@ class Plugins:
             self._check_names(staged, info)
         except Exception as exc:  # noqa: BLE001
             self.pm.unregister(name=name)
-            return self._fail(info, str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}")
+            return self._fail(
+                info, str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            )
         for kind, classes in staged.items():
             for cls in classes:
                 self.registries[kind].add(cls, name, distribution)
@@ -196,7 +210,8 @@ def get_plugins() -> Plugins:
     global _PLUGINS
     if _PLUGINS is None:
         plugins = Plugins(
-            external=not _truthy(os.environ.get(ENV_DISABLE_EXTERNAL)), strict=_truthy(os.environ.get(ENV_STRICT))
+            external=not _truthy(os.environ.get(ENV_DISABLE_EXTERNAL)),
+            strict=_truthy(os.environ.get(ENV_STRICT)),
         )
         plugins.load_all()
         _PLUGINS = plugins

@@ -84,7 +84,7 @@ def _top_k_partition(scores: np.ndarray, k: int) -> np.ndarray:
         if np.isnan(scores).any():
             raise _nan_error(scores)
         return np.argsort(-scores, axis=1, kind="stable")
-    index = np.argpartition(scores, num_classes - k, axis=1)[:, num_classes - k:]
+    index = np.argpartition(scores, num_classes - k, axis=1)[:, num_classes - k :]
     values = np.take_along_axis(scores, index, axis=1)
     if np.isnan(values).any():  # argpartition ranks NaN above every number, so any NaN shows up here
         raise _nan_error(scores)
@@ -135,8 +135,11 @@ def _top_k_blocked(scores: np.ndarray, k: int, blocks: int) -> np.ndarray:
     bits = (values + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
     bits ^= (-(bits >> np.uint32(31))) | np.uint32(0x80000000)  # order-preserving float -> uint
     low = np.uint64((1 << class_bits) - 1)
-    keys = ((row_of.astype(np.uint64) << np.uint64(32 + class_bits)) | (bits.astype(np.uint64) << np.uint64(class_bits))
-            | (low - col.astype(np.uint64)))
+    keys = (
+        (row_of.astype(np.uint64) << np.uint64(32 + class_bits))
+        | (bits.astype(np.uint64) << np.uint64(class_bits))
+        | (low - col.astype(np.uint64))
+    )
     keys.sort()
     ends = np.cumsum(np.bincount(row_of, minlength=batch))  # every row has at least k candidates
     best_keys = keys[ends[:, None] - 1 - np.arange(k)]
@@ -154,7 +157,9 @@ def format_pairs(classes: Iterable[int], scores: Iterable[float]) -> str:
 
 def _sorted_row(row: Prediction, k: int | None) -> tuple[list[int], list[float]]:
     if len(row.classes) != len(row.scores):
-        raise ValueError(f"prediction for {row.id!r}: {len(row.classes)} classes but {len(row.scores)} scores")
+        raise ValueError(
+            f"prediction for {row.id!r}: {len(row.classes)} classes but {len(row.scores)} scores"
+        )
     order = sorted(range(len(row.classes)), key=lambda i: (-float(row.scores[i]), int(row.classes[i])))
     if k is not None:
         order = order[:k]
@@ -173,7 +178,9 @@ def write_kaggle_csv(path: str | os.PathLike, rows: Iterable[Prediction], *, top
         for row in rows:
             vid = str(row.id)
             if not vid or any(ch in vid for ch in ",\r\n"):
-                raise ValueError(f"video id {vid!r} cannot be written to a Kaggle CSV (empty, or has , or newline)")
+                raise ValueError(
+                    f"video id {vid!r} cannot be written to a Kaggle CSV (empty, or has , or newline)"
+                )
             classes, scores = _sorted_row(row, top_k)
             f.write(f"{vid},{format_pairs(classes, scores)}\n")
             count += 1
@@ -223,27 +230,35 @@ def _parse_row(path: Path, line_no: int, text: str) -> tuple[str, list[int], lis
     where = f"{path}: line {line_no}"
     parts = text.split(",")
     if len(parts) != 2:
-        raise DataError(f"{where}: expected 'VideoId,label score label score ...' (one comma), found "
-                        f"{len(parts) - 1} commas in {text[:80]!r}")
+        raise DataError(
+            f"{where}: expected 'VideoId,label score label score ...' (one comma), found "
+            f"{len(parts) - 1} commas in {text[:80]!r}"
+        )
     vid, pairs = parts[0].strip(), parts[1].split()
     if not vid:
         raise DataError(f"{where}: the VideoId is empty")
     if len(pairs) % 2:
-        raise DataError(f"{where}: video {vid!r}: {len(pairs)} tokens after the comma; expected label/score "
-                        f"pairs (an even number)")
+        raise DataError(
+            f"{where}: video {vid!r}: {len(pairs)} tokens after the comma; expected label/score "
+            f"pairs (an even number)"
+        )
     classes: list[int] = []
     scores: list[float] = []
     for j in range(0, len(pairs), 2):
         label, score = pairs[j], pairs[j + 1]
         if not (label.isascii() and label.isdigit()):
-            raise DataError(f"{where}: video {vid!r}: label {label!r} (pair {j // 2 + 1}) is not a non-negative "
-                            f"integer class index")
+            raise DataError(
+                f"{where}: video {vid!r}: label {label!r} (pair {j // 2 + 1}) is not a non-negative "
+                f"integer class index"
+            )
         try:
             value = float(score)
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise DataError(f"{where}: video {vid!r}: score {score!r} (pair {j // 2 + 1}) is not a finite number")
+            raise DataError(
+                f"{where}: video {vid!r}: score {score!r} (pair {j // 2 + 1}) is not a finite number"
+            )
         classes.append(int(label))
         scores.append(value)
     if len(set(classes)) != len(classes):
@@ -253,7 +268,9 @@ def _parse_row(path: Path, line_no: int, text: str) -> tuple[str, list[int], lis
     return vid, classes, scores
 
 
-def read_kaggle_csv(path: str | os.PathLike, *, num_classes: int | None = None) -> dict[str, list[tuple[int, float]]]:
+def read_kaggle_csv(
+    path: str | os.PathLike, *, num_classes: int | None = None
+) -> dict[str, list[tuple[int, float]]]:
     """``{video id: [(label, score), ...]}`` from a Kaggle CSV, in file order within each row.
 
     Errors (:class:`DataError`) name the file and line: malformed rows, duplicate ids (both lines), and, when
@@ -263,8 +280,10 @@ def read_kaggle_csv(path: str | os.PathLike, *, num_classes: int | None = None) 
     first_line: dict[str, int] = {}
     for line_no, vid, classes, scores in iter_kaggle_csv(path):
         if vid in out:
-            raise DataError(f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
-                            f"{first_line[vid]}); keep one row per video")
+            raise DataError(
+                f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
+                f"{first_line[vid]}); keep one row per video"
+            )
         if num_classes is not None:
             check_classes(path, line_no, vid, classes, num_classes)
         first_line[vid] = line_no
@@ -272,11 +291,15 @@ def read_kaggle_csv(path: str | os.PathLike, *, num_classes: int | None = None) 
     return out
 
 
-def check_classes(path: str | os.PathLike, line_no: int, vid: str, classes: list[int], num_classes: int) -> None:
+def check_classes(
+    path: str | os.PathLike, line_no: int, vid: str, classes: list[int], num_classes: int
+) -> None:
     bad = [c for c in classes if c >= num_classes]
     if bad:
-        raise DataError(f"{path}: line {line_no}: video {vid!r}: class {bad[0]} is out of range; the dataset has "
-                        f"{num_classes} classes (0 .. {num_classes - 1}); pass the right --num-classes")
+        raise DataError(
+            f"{path}: line {line_no}: video {vid!r}: class {bad[0]} is out of range; the dataset has "
+            f"{num_classes} classes (0 .. {num_classes - 1}); pass the right --num-classes"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,7 +307,10 @@ def check_classes(path: str | os.PathLike, line_no: int, vid: str, classes: list
 
 
 def write_jsonl(
-    path: str | os.PathLike, rows: Iterable[Prediction], *, vocabulary: Mapping[int, str] | None = None,
+    path: str | os.PathLike,
+    rows: Iterable[Prediction],
+    *,
+    vocabulary: Mapping[int, str] | None = None,
     top_k: int | None = None,
 ) -> int:
     """One JSON object per video: ``{"id", "classes", "scores"}`` (+ ``"names"`` with a vocabulary), atomic.
@@ -328,8 +354,10 @@ def load_vocabulary(path: str | os.PathLike) -> dict[int, str]:
     columns = [h.strip() for h in header]
     missing = [c for c in VOCABULARY_COLUMNS if c not in columns]
     if missing:
-        raise DataError(f"{path}: line 1: the header has no column {', '.join(missing)} (found "
-                        f"{', '.join(columns) or 'nothing'}); expected the official vocabulary.csv")
+        raise DataError(
+            f"{path}: line 1: the header has no column {', '.join(missing)} (found "
+            f"{', '.join(columns) or 'nothing'}); expected the official vocabulary.csv"
+        )
     i_index, i_name = columns.index("Index"), columns.index("Name")
     vocabulary: dict[int, str] = {}
     for row in reader:
@@ -337,8 +365,10 @@ def load_vocabulary(path: str | os.PathLike) -> dict[int, str]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) <= max(i_index, i_name):
-            raise DataError(f"{path}: line {line_no}: {len(row)} columns, expected at least "
-                            f"{max(i_index, i_name) + 1} (Index is column {i_index + 1}, Name column {i_name + 1})")
+            raise DataError(
+                f"{path}: line {line_no}: {len(row)} columns, expected at least "
+                f"{max(i_index, i_name) + 1} (Index is column {i_index + 1}, Name column {i_name + 1})"
+            )
         raw = row[i_index].strip()
         if not (raw.isascii() and raw.isdigit()):
             raise DataError(f"{path}: line {line_no}: column Index: {raw!r} is not a non-negative integer")

@@ -68,8 +68,9 @@ class Registry:
         message += f"\nknown {self.kind}s: {known}"
         failed = self._failures()
         if failed:
-            message += "\nplugins that failed to load (one of them may provide it; see `zoo plugins`): " + ", ".join(
-                f"{f.name} ({f.distribution}): {f.error}" for f in failed
+            message += (
+                "\nplugins that failed to load (one of them may provide it; see `zoo plugins`): "
+                + ", ".join(f"{f.name} ({f.distribution}): {f.error}" for f in failed)
             )
         raise PluginError(message)
 

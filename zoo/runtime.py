@@ -66,11 +66,15 @@ def init_paddle(device: str = "cpu", threads: int | None = None):
             )
         count = paddle.device.cuda.device_count()
         if count == 0:
-            raise UsageError("--device gpu: paddle has CUDA support but sees no GPU; check CUDA_VISIBLE_DEVICES "
-                             "and the driver, or use --device cpu")
+            raise UsageError(
+                "--device gpu: paddle has CUDA support but sees no GPU; check CUDA_VISIBLE_DEVICES "
+                "and the driver, or use --device cpu"
+            )
         if index and int(index) >= count:
             raise UsageError(f"--device {device}: only {count} GPU(s) visible (0..{count - 1})")
-        paddle.set_device(device if index else f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
+        paddle.set_device(
+            device if index else f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}"
+        )
     elif kind == "cpu":
         paddle.set_device("cpu")
     else:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import pickle
 from typing import Any, BinaryIO
 
-ALLOWED = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-})
+ALLOWED = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        ("collections", "OrderedDict"),
+    }
+)
 
 
 class RefusedPickle(pickle.UnpicklingError):
@@ -31,7 +33,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in ALLOWED:
             return super().find_class(module, name)
-        raise RefusedPickle(f"it asks to call {module}.{name}; only numpy arrays and plain containers are allowed")
+        raise RefusedPickle(
+            f"it asks to call {module}.{name}; only numpy arrays and plain containers are allowed"
+        )
 
 
 def load(file: BinaryIO) -> Any:

@@ -309,4 +309,3 @@ def load_eigenvalues(path: str | os.PathLike, size: int) -> np.ndarray:
             f"{where}: eigenvalue {bad[0]} is {values[bad[0]]} (eigenvalues must be finite and >= 0); {hint}"
         )
     return values
-

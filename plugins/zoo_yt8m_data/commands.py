@@ -45,10 +45,19 @@ def _features(text: str) -> dict[str, int]:
 
 def _add_dataset_arguments(p: argparse.ArgumentParser, *, classes: bool = True) -> None:
     if classes:
-        p.add_argument("--num-classes", type=int, default=3862,
-                       help="labels must be in [0, N) (default 3862, YouTube-8M 2018)")
-    p.add_argument("--features", type=_features, default={"rgb": 1024, "audio": 128}, metavar="NAME:SIZE,...",
-                   help="frame features and sizes (default rgb:1024,audio:128)")
+        p.add_argument(
+            "--num-classes",
+            type=int,
+            default=3862,
+            help="labels must be in [0, N) (default 3862, YouTube-8M 2018)",
+        )
+    p.add_argument(
+        "--features",
+        type=_features,
+        default={"rgb": 1024, "audio": 128},
+        metavar="NAME:SIZE,...",
+        help="frame features and sizes (default rgb:1024,audio:128)",
+    )
 
 
 class DataCommand:
@@ -60,9 +69,12 @@ class DataCommand:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
-        p = sub.add_parser("synth", help="write the deterministic YouTube-8M-format sample dataset",
-                           description="Write real YouTube-8M frame-level TFRecords from a deterministic "
-                                       "generator (train/, validate/, test/, vocabulary.csv, manifest.json).")
+        p = sub.add_parser(
+            "synth",
+            help="write the deterministic YouTube-8M-format sample dataset",
+            description="Write real YouTube-8M frame-level TFRecords from a deterministic "
+            "generator (train/, validate/, test/, vocabulary.csv, manifest.json).",
+        )
         from zoo_yt8m_data.synth import SynthSpec
 
         d = SynthSpec()
@@ -78,46 +90,75 @@ class DataCommand:
         p.add_argument("--test-shards", type=int, default=d.test_shards, metavar="N")
         p.add_argument("--seed", type=int, default=d.seed, metavar="S")
 
-        p = sub.add_parser("download", help="download official YouTube-8M shards (resumable, md5-verified)",
-                           description="The official download protocol (data.yt8m.org/download.py): a plan "
-                                       "of file names and md5s, a deterministic --shard X,Y subset, mirrors. "
-                                       "Files already present with the right md5 are skipped; each file "
-                                       "appears under its final name only once complete and verified.")
-        p.add_argument("--partition", required=True, help="for example 2/frame/train, 2/video/validate, "
-                                                          "3/frame/validate")
+        p = sub.add_parser(
+            "download",
+            help="download official YouTube-8M shards (resumable, md5-verified)",
+            description="The official download protocol (data.yt8m.org/download.py): a plan "
+            "of file names and md5s, a deterministic --shard X,Y subset, mirrors. "
+            "Files already present with the right md5 are skipped; each file "
+            "appears under its final name only once complete and verified.",
+        )
+        p.add_argument(
+            "--partition", required=True, help="for example 2/frame/train, 2/video/validate, 3/frame/validate"
+        )
         p.add_argument("--output", "-o", default=".", metavar="DIR", help="download directory (default .)")
-        p.add_argument("--shard", default="1,1", metavar="X,Y",
-                       help="download the X-th of Y deterministic parts (default 1,1: everything)")
+        p.add_argument(
+            "--shard",
+            default="1,1",
+            metavar="X,Y",
+            help="download the X-th of Y deterministic parts (default 1,1: everything)",
+        )
         p.add_argument("--mirror", default="us", help="us, eu or asia (default us)")
-        p.add_argument("--base-url", default=None, metavar="URL",
-                       help="plan and files from here instead of the official servers (a local mirror); "
-                            "the plan is BASE/{version}/download_plans/..., files BASE/{partition}/NAME")
+        p.add_argument(
+            "--base-url",
+            default=None,
+            metavar="URL",
+            help="plan and files from here instead of the official servers (a local mirror); "
+            "the plan is BASE/{version}/download_plans/..., files BASE/{partition}/NAME",
+        )
         p.add_argument("--retries", type=int, default=4, help="attempts per file after the first (default 4)")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
         p.add_argument("--dry-run", action="store_true", help="print what would be downloaded and exit")
 
-        p = sub.add_parser("pack", help="convert TFRecords or PaddleVideo pickles to the fast packed format",
-                           description="Convert frame-level TFRecords (or PaddleVideo 1.x pickles) into "
-                                       "memory-mapped uint8 arrays plus an index (no pickle, no TensorFlow). "
-                                       "One shard per input file, in parallel; resumable; every shard is "
-                                       "read back and checksummed. Point data.train at the output directory.")
+        p = sub.add_parser(
+            "pack",
+            help="convert TFRecords or PaddleVideo pickles to the fast packed format",
+            description="Convert frame-level TFRecords (or PaddleVideo 1.x pickles) into "
+            "memory-mapped uint8 arrays plus an index (no pickle, no TensorFlow). "
+            "One shard per input file, in parallel; resumable; every shard is "
+            "read back and checksummed. Point data.train at the output directory.",
+        )
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories, globs or .list files")
         p.add_argument("--output", "-o", required=True, metavar="DIR")
         p.add_argument("--jobs", "-j", type=int, default=0, help="parallel processes (default: all cores)")
-        p.add_argument("--reader", default="yt8m-frame", choices=["yt8m-frame", "paddlevideo-pkl"],
-                       help="input format (default yt8m-frame TFRecords)")
+        p.add_argument(
+            "--reader",
+            default="yt8m-frame",
+            choices=["yt8m-frame", "paddlevideo-pkl"],
+            help="input format (default yt8m-frame TFRecords)",
+        )
         p.add_argument("--skip-corrupt", action="store_true", help="skip damaged records and report them")
-        p.add_argument("--no-verify-crc", dest="verify_crc", action="store_false",
-                       help="do not check TFRecord checksums while reading")
+        p.add_argument(
+            "--no-verify-crc",
+            dest="verify_crc",
+            action="store_false",
+            help="do not check TFRecord checksums while reading",
+        )
         _add_dataset_arguments(p)
 
-        p = sub.add_parser("inspect", help="records, frame lengths, labels and checksums per file",
-                           description="Read every record and report counts, a frame-length histogram, label "
-                                       "statistics and the checksum check per file. Exit code 1 when any file "
-                                       "has damaged records.")
+        p = sub.add_parser(
+            "inspect",
+            help="records, frame lengths, labels and checksums per file",
+            description="Read every record and report counts, a frame-length histogram, label "
+            "statistics and the checksum check per file. Exit code 1 when any file "
+            "has damaged records.",
+        )
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories, globs or .list files")
-        p.add_argument("--reader", default="yt8m-frame",
-                       choices=["yt8m-frame", "yt8m-video", "yt8m-segment", "paddlevideo-pkl"])
+        p.add_argument(
+            "--reader",
+            default="yt8m-frame",
+            choices=["yt8m-frame", "yt8m-video", "yt8m-segment", "paddlevideo-pkl"],
+        )
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--max-frames", type=int, default=300, help="frame limit to report against (300)")
         _add_dataset_arguments(p)
@@ -136,9 +177,16 @@ def _synth(args: argparse.Namespace) -> int:
     from zoo_yt8m_data.synth import SynthSpec, generate
 
     spec = SynthSpec(
-        train_videos=args.train_videos, valid_videos=args.valid_videos, test_videos=args.test_videos,
-        classes=args.classes, min_frames=args.min_frames, max_frames=args.max_frames,
-        train_shards=args.train_shards, valid_shards=args.valid_shards, test_shards=args.test_shards, seed=args.seed,
+        train_videos=args.train_videos,
+        valid_videos=args.valid_videos,
+        test_videos=args.test_videos,
+        classes=args.classes,
+        min_frames=args.min_frames,
+        max_frames=args.max_frames,
+        train_shards=args.train_shards,
+        valid_shards=args.valid_shards,
+        test_shards=args.test_shards,
+        seed=args.seed,
     )
     manifest = generate(args.output, spec, progress=True)
     for split, files in manifest["splits"].items():
@@ -154,8 +202,16 @@ def _download(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     if args.retries < 0 or args.timeout <= 0:
         raise UsageError("--retries must be >= 0 and --timeout > 0")
-    result = download(args.partition, args.output, shard=shard, mirror=args.mirror, base_url=args.base_url,
-                      retries=args.retries, timeout=args.timeout, dry_run=args.dry_run)
+    result = download(
+        args.partition,
+        args.output,
+        shard=shard,
+        mirror=args.mirror,
+        base_url=args.base_url,
+        retries=args.retries,
+        timeout=args.timeout,
+        dry_run=args.dry_run,
+    )
     return 0 if result.ok else 1
 
 
@@ -164,9 +220,16 @@ def _pack(args: argparse.Namespace) -> int:
 
     if args.jobs < 0:
         raise UsageError("--jobs must be >= 0")
-    report = pack(args.inputs, args.output, reader=args.reader, features=args.features,
-                  num_classes=args.num_classes, jobs=args.jobs, verify_crc=args.verify_crc,
-                  skip_corrupt=args.skip_corrupt)
+    report = pack(
+        args.inputs,
+        args.output,
+        reader=args.reader,
+        features=args.features,
+        num_classes=args.num_classes,
+        jobs=args.jobs,
+        verify_crc=args.verify_crc,
+        skip_corrupt=args.skip_corrupt,
+    )
     print(report.summary())
     return 0
 
@@ -174,8 +237,13 @@ def _pack(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from zoo_yt8m_data.inspection import inspect_sources
 
-    result: dict[str, Any] = inspect_sources(args.inputs, reader=args.reader, features=args.features,
-                                             num_classes=args.num_classes, max_frames=args.max_frames)
+    result: dict[str, Any] = inspect_sources(
+        args.inputs,
+        reader=args.reader,
+        features=args.features,
+        num_classes=args.num_classes,
+        max_frames=args.max_frames,
+    )
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -41,7 +41,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         x, y = (int(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--shard {text!r}: expected X,Y (for example 1,100: the first of 100 parts)") from None
+        raise UsageError(
+            f"--shard {text!r}: expected X,Y (for example 1,100: the first of 100 parts)"
+        ) from None
     if not 1 <= x <= y:
         raise UsageError(f"--shard {text!r}: need 1 <= X <= Y")
     return x, y
@@ -51,8 +53,10 @@ def parse_partition(partition: str) -> tuple[str, str, str]:
     """``2/frame/train`` -> ("2", "frame", "train")."""
     parts = partition.strip("/").split("/")
     if len(parts) != 3 or not all(parts):
-        raise UsageError(f"--partition {partition!r}: expected VERSION/KIND/SPLIT, for example 2/frame/train, "
-                         f"2/video/validate or 3/frame/validate")
+        raise UsageError(
+            f"--partition {partition!r}: expected VERSION/KIND/SPLIT, for example 2/frame/train, "
+            f"2/video/validate or 3/frame/validate"
+        )
     return parts[0], parts[1], parts[2]
 
 
@@ -99,7 +103,9 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
 
-    def update(self, index: int, name: str, done: int, size: int | None, started: float, *, final: bool = False) -> None:
+    def update(
+        self, index: int, name: str, done: int, size: int | None, started: float, *, final: bool = False
+    ) -> None:
         now = time.monotonic()
         if not final and (not self.tty or now - self.last < 0.2):
             return
@@ -137,8 +143,9 @@ def _open(url: str, timeout: float, offset: int = 0):
         raise
 
 
-def fetch_plan(partition: str, output: Path, *, base_url: str | None, timeout: float, retries: int,
-               backoff: float) -> dict[str, str]:
+def fetch_plan(
+    partition: str, output: Path, *, base_url: str | None, timeout: float, retries: int, backoff: float
+) -> dict[str, str]:
     """The plan ``{remote name: md5}``: the saved copy if present, else downloaded and saved atomically."""
     from zoo.atomic import atomic_write_text
 
@@ -159,8 +166,9 @@ def fetch_plan(partition: str, output: Path, *, base_url: str | None, timeout: f
                 raise DataError(f"download plan {url}: {exc}; check --partition (and --base-url)") from None
             except (urllib.error.URLError, OSError) as exc:
                 if attempt == retries:
-                    raise DataError(f"download plan {url}: {exc}; check the network (or --base-url) and "
-                                    f"try again") from None
+                    raise DataError(
+                        f"download plan {url}: {exc}; check the network (or --base-url) and try again"
+                    ) from None
                 time.sleep(backoff * 2**attempt)
         source = url
     try:
@@ -169,14 +177,18 @@ def fetch_plan(partition: str, output: Path, *, base_url: str | None, timeout: f
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise TypeError("files is not a mapping of names to md5 strings")
     except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"download plan {source}: not a valid plan ({exc}); delete {plan_path} if it is a "
-                        f"damaged local copy") from None
+        raise DataError(
+            f"download plan {source}: not a valid plan ({exc}); delete {plan_path} if it is a "
+            f"damaged local copy"
+        ) from None
     if not plan_path.is_file():
         atomic_write_text(plan_path, text)
     return files
 
 
-def _download_one(url: str, target: Path, md5: str, *, timeout: float, progress: _Progress, index: int) -> int:
+def _download_one(
+    url: str, target: Path, md5: str, *, timeout: float, progress: _Progress, index: int
+) -> int:
     """Fetch ``url`` into ``target`` via a partial file; returns bytes fetched. Raises on any failure."""
     partial = target.with_name(f".{target.name}.partial")
     offset = partial.stat().st_size if partial.exists() else 0
@@ -241,7 +253,9 @@ def download(
     out.mkdir(parents=True, exist_ok=True)
     plan = fetch_plan(partition, out, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
     selected = sorted(name for name in plan if in_shard(name, shard))
-    files_base = (base_url.rstrip("/") if base_url else f"http://{mirror}.data.yt8m.org") + "/" + partition.strip("/")
+    files_base = (
+        (base_url.rstrip("/") if base_url else f"http://{mirror}.data.yt8m.org") + "/" + partition.strip("/")
+    )
     locals_ = {name: local_name(name) for name in selected}
     clash = len(set(locals_.values())) != len(locals_)
     if clash:
@@ -253,7 +267,9 @@ def download(
             print(f"{files_base}/{name} -> {out / locals_[name]} (md5 {plan[name]})")
         progress.message(f"{len(selected)} of {len(plan)} files in shard {shard[0]},{shard[1]}")
         return result
-    progress.message(f"{partition}: {len(selected)} of {len(plan)} files (shard {shard[0]},{shard[1]}) into {out}")
+    progress.message(
+        f"{partition}: {len(selected)} of {len(plan)} files (shard {shard[0]},{shard[1]}) into {out}"
+    )
     for i, name in enumerate(selected, 1):
         target = out / locals_[name]
         md5 = plan[name].lower()
@@ -280,13 +296,18 @@ def download(
                     progress.message(f"{target.name}: giving up: {reason}")
                 else:
                     wait = backoff * 2**attempt
-                    progress.message(f"{target.name}: {reason}; retrying in {wait:.1f}s "
-                                     f"({attempt + 1}/{retries})")
+                    progress.message(
+                        f"{target.name}: {reason}; retrying in {wait:.1f}s ({attempt + 1}/{retries})"
+                    )
                     time.sleep(wait)
-    progress.message(f"done: {len(result.downloaded)} downloaded ({result.bytes / 1e6:.1f} MB), "
-                     f"{len(result.present)} already present and verified, {len(result.failed)} failed")
+    progress.message(
+        f"done: {len(result.downloaded)} downloaded ({result.bytes / 1e6:.1f} MB), "
+        f"{len(result.present)} already present and verified, {len(result.failed)} failed"
+    )
     if result.failed:
         lines = "\n".join(f"  {name}: {reason}" for name, reason in result.failed)
-        raise DataError(f"{len(result.failed)} file(s) could not be downloaded and verified (nothing damaged was "
-                        f"kept; run the same command again to retry them):\n{lines}")
+        raise DataError(
+            f"{len(result.failed)} file(s) could not be downloaded and verified (nothing damaged was "
+            f"kept; run the same command again to retry them):\n{lines}"
+        )
     return result

@@ -16,8 +16,18 @@ from zoo.config import DatasetSpec
 from zoo.errors import UsageError
 
 # Histogram bins of frames per video: [low, high] inclusive; YouTube-8M videos have 120-300 seconds.
-BINS = [(0, 0), (1, 9), (10, 29), (30, 59), (60, 119), (120, 179), (180, 239), (240, 299), (300, 300),
-        (301, 2**62)]
+BINS = [
+    (0, 0),
+    (1, 9),
+    (10, 29),
+    (30, 59),
+    (60, 119),
+    (120, 179),
+    (180, 239),
+    (240, 299),
+    (300, 300),
+    (301, 2**62),
+]
 
 
 def _bin_label(low: int, high: int) -> str:
@@ -39,8 +49,14 @@ def _reader(name: str, paths: list[str], features: dict[str, int]) -> Any:
     return cls(cls.Config(**fields), spec)
 
 
-def inspect_sources(inputs: list[str], *, reader: str = "yt8m-frame", features: dict[str, int] | None = None,
-                    num_classes: int = 3862, max_frames: int = 300) -> dict[str, Any]:
+def inspect_sources(
+    inputs: list[str],
+    *,
+    reader: str = "yt8m-frame",
+    features: dict[str, int] | None = None,
+    num_classes: int = 3862,
+    max_frames: int = 300,
+) -> dict[str, Any]:
     """A JSON-ready report (see the module docstring); ``damaged_files`` > 0 means something is wrong."""
     from zoo_yt8m_data import packed
 
@@ -66,8 +82,12 @@ def inspect_sources(inputs: list[str], *, reader: str = "yt8m-frame", features: 
                 else:
                     file_out_of_range += 1
         skipped = r.skipped[before:]
-        entry: dict[str, Any] = {"path": source, "records": records, "damaged": len(skipped),
-                                 "problems": [f"record {s.index}: {s.problem}" for s in skipped[:10]]}
+        entry: dict[str, Any] = {
+            "path": source,
+            "records": records,
+            "damaged": len(skipped),
+            "problems": [f"record {s.index}: {s.problem}" for s in skipped[:10]],
+        }
         if packed.is_shard(source):
             problems = packed.verify_shard(source)
             entry["checksums"] = "ok" if not problems else "mismatch"
@@ -82,7 +102,11 @@ def inspect_sources(inputs: list[str], *, reader: str = "yt8m-frame", features: 
             entry["damaged"] += file_out_of_range
             entry["problems"].append(f"{file_out_of_range} label(s) outside [0, {num_classes})")
         if lengths:
-            entry["frames"] = {"min": min(lengths), "max": max(lengths), "mean": round(float(np.mean(lengths)), 2)}
+            entry["frames"] = {
+                "min": min(lengths),
+                "max": max(lengths),
+                "mean": round(float(np.mean(lengths)), 2),
+            }
         files.append(entry)
         lengths_all.extend(lengths)
         out_of_range += file_out_of_range
@@ -100,7 +124,9 @@ def inspect_sources(inputs: list[str], *, reader: str = "yt8m-frame", features: 
             "mean": round(float(np.mean(lengths_all)), 2) if lengths_all else 0.0,
             "over_max_frames": sum(1 for n in lengths_all if n > max_frames),
             "max_frames": max_frames,
-            "histogram": {_bin_label(lo, hi): sum(1 for n in lengths_all if lo <= n <= hi) for lo, hi in BINS},
+            "histogram": {
+                _bin_label(lo, hi): sum(1 for n in lengths_all if lo <= n <= hi) for lo, hi in BINS
+            },
         },
         "labels": {
             "num_classes": num_classes,
@@ -125,16 +151,28 @@ def format_report(result: dict[str, Any]) -> str:
     rows = []
     for f in result["files"]:
         frames = f.get("frames", {})
-        rows.append([f["path"], f["records"], f"{frames.get('min', '-')}/{frames.get('mean', '-')}/{frames.get('max', '-')}",
-                     f["checksums"], f["damaged"] or ""])
-    lines = [tabulate(rows, headers=["file", "videos", "frames min/mean/max", "checksums", "damaged"],
-                      tablefmt="simple")]
+        rows.append(
+            [
+                f["path"],
+                f["records"],
+                f"{frames.get('min', '-')}/{frames.get('mean', '-')}/{frames.get('max', '-')}",
+                f["checksums"],
+                f["damaged"] or "",
+            ]
+        )
+    lines = [
+        tabulate(
+            rows, headers=["file", "videos", "frames min/mean/max", "checksums", "damaged"], tablefmt="simple"
+        )
+    ]
     for f in result["files"]:
         for problem in f["problems"]:
             lines.append(f"  {f['path']}: {problem}")
     fr = result["frames"]
-    lines.append(f"\n{result['records']} videos, {fr['total']} frames (mean {fr['mean']}); "
-                 f"{fr['over_max_frames']} longer than {fr['max_frames']} (truncated when read)")
+    lines.append(
+        f"\n{result['records']} videos, {fr['total']} frames (mean {fr['mean']}); "
+        f"{fr['over_max_frames']} longer than {fr['max_frames']} (truncated when read)"
+    )
     lines.append("frames per video: " + ", ".join(f"{k}: {v}" for k, v in fr["histogram"].items() if v))
     lb = result["labels"]
     lines.append(

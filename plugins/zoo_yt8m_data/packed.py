@@ -50,7 +50,9 @@ def read_json(path: str | Path, what: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise DataError(f"{path}: missing; the {what} is incomplete: run `zoo data pack` again (it resumes)") from None
+        raise DataError(
+            f"{path}: missing; the {what} is incomplete: run `zoo data pack` again (it resumes)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable {what} ({exc}); run `zoo data pack` again") from None
     if not isinstance(data, dict):
@@ -66,14 +68,18 @@ def shards_of(directory: str) -> list[str] | None:
         if index.get("format") != FORMAT:
             return None
         if index.get("version") != VERSION:
-            raise DataError(f"{index_path}: packed format version {index.get('version')}, this yt8m-zoo reads "
-                            f"version {VERSION}: pack the data again")
+            raise DataError(
+                f"{index_path}: packed format version {index.get('version')}, this yt8m-zoo reads "
+                f"version {VERSION}: pack the data again"
+            )
         out = []
         for shard in index.get("shards", []):
             path = os.path.join(directory, shard["name"])
             if not is_shard(path):
-                raise DataError(f"{path}: listed in {index_path} but missing or incomplete; run `zoo data pack` "
-                                f"again (it resumes)")
+                raise DataError(
+                    f"{path}: listed in {index_path} but missing or incomplete; run `zoo data pack` "
+                    f"again (it resumes)"
+                )
             out.append(path)
         if not out:
             raise DataError(f"{index_path}: the packed dataset has no shards")
@@ -138,31 +144,49 @@ def _open_shard(path: str, features: tuple[tuple[str, int], ...], stamp: tuple) 
     have = meta.get("features", {})
     for name, size in features:
         if name not in have:
-            raise DataError(f"{path}: the packed shard has no feature {name!r} (it has {', '.join(have)}); "
-                            f"pack the data again with that feature or fix dataset.features")
+            raise DataError(
+                f"{path}: the packed shard has no feature {name!r} (it has {', '.join(have)}); "
+                f"pack the data again with that feature or fix dataset.features"
+            )
         if have[name] != size:
-            raise DataError(f"{path}: feature {name!r} was packed with {have[name]} values per frame, "
-                            f"dataset.features says {size}")
+            raise DataError(
+                f"{path}: feature {name!r} was packed with {have[name]} values per frame, "
+                f"dataset.features says {size}"
+            )
     for fname, info in meta.get("files", {}).items():
-        actual = os.path.getsize(os.path.join(path, fname)) if os.path.exists(os.path.join(path, fname)) else -1
+        actual = (
+            os.path.getsize(os.path.join(path, fname)) if os.path.exists(os.path.join(path, fname)) else -1
+        )
         if actual != info["bytes"]:
-            raise DataError(f"{path}/{fname}: {actual} bytes, meta.json says {info['bytes']}; the shard is "
-                            f"damaged: delete the directory and run `zoo data pack` again")
+            raise DataError(
+                f"{path}/{fname}: {actual} bytes, meta.json says {info['bytes']}; the shard is "
+                f"damaged: delete the directory and run `zoo data pack` again"
+            )
     total = int(meta["frames"])
     frames = {}
     for name, size in features:
         frames[name] = _map(os.path.join(path, f"{name}.u8"), total, size)
     offsets = _load_npy(os.path.join(path, "offsets.npy"))
     shard = Shard(
-        path=path, meta=meta, frames=frames, offsets=offsets,
+        path=path,
+        meta=meta,
+        frames=frames,
+        offsets=offsets,
         labels=_load_npy(os.path.join(path, "labels.npy")),
         label_offsets=_load_npy(os.path.join(path, "label_offsets.npy")),
         ids=_load_npy(os.path.join(path, "ids.npy")),
     )
     n = int(meta["records"])
-    if len(offsets) != n + 1 or int(offsets[-1]) != total or len(shard.ids) != n or len(shard.label_offsets) != n + 1:
-        raise DataError(f"{path}: the index arrays disagree with meta.json ({n} records, {total} frames); "
-                        f"delete the directory and run `zoo data pack` again")
+    if (
+        len(offsets) != n + 1
+        or int(offsets[-1]) != total
+        or len(shard.ids) != n
+        or len(shard.label_offsets) != n + 1
+    ):
+        raise DataError(
+            f"{path}: the index arrays disagree with meta.json ({n} records, {total} frames); "
+            f"delete the directory and run `zoo data pack` again"
+        )
     return shard
 
 
@@ -174,8 +198,10 @@ def open_shard(path: str, features: dict[str, int]) -> Shard:
         try:
             st = os.stat(os.path.join(path, name))
         except FileNotFoundError:
-            raise DataError(f"{path}/{name}: missing; the packed shard is damaged: delete {path} and run "
-                            f"`zoo data pack` again (it resumes)") from None
+            raise DataError(
+                f"{path}/{name}: missing; the packed shard is damaged: delete {path} and run "
+                f"`zoo data pack` again (it resumes)"
+            ) from None
         stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
     return _open_shard(path, tuple(features.items()), tuple(stamp))
 
@@ -235,10 +261,15 @@ def shard_is_current(shard_dir: Path, source: str, features: dict[str, int]) -> 
         return False
     if meta.get("version") != VERSION or meta.get("features") != features:
         return False
-    if meta.get("source_size") != stamp["source_size"] or meta.get("source_mtime_ns") != stamp["source_mtime_ns"]:
+    if (
+        meta.get("source_size") != stamp["source_size"]
+        or meta.get("source_mtime_ns") != stamp["source_mtime_ns"]
+    ):
         return False
-    return all((shard_dir / name).is_file() and (shard_dir / name).stat().st_size == info["bytes"]
-               for name, info in meta.get("files", {}).items())
+    return all(
+        (shard_dir / name).is_file() and (shard_dir / name).stat().st_size == info["bytes"]
+        for name, info in meta.get("files", {}).items()
+    )
 
 
 def verify_shard(shard_dir: str | Path) -> list[str]:

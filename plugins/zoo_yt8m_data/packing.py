@@ -51,26 +51,43 @@ class PackReport:
         return "\n".join(lines)
 
 
-def _make_reader(reader: str, paths: list[str], features: dict[str, int], num_classes: int, verify_crc: bool,
-                 skip_corrupt: bool) -> Any:
+def _make_reader(
+    reader: str,
+    paths: list[str],
+    features: dict[str, int],
+    num_classes: int,
+    verify_crc: bool,
+    skip_corrupt: bool,
+) -> Any:
     from zoo_yt8m_data.readers import FrameFeatureReader, PaddleVideoPickleReader
 
     spec = DatasetSpec(num_classes=num_classes, features=dict(features), max_frames=_ALL_FRAMES)
     if reader == "yt8m-frame":
-        return FrameFeatureReader(FrameFeatureReader.Config(paths=list(paths), verify_crc=verify_crc,
-                                                            skip_corrupt=skip_corrupt), spec)
+        return FrameFeatureReader(
+            FrameFeatureReader.Config(paths=list(paths), verify_crc=verify_crc, skip_corrupt=skip_corrupt),
+            spec,
+        )
     if reader == "paddlevideo-pkl":
-        return PaddleVideoPickleReader(PaddleVideoPickleReader.Config(paths=list(paths), skip_corrupt=skip_corrupt),
-                                       spec)
+        return PaddleVideoPickleReader(
+            PaddleVideoPickleReader.Config(paths=list(paths), skip_corrupt=skip_corrupt), spec
+        )
     raise UsageError(f"--reader {reader!r}: pack reads yt8m-frame TFRecords or paddlevideo-pkl pickles")
 
 
-def pack_one(reader: str, source: str, shard_dir: str, features: dict[str, int], num_classes: int,
-             verify_crc: bool, skip_corrupt: bool) -> dict[str, Any]:
+def pack_one(
+    reader: str,
+    source: str,
+    shard_dir: str,
+    features: dict[str, int],
+    num_classes: int,
+    verify_crc: bool,
+    skip_corrupt: bool,
+) -> dict[str, Any]:
     """Pack one input file into ``shard_dir`` (runs in a worker process)."""
     r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt)
-    meta = packed.write_shard(r.read_part(source, 0, 1), Path(shard_dir), source, features,
-                              skipped=lambda: len(r.skipped))
+    meta = packed.write_shard(
+        r.read_part(source, 0, 1), Path(shard_dir), source, features, skipped=lambda: len(r.skipped)
+    )
     if reader == "yt8m-frame":
         from zoo_yt8m_data.tfrecord import count_records
 
@@ -79,8 +96,10 @@ def pack_one(reader: str, source: str, shard_dir: str, features: dict[str, int],
         framed = r.count(source)
     expected = framed - sum(1 for s in r.skipped if s.recoverable)
     if meta["records"] != expected:  # a reader that dropped videos silently would be caught here
-        raise DataError(f"packing {source}: wrote {meta['records']} videos but the file holds {expected} "
-                        f"readable records; the shard was not kept")
+        raise DataError(
+            f"packing {source}: wrote {meta['records']} videos but the file holds {expected} "
+            f"readable records; the shard was not kept"
+        )
     meta["skipped_records"] = [f"{s.path} record {s.index}: {s.problem}" for s in r.skipped]
     return meta
 
@@ -93,9 +112,18 @@ def _shard_name(source: str) -> str:
     return base
 
 
-def pack(inputs: list[str], output: str | os.PathLike, *, reader: str = "yt8m-frame",
-         features: dict[str, int] | None = None, num_classes: int = 3862, jobs: int = 0, verify_crc: bool = True,
-         skip_corrupt: bool = False, progress: bool = True) -> PackReport:
+def pack(
+    inputs: list[str],
+    output: str | os.PathLike,
+    *,
+    reader: str = "yt8m-frame",
+    features: dict[str, int] | None = None,
+    num_classes: int = 3862,
+    jobs: int = 0,
+    verify_crc: bool = True,
+    skip_corrupt: bool = False,
+    progress: bool = True,
+) -> PackReport:
     """Pack every input file into ``output`` (one shard each) and write ``output/index.json``."""
     from zoo.atomic import atomic_write_text
 
@@ -109,8 +137,10 @@ def pack(inputs: list[str], output: str | os.PathLike, *, reader: str = "yt8m-fr
     for f in files:
         name = _shard_name(f)
         if name in names:
-            raise UsageError(f"{f} and {names[name]} would both be packed as shard {name!r}: pack them into "
-                             f"different output directories")
+            raise UsageError(
+                f"{f} and {names[name]} would both be packed as shard {name!r}: pack them into "
+                f"different output directories"
+            )
         names[name] = f
     out.mkdir(parents=True, exist_ok=True)
     report = PackReport(output=str(out))
@@ -129,11 +159,16 @@ def pack(inputs: list[str], output: str | os.PathLike, *, reader: str = "yt8m-fr
         report.packed.append(name)
         report.skipped.extend(meta.pop("skipped_records", []))
         if progress:
-            print(f"pack: [{len(report.packed)}/{len(todo)}] {name}: {meta['records']} videos",
-                  file=sys.stderr, flush=True)
+            print(
+                f"pack: [{len(report.packed)}/{len(todo)}] {name}: {meta['records']} videos",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    args = {name: (reader, names[name], str(out / name), features, num_classes, verify_crc, skip_corrupt)
-            for name in todo}
+    args = {
+        name: (reader, names[name], str(out / name), features, num_classes, verify_crc, skip_corrupt)
+        for name in todo
+    }
     if jobs <= 1:
         for name in todo:
             done(name, pack_one(*args[name]))
@@ -148,18 +183,31 @@ def pack(inputs: list[str], output: str | os.PathLike, *, reader: str = "yt8m-fr
                     if error is not None:
                         for other in pending:
                             other.cancel()
-                        raise error if isinstance(error, DataError) else DataError(
-                            f"packing {names[futures[future]]} failed: {type(error).__name__}: {error}")
+                        raise (
+                            error
+                            if isinstance(error, DataError)
+                            else DataError(
+                                f"packing {names[futures[future]]} failed: {type(error).__name__}: {error}"
+                            )
+                        )
                     done(futures[future], future.result())
     shards = []
     for name in names:
         meta = metas[name]
-        shards.append({"name": name, "records": meta["records"], "frames": meta["frames"], "source": meta["source"]})
+        shards.append(
+            {"name": name, "records": meta["records"], "frames": meta["frames"], "source": meta["source"]}
+        )
         report.records += meta["records"]
         report.frames += meta["frames"]
         report.bytes += sum(info["bytes"] for info in meta["files"].values())
-    index = {"format": packed.FORMAT, "version": packed.VERSION, "features": features, "shards": shards,
-             "records": report.records, "frames": report.frames}
+    index = {
+        "format": packed.FORMAT,
+        "version": packed.VERSION,
+        "features": features,
+        "shards": shards,
+        "records": report.records,
+        "frames": report.frames,
+    }
     atomic_write_text(out / packed.INDEX, json.dumps(index, indent=1))
     report.seconds = time.perf_counter() - started
     return report

@@ -28,12 +28,24 @@ def load_pickle(path: str) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None
     except RefusedPickle as exc:
-        raise DataError(f"{path}: refused to load this pickle: {exc}. It may be crafted to run code; "
-                        f"nothing from it was executed. Use TFRecords or packed data instead") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            MemoryError, OSError) as exc:
-        raise DataError(f"{path}: not a readable PaddleVideo pickle ({type(exc).__name__}: {exc}); the file "
-                        f"may be truncated: convert its TFRecord again or read the TFRecords directly") from None
+        raise DataError(
+            f"{path}: refused to load this pickle: {exc}. It may be crafted to run code; "
+            f"nothing from it was executed. Use TFRecords or packed data instead"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        MemoryError,
+        OSError,
+    ) as exc:
+        raise DataError(
+            f"{path}: not a readable PaddleVideo pickle ({type(exc).__name__}: {exc}); the file "
+            f"may be truncated: convert its TFRecord again or read the TFRecords directly"
+        ) from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
@@ -70,8 +82,10 @@ def pickle_record(item: Any, features: dict[str, int], max_frames: int) -> dict[
         if frames.ndim == 1 and frames.size % size == 0:
             frames = frames.reshape(-1, size)
         if frames.ndim != 2 or frames.shape[1] != size:
-            raise ValueError(f"video {video!r}: {key!r} has shape {frames.shape}, expected [frames, {size}] "
-                             f"(dataset.features says {name}: {size})")
+            raise ValueError(
+                f"video {video!r}: {key!r} has shape {frames.shape}, expected [frames, {size}] "
+                f"(dataset.features says {name}: {size})"
+            )
         n = len(frames) if n is None else min(n, len(frames))
         record[name] = frames
     nframes = item.get("nframes", n)

@@ -77,7 +77,9 @@ class _YT8MReader:
         """Files (or packed shards) to read, expanded from ``config.paths``."""
         if self._sources is None:
             self._sources = expand_paths(
-                self.config.paths, patterns=self.dir_patterns, directory=self._claim_directory,
+                self.config.paths,
+                patterns=self.dir_patterns,
+                directory=self._claim_directory,
                 what=f"{self.name} files",
             )
         return self._sources
@@ -123,14 +125,24 @@ class _YT8MReader:
         self.skipped.append(SkippedRecord(error.path, error.index, error.problem, error.recoverable))
         if len(self.skipped) <= WARN_LIMIT:
             tail = "" if error.recoverable else "; the rest of the file is skipped"
-            print(f"warning: skipped {error.path} record {error.index}: {error.problem}{tail}", file=sys.stderr)
+            print(
+                f"warning: skipped {error.path} record {error.index}: {error.problem}{tail}", file=sys.stderr
+            )
         elif len(self.skipped) == WARN_LIMIT + 1:
             print("warning: more damaged records skipped; a summary follows at the end", file=sys.stderr)
 
     def bad_record(self, path: str, index: int, problem: str, *, video: str | None = None) -> None:
         where = f"video {video!r}: " if video else ""
-        self.corrupt(RecordError(path, index, None, where + problem, recoverable=True,
-                                 advice="fix the data or the dataset settings (dataset.features, num_classes)"))
+        self.corrupt(
+            RecordError(
+                path,
+                index,
+                None,
+                where + problem,
+                recoverable=True,
+                advice="fix the data or the dataset settings (dataset.features, num_classes)",
+            )
+        )
 
     def skipped_report(self, since: int = 0) -> str:
         """A summary of the records skipped (since the ``since``-th skip), empty when none were."""
@@ -159,7 +171,8 @@ class _YT8MReader:
         for label in labels:
             if not 0 <= label < self.num_classes:
                 self.bad_record(
-                    path, index,
+                    path,
+                    index,
                     f"label {label} is outside [0, {self.num_classes}) (dataset.num_classes is "
                     f"{self.num_classes}; YouTube-8M 2018 has 3862 classes)",
                     video=video,
@@ -170,10 +183,13 @@ class _YT8MReader:
     def _records(self, path: str, start: int, step: int) -> Iterator[tuple[int, bytes]]:
         select: Callable[[int], bool] | None = None
         if step > 1 or start > 0:
+
             def select(i: int) -> bool:
                 return i % step == start
-        for index, payload in read_records(path, verify_crc=self.verify_crc, select=select,
-                                           on_corrupt=self.corrupt):
+
+        for index, payload in read_records(
+            path, verify_crc=self.verify_crc, select=select, on_corrupt=self.corrupt
+        ):
             if payload is not None:
                 yield index, payload
 
@@ -249,8 +265,10 @@ class FrameFeatureReader(_YT8MReader):
                     yield record
             return
         if source.endswith((".pkl", ".pickle")):
-            raise DataError(f"{source}: a pickle; PaddleVideo pickles are read by the reader 'paddlevideo-pkl' "
-                            f"(data.reader: paddlevideo-pkl), or convert them once with `zoo data pack`")
+            raise DataError(
+                f"{source}: a pickle; PaddleVideo pickles are read by the reader 'paddlevideo-pkl' "
+                f"(data.reader: paddlevideo-pkl), or convert them once with `zoo data pack`"
+            )
         for index, payload in self._records(source, start, step):
             record = self._decode(source, index, payload)
             if record is not None:
@@ -268,12 +286,16 @@ class FrameFeatureReader(_YT8MReader):
                 rng = lists.get(name)
                 if rng is None:
                     have = ", ".join(sorted(lists)) or "none"
-                    raise WireError(f"no feature list {name!r} (the record has: {have}); is this frame-level data? "
-                                    f"video-level files need data.reader: yt8m-video")
+                    raise WireError(
+                        f"no feature list {name!r} (the record has: {have}); is this frame-level data? "
+                        f"video-level files need data.reader: yt8m-video"
+                    )
                 try:
                     frames = decode_frames(payload, rng[0], rng[1], size)
                 except WireError as exc:
-                    raise WireError(f"feature {name!r}: {exc} (dataset.features says {name}: {size})") from None
+                    raise WireError(
+                        f"feature {name!r}: {exc} (dataset.features says {name}: {size})"
+                    ) from None
                 if n is None:
                     n = len(frames)
                 elif len(frames) != n:
@@ -366,12 +388,16 @@ class VideoFeatureReader(_YT8MReader):
                     key = f"mean_{name}"
                     if key not in features:
                         have = ", ".join(sorted(features)) or "none"
-                        raise WireError(f"no feature {key!r} (the record has: {have}); frame-level files need "
-                                        f"data.reader: yt8m-frame")
+                        raise WireError(
+                            f"no feature {key!r} (the record has: {have}); frame-level files need "
+                            f"data.reader: yt8m-frame"
+                        )
                     values = _float_list(payload, features, key)
                     if len(values) != size:
-                        raise WireError(f"feature {key!r} has {len(values)} values, expected {size} "
-                                        f"(dataset.features says {name}: {size})")
+                        raise WireError(
+                            f"feature {key!r} has {len(values)} values, expected {size} "
+                            f"(dataset.features says {name}: {size})"
+                        )
                     record[name] = values.reshape(1, size)
             except WireError as exc:
                 self.bad_record(source, index, str(exc), video=video)
@@ -422,5 +448,12 @@ class PaddleVideoPickleReader(_YT8MReader):
 
 READERS = [FrameFeatureReader, VideoFeatureReader, SegmentReader, PaddleVideoPickleReader]
 
-__all__ = ["READERS", "FrameFeatureReader", "PaddleVideoPickleReader", "SegmentReader", "VideoFeatureReader",
-           "dequantize", "dequantize_into"]
+__all__ = [
+    "READERS",
+    "FrameFeatureReader",
+    "PaddleVideoPickleReader",
+    "SegmentReader",
+    "VideoFeatureReader",
+    "dequantize",
+    "dequantize_into",
+]

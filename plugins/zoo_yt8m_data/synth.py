@@ -41,8 +41,16 @@ RGB, AUDIO = 1024, 128
 _SCALE = 4.0 / 255.0
 _BIAS = 4.0 / 512.0 - 2.0
 VERTICALS = [
-    "Games", "Arts & Entertainment", "Autos & Vehicles", "Sports", "Food & Drink", "Music",
-    "Science", "Pets & Animals", "Beauty & Fitness", "Travel",
+    "Games",
+    "Arts & Entertainment",
+    "Autos & Vehicles",
+    "Sports",
+    "Food & Drink",
+    "Music",
+    "Science",
+    "Pets & Animals",
+    "Beauty & Fitness",
+    "Travel",
 ]
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 SPLITS = ("train", "valid", "test")
@@ -132,7 +140,9 @@ class World:
                 labels.append(c)
         return np.array(sorted(labels), np.int64)
 
-    def draw_video(self, rng: np.random.Generator, n: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def draw_video(
+        self, rng: np.random.Generator, n: int, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Quantized rgb [n, 1024] and audio [n, 128] of one video (few, large random draws: fast)."""
         rgb = _noise(rng, (n, RGB), 0.45)
         audio = _noise(rng, (n, AUDIO), 0.45)
@@ -157,7 +167,9 @@ class World:
                 # heard in the same frames half of the time, else in another random subset
                 heard = idx if v[1] < 0.5 else np.flatnonzero(r[0] < share)
                 if len(heard):
-                    amp_a = np.float32(1.2 * self.hearing[c]) * (np.float32(2.5) + np.float32(1.5) * r[2, heard])
+                    amp_a = np.float32(1.2 * self.hearing[c]) * (
+                        np.float32(2.5) + np.float32(1.5) * r[2, heard]
+                    )
                     if self.signed[c]:
                         amp_a = np.where(r[3, heard] < 0.5, -amp_a, amp_a)
                     audio[heard] += amp_a[:, None] * self.audio_proto[c]
@@ -196,7 +208,9 @@ def video_id(seed: int, index: int) -> str:
     return "".join(_ID_ALPHABET[(v >> s) & 63] for s in (18, 12, 6, 0))
 
 
-def _shard_records(world: World, spec: SynthSpec, split: str, shard: int, first: int, count: int) -> tuple[bytes, list]:
+def _shard_records(
+    world: World, spec: SynthSpec, split: str, shard: int, first: int, count: int
+) -> tuple[bytes, list]:
     split_no = SPLITS.index(split)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 1 + split_no, shard]))
     chunks = []
@@ -207,13 +221,17 @@ def _shard_records(world: World, spec: SynthSpec, split: str, shard: int, first:
         n = int(rng.integers(spec.min_frames, spec.max_frames + 1))
         rgb, audio = world.draw_video(rng, n, labels)
         vid = video_id(spec.seed, offset + first + i)
-        payload = encode_sequence_example({"id": vid.encode(), "labels": labels}, {"rgb": rgb, "audio": audio})
+        payload = encode_sequence_example(
+            {"id": vid.encode(), "labels": labels}, {"rgb": rgb, "audio": audio}
+        )
         chunks.append(frame(payload))
         label_sets.append(labels.tolist())
     return b"".join(chunks), label_sets
 
 
-def generate(output: str | os.PathLike, spec: SynthSpec = SynthSpec(), *, progress: bool = False) -> dict[str, Any]:
+def generate(
+    output: str | os.PathLike, spec: SynthSpec = SynthSpec(), *, progress: bool = False
+) -> dict[str, Any]:
     """Write the dataset into ``output`` (train/, validate/, test/, vocabulary.csv, manifest.json)."""
     from zoo.atomic import atomic_write_bytes, atomic_write_text
 
@@ -221,8 +239,14 @@ def generate(output: str | os.PathLike, spec: SynthSpec = SynthSpec(), *, progre
     out = Path(output)
     world = World(spec)
     started = time.perf_counter()
-    manifest: dict[str, Any] = {"format": "yt8m-zoo-synth", "version": SAMPLE_VERSION, "spec": asdict(spec),
-                                "num_classes": spec.classes, "files": {}, "splits": {}}
+    manifest: dict[str, Any] = {
+        "format": "yt8m-zoo-synth",
+        "version": SAMPLE_VERSION,
+        "spec": asdict(spec),
+        "num_classes": spec.classes,
+        "files": {},
+        "splits": {},
+    }
     train_counts = np.zeros(spec.classes, np.int64)
     for split in SPLITS:
         total = spec.videos(split)
@@ -233,11 +257,16 @@ def generate(output: str | os.PathLike, spec: SynthSpec = SynthSpec(), *, progre
         bounds = np.linspace(0, total, shards + 1).astype(int)
         paths = []
         for s in range(shards):
-            data, label_sets = _shard_records(world, spec, split, s, int(bounds[s]), int(bounds[s + 1] - bounds[s]))
+            data, label_sets = _shard_records(
+                world, spec, split, s, int(bounds[s]), int(bounds[s + 1] - bounds[s])
+            )
             rel = f"{FILE_PREFIX[split]}/{FILE_PREFIX[split]}{s:04d}.tfrecord"
             atomic_write_bytes(out / rel, data)
-            manifest["files"][rel] = {"bytes": len(data), "md5": hashlib.md5(data).hexdigest(),
-                                      "videos": len(label_sets)}
+            manifest["files"][rel] = {
+                "bytes": len(data),
+                "md5": hashlib.md5(data).hexdigest(),
+                "videos": len(label_sets),
+            }
             paths.append(rel)
             if split == "train":
                 for labels in label_sets:
@@ -257,16 +286,38 @@ def vocabulary_csv(world: World, train_counts: np.ndarray) -> str:
     """The class names in the official ``vocabulary.csv`` columns."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["Index", "TrainVideoCount", "KnowledgeGraphId", "Name", "WikiUrl", "Vertical1", "Vertical2",
-                     "Vertical3", "WikiDescription"])
+    writer.writerow(
+        [
+            "Index",
+            "TrainVideoCount",
+            "KnowledgeGraphId",
+            "Name",
+            "WikiUrl",
+            "Vertical1",
+            "Vertical2",
+            "Vertical3",
+            "WikiDescription",
+        ]
+    )
     seen: dict[int, int] = {}
     for c in range(world.classes):
         v = int(world.vertical[c])
         seen[v] = seen.get(v, 0) + 1
         kind = "signed" if world.signed[c] else "plain"
         kind += ", mostly audible" if world.audible[c] else ""
-        writer.writerow([c, int(train_counts[c]), f"/m/zoo{c:05d}", f"{VERTICALS[v]} #{seen[v]}", "", VERTICALS[v],
-                         "", "", f"Synthetic class {c} ({kind} evidence)"])
+        writer.writerow(
+            [
+                c,
+                int(train_counts[c]),
+                f"/m/zoo{c:05d}",
+                f"{VERTICALS[v]} #{seen[v]}",
+                "",
+                VERTICALS[v],
+                "",
+                "",
+                f"Synthetic class {c} ({kind} evidence)",
+            ]
+        )
     return buf.getvalue()
 
 

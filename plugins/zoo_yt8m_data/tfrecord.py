@@ -34,7 +34,14 @@ class RecordError(DataError):
     """A damaged record: names the file and the record index; ``recoverable`` says if reading can go on."""
 
     def __init__(
-        self, path: str, index: int, offset: int | None, problem: str, *, recoverable: bool, advice: str | None = None
+        self,
+        path: str,
+        index: int,
+        offset: int | None,
+        problem: str,
+        *,
+        recoverable: bool,
+        advice: str | None = None,
     ) -> None:
         self.path = path
         self.index = index
@@ -131,24 +138,37 @@ def read_records(
             if not header:
                 return
             if len(header) < HEADER_BYTES:
-                damaged(RecordError(path, index, offset, f"truncated header ({len(header)} of 12 bytes)",
-                                    recoverable=False))
+                damaged(
+                    RecordError(
+                        path,
+                        index,
+                        offset,
+                        f"truncated header ({len(header)} of 12 bytes)",
+                        recoverable=False,
+                    )
+                )
                 return
             if index == 0 and header[:2] == b"\x1f\x8b":
-                raise DataError(f"{path}: is gzip-compressed; YouTube-8M shards are plain TFRecords: "
-                                f"decompress it first (gunzip)")
+                raise DataError(
+                    f"{path}: is gzip-compressed; YouTube-8M shards are plain TFRecords: "
+                    f"decompress it first (gunzip)"
+                )
             (length,) = unpack_len(header)
             if verify_crc and masked_crc(header[:8]) != unpack_crc(header, 8)[0]:
                 damaged(RecordError(path, index, offset, "length checksum mismatch", recoverable=False))
                 return
             end = offset + HEADER_BYTES + length + FOOTER_BYTES
             if end > size:
-                damaged(RecordError(
-                    path, index, offset,
-                    f"truncated: the record needs {length + FOOTER_BYTES} more bytes, the file has "
-                    f"{size - offset - HEADER_BYTES}",
-                    recoverable=False,
-                ))
+                damaged(
+                    RecordError(
+                        path,
+                        index,
+                        offset,
+                        f"truncated: the record needs {length + FOOTER_BYTES} more bytes, the file has "
+                        f"{size - offset - HEADER_BYTES}",
+                        recoverable=False,
+                    )
+                )
                 return
             if select is not None and not select(index):
                 f.seek(length + FOOTER_BYTES, os.SEEK_CUR)
@@ -167,10 +187,13 @@ def read_records(
             index += 1
 
 
-def count_records(path: str, *, verify_crc: bool = True,
-                  on_corrupt: Callable[[RecordError], None] | None = None) -> int:
+def count_records(
+    path: str, *, verify_crc: bool = True, on_corrupt: Callable[[RecordError], None] | None = None
+) -> int:
     """Number of records in ``path`` from the headers alone (seeks over the payloads).
 
     With ``on_corrupt``, damage that ends the framing is handed to it and the records before it count.
     """
-    return sum(1 for _ in read_records(path, verify_crc=verify_crc, select=lambda _i: False, on_corrupt=on_corrupt))
+    return sum(
+        1 for _ in read_records(path, verify_crc=verify_crc, select=lambda _i: False, on_corrupt=on_corrupt)
+    )

@@ -193,7 +193,9 @@ def parse_sequence_example(buf: bytes) -> tuple[dict[str, tuple[int, int]], dict
     return context, lists
 
 
-def _parse_sequence_example_general(buf: bytes) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+def _parse_sequence_example_general(
+    buf: bytes,
+) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     context: dict[str, tuple[int, int]] = {}
     lists: dict[str, tuple[int, int]] = {}
     for number, wire, s, e in _fields(buf, 0, len(buf)):
@@ -207,7 +209,7 @@ def _parse_sequence_example_general(buf: bytes) -> tuple[dict[str, tuple[int, in
 
 
 def feature_kind(buf: bytes, start: int, end: int) -> str:
-    """"bytes", "float", "int64" or "empty" for the Feature message at ``buf[start:end]``."""
+    """ "bytes", "float", "int64" or "empty" for the Feature message at ``buf[start:end]``."""
     kind = "empty"
     for number, wire, _s, _e in _fields(buf, start, end):
         if wire == _WIRE_LEN and number in (1, 2, 3):
@@ -419,7 +421,9 @@ def encode_frames(frames: np.ndarray) -> bytes:
     return rows.tobytes()
 
 
-def encode_sequence_example(context: dict[str, FeatureValue | bytes], feature_lists: dict[str, np.ndarray]) -> bytes:
+def encode_sequence_example(
+    context: dict[str, FeatureValue | bytes], feature_lists: dict[str, np.ndarray]
+) -> bytes:
     """A serialized ``tf.train.SequenceExample`` with uint8 frame features (one bytes feature per frame)."""
     ctx = _features({k: encode_feature(v) for k, v in context.items()})
     lists = _features({k: encode_frames(v) for k, v in feature_lists.items()})

@@ -72,11 +72,14 @@ def precision_sums(
     return out
 
 
-def _group_sums(sizes: np.ndarray, positives: np.ndarray, ranked_above: np.ndarray,
-                positives_above: np.ndarray) -> np.ndarray:
+def _group_sums(
+    sizes: np.ndarray, positives: np.ndarray, ranked_above: np.ndarray, positives_above: np.ndarray
+) -> np.ndarray:
     """Expected sum of precision over the positives of each tie group (formula in the module docstring)."""
     sizes = np.asarray(sizes, dtype=np.int64)
-    out = (np.asarray(positives_above, dtype=np.float64) + 1) / (np.asarray(ranked_above, dtype=np.float64) + 1)
+    out = (np.asarray(positives_above, dtype=np.float64) + 1) / (
+        np.asarray(ranked_above, dtype=np.float64) + 1
+    )
     tied = np.flatnonzero(sizes > 1)  # singletons (one positive item) are done: (c + 1) / (s + 1)
     if tied.size:
         m_t = sizes[tied]
@@ -167,5 +170,7 @@ def _pooled_sums_float32(
     gap_sum = float(_sorted_group_sums(np.sort(keys), np.sort(keys[labels]))[1].sum())
     keys = (classes.astype(np.uint64) << np.uint64(32)) | keys
     group_keys, group_sums = _sorted_group_sums(np.sort(keys), np.sort(keys[labels]), segment_shift=32)
-    sums = np.bincount((group_keys >> np.uint64(32)).astype(np.int64), weights=group_sums, minlength=num_classes)
+    sums = np.bincount(
+        (group_keys >> np.uint64(32)).astype(np.int64), weights=group_sums, minlength=num_classes
+    )
     return gap_sum, sums

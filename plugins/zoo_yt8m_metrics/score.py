@@ -39,8 +39,10 @@ class PredictionTable:
         self.scores = array("d")
         for line_no, vid, classes, scores in iter_kaggle_csv(path):
             if vid in self.rows:
-                raise DataError(f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
-                                f"{self.lines[self.rows[vid]]}); keep one row per video")
+                raise DataError(
+                    f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
+                    f"{self.lines[self.rows[vid]]}); keep one row per video"
+                )
             check_classes(path, line_no, vid, classes, num_classes)
             self.rows[vid] = len(self.lines)
             self.lines.append(line_no)
@@ -89,8 +91,11 @@ class ScoreReport:
     metric: Yt8mMetric | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.metrics, "videos_without_prediction": len(self.missing),
-                "videos_without_prediction_examples": self.missing[:SHOW_IDS]}
+        return {
+            **self.metrics,
+            "videos_without_prediction": len(self.missing),
+            "videos_without_prediction_examples": self.missing[:SHOW_IDS],
+        }
 
 
 def _label_indices(vid: str, labels: Any, num_classes: int) -> np.ndarray:
@@ -100,15 +105,21 @@ def _label_indices(vid: str, labels: Any, num_classes: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind in "fb":
         if arr.shape != (num_classes,):
-            raise DataError(f"video {vid!r}: key labels: a multi-hot vector of shape {arr.shape}, expected "
-                            f"({num_classes},); or pass class indices (integers)")
+            raise DataError(
+                f"video {vid!r}: key labels: a multi-hot vector of shape {arr.shape}, expected "
+                f"({num_classes},); or pass class indices (integers)"
+            )
         return np.flatnonzero(arr)
     if arr.dtype.kind not in "iu":
-        raise DataError(f"video {vid!r}: key labels: expected class indices or a multi-hot vector, got {arr!r}")
+        raise DataError(
+            f"video {vid!r}: key labels: expected class indices or a multi-hot vector, got {arr!r}"
+        )
     arr = arr.astype(np.int64).ravel()
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        raise DataError(f"video {vid!r}: key labels: class {int(arr.max())} is outside 0 .. {num_classes - 1}; "
-                        f"pass the right --num-classes")
+        raise DataError(
+            f"video {vid!r}: key labels: class {int(arr.max())} is outside 0 .. {num_classes - 1}; "
+            f"pass the right --num-classes"
+        )
     return arr
 
 
@@ -140,13 +151,15 @@ def score_predictions(
             labels.fill(False)
             rows = []
     if rows:
-        metric.update_ranked(*table.ranked(rows), labels[:len(rows)])
+        metric.update_ranked(*table.ranked(rows), labels[: len(rows)])
     unused = table.unused()
     if unused:
         shown = ", ".join(f"{vid!r} (line {line})" for vid, line in unused[:SHOW_IDS])
-        raise DataError(f"{predictions}: {len(unused)} of {len(table.rows)} rows are for videos that are not in "
-                        f"the labelled data ({len(seen)} videos), e.g. {shown}; score against the split the "
-                        f"predictions were made for")
+        raise DataError(
+            f"{predictions}: {len(unused)} of {len(table.rows)} rows are for videos that are not in "
+            f"the labelled data ({len(seen)} videos), e.g. {shown}; score against the split the "
+            f"predictions were made for"
+        )
     if not seen:
         raise DataError("the labelled data holds no videos; check --data")
     return ScoreReport(metric.compute(), missing, metric)
@@ -155,8 +168,10 @@ def score_predictions(
 def reader_videos(reader: Any) -> Iterator[tuple[str, Any]]:
     for video in reader:
         if "labels" not in video:
-            raise DataError(f"video {video.get('id')!r}: the reader gave no 'labels'; score needs labelled data "
-                            f"(the test partition has none)")
+            raise DataError(
+                f"video {video.get('id')!r}: the reader gave no 'labels'; score needs labelled data "
+                f"(the test partition has none)"
+            )
         yield video["id"], video["labels"]
 
 
@@ -171,19 +186,40 @@ class ScoreCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--predictions", required=True, metavar="CSV", help="the Kaggle-format prediction file")
-        parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
-                            help="labelled records: files, directories, globs or .list files")
-        parser.add_argument("--reader", default="yt8m-frame",
-                            help="reader plugin for --data (default yt8m-frame; yt8m-video for video-level files)")
-        parser.add_argument("--num-classes", type=int, default=DatasetSpec().num_classes, metavar="N",
-                            help="number of classes (default %(default)s)")
-        parser.add_argument("--top-k", type=int, default=20, metavar="K",
-                            help="predictions per video that count for GAP and mAP (default %(default)s)")
+        parser.add_argument(
+            "--predictions", required=True, metavar="CSV", help="the Kaggle-format prediction file"
+        )
+        parser.add_argument(
+            "--data",
+            required=True,
+            nargs="+",
+            metavar="PATH",
+            help="labelled records: files, directories, globs or .list files",
+        )
+        parser.add_argument(
+            "--reader",
+            default="yt8m-frame",
+            help="reader plugin for --data (default yt8m-frame; yt8m-video for video-level files)",
+        )
+        parser.add_argument(
+            "--num-classes",
+            type=int,
+            default=DatasetSpec().num_classes,
+            metavar="N",
+            help="number of classes (default %(default)s)",
+        )
+        parser.add_argument(
+            "--top-k",
+            type=int,
+            default=20,
+            metavar="K",
+            help="predictions per video that count for GAP and mAP (default %(default)s)",
+        )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
         parser.add_argument("--per-class", metavar="CSV", help="write per-class AP to this CSV")
-        parser.add_argument("--vocabulary", metavar="CSV",
-                            help="YouTube-8M vocabulary.csv: adds class names to --per-class")
+        parser.add_argument(
+            "--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv: adds class names to --per-class"
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -198,9 +234,12 @@ class ScoreCommand:
             raise UsageError("--vocabulary names the classes of --per-class; give --per-class CSV too")
         vocabulary = load_vocabulary(args.vocabulary) if args.vocabulary else None
         # features={}: only ids and labels are needed, so the reader skips decoding the frames.
-        reader = zoo.build_reader(args.reader, paths=list(args.data), num_classes=args.num_classes, features={})
-        report = score_predictions(args.predictions, reader_videos(reader), num_classes=args.num_classes,
-                                   top_k=args.top_k)
+        reader = zoo.build_reader(
+            args.reader, paths=list(args.data), num_classes=args.num_classes, features={}
+        )
+        report = score_predictions(
+            args.predictions, reader_videos(reader), num_classes=args.num_classes, top_k=args.top_k
+        )
         if args.per_class and report.metric is not None:
             report.metric.write_per_class_csv(args.per_class, vocabulary)
         _print_report(report, args)
@@ -212,12 +251,16 @@ def _print_report(report: ScoreReport, args: argparse.Namespace) -> None:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         m = report.metrics
-        print(f"videos {m['num_videos']}  GAP@{args.top_k} {m['gap']:.6f}  Hit@1 {m['hit_at_1']:.6f}  "
-              f"PERR {m['perr']:.6f}  mAP {m['map']:.6f}")
+        print(
+            f"videos {m['num_videos']}  GAP@{args.top_k} {m['gap']:.6f}  Hit@1 {m['hit_at_1']:.6f}  "
+            f"PERR {m['perr']:.6f}  mAP {m['map']:.6f}"
+        )
         if args.per_class:
             print(f"per-class AP written to {args.per_class}")
     if report.missing:
         shown = ", ".join(repr(v) for v in report.missing[:SHOW_IDS])
-        print(f"note: {len(report.missing)} labelled videos have no row in {args.predictions} and count as empty "
-              f"predictions (e.g. {shown})", file=sys.stderr)
-
+        print(
+            f"note: {len(report.missing)} labelled videos have no row in {args.predictions} and count as empty "
+            f"predictions (e.g. {shown})",
+            file=sys.stderr,
+        )

@@ -75,8 +75,10 @@ class SegmentMetric:
             raise DataError(f"metric {self.name!r}: a ground-truth record has no 'id' (got {vid!r})")
         missing = [k for k in GROUND_TRUTH_KEYS if k not in video]
         if missing:
-            raise DataError(f"video {vid!r}: no {', '.join(missing)}; segment mAP needs the segment-rated data "
-                            f"(partition 3/frame/validate) read by a reader that keeps the segment_* keys")
+            raise DataError(
+                f"video {vid!r}: no {', '.join(missing)}; segment mAP needs the segment-rated data "
+                f"(partition 3/frame/validate) read by a reader that keeps the segment_* keys"
+            )
         if vid in self._videos:
             raise DataError(f"video {vid!r}: ground truth added twice (is a file listed twice?)")
         starts = np.asarray(video["segment_start_times"], dtype=np.int64).ravel()
@@ -87,14 +89,20 @@ class SegmentMetric:
         if ends is not None:
             lengths.add(len(np.asarray(ends).ravel()))
         if len(lengths) != 1:
-            raise DataError(f"video {vid!r}: segment_start_times, segment_end_times, segment_labels and "
-                            f"segment_scores must have one entry per rated segment; lengths differ")
+            raise DataError(
+                f"video {vid!r}: segment_start_times, segment_end_times, segment_labels and "
+                f"segment_scores must have one entry per rated segment; lengths differ"
+            )
         if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
-            raise DataError(f"video {vid!r}: key segment_labels: class {int(classes.max())} is outside 0 .. "
-                            f"{self.num_classes - 1}")
+            raise DataError(
+                f"video {vid!r}: key segment_labels: class {int(classes.max())} is outside 0 .. "
+                f"{self.num_classes - 1}"
+            )
         if not np.isin(values, (0.0, 1.0)).all():
-            raise DataError(f"video {vid!r}: key segment_scores must hold 0 or 1, found "
-                            f"{values[~np.isin(values, (0.0, 1.0))][0]}")
+            raise DataError(
+                f"video {vid!r}: key segment_scores must hold 0 or 1, found "
+                f"{values[~np.isin(values, (0.0, 1.0))][0]}"
+            )
         self._videos.add(vid)
         for start in np.unique(starts):
             at = starts == start
@@ -106,17 +114,23 @@ class SegmentMetric:
         self._rated += int(classes.size)
         return int(classes.size)
 
-    def update(self, ids: Sequence[str], segment_start_times: Sequence[int] | np.ndarray, scores: np.ndarray) -> None:
+    def update(
+        self, ids: Sequence[str], segment_start_times: Sequence[int] | np.ndarray, scores: np.ndarray
+    ) -> None:
         """Add the scores ``[S, num_classes]`` of S segments (video ``ids[s]``, starting at frame
         ``segment_start_times[s]``)."""
         scores = np.asarray(scores)
         starts = np.asarray(segment_start_times).ravel()
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
-            raise ValueError(f"metric {self.name!r}: scores must have shape [segments, {self.num_classes}], "
-                             f"got {scores.shape}")
+            raise ValueError(
+                f"metric {self.name!r}: scores must have shape [segments, {self.num_classes}], "
+                f"got {scores.shape}"
+            )
         if not (len(ids) == len(starts) == scores.shape[0]):
-            raise ValueError(f"metric {self.name!r}: {len(ids)} ids, {len(starts)} start times and "
-                             f"{scores.shape[0]} score rows; pass one of each per segment")
+            raise ValueError(
+                f"metric {self.name!r}: {len(ids)} ids, {len(starts)} start times and "
+                f"{scores.shape[0]} score rows; pass one of each per segment"
+            )
         if np.isnan(scores).any():
             raise ValueError(f"metric {self.name!r}: a segment score is NaN; check the model output")
         rows: list[int] = []
@@ -149,27 +163,40 @@ class SegmentMetric:
     def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(self._pair_scores) != 1:
             self._pair_scores = [np.concatenate(self._pair_scores) if self._pair_scores else np.zeros(0)]
-            self._pair_classes = [np.concatenate(self._pair_classes) if self._pair_classes
-                                  else np.zeros(0, dtype=np.int64)]
-            self._pair_labels = [np.concatenate(self._pair_labels) if self._pair_labels else np.zeros(0, bool)]
+            self._pair_classes = [
+                np.concatenate(self._pair_classes) if self._pair_classes else np.zeros(0, dtype=np.int64)
+            ]
+            self._pair_labels = [
+                np.concatenate(self._pair_labels) if self._pair_labels else np.zeros(0, bool)
+            ]
         return self._pair_scores[0], self._pair_classes[0], self._pair_labels[0]
 
     def state(self) -> dict[str, Any]:
         """The scored rated pairs and the per-class rated positives (picklable)."""
         scores, classes, labels = self._pairs()
-        return {"version": STATE_VERSION, "metric": self.name, "num_classes": self.num_classes,
-                "scores": scores, "classes": classes, "labels": labels, "positives": self._positives.copy(),
-                "rated": self._rated}
+        return {
+            "version": STATE_VERSION,
+            "metric": self.name,
+            "num_classes": self.num_classes,
+            "scores": scores,
+            "classes": classes,
+            "labels": labels,
+            "positives": self._positives.copy(),
+            "rated": self._rated,
+        }
 
     def merge(self, states: list[Mapping[str, Any]]) -> None:
         """Add other metrics' ``state()`` (e.g. every rank's, after ``reset()``)."""
         for i, st in enumerate(states):
             if st.get("metric") != self.name or st.get("version") != STATE_VERSION:
-                raise ValueError(f"metric {self.name!r}: state {i} is not a {self.name!r} state of version "
-                                 f"{STATE_VERSION}")
+                raise ValueError(
+                    f"metric {self.name!r}: state {i} is not a {self.name!r} state of version {STATE_VERSION}"
+                )
             if st["num_classes"] != self.num_classes:
-                raise ValueError(f"metric {self.name!r}: state {i} has {st['num_classes']} classes, this "
-                                 f"metric {self.num_classes}")
+                raise ValueError(
+                    f"metric {self.name!r}: state {i} has {st['num_classes']} classes, this "
+                    f"metric {self.num_classes}"
+                )
             self._pair_scores.append(np.asarray(st["scores"]))
             self._pair_classes.append(np.asarray(st["classes"], dtype=np.int64))
             self._pair_labels.append(np.asarray(st["labels"], dtype=bool))
@@ -192,9 +219,15 @@ class SegmentMetric:
     def compute(self) -> dict[str, float]:
         """segment_map, segment_classes, rated_pairs_scored, rated_pairs."""
         if not self._positives.any():
-            raise ZooError(f"metric {self.name!r}: no rated positive segment was seen; evaluate on the "
-                           f"segment-rated data and call add_ground_truth for each video")
+            raise ZooError(
+                f"metric {self.name!r}: no rated positive segment was seen; evaluate on the "
+                f"segment-rated data and call add_ground_truth for each video"
+            )
         ap = self.per_class_ap()
         scored = ap[self._positives > 0]
-        return {"segment_map": float(scored.mean()), "segment_classes": int(scored.size),
-                "rated_pairs_scored": int(self._pairs()[0].size), "rated_pairs": self._rated}
+        return {
+            "segment_map": float(scored.mean()),
+            "segment_classes": int(scored.size),
+            "rated_pairs_scored": int(self._pairs()[0].size),
+            "rated_pairs": self._rated,
+        }

@@ -85,8 +85,10 @@ class Yt8mMetric:
         """Add one batch: ``scores`` and ``labels`` are ``[B, num_classes]``; ``loss`` the batch's mean loss."""
         scores = np.asarray(scores)
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
-            raise ValueError(f"metric {self.name!r}: scores must have shape [batch, {self.num_classes}], "
-                             f"got {scores.shape}")
+            raise ValueError(
+                f"metric {self.name!r}: scores must have shape [batch, {self.num_classes}], "
+                f"got {scores.shape}"
+            )
         labels = self._check_labels(labels, scores.shape[0])
         if scores.dtype.kind not in "fiub":
             raise ValueError(f"metric {self.name!r}: scores must be numbers, got dtype {scores.dtype}")
@@ -99,11 +101,15 @@ class Yt8mMetric:
         # several passes below. Nothing is committed until every slice has passed its checks.
         batch = scores.shape[0]
         step = max(16, CHUNK_BYTES // (self.num_classes * scores.dtype.itemsize))
-        self._commit([self._slice(scores[i:i + step], labels[i:i + step], i) for i in range(0, batch, step)],
-                     batch, loss)
+        self._commit(
+            [self._slice(scores[i : i + step], labels[i : i + step], i) for i in range(0, batch, step)],
+            batch,
+            loss,
+        )
 
-    def update_ranked(self, classes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                      loss: float | None = None) -> None:
+    def update_ranked(
+        self, classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, loss: float | None = None
+    ) -> None:
         """Add a batch given as each video's predictions rather than a score for every class.
 
         ``classes`` and ``scores`` are ``[B, L]`` (any order; pad short rows with score ``-inf``), ``labels``
@@ -115,20 +121,28 @@ class Yt8mMetric:
         scores = np.asarray(scores)
         labels = self._check_labels(labels, classes.shape[0] if classes.ndim == 2 else -1)
         if classes.ndim != 2 or scores.shape != classes.shape or classes.dtype.kind not in "iu":
-            raise ValueError(f"metric {self.name!r}: classes (integers) and scores must have the same shape "
-                             f"[batch, L]; got {classes.shape} {classes.dtype} and {scores.shape}")
+            raise ValueError(
+                f"metric {self.name!r}: classes (integers) and scores must have the same shape "
+                f"[batch, L]; got {classes.shape} {classes.dtype} and {scores.shape}"
+            )
         if np.isnan(scores).any():
-            raise ValueError(f"metric {self.name!r}: row {int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])} "
-                             f"has a NaN score")
+            raise ValueError(
+                f"metric {self.name!r}: row {int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])} "
+                f"has a NaN score"
+            )
         listed = scores != -np.inf
-        if classes.size and (classes[listed].min(initial=0) < 0 or classes[listed].max(initial=0) >= self.num_classes):
+        if classes.size and (
+            classes[listed].min(initial=0) < 0 or classes[listed].max(initial=0) >= self.num_classes
+        ):
             raise ValueError(f"metric {self.name!r}: classes must be in 0 .. {self.num_classes - 1}")
         self._check_loss(loss)
         classes = np.where(listed, classes, self.num_classes).astype(np.int64)  # padding sorts last
         order = np.lexsort((classes, -scores.astype(np.float64)), axis=1)  # by score, ties by class
         classes = np.take_along_axis(classes, order, axis=1)
         scores = np.take_along_axis(scores, order, axis=1)
-        if classes.shape[1] > 1 and np.any((classes[:, 1:] == classes[:, :-1]) & (classes[:, 1:] < self.num_classes)):
+        if classes.shape[1] > 1 and np.any(
+            (classes[:, 1:] == classes[:, :-1]) & (classes[:, 1:] < self.num_classes)
+        ):
             raise ValueError(f"metric {self.name!r}: a class is listed twice in one row")
         classes = np.minimum(classes, self.num_classes - 1)  # padding (score -inf) stays unpredicted
         num_labels, positives = _label_counts(labels, self.name)
@@ -137,8 +151,10 @@ class Yt8mMetric:
     def _check_labels(self, labels: np.ndarray, batch: int) -> np.ndarray:
         labels = np.asarray(labels)
         if labels.shape != (batch, self.num_classes):
-            raise ValueError(f"metric {self.name!r}: labels have shape {labels.shape}, expected "
-                             f"[{batch}, {self.num_classes}] (0/1 multi-hot, one row per video)")
+            raise ValueError(
+                f"metric {self.name!r}: labels have shape {labels.shape}, expected "
+                f"[{batch}, {self.num_classes}] (0/1 multi-hot, one row per video)"
+            )
         return labels
 
     def _commit(self, parts: list[tuple], batch: int, loss: float | None) -> None:
@@ -163,12 +179,20 @@ class Yt8mMetric:
             classes, values = top_k(scores, self.top_k)
         except ValueError:
             row = first + int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
-            raise ValueError(f"metric {self.name!r}: row {row} of the batch has a NaN score; check the model "
-                             f"output") from None
+            raise ValueError(
+                f"metric {self.name!r}: row {row} of the batch has a NaN score; check the model output"
+            ) from None
         return self._part(classes, values, labels, num_labels, positives, scores)
 
-    def _part(self, classes: np.ndarray, values: np.ndarray, labels: np.ndarray, num_labels: np.ndarray,
-                positives: np.ndarray, dense: np.ndarray | None) -> tuple:
+    def _part(
+        self,
+        classes: np.ndarray,
+        values: np.ndarray,
+        labels: np.ndarray,
+        num_labels: np.ndarray,
+        positives: np.ndarray,
+        dense: np.ndarray | None,
+    ) -> tuple:
         """Hits, PERR sum, unlabelled videos, positives per class and top-k triplets from ranked lists
         (``dense``: the full scores, for PERR of videos with more labels than listed classes)."""
         rows = np.arange(len(classes))[:, None]
@@ -176,19 +200,29 @@ class Yt8mMetric:
         predicted = values != -np.inf
         hits = int(np.count_nonzero(top_labels[:, 0] & predicted[:, 0])) if classes.shape[1] else 0
         perr = _perr_sum(dense, labels, num_labels, top_labels & predicted, values)
-        top_labels, values, predicted = top_labels[:, :self.top_k], values[:, :self.top_k], predicted[:, :self.top_k]
-        classes = classes[:, :self.top_k]
+        top_labels, values, predicted = (
+            top_labels[:, : self.top_k],
+            values[:, : self.top_k],
+            predicted[:, : self.top_k],
+        )
+        classes = classes[:, : self.top_k]
         if predicted.all():
             triplets = (values.ravel(), classes.astype(self._class_dtype).ravel(), top_labels.ravel())
         else:
-            triplets = (values[predicted], classes[predicted].astype(self._class_dtype), top_labels[predicted])
+            triplets = (
+                values[predicted],
+                classes[predicted].astype(self._class_dtype),
+                top_labels[predicted],
+            )
         return hits, perr, int(np.count_nonzero(num_labels == 0)), positives, triplets
 
     def _check_loss(self, loss: float | None) -> None:
         had = self._loss_videos > 0
         if self._num_videos and (loss is not None) != had:
-            raise ValueError(f"metric {self.name!r}: pass a loss with every batch or with none "
-                             f"({'earlier batches had one' if had else 'earlier batches had none'})")
+            raise ValueError(
+                f"metric {self.name!r}: pass a loss with every batch or with none "
+                f"({'earlier batches had one' if had else 'earlier batches had none'})"
+            )
 
     # -- distributed ----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -215,16 +249,21 @@ class Yt8mMetric:
         """Add the ``state()`` of other metrics (e.g. every rank's, after ``reset()``) to this one."""
         for i, st in enumerate(states):
             if st.get("metric") != self.name or st.get("version") != STATE_VERSION:
-                raise ValueError(f"metric {self.name!r}: state {i} is not a {self.name!r} state of version "
-                                 f"{STATE_VERSION}")
+                raise ValueError(
+                    f"metric {self.name!r}: state {i} is not a {self.name!r} state of version {STATE_VERSION}"
+                )
             if st["num_classes"] != self.num_classes or st["top_k"] != self.top_k:
-                raise ValueError(f"metric {self.name!r}: state {i} has num_classes {st['num_classes']}, top_k "
-                                 f"{st['top_k']}; this metric has {self.num_classes}, {self.top_k}")
+                raise ValueError(
+                    f"metric {self.name!r}: state {i} has num_classes {st['num_classes']}, top_k "
+                    f"{st['top_k']}; this metric has {self.num_classes}, {self.top_k}"
+                )
             if st["num_videos"] == 0:
                 continue
             if self._num_videos and (st["loss_videos"] > 0) != (self._loss_videos > 0):
-                raise ValueError(f"metric {self.name!r}: state {i} {'has' if st['loss_videos'] else 'has no'} "
-                                 f"loss, unlike the videos already merged; pass a loss everywhere or nowhere")
+                raise ValueError(
+                    f"metric {self.name!r}: state {i} {'has' if st['loss_videos'] else 'has no'} "
+                    f"loss, unlike the videos already merged; pass a loss everywhere or nowhere"
+                )
             self._scores.append(np.asarray(st["scores"]))
             self._classes.append(np.asarray(st["classes"]).astype(self._class_dtype, copy=False))
             self._labels.append(np.asarray(st["labels"], dtype=bool))
@@ -258,15 +297,17 @@ class Yt8mMetric:
     def _pooled(self) -> tuple[float, np.ndarray]:
         if self._result is None:
             self._consolidate()
-            self._result = pooled_average_precision(self._scores[0], self._classes[0], self._labels[0],
-                                                    self._positives)
+            self._result = pooled_average_precision(
+                self._scores[0], self._classes[0], self._labels[0], self._positives
+            )
         return self._result
 
     def compute(self) -> dict[str, float]:
         """gap, hit_at_1, perr, map, num_videos, unlabelled_videos (and loss when every batch had one)."""
         if self._num_videos == 0:
-            raise ZooError(f"metric {self.name!r}: no videos were evaluated; check that the evaluation data "
-                           f"is not empty")
+            raise ZooError(
+                f"metric {self.name!r}: no videos were evaluated; check that the evaluation data is not empty"
+            )
         gap, ap = self._pooled()
         scored = ap[self._positives > 0]
         result = {
@@ -293,12 +334,19 @@ class Yt8mMetric:
         predicted = np.bincount(classes, minlength=self.num_classes)
         hits = np.bincount(classes[labels], minlength=self.num_classes)
         return [
-            {"class": c, "ap": None if np.isnan(ap[c]) else float(ap[c]), "positives": int(self._positives[c]),
-             "predicted": int(predicted[c]), "hits": int(hits[c])}
+            {
+                "class": c,
+                "ap": None if np.isnan(ap[c]) else float(ap[c]),
+                "positives": int(self._positives[c]),
+                "predicted": int(predicted[c]),
+                "hits": int(hits[c]),
+            }
             for c in range(self.num_classes)
         ]
 
-    def write_per_class_csv(self, path: str | os.PathLike, vocabulary: Mapping[int, str] | None = None) -> None:
+    def write_per_class_csv(
+        self, path: str | os.PathLike, vocabulary: Mapping[int, str] | None = None
+    ) -> None:
         """Per-class report, atomically: class, name, ap, positives, predicted (top-k entries), hits.
 
         ``ap`` is empty for a class without positives (it does not enter mAP); ``name`` is empty without a
@@ -324,14 +372,21 @@ def _label_counts(labels: np.ndarray, metric: str, first: int = 0) -> tuple[np.n
         return np.count_nonzero(labels, axis=1), np.count_nonzero(labels, axis=0)
     if not np.logical_or(labels == 0, labels == 1).all():
         bad = np.argwhere((labels != 0) & (labels != 1))[0]
-        raise ValueError(f"metric {metric!r}: labels must be 0/1 multi-hot; found {labels[tuple(bad)].item()!r} at "
-                         f"row {first + bad[0]} of the batch, class {bad[1]}")
+        raise ValueError(
+            f"metric {metric!r}: labels must be 0/1 multi-hot; found {labels[tuple(bad)].item()!r} at "
+            f"row {first + bad[0]} of the batch, class {bad[1]}"
+        )
     # float sums of 0/1 values are exact integers at any batch size
     return labels.sum(axis=1).astype(np.int64), labels.sum(axis=0).astype(np.int64)
 
 
-def _perr_sum(dense: np.ndarray | None, labels: np.ndarray, num_labels: np.ndarray, top_labels: np.ndarray,
-              values: np.ndarray) -> float:
+def _perr_sum(
+    dense: np.ndarray | None,
+    labels: np.ndarray,
+    num_labels: np.ndarray,
+    top_labels: np.ndarray,
+    values: np.ndarray,
+) -> float:
     """Sum over videos of precision at the video's label count n (a video without labels adds 0).
 
     A listed class counts only if it is a label and its score is above 0, as in the reference. When n is
@@ -353,6 +408,8 @@ def _perr_sum(dense: np.ndarray | None, labels: np.ndarray, num_labels: np.ndarr
         order = np.argsort(-rows, axis=1, kind="stable")
         n = num_labels[beyond]
         take = np.arange(rows.shape[1])[None, :] < n[:, None]
-        good = (np.take_along_axis(labels[beyond], order, axis=1) != 0) & (np.take_along_axis(rows, order, axis=1) > 0)
+        good = (np.take_along_axis(labels[beyond], order, axis=1) != 0) & (
+            np.take_along_axis(rows, order, axis=1) > 0
+        )
         total += float(np.sum(np.count_nonzero(good & take, axis=1) / n))
     return total

@@ -24,27 +24,63 @@ class BenchCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("models", nargs="*", metavar="MODEL", help="models to run (default: every registered model)")
+        parser.add_argument(
+            "models", nargs="*", metavar="MODEL", help="models to run (default: every registered model)"
+        )
         devices = parser.add_mutually_exclusive_group()
-        devices.add_argument("--gpus", metavar="N|LIST",
-                             help="GPU counts: N runs 1, 2, 4, ... up to N; or a list such as 1,2,4")
-        devices.add_argument("--cpu-procs", "--cpu_procs", dest="cpu_procs", metavar="N|LIST",
-                             help="CPU process counts (gloo), as for --gpus (default: 1)")
-        parser.add_argument("--steps", type=int, default=30, help="measured training steps per configuration (30)")
-        parser.add_argument("--warmup", type=int, default=5,
-                            help="training steps before the throughput clock starts (5)")
-        parser.add_argument("--epochs", type=int, metavar="E",
-                            help="train E whole epochs instead of --warmup + --steps steps (for quality tables)")
-        parser.add_argument("--data", metavar="DIR",
-                            help="a folder with train/ and valid/ (validate/); default: the built-in sample dataset")
-        parser.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                            help="override a setting for every model, e.g. -o train.batch_size=64 (repeatable)")
-        parser.add_argument("--output", metavar="DIR", default="benchmarks/results",
-                            help="where the results go (default benchmarks/results)")
+        devices.add_argument(
+            "--gpus",
+            metavar="N|LIST",
+            help="GPU counts: N runs 1, 2, 4, ... up to N; or a list such as 1,2,4",
+        )
+        devices.add_argument(
+            "--cpu-procs",
+            "--cpu_procs",
+            dest="cpu_procs",
+            metavar="N|LIST",
+            help="CPU process counts (gloo), as for --gpus (default: 1)",
+        )
+        parser.add_argument(
+            "--steps", type=int, default=30, help="measured training steps per configuration (30)"
+        )
+        parser.add_argument(
+            "--warmup", type=int, default=5, help="training steps before the throughput clock starts (5)"
+        )
+        parser.add_argument(
+            "--epochs",
+            type=int,
+            metavar="E",
+            help="train E whole epochs instead of --warmup + --steps steps (for quality tables)",
+        )
+        parser.add_argument(
+            "--data",
+            metavar="DIR",
+            help="a folder with train/ and valid/ (validate/); default: the built-in sample dataset",
+        )
+        parser.add_argument(
+            "-o",
+            "--override",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override a setting for every model, e.g. -o train.batch_size=64 (repeatable)",
+        )
+        parser.add_argument(
+            "--output",
+            metavar="DIR",
+            default="benchmarks/results",
+            help="where the results go (default benchmarks/results)",
+        )
         parser.add_argument("--name", default="bench", help="file name stem of the results (default bench)")
-        parser.add_argument("--timeout", type=float, default=3600.0,
-                            help="seconds one configuration may take before it is stopped (3600)")
-        parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)  # one rank of one configuration
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=3600.0,
+            help="seconds one configuration may take before it is stopped (3600)",
+        )
+        parser.add_argument(
+            "--worker", metavar="SPEC", help=argparse.SUPPRESS
+        )  # one rank of one configuration
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -68,16 +104,26 @@ class BenchCommand:
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
         settings = bench.BenchSettings(
-            models=list(models), device=device, counts=counts, steps=args.steps, warmup=args.warmup,
-            epochs=args.epochs, data=args.data, overrides=list(args.override), output=Path(args.output),
-            name=args.name, timeout=args.timeout,
+            models=list(models),
+            device=device,
+            counts=counts,
+            steps=args.steps,
+            warmup=args.warmup,
+            epochs=args.epochs,
+            data=args.data,
+            overrides=list(args.override),
+            output=Path(args.output),
+            name=args.name,
+            timeout=args.timeout,
         )
         rows, written = bench.run_bench(settings)
         print(bench.table(rows))
         print("wrote " + ", ".join(str(p) for p in written.values()))
         failed = [r for r in rows if r.error]
         if failed:
-            print(f"{len(failed)} configuration(s) failed (see the table and {written['md']})", file=sys.stderr)
+            print(
+                f"{len(failed)} configuration(s) failed (see the table and {written['md']})", file=sys.stderr
+            )
             raise ZooError(f"{len(failed)} of {len(rows)} benchmark configurations failed")
         return 0
 

@@ -30,16 +30,28 @@ class PluginsCommand:
         rows = []
         for info in plugins.infos:
             provides = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in info.provides.items())
-            rows.append([info.name, f"{info.distribution} {info.version}".strip(), info.status,
-                         provides if info.status == "loaded" else info.error])
-        print(tabulate(rows, headers=["plugin", "distribution", "status", "provides / error"], tablefmt="simple"))
+            rows.append(
+                [
+                    info.name,
+                    f"{info.distribution} {info.version}".strip(),
+                    info.status,
+                    provides if info.status == "loaded" else info.error,
+                ]
+            )
+        print(
+            tabulate(
+                rows, headers=["plugin", "distribution", "status", "provides / error"], tablefmt="simple"
+            )
+        )
         if args.verbose:
             for info in plugins.failures():
                 print(f"\n--- {info.name} ({info.distribution})\n{info.detail}")
         failed = plugins.failures()
         if failed:
-            print(f"\n{len(failed)} plugin(s) failed to load; everything else works. "
-                  "Fix or uninstall them; `zoo plugins -v` shows tracebacks.")
+            print(
+                f"\n{len(failed)} plugin(s) failed to load; everything else works. "
+                "Fix or uninstall them; `zoo plugins -v` shows tracebacks."
+            )
         return 0
 
 
@@ -50,8 +62,11 @@ class ModelsCommand:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("name", nargs="?", help="show one model's options in full")
-        parser.add_argument("--params", action="store_true",
-                            help="build each model with its bundled config and count trainable parameters")
+        parser.add_argument(
+            "--params",
+            action="store_true",
+            help="build each model with its bundled config and count trainable parameters",
+        )
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     @staticmethod
@@ -70,17 +85,26 @@ class ModelsCommand:
                 return 0
             doc = (entry.cls.__doc__ or "").strip()
             print(f"{entry.name} (plugin {entry.owner}, {entry.distribution})\n{doc}\n")
-            print(tabulate([[f["name"], f["type"], f["default"], f["doc"]] for f in fields],
-                           headers=["option", "type", "default", ""], tablefmt="simple"))
+            print(
+                tabulate(
+                    [[f["name"], f["type"], f["default"], f["doc"]] for f in fields],
+                    headers=["option", "type", "default", ""],
+                    tablefmt="simple",
+                )
+            )
             config = bundled_config(entry.name)
             if config is not None:
                 print(f"\nbundled config: {config}")
             return 0
         rows = []
         for entry in registry:
-            row = {"model": entry.name, "plugin": entry.owner, "distribution": entry.distribution,
-                   "config": str(bundled_config(entry.name) or "(defaults)"),
-                   "summary": (entry.cls.__doc__ or "").strip().splitlines()[0] if entry.cls.__doc__ else ""}
+            row = {
+                "model": entry.name,
+                "plugin": entry.owner,
+                "distribution": entry.distribution,
+                "config": str(bundled_config(entry.name) or "(defaults)"),
+                "summary": (entry.cls.__doc__ or "").strip().splitlines()[0] if entry.cls.__doc__ else "",
+            }
             if args.params:
                 row["parameters"] = count_parameters(entry.name)
             rows.append(row)

@@ -9,10 +9,16 @@ from zoo.config import ZooConfig, bundled_config, load_config
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, model_positional: bool = False) -> None:
     if model_positional:
-        parser.add_argument("model", nargs="?", help="model name (its bundled config is used; see `zoo models`)")
+        parser.add_argument(
+            "model", nargs="?", help="model name (its bundled config is used; see `zoo models`)"
+        )
     parser.add_argument("--config", "-c", metavar="YAML", help="configuration file (configs/*.yaml)")
     parser.add_argument(
-        "-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one setting, for example -o train.batch_size=32 (repeatable; values are YAML)",
     )
     parser.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: cpu)")

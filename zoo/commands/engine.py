@@ -24,16 +24,22 @@ def _bool(text: str) -> bool:
 
 
 def _add_data_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="DIR",
-                        help="a folder with train/, valid/ (or validate/) and test/ data (default: the config's "
-                             "data section; if that is empty, the built-in sample dataset)")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="a folder with train/, valid/ (or validate/) and test/ data (default: the config's "
+        "data section; if that is empty, the built-in sample dataset)",
+    )
 
 
 def _add_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", metavar="PATH|URL",
-                        help="a run directory or checkpoint of `zoo train`, a .safetensors or .pdparams file "
-                             "(also PaddleVideo 1.x), a .tar.gz of one, or an http(s) URL (add #sha256=HEX to "
-                             "verify it); default: the model's released weights, if it has any")
+    parser.add_argument(
+        "--weights",
+        metavar="PATH|URL",
+        help="a run directory or checkpoint of `zoo train`, a .safetensors or .pdparams file "
+        "(also PaddleVideo 1.x), a .tar.gz of one, or an http(s) URL (add #sha256=HEX to "
+        "verify it); default: the model's released weights, if it has any",
+    )
     parser.add_argument("--weights-sha256", metavar="HEX", help="expected SHA-256 of a --weights URL")
 
 
@@ -57,7 +63,9 @@ def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str
     if getattr(args, "data", None):
         return with_data_dir(cfg, args.data)
     if uses_sample_data(cfg):
-        raise UsageError(f"{source} names no data to predict: give --filelist (files, folders, globs or a .list)")
+        raise UsageError(
+            f"{source} names no data to predict: give --filelist (files, folders, globs or a .list)"
+        )
     return cfg
 
 
@@ -93,9 +101,13 @@ def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
     if not source:
         source = released_weights_url(plugin_class("model", cfg.model_name))
         if not source:
-            raise UsageError(f"model {cfg.model_name!r} has no released weights: give --weights "
-                             f"(for example the run directory written by `zoo train`)")
-        print(f"no --weights given: using the released {cfg.model_name} weights from {source}", file=sys.stderr)
+            raise UsageError(
+                f"model {cfg.model_name!r} has no released weights: give --weights "
+                f"(for example the run directory written by `zoo train`)"
+            )
+        print(
+            f"no --weights given: using the released {cfg.model_name} weights from {source}", file=sys.stderr
+        )
     loaded = read_weights(source, sha256=args.weights_sha256)
     report = apply_weights(model, loaded, strict=True)
     print(f"weights: {loaded.origin} ({loaded.format}): {report.summary()}", file=sys.stderr)
@@ -121,16 +133,39 @@ class TrainCommand:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
         _add_data_argument(parser)
-        parser.add_argument("--save_dir", "--save-dir", dest="save_dir", help="run directory (train.save_dir)")
-        parser.add_argument("--log_interval", "--log-interval", dest="log_interval", type=int,
-                            help="log every N steps (train.log_interval)")
-        parser.add_argument("--valid_interval", "--valid-interval", dest="valid_interval", type=int,
-                            help="validate every N epochs (train.valid_interval)")
-        parser.add_argument("--fix_random_seed", "--fix-random-seed", dest="fix_random_seed", type=_bool,
-                            metavar="True|False", help="reproducible run with train.seed (default True)")
-        parser.add_argument("--pretrain", metavar="PATH|URL",
-                            help="start from these weights (only the tensors that fit; the rest is reported)")
-        parser.add_argument("--resume", action="store_true", help="continue the run in save_dir exactly where it stopped")
+        parser.add_argument(
+            "--save_dir", "--save-dir", dest="save_dir", help="run directory (train.save_dir)"
+        )
+        parser.add_argument(
+            "--log_interval",
+            "--log-interval",
+            dest="log_interval",
+            type=int,
+            help="log every N steps (train.log_interval)",
+        )
+        parser.add_argument(
+            "--valid_interval",
+            "--valid-interval",
+            dest="valid_interval",
+            type=int,
+            help="validate every N epochs (train.valid_interval)",
+        )
+        parser.add_argument(
+            "--fix_random_seed",
+            "--fix-random-seed",
+            dest="fix_random_seed",
+            type=_bool,
+            metavar="True|False",
+            help="reproducible run with train.seed (default True)",
+        )
+        parser.add_argument(
+            "--pretrain",
+            metavar="PATH|URL",
+            help="start from these weights (only the tensors that fit; the rest is reported)",
+        )
+        parser.add_argument(
+            "--resume", action="store_true", help="continue the run in save_dir exactly where it stopped"
+        )
         parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in save_dir")
         from zoo.engine.launch import add_launch_arguments
 
@@ -148,18 +183,30 @@ class TrainCommand:
         launch.check_train_args(args)  # e.g. --gpus 4 with a CPU-only paddle fails here, before any data work
         cfg = _prepare(args)
         if args.resume and args.pretrain:
-            raise UsageError("--resume continues a run with its own weights; --pretrain starts a new one: pick one")
+            raise UsageError(
+                "--resume continues a run with its own weights; --pretrain starts a new one: pick one"
+            )
         plan = launch.train_plan(args, cfg)
         if plan.needs_launch and not distributed.in_launched_job():
             return launch.launch_training(args, cfg, plan)
-        ctx = launch.worker_context(plan.device) if distributed.in_launched_job() else distributed.DistContext()
+        ctx = (
+            launch.worker_context(plan.device) if distributed.in_launched_job() else distributed.DistContext()
+        )
         with launch.failure_report(ctx):
-            result = Trainer(cfg, overwrite=args.overwrite, ctx=ctx).fit(resume=args.resume, pretrain=args.pretrain)
+            result = Trainer(cfg, overwrite=args.overwrite, ctx=ctx).fit(
+                resume=args.resume, pretrain=args.pretrain
+            )
         if not ctx.is_main:
             return 0
-        rows = [["model", cfg.model_name], ["parameters", f"{result.parameters:,}"], ["steps", result.steps],
-                ["epochs", result.epochs], ["train videos/s", f"{result.train_videos_per_s:.1f}"],
-                ["time", f"{result.seconds:.1f} s"], ["run directory", str(result.run_dir)]]
+        rows = [
+            ["model", cfg.model_name],
+            ["parameters", f"{result.parameters:,}"],
+            ["steps", result.steps],
+            ["epochs", result.epochs],
+            ["train videos/s", f"{result.train_videos_per_s:.1f}"],
+            ["time", f"{result.seconds:.1f} s"],
+            ["run directory", str(result.run_dir)],
+        ]
         rows += [[f"valid {k}", v] for k, v in result.last_valid.items()]
         _print_table(rows, ["", ""])
         return 0
@@ -193,7 +240,9 @@ class EvalCommand:
         add_config_arguments(parser, model_positional=True)
         _add_data_argument(parser)
         _add_weights_arguments(parser)
-        parser.add_argument("--output", metavar="DIR", default="eval", help="where results go (default ./eval)")
+        parser.add_argument(
+            "--output", metavar="DIR", default="eval", help="where results go (default ./eval)"
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -229,24 +278,56 @@ class PredictCommand:
         add_config_arguments(parser, model_positional=True)
         _add_data_argument(parser)
         _add_weights_arguments(parser)
-        parser.add_argument("--filelist", metavar="PATH", nargs="+",
-                            help="what to predict: files, folders, globs or a list file such as the seed's "
-                                 "infer.list (default: data.infer, else data.test)")
-        parser.add_argument("--top_k", "--top-k", "--infer_topk", dest="top_k", type=int,
-                            help="classes per video (predict.top_k, default 20)")
-        parser.add_argument("--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv to name the classes")
-        parser.add_argument("--model", dest="model_dir", metavar="DIR",
-                            help="predict with a model exported by `zoo export` (Paddle Inference) instead of "
-                                 "building it from a config and weights")
-        parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                            help="with --model: inference precision (CPU: fp32, or bf16 through oneDNN; "
-                                 "GPU: fp32, fp16, bf16)")
-        parser.add_argument("--tensorrt", action="store_true",
-                            help="with --model and --device gpu: run supported subgraphs with TensorRT")
-        parser.add_argument("--gpu-memory-mb", type=int, default=512, metavar="MB",
-                            help="with --model and --device gpu: initial GPU memory pool")
-        parser.add_argument("--output", metavar="DIR", default="predictions",
-                            help="where predictions.csv and predictions.jsonl go (default ./predictions)")
+        parser.add_argument(
+            "--filelist",
+            metavar="PATH",
+            nargs="+",
+            help="what to predict: files, folders, globs or a list file such as the seed's "
+            "infer.list (default: data.infer, else data.test)",
+        )
+        parser.add_argument(
+            "--top_k",
+            "--top-k",
+            "--infer_topk",
+            dest="top_k",
+            type=int,
+            help="classes per video (predict.top_k, default 20)",
+        )
+        parser.add_argument(
+            "--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv to name the classes"
+        )
+        parser.add_argument(
+            "--model",
+            dest="model_dir",
+            metavar="DIR",
+            help="predict with a model exported by `zoo export` (Paddle Inference) instead of "
+            "building it from a config and weights",
+        )
+        parser.add_argument(
+            "--precision",
+            choices=["fp32", "bf16", "fp16"],
+            default="fp32",
+            help="with --model: inference precision (CPU: fp32, or bf16 through oneDNN; "
+            "GPU: fp32, fp16, bf16)",
+        )
+        parser.add_argument(
+            "--tensorrt",
+            action="store_true",
+            help="with --model and --device gpu: run supported subgraphs with TensorRT",
+        )
+        parser.add_argument(
+            "--gpu-memory-mb",
+            type=int,
+            default=512,
+            metavar="MB",
+            help="with --model and --device gpu: initial GPU memory pool",
+        )
+        parser.add_argument(
+            "--output",
+            metavar="DIR",
+            default="predictions",
+            help="where predictions.csv and predictions.jsonl go (default ./predictions)",
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -263,15 +344,22 @@ class PredictCommand:
             from zoo.engine.export import GpuOptions, load_exported
 
             gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
-            exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
+            exported = load_exported(
+                args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu
+            )
             args.config, args.model = None, None
             cfg = _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)")
             scorer = exported.predict
         else:
             cfg = _prepare(args)
             scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
-        predictions = predict(scorer, build_reader(cfg, "infer"), cfg, top_k=cfg.predict.top_k,
-                              batch_size=cfg.predict.batch_size)
+        predictions = predict(
+            scorer,
+            build_reader(cfg, "infer"),
+            cfg,
+            top_k=cfg.predict.top_k,
+            batch_size=cfg.predict.batch_size,
+        )
         written = write_predictions(Path(args.output), predictions, cfg, cfg.predict.top_k)
         for p in predictions[:3]:
             print(f"{p.id}: " + ", ".join(f"{c}:{s:.3f}" for c, s in zip(p.classes[:5], p.scores[:5])))
@@ -312,14 +400,27 @@ class RunCommand:
         metrics, metric = evaluate(model, test_reader, cfg, desc="test")
         eval_speed = metrics.get("num_videos", 0) / max(time.perf_counter() - t0, 1e-9)
         written = write_eval_outputs(run_dir, metrics, metric, cfg)
-        predictions = predict(dygraph_scorer(model, cfg.dataset.features), build_reader(cfg, "infer"), cfg,
-                              top_k=cfg.predict.top_k, batch_size=cfg.predict.batch_size)
+        predictions = predict(
+            dygraph_scorer(model, cfg.dataset.features),
+            build_reader(cfg, "infer"),
+            cfg,
+            top_k=cfg.predict.top_k,
+            batch_size=cfg.predict.batch_size,
+        )
         written += write_predictions(run_dir, predictions, cfg, cfg.predict.top_k)
-        rows = [["model", cfg.model_name], ["parameters", f"{result.parameters:,}"],
-                ["data", "built-in sample dataset" if "built-in sample data" in cfg.source
-                 else str(args.data or cfg.data.train)],
-                ["epochs / steps", f"{result.epochs} / {result.steps}"],
-                ["train videos/s", f"{result.train_videos_per_s:.1f}"], ["eval videos/s", f"{eval_speed:.1f}"]]
+        rows = [
+            ["model", cfg.model_name],
+            ["parameters", f"{result.parameters:,}"],
+            [
+                "data",
+                "built-in sample dataset"
+                if "built-in sample data" in cfg.source
+                else str(args.data or cfg.data.train),
+            ],
+            ["epochs / steps", f"{result.epochs} / {result.steps}"],
+            ["train videos/s", f"{result.train_videos_per_s:.1f}"],
+            ["eval videos/s", f"{eval_speed:.1f}"],
+        ]
         rows += [[f"test {k}", v] for k, v in metrics.items()]
         rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
         _print_table(rows, ["", ""])

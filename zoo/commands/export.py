@@ -26,17 +26,32 @@ class ExportCommand:
 
         add_config_arguments(parser, model_positional=True)
         _add_weights_arguments(parser)
-        parser.add_argument("--output", metavar="DIR", help="export directory (default exports/MODEL); an earlier "
-                                                            "export there is replaced")
-        parser.add_argument("--vocabulary", metavar="CSV",
-                            help="YouTube-8M vocabulary.csv to ship with the export (default: the config's "
-                                 "predict.vocabulary, if that file exists)")
-        parser.add_argument("--allow-random", "--allow_random", dest="allow_random", action="store_true",
-                            help="export untrained random weights when no --weights are given and the model has "
-                                 "no released weights (for testing a deployment)")
-        parser.add_argument("--frames", choices=["auto", "dynamic", "static"], default="auto",
-                            help="frame axis of the program: dynamic, static (T = dataset.max_frames; batches "
-                                 "are padded), or auto: dynamic unless the model only exports with static T")
+        parser.add_argument(
+            "--output",
+            metavar="DIR",
+            help="export directory (default exports/MODEL); an earlier export there is replaced",
+        )
+        parser.add_argument(
+            "--vocabulary",
+            metavar="CSV",
+            help="YouTube-8M vocabulary.csv to ship with the export (default: the config's "
+            "predict.vocabulary, if that file exists)",
+        )
+        parser.add_argument(
+            "--allow-random",
+            "--allow_random",
+            dest="allow_random",
+            action="store_true",
+            help="export untrained random weights when no --weights are given and the model has "
+            "no released weights (for testing a deployment)",
+        )
+        parser.add_argument(
+            "--frames",
+            choices=["auto", "dynamic", "static"],
+            default="auto",
+            help="frame axis of the program: dynamic, static (T = dataset.max_frames; batches "
+            "are padded), or auto: dynamic unless the model only exports with static T",
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -52,14 +67,26 @@ class ExportCommand:
         if not weights and not args.allow_random:
             weights = released_weights_url(plugin_class("model", cfg.model_name))
             if not weights:
-                raise UsageError(f"model {cfg.model_name!r} has no released weights: give --weights (for example "
-                                 f"the run directory written by `zoo train`), or --allow-random to export "
-                                 f"untrained weights")
-            print(f"no --weights given: exporting the released {cfg.model_name} weights from {weights}",
-                  file=sys.stderr)
+                raise UsageError(
+                    f"model {cfg.model_name!r} has no released weights: give --weights (for example "
+                    f"the run directory written by `zoo train`), or --allow-random to export "
+                    f"untrained weights"
+                )
+            print(
+                f"no --weights given: exporting the released {cfg.model_name} weights from {weights}",
+                file=sys.stderr,
+            )
         output = Path(args.output or Path("exports") / cfg.model_name)
-        export_model(cfg, weights, output, vocabulary=args.vocabulary, allow_random=args.allow_random,
-                     weights_sha256=args.weights_sha256, frames=args.frames, quiet=False)
+        export_model(
+            cfg,
+            weights,
+            output,
+            vocabulary=args.vocabulary,
+            allow_random=args.allow_random,
+            weights_sha256=args.weights_sha256,
+            frames=args.frames,
+            quiet=False,
+        )
         from zoo.engine.export import read_metadata
 
         meta = read_metadata(output)
@@ -70,7 +97,10 @@ class ExportCommand:
             ["weights", meta["weights"]["source"] or "random initialisation (--allow-random)"],
             ["classes", meta["num_classes"]],
             ["features", ", ".join(f"{n}[{d}]" for n, d in meta["features"].items())],
-            ["frames", "dynamic" if meta["frames"] == "dynamic" else f"static: {meta['max_frames']} (padded)"],
+            [
+                "frames",
+                "dynamic" if meta["frames"] == "dynamic" else f"static: {meta['max_frames']} (padded)",
+            ],
             ["check (max |diff| vs model)", f"{meta['check']['max_abs_diff']:.2g}"],
             ["vocabulary", f"{len(meta['vocabulary'])} names" if meta["vocabulary"] else "none"],
             ["size", f"{size / 1e6:.1f} MB"],

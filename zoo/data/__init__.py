@@ -12,5 +12,13 @@ from __future__ import annotations
 from zoo.data.pipeline import Batches, SkippedRecord, batches, collate, count_records, plan_epoch
 from zoo.data.sources import expand_paths, read_list_file
 
-__all__ = ["Batches", "SkippedRecord", "batches", "collate", "count_records", "expand_paths", "plan_epoch",
-           "read_list_file"]
+__all__ = [
+    "Batches",
+    "SkippedRecord",
+    "batches",
+    "collate",
+    "count_records",
+    "expand_paths",
+    "plan_epoch",
+    "read_list_file",
+]

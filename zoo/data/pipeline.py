@@ -95,9 +95,7 @@ def plan_epoch(sources: list[str], *, parts: int, shuffle: bool, seed: int, epoc
     if by_file:
         tasks = tuple(tuple((f, 0, 1) for f in files[p::parts]) for p in range(parts))
     else:
-        tasks = tuple(
-            tuple((f, (p - k) % parts, parts) for k, f in enumerate(files)) for p in range(parts)
-        )
+        tasks = tuple(tuple((f, (p - k) % parts, parts) for k, f in enumerate(files)) for p in range(parts))
     return Plan(parts=parts, by_file=by_file, tasks=tasks)
 
 
@@ -122,8 +120,9 @@ def _read_task(reader: Any, task: Task) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def _part_records(reader: Any, tasks: Iterable[Task], shuffle_buffer: int, rng: random.Random | None
-                  ) -> Iterator[dict[str, Any]]:
+def _part_records(
+    reader: Any, tasks: Iterable[Task], shuffle_buffer: int, rng: random.Random | None
+) -> Iterator[dict[str, Any]]:
     records = (r for task in tasks for r in _read_task(reader, task))
     if rng is None or shuffle_buffer <= 1:
         yield from records
@@ -176,8 +175,15 @@ class BufferPool:
 SHARED_POOL = BufferPool()
 
 
-def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: Any = None,
-            pool: BufferPool | None = None, *, quantized: bool = False, split: Any = None) -> dict[str, Any]:
+def collate(
+    records: list[dict[str, Any]],
+    spec: DatasetSpec,
+    dequantize_into: Any = None,
+    pool: BufferPool | None = None,
+    *,
+    quantized: bool = False,
+    split: Any = None,
+) -> dict[str, Any]:
     """Records -> one padded batch (the batch contract).
 
     uint8 features go through ``dequantize_into`` into float32, or, with ``quantized``, stay uint8 (padded
@@ -210,12 +216,18 @@ def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: A
             values.append(value[:n])
         keep_uint8 = quantized and uint8 > 0
         if keep_uint8 and uint8 != int(np.count_nonzero(lengths)):
-            raise DataError(f"feature {name!r}: some videos of the batch are quantized (uint8), others are not; "
-                            f"a reader must yield one kind")
+            raise DataError(
+                f"feature {name!r}: some videos of the batch are quantized (uint8), others are not; "
+                f"a reader must yield one kind"
+            )
         if uint8 and not keep_uint8 and dequantize_into is None:
-            video = next(r.get("id") for r, v in zip(records, values) if v is not None and v.dtype == np.uint8)
-            raise DataError(f"video {video!r}: feature {name!r} is quantized (uint8) but the reader has no "
-                            f"dequantize_into()")
+            video = next(
+                r.get("id") for r, v in zip(records, values) if v is not None and v.dtype == np.uint8
+            )
+            raise DataError(
+                f"video {video!r}: feature {name!r} is quantized (uint8) but the reader has no "
+                f"dequantize_into()"
+            )
         dtype = np.uint8 if keep_uint8 else np.float32
         out = pool.array(name, (b, t, size), dtype) if pool is not None else np.empty((b, t, size), dtype)
         jobs.append((out, values))
@@ -224,7 +236,9 @@ def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: A
     _fill_all(jobs, lengths, t, quantization, split)
     if any(out.dtype == np.uint8 for out, _ in jobs):
         if quantization is None:
-            raise DataError("quantized batches need the reader's dequantize_into() (for the 'dequantize' table)")
+            raise DataError(
+                "quantized batches need the reader's dequantize_into() (for the 'dequantize' table)"
+            )
         batch["dequantize"] = quantization.table.copy()
     mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.float32)
     batch["mask"] = mask
@@ -235,22 +249,43 @@ def collate(records: list[dict[str, Any]], spec: DatasetSpec, dequantize_into: A
         if index.size:
             if index.min() < 0 or index.max() >= spec.num_classes:
                 bad = int(index[(index < 0) | (index >= spec.num_classes)][0])
-                raise DataError(f"video {record.get('id')!r}: label {bad} is outside [0, {spec.num_classes}) "
-                                f"(dataset.num_classes)")
+                raise DataError(
+                    f"video {record.get('id')!r}: label {bad} is outside [0, {spec.num_classes}) "
+                    f"(dataset.num_classes)"
+                )
             labels[i, index] = 1.0
     batch["labels"] = labels
     batch["ids"] = [str(r["id"]) for r in records]
     return batch
 
 
-def _fill(jobs: list[tuple[np.ndarray, list[np.ndarray | None]]], lengths: np.ndarray, t: int,
-          quantization: Quantization | None, lo: int, hi: int) -> None:
+def _fill(
+    jobs: list[tuple[np.ndarray, list[np.ndarray | None]]],
+    lengths: np.ndarray,
+    t: int,
+    quantization: Quantization | None,
+    lo: int,
+    hi: int,
+) -> None:
     """Copy (and dequantize) videos ``lo:hi`` of every feature into the batch arrays, zero their padding."""
     q = quantization
     for out, values in jobs:
-        if FAST_FILL is not None and (out.dtype == np.uint8 or q is not None) and _kernel_can_fill(values, lo, hi):
-            FAST_FILL.fill(out, values, lengths.tolist(), lo, hi, _NO_TABLE if q is None else q.table,
-                           0.0 if q is None else q.scale, 0.0 if q is None else q.bias, q is not None and q.affine)
+        if (
+            FAST_FILL is not None
+            and (out.dtype == np.uint8 or q is not None)
+            and _kernel_can_fill(values, lo, hi)
+        ):
+            FAST_FILL.fill(
+                out,
+                values,
+                lengths.tolist(),
+                lo,
+                hi,
+                _NO_TABLE if q is None else q.table,
+                0.0 if q is None else q.scale,
+                0.0 if q is None else q.bias,
+                q is not None and q.affine,
+            )
             continue
         for i in range(lo, hi):
             value = values[i]
@@ -273,16 +308,23 @@ def _kernel_can_fill(values: list[np.ndarray | None], lo: int, hi: int) -> bool:
     return True
 
 
-def _fill_all(jobs: list[tuple[np.ndarray, list[np.ndarray | None]]], lengths: np.ndarray, t: int,
-              quantization: Quantization | None, split: Any) -> None:
+def _fill_all(
+    jobs: list[tuple[np.ndarray, list[np.ndarray | None]]],
+    lengths: np.ndarray,
+    t: int,
+    quantization: Quantization | None,
+    split: Any,
+) -> None:
     b = len(lengths)
     slices = 1 if split is None else min(b, split._max_workers + 1)
     if slices <= 1:
         _fill(jobs, lengths, t, quantization, 0, b)
         return
     bounds = np.linspace(0, b, slices + 1).astype(int)
-    futures = [split.submit(_fill, jobs, lengths, t, quantization, int(bounds[k]), int(bounds[k + 1]))
-               for k in range(1, slices)]
+    futures = [
+        split.submit(_fill, jobs, lengths, t, quantization, int(bounds[k]), int(bounds[k + 1]))
+        for k in range(1, slices)
+    ]
     try:
         _fill(jobs, lengths, t, quantization, 0, int(bounds[1]))
     finally:
@@ -315,8 +357,17 @@ class Quantization:
         self.affine = False
         if FAST_FILL is not None and hasattr(dequantize_into, "affine"):
             check = np.empty((1, 1, 256), np.float32)
-            FAST_FILL.fill(check, [np.arange(256, dtype=np.uint8)[None, :]], [1], 0, 1, self.table, self.scale,
-                           self.bias, True)
+            FAST_FILL.fill(
+                check,
+                [np.arange(256, dtype=np.uint8)[None, :]],
+                [1],
+                0,
+                1,
+                self.table,
+                self.scale,
+                self.bias,
+                True,
+            )
             self.affine = bool(np.array_equal(check[0, 0].view(np.uint32), self.table.view(np.uint32)))
 
 
@@ -356,8 +407,11 @@ class Collator:
 
         self.threads = max(0, int(threads))
         self.background = ThreadPoolExecutor(1, thread_name_prefix="zoo-collate") if self.threads else None
-        self.split = (ThreadPoolExecutor(self.threads - 1, thread_name_prefix="zoo-collate-split")
-                      if self.threads > 1 else None)
+        self.split = (
+            ThreadPoolExecutor(self.threads - 1, thread_name_prefix="zoo-collate-split")
+            if self.threads > 1
+            else None
+        )
 
     def close(self) -> None:
         for executor in (self.background, self.split):
@@ -365,9 +419,22 @@ class Collator:
                 executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batch_size: int, shuffle: bool,
-                  seed: int, epoch: int, shuffle_buffer: int, drop_last: bool, skip: int, quantized: bool = False,
-                  threads: int = 0) -> Iterator[dict[str, Any]]:
+def _part_batches(
+    reader: Any,
+    plan: Plan,
+    part: int,
+    *,
+    spec: DatasetSpec,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    shuffle_buffer: int,
+    drop_last: bool,
+    skip: int,
+    quantized: bool = False,
+    threads: int = 0,
+) -> Iterator[dict[str, Any]]:
     rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
     dequantize_into = getattr(reader, "dequantize_into", None)
     collator = Collator(threads)
@@ -381,8 +448,17 @@ def _part_batches(reader: Any, plan: Plan, part: int, *, spec: DatasetSpec, batc
         if background is None:
             in_flight.append(collate(records, spec, dequantize_into, SHARED_POOL, quantized=quantized))
         else:
-            in_flight.append(background.submit(collate, records, spec, dequantize_into, SHARED_POOL, quantized=quantized,
-                                               split=collator.split))
+            in_flight.append(
+                background.submit(
+                    collate,
+                    records,
+                    spec,
+                    dequantize_into,
+                    SHARED_POOL,
+                    quantized=quantized,
+                    split=collator.split,
+                )
+            )
 
     def oldest() -> dict[str, Any]:
         item = in_flight.popleft()
@@ -446,9 +522,24 @@ def round_robin(counts: list[int], steps: int) -> tuple[list[int], int]:
 class Batches:
     """The batches of one rank for one epoch; iterate it (once or again: each pass reads anew)."""
 
-    def __init__(self, reader: Any, *, spec: DatasetSpec, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                 rank: int, world_size: int, num_workers: int, shuffle_buffer: int, drop_last: bool,
-                 skip_batches: int, quantized: bool = False, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        reader: Any,
+        *,
+        spec: DatasetSpec,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        shuffle_buffer: int,
+        drop_last: bool,
+        skip_batches: int,
+        quantized: bool = False,
+        threads: int | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ZooError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -470,8 +561,9 @@ class Batches:
         self.quantized = quantized
         self.threads = default_threads(num_workers) if threads is None else threads
         self.workers = max(1, num_workers)
-        self.plan = plan_epoch(reader.sources(), parts=world_size * self.workers, shuffle=shuffle, seed=seed,
-                               epoch=epoch)
+        self.plan = plan_epoch(
+            reader.sources(), parts=world_size * self.workers, shuffle=shuffle, seed=seed, epoch=epoch
+        )
 
     def parts(self) -> list[int]:
         """This rank's parts, one per worker."""
@@ -484,17 +576,30 @@ class Batches:
             return [self.skip_batches], 0
         cache: dict[str, int] = {}
         counts = [
-            _batch_count(sum(_task_records(self.reader, t, cache) for t in self.plan.part_tasks(p)),
-                         self.batch_size, self.drop_last)
+            _batch_count(
+                sum(_task_records(self.reader, t, cache) for t in self.plan.part_tasks(p)),
+                self.batch_size,
+                self.drop_last,
+            )
             for p in self.parts()
         ]
         return round_robin(counts, self.skip_batches)
 
     def part_batches(self, part: int, skip: int = 0) -> Iterator[dict[str, Any]]:
         return _part_batches(
-            self.reader, self.plan, part, spec=self.spec, batch_size=self.batch_size, shuffle=self.shuffle,
-            seed=self.seed, epoch=self.epoch, shuffle_buffer=self.shuffle_buffer, drop_last=self.drop_last,
-            skip=skip, quantized=self.quantized, threads=self.threads,
+            self.reader,
+            self.plan,
+            part,
+            spec=self.spec,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle_buffer=self.shuffle_buffer,
+            drop_last=self.drop_last,
+            skip=skip,
+            quantized=self.quantized,
+            threads=self.threads,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -516,8 +621,13 @@ class Batches:
         from zoo.data.workers import WorkerDataset
 
         dataset = WorkerDataset(self, skips)
-        loader = paddle.io.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                                      collate_fn=_identity, use_shared_memory=True)
+        loader = paddle.io.DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            use_shared_memory=True,
+        )
         queues: list[deque] = [deque() for _ in range(self.workers)]
         done = [False] * self.workers
         it = iter(loader)
@@ -530,7 +640,9 @@ class Batches:
                     try:
                         item = next(it)
                     except StopIteration:
-                        raise ZooError(f"DataLoader worker {turn} stopped without finishing its part") from None
+                        raise ZooError(
+                            f"DataLoader worker {turn} stopped without finishing its part"
+                        ) from None
                     queues[int(item["_worker"])].append(item)
                 item = queues[turn].popleft()
                 if "_error" in item:
@@ -604,9 +716,22 @@ def batches(
     ``threads``: threads that fill batches beside the reading thread (see :class:`Collator`); None: one
     without DataLoader workers, none inside them (they already run in parallel).
     """
-    return Batches(reader, spec=spec, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
-                   world_size=world_size, num_workers=num_workers, shuffle_buffer=shuffle_buffer,
-                   drop_last=drop_last, skip_batches=skip_batches, quantized=quantized, threads=threads)
+    return Batches(
+        reader,
+        spec=spec,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        shuffle_buffer=shuffle_buffer,
+        drop_last=drop_last,
+        skip_batches=skip_batches,
+        quantized=quantized,
+        threads=threads,
+    )
 
 
 def default_threads(num_workers: int) -> int:

@@ -62,8 +62,10 @@ def expand_paths(
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
-        raise DataError(f"no {what} given: name files, directories, glob patterns or .list files "
-                        f"(for example data.train: [/data/yt8m/train] or -o data.train=/data/train.list)")
+        raise DataError(
+            f"no {what} given: name files, directories, glob patterns or .list files "
+            f"(for example data.train: [/data/yt8m/train] or -o data.train=/data/train.list)"
+        )
     out: list[str] = []
     origin: dict[str, str] = {}
 
@@ -94,8 +96,10 @@ def expand_paths(
                     add(item, f"directory {entry}")
                 return
             names = sorted(
-                n for n in os.listdir(entry)
-                if not n.startswith(".") and not n.endswith(".partial")
+                n
+                for n in os.listdir(entry)
+                if not n.startswith(".")
+                and not n.endswith(".partial")
                 and any(fnmatch.fnmatch(n, p) for p in patterns)
                 and os.path.isfile(os.path.join(entry, n))
             )

@@ -53,8 +53,14 @@ class WorkerDataset(paddle.io.IterableDataset):
             yield {"_worker": worker, "_error": str(exc), "_error_type": _core_type(exc), "_keep": _KEEP}
             return
         except Exception as exc:  # noqa: BLE001 - re-raised in the main process
-            yield {"_worker": worker, "_error": f"{type(exc).__name__}: {exc}", "_error_type": "ZooError",
-                   "_keep": _KEEP}
+            yield {
+                "_worker": worker,
+                "_error": f"{type(exc).__name__}: {exc}",
+                "_error_type": "ZooError",
+                "_keep": _KEEP,
+            }
             return
-        skipped = [[s.path, s.index, s.problem, s.recoverable] for s in getattr(reader, "skipped", [])[before:]]
+        skipped = [
+            [s.path, s.index, s.problem, s.recoverable] for s in getattr(reader, "skipped", [])[before:]
+        ]
         yield {"_worker": worker, "_end": 1, "_skipped": json.dumps(skipped), "_keep": _KEEP}

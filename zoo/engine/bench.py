@@ -48,7 +48,9 @@ def parse_counts(text: str, flag: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected a number (4 runs 1, 2 and 4) or a list such as 1,2,4") from None
+        raise UsageError(
+            f"{flag} {text!r}: expected a number (4 runs 1, 2 and 4) or a list such as 1,2,4"
+        ) from None
     if not values or min(values) < 1:
         raise UsageError(f"{flag} {text!r}: device counts must be at least 1")
     if len(values) == 1 and "," not in text:
@@ -134,8 +136,14 @@ def resolve_config(model: str, settings: BenchSettings, devices: int, run_dir: P
         node[keys[-1]] = value
     if patch:
         cfg = cfg.with_overrides(patch, "zoo bench -o")
-    train: dict[str, Any] = {"save_dir": str(run_dir), "valid_interval": 0, "log_interval": 1, "checkpoint_steps": 0,
-                             "num_gpus": devices, "fix_random_seed": True}
+    train: dict[str, Any] = {
+        "save_dir": str(run_dir),
+        "valid_interval": 0,
+        "log_interval": 1,
+        "checkpoint_steps": 0,
+        "num_gpus": devices,
+        "fix_random_seed": True,
+    }
     if settings.epochs is not None:
         train["epoch"] = settings.epochs
     else:
@@ -174,10 +182,18 @@ def run_bench(settings: BenchSettings, *, log: Any = None) -> tuple[list[BenchRo
                 index = len(rows) + 1
                 run_dir = scratch / f"{model}-{settings.device}{n}"
                 cfg = resolve_config(model, settings, n, run_dir)
-                row = BenchRow(model=model, device=settings.device, devices=n, global_batch=cfg.train.batch_size)
-                what = f"{settings.epochs} epoch(s)" if settings.epochs else f"{settings.warmup}+{settings.steps} steps"
-                log(f"[{index}/{total}] {model} on {launch.LaunchPlan(settings.device, n).describe()}: "
-                    f"training {what} at global batch {row.global_batch}, then evaluating")
+                row = BenchRow(
+                    model=model, device=settings.device, devices=n, global_batch=cfg.train.batch_size
+                )
+                what = (
+                    f"{settings.epochs} epoch(s)"
+                    if settings.epochs
+                    else f"{settings.warmup}+{settings.steps} steps"
+                )
+                log(
+                    f"[{index}/{total}] {model} on {launch.LaunchPlan(settings.device, n).describe()}: "
+                    f"training {what} at global batch {row.global_batch}, then evaluating"
+                )
                 if cfg.train.batch_size % n:
                     row.error = f"train.batch_size {cfg.train.batch_size} is not divisible by {n} devices"
                 else:
@@ -199,8 +215,12 @@ def _run_one(cfg: ZooConfig, settings: BenchSettings, n: int, run_dir: Path, row
     config_path = run_dir / "bench-config.json"
     atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=1))
     result_path = run_dir / "bench-result.json"
-    spec = {"config": str(config_path), "device": settings.device, "warmup": settings.warmup,
-            "result": str(result_path)}
+    spec = {
+        "config": str(config_path),
+        "device": settings.device,
+        "warmup": settings.warmup,
+        "result": str(result_path),
+    }
     spec_path = run_dir / "bench-spec.json"
     atomic_write_text(spec_path, json.dumps(spec))
     plan = launch.LaunchPlan(device=settings.device, nproc_per_node=n, log_dir=run_dir / "logs")
@@ -224,14 +244,18 @@ def _efficiency(rows: list[BenchRow]) -> None:
         base = min(group, key=lambda r: r.devices)
         per_device = base.train_videos_per_s / base.devices
         for row in group:
-            row.scaling_efficiency = (row.train_videos_per_s / row.devices) / per_device if per_device > 0 else float("nan")
+            row.scaling_efficiency = (
+                (row.train_videos_per_s / row.devices) / per_device if per_device > 0 else float("nan")
+            )
 
 
 def _summary(row: BenchRow) -> str:
     if row.error:
         return f"failed: {row.error}"
-    return (f"train {row.train_videos_per_s:.1f} videos/s, inference {row.infer_videos_per_s:.1f} videos/s, "
-            f"GAP {row.gap:.4f}, Hit@1 {row.hit_at_1:.4f}, peak {row.peak_memory_mib:.0f} MiB")
+    return (
+        f"train {row.train_videos_per_s:.1f} videos/s, inference {row.infer_videos_per_s:.1f} videos/s, "
+        f"GAP {row.gap:.4f}, Hit@1 {row.hit_at_1:.4f}, peak {row.peak_memory_mib:.0f} MiB"
+    )
 
 
 def _cpu_model() -> str:
@@ -250,10 +274,16 @@ def _git_commit() -> str:
 
     root = Path(__file__).resolve().parent.parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     if head.returncode != 0:
@@ -284,8 +314,11 @@ def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
         "cpu_cores": cpu_count(),
         "gpu": gpu_name,
         "data": settings.data or "built-in sample dataset (each model's `sample` config section)",
-        "training": (f"{settings.epochs} epoch(s)" if settings.epochs is not None
-                     else f"{settings.warmup} warm-up + {settings.steps} measured steps"),
+        "training": (
+            f"{settings.epochs} epoch(s)"
+            if settings.epochs is not None
+            else f"{settings.warmup} warm-up + {settings.steps} measured steps"
+        ),
         "warmup_steps": settings.warmup,
         "seconds": round(seconds, 1),
     }
@@ -295,9 +328,16 @@ def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
 # Output
 
 COLUMNS = [
-    ("model", "model"), ("devices", "devices"), ("global_batch", "batch"), ("parameters", "params"),
-    ("train_videos_per_s", "train videos/s"), ("scaling_efficiency", "scaling"),
-    ("infer_videos_per_s", "infer videos/s"), ("gap", "GAP"), ("hit_at_1", "Hit@1"), ("perr", "PERR"),
+    ("model", "model"),
+    ("devices", "devices"),
+    ("global_batch", "batch"),
+    ("parameters", "params"),
+    ("train_videos_per_s", "train videos/s"),
+    ("scaling_efficiency", "scaling"),
+    ("infer_videos_per_s", "infer videos/s"),
+    ("gap", "GAP"),
+    ("hit_at_1", "Hit@1"),
+    ("perr", "PERR"),
     ("peak_memory_mib", "peak MiB"),
 ]
 
@@ -340,15 +380,20 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"- yt8m-zoo {meta['yt8m_zoo']}" + (f" (commit {meta['commit']})" if meta.get("commit") else "")
+        f"- yt8m-zoo {meta['yt8m_zoo']}"
+        + (f" (commit {meta['commit']})" if meta.get("commit") else "")
         + f", paddle {meta['paddle']}, Python {meta['python']}",
-        f"- machine: {meta['cpu']}, {meta['cpu_cores']} cores" + (f", {meta['gpu']}" if meta.get("gpu") else ""),
+        f"- machine: {meta['cpu']}, {meta['cpu_cores']} cores"
+        + (f", {meta['gpu']}" if meta.get("gpu") else ""),
         f"- data: {meta['data']}",
         f"- training: {meta['training']} per configuration; train videos/s counts the steps after "
         f"{meta['warmup_steps']} warm-up step(s)",
         "- evaluation: the validation split, over all ranks (GAP@20, Hit@1, PERR are global values)",
-        *(["- scaling = (train videos/s per device) / (the same at the smallest device count)"]
-          if "| scaling" in table(rows, "github") else []),
+        *(
+            ["- scaling = (train videos/s per device) / (the same at the smallest device count)"]
+            if "| scaling" in table(rows, "github")
+            else []
+        ),
         f"- peak MiB = {memory}, the largest over the ranks",
         f"- total time: {meta['seconds']:.0f} s",
         "",
@@ -357,7 +402,9 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     ]
     failed = [r for r in rows if r.error]
     if failed:
-        lines += ["Failed configurations:", ""] + [f"- {r.model} on {r.devices} {r.device}: {r.error}" for r in failed]
+        lines += ["Failed configurations:", ""] + [
+            f"- {r.model} on {r.devices} {r.device}: {r.error}" for r in failed
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -369,8 +416,12 @@ def write_results(rows: list[BenchRow], settings: BenchSettings, meta: dict[str,
     out = Path(settings.output)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / settings.name
-    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "json": stem.with_suffix(".json"),
-             "png": stem.with_suffix(".png")}
+    paths = {
+        "md": stem.with_suffix(".md"),
+        "csv": stem.with_suffix(".csv"),
+        "json": stem.with_suffix(".json"),
+        "png": stem.with_suffix(".png"),
+    }
     atomic_write_text(paths["md"], markdown(rows, meta))
     buf = io.StringIO()
     names = [f.name for f in dataclasses.fields(BenchRow)]
@@ -392,10 +443,17 @@ def write_results(rows: list[BenchRow], settings: BenchSettings, meta: dict[str,
             ys.append(value)
     unit = "GPUs" if settings.device == "gpu" else "CPU processes"
     if train:
-        charts(paths["png"], [
-            Panel(title="training throughput", xlabel=unit, ylabel="videos/s", series=train, ylim=(0, None)),
-            Panel(title="inference throughput", xlabel=unit, ylabel="videos/s", series=infer, ylim=(0, None)),
-        ])
+        charts(
+            paths["png"],
+            [
+                Panel(
+                    title="training throughput", xlabel=unit, ylabel="videos/s", series=train, ylim=(0, None)
+                ),
+                Panel(
+                    title="inference throughput", xlabel=unit, ylabel="videos/s", series=infer, ylim=(0, None)
+                ),
+            ],
+        )
     else:
         paths.pop("png")
     return paths
@@ -459,12 +517,19 @@ def worker(spec_path: str) -> int:
             if throughput != throughput:  # no warm-up asked for, or a single step
                 throughput = result.train_videos_per_s
             out = {
-                "parameters": result.parameters, "steps": result.steps, "epochs": result.epochs,
-                "train_videos_per_s": throughput, "train_seconds": result.seconds,
+                "parameters": result.parameters,
+                "steps": result.steps,
+                "epochs": result.epochs,
+                "train_videos_per_s": throughput,
+                "train_seconds": result.seconds,
                 "infer_videos_per_s": metrics["num_videos"] / max(eval_seconds, 1e-9),
-                "gap": metrics["gap"], "hit_at_1": metrics["hit_at_1"], "perr": metrics["perr"],
-                "map": metrics["map"], "valid_loss": metrics.get("loss", float("nan")),
-                "eval_videos": int(metrics["num_videos"]), "peak_memory_mib": max(peaks),
+                "gap": metrics["gap"],
+                "hit_at_1": metrics["hit_at_1"],
+                "perr": metrics["perr"],
+                "map": metrics["map"],
+                "valid_loss": metrics.get("loss", float("nan")),
+                "eval_videos": int(metrics["num_videos"]),
+                "peak_memory_mib": max(peaks),
             }
             atomic_write_text(Path(spec["result"]), json.dumps(out))
     return 0

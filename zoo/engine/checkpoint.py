@@ -43,13 +43,15 @@ def optimizer_arrays(model: Any, optimizer: Any) -> tuple[dict[str, np.ndarray],
             if owner is None:
                 arrays[f"__global__/{key}"] = np.ascontiguousarray(value.numpy())
             else:
-                arrays[f"{by_internal[owner]}/{key[len(owner) + 1:]}"] = np.ascontiguousarray(value.numpy())
+                arrays[f"{by_internal[owner]}/{key[len(owner) + 1 :]}"] = np.ascontiguousarray(value.numpy())
         else:
             other[key] = value
     return arrays, other
 
 
-def restore_optimizer(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], other: dict[str, Any]) -> None:
+def restore_optimizer(
+    model: Any, optimizer: Any, arrays: dict[str, np.ndarray], other: dict[str, Any]
+) -> None:
     import paddle
 
     internal = {name: p.name for name, p in model.named_parameters()}
@@ -112,8 +114,10 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
         raise ZooError(f"checkpoint {path} cannot be read: {exc}") from None
     own = model.state_dict()
     if set(own) != set(weights) or any(tuple(own[k].shape) != weights[k].shape for k in own):
-        raise ZooError(f"checkpoint {path} was written by a different model or config; resume with the config "
-                       f"saved in {path.parent.parent / 'config.json'}")
+        raise ZooError(
+            f"checkpoint {path} was written by a different model or config; resume with the config "
+            f"saved in {path.parent.parent / 'config.json'}"
+        )
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in weights.items()})
     restore_optimizer(model, optimizer, arrays, state.pop("optimizer", {}))
     return state

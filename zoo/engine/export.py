@@ -122,8 +122,10 @@ def probe_batches(features: dict[str, int], max_frames: int, seed: int = 0) -> l
         mask = np.zeros((b, t), np.float32)
         for i, n in enumerate(lengths):
             mask[i, :n] = 1.0
-        batch = {name: rng.uniform(-2.0, 2.0, (b, t, d)).astype(np.float32) * mask[..., None]
-                 for name, d in features.items()}
+        batch = {
+            name: rng.uniform(-2.0, 2.0, (b, t, d)).astype(np.float32) * mask[..., None]
+            for name, d in features.items()
+        }
         batch["mask"] = mask
         batch["num_frames"] = np.asarray(lengths, np.int64)
         out.append(batch)
@@ -155,7 +157,9 @@ def _check(directory: Path, metadata: dict[str, Any], model: Any, precision: str
         expected = reference(batch)
         got = exported.predict(batch)
         if got.shape != expected.shape:
-            raise ZooError(f"the exported program returns shape {list(got.shape)}, the model {list(expected.shape)}")
+            raise ZooError(
+                f"the exported program returns shape {list(got.shape)}, the model {list(expected.shape)}"
+            )
         worst = max(worst, float(np.max(np.abs(got - expected))) if got.size else 0.0)
     return worst
 
@@ -198,15 +202,19 @@ def export_model(
     output = Path(output)
     _check_output(output)
     if weights is None and not allow_random:
-        raise UsageError(f"exporting {cfg.model_name} without --weights would export untrained random weights; "
-                         f"give --weights (a run directory, checkpoint, weights file or URL) or pass "
-                         f"--allow-random if that is what you want")
+        raise UsageError(
+            f"exporting {cfg.model_name} without --weights would export untrained random weights; "
+            f"give --weights (a run directory, checkpoint, weights file or URL) or pass "
+            f"--allow-random if that is what you want"
+        )
     spec = cfg.dataset
     names = {n.lower() for n in spec.features}
     clash = names & {"mask", "num_frames"}
     if clash:
-        raise UsageError(f"dataset.features: a feature may not be called {', '.join(sorted(clash))} "
-                         f"(the exported program uses that name for its own input)")
+        raise UsageError(
+            f"dataset.features: a feature may not be called {', '.join(sorted(clash))} "
+            f"(the exported program uses that name for its own input)"
+        )
     vocab_map, vocab_path = _read_vocabulary(vocabulary, cfg)
     model = build_model(cfg)
     weights_info: dict[str, Any] = {"source": None, "format": None, "random_init": True}
@@ -248,29 +256,43 @@ def export_model(
                 stale.unlink(missing_ok=True)
             metadata["frames"] = mode
             try:
-                _trace(model, dict(spec.features), None if mode == "dynamic" else spec.max_frames, tmp / _PREFIX)
-                metadata["files"] = {PROGRAM_FILE: _file_record(tmp / PROGRAM_FILE),
-                                     PARAMS_FILE: _file_record(tmp / PARAMS_FILE)}
+                _trace(
+                    model, dict(spec.features), None if mode == "dynamic" else spec.max_frames, tmp / _PREFIX
+                )
+                metadata["files"] = {
+                    PROGRAM_FILE: _file_record(tmp / PROGRAM_FILE),
+                    PARAMS_FILE: _file_record(tmp / PARAMS_FILE),
+                }
                 diff = _check(tmp, metadata, model)
             except Exception as exc:  # noqa: BLE001 - paddle's tracer and predictor raise many types
                 failures.append(f"{mode} frames: {_one_line(exc)}")
                 continue
             if diff <= CHECK_TOLERANCE:
-                metadata["check"] = {"max_abs_diff": diff, "tolerance": CHECK_TOLERANCE, "precision": "fp32",
-                                     "batches": [list(map(int, b["num_frames"]))
-                                                 for b in probe_batches(spec.features, spec.max_frames)]}
+                metadata["check"] = {
+                    "max_abs_diff": diff,
+                    "tolerance": CHECK_TOLERANCE,
+                    "precision": "fp32",
+                    "batches": [
+                        list(map(int, b["num_frames"])) for b in probe_batches(spec.features, spec.max_frames)
+                    ],
+                }
                 break
-            failures.append(f"{mode} frames: the exported predictions differ from the model's by up to {diff:.3g} "
-                            f"(tolerance {CHECK_TOLERANCE:g})")
+            failures.append(
+                f"{mode} frames: the exported predictions differ from the model's by up to {diff:.3g} "
+                f"(tolerance {CHECK_TOLERANCE:g})"
+            )
         else:
-            raise ZooError(f"model {cfg.model_name!r} could not be exported for Paddle Inference: "
-                           + "; ".join(failures)
-                           + ". The model's forward must be traceable by paddle.jit.to_static (no Python "
-                             "branching on tensor values, no numpy calls); nothing was written to "
-                           + str(output))
+            raise ZooError(
+                f"model {cfg.model_name!r} could not be exported for Paddle Inference: "
+                + "; ".join(failures)
+                + ". The model's forward must be traceable by paddle.jit.to_static (no Python "
+                "branching on tensor values, no numpy calls); nothing was written to " + str(output)
+            )
         if failures and not quiet:
-            print(f"export: {failures[0]}; exported with a fixed T = {spec.max_frames} frames instead",
-                  file=sys.stderr)
+            print(
+                f"export: {failures[0]}; exported with a fixed T = {spec.max_frames} frames instead",
+                file=sys.stderr,
+            )
         metadata["fallback_reason"] = failures[0] if failures else None
         metadata["check"]["bf16"] = _check_bf16(tmp, metadata, model)
         if vocab_path is not None:
@@ -293,8 +315,10 @@ def _check_output(output: Path) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         earlier = False
     if not earlier:
-        raise UsageError(f"--output {output} exists and is not an earlier `zoo export` (no {METADATA_FILE} of "
-                         f"one); it would be replaced as a whole: {hint}")
+        raise UsageError(
+            f"--output {output} exists and is not an earlier `zoo export` (no {METADATA_FILE} of "
+            f"one); it would be replaced as a whole: {hint}"
+        )
 
 
 def _check_bf16(directory: Path, metadata: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -322,7 +346,9 @@ def _zoo_version() -> str:
     return zoo.__version__
 
 
-def _read_vocabulary(vocabulary: str | os.PathLike | None, cfg: ZooConfig) -> tuple[dict[int, str], Path | None]:
+def _read_vocabulary(
+    vocabulary: str | os.PathLike | None, cfg: ZooConfig
+) -> tuple[dict[int, str], Path | None]:
     """--vocabulary, else the config's predict.vocabulary if that file exists; checked against the classes."""
     from zoo.predictions import load_vocabulary
 
@@ -337,8 +363,10 @@ def _read_vocabulary(vocabulary: str | os.PathLike | None, cfg: ZooConfig) -> tu
     mapping = load_vocabulary(path)
     beyond = sorted(k for k in mapping if k >= cfg.dataset.num_classes)
     if beyond:
-        raise UsageError(f"{path}: names class {beyond[0]} but the model has {cfg.dataset.num_classes} classes "
-                         f"(0..{cfg.dataset.num_classes - 1}); is this the vocabulary of this dataset?")
+        raise UsageError(
+            f"{path}: names class {beyond[0]} but the model has {cfg.dataset.num_classes} classes "
+            f"(0..{cfg.dataset.num_classes - 1}); is this the vocabulary of this dataset?"
+        )
     return mapping, path
 
 
@@ -360,35 +388,53 @@ def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ZooError(f"{path}: not readable JSON ({exc}); the export is damaged, {redo}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ZooError(f"{path}: not yt8m-zoo export metadata (no \"format\": \"{FORMAT}\"); {redo}")
+        raise ZooError(f'{path}: not yt8m-zoo export metadata (no "format": "{FORMAT}"); {redo}')
     version = meta.get("version")
     if not isinstance(version, int) or version < 1:
         raise ZooError(f"{path}: invalid format version {version!r}; {redo}")
     if version > FORMAT_VERSION:
-        raise ZooError(f"{path}: export format version {version} is newer than this yt8m-zoo reads "
-                       f"({FORMAT_VERSION}); upgrade yt8m-zoo or export again with this version")
-    required = {"model": str, "num_classes": int, "features": dict, "max_frames": int, "frames": str,
-                "inputs": list, "config": dict, "files": dict}
+        raise ZooError(
+            f"{path}: export format version {version} is newer than this yt8m-zoo reads "
+            f"({FORMAT_VERSION}); upgrade yt8m-zoo or export again with this version"
+        )
+    required = {
+        "model": str,
+        "num_classes": int,
+        "features": dict,
+        "max_frames": int,
+        "frames": str,
+        "inputs": list,
+        "config": dict,
+        "files": dict,
+    }
     for key, kind in required.items():
         if not isinstance(meta.get(key), kind):
-            raise ZooError(f"{path}: key {key!r} is missing or not a {kind.__name__}; the metadata is damaged, {redo}")
+            raise ZooError(
+                f"{path}: key {key!r} is missing or not a {kind.__name__}; the metadata is damaged, {redo}"
+            )
     features = meta["features"]
     if not features or not all(isinstance(d, int) and d > 0 for d in features.values()):
         raise ZooError(f"{path}: 'features' must map feature names to positive sizes, got {features}; {redo}")
     if meta["frames"] not in ("dynamic", "static"):
-        raise ZooError(f"{path}: 'frames' must be \"dynamic\" or \"static\", got {meta['frames']!r}; {redo}")
+        raise ZooError(f'{path}: \'frames\' must be "dynamic" or "static", got {meta["frames"]!r}; {redo}')
     if meta["inputs"] != input_names(list(features)):
-        raise ZooError(f"{path}: 'inputs' {meta['inputs']} do not match the features {list(features)}; {redo}")
+        raise ZooError(
+            f"{path}: 'inputs' {meta['inputs']} do not match the features {list(features)}; {redo}"
+        )
     config = meta["config"]
     config_model = (config.get("model") or {}).get("name")
     if config_model != meta["model"]:
-        raise ZooError(f"{path}: the metadata names model {meta['model']!r} but its config builds "
-                       f"{config_model!r}; the file was edited or mixed from two exports, {redo}")
+        raise ZooError(
+            f"{path}: the metadata names model {meta['model']!r} but its config builds "
+            f"{config_model!r}; the file was edited or mixed from two exports, {redo}"
+        )
     dataset = config.get("dataset") or {}
     for key in ("num_classes", "features", "max_frames"):
         if dataset.get(key) != meta[key]:
-            raise ZooError(f"{path}: {key} is {meta[key]!r} but the saved config's dataset.{key} is "
-                           f"{dataset.get(key)!r}; the metadata is inconsistent, {redo}")
+            raise ZooError(
+                f"{path}: {key} is {meta[key]!r} but the saved config's dataset.{key} is "
+                f"{dataset.get(key)!r}; the metadata is inconsistent, {redo}"
+            )
     return meta
 
 
@@ -403,11 +449,15 @@ def _check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) ->
             raise ZooError(f"{root / METADATA_FILE}: no entry for {name} under 'files'; {redo}")
         size = path.stat().st_size
         if size != record.get("bytes"):
-            raise ZooError(f"{path} has {size} bytes, the export wrote {record.get('bytes')}: the file is "
-                           f"damaged or from another export; {redo}")
+            raise ZooError(
+                f"{path} has {size} bytes, the export wrote {record.get('bytes')}: the file is "
+                f"damaged or from another export; {redo}"
+            )
         if verify_checksums and _sha256(path) != record.get("sha256"):
-            raise ZooError(f"{path}: SHA-256 does not match {METADATA_FILE}: the file is damaged or from "
-                           f"another export; {redo}")
+            raise ZooError(
+                f"{path}: SHA-256 does not match {METADATA_FILE}: the file is damaged or from "
+                f"another export; {redo}"
+            )
 
 
 def bf16_support() -> tuple[bool, str]:
@@ -417,7 +467,10 @@ def bf16_support() -> tuple[bool, str]:
     if not _onednn_available():
         return False, "this paddle build has no oneDNN (MKLDNN)"
     if not core.supports_bfloat16():
-        return False, "this CPU has no bf16 support in oneDNN (needs AVX512-BF16, AMX or at least AVX512BW/VL/DQ)"
+        return (
+            False,
+            "this CPU has no bf16 support in oneDNN (needs AVX512-BF16, AMX or at least AVX512BW/VL/DQ)",
+        )
     return True, "fast (AVX512-BF16/AMX)" if core.supports_bfloat16_fast_performance() else "emulated (slow)"
 
 
@@ -449,11 +502,20 @@ class GpuOptions:
 def _precision_type(precision: str) -> Any:
     from paddle.inference import PrecisionType
 
-    return {"fp32": PrecisionType.Float32, "fp16": PrecisionType.Half, "bf16": PrecisionType.Bfloat16}[precision]
+    return {"fp32": PrecisionType.Float32, "fp16": PrecisionType.Half, "bf16": PrecisionType.Bfloat16}[
+        precision
+    ]
 
 
-def _predictor_config(root: Path, meta: dict[str, Any], device: str, precision: str, threads: int | None,
-                      onednn: bool | None, gpu: GpuOptions) -> Any:
+def _predictor_config(
+    root: Path,
+    meta: dict[str, Any],
+    device: str,
+    precision: str,
+    threads: int | None,
+    onednn: bool | None,
+    gpu: GpuOptions,
+) -> Any:
     from paddle import inference
 
     config = inference.Config(str(root / PROGRAM_FILE), str(root / PARAMS_FILE))
@@ -497,12 +559,18 @@ def _predictor_config(root: Path, meta: dict[str, Any], device: str, precision: 
     if gpu.tensorrt:
         compiled = inference.get_trt_compile_version()
         if not any(compiled):
-            raise UsageError("TensorRT: this paddle build was compiled without TensorRT; install a "
-                             "paddlepaddle-gpu build with TensorRT or run without it")
-        config.enable_tensorrt_engine(workspace_size=gpu.trt_workspace_mb << 20, max_batch_size=gpu.trt_max_batch,
-                                      min_subgraph_size=gpu.trt_min_subgraph_size,
-                                      precision_mode=_precision_type(precision),
-                                      use_static=gpu.trt_use_static, use_calib_mode=False)
+            raise UsageError(
+                "TensorRT: this paddle build was compiled without TensorRT; install a "
+                "paddlepaddle-gpu build with TensorRT or run without it"
+            )
+        config.enable_tensorrt_engine(
+            workspace_size=gpu.trt_workspace_mb << 20,
+            max_batch_size=gpu.trt_max_batch,
+            min_subgraph_size=gpu.trt_min_subgraph_size,
+            precision_mode=_precision_type(precision),
+            use_static=gpu.trt_use_static,
+            use_calib_mode=False,
+        )
         low, high, best = _trt_shapes(meta, gpu.trt_max_batch)
         config.set_trt_dynamic_shape_info(low, high, best)
     return config
@@ -514,7 +582,11 @@ def _trt_shapes(meta: dict[str, Any], max_batch: int) -> tuple[dict, dict, dict]
     t_min = 1 if meta["frames"] == "dynamic" else t_max
     low, high, best = {}, {}, {}
     for name, size in meta["features"].items():
-        low[name], high[name], best[name] = [1, t_min, size], [max_batch, t_max, size], [max_batch, t_max, size]
+        low[name], high[name], best[name] = (
+            [1, t_min, size],
+            [max_batch, t_max, size],
+            [max_batch, t_max, size],
+        )
     low["mask"], high["mask"], best["mask"] = [1, t_min], [max_batch, t_max], [max_batch, t_max]
     low["num_frames"], high["num_frames"], best["num_frames"] = [1], [max_batch], [max_batch]
     return low, high, best
@@ -527,8 +599,17 @@ class ExportedModel:
     ``num_frames [B]``; other keys are ignored) and returns probabilities ``[B, num_classes]``.
     """
 
-    def __init__(self, root: Path, metadata: dict[str, Any], *, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, onednn: bool | None = None, gpu: GpuOptions | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        metadata: dict[str, Any],
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+        onednn: bool | None = None,
+        gpu: GpuOptions | None = None,
+    ) -> None:
         from paddle import inference
 
         self.root = Path(root)
@@ -539,19 +620,25 @@ class ExportedModel:
         self.num_classes: int = metadata["num_classes"]
         self.max_frames: int = metadata["max_frames"]
         self.static_frames = metadata["frames"] == "static"
-        config = _predictor_config(self.root, metadata, device, precision, threads, onednn, gpu or GpuOptions())
+        config = _predictor_config(
+            self.root, metadata, device, precision, threads, onednn, gpu or GpuOptions()
+        )
         try:
             self._predictor = inference.create_predictor(config)
         except Exception as exc:  # noqa: BLE001 - paddle reports a damaged program as ValueError/RuntimeError/...
-            raise ZooError(f"{self.root / PROGRAM_FILE}: Paddle Inference cannot load the exported program with "
-                           f"{self.root / PARAMS_FILE} on {device} at {precision} ({_one_line(exc)}); the export "
-                           f"is damaged, was made by an incompatible paddle ({metadata.get('paddle_version', '?')}), "
-                           f"or this precision does not support one of its operations: try fp32, or re-export it "
-                           f"with `zoo export`") from None
+            raise ZooError(
+                f"{self.root / PROGRAM_FILE}: Paddle Inference cannot load the exported program with "
+                f"{self.root / PARAMS_FILE} on {device} at {precision} ({_one_line(exc)}); the export "
+                f"is damaged, was made by an incompatible paddle ({metadata.get('paddle_version', '?')}), "
+                f"or this precision does not support one of its operations: try fp32, or re-export it "
+                f"with `zoo export`"
+            ) from None
         names = list(self._predictor.get_input_names())
         if sorted(names) != sorted(metadata["inputs"]):
-            raise ZooError(f"{self.root / PROGRAM_FILE} takes inputs {names} but {self.root / METADATA_FILE} lists "
-                           f"{metadata['inputs']}: the files come from different exports; re-export with `zoo export`")
+            raise ZooError(
+                f"{self.root / PROGRAM_FILE} takes inputs {names} but {self.root / METADATA_FILE} lists "
+                f"{metadata['inputs']}: the files come from different exports; re-export with `zoo export`"
+            )
         self._inputs = {name: self._predictor.get_input_handle(name) for name in names}
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 
@@ -566,33 +653,43 @@ class ExportedModel:
         return config
 
     def __repr__(self) -> str:
-        return (f"ExportedModel({str(self.root)!r}, model={self.metadata['model']!r}, device={self.device!r}, "
-                f"precision={self.precision!r}, frames={self.metadata['frames']!r})")
+        return (
+            f"ExportedModel({str(self.root)!r}, model={self.metadata['model']!r}, device={self.device!r}, "
+            f"precision={self.precision!r}, frames={self.metadata['frames']!r})"
+        )
 
     def _arrays(self, batch: dict[str, Any]) -> tuple[list[np.ndarray], int]:
         where = f"the model exported in {self.root} (see {METADATA_FILE})"
         layout = ", ".join(f"{n}[{d}]" for n, d in self.features.items())
         missing = [name for name in [*self.features, "mask", "num_frames"] if name not in batch]
         if missing:
-            raise ZooError(f"the batch has no {', '.join(missing)}: {where} needs features {layout}, mask and "
-                           f"num_frames; set dataset.features to match the export, or export a model for this data")
+            raise ZooError(
+                f"the batch has no {', '.join(missing)}: {where} needs features {layout}, mask and "
+                f"num_frames; set dataset.features to match the export, or export a model for this data"
+            )
         arrays = [np.asarray(batch[name]) for name in self.features]
         b = arrays[0].shape[0] if arrays[0].ndim == 3 else -1
         t = arrays[0].shape[1] if arrays[0].ndim == 3 else -1
         for (name, size), x in zip(self.features.items(), arrays):
             if x.ndim != 3 or x.shape[0] != b or x.shape[1] != t or x.shape[2] != size:
-                raise ZooError(f"feature {name!r} has shape {list(x.shape)}; {where} expects "
-                               f"[batch, frames, {size}] for it (features {layout}) with one batch and frame "
-                               f"count for all features; the data's feature layout does not match the export")
+                raise ZooError(
+                    f"feature {name!r} has shape {list(x.shape)}; {where} expects "
+                    f"[batch, frames, {size}] for it (features {layout}) with one batch and frame "
+                    f"count for all features; the data's feature layout does not match the export"
+                )
         mask = np.asarray(batch["mask"], np.float32)
         counts = np.asarray(batch["num_frames"], np.int64)
         if mask.shape != (b, t) or counts.shape != (b,):
-            raise ZooError(f"mask has shape {list(mask.shape)} and num_frames {list(counts.shape)}; the features "
-                           f"are [{b}, {t}, ...], so they must be [{b}, {t}] and [{b}] (the batch contract)")
+            raise ZooError(
+                f"mask has shape {list(mask.shape)} and num_frames {list(counts.shape)}; the features "
+                f"are [{b}, {t}, ...], so they must be [{b}, {t}] and [{b}] (the batch contract)"
+            )
         if self.static_frames and t != self.max_frames:
             if t > self.max_frames:
-                raise ZooError(f"the batch has {t} frames but {where} was exported with a fixed "
-                               f"{self.max_frames}; set dataset.max_frames to {self.max_frames}")
+                raise ZooError(
+                    f"the batch has {t} frames but {where} was exported with a fixed "
+                    f"{self.max_frames}; set dataset.max_frames to {self.max_frames}"
+                )
             pad = self.max_frames - t
             arrays = [np.pad(x, ((0, 0), (0, pad), (0, 0))) for x in arrays]
             mask = np.pad(mask, ((0, 0), (0, pad)))
@@ -613,16 +710,25 @@ class ExportedModel:
         self._predictor.run()
         out = self._output.copy_to_cpu()
         if out.shape != (b, self.num_classes):
-            raise ZooError(f"{self.root / PROGRAM_FILE} returned shape {list(out.shape)}, expected [{b}, "
-                           f"{self.num_classes}] per {METADATA_FILE}; the files come from different exports")
+            raise ZooError(
+                f"{self.root / PROGRAM_FILE} returned shape {list(out.shape)}, expected [{b}, "
+                f"{self.num_classes}] per {METADATA_FILE}; the files come from different exports"
+            )
         return out.astype(np.float32, copy=False)
 
     __call__ = predict
 
 
-def load_exported(model_dir: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32",
-                  threads: int | None = None, onednn: bool | None = None, gpu: GpuOptions | None = None,
-                  verify_checksums: bool = True) -> ExportedModel:
+def load_exported(
+    model_dir: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+    onednn: bool | None = None,
+    gpu: GpuOptions | None = None,
+    verify_checksums: bool = True,
+) -> ExportedModel:
     """Open an export directory for prediction on ``device`` ("cpu", "gpu", "gpu:N") at ``precision``.
 
     CPU: fp32 on paddle's kernels (``onednn=True``: on oneDNN), or bf16 through oneDNN on CPUs that support
@@ -638,4 +744,6 @@ def load_exported(model_dir: str | os.PathLike, *, device: str = "cpu", precisio
     root = Path(model_dir)
     meta = read_metadata(root)
     _check_files(root, meta, verify_checksums=verify_checksums)
-    return ExportedModel(root, meta, device=device, precision=precision, threads=threads, onednn=onednn, gpu=gpu)
+    return ExportedModel(
+        root, meta, device=device, precision=precision, threads=threads, onednn=onednn, gpu=gpu
+    )

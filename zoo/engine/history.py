@@ -66,17 +66,27 @@ class History:
         if self.steps:
             loss_series["train (step)"] = ([r["step"] for r in self.steps], [r["loss"] for r in self.steps])
         if self.epochs:
-            loss_series["train (epoch)"] = ([r["step"] for r in self.epochs], [r["train_loss"] for r in self.epochs])
+            loss_series["train (epoch)"] = (
+                [r["step"] for r in self.epochs],
+                [r["train_loss"] for r in self.epochs],
+            )
         valid = [r for r in self.epochs if "valid_loss" in r]
         if valid:
             loss_series["validation"] = ([r["step"] for r in valid], [r["valid_loss"] for r in valid])
         panels = [Panel(title="loss", xlabel="step", ylabel="loss", series=loss_series)]
         gap = [r for r in self.epochs if "valid_gap" in r]
         if gap:
-            panels.append(Panel(title="validation GAP@20", xlabel="step", ylabel="GAP",
-                                series={"GAP": ([r["step"] for r in gap], [r["valid_gap"] for r in gap]),
-                                        "Hit@1": ([r["step"] for r in gap], [r.get("valid_hit_at_1", 0.0)
-                                                                              for r in gap])}))
+            panels.append(
+                Panel(
+                    title="validation GAP@20",
+                    xlabel="step",
+                    ylabel="GAP",
+                    series={
+                        "GAP": ([r["step"] for r in gap], [r["valid_gap"] for r in gap]),
+                        "Hit@1": ([r["step"] for r in gap], [r.get("valid_hit_at_1", 0.0) for r in gap]),
+                    },
+                )
+            )
         path = self.run_dir / "history.png"
         charts(path, panels)
         return path

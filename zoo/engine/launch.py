@@ -51,8 +51,9 @@ sys.exit(main(sys.argv[1:]))
 '''
 _CONTAINER_FAILED = re.compile(r"Container rank (\d+) status failed .*? code (-?\d+) log (\S+)")
 _HTTP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\] \[\s*INFO\] _client\.py")  # launch's master requests
-_COMMUNICATION = re.compile(r"gloo|nccl|connection (reset|closed|refused)|timed? ?out|socket|tcp_store|pair\.cc",
-                            re.IGNORECASE)
+_COMMUNICATION = re.compile(
+    r"gloo|nccl|connection (reset|closed|refused)|timed? ?out|socket|tcp_store|pair\.cc", re.IGNORECASE
+)
 
 
 class JobFailed(ZooError):
@@ -84,7 +85,11 @@ class LaunchPlan:
 
     def describe(self) -> str:
         n = self.nproc_per_node
-        text = f"{n} GPU{'s' if n > 1 else ''}" if self.device == "gpu" else f"{n} CPU process{'es' if n > 1 else ''}"
+        text = (
+            f"{n} GPU{'s' if n > 1 else ''}"
+            if self.device == "gpu"
+            else f"{n} CPU process{'es' if n > 1 else ''}"
+        )
         if self.nnodes > 1:
             text += f" per node x {self.nnodes} nodes (this is node {self.node_rank}, master {self.master})"
         return text
@@ -110,11 +115,15 @@ def gpu_count(requested: int, flag: str = "--gpus") -> int:
         )
     count = paddle.device.cuda.device_count()
     if count == 0:
-        raise UsageError(f"{flag} {requested}: paddle has CUDA support but sees no GPU; check the driver and "
-                         f"CUDA_VISIBLE_DEVICES")
+        raise UsageError(
+            f"{flag} {requested}: paddle has CUDA support but sees no GPU; check the driver and "
+            f"CUDA_VISIBLE_DEVICES"
+        )
     if requested > count:
-        raise UsageError(f"{flag} {requested}: this machine has only {count} visible GPU(s); ask for at most "
-                         f"{count} (per node), or add nodes with --nnodes")
+        raise UsageError(
+            f"{flag} {requested}: this machine has only {count} visible GPU(s); ask for at most "
+            f"{count} (per node), or add nodes with --nnodes"
+        )
     return count
 
 
@@ -126,11 +135,14 @@ def check_master(master: str | None, nnodes: int, node_rank: int | None) -> None
             raise UsageError(f"--node-rank {node_rank}: a single-node job has only node 0")
         return
     if not master or not re.fullmatch(r"[^\s:]+:\d+", master):
-        raise UsageError(f"--nnodes {nnodes}: give --master HOST:PORT, the address of node 0 that every node "
-                         f"can reach (for example --master 10.0.0.1:8090)")
+        raise UsageError(
+            f"--nnodes {nnodes}: give --master HOST:PORT, the address of node 0 that every node "
+            f"can reach (for example --master 10.0.0.1:8090)"
+        )
     if node_rank is None or not 0 <= node_rank < nnodes:
-        raise UsageError(f"--nnodes {nnodes}: give --node-rank K (0 on the master node, 1..{nnodes - 1} on the "
-                         f"others)")
+        raise UsageError(
+            f"--nnodes {nnodes}: give --node-rank K (0 on the master node, 1..{nnodes - 1} on the others)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,8 +193,12 @@ def failure_report(ctx: distributed.DistContext) -> Iterator[None]:
         if folder is not None and distributed.in_launched_job():
             local = distributed.local_rank()
             record = {
-                "rank": ctx.rank, "world_size": ctx.world_size, "local_rank": local, "time": time.time(),
-                "type": type(exc).__name__, "message": str(exc),
+                "rank": ctx.rank,
+                "world_size": ctx.world_size,
+                "local_rank": local,
+                "time": time.time(),
+                "type": type(exc).__name__,
+                "message": str(exc),
                 "log": str(folder / f"workerlog.{local}"),
                 "traceback": "" if isinstance(exc, ZooError) else traceback.format_exc(limit=8),
             }
@@ -210,8 +226,19 @@ def write_worker_script(log_dir: Path) -> Path:
 
 def launch_command(plan: LaunchPlan, script: Path, worker_args: Sequence[str]) -> list[str]:
     """The ``python -m paddle.distributed.launch ...`` command line for ``plan``."""
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(plan.nproc_per_node),
-           "--log_dir", str(plan.log_dir), "--log_overwrite", "True", "--job_id", "zoo"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        str(plan.nproc_per_node),
+        "--log_dir",
+        str(plan.log_dir),
+        "--log_overwrite",
+        "True",
+        "--job_id",
+        "zoo",
+    ]
     if plan.nnodes > 1:
         cmd += ["--nnodes", str(plan.nnodes), "--master", str(plan.master)]
         if plan.node_rank is not None:
@@ -230,8 +257,14 @@ def _job_env(plan: LaunchPlan) -> dict[str, str]:
     return env
 
 
-def run(plan: LaunchPlan, worker_args: Sequence[str], *, timeout: float | None = None, echo: bool = True,
-        hint: str = "") -> None:
+def run(
+    plan: LaunchPlan,
+    worker_args: Sequence[str],
+    *,
+    timeout: float | None = None,
+    echo: bool = True,
+    hint: str = "",
+) -> None:
     """Run ``zoo WORKER_ARGS`` on every process of ``plan`` and wait; :class:`JobFailed` names the failed rank.
 
     ``echo`` passes rank 0's output through (launch's own INFO lines are left out); ``timeout`` stops the
@@ -245,8 +278,16 @@ def run(plan: LaunchPlan, worker_args: Sequence[str], *, timeout: float | None =
     started = time.time()
     tail: deque[str] = deque(maxlen=30)
     containers: list[tuple[int, int, str]] = []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            env=_job_env(plan), start_new_session=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=_job_env(plan),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     timed_out = False
     previous = _on_sigterm_interrupt()
     try:
@@ -277,8 +318,13 @@ def _on_sigterm_interrupt() -> Any:
         return None
 
 
-def _pump(proc: subprocess.Popen, timeout: float | None, echo: bool, tail: deque[str],
-          containers: list[tuple[int, int, str]]) -> bool:
+def _pump(
+    proc: subprocess.Popen,
+    timeout: float | None,
+    echo: bool,
+    tail: deque[str],
+    containers: list[tuple[int, int, str]],
+) -> bool:
     """Forward launch's output until it exits; True if ``timeout`` ran out first (the job is then stopped)."""
     import selectors
 
@@ -384,29 +430,51 @@ def _log_tail(path: str | Path, lines: int = 6) -> str:
     return "\n".join("    " + line for line in keep[-lines:])
 
 
-def _failure_message(log_dir: Path, since: float, code: int, containers: list[tuple[int, int, str]],
-                     tail: deque[str], plan: LaunchPlan, timed_out: bool, timeout: float | None) -> str:
+def _failure_message(
+    log_dir: Path,
+    since: float,
+    code: int,
+    containers: list[tuple[int, int, str]],
+    tail: deque[str],
+    plan: LaunchPlan,
+    timed_out: bool,
+    timeout: float | None,
+) -> str:
     if timed_out:
-        return (f"the job did not finish within {timeout:.0f} s and was stopped; every rank's output is in "
-                f"{log_dir}/workerlog.*")
+        return (
+            f"the job did not finish within {timeout:.0f} s and was stopped; every rank's output is in "
+            f"{log_dir}/workerlog.*"
+        )
     first = _first_failure(log_dir, since)
     if first is not None and not _is_communication(first):
-        return (f"rank {first['rank']} of {first['world_size']} failed: {first['type']}: {first['message']} "
-                f"(its output: {first['log']}); the other ranks were stopped")
+        return (
+            f"rank {first['rank']} of {first['world_size']} failed: {first['type']}: {first['message']} "
+            f"(its output: {first['log']}); the other ranks were stopped"
+        )
     if containers:
         rank, exit_code, log = containers[0]
         how = f"was killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
         detail = _log_tail(log)
-        return (f"rank {rank} {how} without reporting an error (out of memory, or killed?); the other ranks "
-                f"were stopped. Last lines of its output ({log}):\n{detail}")
+        return (
+            f"rank {rank} {how} without reporting an error (out of memory, or killed?); the other ranks "
+            f"were stopped. Last lines of its output ({log}):\n{detail}"
+        )
     if first is not None:
-        elsewhere = "; a rank on another node probably failed first: see that node's output" if plan.nnodes > 1 else ""
-        return (f"rank {first['rank']} lost the connection to the other ranks ({first['type']}: "
-                f"{first['message'][:300]}){elsewhere} (its output: {first['log']})")
+        elsewhere = (
+            "; a rank on another node probably failed first: see that node's output"
+            if plan.nnodes > 1
+            else ""
+        )
+        return (
+            f"rank {first['rank']} lost the connection to the other ranks ({first['type']}: "
+            f"{first['message'][:300]}){elsewhere} (its output: {first['log']})"
+        )
     if plan.nnodes > 1:
-        return (f"the job stopped (paddle.distributed.launch exit code {code}): a process on another node failed "
-                f"or the nodes could not meet at --master {plan.master}; see the other nodes' output and "
-                f"{log_dir}")
+        return (
+            f"the job stopped (paddle.distributed.launch exit code {code}): a process on another node failed "
+            f"or the nodes could not meet at --master {plan.master}; see the other nodes' output and "
+            f"{log_dir}"
+        )
     last = "\n".join("    " + line for line in list(tail)[-12:])
     return f"paddle.distributed.launch failed (exit code {code}); its last output:\n{last}"
 
@@ -417,22 +485,43 @@ def _failure_message(log_dir: Path, since: float, code: int, containers: list[tu
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     """--gpus, --cpu-procs, --nnodes, --master, --node-rank (``zoo train``)."""
-    group = parser.add_argument_group(
-        "several devices (paddle.distributed.launch; see docs/distributed.md)")
-    group.add_argument("--gpus", type=int, metavar="N",
-                       help="train on N GPUs per node, one process each (default: train.num_gpus with "
-                            "--device gpu); train.batch_size stays the global batch")
-    group.add_argument("--cpu-procs", "--cpu_procs", dest="cpu_procs", type=int, metavar="N",
-                       help="train in N CPU processes that talk over gloo (tests, CI, machines without GPUs)")
+    group = parser.add_argument_group("several devices (paddle.distributed.launch; see docs/distributed.md)")
+    group.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="train on N GPUs per node, one process each (default: train.num_gpus with "
+        "--device gpu); train.batch_size stays the global batch",
+    )
+    group.add_argument(
+        "--cpu-procs",
+        "--cpu_procs",
+        dest="cpu_procs",
+        type=int,
+        metavar="N",
+        help="train in N CPU processes that talk over gloo (tests, CI, machines without GPUs)",
+    )
     group.add_argument("--nnodes", type=int, default=1, metavar="N", help="nodes taking part (default 1)")
-    group.add_argument("--master", metavar="HOST:PORT", help="with --nnodes > 1: node 0's address and a free port")
-    group.add_argument("--node-rank", "--node_rank", dest="node_rank", type=int, metavar="K",
-                       help="with --nnodes > 1: this node's rank (0 on the master node)")
+    group.add_argument(
+        "--master", metavar="HOST:PORT", help="with --nnodes > 1: node 0's address and a free port"
+    )
+    group.add_argument(
+        "--node-rank",
+        "--node_rank",
+        dest="node_rank",
+        type=int,
+        metavar="K",
+        help="with --nnodes > 1: this node's rank (0 on the master node)",
+    )
 
 
 def check_train_args(args: argparse.Namespace) -> None:
     """Flag combinations and device counts, checked before any data is touched."""
-    gpus, procs, device = getattr(args, "gpus", None), getattr(args, "cpu_procs", None), getattr(args, "device", None)
+    gpus, procs, device = (
+        getattr(args, "gpus", None),
+        getattr(args, "cpu_procs", None),
+        getattr(args, "device", None),
+    )
     if distributed.in_launched_job():
         return
     if gpus is not None and procs is not None:
@@ -441,8 +530,10 @@ def check_train_args(args: argparse.Namespace) -> None:
         if gpus < 1:
             raise UsageError(f"--gpus {gpus}: must be at least 1")
         if device and not device.startswith("gpu"):
-            raise UsageError(f"--gpus {gpus} trains on GPUs, but --device is {device}: drop --device (or use "
-                             f"--cpu-procs for CPU processes)")
+            raise UsageError(
+                f"--gpus {gpus} trains on GPUs, but --device is {device}: drop --device (or use "
+                f"--cpu-procs for CPU processes)"
+            )
         gpu_count(gpus)
         if gpus == 1 and getattr(args, "nnodes", 1) == 1:
             args.device = device or "gpu"
@@ -470,13 +561,22 @@ def train_plan(args: argparse.Namespace, cfg: ZooConfig) -> LaunchPlan:
     else:
         n = 1
         if int(cfg.train.num_gpus) > 1 and not distributed.in_launched_job():
-            print(f"note: train.num_gpus={cfg.train.num_gpus} applies to --device gpu; training in one CPU "
-                  f"process (--gpus N for GPUs, --cpu-procs N for several CPU processes)", file=sys.stderr)
+            print(
+                f"note: train.num_gpus={cfg.train.num_gpus} applies to --device gpu; training in one CPU "
+                f"process (--gpus N for GPUs, --cpu-procs N for several CPU processes)",
+                file=sys.stderr,
+            )
     save_dir = Path(cfg.train.save_dir)
     node_rank = getattr(args, "node_rank", None)
     log_dir = save_dir / "logs" / (f"node{node_rank}" if nnodes > 1 else "")
-    return LaunchPlan(device=device, nproc_per_node=n, nnodes=nnodes, master=getattr(args, "master", None),
-                      node_rank=node_rank, log_dir=log_dir)
+    return LaunchPlan(
+        device=device,
+        nproc_per_node=n,
+        nnodes=nnodes,
+        master=getattr(args, "master", None),
+        node_rank=node_rank,
+        log_dir=log_dir,
+    )
 
 
 def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) -> int:
@@ -486,14 +586,18 @@ def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) 
     t = cfg.train
     run_dir = Path(t.save_dir)
     if t.batch_size % plan.world_size:
-        raise UsageError(f"train.batch_size {t.batch_size} (the global batch) is not divisible by the "
-                         f"{plan.world_size} processes; choose a multiple of {plan.world_size}")
+        raise UsageError(
+            f"train.batch_size {t.batch_size} (the global batch) is not divisible by the "
+            f"{plan.world_size} processes; choose a multiple of {plan.world_size}"
+        )
     resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
     if resume and checkpoint.latest_checkpoint(run_dir) is None:
         raise ZooError(f"--resume: no checkpoint in {run_dir} (train.save_dir); start without --resume")
     if not resume and not overwrite and checkpoint.latest_checkpoint(run_dir) is not None:
-        raise ZooError(f"{run_dir} already holds checkpoints of a run: continue it with --resume, start over "
-                       f"with --overwrite, or choose another --save_dir")
+        raise ZooError(
+            f"{run_dir} already holds checkpoints of a run: continue it with --resume, start over "
+            f"with --overwrite, or choose another --save_dir"
+        )
     plan.log_dir.mkdir(parents=True, exist_ok=True)
     config_path = plan.log_dir / "config.json"
     atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=1))
@@ -504,17 +608,23 @@ def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) 
         worker_args.append("--overwrite")
     if getattr(args, "pretrain", None):
         worker_args += ["--pretrain", str(args.pretrain)]
-    print(f"training {cfg.model_name} on {plan.describe()} through paddle.distributed.launch "
-          f"(global batch {t.batch_size}, {t.batch_size // plan.world_size} per process); every rank's output: "
-          f"{plan.log_dir}/workerlog.*", file=sys.stderr, flush=True)
+    print(
+        f"training {cfg.model_name} on {plan.describe()} through paddle.distributed.launch "
+        f"(global batch {t.batch_size}, {t.batch_size // plan.world_size} per process); every rank's output: "
+        f"{plan.log_dir}/workerlog.*",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         run(plan, worker_args)
     except JobFailed as exc:
         latest = checkpoint.latest_checkpoint(run_dir)
         if latest is not None:
             step = json.loads((latest / "state.json").read_text()).get("step")
-            hint = (f"The last checkpoint is step {step} ({latest}): fix the cause, then run the same command "
-                    f"with --resume")
+            hint = (
+                f"The last checkpoint is step {step} ({latest}): fix the cause, then run the same command "
+                f"with --resume"
+            )
         else:
             hint = "No checkpoint was written yet: fix the cause and start again (add --overwrite if needed)"
         raise JobFailed(f"{exc}. {hint}", rank=exc.rank) from None

@@ -29,8 +29,10 @@ def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any
             continue
         if table is None:
             if "dequantize" not in batch:
-                raise DataError(f"feature {name!r} is quantized (uint8) but the batch has no 'dequantize' table; "
-                                f"build batches with zoo.data.batches(..., quantized=True)")
+                raise DataError(
+                    f"feature {name!r} is quantized (uint8) but the batch has no 'dequantize' table; "
+                    f"build batches with zoo.data.batches(..., quantized=True)"
+                )
             table = paddle.to_tensor(batch["dequantize"])
         codes = paddle.to_tensor(value)
         values = paddle.gather(table, codes.astype("int32").flatten()).reshape(codes.shape)
@@ -46,8 +48,16 @@ def bce_loss(logits: Any, labels: Any) -> Any:
     return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
 
 
-def batches_for(reader: Any, cfg: ZooConfig, *, batch_size: int, shuffle: bool, epoch: int = 0,
-                ctx: distributed.DistContext | None = None, skip_batches: int = 0) -> Any:
+def batches_for(
+    reader: Any,
+    cfg: ZooConfig,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    epoch: int = 0,
+    ctx: distributed.DistContext | None = None,
+    skip_batches: int = 0,
+) -> Any:
     from zoo.data.pipeline import batches
 
     ctx = ctx or distributed.DistContext()
@@ -78,8 +88,15 @@ def dequantize_on_device(cfg: ZooConfig) -> bool:
     return paddle.device.get_device().startswith("gpu")
 
 
-def evaluate(model: Any, reader: Any, cfg: ZooConfig, *, ctx: distributed.DistContext | None = None,
-             desc: str = "eval", progress: bool = True) -> tuple[dict[str, float], Any]:
+def evaluate(
+    model: Any,
+    reader: Any,
+    cfg: ZooConfig,
+    *,
+    ctx: distributed.DistContext | None = None,
+    desc: str = "eval",
+    progress: bool = True,
+) -> tuple[dict[str, float], Any]:
     """One pass over ``reader``: the metric plugin's results (global over every rank) and the metric."""
     import paddle
     import paddle.nn.functional as F
@@ -120,8 +137,9 @@ def dygraph_scorer(model: Any, features: dict[str, int]) -> Any:
     return score
 
 
-def predict(scorer: Any, reader: Any, cfg: ZooConfig, *, top_k: int, batch_size: int,
-            progress: bool = True) -> list[Any]:
+def predict(
+    scorer: Any, reader: Any, cfg: ZooConfig, *, top_k: int, batch_size: int, progress: bool = True
+) -> list[Any]:
     """Top-k classes and probabilities for every video of ``reader``, in reading order.
 
     ``scorer`` maps a batch (numpy dict) to probabilities ``[B, C]``: :func:`dygraph_scorer` for a paddle

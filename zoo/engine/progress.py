@@ -14,8 +14,16 @@ def _fmt_seconds(s: float) -> str:
 
 
 class Progress:
-    def __init__(self, desc: str, total: int | None = None, *, unit: str = "step", enabled: bool = True,
-                 interval: float = 0.25, log_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        desc: str,
+        total: int | None = None,
+        *,
+        unit: str = "step",
+        enabled: bool = True,
+        interval: float = 0.25,
+        log_interval: float = 10.0,
+    ) -> None:
         self.desc = desc
         self.total = total
         self.unit = unit

@@ -18,7 +18,12 @@ SPLITS = ("train", "valid", "test", "infer")
 def split_paths(cfg: ZooConfig, split: str) -> list[str] | None:
     """Paths of a split, with the fall-backs test <- valid and infer <- test."""
     data = cfg.data
-    chain = {"train": ["train"], "valid": ["valid"], "test": ["test", "valid"], "infer": ["infer", "test", "valid"]}
+    chain = {
+        "train": ["train"],
+        "valid": ["valid"],
+        "test": ["test", "valid"],
+        "infer": ["infer", "test", "valid"],
+    }
     for name in chain[split]:
         paths = getattr(data, name)
         if paths:
@@ -34,15 +39,19 @@ def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
     """Point ``cfg`` at the built-in sample dataset (made on first use) and apply its ``sample`` section."""
     reader_cls = zoo.plugin_class("reader", cfg.data.reader)
     if not hasattr(reader_cls, "sample_data"):
-        raise UsageError(f"reader {cfg.data.reader!r} has no built-in sample data; give data paths "
-                         f"(--data DIR or -o data.train=...)")
+        raise UsageError(
+            f"reader {cfg.data.reader!r} has no built-in sample data; give data paths "
+            f"(--data DIR or -o data.train=...)"
+        )
     root = cache_dir(SAMPLE_VERSION)
     if not quiet:
         print(f"using the built-in sample dataset in {root} (made on first use)", file=sys.stderr)
     info = reader_cls.sample_data(root)
     patch: dict[str, Any] = {section: dict(values) for section, values in cfg.sample.items()}
     patch.setdefault("dataset", {})["num_classes"] = int(info["num_classes"])
-    patch.setdefault("data", {}).update({"train": info["train"], "valid": info["valid"], "test": info["test"]})
+    patch.setdefault("data", {}).update(
+        {"train": info["train"], "valid": info["valid"], "test": info["test"]}
+    )
     if info.get("vocabulary") and cfg.predict.vocabulary is None:
         patch.setdefault("predict", {})["vocabulary"] = str(info["vocabulary"])
     return cfg.with_overrides(patch, "built-in sample data")
@@ -52,7 +61,9 @@ def with_data_dir(cfg: ZooConfig, root: str) -> ZooConfig:
     """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files."""
     base = Path(root)
     if not base.is_dir():
-        raise UsageError(f"--data {root}: not a directory (expected train/, valid/ and optionally test/ in it)")
+        raise UsageError(
+            f"--data {root}: not a directory (expected train/, valid/ and optionally test/ in it)"
+        )
     found: dict[str, list[str]] = {}
     for split, names in {"train": ["train"], "valid": ["valid", "validate", "val"], "test": ["test"]}.items():
         for name in names:
@@ -75,7 +86,9 @@ def ensure_data(cfg: ZooConfig, data_dir: str | None = None, *, quiet: bool = Fa
 def build_reader(cfg: ZooConfig, split: str) -> Any:
     paths = split_paths(cfg, split)
     if not paths:
-        raise UsageError(f"no data for the {split} split: set data.{split} in the config (or -o data.{split}=PATH)")
+        raise UsageError(
+            f"no data for the {split} split: set data.{split} in the config (or -o data.{split}=PATH)"
+        )
     return zoo.build_reader(cfg.data.reader, spec=cfg.dataset, paths=list(paths), **cfg.reader)
 
 

@@ -51,9 +51,16 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: ZooConfig, *, run_dir: str | Path | None = None,
-                 ctx: distributed.DistContext | None = None, progress: bool = True, log: Any = None,
-                 overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: ZooConfig,
+        *,
+        run_dir: str | Path | None = None,
+        ctx: distributed.DistContext | None = None,
+        progress: bool = True,
+        log: Any = None,
+        overwrite: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.ctx = ctx or distributed.DistContext()
         self.run_dir = Path(run_dir or cfg.train.save_dir)
@@ -61,7 +68,9 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         t = cfg.train
         if t.batch_size % self.ctx.world_size:
-            raise ZooError(f"train.batch_size {t.batch_size} is not divisible by the {self.ctx.world_size} devices")
+            raise ZooError(
+                f"train.batch_size {t.batch_size} is not divisible by the {self.ctx.world_size} devices"
+            )
         self.per_device_batch = t.batch_size // self.ctx.world_size
         self.overwrite = overwrite
 
@@ -77,20 +86,31 @@ class Trainer:
         clip = paddle.nn.ClipGradByGlobalNorm(t.gradient_clip_norm) if t.gradient_clip_norm > 0 else None
         decay = paddle.regularizer.L2Decay(t.l2_penalty) if t.l2_penalty > 0 else None
         self.optimizer = paddle.optimizer.Adam(
-            learning_rate=t.learning_rate, parameters=self.model.parameters(), weight_decay=decay, grad_clip=clip
+            learning_rate=t.learning_rate,
+            parameters=self.model.parameters(),
+            weight_decay=decay,
+            grad_clip=clip,
         )
         self.train_model = self.model
         if self.ctx.distributed:
             self.train_model = paddle.DataParallel(self.model)
 
     def _state(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> dict[str, Any]:
-        return {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "examples_seen": examples,
-                "model": self.cfg.model_name, "seed": self.cfg.train.seed, "world_size": self.ctx.world_size}
+        return {
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "examples_seen": examples,
+            "model": self.cfg.model_name,
+            "seed": self.cfg.train.seed,
+            "world_size": self.ctx.world_size,
+        }
 
     def _save(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> None:
         if self.ctx.is_main:
-            checkpoint.save_checkpoint(self.run_dir, self.model, self.optimizer,
-                                       self._state(step, epoch, batch_in_epoch, examples))
+            checkpoint.save_checkpoint(
+                self.run_dir, self.model, self.optimizer, self._state(step, epoch, batch_in_epoch, examples)
+            )
 
     # ---------------------------------------------------------------------------------------------------
     def fit(self, *, resume: bool = False, pretrain: str | None = None) -> TrainResult:
@@ -98,14 +118,20 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         if not t.fix_random_seed:
-            seed = distributed.broadcast_object(int(time.time_ns() % (2**31 - 1)), self.ctx)  # one seed per job
-            cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, seed=seed, fix_random_seed=True))
+            seed = distributed.broadcast_object(
+                int(time.time_ns() % (2**31 - 1)), self.ctx
+            )  # one seed per job
+            cfg = self.cfg = dataclasses.replace(
+                cfg, train=dataclasses.replace(t, seed=seed, fix_random_seed=True)
+            )
             t = cfg.train
             self.log(f"fix_random_seed is false: this run uses seed {seed}")
         if not resume and checkpoint.latest_checkpoint(self.run_dir) is not None:
             if not self.overwrite:
-                raise ZooError(f"{self.run_dir} already holds checkpoints of a run: continue it with --resume, "
-                               f"start over with --overwrite, or choose another --save_dir")
+                raise ZooError(
+                    f"{self.run_dir} already holds checkpoints of a run: continue it with --resume, "
+                    f"start over with --overwrite, or choose another --save_dir"
+                )
             if self.ctx.is_main:
                 checkpoint.clear_run(self.run_dir)
         self._build()
@@ -117,13 +143,17 @@ class Trainer:
         if resume:
             latest = checkpoint.latest_checkpoint(self.run_dir)
             if latest is None:
-                raise ZooError(f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume")
+                raise ZooError(
+                    f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume"
+                )
             state = checkpoint.load_checkpoint(latest, self.model, self.optimizer)
             saved_world = int(state.get("world_size", 1))
             if saved_world != self.ctx.world_size:
-                raise ZooError(f"--resume: {latest} was written by a job of {saved_world} process(es); resume it "
-                               f"with {saved_world} (the position in the epoch depends on how the data was "
-                               f"split), not {self.ctx.world_size}")
+                raise ZooError(
+                    f"--resume: {latest} was written by a job of {saved_world} process(es); resume it "
+                    f"with {saved_world} (the position in the epoch depends on how the data was "
+                    f"split), not {self.ctx.world_size}"
+                )
             step, epoch = state["step"], state["epoch"]
             batch_in_epoch, examples = state["batch_in_epoch"], state["examples_seen"]
             history.load_existing(up_to_step=step)
@@ -140,12 +170,25 @@ class Trainer:
         lr = learning_rate_at(examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay)
         while epoch < t.epoch and not done:
             self.train_model.train()
-            bar = Progress(f"epoch {epoch + 1}/{t.epoch}", unit="step", enabled=self.progress and self.ctx.is_main,
-                           log_interval=5.0)
+            bar = Progress(
+                f"epoch {epoch + 1}/{t.epoch}",
+                unit="step",
+                enabled=self.progress and self.ctx.is_main,
+                log_interval=5.0,
+            )
             loss_sum = n_sum = 0.0
             epoch_start = time.perf_counter()
-            it = iter(batches_for(train_reader, cfg, batch_size=self.per_device_batch, shuffle=True, epoch=epoch,
-                                  ctx=self.ctx, skip_batches=batch_in_epoch))
+            it = iter(
+                batches_for(
+                    train_reader,
+                    cfg,
+                    batch_size=self.per_device_batch,
+                    shuffle=True,
+                    epoch=epoch,
+                    ctx=self.ctx,
+                    skip_batches=batch_in_epoch,
+                )
+            )
             filler: dict[str, Any] | None = None
             while True:
                 # Ranks may hold different numbers of batches (shards differ in size): a rank whose data ran
@@ -161,17 +204,22 @@ class Trainer:
                     saved_state = distributed.snapshot_state(self.model)
                 else:
                     filler = batch
-                lr = learning_rate_at(examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay)
+                lr = learning_rate_at(
+                    examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay
+                )
                 self.optimizer.set_lr(lr)
                 paddle.seed(step_seed(t.seed, step) + self.ctx.rank)
                 labels = paddle.to_tensor(batch["labels"])
                 loss = bce_loss(self.train_model(to_tensors(batch, cfg.dataset.features)), labels)
-                n_global, loss_total = distributed.all_sum([n_local, float(loss) * n_local if n_local else 0.0],
-                                                           self.ctx)
+                n_global, loss_total = distributed.all_sum(
+                    [n_local, float(loss) * n_local if n_local else 0.0], self.ctx
+                )
                 if n_global == 0:
                     distributed.restore_state(self.model, saved_state)
                     break
-                value = loss_total / n_global if self.ctx.distributed else float(loss)  # the global batch's loss
+                value = (
+                    loss_total / n_global if self.ctx.distributed else float(loss)
+                )  # the global batch's loss
                 if not math.isfinite(value):
                     latest = checkpoint.latest_checkpoint(self.run_dir)
                     raise TrainingDiverged(
@@ -198,8 +246,14 @@ class Trainer:
                 speed = n_sum / max(time.perf_counter() - epoch_start, 1e-9)
                 bar.update(1, loss=value, lr=lr, videos_per_s=round(speed, 1))
                 if t.log_interval and step % t.log_interval == 0:
-                    history.log_step(step=step, epoch=epoch + 1, loss=value, lr=lr, examples=examples,
-                                     time=round(time.time(), 3))
+                    history.log_step(
+                        step=step,
+                        epoch=epoch + 1,
+                        loss=value,
+                        lr=lr,
+                        examples=examples,
+                        time=round(time.time(), 3),
+                    )
                 if t.checkpoint_steps and step % t.checkpoint_steps == 0:
                     self._save(step, epoch, batch_in_epoch, examples)
                 if step >= t.max_iter:
@@ -210,24 +264,41 @@ class Trainer:
             if completed:
                 epoch += 1
                 batch_in_epoch = 0
-            row: dict[str, Any] = {"epoch": epoch if completed else epoch + 1, "step": step,
-                                   "examples": examples, "train_loss": loss_sum / max(n_sum, 1), "lr": lr,
-                                   "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9)}
+            row: dict[str, Any] = {
+                "epoch": epoch if completed else epoch + 1,
+                "step": step,
+                "examples": examples,
+                "train_loss": loss_sum / max(n_sum, 1),
+                "lr": lr,
+                "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9),
+            }
             if valid_reader is not None and t.valid_interval and (epoch % t.valid_interval == 0 or done):
                 distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves
-                metrics, _ = evaluate(self.model, valid_reader, cfg, ctx=self.ctx, desc="validate",
-                                      progress=self.progress)
+                metrics, _ = evaluate(
+                    self.model, valid_reader, cfg, ctx=self.ctx, desc="validate", progress=self.progress
+                )
                 last_valid = metrics
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 if self.ctx.is_main:
-                    self.log("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                        if isinstance(v, float)))
+                    self.log(
+                        "validation: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                    )
             history.log_epoch(row)
             self._save(step, epoch, batch_in_epoch, examples)
         seconds = time.perf_counter() - start
         if self.ctx.is_main:
-            checkpoint.save_weights(self.run_dir / checkpoint.WEIGHTS_FILE, self.model,
-                                    metadata={"model": cfg.model_name})
+            checkpoint.save_weights(
+                self.run_dir / checkpoint.WEIGHTS_FILE, self.model, metadata={"model": cfg.model_name}
+            )
             history.plot()
-        return TrainResult(self.run_dir, step, epoch, examples, seconds,
-                           trained_examples / max(seconds, 1e-9), self.parameters, last_valid)
+        return TrainResult(
+            self.run_dir,
+            step,
+            epoch,
+            examples,
+            seconds,
+            trained_examples / max(seconds, 1e-9),
+            self.parameters,
+            last_valid,
+        )

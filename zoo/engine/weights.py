@@ -32,6 +32,7 @@ from zoo.paths import cache_dir
 
 ENV_RELEASED_URL = "ZOO_RELEASED_WEIGHTS_URL"
 
+
 def load_pickled_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """A ``.pdparams`` pickle as {name: array}, read without executing code from the file."""
     path = Path(path)
@@ -134,8 +135,7 @@ def _download(url: str, dest: Path, name: str, *, quiet: bool) -> None:
             if not quiet and now - last_print > 0.5:
                 last_print = now
                 share = f" ({100 * done / total:.0f}%)" if total else ""
-                print(f"\rdownloading {name}: {done / 1e6:.1f} MB{share}", end="",
-                      file=sys.stderr)
+                print(f"\rdownloading {name}: {done / 1e6:.1f} MB{share}", end="", file=sys.stderr)
         if total and done != total:
             raise OSError(f"connection closed after {done} of {total} bytes")
     if not quiet:
@@ -153,7 +153,9 @@ def _unpack(archive: Path) -> Path:
             else:  # pragma: no cover - Python < 3.11.4
                 for member in tar.getmembers():
                     if member.name.startswith("/") or ".." in Path(member.name).parts:
-                        raise ZooError(f"{archive}: refusing archive member {member.name!r} outside the archive")
+                        raise ZooError(
+                            f"{archive}: refusing archive member {member.name!r} outside the archive"
+                        )
                 tar.extractall(tmp)
     except tarfile.TarError as exc:
         raise ZooError(f"{archive}: not a readable tar archive ({exc})") from None
@@ -194,7 +196,9 @@ def _our_run(path: Path) -> LoadedWeights | None:
     try:
         state = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise ZooError(f"{path}: not a readable safetensors file ({exc}); re-create it or point elsewhere") from None
+        raise ZooError(
+            f"{path}: not a readable safetensors file ({exc}); re-create it or point elsewhere"
+        ) from None
     return LoadedWeights(state, str(path))
 
 
@@ -205,9 +209,13 @@ def read_weights(source: str, *, sha256: str | None = None) -> LoadedWeights:
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise ZooError(f"weights {source} do not exist (expected a run directory, checkpoint, "
-                           f".safetensors, .pdparams, .tar.gz or URL)")
-    if path.is_file() and (tarfile.is_tarfile(path) if path.suffix not in (".safetensors", ".pdparams") else False):
+            raise ZooError(
+                f"weights {source} do not exist (expected a run directory, checkpoint, "
+                f".safetensors, .pdparams, .tar.gz or URL)"
+            )
+    if path.is_file() and (
+        tarfile.is_tarfile(path) if path.suffix not in (".safetensors", ".pdparams") else False
+    ):
         path = _unpack(path)
     ours = _our_run(path)
     if ours is not None:
@@ -239,7 +247,9 @@ class LoadReport:
     def summary(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors"]
         if self.mismatched:
-            parts.append("skipped for shape: " + ", ".join(f"{n} {a}->{b}" for n, a, b in self.mismatched[:8]))
+            parts.append(
+                "skipped for shape: " + ", ".join(f"{n} {a}->{b}" for n, a, b in self.mismatched[:8])
+            )
         if self.missing:
             parts.append(f"not in the file ({len(self.missing)}): " + ", ".join(self.missing[:8]))
         if self.unexpected:
@@ -272,15 +282,20 @@ def apply_weights(model: Any, loaded: LoadedWeights, *, strict: bool) -> LoadRep
         if tuple(value.shape) != tuple(tensor.shape):
             report.mismatched.append((name, tuple(value.shape), tuple(tensor.shape)))
             continue
-        updates[name] = paddle.to_tensor(np.ascontiguousarray(value).astype(np.float32, copy=False)
-                                         if value.dtype != np.int64 else value)
+        updates[name] = paddle.to_tensor(
+            np.ascontiguousarray(value).astype(np.float32, copy=False) if value.dtype != np.int64 else value
+        )
         report.loaded.append(name)
     if strict and (report.missing or report.mismatched):
-        raise ZooError(f"weights {loaded.origin} do not fit model {getattr(model, 'name', '?')}: "
-                       f"{report.summary()}. Check that --config matches the weights (class count, model options)")
+        raise ZooError(
+            f"weights {loaded.origin} do not fit model {getattr(model, 'name', '?')}: "
+            f"{report.summary()}. Check that --config matches the weights (class count, model options)"
+        )
     if not report.loaded:
-        raise ZooError(f"weights {loaded.origin}: no tensor matches model {getattr(model, 'name', '?')} "
-                       f"({report.summary()})")
+        raise ZooError(
+            f"weights {loaded.origin}: no tensor matches model {getattr(model, 'name', '?')} "
+            f"({report.summary()})"
+        )
     import warnings
 
     with warnings.catch_warnings():  # paddle warns per tensor left out; the report above says it once
@@ -293,4 +308,3 @@ def released_weights_url(model_cls: type) -> str | None:
     """The URL of the weights a model plugin's authors released (``released_weights`` class attribute)."""
     url = os.environ.get(ENV_RELEASED_URL) or getattr(model_cls, "released_weights", None)
     return url or None
-
