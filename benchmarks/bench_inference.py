@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
-    from zoo.runtime import cpu_count, init_paddle
+    from zoo.engine.runtime import cpu_count, init_paddle
 
     paddle = init_paddle("cpu")
     results: dict[str, Any] = {

@@ -70,7 +70,7 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dic
 
     import zoo
     from zoo.engine.setup import count_parameters
-    from zoo.runtime import cpu_count, init_paddle
+    from zoo.engine.runtime import cpu_count, init_paddle
 
     paddle = init_paddle("cpu", threads=threads)
     import paddle.nn.functional as F

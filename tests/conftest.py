@@ -28,6 +28,6 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def paddle_cpu():
-    from zoo.runtime import init_paddle
+    from zoo.engine.runtime import init_paddle
 
     return init_paddle("cpu")

@@ -70,6 +70,7 @@ def uneven_data(tmp_path_factory):
 
 def overrides(data: Path, *extra: str, batch: int = 32, epochs: int = 4) -> list[str]:
     return [
+        "dataset.preset=yt8m",
         "dataset.num_classes=10",
         f"data.train={data / 'train'}",
         f"data.valid={data / 'validate'}",

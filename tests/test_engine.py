@@ -56,6 +56,7 @@ def tiny_data(tmp_path_factory):
 
 def tiny_config(data: Path, run_dir: Path, *extra: str, model: str = "nextvlad"):
     overrides = [
+        "dataset.preset=yt8m",
         "dataset.num_classes=12",
         f"data.train={json.dumps(str(data / 'train'))}",
         f"data.valid={json.dumps(str(data / 'validate'))}",

@@ -214,7 +214,7 @@ def test_model_that_needs_fixed_frames_falls_back_to_static(flat_frames_model, p
 def exports(tmp_path_factory):
     """A good export, plus one of another feature layout (module scope: made once)."""
     from zoo.engine.export import export_model
-    from zoo.runtime import init_paddle
+    from zoo.engine.runtime import init_paddle
 
     init_paddle("cpu")
     root = tmp_path_factory.mktemp("exports")

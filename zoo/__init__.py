@@ -1,25 +1,23 @@
 """yt8m-zoo: a PaddlePaddle model zoo for YouTube-8M video classification.
 
 Public API (documented in docs/api.md): :func:`build_model`, :func:`build_reader`, :func:`build_metric`,
-:func:`list_plugins`, :class:`DatasetSpec`, :data:`hookimpl`.
+:func:`list_plugins`, :func:`plugin_class`, :class:`DatasetSpec`, :data:`hookimpl`. Importing ``zoo`` has no
+side effects and does not import paddle; the engine sets up paddle when it starts.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from zoo.runtime import prepare_environment
+from zoo.contracts import DatasetPreset, DatasetSpec
+from zoo.errors import ConfigError, DataError, PluginError, UsageError, ZooError
+from zoo.hookspecs import hookimpl
 
-prepare_environment()  # before anything imports paddle
-
-from zoo.config import DatasetSpec, build_dataclass  # noqa: E402
-from zoo.errors import ConfigError, DataError, PluginError, UsageError, ZooError  # noqa: E402
-from zoo.hookspecs import hookimpl  # noqa: E402
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "ConfigError",
     "DataError",
+    "DatasetPreset",
     "DatasetSpec",
     "PluginError",
     "UsageError",
@@ -34,26 +32,26 @@ __all__ = [
 
 
 def plugin_class(kind: str, name: str) -> type:
-    """The class registered as ``name`` for ``kind`` ("model", "reader", "metric", "command")."""
+    """The class registered as ``name`` for ``kind`` ("model", "reader", "metric", "callback", "command")."""
     from zoo.plugins import get_plugins
 
     return get_plugins().registry(kind).get(name).cls
 
 
 def _build(kind: str, name: str, cfg: dict[str, Any]) -> Any:
-    from dataclasses import fields
-
+    from zoo.config import build_dataclass, build_spec
     from zoo.plugins import get_plugins
 
     entry = get_plugins().registry(kind).get(name)
     spec = cfg.pop("spec", None)
-    shared = {f.name for f in fields(DatasetSpec)}
-    spec_values = {k: cfg.pop(k) for k in list(cfg) if k in shared}
-    owner = f"{kind} plugin {name!r} ({entry.owner}, distribution {entry.distribution})"
+    spec_values = {
+        k: cfg.pop(k) for k in list(cfg) if k in ("num_classes", "features", "max_frames", "preset")
+    }
     if spec is None:
-        spec = build_dataclass(DatasetSpec, spec_values, f"{kind} {name!r}", "the dataset facts")
+        spec = build_spec(spec_values, f"{kind} {name!r}")
     elif spec_values:
         raise ConfigError(f"{kind} {name!r}: pass either spec= or {', '.join(spec_values)}, not both")
+    owner = f"{kind} plugin {name!r} ({entry.owner}, distribution {entry.distribution})"
     config = build_dataclass(entry.cls.Config, cfg, f"{kind} {name!r}", owner)
     return entry.cls(config, spec)
 
@@ -61,8 +59,8 @@ def _build(kind: str, name: str, cfg: dict[str, Any]) -> Any:
 def build_model(name: str, **cfg: Any) -> Any:
     """Build the model registered as ``name``.
 
-    Keyword arguments are the model's ``Config`` fields plus the shared dataset facts (``num_classes``,
-    ``features``, ``max_frames``) or a ready ``spec=DatasetSpec(...)``.
+    Keyword arguments are the model's ``Config`` fields plus the dataset facts (``num_classes``, ``features``,
+    ``max_frames``, or ``preset="yt8m"``) or a ready ``spec=DatasetSpec(...)``.
     """
     return _build("model", name, cfg)
 

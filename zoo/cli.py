@@ -23,7 +23,12 @@ environment: ZOO_DISABLE_EXTERNAL_PLUGINS=1 loads only yt8m-zoo's own plugins; Z
 plugin that fails to load an error. Exit codes: 0 success, 2 usage or config error, 1 failure."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with full arguments for the command named in ``argv`` only (None: for every command).
+
+    Commands are imported only when they are about to run or be described, so ``zoo --help`` imports
+    none of them (and so never paddle).
+    """
     from zoo.plugins import get_plugins
 
     parser = argparse.ArgumentParser(
@@ -34,12 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"yt8m-zoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for entry in get_plugins().registry("command"):
+    registry = get_plugins().registry("command")
+    words = [w for w in (argv or []) if not w.startswith("-")]
+    chosen = words[0] if argv is not None and words else None
+    for entry in registry:
+        if argv is not None and entry.name != chosen:
+            sub.add_parser(entry.name, help=entry.summary)
+            continue
         cls = entry.cls
         p = sub.add_parser(
             entry.name,
-            help=cls.help,
-            description=getattr(cls, "description", None) or cls.help,
+            help=entry.summary or cls.help,
+            description=cls.__dict__.get("description") or cls.help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         cls.add_arguments(p)
@@ -62,13 +73,14 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _interrupt_on_sigterm()
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        parser = build_parser()
-    except ZooError as exc:  # strict plugin mode, or a broken core
+        parser = build_parser(argv)
+    except ZooError as exc:  # strict plugin mode, a broken command plugin
         print(f"zoo: error: {exc}", file=sys.stderr)
         return exc.exit_code
     args = parser.parse_args(argv)
-    command = getattr(args, "_command", None)
+    command = vars(args).get("_command")
     if command is None:
         parser.print_help()
         return 2

@@ -21,30 +21,24 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from zoo.contracts import DatasetSpec
 from zoo.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------------------
 # Core sections
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Facts about the data that models, readers and metrics share."""
-
-    num_classes: int = 3862
-    """Number of classes (YouTube-8M 2018: 3862)."""
-    features: dict[str, int] = field(default_factory=lambda: {"rgb": 1024, "audio": 128})
-    """Frame feature names and their sizes, in model input order."""
-    max_frames: int = 300
-    """Frames kept per video; longer videos are truncated."""
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None) -> Any:
+    """A dataclass field with a range check: ``epoch: int = bounded(6, ge=1)``."""
+    return field(default=default, metadata={"ge": ge, "gt": gt})
 
 
 @dataclass
 class DataConfig:
     """Where the data is and how it is fed (the reader plugin's own options sit beside these keys)."""
 
-    reader: str = "yt8m-frame"
-    """Reader plugin name (``zoo plugins`` lists them)."""
+    reader: str | None = None
+    """Reader plugin name (``zoo plugins`` lists them). None: the dataset preset's reader."""
     train: list[str] | None = None
     """Training data: files, directories, globs or ``.list`` files. None: the built-in sample data."""
     valid: list[str] | None = None
@@ -53,11 +47,11 @@ class DataConfig:
     """Evaluation data for ``zoo eval``. None: same as ``valid``."""
     infer: list[str] | None = None
     """Data for ``zoo predict``. None: same as ``test``."""
-    num_workers: int = 0
+    num_workers: int = bounded(0, ge=0)
     """DataLoader worker processes per device (0: read in the training process)."""
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = bounded(1024, ge=1)
     """Videos held in the shuffle buffer while training."""
-    collate_threads: int | None = None
+    collate_threads: int | None = bounded(None, ge=0)
     """Threads that fill batches while the reading thread decodes the next ones (0: fill in the reading
     thread). None: 1 without DataLoader workers, 0 inside workers (they already run in parallel)."""
     dequantize_on_device: bool | None = None
@@ -70,45 +64,47 @@ class DataConfig:
 class TrainConfig:
     """Training recipe; names follow PaddleVideo's configs where they mean the same thing."""
 
-    epoch: int = 6
+    epoch: int = bounded(6, ge=1)
     """Passes over the training data."""
-    max_iter: int = 700000
+    max_iter: int = bounded(700000, ge=1)
     """Stop after this many optimizer steps even if epochs remain."""
-    batch_size: int = 160
+    batch_size: int = bounded(160, ge=1)
     """Global batch size (split evenly over the devices)."""
-    num_gpus: int = 1
+    num_gpus: int = bounded(1, ge=1)
     """Devices to train on (``zoo train --gpus`` overrides)."""
-    learning_rate: float = 0.0002
+    learning_rate: float = bounded(0.0002, gt=0)
     """Initial Adam learning rate."""
-    lr_boundary_examples: int = 2000000
+    lr_boundary_examples: int = bounded(2000000, ge=1)
     """Multiply the learning rate by ``learning_rate_decay`` every this many training examples."""
-    learning_rate_decay: float = 0.8
+    learning_rate_decay: float = bounded(0.8, gt=0)
     """Factor applied at each boundary."""
-    l2_penalty: float = 1.0e-5
+    l2_penalty: float = bounded(1.0e-5, ge=0)
     """L2 weight decay coefficient."""
-    gradient_clip_norm: float = 1.0
+    gradient_clip_norm: float = bounded(1.0, ge=0)
     """Clip the global gradient norm to this value (0 disables clipping)."""
     seed: int = 0
     """Seed for weights, dropout and shuffling."""
     fix_random_seed: bool = True
     """Make runs reproducible with ``seed`` (False: a fresh seed per run)."""
-    log_interval: int = 10
+    log_interval: int = bounded(10, ge=0)
     """Log every this many steps."""
-    valid_interval: int = 1
+    valid_interval: int = bounded(1, ge=0)
     """Validate every this many epochs (0: never during training)."""
-    save_dir: str = "checkpoints"
-    """Where checkpoints, metrics history and plots are written."""
-    checkpoint_steps: int = 0
+    save_dir: str | None = None
+    """Where checkpoints, metrics history and plots are written. None: ``checkpoints/<model name>``."""
+    checkpoint_steps: int = bounded(0, ge=0)
     """Also write a checkpoint every this many steps (0: only at the end of each epoch)."""
+    callbacks: list[str] = field(default_factory=lambda: ["history"])
+    """Training callbacks by name (``zoo plugins`` lists them); ``history`` writes the metrics history."""
 
 
 @dataclass
 class EvalConfig:
     """Evaluation (the metric plugin's own options sit beside these keys)."""
 
-    metric: str = "yt8m"
-    """Metric plugin name."""
-    batch_size: int = 160
+    metric: str | None = None
+    """Metric plugin name. None: the dataset preset's metric."""
+    batch_size: int = bounded(160, ge=1)
     """Validation batch size."""
 
 
@@ -116,10 +112,12 @@ class EvalConfig:
 class PredictConfig:
     """Prediction output."""
 
-    batch_size: int = 1
+    batch_size: int = bounded(1, ge=1)
     """Prediction batch size (the seed's infer batch is 1; larger is faster)."""
-    top_k: int = 20
+    top_k: int = bounded(20, ge=1)
     """Classes reported per video."""
+    formats: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Prediction file formats to write (``zoo plugins`` lists them)."""
     vocabulary: str | None = None
     """Optional YouTube-8M ``vocabulary.csv`` to name the classes."""
 
@@ -246,7 +244,12 @@ def check_options(cls: type, values: dict[str, Any], where: str, owner: str) -> 
     for key, value in values.items():
         if key not in fields:
             raise unknown_key_error(key, list(fields), where, owner)
-        out[key] = coerce(value, fields[key][0], f"{where}.{key}")
+        out[key] = value = coerce(value, fields[key][0], f"{where}.{key}")
+        ge, gt = fields[key][1].metadata.get("ge"), fields[key][1].metadata.get("gt")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (ge is not None and value < ge) or (gt is not None and value <= gt):
+                bound = f">= {ge}" if ge is not None else f"> {gt}"
+                raise ConfigError(f"{where}.{key}: must be {bound}, got {value!r}")
     return out
 
 
@@ -339,10 +342,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(
             f"override {text!r}: expected SECTION.KEY=VALUE, for example -o train.batch_size=32"
         )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from None
+    value = parse_yaml(raw, f"override {text!r}") if raw.strip() else ""
     return parts, value
 
 
@@ -356,42 +356,108 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a config is a small document, and nested aliases can expand a 1 KB file
+    into billions of nodes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in configs; "
+                f"write the value out, or share settings with _base_"
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as plain YAML data (no tags that run code, no aliases); errors name ``where``."""
     try:
-        text = path.read_text()
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {str(exc)[:500]}") from None
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        raise ConfigError(f"{where}: not a readable YAML document ({type(exc).__name__})") from None
+
+
+BASE_KEY = "_base_"
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``_base_`` files merged under it (paths relative to the file)."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: _base_ files include each other: {chain}")
+    try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is over {MAX_CONFIG_BYTES} bytes; a config is a small file"
+            )
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"config file {path} is not a regular file")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} does not exist; `zoo models` lists the bundled configs"
         ) from None
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
-    return data
+    bases = data.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of them, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+    return _merge(merged, data)
 
 
 def bundled_config(model: str) -> Path | None:
-    """The YAML shipped for ``model``: ``configs/<model>.yaml``, else the model class's ``config_file``."""
+    """The YAML shipped for ``model``: what its plugin registered (``config=``), else ``configs/<model>.yaml``."""
     from importlib import resources
 
-    candidate = resources.files("zoo.configs") / f"{model}.yaml"
-    if candidate.is_file():
-        return Path(str(candidate))
     from zoo.plugins import get_plugins
 
     registry = get_plugins().registry("model")
     if model in registry:
-        path = getattr(registry.get(model).cls, "config_file", None)
+        path = registry.get(model).metadata.get("config")
         if path and Path(path).is_file():
             return Path(path)
+    candidate = resources.files("zoo.configs") / f"{model}.yaml"
+    if candidate.is_file():
+        return Path(str(candidate))
     return None
+
+
+def build_spec(values: dict[str, Any], where: str) -> DatasetSpec:
+    """The dataset section: a named preset (``preset: yt8m``) with any of its facts overridden."""
+    values = dict(values)
+    preset = values.pop("preset", None)
+    base: dict[str, Any] = {}
+    if preset is not None:
+        from zoo.plugins import get_plugins
+
+        if not isinstance(preset, str):
+            raise ConfigError(f"{where}.preset: expected a preset name, got {preset!r}")
+        base = dataclasses.asdict(get_plugins().dataset(preset).spec)
+    if not base and not {"num_classes", "features"} <= set(values):
+        raise ConfigError(
+            f"{where}: name a dataset preset (for example preset: yt8m; `zoo plugins` lists them) or give "
+            f"num_classes and features"
+        )
+    spec = build_dataclass(DatasetSpec, {**base, **values}, where, "the dataset section (or its preset)")
+    if spec.num_classes < 1 or spec.max_frames < 1 or not spec.features or min(spec.features.values()) < 1:
+        raise ConfigError(f"{where}: num_classes, max_frames and every feature size must be positive")
+    return spec
 
 
 def load_config(
@@ -402,87 +468,112 @@ def load_config(
     raw: dict[str, Any] | None = None,
     source: str = "<defaults>",
 ) -> ZooConfig:
-    """Defaults <- YAML file (or ``raw``) <- ``model`` name <- overrides, checked against the plugins' Configs."""
+    """YAML file (with its ``_base_`` files) or ``raw`` <- ``model`` name <- overrides, each checked against
+    the plugins' Configs; an error names the file or the override it comes from."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     if path is not None:
         raw = read_yaml(path)
         source = str(path)
     if model is not None:
         raw = _merge(raw, {"model": {"name": model}})
+    patches = []
     for text in overrides or []:
         keys, value = parse_override(text)
         patch: dict[str, Any] = value
         for key in reversed(keys):
             patch = {key: patch}
+        patches.append((text, patch))
+    try:
+        config = validate(raw, source)
+    except ConfigError:
+        if not patches:
+            raise
+        # the file is completed by the overrides: check them together
+        for _, patch in patches:
+            raw = _merge(raw, patch)
+        return validate(raw, f"{source} with its -o overrides")
+    for text, patch in patches:  # each override checked on its own, so an error names it
         raw = _merge(raw, patch)
-        if keys[0] not in SECTIONS:
-            raise unknown_key_error(keys[0], list(SECTIONS), f"override {text!r}", "the config (sections)")
-    return validate(raw, source)
+        config = validate(raw, f"override -o {text}")
+    config.source = source
+    return config
+
+
+def _plugin_section(
+    section: str, values: dict[str, Any], default_name: str | None, where: str
+) -> tuple[Any, dict[str, Any]]:
+    """A section that names a plugin: (the core dataclass or the name, the plugin's own options)."""
+    from zoo.plugins import get_plugins
+
+    key, kind = PLUGIN_KEY[section]
+    core_cls = SECTIONS[section] if SECTIONS[section] is not type(None) else None
+    core_keys = (set(defaults(core_cls)) if core_cls else set()) | {key}
+    name = values.get(key) or default_name
+    if name is None:
+        raise ConfigError(f"{where}.{key}: name the {kind} plugin to use (`zoo plugins` lists them)")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.{key}: expected a plugin name, got {name!r}")
+    entry = get_plugins().registry(kind).get(name)  # unknown name -> PluginError (exit 2)
+    owner = f"{kind} plugin {name!r} ({entry.owner}, distribution {entry.distribution})"
+    own = {k: v for k, v in values.items() if k not in core_keys}
+    plugin_keys = {f.name for f in dataclasses.fields(entry.cls.Config)} - {"paths"}
+    for k in own:
+        if k not in plugin_keys:
+            described = f"the {section} section or {owner}" if core_cls is not None else owner
+            raise unknown_key_error(k, sorted(plugin_keys | (core_keys - {key})), where, described)
+    options = check_options(entry.cls.Config, own, where, owner)
+    if core_cls is None:
+        return name, options
+    core_values = {k: v for k, v in values.items() if k in core_keys}
+    core_values[key] = name
+    return build_dataclass(core_cls, core_values, where, f"the {section} section"), options
 
 
 def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
-    from zoo.plugins import get_plugins
-
+    """Check every section of ``raw`` against the core's and the plugins' Configs."""
     for section in raw:
         if section not in SECTIONS:
             raise unknown_key_error(section, list(SECTIONS), source, "the config (sections)")
-    sections: dict[str, Any] = {}
-    plugin_options: dict[str, dict[str, Any]] = {}
-    for section, cls in SECTIONS.items():
-        values = raw.get(section) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
-        values = dict(values)
-        where = f"{source}: {section}"
-        if section in PLUGIN_KEY:
-            key, kind = PLUGIN_KEY[section]
-            core_cls = cls if cls is not type(None) else None
-            core_defaults = defaults(core_cls) if core_cls else {}
-            name = values.get(key, core_defaults.get(key))
-            if name is None:
-                raise ConfigError(f"{where}.{key}: name the {kind} plugin to use (`zoo plugins` lists them)")
-            if not isinstance(name, str):
-                raise ConfigError(f"{where}.{key}: expected a plugin name, got {name!r}")
-            entry = get_plugins().registry(kind).get(name)  # unknown name -> PluginError (exit 2)
-            core_keys = set(core_defaults) | {key}
-            core_values = {k: v for k, v in values.items() if k in core_keys}
-            own = {k: v for k, v in values.items() if k not in core_keys}
-            owner = f"{kind} plugin {name!r} ({entry.owner}, distribution {entry.distribution})"
-            plugin_keys = {f.name for f in dataclasses.fields(entry.cls.Config)} - {"paths"}
-            for k in own:
-                if k not in plugin_keys:
-                    described = f"the {section} section or {owner}" if core_cls is not None else owner
-                    raise unknown_key_error(k, sorted(plugin_keys | (core_keys - {key})), where, described)
-            plugin_options[section] = check_options(entry.cls.Config, own, where, owner)
-            if core_cls is not None:
-                sections[section] = build_dataclass(core_cls, core_values, where, f"the {section} section")
-            else:
-                sections[section] = name
-        elif section == "sample":
-            for key in values:
-                if key not in SECTIONS or key == "sample":
-                    raise unknown_key_error(
-                        key, [s for s in SECTIONS if s != "sample"], where, "the sample section"
-                    )
-            sections[section] = values
-        else:
-            sections[section] = build_dataclass(cls, values, where, f"the {section} section")
-    spec: DatasetSpec = sections["dataset"]
-    if spec.num_classes < 1 or spec.max_frames < 1 or not spec.features or min(spec.features.values()) < 1:
-        raise ConfigError(
-            f"{source}: dataset: num_classes, max_frames and every feature size must be positive"
-        )
+    values: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        section_values = raw.get(section) or {}
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping, got {section_values!r}")
+        values[section] = dict(section_values)
+    spec = build_spec(values["dataset"], f"{source}: dataset")
+    preset = None
+    if values["dataset"].get("preset"):
+        from zoo.plugins import get_plugins
+
+        preset = get_plugins().dataset(values["dataset"]["preset"])
+    for key in values["sample"]:
+        if key not in SECTIONS or key == "sample":
+            raise unknown_key_error(
+                key, [s for s in SECTIONS if s != "sample"], f"{source}: sample", "the sample section"
+            )
+    model_name, model_options = _plugin_section("model", values["model"], None, f"{source}: model")
+    data, reader_options = _plugin_section(
+        "data", values["data"], preset.reader if preset else None, f"{source}: data"
+    )
+    evaluation, metric_options = _plugin_section(
+        "eval", values["eval"], preset.metric if preset else None, f"{source}: eval"
+    )
+    train = build_dataclass(TrainConfig, values["train"], f"{source}: train", "the train section")
+    if train.save_dir is None:
+        train.save_dir = f"checkpoints/{model_name}"
     return ZooConfig(
         dataset=spec,
-        model_name=sections["model"],
-        model=plugin_options["model"],
-        data=sections["data"],
-        reader=plugin_options["data"],
-        train=sections["train"],
-        eval=sections["eval"],
-        metric=plugin_options["eval"],
-        predict=sections["predict"],
-        sample=sections["sample"],
+        model_name=model_name,
+        model=model_options,
+        data=data,
+        reader=reader_options,
+        train=train,
+        eval=evaluation,
+        metric=metric_options,
+        predict=build_dataclass(
+            PredictConfig, values["predict"], f"{source}: predict", "the predict section"
+        ),
+        sample=values["sample"],
         source=source,
         raw=copy.deepcopy(raw),
     )

@@ -1,13 +1,17 @@
 """The hooks a yt8m-zoo plugin can implement.
 
 A plugin is a module (or object) listed under the ``yt8m_zoo`` entry-point group. Each hook receives a
-``register`` callback; call it once per class you provide. Registration is lazy: plugins are loaded the
-first time a registry is needed, once per process, and nothing registers itself as an import side effect.
+``register`` callback. ``register(target, name=..., summary=...)`` takes a class, or ``"module:Class"`` with
+its ``name`` so that the module (and paddle) is imported only when the class is first used: ``zoo --help``,
+``zoo plugins``, ``zoo models`` and ``zoo score`` never import a model. The contracts the classes fulfil are
+the protocols in :mod:`zoo.contracts`. Plugins load the first time a registry is needed, once per process;
+nothing registers itself as an import side effect.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -17,41 +21,44 @@ ENTRY_POINT_GROUP = "yt8m_zoo"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-
-@hookspec
-def zoo_register_models(register: Callable[[type], None]) -> None:
-    """Register model classes: ``register(MyModel)``.
-
-    A model is a ``paddle.nn.Layer`` with a class attribute ``name`` (str), a class attribute ``Config``
-    (a dataclass whose fields have defaults) and ``__init__(self, config, spec)`` where ``spec`` is the
-    :class:`zoo.DatasetSpec` (num_classes, features, max_frames). ``forward(batch)`` takes a dict of tensors
-    (one ``[B, T, D]`` float32 tensor per feature name, ``mask`` ``[B, T]`` float32, ``num_frames`` ``[B]``
-    int64) and returns logits ``[B, num_classes]``.
-    """
+Register = Callable[..., None]
+"""``register(target: type | str, *, name: str | None = None, summary: str = "", **metadata: Any)``"""
 
 
 @hookspec
-def zoo_register_readers(register: Callable[[type], None]) -> None:
-    """Register reader classes: ``register(MyReader)``.
-
-    A reader has ``name``, ``Config`` (a dataclass with at least ``paths: list[str]``) and
-    ``__init__(self, config, spec)``. ``sources()`` lists the files it will read, ``read(source)`` yields one
-    dict per video from one file, and iterating the reader yields every video of every source.
-    """
+def zoo_register_models(register: Register) -> None:
+    """Register models (:class:`zoo.contracts.Model`). Metadata: ``config`` (path of the model's bundled
+    YAML), ``released_weights`` (URL used by ``zoo eval``/``predict`` without ``--weights``)."""
 
 
 @hookspec
-def zoo_register_metrics(register: Callable[[type], None]) -> None:
-    """Register metric classes: ``register(MyMetric)``.
-
-    A metric has ``name``, ``Config`` and ``__init__(self, config, spec)``; ``update(scores, labels, loss=None)``
-    takes numpy arrays ``[B, num_classes]`` per batch and ``compute()`` returns a dict of floats.
-    """
+def zoo_register_readers(register: Register) -> None:
+    """Register readers (:class:`zoo.contracts.Reader`)."""
 
 
 @hookspec
-def zoo_register_commands(register: Callable[[type], None]) -> None:
-    """Register ``zoo`` sub-commands: ``register(MyCommand)``.
+def zoo_register_metrics(register: Register) -> None:
+    """Register metrics (:class:`zoo.contracts.Metric`)."""
 
-    A command class has ``name``, ``help``, ``add_arguments(parser)`` (argparse) and ``run(args) -> int``.
-    """
+
+@hookspec
+def zoo_register_callbacks(register: Register) -> None:
+    """Register training callbacks (:class:`zoo.contracts.Callback`), selected by ``train.callbacks``."""
+
+
+@hookspec
+def zoo_register_formats(register: Register) -> None:
+    """Register prediction file formats (:class:`zoo.contracts.PredictionFormat`), selected by
+    ``predict.formats``."""
+
+
+@hookspec
+def zoo_register_commands(register: Register) -> None:
+    """Register ``zoo`` sub-commands (:class:`zoo.contracts.Command`). Give ``help=`` with a
+    ``"module:Class"`` target so that ``zoo --help`` lists the command without importing it."""
+
+
+@hookspec
+def zoo_register_datasets(register: Callable[[Any], None]) -> None:
+    """Register dataset presets: ``register(zoo.contracts.DatasetPreset(...))``; configs name them with
+    ``dataset: {preset: NAME}``."""

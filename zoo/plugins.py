@@ -12,6 +12,7 @@ Environment:
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import traceback
@@ -22,8 +23,9 @@ from typing import Any
 import pluggy
 
 from zoo import hookspecs
+from zoo.contracts import DatasetPreset
 from zoo.errors import PluginError
-from zoo.registry import KINDS, Registry
+from zoo.registry import KINDS, Entry, Registry
 
 CORE_DISTRIBUTION = "yt8m-zoo"
 HOOKS = {kind: f"zoo_register_{kind}s" for kind in KINDS}
@@ -31,7 +33,8 @@ ENV_DISABLE_EXTERNAL = "ZOO_DISABLE_EXTERNAL_PLUGINS"
 ENV_STRICT = "ZOO_STRICT_PLUGINS"
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """An environment flag: 1, true, yes or on (any case) is set; anything else is not."""
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -72,6 +75,7 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.infos: list[PluginInfo] = []
         self.registries = {kind: Registry(kind, self.failures) for kind in KINDS}
+        self.datasets: dict[str, tuple[DatasetPreset, str]] = {}  # preset name -> (preset, owner)
 
     # -- queries -----------------------------------------------------------------------------------------
     def failures(self) -> list[PluginInfo]:
@@ -80,12 +84,18 @@ class Plugins:
     def registry(self, kind: str) -> Registry:
         return self.registries[kind]
 
+    def dataset(self, name: str) -> DatasetPreset:
+        if name not in self.datasets:
+            close = difflib.get_close_matches(name, list(self.datasets), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise PluginError(
+                f"unknown dataset preset {name!r}{hint} (known: {', '.join(sorted(self.datasets)) or 'none'}; "
+                f"`zoo plugins` shows which plugin provides each)"
+            )
+        return self.datasets[name][0]
+
     # -- loading -----------------------------------------------------------------------------------------
     def load_all(self) -> Plugins:
-        from zoo import __version__
-        from zoo.commands import builtin
-
-        self.add_plugin(builtin, name="zoo-core", distribution=CORE_DISTRIBUTION, version=__version__)
         for ep in self._find():
             dist = ep.dist.name if ep.dist is not None else "unknown"
             version = ep.dist.version if ep.dist is not None else "?"
@@ -133,7 +143,7 @@ class Plugins:
         version: str = "",
         module: str | None = None,
     ) -> PluginInfo | None:
-        """Register one plugin object and the classes it provides; all or nothing."""
+        """Register one plugin object and what it provides; all or nothing."""
         info = PluginInfo(name, distribution, version, module or getattr(obj, "__name__", repr(obj)))
         try:
             self.pm.register(obj, name=name)
@@ -141,44 +151,69 @@ class Plugins:
             return self._fail(info, f"registration failed: {exc}")
         try:
             self.pm.check_pending()
-            staged = self._collect(name)
-            self._check_names(staged, info)
+            staged, presets = self._collect(name, distribution)
+            self._check_names(staged, presets, info)
         except Exception as exc:  # noqa: BLE001
             self.pm.unregister(name=name)
-            return self._fail(
-                info, str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
-            )
-        for kind, classes in staged.items():
-            for cls in classes:
-                self.registries[kind].add(cls, name, distribution)
-            if classes:
-                info.provides[kind] = sorted(c.name for c in classes)
+            message = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            return self._fail(info, message)
+        for kind, entries in staged.items():
+            for entry in entries:
+                self.registries[kind].add(entry)
+            if entries:
+                info.provides[kind] = sorted(e.name for e in entries)
+        for preset in presets:
+            self.datasets[preset.name] = (preset, name)
+        if presets:
+            info.provides["dataset"] = sorted(p.name for p in presets)
         self.infos.append(info)
         return info
 
-    def _collect(self, plugin_name: str) -> dict[str, list[type]]:
-        staged: dict[str, list[type]] = {}
-        for kind, hook_name in HOOKS.items():
-            classes: list[type] = []
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin_name == plugin_name:
-                    impl.function(register=classes.append)
-            staged[kind] = classes
-        return staged
+    def _collect(self, plugin: str, distribution: str) -> tuple[dict[str, list[Entry]], list[DatasetPreset]]:
+        staged: dict[str, list[Entry]] = {}
+        entries: list[Entry]
+        for kind in KINDS:
+            staged[kind] = entries = []
+            registry = self.registries[kind]
 
-    def _check_names(self, staged: dict[str, list[type]], info: PluginInfo) -> None:
-        for kind, classes in staged.items():
+            def register(target: Any, *, name: str | None = None, summary: str = "", **meta: Any) -> None:
+                entries.append(registry.make_entry(target, plugin, distribution, name, summary, **meta))  # noqa: B023
+
+            for impl in getattr(self.pm.hook, HOOKS[kind]).get_hookimpls():
+                if impl.plugin_name == plugin:
+                    impl.function(register=register)
+        presets: list[DatasetPreset] = []
+        for impl in self.pm.hook.zoo_register_datasets.get_hookimpls():
+            if impl.plugin_name == plugin:
+                impl.function(register=presets.append)
+        for preset in presets:
+            if not isinstance(preset, DatasetPreset):
+                raise PluginError(
+                    f"zoo_register_datasets: expected a zoo.contracts.DatasetPreset, got {preset!r}"
+                )
+        return staged, presets
+
+    def _check_names(
+        self, staged: dict[str, list[Entry]], presets: list[DatasetPreset], info: PluginInfo
+    ) -> None:
+        for kind, entries in staged.items():
             probe = Registry(kind)
-            for cls in classes:  # validates name/Config and catches duplicates inside one plugin
-                probe.add(cls, info.name, info.distribution)
-            for cls in classes:
-                if cls.name in self.registries[kind]:
-                    old = self.registries[kind].get(cls.name)
+            for entry in entries:  # catches duplicates inside one plugin
+                probe.add(entry)
+            for entry in entries:
+                if entry.name in self.registries[kind]:
+                    old = self.registries[kind].get(entry.name)
                     raise PluginError(
-                        f"{kind} name {cls.name!r} is already taken by plugin {old.owner!r} ({old.distribution}, "
-                        f"{old.cls.__module__}.{old.cls.__qualname__}); plugin {info.name!r} ({info.distribution}, "
-                        f"{cls.__module__}.{cls.__qualname__}) cannot register it too: rename one of them"
+                        f"{kind} name {entry.name!r} is already taken by plugin {old.owner!r} "
+                        f"({old.distribution}, {old.path}); plugin {info.name!r} ({info.distribution}, "
+                        f"{entry.path}) cannot register it too: rename one of them"
                     )
+        for preset in presets:
+            if preset.name in self.datasets:
+                raise PluginError(
+                    f"dataset preset {preset.name!r} is already provided by plugin "
+                    f"{self.datasets[preset.name][1]!r}; plugin {info.name!r} cannot register it too"
+                )
 
     def _fail(self, info: PluginInfo, error: str) -> None:
         info.status = "failed"
@@ -187,8 +222,8 @@ class Plugins:
         self.infos.append(info)
         if self.strict:
             raise PluginError(
-                f"plugin {info.name!r} from distribution {info.distribution} failed to load ({ENV_STRICT} is set): "
-                f"{error}"
+                f"plugin {info.name!r} from distribution {info.distribution} failed to load "
+                f"({ENV_STRICT} is set): {error}"
             )
         return None
 
@@ -198,6 +233,7 @@ class Plugins:
             self.pm.unregister(name=name)
         for registry in self.registries.values():
             registry.remove_owner(name)
+        self.datasets = {k: v for k, v in self.datasets.items() if v[1] != name}
         self.infos = [i for i in self.infos if i.name != name]
 
 
@@ -210,8 +246,8 @@ def get_plugins() -> Plugins:
     global _PLUGINS
     if _PLUGINS is None:
         plugins = Plugins(
-            external=not _truthy(os.environ.get(ENV_DISABLE_EXTERNAL)),
-            strict=_truthy(os.environ.get(ENV_STRICT)),
+            external=not truthy(os.environ.get(ENV_DISABLE_EXTERNAL)),
+            strict=truthy(os.environ.get(ENV_STRICT)),
         )
         plugins.load_all()
         _PLUGINS = plugins

@@ -1,29 +1,94 @@
-"""Typed registries of plugin classes: one per kind (model, reader, metric, command).
+"""Typed registries of plugin classes: one per kind (model, reader, metric, callback, format, command).
 
-A name belongs to one owner. Registering a taken name is an error naming both owners; asking for an
-unknown name is an error listing close matches and any plugin that failed to load (it may have been the one
-that would have provided the name).
+An entry holds a class or a ``"module:Class"`` path that is imported the first time the class is needed, and
+checked then against the kind's protocol (:mod:`zoo.contracts`). A name belongs to one owner: registering a
+taken name is an error naming both owners; asking for an unknown name lists close matches and any plugin that
+failed to load (it may have been the one that would have provided the name).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.contracts import PROTOCOLS
 from zoo.errors import PluginError
 
-KINDS = ("model", "reader", "metric", "command")
+KINDS = ("model", "reader", "metric", "callback", "format", "command")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Entry:
     name: str
-    cls: type
-    owner: str  # the plugin (entry-point name) that registered it
-    distribution: str  # the distribution that ships that plugin
+    kind: str
+    target: type | str
+    owner: str
+    """The plugin (entry-point name) that registered it."""
+    distribution: str
+    """The distribution that ships that plugin."""
+    summary: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        target = self.target
+        return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+    @property
+    def cls(self) -> type:
+        """The class, imported on first use and checked against the kind's protocol."""
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            try:
+                obj: Any = importlib.import_module(module)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+            except Exception as exc:  # noqa: BLE001 - any failure to import names the plugin
+                raise PluginError(
+                    f"{self.kind} {self.name!r} of plugin {self.owner!r} ({self.distribution}) cannot be "
+                    f"loaded from {self.target}: {type(exc).__name__}: {exc}"
+                ) from None
+            check_class(obj, self.kind, self.owner, self.distribution, self.name)
+            self.target = obj
+        return self.target  # type: ignore[return-value]
+
+
+def check_class(cls: Any, kind: str, owner: str, distribution: str, name: str | None = None) -> None:
+    """``cls`` fulfils the protocol of ``kind`` (and carries the registered name)."""
+    where = f"plugin {owner!r} ({distribution})"
+    if not isinstance(cls, type):
+        raise PluginError(f"{where} registered {kind} {name or cls!r}: expected a class, got {cls!r}")
+    protocol = PROTOCOLS[kind]
+    members = [m for m in _protocol_members(protocol) if m != "__init__"]
+    missing = sorted(m for m in members if not hasattr(cls, m))
+    if missing:
+        raise PluginError(
+            f"{where} registered {kind} class {cls.__qualname__}, which lacks {', '.join(missing)} "
+            f"(the {protocol.__name__} contract: docs/plugin_hooks.md)"
+        )
+    if not isinstance(cls.name, str) or not cls.name or (name is not None and cls.name != name):
+        raise PluginError(
+            f"{where} registered {kind} {name!r} as {cls.__qualname__}, whose 'name' is {cls.name!r}"
+        )
+    if kind != "command" and not dataclasses.is_dataclass(cls.Config):
+        raise PluginError(f"{where} registered {kind} {cls.name!r}: its 'Config' must be a dataclass")
+
+
+def _protocol_members(protocol: type) -> set[str]:
+    attrs = getattr(protocol, "__protocol_attrs__", None)  # Python 3.12+
+    if attrs is None:
+        from typing import _get_protocol_attrs  # type: ignore[attr-defined]
+
+        attrs = _get_protocol_attrs(protocol)
+    return set(attrs)
+
+
+def kind_is_command(kind: str) -> bool:
+    return kind == "command"
 
 
 class Registry:
@@ -32,28 +97,38 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._failures = failures or (lambda: [])
 
-    def add(self, cls: type, owner: str, distribution: str) -> None:
-        name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not name:
-            raise PluginError(
-                f"plugin {owner!r} ({distribution}) registered {self.kind} class {cls.__qualname__} "
-                f"without a 'name' class attribute (a non-empty str)"
-            )
-        if self.kind != "command":
-            config = getattr(cls, "Config", None)
-            if config is None or not dataclasses.is_dataclass(config):
+    def make_entry(
+        self,
+        target: type | str,
+        owner: str,
+        distribution: str,
+        name: str | None = None,
+        summary: str = "",
+        **metadata: Any,
+    ) -> Entry:
+        """An entry for ``target`` (validated, not yet added)."""
+        if isinstance(target, str):
+            if ":" not in target or not name:
                 raise PluginError(
-                    f"plugin {owner!r} ({distribution}) registered {self.kind} {name!r} without a 'Config' "
-                    f"dataclass; declare one (it may have no fields)"
+                    f"plugin {owner!r} ({distribution}) registered {self.kind} {target!r}: a lazy target is "
+                    f"'module:Class' and needs name=..."
                 )
-        if name in self._entries:
-            old = self._entries[name]
+        else:
+            check_class(target, self.kind, owner, distribution, name)
+            name = target.name
+            doc = target.help if kind_is_command(self.kind) else (target.__doc__ or "").strip().split("\n")[0]
+            summary = summary or doc
+        return Entry(name, self.kind, target, owner, distribution, summary, metadata)  # type: ignore[arg-type]
+
+    def add(self, entry: Entry) -> None:
+        if entry.name in self._entries:
+            old = self._entries[entry.name]
             raise PluginError(
-                f"{self.kind} name {name!r} is registered twice: by plugin {old.owner!r} ({old.distribution}, "
-                f"{old.cls.__module__}.{old.cls.__qualname__}) and by plugin {owner!r} ({distribution}, "
-                f"{cls.__module__}.{cls.__qualname__}); rename one of them or uninstall one distribution"
+                f"{self.kind} name {entry.name!r} is registered twice: by plugin {old.owner!r} "
+                f"({old.distribution}, {old.path}) and by plugin {entry.owner!r} ({entry.distribution}, "
+                f"{entry.path}); rename one of them or uninstall one distribution"
             )
-        self._entries[name] = Entry(name, cls, owner, distribution)
+        self._entries[entry.name] = entry
 
     def get(self, name: str) -> Entry:
         try:
@@ -64,8 +139,7 @@ class Registry:
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
         if close:
             message += f"; did you mean {', '.join(repr(c) for c in close)}?"
-        known = ", ".join(sorted(self._entries)) or "none"
-        message += f"\nknown {self.kind}s: {known}"
+        message += f"\nknown {self.kind}s: {', '.join(sorted(self._entries)) or 'none'}"
         failed = self._failures()
         if failed:
             message += (
@@ -84,5 +158,5 @@ class Registry:
         return sorted(self._entries)
 
     def remove_owner(self, owner: str) -> None:
-        """Forget every class that ``owner`` registered (used when a plugin is unregistered)."""
+        """Forget every entry that ``owner`` registered (used when a plugin is unregistered)."""
         self._entries = {n: e for n, e in self._entries.items() if e.owner != owner}

@@ -130,9 +130,6 @@ class NeXtVLAD(nn.Layer):
 
     name = "nextvlad"
     Config = NeXtVLADConfig
-    # PaddleVideo 1.x's published NeXtVLAD weights (weights_info() of models/nextvlad); the engine maps their
-    # 1.x names through convert_paddlevideo.
-    released_weights = "https://paddlemodels.bj.bcebos.com/video_classification/nextvlad_youtube8m.tar.gz"
 
     def __init__(self, config: NeXtVLADConfig, spec: DatasetSpec) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,8 @@ class SegmentMetric:
     """
 
     name = "yt8m-segment"
+    headline = "segment_map"
+    display = ("segment_map", "segment_classes", "rated_pairs_scored", "rated_pairs")
     Config = SegmentMetricConfig
 
     def __init__(self, config: SegmentMetricConfig, spec: DatasetSpec) -> None:
@@ -215,6 +218,10 @@ class SegmentMetric:
             sums = precision_sums(scores[order], labels[order], classes[order], self.num_classes)
             ap[has] = sums[has] / self._positives[has]
         return ap
+
+    def write_reports(self, out_dir: Path, class_names: Mapping[int, str] | None) -> list[Path]:
+        """No detailed report beyond compute()'s values."""
+        return []
 
     def compute(self) -> dict[str, float]:
         """segment_map, segment_classes, rated_pairs_scored, rated_pairs."""

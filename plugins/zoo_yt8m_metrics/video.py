@@ -13,6 +13,7 @@ import csv
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ class Yt8mMetric:
 
     name = "yt8m"
     Config = Yt8mMetricConfig
+    headline = "gap"
+    display = ("gap", "hit_at_1", "perr", "map", "loss")
 
     def __init__(self, config: Yt8mMetricConfig, spec: DatasetSpec) -> None:
         if config.top_k < 1:
@@ -343,6 +346,12 @@ class Yt8mMetric:
             }
             for c in range(self.num_classes)
         ]
+
+    def write_reports(self, out_dir: Path, class_names: Mapping[int, str] | None) -> list[Path]:
+        """``per_class_ap.csv``: the per-class table."""
+        path = Path(out_dir) / "per_class_ap.csv"
+        self.write_per_class_csv(path, class_names)
+        return [path]
 
     def write_per_class_csv(
         self, path: str | os.PathLike, vocabulary: Mapping[int, str] | None = None

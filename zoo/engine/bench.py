@@ -293,7 +293,7 @@ def _git_commit() -> str:
 
 def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
     import zoo
-    from zoo.runtime import cpu_count
+    from zoo.engine.runtime import cpu_count
 
     try:
         import paddle

@@ -526,7 +526,7 @@ def _predictor_config(
             raise UsageError("TensorRT runs on GPUs only: use --device gpu with TensorRT, or drop it")
         if precision == "fp16":
             raise UsageError("fp16 inference needs a GPU; on CPU use fp32 or bf16")
-        from zoo.runtime import cpu_count
+        from zoo.engine.runtime import cpu_count
 
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads or cpu_count())
@@ -736,7 +736,7 @@ def load_exported(
     ``gpu.tensorrt``. Any damage (missing or truncated files, unreadable or inconsistent metadata, a program
     that does not load) is a :class:`ZooError` naming the file.
     """
-    from zoo.runtime import init_paddle
+    from zoo.engine.runtime import init_paddle
 
     if precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision {precision!r}: expected fp32, bf16 or fp16")

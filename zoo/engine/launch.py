@@ -101,7 +101,7 @@ class LaunchPlan:
 
 def gpu_count(requested: int, flag: str = "--gpus") -> int:
     """Check that this machine can run ``requested`` GPU processes; returns the visible GPU count."""
-    from zoo.runtime import prepare_environment
+    from zoo.engine.runtime import prepare_environment
 
     prepare_environment()
     try:
@@ -151,7 +151,7 @@ def check_master(master: str | None, nnodes: int, node_rank: int | None) -> None
 
 def worker_context(device: str) -> distributed.DistContext:
     """In a launched process: paddle on this rank's device, a fair share of the CPU cores, the process group."""
-    from zoo.runtime import cpu_count, init_paddle
+    from zoo.engine.runtime import cpu_count, init_paddle
 
     _die_with_parent()
     threads = max(1, cpu_count() // max(1, distributed.local_size())) if device == "cpu" else None

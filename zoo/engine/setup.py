@@ -8,6 +8,7 @@ from typing import Any
 
 import zoo
 from zoo.config import ZooConfig
+from zoo.contracts import SampleDataReader
 from zoo.errors import UsageError
 from zoo.paths import cache_dir
 
@@ -38,7 +39,7 @@ def uses_sample_data(cfg: ZooConfig) -> bool:
 def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
     """Point ``cfg`` at the built-in sample dataset (made on first use) and apply its ``sample`` section."""
     reader_cls = zoo.plugin_class("reader", cfg.data.reader)
-    if not hasattr(reader_cls, "sample_data"):
+    if not isinstance(reader_cls, SampleDataReader):
         raise UsageError(
             f"reader {cfg.data.reader!r} has no built-in sample data; give data paths "
             f"(--data DIR or -o data.train=...)"

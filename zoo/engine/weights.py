@@ -304,7 +304,11 @@ def apply_weights(model: Any, loaded: LoadedWeights, *, strict: bool) -> LoadRep
     return report
 
 
-def released_weights_url(model_cls: type) -> str | None:
-    """The URL of the weights a model plugin's authors released (``released_weights`` class attribute)."""
-    url = os.environ.get(ENV_RELEASED_URL) or getattr(model_cls, "released_weights", None)
+def released_weights_url(model: str) -> str | None:
+    """The URL of the weights a model plugin's authors released (``released_weights=`` at registration)."""
+    from zoo.plugins import get_plugins
+
+    url = os.environ.get(ENV_RELEASED_URL) or get_plugins().registry("model").get(model).metadata.get(
+        "released_weights"
+    )
     return url or None

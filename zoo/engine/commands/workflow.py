@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.commands.common import add_config_arguments, config_from_args
 from zoo.config import ZooConfig
+from zoo.engine.commands.arguments import add_config_arguments, config_from_args
+from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
+
+prepare_environment()  # the engine starts: before any plugin imports paddle
 
 
 def _bool(text: str) -> bool:
@@ -44,8 +47,8 @@ def _add_weights_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
+    from zoo.engine.runtime import init_paddle
     from zoo.engine.setup import ensure_data
-    from zoo.runtime import init_paddle
 
     cfg = _config(args)
     init_paddle(args.device or "cpu")
@@ -55,8 +58,8 @@ def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
 def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str) -> ZooConfig:
     """The config saved in an export, with overrides; its dataset facts are kept as exported."""
     from zoo.config import load_config
+    from zoo.engine.runtime import init_paddle
     from zoo.engine.setup import uses_sample_data, with_data_dir
-    from zoo.runtime import init_paddle
 
     cfg = load_config(None, args.override, raw=raw, source=source)
     init_paddle(args.device or "cpu")
@@ -92,14 +95,13 @@ def _saved_config(path: Path) -> dict[str, Any] | None:
 
 
 def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
-    from zoo import plugin_class
     from zoo.engine.setup import build_model
     from zoo.engine.weights import apply_weights, read_weights, released_weights_url
 
     model = build_model(cfg)
     source = args.weights
     if not source:
-        source = released_weights_url(plugin_class("model", cfg.model_name))
+        source = released_weights_url(cfg.model_name)
         if not source:
             raise UsageError(
                 f"model {cfg.model_name!r} has no released weights: give --weights "

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.commands.common import add_config_arguments
+from zoo.engine.commands.arguments import add_config_arguments
+from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
+
+prepare_environment()  # the engine starts: before any plugin imports paddle
 
 
 class ExportCommand:
@@ -22,7 +25,7 @@ class ExportCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from zoo.commands.engine import _add_weights_arguments
+        from zoo.engine.commands.workflow import _add_weights_arguments
 
         add_config_arguments(parser, model_positional=True)
         _add_weights_arguments(parser)
@@ -55,17 +58,16 @@ class ExportCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo import plugin_class
-        from zoo.commands.engine import _config, _print_table
+        from zoo.engine.commands.workflow import _config, _print_table
         from zoo.engine.export import export_model
+        from zoo.engine.runtime import init_paddle
         from zoo.engine.weights import released_weights_url
-        from zoo.runtime import init_paddle
 
         cfg = _config(args)
         init_paddle(args.device or "cpu")
         weights = args.weights
         if not weights and not args.allow_random:
-            weights = released_weights_url(plugin_class("model", cfg.model_name))
+            weights = released_weights_url(cfg.model_name)
             if not weights:
                 raise UsageError(
                     f"model {cfg.model_name!r} has no released weights: give --weights (for example "

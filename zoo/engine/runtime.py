@@ -1,7 +1,7 @@
 """The Paddle runtime, set up in one place.
 
-``prepare_environment`` runs when ``zoo`` is imported, before anything imports paddle: it steers the bundled
-MKL off its slow path on AMD CPUs and quiets glog. ``init_paddle`` picks the device and the thread count.
+``prepare_environment`` runs when the engine starts (its command modules are loaded to run), before any
+plugin imports paddle: it steers the bundled MKL off its slow path on AMD CPUs and quiets glog. ``init_paddle`` picks the device and the thread count.
 """
 
 from __future__ import annotations

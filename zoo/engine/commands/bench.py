@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError, ZooError
+
+prepare_environment()  # the engine starts: before any plugin imports paddle
 
 
 class BenchCommand:

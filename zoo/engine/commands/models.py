@@ -1,58 +1,13 @@
-"""Registers the core's sub-commands: the core is a plugin like any other."""
+"""zoo models: the registered models, their options and bundled configs."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from zoo.hookspecs import hookimpl
+from zoo.engine.runtime import prepare_environment
 
-
-class PluginsCommand:
-    name = "plugins"
-    help = "list the plugins found (built-in and third-party) and any that failed to load"
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        parser.add_argument("--verbose", "-v", action="store_true", help="show the traceback of each failure")
-
-    @staticmethod
-    def run(args: argparse.Namespace) -> int:
-        from tabulate import tabulate
-
-        from zoo.plugins import get_plugins
-
-        plugins = get_plugins()
-        if args.json:
-            print(json.dumps([i.as_dict() for i in plugins.infos], indent=2))
-            return 0
-        rows = []
-        for info in plugins.infos:
-            provides = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in info.provides.items())
-            rows.append(
-                [
-                    info.name,
-                    f"{info.distribution} {info.version}".strip(),
-                    info.status,
-                    provides if info.status == "loaded" else info.error,
-                ]
-            )
-        print(
-            tabulate(
-                rows, headers=["plugin", "distribution", "status", "provides / error"], tablefmt="simple"
-            )
-        )
-        if args.verbose:
-            for info in plugins.failures():
-                print(f"\n--- {info.name} ({info.distribution})\n{info.detail}")
-        failed = plugins.failures()
-        if failed:
-            print(
-                f"\n{len(failed)} plugin(s) failed to load; everything else works. "
-                "Fix or uninstall them; `zoo plugins -v` shows tracebacks."
-            )
-        return 0
+prepare_environment()  # the engine starts: before any plugin imports paddle
 
 
 class ModelsCommand:
@@ -103,7 +58,7 @@ class ModelsCommand:
                 "plugin": entry.owner,
                 "distribution": entry.distribution,
                 "config": str(bundled_config(entry.name) or "(defaults)"),
-                "summary": (entry.cls.__doc__ or "").strip().splitlines()[0] if entry.cls.__doc__ else "",
+                "summary": entry.summary,
             }
             if args.params:
                 row["parameters"] = count_parameters(entry.name)
@@ -119,18 +74,8 @@ def count_parameters(model: str) -> int:
     """Trainable parameters of ``model`` built from its bundled config (or its defaults)."""
     from zoo.config import bundled_config, load_config
     from zoo.engine import setup
-    from zoo.runtime import init_paddle
+    from zoo.engine.runtime import init_paddle
 
     init_paddle("cpu")
     cfg = load_config(bundled_config(model), model=model)
     return setup.count_parameters(setup.build_model(cfg))
-
-
-@hookimpl
-def zoo_register_commands(register) -> None:
-    from zoo.commands import bench, engine, export
-
-    register(PluginsCommand)
-    register(ModelsCommand)
-    for command in engine.COMMANDS + bench.COMMANDS + export.COMMANDS:
-        register(command)

@@ -1,1 +1,0 @@
-"""The core's own sub-commands (registered through the same hook as a plugin's)."""

@@ -1,0 +1,261 @@
+"""The plugin contracts: what a model, reader, metric, command, callback or dataset preset must provide.
+
+These are ``typing.Protocol`` classes, checked by type checkers and, where the engine needs to know, at run
+time with ``isinstance`` (the protocols are ``runtime_checkable``). docs/plugin_hooks.md documents them with
+their exact signatures (a test compares the two). Nothing here imports paddle or numpy: a batch is a dict of
+arrays or tensors whose layout is documented on :class:`Model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Facts about the data that models, readers and metrics share (stated once, in the dataset section)."""
+
+    num_classes: int
+    """Number of classes."""
+    features: dict[str, int]
+    """Frame feature names and their sizes, in model input order."""
+    max_frames: int = 300
+    """Frames kept per video; longer videos are truncated when they are decoded."""
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """A named :class:`DatasetSpec` that configs refer to (``dataset: {preset: NAME}``), owned by a plugin."""
+
+    name: str
+    spec: DatasetSpec
+    description: str = ""
+    reader: str | None = None
+    """The reader that reads this dataset's files (configs may name another)."""
+    metric: str | None = None
+    """The metric its results are reported with."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A ``paddle.nn.Layer`` built as ``Model(config, spec)``.
+
+    ``forward(batch)`` takes one ``[B, T, D]`` float32 tensor per feature of ``spec.features``, ``mask``
+    ``[B, T]`` float32 (1 for a real frame, 0 for padding) and ``num_frames`` ``[B]`` int64, and returns the
+    logits ``[B, num_classes]`` or a dict holding them under ``"logits"`` beside anything its loss needs
+    (auxiliary heads, for example). Evaluation, prediction and export use the logits only.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, spec: DatasetSpec) -> None: ...
+
+    def forward(self, batch: Mapping[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class ModelWithLoss(Model, Protocol):
+    """A model that trains with its own loss instead of the engine's sigmoid cross-entropy."""
+
+    def loss(self, outputs: Any, batch: Mapping[str, Any]) -> Any:
+        """The scalar training loss from ``forward``'s outputs and the batch (``labels`` ``[B, C]``)."""
+        ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Reads videos from files: ``Reader(config, spec)`` with ``config.paths`` (files, folders, globs).
+
+    Each video is a dict: ``id`` (str), ``labels`` (int array of class ids), one ``[n, D]`` array per feature
+    (float32, or uint8 codes with the reader's ``dequantize`` table) with ``n <= spec.max_frames``, and
+    ``num_frames`` (the frames kept).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, spec: DatasetSpec) -> None: ...
+
+    def sources(self) -> list[str]:
+        """The files this reader will read, in a stable order."""
+        ...
+
+    def read(self, source: str) -> Iterator[dict[str, Any]]:
+        """The videos of one file, in file order; bad records raise ``zoo.DataError`` naming file and record."""
+        ...
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class SampleDataReader(Reader, Protocol):
+    """A reader that can build a small dataset of its format for ``zoo run`` without data paths."""
+
+    @classmethod
+    def sample_data(cls, root: Path) -> dict[str, Any]:
+        """Make (once) and describe a sample dataset in ``root``: ``train``, ``valid``, ``test`` (lists of
+        paths), ``num_classes``, and optionally ``vocabulary`` (a class-names file)."""
+        ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """Streams batches of scores and labels into results.
+
+    ``headline`` names the key that ranks runs (the bench table and ``zoo run`` show it first) and
+    ``display`` the keys worth showing, in order; ``compute()`` may return more.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    headline: ClassVar[str]
+    display: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: Any, spec: DatasetSpec) -> None: ...
+
+    def update(self, scores: Any, labels: Any, loss: float | None = None) -> None:
+        """Add one batch: probabilities ``[B, C]`` and multi-hot labels ``[B, C]`` (numpy)."""
+        ...
+
+    def compute(self) -> dict[str, float]: ...
+
+    def reset(self) -> None: ...
+
+    def state(self) -> Any:
+        """What ``merge`` needs to combine the results of several ranks (picklable)."""
+        ...
+
+    def merge(self, states: list[Any]) -> None:
+        """Replace this metric's data with the union of ``states`` (one per rank)."""
+        ...
+
+    def write_reports(self, out_dir: Path, class_names: dict[int, str] | None) -> list[Path]:
+        """Write any detailed reports (per-class tables, ...) into ``out_dir``; return the files written."""
+        ...
+
+
+@runtime_checkable
+class Command(Protocol):
+    """A ``zoo`` sub-command. ``run`` returns the exit code; raise ``zoo.UsageError`` (exit 2) for bad
+    arguments and ``zoo.ZooError`` (exit 1) for failures."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int: ...
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One video's top classes, best first."""
+
+    id: str
+    classes: list[int]
+    scores: list[float]
+
+
+@runtime_checkable
+class PredictionFormat(Protocol):
+    """A prediction file format: ``zoo predict`` writes the formats of ``predict.formats``; ``zoo score`` and
+    ``zoo ensemble`` read them. ``Format(config)``; ``suffix`` is the file name's ending (``.csv``)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    suffix: ClassVar[str]
+
+    def __init__(self, config: Any) -> None: ...
+
+    def write(self, path: Path, predictions: list[Prediction], class_names: dict[int, str] | None) -> None:
+        """Write ``predictions`` to ``path`` atomically."""
+        ...
+
+    def read(self, path: Path) -> Iterator[Prediction]:
+        """The predictions of a file; a malformed line raises ``zoo.DataError`` naming the file and line."""
+        ...
+
+
+@dataclass
+class TrainingState:
+    """What callbacks see of a training run."""
+
+    run_dir: Path
+    config: Any
+    """The run's ``zoo.config.ZooConfig``."""
+    step: int = 0
+    epoch: int = 0
+    examples: int = 0
+    headline: str = ""
+    """The metric's headline key (callbacks plot it without knowing the metric)."""
+    is_main: bool = True
+    """False on the ranks of a distributed job that do not write files."""
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Sees a training run: ``Callback(config, state)`` then the events below, in order.
+
+    ``on_step`` rows hold ``step``, ``epoch``, ``loss``, ``lr``, ``examples``; ``on_validation`` the metric's
+    results; ``on_epoch`` the epoch row (``train_loss``, ``valid_<key>``, ...). Subclass
+    :class:`CallbackBase` to implement only the events you need.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, state: TrainingState) -> None: ...
+
+    def on_train_start(self, state: TrainingState) -> None: ...
+
+    def on_step(self, state: TrainingState, row: dict[str, Any]) -> None: ...
+
+    def on_validation(self, state: TrainingState, metrics: dict[str, float]) -> None: ...
+
+    def on_epoch(self, state: TrainingState, row: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, state: TrainingState) -> None: ...
+
+
+class CallbackBase:
+    """No-op implementations of every :class:`Callback` event."""
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any, state: TrainingState) -> None:
+        self.config = config
+
+    def on_train_start(self, state: TrainingState) -> None:
+        return None
+
+    def on_step(self, state: TrainingState, row: dict[str, Any]) -> None:
+        return None
+
+    def on_validation(self, state: TrainingState, metrics: dict[str, float]) -> None:
+        return None
+
+    def on_epoch(self, state: TrainingState, row: dict[str, Any]) -> None:
+        return None
+
+    def on_train_end(self, state: TrainingState) -> None:
+        return None
+
+
+PROTOCOLS: dict[str, type] = {
+    "model": Model,
+    "reader": Reader,
+    "metric": Metric,
+    "command": Command,
+    "callback": Callback,
+    "format": PredictionFormat,
+}
