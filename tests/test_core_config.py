@@ -78,3 +78,63 @@ def test_shared_facts_reach_the_plugins():
     assert cfg.dataset.num_classes == 17 and cfg.dataset.features == {"rgb": 8}
     reader = zoo.build_reader("yt8m-frame", spec=cfg.dataset, paths=[])
     assert reader.spec.num_classes == 17
+
+
+def test_base_files_are_merged_under_the_config(tmp_path):
+    (tmp_path / "shared.yaml").write_text("dataset: {preset: yt8m}\ntrain: {epoch: 3, batch_size: 8}\n")
+    (tmp_path / "mid.yaml").write_text("_base_: shared.yaml\ntrain: {batch_size: 16}\n")
+    (tmp_path / "run.yaml").write_text("_base_: mid.yaml\nmodel: {name: mean-pool}\ntrain: {seed: 5}\n")
+    cfg = load_config(tmp_path / "run.yaml")
+    assert (cfg.train.epoch, cfg.train.batch_size, cfg.train.seed) == (3, 16, 5)
+    assert cfg.dataset.num_classes == 3862 and cfg.data.reader == "yt8m-frame" and cfg.eval.metric == "yt8m"
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(ConfigError, match="include each other"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_bundled_configs_state_the_seed_recipe_once():
+    base = load_config(bundled_config("nextvlad"))
+    assert (base.train.learning_rate, base.train.batch_size, base.train.lr_boundary_examples) == (2e-4, 160, 2_000_000)
+    text = bundled_config("nextvlad").read_text()
+    assert "_base_: base.yaml" in text and "learning_rate_decay" not in text and "num_classes" not in text
+
+
+def test_yaml_aliases_are_refused_in_files_and_overrides(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text('a: &a ["x","x"]\nb: &b [*a,*a]\nc: &c [*b,*b]\nmodel: {name: nextvlad}\n')
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(bomb)
+    with pytest.raises(ConfigError, match="aliases"):
+        parse_override("train.seed=[&x 1, *x]")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.epoch=-3", "train.epoch"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("data.num_workers=-1", "data.num_workers"),
+        ("dataset.max_frames=0", "dataset.max_frames"),
+        ("eval.batch_size=0", "eval.batch_size"),
+        ("train.learning_rate=0", "train.learning_rate"),
+    ],
+)
+def test_range_errors_name_the_key_and_the_override(override, key):
+    with pytest.raises(ConfigError) as exc:
+        load_config(bundled_config("nextvlad"), [override])
+    assert key.split(".")[1] in str(exc.value) and f"override -o {override}" in str(exc.value)
+
+
+def test_unknown_key_from_an_override_is_reported_as_the_override():
+    with pytest.raises(ConfigError) as exc:
+        load_config(bundled_config("nextvlad"), ["train.epochs=3"])
+    assert "override -o train.epochs=3" in str(exc.value) and "did you mean 'epoch'" in str(exc.value)
+
+
+def test_dataset_preset_and_unknown_preset():
+    cfg = load_config(None, ["dataset.preset=yt8m", "dataset.num_classes=10"], model="mean-pool")
+    assert cfg.dataset.num_classes == 10 and cfg.dataset.features == {"rgb": 1024, "audio": 128}
+    with pytest.raises(PluginError, match="unknown dataset preset 'yt8n'; did you mean 'yt8m'"):
+        load_config(None, ["dataset.preset=yt8n"], model="mean-pool")
+    with pytest.raises(ConfigError, match="name a dataset preset"):
+        load_config(None, model="mean-pool")

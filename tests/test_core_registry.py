@@ -26,14 +26,35 @@ class _Model:
     def __init__(self, config, spec):
         self.config, self.spec = config, spec
 
+    def forward(self, batch):
+        return batch
+
 
 def test_duplicate_name_names_both_owners():
     reg = Registry("model")
-    reg.add(_Model, "first-plugin", "dist-a")
+    reg.add(reg.make_entry(_Model, "first-plugin", "dist-a"))
     with pytest.raises(PluginError) as exc:
-        reg.add(_Model, "second-plugin", "dist-b")
+        reg.add(reg.make_entry(_Model, "second-plugin", "dist-b"))
     assert "first-plugin" in str(exc.value) and "second-plugin" in str(exc.value)
     assert "dist-a" in str(exc.value) and "dist-b" in str(exc.value)
+
+
+def test_lazy_target_is_imported_on_first_use_and_checked_against_the_protocol():
+    reg = Registry("model")
+    entry = reg.make_entry(f"{__name__}:_Model", "p", "d", name="throwaway-model", summary="s")
+    reg.add(entry)
+    assert isinstance(entry.target, str) and reg.get("throwaway-model").cls is _Model
+    wrong = reg.make_entry(f"{__name__}:_Cfg", "p", "d", name="cfg")
+    with pytest.raises(PluginError, match="lacks.*forward.*Model contract"):
+        _ = wrong.cls
+    missing = reg.make_entry("no_such_module_xyz:Thing", "p", "d", name="thing")
+    with pytest.raises(PluginError, match="cannot be loaded from no_such_module_xyz:Thing.*ModuleNotFoundError"):
+        _ = missing.cls
+    with pytest.raises(PluginError, match="needs name="):
+        reg.make_entry(f"{__name__}:_Model", "p", "d")
+    renamed = reg.make_entry(f"{__name__}:_Model", "p", "d", name="other-name")
+    with pytest.raises(PluginError, match="whose 'name' is 'throwaway-model'"):
+        _ = renamed.cls
 
 
 def test_unknown_name_suggests_close_matches():
@@ -45,15 +66,22 @@ def test_unknown_name_suggests_close_matches():
 def test_class_without_name_or_config_is_refused():
     class NoName:
         Config = _Cfg
+        forward = _Model.forward
 
     class NoConfig:
         name = "x"
+        forward = _Model.forward
+
+    class ConfigNotADataclass(_Model):
+        Config = dict
 
     reg = Registry("model")
-    with pytest.raises(PluginError, match="without a 'name'"):
-        reg.add(NoName, "p", "d")
-    with pytest.raises(PluginError, match="Config"):
-        reg.add(NoConfig, "p", "d")
+    with pytest.raises(PluginError, match="lacks name"):
+        reg.make_entry(NoName, "p", "d")
+    with pytest.raises(PluginError, match="lacks Config"):
+        reg.make_entry(NoConfig, "p", "d")
+    with pytest.raises(PluginError, match="Config' must be a dataclass"):
+        reg.make_entry(ConfigNotADataclass, "p", "d")
 
 
 class _ThrowawayPlugin:
@@ -67,12 +95,12 @@ def test_throwaway_plugin_builds_by_name_and_unregisters():
     plugins = get_plugins()
     plugins.add_plugin(_ThrowawayPlugin, name="throwaway", distribution="tests")
     try:
-        model = zoo.build_model("throwaway-model", width=5, num_classes=7)
+        model = zoo.build_model("throwaway-model", width=5, num_classes=7, features={"x": 2})
         assert model.config.width == 5 and model.spec.num_classes == 7
         with pytest.raises(zoo.ConfigError, match="width"):
-            zoo.build_model("throwaway-model", widht=5)
+            zoo.build_model("throwaway-model", widht=5, preset="yt8m")
         with pytest.raises(zoo.ConfigError, match="expected an integer"):
-            zoo.build_model("throwaway-model", width="wide")
+            zoo.build_model("throwaway-model", width="wide", preset="yt8m")
     finally:
         plugins.remove_plugin("throwaway")
     with pytest.raises(PluginError):
@@ -96,7 +124,7 @@ def test_failures_are_isolated_and_reported():
         @staticmethod
         @hookimpl
         def zoo_register_models(register):
-            register(type("N", (), {"name": "nextvlad", "Config": _Cfg}))
+            register(type("N", (), {"name": "nextvlad", "Config": _Cfg, "forward": _Model.forward}))
 
     plugins = Plugins().load_all()
     plugins.add_plugin(Raises, name="raises", distribution="bad-dist")

@@ -23,6 +23,30 @@ def test_every_hook_is_documented_with_its_signature(hook):
     assert signature in text.replace("'", ""), f"docs/plugin_hooks.md lacks `{signature}`"
 
 
+def _contract_methods() -> list[str]:
+    from zoo.contracts import PROTOCOLS, ModelWithLoss, SampleDataReader
+    from zoo.registry import _protocol_members
+
+    out = []
+    for protocol in [*PROTOCOLS.values(), ModelWithLoss, SampleDataReader]:
+        for member in sorted(_protocol_members(protocol)):
+            obj = vars(protocol).get(member)  # declared here, not inherited from another contract
+            if obj is not None and (callable(obj) or isinstance(obj, (staticmethod, classmethod))):
+                out.append(f"{protocol.__name__}.{member}")
+    return out
+
+
+@pytest.mark.parametrize("method", _contract_methods())
+def test_every_contract_method_is_documented_with_its_signature(method):
+    from zoo import contracts
+
+    protocol, name = method.split(".")
+    signature = f"{name}{inspect.signature(getattr(getattr(contracts, protocol), name))}".replace("'", "")
+    text = (DOCS / "plugin_hooks.md").read_text()
+    section = text.split(f"### {protocol}\n", 1)[1].split("\n### ", 1)[0]
+    assert signature in section, f"docs/plugin_hooks.md, section {protocol}, lacks `{signature}`"
+
+
 def _commands() -> list[str]:
     zoo = Path(sys.executable).with_name("zoo")
     out = subprocess.run([str(zoo), "--help"], capture_output=True, text=True, check=True).stdout

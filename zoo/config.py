@@ -540,6 +540,7 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
         if not isinstance(section_values, dict):
             raise ConfigError(f"{source}: section {section!r} must be a mapping, got {section_values!r}")
         values[section] = dict(section_values)
+    model_name, model_options = _plugin_section("model", values["model"], None, f"{source}: model")
     spec = build_spec(values["dataset"], f"{source}: dataset")
     preset = None
     if values["dataset"].get("preset"):
@@ -551,7 +552,6 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
             raise unknown_key_error(
                 key, [s for s in SECTIONS if s != "sample"], f"{source}: sample", "the sample section"
             )
-    model_name, model_options = _plugin_section("model", values["model"], None, f"{source}: model")
     data, reader_options = _plugin_section(
         "data", values["data"], preset.reader if preset else None, f"{source}: data"
     )

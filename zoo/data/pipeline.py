@@ -620,7 +620,7 @@ class Batches:
 
         from zoo.data.workers import WorkerDataset
 
-        dataset = WorkerDataset(self, skips)
+        dataset = WorkerDataset(self, skips, to_transfer)
         loader = paddle.io.DataLoader(
             dataset,
             batch_size=None,

@@ -6,7 +6,7 @@ Kept apart from the pipeline so that importing the pipeline does not import padd
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -35,20 +35,19 @@ class WorkerDataset(paddle.io.IterableDataset):
     that hold no array at all.
     """
 
-    def __init__(self, stream: Any, skips: list[int]) -> None:
+    def __init__(self, stream: Any, skips: list[int], transfer: Callable[[dict, int], dict]) -> None:
         self.stream = stream
         self.skips = skips
+        self.transfer = transfer  # pipeline.to_transfer, passed in so that this module needs no pipeline
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from zoo.data.pipeline import to_transfer
-
         info = paddle.io.get_worker_info()
         worker = info.id if info is not None else 0
         reader = self.stream.reader
         before = len(getattr(reader, "skipped", []))
         try:
             for batch in self.stream.part_batches(self.stream.parts()[worker], self.skips[worker]):
-                yield to_transfer(batch, worker)
+                yield self.transfer(batch, worker)
         except ZooError as exc:
             yield {"_worker": worker, "_error": str(exc), "_error_type": _core_type(exc), "_keep": _KEEP}
             return
