@@ -83,7 +83,7 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dic
         options, classes = {}, 3862
         lengths = (150, 300) if case.startswith("padded") else (frames, frames)
     paddle.seed(0)
-    model = zoo.build_model("nextvlad", num_classes=classes, **options)
+    model = zoo.build_model("nextvlad", preset="yt8m", num_classes=classes, **options)
     model.train()
     optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
 

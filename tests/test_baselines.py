@@ -206,7 +206,7 @@ def count_parameters(model) -> int:
 
 def test_mean_pool_parameter_count_with_defaults(paddle):
     with paddle.LazyGuard():
-        model = build_model("mean-pool")
+        model = build_model("mean-pool", preset="yt8m")
     assert count_parameters(model) == (1024 + 128) * 3862 + 3862  # 4,452,886: one linear layer
 
 
@@ -223,8 +223,8 @@ def test_netvlad_parameter_counts_with_defaults(paddle):
     probability_gating = c * c + 2 * c
     expected = input_bn + assign + centers + hidden + gating + moe + probability_gating
     with paddle.LazyGuard():
-        netvlad = build_model("netvlad")
-        netrvlad = build_model("netrvlad")
+        netvlad = build_model("netvlad", preset="yt8m")
+        netrvlad = build_model("netrvlad", preset="yt8m")
     assert count_parameters(netvlad) == expected == 321_539_966
     assert count_parameters(netrvlad) == expected - centers
 

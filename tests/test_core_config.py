@@ -94,7 +94,11 @@ def test_base_files_are_merged_under_the_config(tmp_path):
 
 def test_bundled_configs_state_the_seed_recipe_once():
     base = load_config(bundled_config("nextvlad"))
-    assert (base.train.learning_rate, base.train.batch_size, base.train.lr_boundary_examples) == (2e-4, 160, 2_000_000)
+    assert (base.train.learning_rate, base.train.batch_size, base.train.lr_boundary_examples) == (
+        2e-4,
+        160,
+        2_000_000,
+    )
     text = bundled_config("nextvlad").read_text()
     assert "_base_: base.yaml" in text and "learning_rate_decay" not in text and "num_classes" not in text
 

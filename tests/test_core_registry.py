@@ -48,7 +48,9 @@ def test_lazy_target_is_imported_on_first_use_and_checked_against_the_protocol()
     with pytest.raises(PluginError, match="lacks.*forward.*Model contract"):
         _ = wrong.cls
     missing = reg.make_entry("no_such_module_xyz:Thing", "p", "d", name="thing")
-    with pytest.raises(PluginError, match="cannot be loaded from no_such_module_xyz:Thing.*ModuleNotFoundError"):
+    with pytest.raises(
+        PluginError, match="cannot be loaded from no_such_module_xyz:Thing.*ModuleNotFoundError"
+    ):
         _ = missing.cls
     with pytest.raises(PluginError, match="needs name="):
         reg.make_entry(f"{__name__}:_Model", "p", "d")

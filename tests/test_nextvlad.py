@@ -53,7 +53,7 @@ def trainable(model) -> int:
 
 
 def test_default_model_has_the_papers_89m_parameters(paddle):
-    model = build_model("nextvlad")  # num_classes 3862, rgb 1024 + audio 128, PaddleVideo's options
+    model = build_model("nextvlad", preset="yt8m")  # num_classes 3862, rgb 1024 + audio 128, PaddleVideo's options
     assert trainable(model) == 89_088_550
     assert model.branches["rgb"].output_size == 128 * 256
     assert model.branches["audio"].output_size == 128 * 32
@@ -337,7 +337,7 @@ def test_bundled_config_spells_out_the_defaults_and_a_sample_scale(paddle):
         "classifier",
     }
     sample = config.with_overrides({"dataset": {"num_classes": 200}, **config.sample}, "sample")
-    model = build_model("nextvlad", num_classes=200, **sample.model)
+    model = build_model("nextvlad", preset="yt8m", num_classes=200, **sample.model)
     assert trainable(model) < 10_000_000  # vs 89M
     model.eval()
     out = model(make_sample_batch(paddle))

@@ -47,6 +47,10 @@ def _build(kind: str, name: str, cfg: dict[str, Any]) -> Any:
     spec_values = {
         k: cfg.pop(k) for k in list(cfg) if k in ("num_classes", "features", "max_frames", "preset")
     }
+    if spec is None and not spec_values:
+        # a reader or metric without dataset facts: the dataset preset that names it, if exactly one does
+        named = [p.name for p, _ in get_plugins().datasets.values() if name in (p.reader, p.metric)]
+        spec_values = {"preset": named[0]} if len(named) == 1 else {}
     if spec is None:
         spec = build_spec(spec_values, f"{kind} {name!r}")
     elif spec_values:
@@ -66,12 +70,13 @@ def build_model(name: str, **cfg: Any) -> Any:
 
 
 def build_reader(name: str, **cfg: Any) -> Any:
-    """Build the reader registered as ``name`` (``paths=[...]`` plus its Config fields and dataset facts)."""
+    """Build the reader registered as ``name`` (``paths=[...]`` plus its Config fields and dataset facts;
+    without facts, those of the one dataset preset that names this reader)."""
     return _build("reader", name, cfg)
 
 
 def build_metric(name: str, **cfg: Any) -> Any:
-    """Build the metric registered as ``name`` (its Config fields plus dataset facts)."""
+    """Build the metric registered as ``name`` (its Config fields plus dataset facts, as for readers)."""
     return _build("metric", name, cfg)
 
 

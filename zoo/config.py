@@ -81,7 +81,13 @@ class TrainConfig:
     l2_penalty: float = bounded(1.0e-5, ge=0)
     """L2 weight decay coefficient."""
     gradient_clip_norm: float = bounded(1.0, ge=0)
-    """Clip the global gradient norm to this value (0 disables clipping)."""
+    """Clip gradients to this norm (0 disables clipping); ``gradient_clip_mode`` says which norm."""
+    gradient_clip_mode: Literal["global", "per_tensor"] = "global"
+    """"global": the norm of all gradients together (PaddleVideo); "per_tensor": each parameter's gradient
+    separately (the starter code, WILLOW and linrongc's NeXtVLAD)."""
+    l2_scope: Literal["all", "classifier"] = "all"
+    """Parameters ``l2_penalty`` applies to: "all", or "classifier": the classifier heads' weights only (the
+    starter code and WILLOW; see zoo.nn.ClassifierHead)."""
     seed: int = 0
     """Seed for weights, dropout and shuffling."""
     fix_random_seed: bool = True
@@ -267,15 +273,18 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
     import inspect
 
     docs: dict[str, str] = {}
-    try:
-        tree = ast.parse(inspect.getsource(cls))
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:]):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-                    docs[node.target.id] = str(nxt.value.value).strip()
-    except (OSError, TypeError, IndexError, SyntaxError):
-        pass
+    for klass in reversed(cls.__mro__):  # inherited fields keep their base's docstring unless redeclared
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(klass))
+            body = tree.body[0].body  # type: ignore[attr-defined]
+            for node, nxt in zip(body, body[1:]):
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                        docs[node.target.id] = str(nxt.value.value).strip()
+        except (OSError, TypeError, IndexError, SyntaxError):
+            pass
     out = []
     for f in dataclasses.fields(cls):
         default = (

@@ -6,11 +6,64 @@ output does not depend on how much padding its batch needed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from zoo.errors import ConfigError
+
 _EPS = 1e-7
+_L2_FLOOR = 1e-12  # TensorFlow's l2_normalize: x * rsqrt(max(sum(x^2), 1e-12))
+
+
+@dataclass
+class FrameModelOptions:
+    """Recipe options any frame-level model can inherit into its ``Config``: input normalisation and BatchNorm.
+
+    The defaults change nothing (raw features, paddle's BatchNorm settings); configs that follow the starter
+    code set ``input_norm: l2``, ``bn_momentum: 0.999`` and ``bn_epsilon: 0.001`` (its train.py and slim).
+    """
+
+    input_norm: Literal["none", "l2"] = "none"
+    """Normalise each real frame before the model sees it: "l2" divides the frame's concatenated features by
+    their joint L2 norm (the starter's train.py and WILLOW's); "none" feeds the features as read."""
+    bn_momentum: float = 0.9
+    """BatchNorm running-average momentum: running = m * running + (1 - m) * batch (slim's decay: 0.999)."""
+    bn_epsilon: float = 1e-5
+    """BatchNorm epsilon added to the variance (paddle: 1e-5, slim: 0.001)."""
+
+
+def check_frame_options(options: FrameModelOptions, model: str) -> None:
+    """Reject BatchNorm settings outside their meaningful range, naming the model and the option."""
+    if not 0.0 <= options.bn_momentum < 1.0:
+        raise ConfigError(
+            f"model {model!r}: model.bn_momentum must be in [0, 1), got {options.bn_momentum!r}"
+        )
+    if not options.bn_epsilon > 0.0:
+        raise ConfigError(f"model {model!r}: model.bn_epsilon must be positive, got {options.bn_epsilon!r}")
+
+
+def normalize_frames(
+    features: list[paddle.Tensor], mask: paddle.Tensor, mode: str = "none"
+) -> list[paddle.Tensor]:
+    """``features`` (each ``[B, T, D_i]``) with every real frame scaled to unit joint L2 norm (``mode="l2"``).
+
+    The norm runs over the frame's concatenated features, as the starter normalises its single input tensor,
+    so a model that keeps one branch per feature sees the same numbers as one that concatenates them. Padded
+    frames come back as zeros whatever they held (the starter's padding is zeros and stays zeros).
+    """
+    if mode == "none":
+        return features
+    if mode != "l2":
+        raise ConfigError(f"model.input_norm must be 'none' or 'l2', got {mode!r}")
+    squares = features[0].square().sum(axis=-1)
+    for x in features[1:]:
+        squares = squares + x.square().sum(axis=-1)
+    scale = (paddle.rsqrt(squares.clip(min=_L2_FLOOR)) * mask).unsqueeze(-1)  # [B, T, 1]
+    return [x * scale for x in features]
 
 
 def feature_tensors(batch: dict, features: dict[str, int]) -> list[paddle.Tensor]:
@@ -85,10 +138,10 @@ class MaskedBatchNorm(nn.Layer):
 class SEGating(nn.Layer):
     """Squeeze-and-excitation context gating (NeXtVLAD): x * sigmoid(FC(ReLU(BN(FC(x)))))."""
 
-    def __init__(self, dim: int, reduction: int) -> None:
+    def __init__(self, dim: int, reduction: int, momentum: float = 0.9, epsilon: float = 1e-5) -> None:
         super().__init__()
         self.squeeze = nn.Linear(dim, dim // reduction, bias_attr=False)
-        self.bn = nn.BatchNorm1D(dim // reduction)
+        self.bn = nn.BatchNorm1D(dim // reduction, momentum=momentum, epsilon=epsilon)
         self.excite = nn.Linear(dim // reduction, dim, bias_attr=False)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -99,16 +152,42 @@ class SEGating(nn.Layer):
 class ContextGating(nn.Layer):
     """WILLOW context gating: x * sigmoid(BN(W x))."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, momentum: float = 0.9, epsilon: float = 1e-5) -> None:
         super().__init__()
         self.fc = nn.Linear(dim, dim, bias_attr=False)
-        self.bn = nn.BatchNorm1D(dim)
+        self.bn = nn.BatchNorm1D(dim, momentum=momentum, epsilon=epsilon)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return x * F.sigmoid(self.bn(self.fc(x)))
 
 
-class LogisticHead(nn.Layer):
+class ClassifierHead(nn.Layer):
+    """Base of the classifier heads: says which weights ``train.l2_scope: classifier`` penalises.
+
+    The starter code and WILLOW put their L2 penalty on the classifier's weight matrices only (slim's
+    ``weights_regularizer``; biases are never penalised). A model's own head class derives from this and
+    lists its weights; :func:`classifier_weights` finds them in any model.
+    """
+
+    def penalized_weights(self) -> list[paddle.Tensor]:
+        """The weight matrices the reference's L2 penalty covers (biases excluded)."""
+        return [p for name, p in self.named_parameters() if not name.endswith("bias")]
+
+
+def classifier_weights(model: nn.Layer) -> list[paddle.Tensor]:
+    """Every :class:`ClassifierHead`'s penalised weights in ``model`` (empty if it has no such head)."""
+    out: list[paddle.Tensor] = []
+    seen: set[int] = set()
+    for layer in [model, *model.sublayers()]:
+        if isinstance(layer, ClassifierHead):
+            for p in layer.penalized_weights():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+    return out
+
+
+class LogisticHead(ClassifierHead):
     """One linear layer to class logits (the starter code's LogisticModel)."""
 
     def __init__(self, in_dim: int, num_classes: int) -> None:
@@ -119,7 +198,7 @@ class LogisticHead(nn.Layer):
         return self.fc(x)
 
 
-class MoEHead(nn.Layer):
+class MoEHead(ClassifierHead):
     """Mixture of logistic experts (the starter code's MoeModel), returned as logits of the mixed probability.
 
     p = sum_m softmax(gates)_m * sigmoid(expert_m), with a dummy "none" expert as in the reference;

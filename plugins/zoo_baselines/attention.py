@@ -14,7 +14,7 @@ import paddle
 from paddle import nn
 
 from zoo.config import DatasetSpec
-from zoo.nn import build_head
+from zoo.nn import FrameModelOptions, build_head, check_frame_options
 from zoo_baselines.common import (
     MLP,
     check_fraction,
@@ -23,6 +23,7 @@ from zoo_baselines.common import (
     frame_counts,
     frame_mask,
     init_classifier_prior,
+    input_features,
     l2_normalize,
     masked_softmax,
     normal_init,
@@ -62,7 +63,7 @@ class ShiftingAttention(nn.Layer):
 
 
 @dataclass
-class AttentionClusterConfig:
+class AttentionClusterConfig(FrameModelOptions):
     """Options of AttentionCluster; defaults are PaddleVideo's configs/attention_cluster.yaml."""
 
     cluster_num: int = 32
@@ -94,6 +95,7 @@ class AttentionCluster(nn.Layer):
         check_positive(config, ["cluster_num", "hidden_sizes", "moe_mixtures"], self.name)
         check_fraction(config.dropout, "dropout", self.name)
         check_hidden(config.hidden_sizes, config.hidden_activations, self.name)
+        check_frame_options(config, self.name)
         self.config = config
         self.features = dict(spec.features)
         self.attention = nn.LayerList(
@@ -111,7 +113,8 @@ class AttentionCluster(nn.Layer):
 
     def forward(self, batch: dict) -> paddle.Tensor:
         mask = frame_mask(batch)
-        outs = [att(batch[name], mask) for name, att in zip(self.features, self.attention)]
+        xs = input_features(batch, self.features, self.config.input_norm)
+        outs = [att(x, mask) for x, att in zip(xs, self.attention)]
         h = self.dropout(paddle.concat(outs, axis=-1) if len(outs) > 1 else outs[0])
         return self.head(self.mlp(h))
 
@@ -136,7 +139,7 @@ class LSTMAttention(nn.Layer):
 
 
 @dataclass
-class AttentionLSTMConfig:
+class AttentionLSTMConfig(FrameModelOptions):
     """Options of AttentionLSTM; defaults are PaddleVideo's configs/attention_lstm.yaml and model code."""
 
     embedding_size: int = 512
@@ -170,6 +173,7 @@ class AttentionLSTM(nn.Layer):
         check_positive(config, ["embedding_size", "lstm_size", "hidden_sizes", "moe_mixtures"], self.name)
         check_fraction(config.dropout, "dropout", self.name)
         check_hidden(config.hidden_sizes, config.hidden_activations, self.name)
+        check_frame_options(config, self.name)
         self.config = config
         self.features = dict(spec.features)
         self.branches = nn.LayerList(
@@ -185,5 +189,6 @@ class AttentionLSTM(nn.Layer):
     def forward(self, batch: dict) -> paddle.Tensor:
         mask = frame_mask(batch)
         lengths = frame_counts(mask)
-        outs = [branch(batch[name], mask, lengths) for name, branch in zip(self.features, self.branches)]
+        xs = input_features(batch, self.features, self.config.input_norm)
+        outs = [branch(x, mask, lengths) for x, branch in zip(xs, self.branches)]
         return self.head(self.mlp(paddle.concat(outs, axis=-1) if len(outs) > 1 else outs[0]))

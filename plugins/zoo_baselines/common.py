@@ -9,16 +9,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
 from zoo.errors import ConfigError
-from zoo.nn import LogisticHead, MoEHead
+from zoo.nn import FrameModelOptions, LogisticHead, MoEHead, normalize_frames
 
 _EPS = 1e-7
 _NEG = -1e9
+
+
+@dataclass
+class StarterRecipeOptions(FrameModelOptions):
+    """:class:`zoo.nn.FrameModelOptions` with the starter code's values as defaults (WILLOW's are the same).
+
+    The starter's train.py L2-normalises every frame before any model sees it, and slim's BatchNorm keeps
+    its running averages with decay 0.999 and adds epsilon 0.001 to the variance.
+    """
+
+    input_norm: Literal["none", "l2"] = "l2"
+    """Normalise each real frame before the model sees it: "l2" (the starter's train.py) divides the frame's
+    concatenated features by their joint L2 norm; "none" feeds the features as read."""
+    bn_momentum: float = 0.999
+    """BatchNorm running-average momentum: running = m * running + (1 - m) * batch (slim's decay 0.999)."""
+    bn_epsilon: float = 0.001
+    """BatchNorm epsilon added to the variance (slim's 0.001; paddle's default is 1e-5)."""
 
 
 def check_positive(config: object, names: Iterable[str], model: str, minimum: int = 1) -> None:
@@ -86,9 +105,14 @@ def frame_mask(batch: dict) -> paddle.Tensor:
     return batch["mask"]
 
 
-def concat_features(batch: dict, features: dict[str, int]) -> paddle.Tensor:
+def input_features(batch: dict, features: dict[str, int], input_norm: str) -> list[paddle.Tensor]:
+    """The frame features in ``features`` order, normalised per ``model.input_norm`` (zoo.nn.normalize_frames)."""
+    return normalize_frames([batch[name] for name in features], frame_mask(batch), input_norm)
+
+
+def concat_features(batch: dict, features: dict[str, int], input_norm: str = "none") -> paddle.Tensor:
     """All frame features side by side, ``[B, T, sum(D)]`` (the starter code's single input tensor)."""
-    tensors = [batch[name] for name in features]
+    tensors = input_features(batch, features, input_norm)
     return tensors[0] if len(tensors) == 1 else paddle.concat(tensors, axis=-1)
 
 
@@ -139,12 +163,12 @@ class ProbabilityGating(nn.Layer):
     damped by the scores of the classes it co-occurs with. Returns the logits of p', like zoo.nn.MoEHead.
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, momentum: float = 0.9, epsilon: float = 1e-5) -> None:
         super().__init__()
         self.fc = nn.Linear(
             num_classes, num_classes, weight_attr=normal_init(1.0 / math.sqrt(num_classes)), bias_attr=False
         )
-        self.bn = nn.BatchNorm1D(num_classes)
+        self.bn = nn.BatchNorm1D(num_classes, momentum=momentum, epsilon=epsilon)
 
     def forward(self, logits: paddle.Tensor) -> paddle.Tensor:
         p = F.sigmoid(logits)

@@ -16,8 +16,9 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from zoo.config import DatasetSpec
-from zoo.nn import MaskedBatchNorm, build_head, masked_max, masked_mean
+from zoo.nn import MaskedBatchNorm, build_head, check_frame_options, masked_max, masked_mean
 from zoo_baselines.common import (
+    StarterRecipeOptions,
     check_positive,
     concat_features,
     frame_mask,
@@ -28,8 +29,8 @@ from zoo_baselines.common import (
 
 
 @dataclass
-class DBoFConfig:
-    """Options of the DBoF model; defaults are the starter code's flags."""
+class DBoFConfig(StarterRecipeOptions):
+    """Options of the DBoF model; defaults are the starter code's flags and its train.py / slim settings."""
 
     cluster_size: int = 8192
     """Units of the per-frame cluster layer (starter: dbof_cluster_size)."""
@@ -62,11 +63,13 @@ class DBoF(nn.Layer):
         super().__init__()
         check_positive(config, ["cluster_size", "hidden_size", "moe_mixtures"], self.name)
         check_positive(config, ["sample_frames"], self.name, minimum=0)
+        check_frame_options(config, self.name)
         self.config = config
         self.features = dict(spec.features)
         dim = sum(self.features.values())
         bn = config.batch_norm
-        self.input_bn = MaskedBatchNorm(dim) if bn else None
+        bn_args = {"momentum": config.bn_momentum, "epsilon": config.bn_epsilon}
+        self.input_bn = MaskedBatchNorm(dim, **bn_args) if bn else None
         # the starter's initialisation: N(0, 1/sqrt(fan_in)); biases only where there is no BatchNorm
         self.cluster = nn.Linear(
             dim,
@@ -74,19 +77,19 @@ class DBoF(nn.Layer):
             weight_attr=normal_init(1 / math.sqrt(dim)),
             bias_attr=False if bn else normal_init(1 / math.sqrt(dim)),
         )
-        self.cluster_bn = MaskedBatchNorm(config.cluster_size) if bn else None
+        self.cluster_bn = MaskedBatchNorm(config.cluster_size, **bn_args) if bn else None
         self.hidden = nn.Linear(
             config.cluster_size,
             config.hidden_size,
             weight_attr=normal_init(1 / math.sqrt(config.cluster_size)),
             bias_attr=False if bn else normal_init(0.01),
         )
-        self.hidden_bn = nn.BatchNorm1D(config.hidden_size) if bn else None
+        self.hidden_bn = nn.BatchNorm1D(config.hidden_size, **bn_args) if bn else None
         self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
         init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:
-        x = concat_features(batch, self.features)
+        x = concat_features(batch, self.features, self.config.input_norm)
         mask = frame_mask(batch)
         if self.training and self.config.sample_frames > 0:
             (x,), mask = sample_frames([x], mask, self.config.sample_frames)

@@ -14,8 +14,9 @@ import paddle
 from paddle import nn
 
 from zoo.config import DatasetSpec
-from zoo.nn import build_head
+from zoo.nn import build_head, check_frame_options
 from zoo_baselines.common import (
+    StarterRecipeOptions,
     check_positive,
     concat_features,
     frame_counts,
@@ -32,8 +33,8 @@ def lstm_bias(hidden: int, forget_bias: float) -> paddle.ParamAttr:
 
 
 @dataclass
-class LSTMConfig:
-    """Options of the LSTM model; defaults are the starter code's flags."""
+class LSTMConfig(StarterRecipeOptions):
+    """Options of the LSTM model; defaults are the starter code's flags (and its train.py's input norm)."""
 
     lstm_size: int = 1024
     """Hidden units per LSTM layer (starter: lstm_cells)."""
@@ -60,6 +61,7 @@ class LSTMModel(nn.Layer):
     def __init__(self, config: LSTMConfig, spec: DatasetSpec) -> None:
         super().__init__()
         check_positive(config, ["lstm_size", "lstm_layers", "moe_mixtures"], self.name)
+        check_frame_options(config, self.name)
         self.config = config
         self.features = dict(spec.features)
         self.lstm = nn.LSTM(
@@ -73,7 +75,7 @@ class LSTMModel(nn.Layer):
         init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:
-        x = concat_features(batch, self.features)
+        x = concat_features(batch, self.features, self.config.input_norm)
         # with sequence_length the LSTM stops at each video's last real frame: padding never enters a state
         _, (h, _) = self.lstm(x, sequence_length=frame_counts(frame_mask(batch)))
         return self.head(h[-1])

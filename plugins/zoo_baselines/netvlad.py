@@ -17,12 +17,14 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from zoo.config import DatasetSpec
-from zoo.nn import ContextGating, MaskedBatchNorm, build_head
+from zoo.nn import ContextGating, MaskedBatchNorm, build_head, check_frame_options
 from zoo_baselines.common import (
     ProbabilityGating,
+    StarterRecipeOptions,
     check_positive,
     frame_mask,
     init_classifier_prior,
+    input_features,
     l2_normalize,
     normal_init,
     per_feature,
@@ -31,8 +33,9 @@ from zoo_baselines.common import (
 
 
 @dataclass
-class NetVLADConfig:
-    """Options of the NetVLAD / NetRVLAD models; defaults are WILLOW's "Gated NetVLAD (256 clusters)" recipe."""
+class NetVLADConfig(StarterRecipeOptions):
+    """Options of the NetVLAD / NetRVLAD models; defaults are WILLOW's "Gated NetVLAD (256 clusters)" recipe
+    (WILLOW's train.py normalises the input and uses slim's BatchNorm, as the starter code does)."""
 
     cluster_sizes: dict[str, int] = field(default_factory=lambda: {"rgb": 256, "audio": 128})
     """Clusters per feature (WILLOW: netvlad_cluster_size for rgb, half of it for audio)."""
@@ -64,13 +67,15 @@ class VLADPooling(nn.Layer):
     the assignment BatchNorm statistics, so they add nothing to the sums.
     """
 
-    def __init__(self, dim: int, clusters: int, residual: bool = True) -> None:
+    def __init__(
+        self, dim: int, clusters: int, residual: bool = True, momentum: float = 0.9, epsilon: float = 1e-5
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.clusters = clusters
         std = 1 / math.sqrt(dim)  # WILLOW's initialisation of both weight sets
         self.assign = nn.Linear(dim, clusters, weight_attr=normal_init(std), bias_attr=False)
-        self.assign_bn = MaskedBatchNorm(clusters)
+        self.assign_bn = MaskedBatchNorm(clusters, momentum, epsilon)
         self.centers = self.create_parameter([clusters, dim], attr=normal_init(std)) if residual else None
 
     @property
@@ -97,12 +102,14 @@ class NetVLAD(nn.Layer):
         super().__init__()
         check_positive(config, ["cluster_sizes", "hidden_size", "moe_mixtures"], self.name)
         check_positive(config, ["sample_frames"], self.name, minimum=0)
+        check_frame_options(config, self.name)
         self.config = config
         self.features = dict(spec.features)
         clusters = per_feature(config.cluster_sizes, self.features, "cluster_sizes", self.name)
-        self.input_bn = nn.LayerList([MaskedBatchNorm(d) for d in self.features.values()])
+        bn = (config.bn_momentum, config.bn_epsilon)
+        self.input_bn = nn.LayerList([MaskedBatchNorm(d, *bn) for d in self.features.values()])
         self.vlad = nn.LayerList(
-            [VLADPooling(d, clusters[f], self.residual) for f, d in self.features.items()]
+            [VLADPooling(d, clusters[f], self.residual, *bn) for f, d in self.features.items()]
         )
         vlad_dim = sum(v.out_dim for v in self.vlad)
         relu = config.hidden_relu
@@ -113,16 +120,16 @@ class NetVLAD(nn.Layer):
             weight_attr=normal_init(1 / math.sqrt(next(iter(clusters.values())))),
             bias_attr=False if relu else normal_init(0.01),
         )
-        self.hidden_bn = nn.BatchNorm1D(config.hidden_size) if relu else None
-        self.gate = ContextGating(config.hidden_size) if config.gating else None
+        self.hidden_bn = nn.BatchNorm1D(config.hidden_size, *bn) if relu else None
+        self.gate = ContextGating(config.hidden_size, *bn) if config.gating else None
         self.head = build_head(config.classifier, config.hidden_size, spec.num_classes, config.moe_mixtures)
-        self.output_gate = ProbabilityGating(spec.num_classes) if config.probability_gating else None
+        self.output_gate = ProbabilityGating(spec.num_classes, *bn) if config.probability_gating else None
         # the output gates start near 0.5 on average, so the head starts at twice the wanted probability
         prior = config.classifier_prior * (2.0 if self.output_gate is not None else 1.0)
         init_classifier_prior(self.head, min(prior, 0.5), self.name, option=config.classifier_prior)
 
     def forward(self, batch: dict) -> paddle.Tensor:
-        xs = [batch[name] for name in self.features]
+        xs = input_features(batch, self.features, self.config.input_norm)
         mask = frame_mask(batch)
         if self.training and self.config.sample_frames > 0:
             xs, mask = sample_frames(xs, mask, self.config.sample_frames)

@@ -14,13 +14,19 @@ import paddle
 from paddle import nn
 
 from zoo.config import DatasetSpec
-from zoo.nn import build_head, masked_max, masked_mean
-from zoo_baselines.common import check_positive, concat_features, frame_mask, init_classifier_prior
+from zoo.nn import build_head, check_frame_options, masked_max, masked_mean
+from zoo_baselines.common import (
+    StarterRecipeOptions,
+    check_positive,
+    concat_features,
+    frame_mask,
+    init_classifier_prior,
+)
 
 
 @dataclass
-class PoolingConfig:
-    """Options of the pooling baselines."""
+class PoolingConfig(StarterRecipeOptions):
+    """Options of the pooling baselines (input normalisation as the starter's train.py; they have no BatchNorm)."""
 
     classifier: Literal["logistic", "moe"] = "logistic"
     """Classifier on the pooled vector: "logistic" (the starter's FrameLevelLogistic) or "moe"."""
@@ -39,6 +45,7 @@ class _PoolingModel(nn.Layer):
     def __init__(self, config: PoolingConfig, spec: DatasetSpec) -> None:
         super().__init__()
         check_positive(config, ["moe_mixtures"], self.name)
+        check_frame_options(config, self.name)
         self.config = config
         self.features = dict(spec.features)
         dim = sum(self.features.values()) * len(self.pools)
@@ -46,7 +53,7 @@ class _PoolingModel(nn.Layer):
         init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:
-        x = concat_features(batch, self.features)
+        x = concat_features(batch, self.features, self.config.input_norm)
         mask = frame_mask(batch)
         pooled = [masked_mean(x, mask) if p == "mean" else masked_max(x, mask) for p in self.pools]
         return self.head(pooled[0] if len(pooled) == 1 else paddle.concat(pooled, axis=-1))

@@ -1,4 +1,4 @@
-"""The training loop: Adam with L2 decay, example-counted step decay, global-norm clipping, validation,
+"""The training loop: Adam with L2 decay, example-counted step decay, gradient clipping, validation,
 atomic checkpoints and exact resume.
 
 Randomness is re-derived from (seed, step) before every step and the data order from (seed, epoch), so a
@@ -23,6 +23,7 @@ from zoo.config import ZooConfig
 from zoo.engine import checkpoint, distributed
 from zoo.engine.history import History
 from zoo.engine.loop import batches_for, bce_loss, evaluate, to_tensors
+from zoo.engine.optim import build_optimizer
 from zoo.engine.progress import Progress
 from zoo.engine.schedule import learning_rate_at
 from zoo.engine.setup import build_model, build_reader, count_parameters, split_paths
@@ -83,14 +84,7 @@ class Trainer:
         np.random.seed(t.seed % (2**32))
         self.model = build_model(self.cfg)
         self.parameters = count_parameters(self.model)
-        clip = paddle.nn.ClipGradByGlobalNorm(t.gradient_clip_norm) if t.gradient_clip_norm > 0 else None
-        decay = paddle.regularizer.L2Decay(t.l2_penalty) if t.l2_penalty > 0 else None
-        self.optimizer = paddle.optimizer.Adam(
-            learning_rate=t.learning_rate,
-            parameters=self.model.parameters(),
-            weight_decay=decay,
-            grad_clip=clip,
-        )
+        self.optimizer = build_optimizer(self.model, t)
         self.train_model = self.model
         if self.ctx.distributed:
             self.train_model = paddle.DataParallel(self.model)
