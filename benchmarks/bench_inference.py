@@ -12,6 +12,11 @@ videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 12
 - ``fp32-onednn``: the same on oneDNN fp32 (not the default; measured to show why),
 - ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it).
 
+With ``--expanded`` (the default) the same weights are also built and exported with
+``model.formulation: expanded`` (PaddleVideo's order, the form before the factored one):
+
+- ``dygraph-expanded``, ``fp32-expanded``: the old form, for the factored/expanded ratios.
+
 Each batch goes through every scorer in turn and each scorer's time is summed per round; the median round
 counts (and the best is shown), so a busy machine slows them alike. Reported: videos/s, speed against
 dygraph, and the largest probability difference from dygraph on the timed batches.
@@ -74,24 +79,30 @@ def trained_model(cfg: Any, seed: int = 0) -> Any:
     return model
 
 
-def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def size_config(size: str, max_frames: int, **model: Any) -> Any:
     from zoo.config import load_config
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.export import bf16_support, export_model, load_exported
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.setup import count_parameters
 
-    cfg = load_config(
+    return load_config(
         raw={
             "dataset": {
                 "num_classes": 3862,
                 "features": {"rgb": 1024, "audio": 128},
-                "max_frames": args.max_frames,
+                "max_frames": max_frames,
             },
-            "model": {"name": "nextvlad", **SIZES[size]},
+            "model": {"name": "nextvlad", **SIZES[size], **model},
         },
         source=f"bench {size}",
     )
+
+
+def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from zoo.engine.checkpoint import save_weights
+    from zoo.engine.export import bf16_support, export_model, load_exported
+    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.setup import count_parameters
+    from zoo.engine.weights import apply_weights, read_weights
+
+    cfg = size_config(size, args.max_frames)
     model = trained_model(cfg)
     weights = workdir / f"{size}.safetensors"
     save_weights(weights, model)
@@ -106,6 +117,14 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     bf16_ok, bf16_why = bf16_support()
     if bf16_ok:
         scorers["bf16"] = load_exported(out, precision="bf16").predict
+    if args.expanded:
+        old_cfg = size_config(size, args.max_frames, formulation="expanded")
+        old_model = trained_model(old_cfg)
+        apply_weights(old_model, read_weights(str(weights)), strict=True)
+        old_model.eval()
+        old_out = export_model(old_cfg, str(weights), workdir / f"{size}-expanded")
+        scorers["dygraph-expanded"] = dygraph_scorer(old_model, cfg.dataset.features)
+        scorers["fp32-expanded"] = load_exported(old_out).predict
     data = batches(args.batches, args.batch_size, args.max_frames, cfg.dataset.features)
     for scorer in scorers.values():  # warm-up: oneDNN primitive creation, allocator growth
         scorer(data[0])
@@ -125,8 +144,14 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     videos = args.batches * args.batch_size
     speed = {name: videos / statistics.median(t) for name, t in times.items()}
     best = {name: videos / min(t) for name, t in times.items()}
+    factored_vs_expanded = {
+        form: round(speed[form] / speed[f"{form}-expanded"], 2)
+        for form in ("dygraph", "fp32")
+        if f"{form}-expanded" in speed
+    }
     return {
         "size": size,
+        "factored_vs_expanded": factored_vs_expanded,
         "parameters": count_parameters(model),
         "export_seconds": round(export_s, 1),
         "frames": json.loads((out / "metadata.json").read_text())["frames"],
@@ -145,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=2, help="batches per timed round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per scorer (the median counts)")
     parser.add_argument("--max-frames", type=int, default=300)
+    parser.add_argument(
+        "--expanded",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the expanded formulation (dygraph and fp32 export) for the factored/expanded ratios",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -175,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"max |diff| {result['max_abs_diff_vs_dygraph'][name]:.2e}",
                     file=sys.stderr,
                 )
+            for form, ratio_old in result["factored_vs_expanded"].items():
+                print(f"  {form}: factored {ratio_old:.2f}x expanded", file=sys.stderr)
             if result["bf16"] != "measured":
                 print(f"  bf16         {result['bf16']}", file=sys.stderr)
     text = json.dumps(results, indent=2)

@@ -3,6 +3,7 @@
     python benchmarks/bench_train_step.py                   # the cases below, 3 timed steps each (~1-2 min)
     python benchmarks/bench_train_step.py --steps 5 --json results.json
     python benchmarks/bench_train_step.py --cases full-300 sample
+    python benchmarks/bench_train_step.py --cases full-300 --formulations expanded factored --rounds 3
 
 A training step is forward + sigmoid cross-entropy (summed over classes, mean over the batch) + backward +
 Adam, on random features (uniform in [-2, 2], the dequantized range) with ~3 labels per video. Cases:
@@ -18,6 +19,12 @@ before and right after each case's steps in the same process; the larger value c
 counts the model's matmul FLOPs analytically (``NeXtVLAD.flops``: forward + backward, over all T frames
 the step computes); elementwise work is not counted, so 100% is not reachable. Goal: ``full-300`` at 50% of
 the peak or better. Each case runs in its own process so its peak RSS is its own.
+
+``--formulations expanded factored`` compares the two forms of the NeXtVLAD branch (``model.formulation``):
+each case runs ``--rounds`` times per form, alternating the forms (A B A B ...) so a busy machine slows both
+alike; per form the median step over all its rounds counts, the peak RSS is the largest of its processes,
+and the speed ratio of each form against the first one listed is printed. Both forms count their own FLOPs
+(``NeXtVLAD.flops(frames, batch_size)``, the factored form's once-per-step product matrices included).
 
 Timings are wall-clock medians. On a shared machine (other jobs on the same cores) the wall clock of both the
 reference and the model suffers unevenly, so the fraction is also given per CPU second: the model's FLOPs
@@ -65,7 +72,7 @@ def sample_options() -> dict:
     return model
 
 
-def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dict:
+def run_case(case: str, steps: int, batch_size: int, threads: int | None, formulation: str | None) -> dict:
     import numpy as np
 
     import zoo
@@ -83,6 +90,8 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dic
         options, classes = {}, 3862
         lengths = (150, 300) if case.startswith("padded") else (frames, frames)
     paddle.seed(0)
+    if formulation:
+        options["formulation"] = formulation
     model = zoo.build_model("nextvlad", preset="yt8m", num_classes=classes, **options)
     model.train()
     optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
@@ -116,13 +125,15 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dic
     step(*batches[0][:2])  # warm-up: kernel selection, Adam state allocation
     peak_before = matmul_peak(paddle)
     wall, cpu, flops, useful = [], [], [], []
+    per_video = model.flops(0, batch_size)["train"]  # what does not grow with the frames
+    per_frame = model.flops(1, batch_size)["train"] - per_video  # the counts are linear in the frames
     for batch, labels, t, valid in batches[1:]:
         start, start_cpu = time.perf_counter(), time.process_time()
         loss = step(batch, labels)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-        flops.append(model.flops(t)["train"] * batch_size)
-        useful.append(model.flops(1)["train"] * valid)  # FLOPs of the valid frames only (approximate)
+        flops.append(model.flops(t, batch_size)["train"] * batch_size)
+        useful.append(per_video * batch_size + per_frame * valid)  # FLOPs had only valid frames been computed
         if not np.isfinite(loss):
             raise RuntimeError(f"{case}: non-finite loss {loss}")
     peak_after = matmul_peak(paddle)
@@ -132,11 +143,13 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None) -> dic
     achieved_cpu = statistics.median(f / c for f, c in zip(flops, cpu))
     return {
         "case": case,
+        "formulation": model.config.formulation,
         "batch_size": batch_size,
         "frames": f"{lengths[0]}-{lengths[1]}" if lengths[0] != lengths[1] else str(lengths[0]),
         "parameters": count_parameters(model),
         "threads": threads or cpu_count(),
         "step_seconds": seconds,
+        "step_seconds_all": wall,
         "step_cpu_seconds": statistics.median(cpu),
         "videos_per_second": batch_size / seconds,
         "gflop_per_step": statistics.median(flops) / 1e9,
@@ -160,39 +173,84 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="paddle CPU threads (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--formulations",
+        nargs="+",
+        choices=("factored", "expanded"),
+        default=None,
+        help="NeXtVLAD branch forms to compare, alternating (default: the model's default only)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="processes per case and formulation")
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # child process: one case
+    parser.add_argument("--formulation", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.case:
-        print(json.dumps(run_case(args.case, args.steps, args.batch_size, args.threads)))
+        print(json.dumps(run_case(args.case, args.steps, args.batch_size, args.threads, args.formulation)))
         return 0
 
+    forms = args.formulations or [None]
     results = []
     for case in args.cases:
-        command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
-        command += ["--batch-size", str(args.batch_size)]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(f"{case} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-            return 1
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        r = results[-1]
-        print(
-            f"{r['case']:<11} B={r['batch_size']} T={r['frames']:<7} {r['step_seconds']:6.2f} s/step "
-            f"(cpu {r['step_cpu_seconds']:6.2f} s)  {r['videos_per_second']:7.1f} videos/s  "
-            f"{r['gflops']:6.1f} GFLOP/s of {r['matmul_peak_gflops']:6.1f} peak "
-            f"= {100 * r['fraction_of_peak']:5.1f}% "
-            f"(per CPU second: {100 * r['fraction_of_peak_cpu_time']:5.1f}%)  "
-            f"peak RSS {r['peak_rss_mb']:6.0f} MB  load {r['load_average']:.1f}",
-            flush=True,
-        )
+        runs: dict[str | None, list[dict]] = {form: [] for form in forms}
+        for _ in range(args.rounds):
+            for form in forms:
+                command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
+                command += ["--batch-size", str(args.batch_size)]
+                if args.threads:
+                    command += ["--threads", str(args.threads)]
+                if form:
+                    command += ["--formulation", form]
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    print(f"{case} {form or ''} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                    return 1
+                runs[form].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        merged = {form: _merge(rounds) for form, rounds in runs.items()}
+        first = merged[forms[0]]
+        for r in merged.values():
+            r["speed_vs_first"] = first["step_seconds"] / r["step_seconds"]
+            results.append(r)
+            ratio = f"  {r['speed_vs_first']:.2f}x {first['formulation']}" if len(forms) > 1 else ""
+            print(
+                f"{r['case']:<11} {r['formulation']:<8} B={r['batch_size']} T={r['frames']:<7} "
+                f"{r['step_seconds']:6.2f} s/step "
+                f"(cpu {r['step_cpu_seconds']:6.2f} s)  {r['videos_per_second']:7.1f} videos/s  "
+                f"{r['gflop_per_step']:5.0f} GFLOP  "
+                f"{r['gflops']:6.1f} GFLOP/s of {r['matmul_peak_gflops']:6.1f} peak "
+                f"= {100 * r['fraction_of_peak']:5.1f}% "
+                f"(per CPU second: {100 * r['fraction_of_peak_cpu_time']:5.1f}%)  "
+                f"peak RSS {r['peak_rss_mb']:6.0f} MB  load {r['load_average']:.1f}{ratio}",
+                flush=True,
+            )
     if args.json:
         from zoo.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _merge(rounds: list[dict]) -> dict:
+    """One row from several processes of a case: median over all their steps, largest peak RSS."""
+    if len(rounds) == 1:
+        return rounds[0]
+    wall = [w for r in rounds for w in r["step_seconds_all"]]
+    row = dict(rounds[0])
+    seconds = statistics.median(wall)
+    for key in ("step_cpu_seconds", "matmul_peak_gflops", "matmul_peak_gflop_per_cpu_second", "load_average"):
+        row[key] = statistics.median(r[key] for r in rounds)
+    row.update(
+        rounds=len(rounds),
+        step_seconds=seconds,
+        step_seconds_all=wall,
+        videos_per_second=row["batch_size"] / seconds,
+        gflops=row["gflop_per_step"] / seconds,
+        fraction_of_peak=row["gflop_per_step"] / seconds / row["matmul_peak_gflops"],
+        fraction_of_peak_cpu_time=statistics.median(r["fraction_of_peak_cpu_time"] for r in rounds),
+        useful_gflops=statistics.median(r["useful_gflops"] for r in rounds),
+        peak_rss_mb=max(r["peak_rss_mb"] for r in rounds),
+    )
+    return row
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ assignments, the VLAD sums and the frame-level BatchNorm statistics) uses the fr
 output does not depend on the padding its batch needed.
 
 The VLAD aggregation is two large matmuls per branch and batch (frames x features into clusters) instead of
-per-frame or per-group loops: this is what keeps a CPU training step near the matmul peak.
+per-frame or per-group loops: this is what keeps a CPU training step near the matmul peak. By default
+(``formulation: factored``) the expansion FC is never applied to the frames: every map between the input
+and the softmax/sigmoid is linear, so its product with the expansion weight is formed once per step, and
+the VLAD sums are aggregated from the raw frames and expanded once per video (see :class:`NeXtVLADLayer`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from zoo_nextvlad.ops import linear
 
 _L2_EPSILON = 1e-12  # PaddleVideo's l2_normalize: x / sqrt(sum(x^2) + 1e-12)
 _EIGEN_EPSILON = 1e-4  # PaddleVideo: scale = sqrt(eigenvalue) + 1e-4
+FORMULATIONS = ("factored", "expanded")
 
 
 @dataclass
@@ -55,6 +59,9 @@ class NeXtVLADConfig:
     """Path to the YouTube-8M PCA eigenvals.npy (in yt8m_pca.tgz) for reverse whitening; null: none."""
     eigenvalues_feature: str = "rgb"
     """The feature that reverse whitening applies to (first D eigenvalues scale its D dims)."""
+    formulation: Literal["factored", "expanded"] = "factored"
+    """How a branch computes the same function: "factored" (fewer FLOPs, no expanded frames in memory) or
+    "expanded" (PaddleVideo's order: every frame through the expansion FC; kept for comparison)."""
 
 
 class NeXtVLADLayer(nn.Layer):
@@ -70,10 +77,36 @@ class NeXtVLADLayer(nn.Layer):
     4. VLAD [F, K] (F = E/G): sum over frames and groups of feature x assignment, minus
        (assignment sum [K]) x cluster_weights2 [K, F] [*_cluster_weights2]
     5. L2 over F for each cluster, flatten feature-major (index f*K + k, as PaddleVideo), BatchNorm.
+
+    ``formulation="expanded"`` computes it in that order. ``"factored"`` (the default) computes the same
+    function with the same parameters in fewer FLOPs, because steps 1-3 are linear up to the
+    softmax/sigmoid (W_e, b_e: expansion; W_c: cluster_weights; W_a, b_a: group_attention):
+
+    * assignment and attention logits are ``x @ (W_e W_c) + b_e W_c`` and ``x @ (W_e W_a) + (b_e W_a + b_a)``,
+      the product matrices formed once per forward from the parameters (gradients reach W_e, W_c, W_a); in
+      eval mode the frame BatchNorm, affine per channel, is folded into them too;
+    * the VLAD sum over frames of ``a[t,g,k] * (x_t W_e + b_e)[group g]`` is
+      ``W_e[:, group g]^T (sum_t a[t,g,k] x_t) + b_e[group g] * sum_t a[t,g,k]``: the frames are aggregated
+      in the input space (D wide) and expanded once per video, so ``[B, T, expansion*D]`` never exists.
+
+    At D=1024, K=128, G=8, expansion 2 and 300 frames that is 1.8 instead of 2.7 GFLOP per video forward
+    (:meth:`flops`). Padded frames have assignment 0, so they are excluded exactly as before.
     """
 
-    def __init__(self, feature_size: int, cluster_size: int, groups: int, expansion: int) -> None:
+    def __init__(
+        self,
+        feature_size: int,
+        cluster_size: int,
+        groups: int,
+        expansion: int,
+        formulation: str = "factored",
+    ) -> None:
         super().__init__()
+        if formulation not in FORMULATIONS:
+            raise ConfigError(
+                f"model.formulation: {formulation!r} is not one of {', '.join(map(repr, FORMULATIONS))}"
+            )
+        self.formulation = formulation
         self.feature_size = feature_size
         self.cluster_size = cluster_size
         self.groups = groups
@@ -95,6 +128,46 @@ class NeXtVLADLayer(nn.Layer):
         self.vlad_bn = nn.BatchNorm1D(self.output_size)
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
+        if self.formulation == "factored":
+            return self._forward_factored(x, mask)
+        return self._forward_expanded(x, mask)
+
+    def _forward_factored(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
+        k, g, f, d = self.cluster_size, self.groups, self.group_feature_size, self.feature_size
+        weight = self.expansion.weight * self.input_scale.unsqueeze(1)  # [D, E], reverse whitening folded
+        bias = self.expansion.bias
+        assign_weight = paddle.matmul(weight, self.cluster_weights)  # [D, G*K]
+        assign_bias = paddle.matmul(bias.unsqueeze(0), self.cluster_weights).squeeze(0)  # [G*K]
+        attention_weight = paddle.matmul(weight, self.group_attention.weight)  # [D, G]
+        attention_bias = (
+            paddle.matmul(bias.unsqueeze(0), self.group_attention.weight).squeeze(0) + self.group_attention.bias
+        )
+        if self.training:
+            # batch statistics of the logits themselves (exact, only the matmul order differs)
+            logits = self.cluster_bn(linear(x, assign_weight, assign_bias), mask)  # [B, T, G*K]
+        else:  # eval BatchNorm is affine per channel: fold it into the product matrix
+            bn = self.cluster_bn
+            scale = bn.weight * paddle.rsqrt(bn._variance + bn.epsilon)
+            shift = (assign_bias - bn._mean) * scale + bn.bias
+            logits = linear(x, assign_weight * scale, shift)
+        attention = F.sigmoid(linear(x, attention_weight, attention_bias))  # [B, T, G]
+        assign = F.softmax(logits.reshape([0, 0, g, k]), axis=-1)
+        frame_weight = (attention * mask.unsqueeze(-1)).unsqueeze(-1)  # padded frames get weight 0
+        # cluster-major [B, T, K*G]: the aggregate below then reshapes to [B*K, G*D] without a copy
+        assign = (assign * frame_weight).transpose([0, 1, 3, 2]).reshape([0, 0, k * g])
+        pooled = paddle.matmul(assign, x, transpose_x=True)  # [B, K*G, D]: sum_t a[t,g,k] x_t
+        # expansion weight, group-major rows: w_groups[g*D + i, j] = weight[i, g*F + j]. Slices, not
+        # reshape -> transpose -> reshape, which oneDNN's bf16 predictor fuses into a wrong matmul.
+        w_groups = paddle.concat([weight[:, i * f : (i + 1) * f] for i in range(g)], axis=0)
+        vlad = paddle.matmul(pooled.reshape([-1, g * d]), w_groups).reshape([-1, k, f])  # [B, K, F]
+        a_groups = paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)  # [B, 1, K*G]
+        a_groups = a_groups.reshape([-1, k, g])
+        vlad = vlad + paddle.matmul(a_groups, bias.reshape([g, f]))  # the expansion bias, once per video
+        vlad = vlad - a_groups.sum(axis=-1, keepdim=True) * self.cluster_weights2  # [B, K, F]
+        vlad = vlad * paddle.rsqrt((vlad * vlad).sum(axis=-1, keepdim=True) + _L2_EPSILON)
+        return self.vlad_bn(vlad.transpose([0, 2, 1]).reshape([0, self.output_size]))
+
+    def _forward_expanded(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         k, g, f = self.cluster_size, self.groups, self.group_feature_size
         # reverse whitening folded into the expansion weight: (x * s) @ W == x @ (s[:, None] * W)
         weight = self.expansion.weight * self.input_scale.unsqueeze(1)
@@ -112,17 +185,45 @@ class NeXtVLADLayer(nn.Layer):
         vlad = vlad * paddle.rsqrt((vlad * vlad).sum(axis=1, keepdim=True) + _L2_EPSILON)
         return self.vlad_bn(vlad.reshape([0, self.output_size]))
 
-    def flops(self, frames: int) -> tuple[float, float]:
-        """Matmul FLOPs (2 per multiply-add) per video of ``frames`` frames: (forward, backward)."""
-        d, e, g, k = self.feature_size, self.expanded_size, self.groups, self.cluster_size
-        expansion = 2.0 * frames * d * e
-        attention = 2.0 * frames * e * g
-        assignment = 2.0 * frames * e * g * k
-        vlad = 2.0 * frames * e * k  # (T*G) x F x K
-        forward = expansion + attention + assignment + vlad
-        # the input needs no gradient, so the expansion FC's backward is the weight gradient only
-        backward = expansion + 2.0 * (attention + assignment + vlad)
-        return forward, backward
+    def flops(self, frames: int, formulation: str | None = None) -> dict[str, float]:
+        """Matmul FLOPs (2 per multiply-add) of this branch for ``formulation`` (default: the layer's own).
+
+        ``forward`` / ``backward``: per video of ``frames`` frames (padded frames count: they are computed);
+        ``step_forward`` / ``step_backward``: once per forward whatever the batch (the factored form's product
+        matrices; 0 for the expanded form). Elementwise work (softmax, BatchNorm, L2, masks) is not counted.
+        The input needs no gradient, so no backward product with respect to the frames is counted.
+        """
+        d, e, g, k, f = self.feature_size, self.expanded_size, self.groups, self.cluster_size, self.group_feature_size
+        t = float(frames)
+        vlad_bias = 2.0 * g * k * f  # [K, G] @ [G, F]
+        sums = 2.0 * t * g * k  # ones[1, T] @ assignments[T, G*K]
+        if (formulation or self.formulation) == "expanded":
+            expansion = 2.0 * t * d * e
+            attention = 2.0 * t * e * g
+            assignment = 2.0 * t * e * g * k
+            vlad = 2.0 * t * e * k  # (T*G) x F x K
+            return {
+                "forward": expansion + attention + assignment + vlad + sums,
+                # the expansion FC's backward is its weight gradient only; the ones-vector sums need the
+                # gradient of the assignments only
+                "backward": expansion + 2.0 * (attention + assignment + vlad) + sums,
+                "step_forward": 0.0,
+                "step_backward": 0.0,
+            }
+        attention = 2.0 * t * d * g
+        assignment = 2.0 * t * d * g * k
+        pooling = 2.0 * t * d * g * k  # [K*G, T] @ [T, D]
+        expand = 2.0 * k * g * d * f  # [K, G*D] @ [G*D, F], once per video
+        products = 2.0 * d * e * (g * k + g)  # W_e @ W_c and W_e @ W_a
+        products_bias = 2.0 * e * (g * k + g)
+        return {
+            "forward": attention + assignment + pooling + expand + sums + vlad_bias,
+            # the logits' matmuls: the product matrices' gradients only; pooling and sums: the assignments'
+            # gradient only (not the frames')
+            "backward": attention + assignment + pooling + sums + 2.0 * (expand + vlad_bias),
+            "step_forward": products + products_bias,
+            "step_backward": 2.0 * (products + products_bias),
+        }
 
 
 class NeXtVLAD(nn.Layer):
@@ -138,7 +239,9 @@ class NeXtVLAD(nn.Layer):
         self.features = dict(spec.features)
         self.branches = nn.LayerDict(
             {
-                feature: NeXtVLADLayer(size, config.cluster_size, config.groups, config.expansion)
+                feature: NeXtVLADLayer(
+                    size, config.cluster_size, config.groups, config.expansion, config.formulation
+                )
                 for feature, size in self.features.items()
             }
         )
@@ -171,18 +274,31 @@ class NeXtVLAD(nn.Layer):
         x = self.hidden_bn(self.hidden(self.dropout(x)))
         return self.head(self.gating(x))
 
-    def flops(self, frames: int) -> dict[str, float]:
-        """Matmul FLOPs per video of ``frames`` frames: forward, backward and their sum (a training step)."""
-        forward = backward = 0.0
+    def flops(self, frames: int, batch_size: int = 1, formulation: str | None = None) -> dict[str, float]:
+        """Matmul FLOPs per video of ``frames`` frames in a batch of ``batch_size``: forward, backward, train.
+
+        ``formulation`` defaults to the model's own. The factored form's product matrices (formed once per
+        forward) are shared by the batch: their FLOPs are divided by ``batch_size``, and also reported per
+        step (``step_forward``, ``step_backward``). Counts are linear in ``frames``.
+        """
+        forward = backward = step_forward = step_backward = 0.0
         for branch in self.branches.values():
-            fwd, bwd = branch.flops(frames)
-            forward += fwd
-            backward += bwd
+            counts = branch.flops(frames, formulation)
+            forward += counts["forward"]
+            backward += counts["backward"]
+            step_forward += counts["step_forward"]
+            step_backward += counts["step_backward"]
         layers = [self.hidden, *self.gating.sublayers(), *self.head.sublayers()]
         head = sum(2.0 * math.prod(layer.weight.shape) for layer in layers if isinstance(layer, nn.Linear))
-        forward += head
-        backward += 2.0 * head
-        return {"forward": forward, "backward": backward, "train": forward + backward}
+        forward += head + step_forward / batch_size
+        backward += 2.0 * head + step_backward / batch_size
+        return {
+            "forward": forward,
+            "backward": backward,
+            "train": forward + backward,
+            "step_forward": step_forward,
+            "step_backward": step_backward,
+        }
 
     @classmethod
     def convert_paddlevideo(

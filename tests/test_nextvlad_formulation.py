@@ -1,0 +1,147 @@
+"""NeXtVLAD's two formulations (model.formulation) compute the same function with different FLOPs.
+
+The factored form never expands the frames; these tests hold it to the expanded (PaddleVideo-order) form at
+the reference branch sizes (rgb 1024, audio 128, K=128, G=8, expansion 2, 300 frames) with a small head and
+batch: outputs, gradients and BatchNorm statistics in train and eval mode, with padding holding garbage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zoo import DatasetSpec, build_model
+from zoo.errors import ConfigError
+
+REFERENCE = DatasetSpec(num_classes=20, features={"rgb": 1024, "audio": 128}, max_frames=300)
+HEAD = {"hidden_size": 64, "gating_reduction": 4, "dropout": 0.0}  # the branches are at reference size
+LENGTHS = [300, 137, 1, 260]
+
+
+@pytest.fixture(scope="module")
+def paddle(paddle_cpu):
+    return paddle_cpu
+
+
+def reference_batch(paddle, lengths: list[int], seed: int = 0) -> dict:
+    """Frames in the dequantized range; padded frames hold large values (they must not matter)."""
+    rng = np.random.default_rng(seed)
+    t = REFERENCE.max_frames
+    mask = (np.arange(t)[None, :] < np.array(lengths)[:, None]).astype(np.float32)
+    batch = {}
+    for name, dim in REFERENCE.features.items():
+        x = rng.uniform(-2, 2, (len(lengths), t, dim))
+        x = np.where(mask[..., None] > 0, x, 50.0 * rng.normal(size=x.shape))
+        batch[name] = paddle.to_tensor(x.astype(np.float32))
+    batch["mask"] = paddle.to_tensor(mask)
+    batch["num_frames"] = paddle.to_tensor(np.array(lengths, np.int64))
+    return batch
+
+
+def twin_models(paddle, seed: int = 0, **options):
+    """The same weights in both formulations; BatchNorm statistics and biases moved off their defaults."""
+    paddle.seed(seed)
+    expanded = build_model("nextvlad", spec=REFERENCE, formulation="expanded", **{**HEAD, **options})
+    rng = np.random.default_rng(seed)
+    for name, tensor in expanded.state_dict().items():
+        if name.endswith("_mean"):
+            tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
+        elif name.endswith("_variance"):
+            tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
+        elif name.endswith("bias") or name.endswith("input_scale"):
+            tensor.set_value((rng.uniform(0.5, 1.5, tensor.shape) * np.sign(rng.normal())).astype(np.float32))
+    factored = build_model("nextvlad", spec=REFERENCE, formulation="factored", **{**HEAD, **options})
+    factored.set_state_dict(expanded.state_dict())
+    return expanded, factored
+
+
+def test_factored_is_the_default_and_names_stay(paddle):
+    paddle.seed(0)
+    small = DatasetSpec(num_classes=5, features={"rgb": 16, "audio": 8}, max_frames=10)
+    default = build_model("nextvlad", spec=small, cluster_size=4, groups=2, hidden_size=8, gating_reduction=2)
+    expanded = build_model(
+        "nextvlad",
+        spec=small,
+        cluster_size=4,
+        groups=2,
+        hidden_size=8,
+        gating_reduction=2,
+        formulation="expanded",
+    )
+    assert default.config.formulation == "factored"
+    assert all(branch.formulation == "factored" for branch in default.branches.values())
+    own, theirs = default.state_dict(), expanded.state_dict()
+    assert list(own) == list(theirs)
+    assert all(own[key].shape == theirs[key].shape for key in own)
+    with pytest.raises(ConfigError, match="formulation"):
+        build_model("nextvlad", spec=small, formulation="fast")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_same_outputs_statistics_and_gradients(paddle, mode):
+    expanded, factored = twin_models(paddle)
+    batch = reference_batch(paddle, LENGTHS)
+    weights = paddle.to_tensor(np.random.default_rng(1).normal(size=(len(LENGTHS), 20)).astype(np.float32))
+    outputs, grads = {}, {}
+    for name, model in (("expanded", expanded), ("factored", factored)):
+        getattr(model, mode)()
+        out = model(batch)
+        (out * weights).sum().backward()
+        outputs[name] = out.numpy()
+        grads[name] = {key: p.grad.numpy() for key, p in model.named_parameters() if p.grad is not None}
+    np.testing.assert_allclose(outputs["factored"], outputs["expanded"], rtol=1e-4, atol=1e-4)
+    assert set(grads["factored"]) == set(grads["expanded"]) == {
+        key for key, p in expanded.named_parameters() if not p.stop_gradient
+    }
+    largest = max(np.abs(g).max() for g in grads["expanded"].values())
+    for key, reference in grads["expanded"].items():
+        # float32 rounding relative to the tensor's gradient scale; some gradients are zero up to rounding
+        # (in train mode the hidden BatchNorm cancels the VLAD BatchNorm's shift): those against the largest
+        scale = max(np.abs(reference).max(), 1e-4 * largest)
+        np.testing.assert_allclose(grads["factored"][key], reference, rtol=0, atol=2e-3 * scale, err_msg=key)
+    stats = {
+        key: (value.numpy(), factored.state_dict()[key].numpy())
+        for key, value in expanded.state_dict().items()
+        if key.endswith(("_mean", "_variance"))
+    }
+    for key, (theirs, ours) in stats.items():  # train mode updated them from the same valid frames
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+def test_padding_is_excluded_exactly(paddle):
+    """A video's factored eval output is the same alone (no padding) and in a padded batch."""
+    _, factored = twin_models(paddle, seed=2)
+    factored.eval()
+    batch = reference_batch(paddle, [120, 300], seed=3)
+    alone = {name: batch[name][:1, :120] for name in REFERENCE.features}
+    alone.update(mask=batch["mask"][:1, :120], num_frames=batch["num_frames"][:1])
+    np.testing.assert_allclose(factored(batch).numpy()[0], factored(alone).numpy()[0], rtol=1e-5, atol=1e-5)
+
+
+def test_flops_match_a_hand_count(paddle):
+    """Per video at the reference sizes, rgb branch: 2.68 GFLOP expanded, 1.80 factored (forward)."""
+    _, factored = twin_models(paddle)
+    rgb = factored.branches["rgb"]
+    t, d, e, g, k, f = 300, 1024, 2048, 8, 128, 256
+    expand_fc, attention, assignment, vlad = 2 * t * d * e, 2 * t * e * g, 2 * t * e * g * k, 2 * t * e * k
+    sums, vlad_bias = 2 * t * g * k, 2 * g * k * f
+    old = rgb.flops(t, "expanded")
+    assert old["forward"] == expand_fc + attention + assignment + vlad + sums == 2_684_313_600
+    assert old["backward"] == expand_fc + 2 * (attention + assignment + vlad) + sums
+    assert old["step_forward"] == old["step_backward"] == 0
+    logits = 2 * t * d * (g * k + g)  # x @ [W_e W_c | W_e W_a]
+    pooling = 2 * t * (k * g) * d  # [K*G, T] @ [T, D]
+    expand_once = 2 * k * (g * d) * f  # [K, G*D] @ [G*D, F]
+    new = rgb.flops(t)
+    assert new["forward"] == logits + pooling + expand_once + sums + vlad_bias == 1_801_216_000
+    assert new["backward"] == logits + pooling + sums + 2 * (expand_once + vlad_bias)
+    assert new["step_forward"] == 2 * d * e * (g * k + g) + 2 * e * (g * k + g)  # the product matrices
+    assert new["step_backward"] == 2 * new["step_forward"]
+    # the model: branches + head, the per-step products shared by the batch
+    head = 2 * (rgb.output_size + factored.branches["audio"].output_size) * 64 + 2 * (64 * 16 * 2) + 2 * 64 * 20
+    audio = factored.branches["audio"].flops(t)
+    total = factored.flops(t, batch_size=32)
+    step = new["step_forward"] + audio["step_forward"]
+    assert total["forward"] == pytest.approx(new["forward"] + audio["forward"] + head + step / 32, rel=1e-12)
+    assert total["train"] == pytest.approx(total["forward"] + total["backward"], rel=1e-12)
+    assert factored.flops(t, formulation="expanded")["step_forward"] == 0
