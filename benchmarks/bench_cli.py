@@ -72,7 +72,9 @@ def main() -> int:
             ok = False
     help_modules = notes["zoo --help"].split(" ", 1)[1].split(",") if " " in notes["zoo --help"] else []
     lines = core_lines(help_modules)
-    print(f"core: {len(help_modules)} zoo modules loaded by `zoo --help`, {lines} non-blank lines (goal < 2000)")
+    print(
+        f"core: {len(help_modules)} zoo modules loaded by `zoo --help`, {lines} non-blank lines (goal < 2000)"
+    )
     print("  " + ", ".join(help_modules))
     return 0 if ok and lines < 2000 else 1
 

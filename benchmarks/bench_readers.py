@@ -42,6 +42,8 @@ import numpy as np
 import zoo  # noqa: F401  (environment before paddle/TF)
 from zoo import DatasetSpec
 
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
 FILE_VIDEOS: dict[tuple[str, ...], int] = {}
 
 
@@ -88,7 +90,7 @@ def bench_ours(
 ) -> int:
     from zoo.data import batches
 
-    spec = DatasetSpec()
+    spec = DatasetSpec(num_classes=3862, features=YT8M_FEATURES)
     reader = zoo.build_reader("yt8m-frame", paths=paths, spec=spec)
     n = 0
     for batch in batches(reader, spec=spec, batch_size=batch_size, quantized=quantized, threads=threads):

@@ -76,8 +76,8 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
     import numpy as np
 
     import zoo
-    from zoo.engine.setup import count_parameters
     from zoo.engine.runtime import cpu_count, init_paddle
+    from zoo.engine.setup import count_parameters
 
     paddle = init_paddle("cpu", threads=threads)
     import paddle.nn.functional as F

@@ -16,7 +16,9 @@ from zoo import DatasetSpec
 from zoo.cli import main
 from zoo.data import batches, count_records
 
-SPEC = DatasetSpec(num_classes=15)
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
+SPEC = DatasetSpec(num_classes=15, features=YT8M_FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,9 @@ def test_packed_data_reads_exactly_like_the_tfrecords(synth, tmp_path):
         np.testing.assert_array_equal(a["audio"], b["audio"])
     reader = zoo.build_reader("yt8m-frame", paths=[str(out)], spec=SPEC)
     assert count_records(reader) == 90
-    short = DatasetSpec(num_classes=15, max_frames=4)  # packing keeps every frame; reading truncates
+    short = DatasetSpec(
+        num_classes=15, max_frames=4, features=YT8M_FEATURES
+    )  # packing keeps every frame; reading truncates
     assert max(r["num_frames"] for r in _records([str(out)], short)) == 4
     # the same batches, from two parts each (workers read packed data by index)
     plain = [

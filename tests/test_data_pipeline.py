@@ -14,7 +14,9 @@ from zoo import DatasetSpec
 from zoo.data import batches, collate, count_records, plan_epoch
 from zoo.data.pipeline import round_robin
 
-SPEC = DatasetSpec(num_classes=20)
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
+SPEC = DatasetSpec(num_classes=20, features=YT8M_FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_batch_contract(small):
 
 
 def test_max_frames_truncates(small):
-    spec = DatasetSpec(num_classes=20, max_frames=5)
+    spec = DatasetSpec(num_classes=20, max_frames=5, features=YT8M_FEATURES)
     reader = zoo.build_reader("yt8m-frame", paths=[str(small / "train")], spec=spec)
     b = next(iter(batches(reader, spec=spec, batch_size=64)))
     assert b["rgb"].shape[1] == 5 and b["num_frames"].max() == 5

@@ -15,6 +15,8 @@ from zoo_yt8m_data.wire import encode_example, encode_sequence_example
 import zoo
 from zoo import DatasetSpec
 
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
 
 def video(vid: str, labels, n: int, seed: int = 0, rgb_size: int = 1024, audio_size: int = 128):
     rng = np.random.default_rng(seed)
@@ -156,7 +158,7 @@ def test_video_reader_feeds_batches_as_one_frame_videos(tmp_path):
         for i in range(3)
     ]
     path = write(tmp_path / "video.tfrecord", payloads)
-    spec = DatasetSpec(num_classes=5)
+    spec = DatasetSpec(num_classes=5, features=YT8M_FEATURES)
     reader = zoo.build_reader("yt8m-video", paths=[path], spec=spec)
     (batch,) = list(batches(reader, spec=spec, batch_size=3))
     assert batch["rgb"].shape == (3, 1, 1024) and batch["num_frames"].tolist() == [1, 1, 1]

@@ -13,6 +13,8 @@ import zoo
 from zoo import DatasetSpec
 from zoo.cli import main
 
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
 
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory):
@@ -22,7 +24,9 @@ def medium(tmp_path_factory):
 
 
 def _read(root, split, classes=40):
-    reader = zoo.build_reader("yt8m-frame", paths=[str(root / split)], spec=DatasetSpec(num_classes=classes))
+    reader = zoo.build_reader(
+        "yt8m-frame", paths=[str(root / split)], spec=DatasetSpec(num_classes=classes, features=YT8M_FEATURES)
+    )
     return list(reader)
 
 

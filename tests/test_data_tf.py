@@ -20,6 +20,8 @@ pytestmark = pytest.mark.tf
 
 from zoo_yt8m_data.synth import SynthSpec, generate  # noqa: E402
 
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
 
 def _starter_dequantize(x):
     """google/youtube-8m utils.Dequantize on a float32 tensor."""
@@ -86,7 +88,7 @@ def tf_written(tmp_path_factory):
 
 def test_frame_reader_equals_tensorflow_parse(tf_written):
     path, serialized = tf_written
-    spec = DatasetSpec()
+    spec = DatasetSpec(num_classes=3862, features=YT8M_FEATURES)
     ours = list(zoo.build_reader("yt8m-frame", paths=[str(path)], spec=spec))
     assert len(ours) == len(serialized)
     for got, raw in zip(ours, serialized):
@@ -103,7 +105,7 @@ def test_batches_equal_tensorflow_values(tf_written):
     from zoo.data import batches
 
     path, serialized = tf_written
-    spec = DatasetSpec(max_frames=20)
+    spec = DatasetSpec(max_frames=20, features=YT8M_FEATURES)
     reader = zoo.build_reader("yt8m-frame", paths=[str(path)], spec=spec)
     (batch,) = list(batches(reader, spec=spec, batch_size=len(serialized)))
     for i, raw in enumerate(serialized):
@@ -120,7 +122,7 @@ def test_files_we_write_read_back_in_tensorflow(tmp_path):
         root, SynthSpec(train_videos=12, valid_videos=0, test_videos=0, classes=30, train_shards=1, seed=3)
     )
     path = root / "train" / "train0000.tfrecord"
-    spec = DatasetSpec(num_classes=30)
+    spec = DatasetSpec(num_classes=30, features=YT8M_FEATURES)
     ours = list(zoo.build_reader("yt8m-frame", paths=[str(path)], spec=spec))
     theirs = [_tf_parse(r, 300) for r in tf.data.TFRecordDataset(str(path))]  # TF checks the CRCs too
     assert len(theirs) == 12

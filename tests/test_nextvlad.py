@@ -53,7 +53,9 @@ def trainable(model) -> int:
 
 
 def test_default_model_has_the_papers_89m_parameters(paddle):
-    model = build_model("nextvlad", preset="yt8m")  # num_classes 3862, rgb 1024 + audio 128, PaddleVideo's options
+    model = build_model(
+        "nextvlad", preset="yt8m"
+    )  # num_classes 3862, rgb 1024 + audio 128, PaddleVideo's options
     assert trainable(model) == 89_088_550
     assert model.branches["rgb"].output_size == 128 * 256
     assert model.branches["audio"].output_size == 128 * 32

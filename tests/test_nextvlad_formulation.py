@@ -90,9 +90,11 @@ def test_same_outputs_statistics_and_gradients(paddle, mode):
         outputs[name] = out.numpy()
         grads[name] = {key: p.grad.numpy() for key, p in model.named_parameters() if p.grad is not None}
     np.testing.assert_allclose(outputs["factored"], outputs["expanded"], rtol=1e-4, atol=1e-4)
-    assert set(grads["factored"]) == set(grads["expanded"]) == {
-        key for key, p in expanded.named_parameters() if not p.stop_gradient
-    }
+    assert (
+        set(grads["factored"])
+        == set(grads["expanded"])
+        == {key for key, p in expanded.named_parameters() if not p.stop_gradient}
+    )
     largest = max(np.abs(g).max() for g in grads["expanded"].values())
     for key, reference in grads["expanded"].items():
         # float32 rounding relative to the tensor's gradient scale; some gradients are zero up to rounding
@@ -138,7 +140,9 @@ def test_flops_match_a_hand_count(paddle):
     assert new["step_forward"] == 2 * d * e * (g * k + g) + 2 * e * (g * k + g)  # the product matrices
     assert new["step_backward"] == 2 * new["step_forward"]
     # the model: branches + head, the per-step products shared by the batch
-    head = 2 * (rgb.output_size + factored.branches["audio"].output_size) * 64 + 2 * (64 * 16 * 2) + 2 * 64 * 20
+    head = (
+        2 * (rgb.output_size + factored.branches["audio"].output_size) * 64 + 2 * (64 * 16 * 2) + 2 * 64 * 20
+    )
     audio = factored.branches["audio"].flops(t)
     total = factored.flops(t, batch_size=32)
     step = new["step_forward"] + audio["step_forward"]

@@ -204,7 +204,7 @@ class ScoreCommand:
         parser.add_argument(
             "--num-classes",
             type=int,
-            default=DatasetSpec().num_classes,
+            default=3862,  # YouTube-8M 2018
             metavar="N",
             help="number of classes (default %(default)s)",
         )

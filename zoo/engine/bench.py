@@ -523,10 +523,8 @@ def worker(spec_path: str) -> int:
                 "train_videos_per_s": throughput,
                 "train_seconds": result.seconds,
                 "infer_videos_per_s": metrics["num_videos"] / max(eval_seconds, 1e-9),
-                "gap": metrics["gap"],
-                "hit_at_1": metrics["hit_at_1"],
-                "perr": metrics["perr"],
-                "map": metrics["map"],
+                # NaN for a metric without these keys (a plugin's own metric; its headline is in compute())
+                **{key: metrics.get(key, float("nan")) for key in ("gap", "hit_at_1", "perr", "map")},
                 "valid_loss": metrics.get("loss", float("nan")),
                 "eval_videos": int(metrics["num_videos"]),
                 "peak_memory_mib": max(peaks),
