@@ -350,7 +350,7 @@ def _read_vocabulary(
     vocabulary: str | os.PathLike | None, cfg: ZooConfig
 ) -> tuple[dict[int, str], Path | None]:
     """--vocabulary, else the config's predict.vocabulary if that file exists; checked against the classes."""
-    from zoo.predictions import load_vocabulary
+    from zoo.engine.predictions import load_class_names
 
     if vocabulary is None:
         configured = cfg.predict.vocabulary
@@ -360,7 +360,7 @@ def _read_vocabulary(
     path = Path(vocabulary)
     if not path.is_file():
         raise UsageError(f"--vocabulary {path}: no such file (expected the YouTube-8M vocabulary.csv)")
-    mapping = load_vocabulary(path)
+    mapping = load_class_names(path)
     beyond = sorted(k for k in mapping if k >= cfg.dataset.num_classes)
     if beyond:
         raise UsageError(

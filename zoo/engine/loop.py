@@ -145,8 +145,8 @@ def predict(
     ``scorer`` maps a batch (numpy dict) to probabilities ``[B, C]``: :func:`dygraph_scorer` for a paddle
     model, or an exported model's predictor.
     """
-    from zoo.predictions import Prediction
-    from zoo.predictions import top_k as best
+    from zoo.contracts import Prediction
+    from zoo.engine.predictions import top_k as best
 
     out: list[Prediction] = []
     bar = Progress("predict", unit="video", enabled=progress)
