@@ -8,8 +8,8 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.engine import distributed
-from zoo.engine.progress import Progress
 from zoo.errors import DataError
+from zoo.progress import Progress
 
 
 def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any]:
