@@ -63,7 +63,6 @@ _BF16_PASSES_OFF = ("operator_unsqueeze_onednn_fuse_pass",)
 _ONEDNN_SHAPE_CACHE = 64  # oneDNN primitives are cached per input shape; T varies per batch, so bound it
 
 Frames = Literal["auto", "dynamic", "static"]
-Precision = Literal["fp32", "bf16", "fp16"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ def run(
 def _on_sigterm_interrupt() -> Any:
     """Turn SIGTERM into KeyboardInterrupt while a job runs (so the job is stopped, not orphaned)."""
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:
