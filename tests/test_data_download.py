@@ -211,3 +211,36 @@ def test_usage_and_plan_errors(site, tmp_path, capsys):
     )
     assert "trainaa.tfrecord -> " in capsys.readouterr().out
     assert not (tmp_path / "train0000.tfrecord").exists()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "sub/trainaa.tfrecord",
+        "../trainaa.tfrecord",
+        "/tmp/x.tfrecord",
+        ".hidden.tfrecord",
+        "a b.tfrecord",
+        "train.partial",
+        "trainaa.tfrecord/",
+        "tr\\ain.tfrecord",
+        "",
+    ],
+)
+def test_a_plan_naming_anything_but_a_plain_file_is_refused(site, tmp_path, entry):
+    """Server-chosen names never place bytes outside --output: the whole plan is refused, naming the entry."""
+    site.plan = {"files": {"trainaa.tfrecord": site.plan["files"]["trainaa.tfrecord"], entry: "0" * 32}}
+    out = tmp_path / "out"
+    with pytest.raises(zoo.DataError, match="not a plain file name") as info:
+        download("2/frame/train", out, base_url=site.url, backoff=0.01)
+    assert repr(entry[:80]) in str(info.value)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"]  # nothing fetched, not even the plan
+    assert site.requests["/2/frame/train/trainaa.tfrecord"] == 0
+
+
+def test_a_saved_plan_is_checked_too(tmp_path):
+    (tmp_path / "2_frame_train_download_plan.json").write_text(
+        json.dumps({"files": {"sub/x.tfrecord": "0" * 32}})
+    )
+    with pytest.raises(zoo.DataError, match=r"'sub/x.tfrecord' is not a plain file name.*delete"):
+        download("2/frame/train", tmp_path, base_url="http://127.0.0.1:9", backoff=0.01)

@@ -224,3 +224,24 @@ def test_pickle_with_wrong_shapes_is_reported(tmp_path):
     path.write_bytes(pickle.dumps(videos, protocol=2)[:100])
     with pytest.raises(zoo.DataError, match="truncated|not a readable"):
         list(zoo.build_reader("paddlevideo-pkl", paths=[str(path)]))
+
+
+def _owned_bytes(array: np.ndarray) -> int:
+    """Bytes kept alive by ``array``: the size of the buffer at the root of its view chain."""
+    root = array
+    while isinstance(root, np.ndarray) and root.base is not None:
+        root = root.base
+    return len(root) if isinstance(root, (bytes, bytearray, memoryview)) else root.nbytes
+
+
+def test_a_long_video_keeps_only_max_frames_from_decoding_on(tmp_path):
+    """A 5000-frame video waiting in the shuffle buffer holds max_frames frames, not the whole record."""
+    payload, rgb, _ = video("long", [1], 5000, 3)
+    path = write(tmp_path / "long.tfrecord", [payload, video("short", [2], 20, 4)[0]])
+    reader = zoo.build_reader("yt8m-frame", preset="yt8m", paths=[path])
+    long, short = list(reader.read_part(path, 0, 1))  # the quantized records the data pipeline buffers
+    assert long["rgb"].shape == (300, 1024) and long["num_frames"] == 300
+    np.testing.assert_array_equal(long["rgb"], rgb[:300])
+    for name in ("rgb", "audio"):
+        assert _owned_bytes(long[name]) == long[name].nbytes  # bounded by max_frames
+    assert short["rgb"].shape == (20, 1024)

@@ -251,7 +251,7 @@ def test_unpredicted_classes_never_count():
 
 
 def test_per_class_csv_names_classes_from_the_vocabulary(tmp_path):
-    from zoo.predictions import load_vocabulary
+    from zoo.engine.predictions import load_class_names
 
     vocab = tmp_path / "vocabulary.csv"
     vocab.write_text(
@@ -267,7 +267,7 @@ def test_per_class_csv_names_classes_from_the_vocabulary(tmp_path):
     labels[0, 0] = 1
     metric = fast_metrics(scores, labels, top_k=2)
     out = tmp_path / "per_class.csv"
-    metric.write_per_class_csv(out, load_vocabulary(vocab))
+    metric.write_per_class_csv(out, load_class_names(vocab))
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["name"] for r in rows] == ["Game", "Video game, arcade", "Vehicle", ""]
     ap = metric.per_class_ap()

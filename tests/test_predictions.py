@@ -1,4 +1,4 @@
-"""zoo.predictions: top-k, the Kaggle CSV, JSON lines and the vocabulary, round trips and clear errors."""
+"""Prediction formats: top-k, the Kaggle CSV, JSON lines and class names, round trips and clear errors."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import re
 
 import numpy as np
 import pytest
+from zoo_yt8m_metrics.kaggle import read_kaggle_csv, write_kaggle_csv
 
+from zoo.contracts import Prediction
+from zoo.engine.predictions import load_class_names, read_jsonl, top_k, write_jsonl
 from zoo.errors import DataError
-from zoo.predictions import (
-    Prediction,
-    load_vocabulary,
-    read_kaggle_csv,
-    top_k,
-    write_jsonl,
-    write_kaggle_csv,
-)
 
 
 def stable_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +139,7 @@ def test_vocabulary_reads_the_official_columns(tmp_path):
         '3,236542,/m/01mw1,"Video game, arcade",https://x,Games,,,"multi\nline"\n',
         encoding="utf-8",
     )
-    assert load_vocabulary(path) == {0: "Game", 3: "Video game, arcade"}
+    assert load_class_names(path) == {0: "Game", 3: "Video game, arcade"}
 
 
 @pytest.mark.parametrize(
@@ -154,11 +149,55 @@ def test_vocabulary_reads_the_official_columns(tmp_path):
         ("Index,Name\n0,Game\nx,Car\n", "line 3: column Index: 'x'"),
         ("Index,Name\n0,Game\n0,Car\n", "line 3: column Index: class 0 is listed twice"),
         ("Index,TrainVideoCount,Name\n0,5\n", "line 2: 2 columns"),
-        ("", "the vocabulary is empty"),
+        ("", "the class-names CSV is empty"),
     ],
 )
 def test_vocabulary_errors(tmp_path, text, message):
     path = tmp_path / "vocabulary.csv"
     path.write_text(text)
     with pytest.raises(DataError, match=re.escape(message)):
-        load_vocabulary(path)
+        load_class_names(path)
+
+
+def test_jsonl_round_trip_and_errors_name_the_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    rows = [Prediction("a", [3, 1], [0.25, 0.75]), Prediction("b", [], [])]
+    write_jsonl(path, rows)
+    assert list(read_jsonl(path)) == [Prediction("a", [1, 3], [0.75, 0.25]), Prediction("b", [], [])]
+    path.write_text(
+        '{"id": "a", "classes": [1], "scores": [0.5]}\n{"id": "b", "classes": [-1], "scores": [1]}\n'
+    )
+    with pytest.raises(DataError, match=re.escape("line 2: video 'b': 'classes'")):
+        list(read_jsonl(path))
+    path.write_text("[1, 2]\n")
+    with pytest.raises(DataError, match="line 1: expected a JSON object"):
+        list(read_jsonl(path))
+
+
+def test_formats_are_plugins_and_read_back_what_they_write(tmp_path):
+    """`predict.formats` names registered formats: the engine's jsonl and the metrics plugin's kaggle-csv."""
+    from zoo.plugins import get_plugins
+
+    registry = get_plugins().registry("format")
+    assert {"jsonl", "kaggle-csv"} <= set(registry.names())
+    rows = [Prediction("v1", [4, 2], [0.5, 0.25]), Prediction("v2", [0], [1.0])]
+    for name in ("jsonl", "kaggle-csv"):
+        fmt = registry.get(name).cls
+        path = tmp_path / f"predictions{fmt.suffix}"
+        fmt(fmt.Config()).write(path, rows, {4: "four"})
+        assert list(fmt(fmt.Config()).read(path)) == rows, name
+
+
+def test_predict_writes_every_configured_format(tmp_path):
+    from zoo.config import load_config
+    from zoo.engine.commands.workflow import write_predictions
+
+    rows = [Prediction("v1", [4, 2], [0.5, 0.25])]
+    cfg = load_config(model="nextvlad", overrides=["dataset.preset=yt8m", "predict.formats=[jsonl]"])
+    assert [p.name for p in write_predictions(tmp_path / "a", rows, cfg)] == ["predictions.jsonl"]
+    cfg = load_config(
+        model="nextvlad", overrides=["dataset.preset=yt8m", "predict.formats=[jsonl,kaggle-csv]"]
+    )
+    written = write_predictions(tmp_path / "b", rows, cfg)
+    assert sorted(p.name for p in written) == ["predictions.csv", "predictions.jsonl"]
+    assert (tmp_path / "b" / "predictions.csv").read_text().splitlines()[1] == "v1,4 0.5 2 0.25"

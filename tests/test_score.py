@@ -9,12 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+from zoo_yt8m_metrics.kaggle import write_kaggle_csv
 from zoo_yt8m_metrics.score import score_predictions
 
 import zoo
 from zoo.cli import main as zoo_main
+from zoo.contracts import Prediction
+from zoo.engine.predictions import top_k
 from zoo.errors import DataError
-from zoo.predictions import Prediction, top_k, write_kaggle_csv
 
 CLASSES = 12
 
@@ -57,7 +59,7 @@ def predictions_for(ids, scores, k=5) -> list[Prediction]:
 
 
 def expected_metrics(scores, labels, k=5) -> dict:
-    metric = zoo.build_metric("yt8m", num_classes=CLASSES, top_k=k)
+    metric = zoo.build_metric("yt8m", num_classes=CLASSES, features={"rgb": 1}, top_k=k)
     metric.update(scores, labels)
     return metric.compute()
 
@@ -191,3 +193,26 @@ def test_cli_exit_codes(tmp_path, capsys):
     write_kaggle_csv(good, predictions_for(ids, scores))
     assert zoo_main(["score", "--predictions", str(good), "--data", str(tmp_path / "missing.tfrecord")]) == 1
     assert "missing.tfrecord" in capsys.readouterr().err
+
+
+def test_score_in_a_subprocess_never_imports_paddle(tmp_path):
+    """`zoo score` is a base-install command: scoring a prediction file must not load the framework."""
+    ids, labels, scores = make_videos(12)
+    data = tmp_path / "validate"
+    data.mkdir()
+    write_records(data / "validate0000.tfrecord", ids, labels)
+    pred = tmp_path / "pred.csv"
+    write_kaggle_csv(pred, predictions_for(ids, scores))
+    probe = (
+        "import sys\n"
+        "from zoo.cli import main\n"
+        f"code = main(['score', '--predictions', {str(pred)!r}, '--data', {str(data)!r}, "
+        f"'--num-classes', '{CLASSES}', '--json'])\n"
+        "loaded = sorted(m for m in sys.modules if m == 'paddle' or m.startswith('paddle.'))\n"
+        "print('PADDLE', len(loaded), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "PADDLE 0" in done.stderr
+    assert json.loads(done.stdout)["num_videos"] == 12

@@ -33,9 +33,13 @@ ENV_DISABLE_EXTERNAL = "ZOO_DISABLE_EXTERNAL_PLUGINS"
 ENV_STRICT = "ZOO_STRICT_PLUGINS"
 
 
-def truthy(value: str | None) -> bool:
-    """An environment flag: 1, true, yes or on (any case) is set; anything else is not."""
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def truthy(value: str | None, *, strict: bool = False) -> bool:
+    """A flag (environment variable or CLI value): 1, true, yes or on (any case) is set. Anything else is
+    not, unless ``strict``: then only 0, false, no and off are, and other text is a ValueError."""
+    word = (value or "").strip().lower()
+    if strict and word not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ValueError(f"expected True or False, got {value!r}")
+    return word in {"1", "true", "yes", "on"}
 
 
 def _normalize(dist: str) -> str:

@@ -140,7 +140,8 @@ class NeXtVLADLayer(nn.Layer):
         assign_bias = paddle.matmul(bias.unsqueeze(0), self.cluster_weights).squeeze(0)  # [G*K]
         attention_weight = paddle.matmul(weight, self.group_attention.weight)  # [D, G]
         attention_bias = (
-            paddle.matmul(bias.unsqueeze(0), self.group_attention.weight).squeeze(0) + self.group_attention.bias
+            paddle.matmul(bias.unsqueeze(0), self.group_attention.weight).squeeze(0)
+            + self.group_attention.bias
         )
         if self.training:
             # batch statistics of the logits themselves (exact, only the matmul order differs)
@@ -193,7 +194,13 @@ class NeXtVLADLayer(nn.Layer):
         matrices; 0 for the expanded form). Elementwise work (softmax, BatchNorm, L2, masks) is not counted.
         The input needs no gradient, so no backward product with respect to the frames is counted.
         """
-        d, e, g, k, f = self.feature_size, self.expanded_size, self.groups, self.cluster_size, self.group_feature_size
+        d, e, g, k, f = (
+            self.feature_size,
+            self.expanded_size,
+            self.groups,
+            self.cluster_size,
+            self.group_feature_size,
+        )
         t = float(frames)
         vlad_bias = 2.0 * g * k * f  # [K, G] @ [G, F]
         sums = 2.0 * t * g * k  # ones[1, T] @ assignments[T, G*K]

@@ -118,6 +118,20 @@ class DataCommand:
         )
         p.add_argument("--retries", type=int, default=4, help="attempts per file after the first (default 4)")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
+        p.add_argument(
+            "--max-file-mb",
+            type=float,
+            default=16384,
+            metavar="MB",
+            help="largest file accepted when the server does not announce its size (default 16384)",
+        )
+        p.add_argument(
+            "--stall-seconds",
+            type=float,
+            default=120.0,
+            metavar="S",
+            help="end (and retry) a transfer slower than 4 KB/s over this many seconds (default 120)",
+        )
         p.add_argument("--dry-run", action="store_true", help="print what would be downloaded and exit")
 
         p = sub.add_parser(
@@ -200,8 +214,13 @@ def _download(args: argparse.Namespace) -> int:
     from zoo_yt8m_data.download import download, parse_shard
 
     shard = parse_shard(args.shard)
-    if args.retries < 0 or args.timeout <= 0:
-        raise UsageError("--retries must be >= 0 and --timeout > 0")
+    from zoo.fetch import Limits
+
+    if args.retries < 0 or args.timeout <= 0 or args.max_file_mb <= 0 or args.stall_seconds <= 0:
+        raise UsageError("--retries must be >= 0; --timeout, --max-file-mb and --stall-seconds must be > 0")
+    limits = Limits(
+        timeout=args.timeout, max_bytes=int(args.max_file_mb * 2**20), stall_seconds=args.stall_seconds
+    )
     result = download(
         args.partition,
         args.output,
@@ -209,7 +228,7 @@ def _download(args: argparse.Namespace) -> int:
         mirror=args.mirror,
         base_url=args.base_url,
         retries=args.retries,
-        timeout=args.timeout,
+        limits=limits,
         dry_run=args.dry_run,
     )
     return 0 if result.ok else 1

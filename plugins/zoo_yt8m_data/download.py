@@ -11,29 +11,33 @@ What ``curl data.yt8m.org/download.py | partition=2/frame/train mirror=us python
 - a file already present with the right md5 is skipped; a download goes to ``.NAME.partial`` (continued with
   an HTTP Range request after an interruption), is md5-checked, and only then renamed to its final name:
   a file under its final name is always complete and verified. A file whose md5 does not match is deleted
-  and fetched again (with backoff); if it keeps failing, the run ends with exit code 1 naming it.
+  and fetched again (with backoff); if it keeps failing, the run ends with exit code 1 naming it;
+- the plan is checked before anything is fetched: every entry must be a plain official file name (letters,
+  digits, ``_.-``, ending in ``.tfrecord``), so every file, ``.partial`` ones included, stays inside
+  ``--output``; each transfer is bounded (:mod:`zoo.fetch`: its Content-Length, ``--max-file-mb``, a stall rule).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import sys
-import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import DataError, UsageError
+from zoo.fetch import DEFAULT_LIMITS, Limits, PermanentError, file_digest, open_url, retrying, transfer
 
 OFFICIAL_PLAN_BASE = "http://data.yt8m.org"
 MIRRORS = ("us", "eu", "asia")
+PLAN_MAX_BYTES = 64 << 20  # the largest official plan is about 1 MB
 CODE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_CHUNK = 1 << 20
 _NAME = re.compile(r"^(?P<prefix>.*?)(?P<code>[a-zA-Z0-9]{2})\.tfrecord$")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}\.tfrecord")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -68,19 +72,11 @@ def in_shard(name: str, shard: tuple[int, int]) -> bool:
 def local_name(remote: str) -> str:
     """``traineh.tfrecord`` -> ``train0293.tfrecord`` (e=4, h=7: 4 * 62 + 7); other names are kept."""
     match = _NAME.match(remote)
-    if not match or "/" in remote:
-        return os.path.basename(remote)
+    if not match:
+        return remote
     code = match["code"]
     index = CODE_ALPHABET.index(code[0]) * len(CODE_ALPHABET) + CODE_ALPHABET.index(code[1])
     return f"{match['prefix']}{index:04d}.tfrecord"
-
-
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -95,56 +91,56 @@ class DownloadResult:
         return not self.failed
 
 
-class _Progress:
-    """A plain-text progress line on stderr (redrawn in place on a terminal, one line per file otherwise)."""
-
-    def __init__(self, total_files: int) -> None:
-        self.total = total_files
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(
-        self, index: int, name: str, done: int, size: int | None, started: float, *, final: bool = False
-    ) -> None:
-        now = time.monotonic()
-        if not final and (not self.tty or now - self.last < 0.2):
-            return
-        self.last = now
-        rate = done / max(now - started, 1e-6) / 1e6
-        if size:
-            width = 24
-            filled = int(width * done / size)
-            bar = f"[{'#' * filled}{'.' * (width - filled)}] {100 * done / size:5.1f}% of {size / 1e6:.1f} MB"
-        else:
-            bar = f"{done / 1e6:.1f} MB"
-        line = f"[{index}/{self.total}] {name} {bar} {rate:.1f} MB/s"
-        if self.tty:
-            print("\r" + line + " " * 4, end="\n" if final else "", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def message(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
-class _Permanent(Exception):
-    """A failure that retrying will not fix (HTTP 404, ...)."""
+def _read_plan_text(url: str, limits: Limits, retries: int, backoff: float) -> str:
+    def get() -> str:
+        with open_url(url, limits.timeout) as response:
+            body = response.read(PLAN_MAX_BYTES + 1)
+        if len(body) > PLAN_MAX_BYTES:
+            raise PermanentError(f"{url} is larger than {PLAN_MAX_BYTES} bytes; not a download plan")
+        return body.decode("utf-8", errors="replace")
 
-
-def _open(url: str, timeout: float, offset: int = 0):
-    request = urllib.request.Request(url, headers={"User-Agent": "yt8m-zoo"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) URLs built above
-    except urllib.error.HTTPError as exc:
-        if 400 <= exc.code < 500 and exc.code not in (408, 416, 429):
-            raise _Permanent(f"HTTP {exc.code} {exc.reason} for {url}") from None
-        raise
+        return retrying(get, retries=retries, backoff=backoff)
+    except PermanentError as exc:
+        raise DataError(f"download plan {url}: {exc}; check --partition (and --base-url)") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DataError(
+            f"download plan {url}: {exc}; check the network (or --base-url) and try again"
+        ) from None
+
+
+def parse_plan(text: str, source: str, plan_path: Path | None = None) -> dict[str, str]:
+    """``{remote name: md5}`` from a plan's JSON text; a :class:`DataError` names the first bad entry.
+
+    Names must be plain official file names (letters, digits, ``_.-``, ending in ``.tfrecord``): a name
+    with a directory part, or ``..``, could make the server's bytes land outside ``--output``.
+    """
+    hint = f"; delete {plan_path} if it is a damaged local copy" if plan_path is not None else ""
+    try:
+        plan = json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"download plan {source}: not JSON ({exc}){hint}") from None
+    files = plan.get("files") if isinstance(plan, dict) else None
+    if not isinstance(files, dict):
+        raise DataError(f'download plan {source}: expected {{"files": {{name: md5}}}}{hint}')
+    for name, md5 in files.items():
+        if not _PLAIN_NAME.fullmatch(name) or name.startswith("."):
+            raise DataError(
+                f"download plan {source}: entry {name[:80]!r} is not a plain file name (letters, digits, "
+                f"_.-, ending in .tfrecord); refusing the plan so that nothing is written outside the "
+                f"output folder{hint}"
+            )
+        if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+            raise DataError(f"download plan {source}: entry {name!r}: {str(md5)[:40]!r} is not an md5{hint}")
+    return files
 
 
 def fetch_plan(
-    partition: str, output: Path, *, base_url: str | None, timeout: float, retries: int, backoff: float
+    partition: str, output: Path, *, base_url: str | None, limits: Limits, retries: int, backoff: float
 ) -> dict[str, str]:
     """The plan ``{remote name: md5}``: the saved copy if present, else downloaded and saved atomically."""
     from zoo.atomic import atomic_write_text
@@ -152,81 +148,33 @@ def fetch_plan(
     version, kind, split = parse_partition(partition)
     plan_path = output / f"{partition.strip('/').replace('/', '_')}_download_plan.json"
     if plan_path.is_file():
-        text = plan_path.read_text()
-        source = str(plan_path)
+        try:
+            text = plan_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(
+                f"download plan {plan_path}: cannot be read ({exc}); delete it to fetch it again"
+            ) from None
+        files = parse_plan(text, str(plan_path), plan_path)
     else:
         url = f"{(base_url or OFFICIAL_PLAN_BASE).rstrip('/')}/{version}/download_plans/{kind}_{split}.json"
-        text = None
-        for attempt in range(retries + 1):
-            try:
-                with _open(url, timeout) as response:
-                    text = response.read().decode("utf-8")
-                break
-            except _Permanent as exc:
-                raise DataError(f"download plan {url}: {exc}; check --partition (and --base-url)") from None
-            except (urllib.error.URLError, OSError) as exc:
-                if attempt == retries:
-                    raise DataError(
-                        f"download plan {url}: {exc}; check the network (or --base-url) and try again"
-                    ) from None
-                time.sleep(backoff * 2**attempt)
-        source = url
-    try:
-        plan = json.loads(text)
-        files = plan["files"]
-        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            raise TypeError("files is not a mapping of names to md5 strings")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(
-            f"download plan {source}: not a valid plan ({exc}); delete {plan_path} if it is a "
-            f"damaged local copy"
-        ) from None
-    if not plan_path.is_file():
+        text = _read_plan_text(url, limits, retries, backoff)
+        files = parse_plan(text, url)
         atomic_write_text(plan_path, text)
     return files
 
 
-def _download_one(
-    url: str, target: Path, md5: str, *, timeout: float, progress: _Progress, index: int
-) -> int:
+def _download_one(url: str, target: Path, md5: str, *, limits: Limits, label: str) -> int:
     """Fetch ``url`` into ``target`` via a partial file; returns bytes fetched. Raises on any failure."""
     partial = target.with_name(f".{target.name}.partial")
-    offset = partial.stat().st_size if partial.exists() else 0
-    if offset and file_md5(partial) == md5:  # complete, interrupted just before the rename
+    if partial.exists() and file_digest(partial, "md5") == md5:  # complete, interrupted before the rename
         os.replace(partial, target)
         return 0
-    started = time.monotonic()
-    fetched = 0
-    try:
-        response = _open(url, timeout, offset)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:
-            partial.unlink()
-            raise OSError("the server refused to resume the partial file; starting over") from None
-        raise
-    with response:
-        status = getattr(response, "status", 200)
-        if offset and status != 206:
-            offset = 0  # the server ignored the Range request: start over
-        length = response.headers.get("Content-Length")
-        size = int(length) + offset if length and length.isdigit() else None
-        with open(partial, "ab" if offset else "wb") as out:
-            done = offset
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                done += len(chunk)
-                fetched += len(chunk)
-                progress.update(index, target.name, done, size, started)
-            out.flush()
-            os.fsync(out.fileno())
-    if size is not None and done != size:
-        raise OSError(f"connection closed after {done} of {size} bytes")
-    actual = file_md5(partial)
+    fetched = transfer(url, partial, limits=limits, resume=True, label=label)
+    actual = file_digest(partial, "md5")
     if actual != md5:
         partial.unlink()
         raise ValueError(f"md5 mismatch (got {actual}, the plan says {md5}): the file arrived damaged")
     os.replace(partial, target)
-    progress.update(index, target.name, done, size, started, final=True)
     return fetched
 
 
@@ -238,7 +186,7 @@ def download(
     mirror: str = "us",
     base_url: str | None = None,
     retries: int = 4,
-    timeout: float = 60.0,
+    limits: Limits = DEFAULT_LIMITS,
     backoff: float = 1.0,
     dry_run: bool = False,
 ) -> DownloadResult:
@@ -251,56 +199,58 @@ def download(
     parse_partition(partition)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    plan = fetch_plan(partition, out, base_url=base_url, timeout=timeout, retries=retries, backoff=backoff)
+    plan = fetch_plan(partition, out, base_url=base_url, limits=limits, retries=retries, backoff=backoff)
     selected = sorted(name for name in plan if in_shard(name, shard))
     files_base = (
         (base_url.rstrip("/") if base_url else f"http://{mirror}.data.yt8m.org") + "/" + partition.strip("/")
     )
     locals_ = {name: local_name(name) for name in selected}
-    clash = len(set(locals_.values())) != len(locals_)
-    if clash:
-        locals_ = {name: os.path.basename(name) for name in selected}
-    progress = _Progress(len(selected))
+    if len(set(locals_.values())) != len(locals_):
+        locals_ = {name: name for name in selected}
     result = DownloadResult()
     if dry_run:
         for name in selected:
             print(f"{files_base}/{name} -> {out / locals_[name]} (md5 {plan[name]})")
-        progress.message(f"{len(selected)} of {len(plan)} files in shard {shard[0]},{shard[1]}")
+        _say(f"{len(selected)} of {len(plan)} files in shard {shard[0]},{shard[1]}")
         return result
-    progress.message(
-        f"{partition}: {len(selected)} of {len(plan)} files (shard {shard[0]},{shard[1]}) into {out}"
-    )
+    _say(f"{partition}: {len(selected)} of {len(plan)} files (shard {shard[0]},{shard[1]}) into {out}")
     for i, name in enumerate(selected, 1):
         target = out / locals_[name]
         md5 = plan[name].lower()
         if target.is_file():
-            if file_md5(target) == md5:
+            if file_digest(target, "md5") == md5:
                 result.present.append(target.name)
                 continue
-            progress.message(f"{target}: md5 does not match the plan; downloading it again")
+            _say(f"{target}: md5 does not match the plan; downloading it again")
             target.unlink()
         url = f"{files_base}/{name}"
-        for attempt in range(retries + 1):
-            try:
-                result.bytes += _download_one(url, target, md5, timeout=timeout, progress=progress, index=i)
-                result.downloaded.append(target.name)
-                break
-            except _Permanent as exc:
-                result.failed.append((target.name, str(exc)))
-                progress.message(f"{target.name}: {exc}")
-                break
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = str(getattr(exc, "reason", exc))
-                if attempt == retries:
-                    result.failed.append((target.name, f"{reason} (after {retries + 1} attempts)"))
-                    progress.message(f"{target.name}: giving up: {reason}")
-                else:
-                    wait = backoff * 2**attempt
-                    progress.message(
-                        f"{target.name}: {reason}; retrying in {wait:.1f}s ({attempt + 1}/{retries})"
-                    )
-                    time.sleep(wait)
-    progress.message(
+
+        def retry_note(exc: Exception, attempt: int, wait: float, name: str = target.name) -> None:
+            _say(f"{name}: {getattr(exc, 'reason', exc)}; retrying in {wait:.1f}s ({attempt}/{retries})")
+
+        try:
+            result.bytes += retrying(
+                functools.partial(
+                    _download_one,
+                    url,
+                    target,
+                    md5,
+                    limits=limits,
+                    label=f"[{i}/{len(selected)}] {target.name}",
+                ),
+                retries=retries,
+                backoff=backoff,
+                on_retry=retry_note,
+            )
+            result.downloaded.append(target.name)
+        except PermanentError as exc:
+            result.failed.append((target.name, str(exc)))
+            _say(f"{target.name}: {exc}")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+            result.failed.append((target.name, f"{reason} (after {retries + 1} attempts)"))
+            _say(f"{target.name}: giving up: {reason}")
+    _say(
         f"done: {len(result.downloaded)} downloaded ({result.bytes / 1e6:.1f} MB), "
         f"{len(result.present)} already present and verified, {len(result.failed)} failed"
     )

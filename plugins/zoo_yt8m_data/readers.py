@@ -301,7 +301,9 @@ class FrameFeatureReader(_YT8MReader):
                 elif len(frames) != n:
                     first = next(iter(self.features))
                     raise WireError(f"feature {name!r} has {len(frames)} frames but {first!r} has {n}")
-                record[name] = frames[: self.max_frames]
+                # A view would keep the whole record alive (all its frames) while the video waits in the
+                # shuffle buffer: a long video keeps a copy of its first max_frames frames only.
+                record[name] = frames if len(frames) <= self.max_frames else frames[: self.max_frames].copy()
             self._extra(payload, context, record)
         except WireError as exc:
             self.bad_record(path, index, str(exc), video=video)

@@ -26,13 +26,13 @@ import io
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zoo.progress import Progress
 from zoo_yt8m_data.tfrecord import frame
 from zoo_yt8m_data.wire import encode_sequence_example
 
@@ -238,7 +238,6 @@ def generate(
     spec.check()
     out = Path(output)
     world = World(spec)
-    started = time.perf_counter()
     manifest: dict[str, Any] = {
         "format": "yt8m-zoo-synth",
         "version": SAMPLE_VERSION,
@@ -256,6 +255,7 @@ def generate(
         shards = spec.shards(split)
         bounds = np.linspace(0, total, shards + 1).astype(int)
         paths = []
+        bar = Progress(f"synth {split}", shards, unit="shard", enabled=progress)
         for s in range(shards):
             data, label_sets = _shard_records(
                 world, spec, split, s, int(bounds[s]), int(bounds[s + 1] - bounds[s])
@@ -271,11 +271,9 @@ def generate(
             if split == "train":
                 for labels in label_sets:
                     train_counts[labels] += 1
-            if progress:
-                print(f"\rsynth: {split} shard {s + 1}/{shards}", end="", file=sys.stderr, flush=True)
+            bar.update(1)
+        bar.close()
         manifest["splits"][split] = paths
-    if progress:
-        print(f"\rsynth: done in {time.perf_counter() - started:.1f}s" + " " * 20, file=sys.stderr)
     atomic_write_text(out / "vocabulary.csv", vocabulary_csv(world, train_counts))
     manifest["vocabulary"] = "vocabulary.csv"
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))

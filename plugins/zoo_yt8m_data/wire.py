@@ -23,8 +23,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from zoo.errors import DataError
 
-class WireError(ValueError):
+
+class WireError(DataError, ValueError):
     """The bytes are not the protobuf message they should be."""
 
 
@@ -208,15 +210,6 @@ def _parse_sequence_example_general(
     return context, lists
 
 
-def feature_kind(buf: bytes, start: int, end: int) -> str:
-    """ "bytes", "float", "int64" or "empty" for the Feature message at ``buf[start:end]``."""
-    kind = "empty"
-    for number, wire, _s, _e in _fields(buf, start, end):
-        if wire == _WIRE_LEN and number in (1, 2, 3):
-            kind = ("bytes", "float", "int64")[number - 1]
-    return kind
-
-
 def decode_feature(buf: bytes, start: int, end: int) -> tuple[str, FeatureValue]:
     """(kind, values) of the Feature message at ``buf[start:end]``; the last oneof member present wins."""
     fast = _decode_feature_canonical(buf, start, end)
@@ -347,16 +340,6 @@ def _decode_frames_general(buf: bytes, start: int, end: int, size: int) -> np.nd
     if not frames:
         return np.zeros((0, size), np.uint8)
     return np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), size)
-
-
-def frame_sizes(buf: bytes, start: int, end: int) -> list[int]:
-    """Byte length of each frame of a FeatureList (for error messages and inspection of odd files)."""
-    sizes = []
-    for number, wire, s, e in _fields(buf, start, end):
-        if number == 1 and wire == _WIRE_LEN:
-            kind, values = decode_feature(buf, s, e)
-            sizes.append(sum(len(v) for v in values) if kind == "bytes" else -1)
-    return sizes
 
 
 # ---------------------------------------------------------------------------------------------------------

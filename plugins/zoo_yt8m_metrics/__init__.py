@@ -2,7 +2,7 @@
 
 Metrics: ``yt8m`` (GAP@k, Hit@1, PERR, mAP, loss; :class:`zoo_yt8m_metrics.video.Yt8mMetric`) and
 ``yt8m-segment`` (2019 segment-level mAP; :class:`zoo_yt8m_metrics.segment.SegmentMetric`).
-Command: ``zoo score`` (:class:`zoo_yt8m_metrics.score.ScoreCommand`). Definitions: docs/metrics.md.
+Prediction format: ``kaggle-csv`` (:mod:`zoo_yt8m_metrics.kaggle`). Command: ``zoo score`` (:class:`zoo_yt8m_metrics.score.ScoreCommand`). Definitions: docs/metrics.md.
 Registration is by path: ``zoo score`` and ``zoo --help`` never import paddle.
 """
 
@@ -15,6 +15,15 @@ def zoo_register_metrics(register) -> None:
         f"{__name__}.video:Yt8mMetric", name="yt8m", summary="GAP@k, Hit@1, PERR, mAP and loss (YouTube-8M)"
     )
     register(f"{__name__}.segment:SegmentMetric", name="yt8m-segment", summary="2019 segment-level mAP")
+
+
+@hookimpl
+def zoo_register_formats(register) -> None:
+    register(
+        f"{__name__}.kaggle:KaggleCsvFormat",
+        name="kaggle-csv",
+        summary="Kaggle submission CSV (VideoId,LabelConfidencePairs)",
+    )
 
 
 @hookimpl

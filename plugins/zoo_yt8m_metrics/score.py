@@ -20,7 +20,7 @@ import numpy as np
 
 from zoo.config import DatasetSpec
 from zoo.errors import DataError, UsageError
-from zoo.predictions import check_classes, iter_kaggle_csv
+from zoo_yt8m_metrics.kaggle import check_classes, iter_kaggle_csv
 from zoo_yt8m_metrics.video import Yt8mMetric, Yt8mMetricConfig
 
 BATCH = 512
@@ -204,9 +204,8 @@ class ScoreCommand:
         parser.add_argument(
             "--num-classes",
             type=int,
-            default=3862,  # YouTube-8M 2018
             metavar="N",
-            help="number of classes (default %(default)s)",
+            help="number of classes (default: the yt8m dataset preset's, 3862)",
         )
         parser.add_argument(
             "--top-k",
@@ -224,19 +223,22 @@ class ScoreCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import zoo
-        from zoo.predictions import load_vocabulary
+        from zoo.engine.predictions import load_class_names
 
+        if args.num_classes is None:
+            from zoo.plugins import get_plugins
+
+            args.num_classes = get_plugins().dataset("yt8m").spec.num_classes
         if args.num_classes < 1:
             raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
         if args.top_k < 1:
             raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
         if args.vocabulary and not args.per_class:
             raise UsageError("--vocabulary names the classes of --per-class; give --per-class CSV too")
-        vocabulary = load_vocabulary(args.vocabulary) if args.vocabulary else None
+        vocabulary = load_class_names(args.vocabulary) if args.vocabulary else None
         # features={}: only ids and labels are needed, so the reader skips decoding the frames.
-        reader = zoo.build_reader(
-            args.reader, paths=list(args.data), num_classes=args.num_classes, features={}
-        )
+        spec = DatasetSpec(num_classes=args.num_classes, features={})
+        reader = zoo.build_reader(args.reader, paths=list(args.data), spec=spec)
         report = score_predictions(
             args.predictions, reader_videos(reader), num_classes=args.num_classes, top_k=args.top_k
         )

@@ -2,7 +2,8 @@
 
 The seed's workflow kept hand-written lists of absolute paths (``train.list``: one path per line); those
 still work, next to directories and glob patterns. A path that matches nothing, an empty list file and a
-file named twice are errors that say which entry caused them.
+file named twice are errors that say which entry caused them; so is a FIFO or device (refused before it is
+opened: a read from one can block forever).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import stat
 from collections.abc import Callable, Sequence
 
 from zoo.errors import DataError
@@ -20,6 +22,19 @@ _GLOB_CHARS = set("*?[")
 
 def is_glob(path: str) -> bool:
     return any(c in _GLOB_CHARS for c in path)
+
+
+def check_regular(path: str, source: str) -> None:
+    """Refuse a FIFO, socket or device before anything opens it: reading one can block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}; {source})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(
+            f"{path}: not a regular file (a FIFO, socket or device; {source}); name data files, directories, "
+            f"glob patterns or .list files"
+        )
 
 
 def read_list_file(path: str) -> list[str]:
@@ -113,6 +128,7 @@ def expand_paths(
                 raise DataError(f"{entry}: list files nested more than 8 deep (a list that names itself?)")
             if not os.path.exists(entry):
                 raise DataError(f"list file {entry} does not exist ({source})")
+            check_regular(entry, f"list file, {source}")
             items = read_list_file(entry)
             if not items:
                 raise DataError(f"list file {entry} is empty: it should hold one path per line")
@@ -121,6 +137,7 @@ def expand_paths(
             return
         if not os.path.exists(entry):
             raise DataError(f"{entry}: no such file or directory ({source})")
+        check_regular(entry, source)
         add(entry, source)
 
     for path in paths:

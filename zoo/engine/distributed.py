@@ -85,13 +85,6 @@ def all_sum(values: list[float], ctx: DistContext) -> list[float]:
     return [float(v) for v in t.numpy()]
 
 
-def all_true(flag: bool, ctx: DistContext) -> bool:
-    """True when ``flag`` is true on every rank."""
-    if not ctx.distributed:
-        return flag
-    return all_sum([0.0 if flag else 1.0], ctx)[0] == 0.0
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         import paddle.distributed as dist

@@ -27,7 +27,6 @@ came out wrong by up to 2.0), and with bf16 the ``operator_unsqueeze_onednn_fuse
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ import numpy as np
 from zoo.atomic import atomic_dir
 from zoo.config import ZooConfig
 from zoo.errors import UsageError, ZooError
+from zoo.fetch import sha256_file
 
 FORMAT = "yt8m-zoo-export"
 FORMAT_VERSION = 1
@@ -63,7 +63,6 @@ _BF16_PASSES_OFF = ("operator_unsqueeze_onednn_fuse_pass",)
 _ONEDNN_SHAPE_CACHE = 64  # oneDNN primitives are cached per input shape; T varies per batch, so bound it
 
 Frames = Literal["auto", "dynamic", "static"]
-Precision = Literal["fp32", "bf16", "fp16"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,15 +164,7 @@ def _check(directory: Path, metadata: dict[str, Any], model: Any, precision: str
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def export_model(
@@ -350,7 +341,7 @@ def _read_vocabulary(
     vocabulary: str | os.PathLike | None, cfg: ZooConfig
 ) -> tuple[dict[int, str], Path | None]:
     """--vocabulary, else the config's predict.vocabulary if that file exists; checked against the classes."""
-    from zoo.predictions import load_vocabulary
+    from zoo.engine.predictions import load_class_names
 
     if vocabulary is None:
         configured = cfg.predict.vocabulary
@@ -360,7 +351,7 @@ def _read_vocabulary(
     path = Path(vocabulary)
     if not path.is_file():
         raise UsageError(f"--vocabulary {path}: no such file (expected the YouTube-8M vocabulary.csv)")
-    mapping = load_vocabulary(path)
+    mapping = load_class_names(path)
     beyond = sorted(k for k in mapping if k >= cfg.dataset.num_classes)
     if beyond:
         raise UsageError(
@@ -453,7 +444,7 @@ def _check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) ->
                 f"{path} has {size} bytes, the export wrote {record.get('bytes')}: the file is "
                 f"damaged or from another export; {redo}"
             )
-        if verify_checksums and _sha256(path) != record.get("sha256"):
+        if verify_checksums and sha256_file(path) != record.get("sha256"):
             raise ZooError(
                 f"{path}: SHA-256 does not match {METADATA_FILE}: the file is damaged or from "
                 f"another export; {redo}"

@@ -101,24 +101,9 @@ class LaunchPlan:
 
 def gpu_count(requested: int, flag: str = "--gpus") -> int:
     """Check that this machine can run ``requested`` GPU processes; returns the visible GPU count."""
-    from zoo.engine.runtime import prepare_environment
+    from zoo.engine.runtime import visible_gpus
 
-    prepare_environment()
-    try:
-        import paddle
-    except ImportError:
-        raise UsageError("paddle is not installed: pip install 'yt8m-zoo[gpu]' (paddlepaddle-gpu)") from None
-    if not paddle.is_compiled_with_cuda():
-        raise UsageError(
-            f"{flag} {requested}: this paddle build has no CUDA support (paddlepaddle CPU build). Install "
-            f"paddlepaddle-gpu (pip install 'yt8m-zoo[gpu]'), or train on CPU processes with --cpu-procs N"
-        )
-    count = paddle.device.cuda.device_count()
-    if count == 0:
-        raise UsageError(
-            f"{flag} {requested}: paddle has CUDA support but sees no GPU; check the driver and "
-            f"CUDA_VISIBLE_DEVICES"
-        )
+    count = visible_gpus(f"{flag} {requested}", "train on CPU processes with --cpu-procs N")
     if requested > count:
         raise UsageError(
             f"{flag} {requested}: this machine has only {count} visible GPU(s); ask for at most "
@@ -309,7 +294,7 @@ def run(
 def _on_sigterm_interrupt() -> Any:
     """Turn SIGTERM into KeyboardInterrupt while a job runs (so the job is stopped, not orphaned)."""
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:

@@ -8,8 +8,8 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.engine import distributed
-from zoo.engine.progress import Progress
 from zoo.errors import DataError
+from zoo.progress import Progress
 
 
 def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any]:
@@ -145,8 +145,8 @@ def predict(
     ``scorer`` maps a batch (numpy dict) to probabilities ``[B, C]``: :func:`dygraph_scorer` for a paddle
     model, or an exported model's predictor.
     """
-    from zoo.predictions import Prediction
-    from zoo.predictions import top_k as best
+    from zoo.contracts import Prediction
+    from zoo.engine.predictions import top_k as best
 
     out: list[Prediction] = []
     bar = Progress("predict", unit="video", enabled=progress)

@@ -48,6 +48,30 @@ def prepare_environment() -> None:
     os.environ.setdefault("FLAGS_call_stack_level", "0")
 
 
+def visible_gpus(flag: str, otherwise: str) -> int:
+    """How many GPUs paddle sees; a usage error naming ``flag`` (and ``otherwise``: what to do instead)
+    when there is none: a CPU build of paddle, or no visible device."""
+    prepare_environment()
+    try:
+        import paddle
+    except ImportError:
+        raise UsageError(
+            f"{flag}: paddle is not installed: pip install 'yt8m-zoo[gpu]' (paddlepaddle-gpu)"
+        ) from None
+    if not paddle.is_compiled_with_cuda():
+        raise UsageError(
+            f"{flag}: this paddle build has no CUDA support (paddlepaddle CPU build). Install "
+            f"paddlepaddle-gpu (pip install 'yt8m-zoo[gpu]'), or {otherwise}"
+        )
+    count = paddle.device.cuda.device_count()
+    if count == 0:
+        raise UsageError(
+            f"{flag}: paddle has CUDA support but sees no GPU; check the driver and CUDA_VISIBLE_DEVICES, "
+            f"or {otherwise}"
+        )
+    return count
+
+
 def init_paddle(device: str = "cpu", threads: int | None = None):
     """Import paddle, select ``device`` ("cpu", "gpu" or "gpu:N") and use every available core on CPU."""
     prepare_environment()
@@ -59,17 +83,7 @@ def init_paddle(device: str = "cpu", threads: int | None = None):
         ) from None
     kind, _, index = device.partition(":")
     if kind == "gpu":
-        if not paddle.is_compiled_with_cuda():
-            raise UsageError(
-                "--device gpu: this paddle build has no CUDA support (paddlepaddle CPU build); "
-                "install paddlepaddle-gpu (pip install 'yt8m-zoo[gpu]') or use --device cpu"
-            )
-        count = paddle.device.cuda.device_count()
-        if count == 0:
-            raise UsageError(
-                "--device gpu: paddle has CUDA support but sees no GPU; check CUDA_VISIBLE_DEVICES "
-                "and the driver, or use --device cpu"
-            )
+        count = visible_gpus("--device gpu", "use --device cpu")
         if index and int(index) >= count:
             raise UsageError(f"--device {device}: only {count} GPU(s) visible (0..{count - 1})")
         paddle.set_device(

@@ -3,7 +3,8 @@
 Sources: a run directory or checkpoint written by ``zoo train`` (safetensors), a ``.safetensors`` file, a
 ``.pdparams`` pickle (ours from ``paddle.save``, or PaddleVideo 1.x's ``NEXTVLAD_final.pdparams`` whose
 parameter names the model plugin maps onto its own), a ``.tar.gz`` archive holding one of those, or an
-``http(s)://`` URL of any of them (downloaded once into the cache; see :func:`fetch`). Pickles are read with
+``http(s)://`` URL of any of them (downloaded once into the cache; see :func:`fetch`); archives are
+extracted into the cache under their content hash. Pickles are read with
 an unpickler that admits numpy arrays and plain containers only: a crafted file is refused before it can
 run anything.
 """
@@ -15,10 +16,8 @@ import os
 import pickle
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from zoo import safepickle
 from zoo.atomic import atomic_dir, atomic_path, atomic_write_text
 from zoo.errors import ZooError
+from zoo.fetch import PermanentError, retrying, sha256_file, transfer
 from zoo.paths import cache_dir
 
 ENV_RELEASED_URL = "ZOO_RELEASED_WEIGHTS_URL"
@@ -71,14 +71,6 @@ def _parse_checksum(url: str, sha256: str | None) -> tuple[str, str | None]:
     return url, (sha256.lower() if sha256 else None)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch(url: str, *, sha256: str | None = None, retries: int = 3, quiet: bool = False) -> Path:
     """Download ``url`` once into the cache and return the local file.
 
@@ -94,56 +86,35 @@ def fetch(url: str, *, sha256: str | None = None, retries: int = 3, quiet: bool 
     record = folder / (name + ".sha256")
     if target.exists():
         known = expected or (record.read_text().strip() if record.exists() else None)
-        actual = _sha256(target)
-        if known is None or actual == known:
+        if known is None or sha256_file(target) == known:
             return target
         if not quiet:
             print(f"cached {target} does not match the expected checksum; downloading again", file=sys.stderr)
-    last: Exception | None = None
-    for attempt in range(1, retries + 1):
-        try:
-            with atomic_path(target) as tmp:
-                _download(url, tmp, name, quiet=quiet)
-                actual = _sha256(tmp)
-                if expected and actual != expected:
-                    raise ZooError(
-                        f"{url}: SHA-256 {actual} does not match the expected {expected}; the file was not kept"
-                    )
-            atomic_write_text(record, actual + "\n")
-            return target
-        except ZooError:
-            raise
-        except (urllib.error.URLError, OSError, ConnectionError) as exc:
-            last = exc
-            if attempt < retries:
-                time.sleep(min(2.0 ** (attempt - 1), 8.0))
-    raise ZooError(f"could not download {url} after {retries} attempts: {last}")
 
+    def attempt() -> str:
+        with atomic_path(target) as tmp:
+            transfer(url, tmp, label=f"downloading {name}", quiet=quiet)
+            actual = sha256_file(tmp)
+            if expected and actual != expected:
+                raise ZooError(
+                    f"{url}: SHA-256 {actual} does not match the expected {expected}; the file was not kept"
+                )
+        return actual
 
-def _download(url: str, dest: Path, name: str, *, quiet: bool) -> None:
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        done = 0
-        last_print = 0.0
-        while True:
-            chunk = response.read(1 << 20)
-            if not chunk:
-                break
-            out.write(chunk)
-            done += len(chunk)
-            now = time.monotonic()
-            if not quiet and now - last_print > 0.5:
-                last_print = now
-                share = f" ({100 * done / total:.0f}%)" if total else ""
-                print(f"\rdownloading {name}: {done / 1e6:.1f} MB{share}", end="", file=sys.stderr)
-        if total and done != total:
-            raise OSError(f"connection closed after {done} of {total} bytes")
-    if not quiet:
-        print(f"\rdownloaded {url} ({done / 1e6:.1f} MB)" + " " * 10, file=sys.stderr)
+    try:
+        actual = retrying(attempt, retries=retries - 1, backoff=1.0)
+    except PermanentError as exc:
+        raise ZooError(f"could not download {url}: {exc}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ZooError(f"could not download {url} after {retries} attempts: {exc}") from None
+    atomic_write_text(record, actual + "\n")
+    return target
 
 
 def _unpack(archive: Path) -> Path:
-    dest = archive.with_name(archive.name + ".d")
+    """The archive's contents, extracted once into the cache under the archive's SHA-256: never beside the
+    user's file, and a changed archive (new content, same name) gets a folder of its own."""
+    dest = cache_dir("weights", "unpacked") / sha256_file(archive)
     if dest.is_dir():
         return dest
     try:
@@ -157,7 +128,7 @@ def _unpack(archive: Path) -> Path:
                             f"{archive}: refusing archive member {member.name!r} outside the archive"
                         )
                 tar.extractall(tmp)
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OSError) as exc:
         raise ZooError(f"{archive}: not a readable tar archive ({exc})") from None
     return dest
 

@@ -1,4 +1,4 @@
-"""The engine's commands and callbacks, registered through the ``yt8m_zoo`` entry-point group like a
+"""The engine's commands, callbacks and the ``jsonl`` prediction format, registered through the ``yt8m_zoo`` entry-point group like a
 third party's plugin. Targets are ``"module:Class"`` paths: nothing here imports the engine or paddle."""
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ CALLBACKS = {
     ),
 }
 
+FORMATS = {
+    "jsonl": ("zoo.engine.predictions:JsonLinesFormat", "JSON lines: id, classes, scores (and class names)"),
+}
+
 
 @hookimpl
 def zoo_register_commands(register) -> None:
@@ -46,4 +50,10 @@ def zoo_register_commands(register) -> None:
 @hookimpl
 def zoo_register_callbacks(register) -> None:
     for name, (target, summary) in CALLBACKS.items():
+        register(target, name=name, summary=summary)
+
+
+@hookimpl
+def zoo_register_formats(register) -> None:
+    for name, (target, summary) in FORMATS.items():
         register(target, name=name, summary=summary)

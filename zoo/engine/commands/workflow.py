@@ -13,17 +13,16 @@ from zoo.config import ZooConfig
 from zoo.engine.commands.arguments import add_config_arguments, config_from_args
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
+from zoo.plugins import truthy
 
 prepare_environment()  # the engine starts: before any plugin imports paddle
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+def true_or_false(text: str) -> bool:
+    try:
+        return truthy(text, strict=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_data_argument(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +155,7 @@ class TrainCommand:
             "--fix_random_seed",
             "--fix-random-seed",
             dest="fix_random_seed",
-            type=_bool,
+            type=true_or_false,
             metavar="True|False",
             help="reproducible run with train.seed (default True)",
         )
@@ -224,9 +223,9 @@ def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cf
     if hasattr(metric, "write_per_class_csv"):
         vocabulary = None
         if cfg.predict.vocabulary:
-            from zoo.predictions import load_vocabulary
+            from zoo.engine.predictions import load_class_names
 
-            vocabulary = load_vocabulary(cfg.predict.vocabulary)
+            vocabulary = load_class_names(cfg.predict.vocabulary)
         per_class = out_dir / "per_class_ap.csv"
         metric.write_per_class_csv(per_class, vocabulary)
         written.append(per_class)
@@ -260,15 +259,21 @@ class EvalCommand:
         return 0
 
 
-def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig, top_k: int) -> list[Path]:
-    from zoo.predictions import load_vocabulary, write_jsonl, write_kaggle_csv
+def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> list[Path]:
+    """Write ``predictions`` once per format of ``predict.formats`` (``predictions`` + the format's suffix)."""
+    from zoo.engine.predictions import load_class_names
+    from zoo.plugins import get_plugins
 
-    vocabulary = load_vocabulary(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
+    registry = get_plugins().registry("format")
+    formats = [registry.get(name).cls for name in cfg.predict.formats]  # unknown name: PluginError
+    class_names = load_class_names(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, jsonl_path = out_dir / "predictions.csv", out_dir / "predictions.jsonl"
-    write_kaggle_csv(csv_path, predictions)
-    write_jsonl(jsonl_path, predictions, vocabulary=vocabulary)
-    return [csv_path, jsonl_path]
+    written = []
+    for fmt in formats:
+        path = out_dir / f"predictions{fmt.suffix}"
+        fmt(fmt.Config()).write(path, predictions, class_names)
+        written.append(path)
+    return written
 
 
 class PredictCommand:
@@ -362,7 +367,7 @@ class PredictCommand:
             top_k=cfg.predict.top_k,
             batch_size=cfg.predict.batch_size,
         )
-        written = write_predictions(Path(args.output), predictions, cfg, cfg.predict.top_k)
+        written = write_predictions(Path(args.output), predictions, cfg)
         for p in predictions[:3]:
             print(f"{p.id}: " + ", ".join(f"{c}:{s:.3f}" for c, s in zip(p.classes[:5], p.scores[:5])))
         print(f"{len(predictions)} videos; wrote " + ", ".join(str(p) for p in written))
@@ -409,7 +414,7 @@ class RunCommand:
             top_k=cfg.predict.top_k,
             batch_size=cfg.predict.batch_size,
         )
-        written += write_predictions(run_dir, predictions, cfg, cfg.predict.top_k)
+        written += write_predictions(run_dir, predictions, cfg)
         rows = [
             ["model", cfg.model_name],
             ["parameters", f"{result.parameters:,}"],

@@ -1,10 +1,8 @@
-"""Prediction files: the Kaggle CSV (``VideoId,LabelConfidencePairs``), JSON lines, and the class vocabulary.
+"""Predictions, format-independent: top-k selection, the JSON lines format and class names.
 
-Shared by ``zoo predict`` (writes them) and ``zoo score`` (reads them back). Every write is atomic; every
-reading error names the file, the line and what is wrong, so a bad submission is fixed in one go.
-
-Scores are written with 9 significant digits: exact for float32 probabilities, so reading a file back gives
-the same ranking (and the same GAP) as the scores it was written from.
+``zoo predict`` ranks each video's scores with :func:`top_k` and writes every format of
+``predict.formats`` (plugins add formats through ``zoo_register_formats``; the engine registers ``jsonl``).
+Every write is atomic; every reading error names the file, the line and what is wrong.
 """
 
 from __future__ import annotations
@@ -16,25 +14,16 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from zoo.atomic import atomic_path
+from zoo.contracts import Prediction
 from zoo.errors import DataError
 
-KAGGLE_HEADER = ("VideoId", "LabelConfidencePairs")
-VOCABULARY_COLUMNS = ("Index", "Name")  # the official file also has TrainVideoCount, KnowledgeGraphId, ...
-
-
-@dataclass
-class Prediction:
-    """The top classes of one video, best first."""
-
-    id: str
-    classes: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
+CLASS_NAME_COLUMNS = ("Index", "Name")
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,16 +135,8 @@ def _top_k_blocked(scores: np.ndarray, k: int, blocks: int) -> np.ndarray:
     return (low - (best_keys & low)).astype(np.int64)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Kaggle CSV
-
-
-def format_pairs(classes: Iterable[int], scores: Iterable[float]) -> str:
-    """``label score label score ...`` with 9 significant digits (float32 round-trips exactly)."""
-    return " ".join(f"{int(c)} {float(s):.9g}" for c, s in zip(classes, scores))
-
-
-def _sorted_row(row: Prediction, k: int | None) -> tuple[list[int], list[float]]:
+def sorted_row(row: Prediction, k: int | None = None) -> tuple[list[int], list[float]]:
+    """A row's classes and scores best first (equal scores: lowest class first), the first ``k`` only."""
     if len(row.classes) != len(row.scores):
         raise ValueError(
             f"prediction for {row.id!r}: {len(row.classes)} classes but {len(row.scores)} scores"
@@ -166,146 +147,6 @@ def _sorted_row(row: Prediction, k: int | None) -> tuple[list[int], list[float]]
     return [int(row.classes[i]) for i in order], [float(row.scores[i]) for i in order]
 
 
-def write_kaggle_csv(path: str | os.PathLike, rows: Iterable[Prediction], *, top_k: int | None = None) -> int:
-    """Write a Kaggle submission (header ``VideoId,LabelConfidencePairs``) atomically; returns the row count.
-
-    Each row lists its classes by score, highest first (the file format requires it); ``top_k`` keeps only
-    the first k. A video id containing a comma or a line break cannot be written (the format has no quoting).
-    """
-    count = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(",".join(KAGGLE_HEADER) + "\n")
-        for row in rows:
-            vid = str(row.id)
-            if not vid or any(ch in vid for ch in ",\r\n"):
-                raise ValueError(
-                    f"video id {vid!r} cannot be written to a Kaggle CSV (empty, or has , or newline)"
-                )
-            classes, scores = _sorted_row(row, top_k)
-            f.write(f"{vid},{format_pairs(classes, scores)}\n")
-            count += 1
-    return count
-
-
-def iter_kaggle_csv(path: str | os.PathLike) -> Iterator[tuple[int, str, list[int], list[float]]]:
-    """Yield ``(line number, video id, classes, scores)`` per row of a Kaggle CSV, checking each row.
-
-    Raises :class:`DataError` naming the file and line for a missing or wrong header, a row without
-    exactly one comma, an empty id, an odd number of tokens, a label that is not a non-negative integer,
-    a score that is not a finite number, or a class listed twice in one row. Duplicate ids are the
-    caller's to check (:func:`read_kaggle_csv` does).
-    """
-    path = Path(path)
-    try:
-        f = open(path, encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open the prediction file: {exc.strerror or exc}") from exc
-    with f:
-        try:
-            header = f.readline()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not a UTF-8 text file ({exc.reason}); expected a Kaggle CSV") from exc
-        fields = tuple(h.strip() for h in header.strip().split(","))
-        if fields != KAGGLE_HEADER:
-            raise DataError(
-                f"{path}: line 1: expected the header {','.join(KAGGLE_HEADER)!r}, found {header.strip()[:80]!r}; "
-                f"a Kaggle prediction file starts with that line"
-            )
-        line_no = 1
-        while True:
-            try:
-                line = f.readline()
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}: after line {line_no}: not valid UTF-8 ({exc.reason})") from exc
-            if not line:
-                return
-            line_no += 1
-            text = line.strip()
-            if not text:
-                continue
-            yield (line_no, *_parse_row(path, line_no, text))
-
-
-def _parse_row(path: Path, line_no: int, text: str) -> tuple[str, list[int], list[float]]:
-    where = f"{path}: line {line_no}"
-    parts = text.split(",")
-    if len(parts) != 2:
-        raise DataError(
-            f"{where}: expected 'VideoId,label score label score ...' (one comma), found "
-            f"{len(parts) - 1} commas in {text[:80]!r}"
-        )
-    vid, pairs = parts[0].strip(), parts[1].split()
-    if not vid:
-        raise DataError(f"{where}: the VideoId is empty")
-    if len(pairs) % 2:
-        raise DataError(
-            f"{where}: video {vid!r}: {len(pairs)} tokens after the comma; expected label/score "
-            f"pairs (an even number)"
-        )
-    classes: list[int] = []
-    scores: list[float] = []
-    for j in range(0, len(pairs), 2):
-        label, score = pairs[j], pairs[j + 1]
-        if not (label.isascii() and label.isdigit()):
-            raise DataError(
-                f"{where}: video {vid!r}: label {label!r} (pair {j // 2 + 1}) is not a non-negative "
-                f"integer class index"
-            )
-        try:
-            value = float(score)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise DataError(
-                f"{where}: video {vid!r}: score {score!r} (pair {j // 2 + 1}) is not a finite number"
-            )
-        classes.append(int(label))
-        scores.append(value)
-    if len(set(classes)) != len(classes):
-        seen: set[int] = set()
-        dup = next(c for c in classes if c in seen or seen.add(c))
-        raise DataError(f"{where}: video {vid!r}: class {dup} is listed twice; list each class once")
-    return vid, classes, scores
-
-
-def read_kaggle_csv(
-    path: str | os.PathLike, *, num_classes: int | None = None
-) -> dict[str, list[tuple[int, float]]]:
-    """``{video id: [(label, score), ...]}`` from a Kaggle CSV, in file order within each row.
-
-    Errors (:class:`DataError`) name the file and line: malformed rows, duplicate ids (both lines), and, when
-    ``num_classes`` is given, labels outside ``0 .. num_classes - 1``.
-    """
-    out: dict[str, list[tuple[int, float]]] = {}
-    first_line: dict[str, int] = {}
-    for line_no, vid, classes, scores in iter_kaggle_csv(path):
-        if vid in out:
-            raise DataError(
-                f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
-                f"{first_line[vid]}); keep one row per video"
-            )
-        if num_classes is not None:
-            check_classes(path, line_no, vid, classes, num_classes)
-        first_line[vid] = line_no
-        out[vid] = list(zip(classes, scores))
-    return out
-
-
-def check_classes(
-    path: str | os.PathLike, line_no: int, vid: str, classes: list[int], num_classes: int
-) -> None:
-    bad = [c for c in classes if c >= num_classes]
-    if bad:
-        raise DataError(
-            f"{path}: line {line_no}: video {vid!r}: class {bad[0]} is out of range; the dataset has "
-            f"{num_classes} classes (0 .. {num_classes - 1}); pass the right --num-classes"
-        )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# JSON lines
-
-
 def write_jsonl(
     path: str | os.PathLike,
     rows: Iterable[Prediction],
@@ -313,14 +154,14 @@ def write_jsonl(
     vocabulary: Mapping[int, str] | None = None,
     top_k: int | None = None,
 ) -> int:
-    """One JSON object per video: ``{"id", "classes", "scores"}`` (+ ``"names"`` with a vocabulary), atomic.
+    """One JSON object per video: ``{"id", "classes", "scores"}`` (+ ``"names"`` with class names), atomic.
 
-    Classes are listed best first; a class missing from the vocabulary is named ``""``.
+    Classes are listed best first; a class missing from the names is named ``""``.
     """
     count = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
-            classes, scores = _sorted_row(row, top_k)
+            classes, scores = sorted_row(row, top_k)
             record: dict[str, object] = {"id": str(row.id), "classes": classes, "scores": scores}
             if vocabulary is not None:
                 record["names"] = [vocabulary.get(c, "") for c in classes]
@@ -329,13 +170,70 @@ def write_jsonl(
     return count
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Vocabulary
+def read_jsonl(path: str | os.PathLike) -> Iterator[Prediction]:
+    """The predictions of a JSON lines file written by :func:`write_jsonl`; errors name the file and line."""
+    path = Path(path)
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open the prediction file: {exc.strerror or exc}") from exc
+    with f:
+        line_no = 0
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: after line {line_no}: not valid UTF-8 ({exc.reason})") from exc
+            if not line:
+                return
+            line_no += 1
+            if line.strip():
+                yield _jsonl_row(path, line_no, line)
 
 
-def load_vocabulary(path: str | os.PathLike) -> dict[int, str]:
-    """``{class index: name}`` from the official ``vocabulary.csv`` (columns Index, TrainVideoCount,
-    KnowledgeGraphId, Name, ...; only Index and Name are required).
+def _jsonl_row(path: Path, line_no: int, line: str) -> Prediction:
+    where = f"{path}: line {line_no}"
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{where}: not a JSON object ({exc})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object with id, classes and scores")
+    vid, classes, scores = record.get("id"), record.get("classes"), record.get("scores")
+    if not isinstance(vid, str) or not vid:
+        raise DataError(f"{where}: 'id' must be a non-empty string, found {str(vid)[:40]!r}")
+    if not isinstance(classes, list) or not all(type(c) is int and c >= 0 for c in classes):
+        raise DataError(f"{where}: video {vid!r}: 'classes' must be a list of non-negative integers")
+    if not isinstance(scores, list) or not all(type(s) in (int, float) and math.isfinite(s) for s in scores):
+        raise DataError(f"{where}: video {vid!r}: 'scores' must be a list of finite numbers")
+    if len(classes) != len(scores):
+        raise DataError(f"{where}: video {vid!r}: {len(classes)} classes but {len(scores)} scores")
+    return Prediction(vid, list(classes), [float(s) for s in scores])
+
+
+class JsonLinesFormat:
+    """``predictions.jsonl``: one JSON object per video, with class names when they are known."""
+
+    name = "jsonl"
+    suffix = ".jsonl"
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config
+
+    def write(self, path: Path, predictions: list[Prediction], class_names: dict[int, str] | None) -> None:
+        write_jsonl(path, predictions, vocabulary=class_names)
+
+    def read(self, path: Path) -> Iterator[Prediction]:
+        return read_jsonl(path)
+
+
+def load_class_names(path: str | os.PathLike) -> dict[int, str]:
+    """``{class index: name}`` from a class-names CSV with columns ``Index`` and ``Name`` (other columns,
+    such as those of YouTube-8M's ``vocabulary.csv``, are ignored).
 
     Raises :class:`DataError` naming the file, line and column for a missing column, an index that is not a
     non-negative integer, or an index listed twice.
@@ -344,19 +242,21 @@ def load_vocabulary(path: str | os.PathLike) -> dict[int, str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the vocabulary: {exc.strerror or exc}") from exc
+        raise DataError(f"{path}: cannot read the class names: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: the vocabulary is not UTF-8 text ({exc.reason})") from exc
+        raise DataError(f"{path}: the class names are not UTF-8 text ({exc.reason})") from exc
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
-        raise DataError(f"{path}: the vocabulary is empty; expected a header with columns Index and Name")
+        raise DataError(
+            f"{path}: the class-names CSV is empty; expected a header with columns Index and Name"
+        )
     columns = [h.strip() for h in header]
-    missing = [c for c in VOCABULARY_COLUMNS if c not in columns]
+    missing = [c for c in CLASS_NAME_COLUMNS if c not in columns]
     if missing:
         raise DataError(
             f"{path}: line 1: the header has no column {', '.join(missing)} (found "
-            f"{', '.join(columns) or 'nothing'}); expected the official vocabulary.csv"
+            f"{', '.join(columns) or 'nothing'}); expected a CSV with columns Index and Name"
         )
     i_index, i_name = columns.index("Index"), columns.index("Name")
     vocabulary: dict[int, str] = {}
