@@ -267,7 +267,7 @@ def test_a_failing_rank_stops_the_job_naming_it_and_resume_recovers(even_data, t
 
     data = tmp_path / "data"
     shutil.copytree(even_data, data)
-    reader = zoo.build_reader("yt8m-frame", num_classes=10, paths=[str(data / "train")])
+    reader = zoo.build_reader("yt8m-frame", preset="yt8m", num_classes=10, paths=[str(data / "train")])
     plan = plan_epoch(reader.sources(), parts=2, shuffle=True, seed=0, epoch=0)
     rank1_file = Path(plan.part_tasks(1)[0][0])
     original = _corrupt_record(rank1_file, 12)  # rank 1 fails reading its 4th batch of 4

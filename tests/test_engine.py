@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
 
 from zoo import hookimpl
@@ -155,28 +156,25 @@ class _NanConfig:
     """Steps before the loss turns NaN."""
 
 
-class NanAfter:
+class NanAfter(paddle.nn.Layer):
+    """Mean-pool classifier whose training outputs turn NaN after ``config.after`` steps."""
+
     name = "nan-after"
     Config = _NanConfig
 
-    def __new__(cls, config, spec):
-        import paddle
+    def __init__(self, config: _NanConfig, spec) -> None:
+        super().__init__()
+        self.config, self.spec = config, spec
+        self.fc = paddle.nn.Linear(sum(spec.features.values()), spec.num_classes)
+        self.calls = 0
 
+    def forward(self, batch):
         from zoo.nn import masked_mean
 
-        class Model(paddle.nn.Layer):
-            def __init__(self):
-                super().__init__()
-                self.fc = paddle.nn.Linear(sum(spec.features.values()), spec.num_classes)
-                self.calls = 0
-
-            def forward(self, batch):
-                self.calls += int(self.training)
-                frames = paddle.concat([batch[name] for name in spec.features], axis=-1)
-                out = self.fc(masked_mean(frames, batch["mask"]))
-                return out * float("nan") if self.training and self.calls > config.after else out
-
-        return Model()
+        self.calls += int(self.training)
+        frames = paddle.concat([batch[name] for name in self.spec.features], axis=-1)
+        out = self.fc(masked_mean(frames, batch["mask"]))
+        return out * float("nan") if self.training and self.calls > self.config.after else out
 
 
 class _NanPlugin:

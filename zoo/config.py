@@ -102,6 +102,9 @@ class TrainConfig:
     """Also write a checkpoint every this many steps (0: only at the end of each epoch)."""
     callbacks: list[str] = field(default_factory=lambda: ["history"])
     """Training callbacks by name (``zoo plugins`` lists them); ``history`` writes the metrics history."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision through ``paddle.amp`` (GPU only): matmuls in bfloat16 or float16 with float32 master
+    weights (fp16 also scales the loss); BatchNorm, softmax and L2 normalisation stay float32."""
 
 
 @dataclass

@@ -12,10 +12,11 @@ all ranks, and reports:
 - inference videos/s: validation videos per second of the whole distributed evaluation pass (forward,
   metric updates, gathering the metric state and computing GAP);
 - scaling efficiency: ``(train videos/s / devices) / (the same for the smallest device count)``;
-- GAP@20, Hit@1, PERR on the validation split (one global value over all ranks' predictions);
+- the metric's results on the validation split (global values over all ranks' predictions); the table shows
+  the keys the metric declares in ``display``, its ``headline`` first in the log;
 - peak memory per process: the largest resident set size (CPU) or GPU memory allocated, over the ranks.
 
-Results go to ``OUTPUT/NAME.{md,csv,json,png}``. Throughput on a shared machine is noisy: compare rows of
+Results go to ``OUTPUT/NAME.{md,csv,json}`` and, with matplotlib installed, ``NAME.png``. Throughput on a shared machine is noisy: compare rows of
 one run, not across runs.
 """
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.atomic import atomic_write_text
+from zoo.atomic import atomic_write_bytes, atomic_write_text
 from zoo.config import ZooConfig, parse_override
 from zoo.engine import distributed, launch
 from zoo.errors import UsageError, ZooError
@@ -105,11 +106,12 @@ class BenchRow:
     train_videos_per_s: float = float("nan")
     scaling_efficiency: float = float("nan")
     infer_videos_per_s: float = float("nan")
-    gap: float = float("nan")
-    hit_at_1: float = float("nan")
-    perr: float = float("nan")
-    map: float = float("nan")
-    valid_loss: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The metric's results on the validation split."""
+    headline: str = ""
+    """The metric's headline key."""
+    display: list[str] = field(default_factory=list)
+    """The metric's keys worth showing, in order."""
     eval_videos: int = 0
     peak_memory_mib: float = float("nan")
     train_seconds: float = float("nan")
@@ -143,6 +145,8 @@ def resolve_config(model: str, settings: BenchSettings, devices: int, run_dir: P
         "checkpoint_steps": 0,
         "num_gpus": devices,
         "fix_random_seed": True,
+        # train videos/s comes from the per-step log the history callback writes
+        "callbacks": list(dict.fromkeys([*cfg.train.callbacks, "history"])),
     }
     if settings.epochs is not None:
         train["epoch"] = settings.epochs
@@ -252,9 +256,10 @@ def _efficiency(rows: list[BenchRow]) -> None:
 def _summary(row: BenchRow) -> str:
     if row.error:
         return f"failed: {row.error}"
+    quality = f"{row.headline} {row.metrics[row.headline]:.4f}, " if row.headline in row.metrics else ""
     return (
         f"train {row.train_videos_per_s:.1f} videos/s, inference {row.infer_videos_per_s:.1f} videos/s, "
-        f"GAP {row.gap:.4f}, Hit@1 {row.hit_at_1:.4f}, peak {row.peak_memory_mib:.0f} MiB"
+        f"{quality}peak {row.peak_memory_mib:.0f} MiB"
     )
 
 
@@ -335,14 +340,27 @@ COLUMNS = [
     ("train_videos_per_s", "train videos/s"),
     ("scaling_efficiency", "scaling"),
     ("infer_videos_per_s", "infer videos/s"),
-    ("gap", "GAP"),
-    ("hit_at_1", "Hit@1"),
-    ("perr", "PERR"),
     ("peak_memory_mib", "peak MiB"),
 ]
+METRICS_AFTER = "infer_videos_per_s"  # the metrics' display columns follow this column
+
+
+def metric_keys(rows: list[BenchRow]) -> list[str]:
+    """The display keys of the rows' metrics, in their order (rows of different metrics: their union)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row.display if k not in keys]
+    return keys
 
 
 def _cell(key: str, row: BenchRow) -> Any:
+    if not hasattr(row, key) or key == "metrics":
+        if row.error:
+            return ""
+        value = row.metrics.get(key)
+        if value is None:
+            return ""
+        return f"{value:.4f}" if isinstance(value, float) and not float(value).is_integer() else f"{value:g}"
     value = getattr(row, key)
     if key == "devices":
         return f"{'GPU' if row.device == 'gpu' else 'CPU proc'} x{value}"
@@ -356,8 +374,6 @@ def _cell(key: str, row: BenchRow) -> Any:
         return f"{value:.2f}"
     if key == "peak_memory_mib":
         return f"{value:.0f}"
-    if key in ("gap", "hit_at_1", "perr"):
-        return f"{value:.4f}"
     return value
 
 
@@ -368,7 +384,12 @@ def table(rows: list[BenchRow], fmt: str = "simple") -> str:
     counts: dict[str, set[int]] = {}
     for row in rows:
         counts.setdefault(row.model, set()).add(row.devices)
-    columns = [c for c in COLUMNS if c[0] != "scaling_efficiency" or any(len(v) > 1 for v in counts.values())]
+    columns = []
+    for key, title in COLUMNS:
+        if key != "scaling_efficiency" or any(len(v) > 1 for v in counts.values()):
+            columns.append((key, title))
+        if key == METRICS_AFTER:
+            columns += [(k, k) for k in metric_keys(rows)]
     body = [[_cell(key, row) for key, _ in columns] for row in rows]
     return tabulate(body, headers=[title for _, title in columns], tablefmt=fmt, disable_numparse=True)
 
@@ -388,7 +409,8 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
         f"- data: {meta['data']}",
         f"- training: {meta['training']} per configuration; train videos/s counts the steps after "
         f"{meta['warmup_steps']} warm-up step(s)",
-        "- evaluation: the validation split, over all ranks (GAP@20, Hit@1, PERR are global values)",
+        "- evaluation: the validation split, over all ranks (the metric's values are global over every rank's "
+        "predictions)",
         *(
             ["- scaling = (train videos/s per device) / (the same at the smallest device count)"]
             if "| scaling" in table(rows, "github")
@@ -410,9 +432,8 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
 
 
 def write_results(rows: list[BenchRow], settings: BenchSettings, meta: dict[str, Any]) -> dict[str, Path]:
-    """NAME.md, NAME.csv, NAME.json and NAME.png (throughput against devices) in ``settings.output``."""
-    from zoo.plot import Panel, charts
-
+    """NAME.md, NAME.csv, NAME.json and, with matplotlib, NAME.png (throughput against devices) in
+    ``settings.output``."""
     out = Path(settings.output)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / settings.name
@@ -424,43 +445,65 @@ def write_results(rows: list[BenchRow], settings: BenchSettings, meta: dict[str,
     }
     atomic_write_text(paths["md"], markdown(rows, meta))
     buf = io.StringIO()
-    names = [f.name for f in dataclasses.fields(BenchRow)]
+    flat = [_flat_row(r) for r in rows]
+    names: list[str] = []
+    for row in flat:
+        names += [k for k in row if k not in names]
     writer = csv.DictWriter(buf, fieldnames=names)
     writer.writeheader()
-    for row in rows:
-        writer.writerow(dataclasses.asdict(row))
+    for row in flat:
+        writer.writerow({k: row.get(k, "") for k in names})
     atomic_write_text(paths["csv"], buf.getvalue())
     payload = {"meta": meta, "rows": [_json_row(r) for r in rows]}
     atomic_write_text(paths["json"], json.dumps(payload, indent=1))
-    train: dict[str, tuple[list[float], list[float]]] = {}
-    infer: dict[str, tuple[list[float], list[float]]] = {}
-    for row in rows:
-        if row.error:
-            continue
-        for series, value in ((train, row.train_videos_per_s), (infer, row.infer_videos_per_s)):
-            xs, ys = series.setdefault(row.model, ([], []))
-            xs.append(row.devices)
-            ys.append(value)
-    unit = "GPUs" if settings.device == "gpu" else "CPU processes"
-    if train:
-        charts(
-            paths["png"],
-            [
-                Panel(
-                    title="training throughput", xlabel=unit, ylabel="videos/s", series=train, ylim=(0, None)
-                ),
-                Panel(
-                    title="inference throughput", xlabel=unit, ylabel="videos/s", series=infer, ylim=(0, None)
-                ),
-            ],
-        )
-    else:
+    if not plot_throughput(paths["png"], rows, "GPUs" if settings.device == "gpu" else "CPU processes"):
         paths.pop("png")
     return paths
 
 
+def plot_throughput(path: Path, rows: list[BenchRow], unit: str) -> bool:
+    """Training and inference videos/s against the device count, one line per model (matplotlib). False
+    when there is nothing to draw or matplotlib is not installed (the other result files hold the numbers)."""
+    ok = [r for r in rows if not r.error]
+    if not ok:
+        return False
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(11, 4), dpi=100)
+    for ax, key, title in zip(
+        fig.subplots(1, 2),
+        ("train_videos_per_s", "infer_videos_per_s"),
+        ("training throughput", "inference throughput"),
+    ):
+        for model in dict.fromkeys(r.model for r in ok):
+            mine = [r for r in ok if r.model == model]
+            ax.plot([r.devices for r in mine], [getattr(r, key) for r in mine], marker="o", label=model)
+        ax.set(title=title, xlabel=unit, ylabel="videos/s")
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return True
+
+
+def _flat_row(row: BenchRow) -> dict[str, Any]:
+    """The row's fields with its metrics as columns of their own (``display`` as one ``;``-joined cell)."""
+    out = {k: v for k, v in dataclasses.asdict(row).items() if k != "metrics"}
+    out["display"] = ";".join(row.display)
+    for key, value in row.metrics.items():
+        out.setdefault(key, value)
+    return out
+
+
 def _json_row(row: BenchRow) -> dict[str, Any]:
+    """The row with its metrics both nested (``metrics``) and as top-level keys, NaN as null."""
     out = dataclasses.asdict(row)
+    for key, value in row.metrics.items():
+        out.setdefault(key, value)
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}  # NaN is not JSON
 
 
@@ -509,8 +552,11 @@ def worker(spec_path: str) -> int:
         reader = build_reader(cfg, "valid")
         distributed.barrier(ctx)
         start = time.perf_counter()
-        metrics, _ = evaluate(trainer.model, reader, cfg, ctx=ctx, desc="bench eval", progress=False)
+        metrics, metric = evaluate(trainer.model, reader, cfg, ctx=ctx, desc="bench eval", progress=False)
         eval_seconds = time.perf_counter() - start
+        videos = metrics.get("num_videos")
+        if videos is None:  # a metric that does not count them: count the split (after the timing)
+            videos = sum(1 for _ in reader)
         peaks = distributed.all_gather_objects(peak_memory_mib(device), ctx)
         if ctx.is_main:
             throughput, steps = train_throughput(Path(cfg.train.save_dir), int(spec["warmup"]))
@@ -522,11 +568,11 @@ def worker(spec_path: str) -> int:
                 "epochs": result.epochs,
                 "train_videos_per_s": throughput,
                 "train_seconds": result.seconds,
-                "infer_videos_per_s": metrics["num_videos"] / max(eval_seconds, 1e-9),
-                # NaN for a metric without these keys (a plugin's own metric; its headline is in compute())
-                **{key: metrics.get(key, float("nan")) for key in ("gap", "hit_at_1", "perr", "map")},
-                "valid_loss": metrics.get("loss", float("nan")),
-                "eval_videos": int(metrics["num_videos"]),
+                "infer_videos_per_s": videos / max(eval_seconds, 1e-9),
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "headline": metric.headline,
+                "display": list(metric.display),
+                "eval_videos": int(videos),
                 "peak_memory_mib": max(peaks),
             }
             atomic_write_text(Path(spec["result"]), json.dumps(out))

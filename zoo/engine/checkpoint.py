@@ -125,6 +125,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
 
 def clear_run(run_dir: Path) -> None:
     """Remove a previous run's checkpoints and history from ``run_dir`` (``--overwrite``)."""
-    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    for folder in (CHECKPOINTS, "visualdl", "tensorboard"):  # the callbacks' logs go with the run
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
     for name in (LATEST, WEIGHTS_FILE, "history.jsonl", "history.csv", "history.png", "steps.jsonl"):
         (run_dir / name).unlink(missing_ok=True)

@@ -79,6 +79,8 @@ def _probability_layer(model: Any, features: Sequence[str]) -> Any:
     import paddle
     import paddle.nn.functional as F
 
+    from zoo.engine.loop import logits_of
+
     names = list(features)
 
     class ProbabilityModel(paddle.nn.Layer):
@@ -90,7 +92,7 @@ def _probability_layer(model: Any, features: Sequence[str]) -> Any:
             batch = dict(zip(names, features))
             batch["mask"] = mask
             batch["num_frames"] = num_frames
-            out = F.sigmoid(self.model(batch))
+            out = F.sigmoid(logits_of(self.model(batch)))
             # Every input must reach the output, or jit.save prunes it and refuses the feed; most models
             # never read num_frames. Reshaping to [batch of that input, -1] uses it and changes nothing.
             for value in [*features, mask, num_frames]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.engine import distributed
-from zoo.errors import DataError
+from zoo.errors import DataError, ZooError
 from zoo.progress import Progress
 
 
@@ -46,6 +46,34 @@ def bce_loss(logits: Any, labels: Any) -> Any:
     import paddle.nn.functional as F
 
     return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
+
+
+def unwrap(model: Any) -> Any:
+    """The model inside a ``paddle.DataParallel`` wrapper (or the model itself)."""
+    return getattr(model, "_layers", model)
+
+
+def logits_of(outputs: Any) -> Any:
+    """The logits of a model's ``forward`` outputs: the tensor itself, or a dict's ``"logits"``."""
+    if isinstance(outputs, dict):
+        if "logits" not in outputs:
+            raise ZooError(
+                f"the model's forward returned a dict without 'logits' (keys: {', '.join(map(str, outputs))}); "
+                f"a model returning a dict must put its predictions under 'logits'"
+            )
+        return outputs["logits"]
+    return outputs
+
+
+def training_loss(model: Any, outputs: Any, inputs: dict[str, Any], labels: Any) -> Any:
+    """The model's own loss when it defines one (:class:`zoo.contracts.ModelWithLoss`), else the YouTube-8M
+    sigmoid cross-entropy on the logits. ``model`` may be wrapped in ``paddle.DataParallel``."""
+    from zoo.contracts import ModelWithLoss
+
+    core = unwrap(model)
+    if isinstance(core, ModelWithLoss):
+        return core.loss(outputs, {**inputs, "labels": labels})
+    return bce_loss(logits_of(outputs), labels)
 
 
 def batches_for(
@@ -111,7 +139,7 @@ def evaluate(
     with paddle.no_grad():
         for batch in batches_for(reader, cfg, batch_size=per_rank, shuffle=False, ctx=ctx):
             labels = paddle.to_tensor(batch["labels"])
-            logits = model(to_tensors(batch, cfg.dataset.features))
+            logits = logits_of(model(to_tensors(batch, cfg.dataset.features)))
             loss = float(bce_loss(logits, labels))
             metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss)
             bar.update(len(batch["ids"]))
@@ -132,7 +160,7 @@ def dygraph_scorer(model: Any, features: dict[str, int]) -> Any:
 
     def score(batch: dict[str, Any]) -> np.ndarray:
         with paddle.no_grad():
-            return F.sigmoid(model(to_tensors(batch, features))).numpy()
+            return F.sigmoid(logits_of(model(to_tensors(batch, features)))).numpy()
 
     return score
 

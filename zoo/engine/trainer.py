@@ -7,6 +7,7 @@ resumed run draws the same dropout masks and batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,15 +21,15 @@ import numpy as np
 
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
+from zoo.contracts import TrainingState
 from zoo.engine import checkpoint, distributed
-from zoo.engine.history import History
-from zoo.engine.loop import batches_for, bce_loss, evaluate, to_tensors
+from zoo.engine.loop import batches_for, evaluate, to_tensors, training_loss
 from zoo.engine.optim import build_optimizer
-from zoo.engine.progress import Progress
 from zoo.engine.schedule import learning_rate_at
 from zoo.engine.setup import build_model, build_reader, count_parameters, split_paths
 from zoo.engine.weights import apply_weights, read_weights
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
+from zoo.progress import Progress
 
 
 class TrainingDiverged(ZooError):
@@ -47,11 +48,21 @@ class TrainResult:
     last_valid: dict[str, float] = field(default_factory=dict)
 
 
+AMP_FP32_OPS = frozenset(
+    {"batch_norm", "sync_batch_norm", "softmax", "rsqrt", "sum", "reduce_sum", "p_norm", "squared_l2_norm"}
+)
+"""Ops kept in float32 under ``train.amp`` (``custom_black_list``): BatchNorm statistics, the softmax over
+clusters and the L2 normalisation (sum of squares, rsqrt), whose ranges or sums lose too much in 16 bits."""
+
+
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919 + 12345) % (2**31 - 1)
 
 
 class Trainer:
+    """Trains ``cfg``'s model: :meth:`fit` runs setup / resume, then epochs of steps with validation and
+    checkpoints, calling the ``train.callbacks`` at each event."""
+
     def __init__(
         self,
         cfg: ZooConfig,
@@ -74,8 +85,45 @@ class Trainer:
             )
         self.per_device_batch = t.batch_size // self.ctx.world_size
         self.overwrite = overwrite
+        self.batch_in_epoch = 0
+        self.done = False
+        self.state = TrainingState(self.run_dir, cfg, is_main=self.ctx.is_main)
 
-    # ---------------------------------------------------------------------------------------------------
+    # -- setup ----------------------------------------------------------------------------------------
+    def _fix_seed(self) -> None:
+        """``fix_random_seed: false``: draw one seed for the whole job (every rank uses rank 0's)."""
+        t = self.cfg.train
+        if t.fix_random_seed:
+            return
+        seed = distributed.broadcast_object(int(time.time_ns() % (2**31 - 1)), self.ctx)
+        self.cfg = dataclasses.replace(
+            self.cfg, train=dataclasses.replace(t, seed=seed, fix_random_seed=True)
+        )
+        self.state.config = self.cfg
+        self.log(f"fix_random_seed is false: this run uses seed {seed}")
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        if not resume and checkpoint.latest_checkpoint(self.run_dir) is not None:
+            if not self.overwrite:
+                raise ZooError(
+                    f"{self.run_dir} already holds checkpoints of a run: continue it with --resume, "
+                    f"start over with --overwrite, or choose another --save_dir"
+                )
+            if self.ctx.is_main:
+                checkpoint.clear_run(self.run_dir)
+
+    def _check_amp(self) -> None:
+        """``train.amp`` needs a GPU: paddle's dygraph autocast leaves CPU ops in float32, so an amp run on
+        CPU would silently be a float32 run."""
+        import paddle
+
+        amp = self.cfg.train.amp
+        if amp != "off" and not paddle.device.get_device().startswith("gpu"):
+            raise UsageError(
+                f"train.amp={amp}: paddle's dygraph mixed precision does nothing on CPU (the run would "
+                f"silently stay float32); train on a GPU or set train.amp=off"
+            )
+
     def _build(self) -> None:
         import paddle
 
@@ -88,211 +136,272 @@ class Trainer:
         self.train_model = self.model
         if self.ctx.distributed:
             self.train_model = paddle.DataParallel(self.model)
+        # fp16 needs loss scaling; bf16 has float32's range and does not
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if t.amp == "fp16" else None
 
-    def _state(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> dict[str, Any]:
+    def _build_callbacks(self) -> list[Any]:
+        """The callbacks named in ``train.callbacks``, each built with its own default Config."""
+        from zoo.plugins import get_plugins
+
+        registry = get_plugins().registry("callback")
+        callbacks = []
+        for name in self.cfg.train.callbacks:
+            cls: Any = registry.get(name).cls
+            callbacks.append(cls(cls.Config(), self.state))
+        return callbacks
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self.state, *args)
+
+    def _headline(self) -> str:
+        import zoo
+
+        metric = self.cfg.eval.metric
+        return str(getattr(zoo.plugin_class("metric", metric), "headline", "")) if metric else ""
+
+    def _resume(self) -> None:
+        latest = checkpoint.latest_checkpoint(self.run_dir)
+        if latest is None:
+            raise ZooError(
+                f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume"
+            )
+        saved = checkpoint.load_checkpoint(latest, self.model, self.optimizer)
+        saved_world = int(saved.get("world_size", 1))
+        if saved_world != self.ctx.world_size:
+            raise ZooError(
+                f"--resume: {latest} was written by a job of {saved_world} process(es); resume it "
+                f"with {saved_world} (the position in the epoch depends on how the data was "
+                f"split), not {self.ctx.world_size}"
+            )
+        self.state.step, self.state.epoch = saved["step"], saved["epoch"]
+        self.batch_in_epoch, self.state.examples = saved["batch_in_epoch"], saved["examples_seen"]
+        self.log(
+            f"resumed from {latest}: step {self.state.step}, epoch {self.state.epoch + 1}, "
+            f"batch {self.batch_in_epoch}"
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def _checkpoint_state(self) -> dict[str, Any]:
         return {
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "examples_seen": examples,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "examples_seen": self.state.examples,
             "model": self.cfg.model_name,
             "seed": self.cfg.train.seed,
             "world_size": self.ctx.world_size,
         }
 
-    def _save(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> None:
+    def _save(self) -> None:
         if self.ctx.is_main:
-            checkpoint.save_checkpoint(
-                self.run_dir, self.model, self.optimizer, self._state(step, epoch, batch_in_epoch, examples)
-            )
+            checkpoint.save_checkpoint(self.run_dir, self.model, self.optimizer, self._checkpoint_state())
 
-    # ---------------------------------------------------------------------------------------------------
+    # -- the run --------------------------------------------------------------------------------------
     def fit(self, *, resume: bool = False, pretrain: str | None = None) -> TrainResult:
-        import paddle
-
-        cfg, t = self.cfg, self.cfg.train
-        if not t.fix_random_seed:
-            seed = distributed.broadcast_object(
-                int(time.time_ns() % (2**31 - 1)), self.ctx
-            )  # one seed per job
-            cfg = self.cfg = dataclasses.replace(
-                cfg, train=dataclasses.replace(t, seed=seed, fix_random_seed=True)
-            )
-            t = cfg.train
-            self.log(f"fix_random_seed is false: this run uses seed {seed}")
-        if not resume and checkpoint.latest_checkpoint(self.run_dir) is not None:
-            if not self.overwrite:
-                raise ZooError(
-                    f"{self.run_dir} already holds checkpoints of a run: continue it with --resume, "
-                    f"start over with --overwrite, or choose another --save_dir"
-                )
-            if self.ctx.is_main:
-                checkpoint.clear_run(self.run_dir)
+        self._fix_seed()
+        self._check_amp()
+        self.callbacks = self._build_callbacks()  # a missing optional package fails before any work
+        self._prepare_run_dir(resume)
         self._build()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.ctx.is_main:
-            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
-        step = epoch = batch_in_epoch = examples = 0
-        history = History(self.run_dir, enabled=self.ctx.is_main)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=1))
         if resume:
-            latest = checkpoint.latest_checkpoint(self.run_dir)
-            if latest is None:
-                raise ZooError(
-                    f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume"
-                )
-            state = checkpoint.load_checkpoint(latest, self.model, self.optimizer)
-            saved_world = int(state.get("world_size", 1))
-            if saved_world != self.ctx.world_size:
-                raise ZooError(
-                    f"--resume: {latest} was written by a job of {saved_world} process(es); resume it "
-                    f"with {saved_world} (the position in the epoch depends on how the data was "
-                    f"split), not {self.ctx.world_size}"
-                )
-            step, epoch = state["step"], state["epoch"]
-            batch_in_epoch, examples = state["batch_in_epoch"], state["examples_seen"]
-            history.load_existing(up_to_step=step)
-            self.log(f"resumed from {latest}: step {step}, epoch {epoch + 1}, batch {batch_in_epoch}")
+            self._resume()
         elif pretrain:
             report = apply_weights(self.model, read_weights(pretrain), strict=False)
             self.log(f"pretrained weights from {pretrain}: {report.summary()}")
-        train_reader = build_reader(cfg, "train")
-        valid_reader = build_reader(cfg, "valid") if split_paths(cfg, "valid") else None
+        self.state.headline = self._headline()
+        train_reader = build_reader(self.cfg, "train")
+        valid_reader = build_reader(self.cfg, "valid") if split_paths(self.cfg, "valid") else None
+        self._emit("on_train_start")
         start = time.perf_counter()
-        trained_examples = 0
+        self.trained_examples = 0
         last_valid: dict[str, float] = {}
-        done = step >= t.max_iter
-        lr = learning_rate_at(examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay)
-        while epoch < t.epoch and not done:
-            self.train_model.train()
-            bar = Progress(
-                f"epoch {epoch + 1}/{t.epoch}",
-                unit="step",
-                enabled=self.progress and self.ctx.is_main,
-                log_interval=5.0,
-            )
-            loss_sum = n_sum = 0.0
-            epoch_start = time.perf_counter()
-            it = iter(
-                batches_for(
-                    train_reader,
-                    cfg,
-                    batch_size=self.per_device_batch,
-                    shuffle=True,
-                    epoch=epoch,
-                    ctx=self.ctx,
-                    skip_batches=batch_in_epoch,
-                )
-            )
-            filler: dict[str, Any] | None = None
-            while True:
-                # Ranks may hold different numbers of batches (shards differ in size): a rank whose data ran
-                # out takes part with a zero-weight step on a filler batch (its running statistics restored),
-                # so every record is used once per epoch and the epoch ends when the last rank runs out.
-                batch = next(it, None)
-                n_local = 0 if batch is None else len(batch["ids"])
-                if batch is None and not self.ctx.distributed:
-                    break
-                saved_state = None
-                if batch is None:
-                    batch = filler or distributed.filler_batch(cfg.dataset.features, cfg.dataset.num_classes)
-                    saved_state = distributed.snapshot_state(self.model)
-                else:
-                    filler = batch
-                lr = learning_rate_at(
-                    examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay
-                )
-                self.optimizer.set_lr(lr)
-                paddle.seed(step_seed(t.seed, step) + self.ctx.rank)
-                labels = paddle.to_tensor(batch["labels"])
-                loss = bce_loss(self.train_model(to_tensors(batch, cfg.dataset.features)), labels)
-                n_global, loss_total = distributed.all_sum(
-                    [n_local, float(loss) * n_local if n_local else 0.0], self.ctx
-                )
-                if n_global == 0:
-                    distributed.restore_state(self.model, saved_state)
-                    break
-                value = (
-                    loss_total / n_global if self.ctx.distributed else float(loss)
-                )  # the global batch's loss
-                if not math.isfinite(value):
-                    latest = checkpoint.latest_checkpoint(self.run_dir)
-                    raise TrainingDiverged(
-                        f"the training loss became {value} at step {step + 1} (epoch {epoch + 1}); stopped before "
-                        f"updating the weights. The last good checkpoint is "
-                        f"{latest if latest else 'none (none was written yet)'}. Lower train.learning_rate, "
-                        f"check train.gradient_clip_norm, or check the data for bad values"
-                    )
-                if self.ctx.distributed:
-                    # DataParallel averages gradients over ranks: weighting each rank's mean loss by its share
-                    # of the global batch makes that average the global batch's mean gradient.
-                    loss = loss * (n_local * self.ctx.world_size / n_global)
-                loss.backward()
-                self.optimizer.step()
-                self.optimizer.clear_grad()
-                distributed.restore_state(self.model, saved_state)
-                n = int(n_global)
-                step += 1
-                batch_in_epoch += 1
-                examples += n
-                trained_examples += n
-                loss_sum += value * n
-                n_sum += n
-                speed = n_sum / max(time.perf_counter() - epoch_start, 1e-9)
-                bar.update(1, loss=value, lr=lr, videos_per_s=round(speed, 1))
-                if t.log_interval and step % t.log_interval == 0:
-                    history.log_step(
-                        step=step,
-                        epoch=epoch + 1,
-                        loss=value,
-                        lr=lr,
-                        examples=examples,
-                        time=round(time.time(), 3),
-                    )
-                if t.checkpoint_steps and step % t.checkpoint_steps == 0:
-                    self._save(step, epoch, batch_in_epoch, examples)
-                if step >= t.max_iter:
-                    done = True
-                    break
-            bar.close(loss=loss_sum / max(n_sum, 1))
-            completed = not done  # the data ran out rather than max_iter
-            if completed:
-                epoch += 1
-                batch_in_epoch = 0
-            row: dict[str, Any] = {
-                "epoch": epoch if completed else epoch + 1,
-                "step": step,
-                "examples": examples,
-                "train_loss": loss_sum / max(n_sum, 1),
-                "lr": lr,
-                "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9),
-            }
-            if valid_reader is not None and t.valid_interval and (epoch % t.valid_interval == 0 or done):
-                distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves
-                metrics, _ = evaluate(
-                    self.model, valid_reader, cfg, ctx=self.ctx, desc="validate", progress=self.progress
-                )
-                last_valid = metrics
-                row.update({f"valid_{k}": v for k, v in metrics.items()})
-                if self.ctx.is_main:
-                    self.log(
-                        "validation: "
-                        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-                    )
-            history.log_epoch(row)
-            self._save(step, epoch, batch_in_epoch, examples)
+        t = self.cfg.train
+        self.done = self.state.step >= t.max_iter
+        self.lr = learning_rate_at(
+            self.state.examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay
+        )
+        while self.state.epoch < t.epoch and not self.done:
+            row = self._train_epoch(train_reader)
+            if (
+                valid_reader is not None
+                and t.valid_interval
+                and (self.state.epoch % t.valid_interval == 0 or self.done)
+            ):
+                last_valid = self._validate(valid_reader)
+                row.update({f"valid_{k}": v for k, v in last_valid.items()})
+            self._emit("on_epoch", row)
+            self._save()
         seconds = time.perf_counter() - start
         if self.ctx.is_main:
             checkpoint.save_weights(
-                self.run_dir / checkpoint.WEIGHTS_FILE, self.model, metadata={"model": cfg.model_name}
+                self.run_dir / checkpoint.WEIGHTS_FILE, self.model, metadata={"model": self.cfg.model_name}
             )
-            history.plot()
+        self._emit("on_train_end")
         return TrainResult(
             self.run_dir,
-            step,
-            epoch,
-            examples,
+            self.state.step,
+            self.state.epoch,
+            self.state.examples,
             seconds,
-            trained_examples / max(seconds, 1e-9),
+            self.trained_examples / max(seconds, 1e-9),
             self.parameters,
             last_valid,
         )
+
+    def _train_epoch(self, reader: Any) -> dict[str, Any]:
+        """Steps until this rank's data (and every rank's) runs out or ``max_iter``; returns the epoch row."""
+        t, st = self.cfg.train, self.state
+        self.train_model.train()
+        bar = Progress(
+            f"epoch {st.epoch + 1}/{t.epoch}",
+            unit="step",
+            enabled=self.progress and self.ctx.is_main,
+            log_interval=5.0,
+        )
+        loss_sum = n_sum = 0.0
+        epoch_start = time.perf_counter()
+        it = iter(
+            batches_for(
+                reader,
+                self.cfg,
+                batch_size=self.per_device_batch,
+                shuffle=True,
+                epoch=st.epoch,
+                ctx=self.ctx,
+                skip_batches=self.batch_in_epoch,
+            )
+        )
+        filler: dict[str, Any] | None = None
+        while True:
+            # Ranks may hold different numbers of batches (shards differ in size): a rank whose data ran
+            # out takes part with a zero-weight step on a filler batch (its running statistics restored),
+            # so every record is used once per epoch and the epoch ends when the last rank runs out.
+            batch = next(it, None)
+            if batch is None and not self.ctx.distributed:
+                break
+            if batch is not None:
+                filler = batch
+            stepped = self._train_step(batch, filler)
+            if stepped is None:  # every rank ran out
+                break
+            value, n = stepped
+            loss_sum += value * n
+            n_sum += n
+            speed = n_sum / max(time.perf_counter() - epoch_start, 1e-9)
+            bar.update(1, loss=value, lr=self.lr, videos_per_s=round(speed, 1))
+            if t.log_interval and st.step % t.log_interval == 0:
+                row = {
+                    "step": st.step,
+                    "epoch": st.epoch + 1,
+                    "loss": value,
+                    "lr": self.lr,
+                    "examples": st.examples,
+                    "time": round(time.time(), 3),
+                }
+                self._emit("on_step", row)
+            if t.checkpoint_steps and st.step % t.checkpoint_steps == 0:
+                self._save()
+            if st.step >= t.max_iter:
+                self.done = True
+                break
+        bar.close(loss=loss_sum / max(n_sum, 1))
+        completed = not self.done  # the data ran out rather than max_iter
+        if completed:
+            st.epoch += 1
+            self.batch_in_epoch = 0
+        return {
+            "epoch": st.epoch if completed else st.epoch + 1,
+            "step": st.step,
+            "examples": st.examples,
+            "train_loss": loss_sum / max(n_sum, 1),
+            "lr": self.lr,
+            "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9),
+        }
+
+    def _autocast(self) -> Any:
+        """``paddle.amp.auto_cast`` for ``train.amp`` (float32 master weights: level O1 casts op inputs)."""
+        import paddle
+
+        amp = self.cfg.train.amp
+        if amp == "off":
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(
+            enable=True,
+            custom_black_list=set(AMP_FP32_OPS),
+            level="O1",
+            dtype="bfloat16" if amp == "bf16" else "float16",
+        )
+
+    def _train_step(
+        self, batch: dict[str, Any] | None, filler: dict[str, Any] | None
+    ) -> tuple[float, int] | None:
+        """One optimizer step on ``batch`` (None: this rank's data ran out, it steps with zero weight on
+        ``filler``). Returns the global batch's mean loss and size, or None when every rank ran out."""
+        import paddle
+
+        cfg, t, st = self.cfg, self.cfg.train, self.state
+        n_local = 0 if batch is None else len(batch["ids"])
+        saved_state = None
+        if batch is None:
+            batch = filler or distributed.filler_batch(cfg.dataset.features, cfg.dataset.num_classes)
+            saved_state = distributed.snapshot_state(self.model)
+        self.lr = learning_rate_at(
+            st.examples, t.learning_rate, t.lr_boundary_examples, t.learning_rate_decay
+        )
+        self.optimizer.set_lr(self.lr)
+        paddle.seed(step_seed(t.seed, st.step) + self.ctx.rank)
+        labels = paddle.to_tensor(batch["labels"])
+        inputs = to_tensors(batch, cfg.dataset.features)
+        with self._autocast():
+            outputs = self.train_model(inputs)
+            loss = training_loss(self.train_model, outputs, inputs, labels)
+        n_global, loss_total = distributed.all_sum(
+            [n_local, float(loss) * n_local if n_local else 0.0], self.ctx
+        )
+        if n_global == 0:
+            distributed.restore_state(self.model, saved_state)
+            return None
+        value = loss_total / n_global if self.ctx.distributed else float(loss)  # the global batch's loss
+        if not math.isfinite(value):
+            latest = checkpoint.latest_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"the training loss became {value} at step {st.step + 1} (epoch {st.epoch + 1}); stopped "
+                f"before updating the weights. The last good checkpoint is "
+                f"{latest if latest else 'none (none was written yet)'}. Lower train.learning_rate, "
+                f"check train.gradient_clip_norm, or check the data for bad values"
+            )
+        if self.ctx.distributed:
+            # DataParallel averages gradients over ranks: weighting each rank's mean loss by its share
+            # of the global batch makes that average the global batch's mean gradient.
+            loss = loss * (n_local * self.ctx.world_size / n_global)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # unscales before the optimizer clips and steps
+            self.scaler.update()
+        self.optimizer.clear_grad()
+        distributed.restore_state(self.model, saved_state)
+        n = int(n_global)
+        st.step += 1
+        self.batch_in_epoch += 1
+        st.examples += n
+        self.trained_examples += n
+        return value, n
+
+    def _validate(self, reader: Any) -> dict[str, float]:
+        distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves
+        metrics, _ = evaluate(
+            self.model, reader, self.cfg, ctx=self.ctx, desc="validate", progress=self.progress
+        )
+        if self.ctx.is_main:
+            self.log(
+                "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            )
+        self._emit("on_validation", metrics)
+        return metrics
