@@ -30,8 +30,7 @@ records dropped are the same as without buckets (the last ones of the stream), n
 
 Memory stays bounded: a part holds at most ``shuffle_buffer`` videos (as the reader's compact records,
 uint8 for quantized data; twice that with length buckets: the buffer and a window) plus the batch being
-assembled; paddle's DataLoader prefetches 2 batches per
-worker.
+assembled; paddle's DataLoader prefetches 2 batches per worker.
 """
 
 from __future__ import annotations
