@@ -51,6 +51,10 @@ class DataConfig:
     """DataLoader worker processes per device (0: read in the training process)."""
     shuffle_buffer: int = bounded(1024, ge=1)
     """Videos held in the shuffle buffer while training."""
+    bucket_by_length: bool = True
+    """Training batches videos of similar length together (sorted within windows of the shuffle buffer's
+    output, batch order still shuffled), so less padding is computed. Seeded, resumable, every video once per
+    epoch as without it; only which videos share a batch changes. Evaluation and prediction never bucket."""
     collate_threads: int | None = bounded(None, ge=0)
     """Threads that fill batches while the reading thread decodes the next ones (0: fill in the reading
     thread). None: 1 without DataLoader workers, 0 inside workers (they already run in parallel)."""

@@ -20,9 +20,17 @@ and records keep their order. Worker outputs are merged round-robin (worker 0, 1
 finished worker drops out), so a given ``(seed, epoch, rank, world_size, num_workers)`` always yields the
 same batches in the same order, and ``skip_batches=k`` yields exactly what follows the first ``k``.
 
+Length buckets (``bucket_by_length``): a part cuts its record stream (after the shuffle buffer) into windows
+of ``max(1, shuffle_buffer // batch_size)`` batches, sorts each window by length (ties keep their order),
+cuts it into batches and, with ``shuffle``, emits them in an order permuted by ``(seed, epoch, part)``, so
+batches are not in length order and padding is small. Each window is a whole number of batches, so a part
+yields as many batches as without buckets (only the epoch's last window can hold the short batch), which
+keeps resume exact: skipped batches are formed from their records but not filled. With ``drop_last`` the
+records dropped are the same as without buckets (the last ones of the stream), not the longest videos.
+
 Memory stays bounded: a part holds at most ``shuffle_buffer`` videos (as the reader's compact records,
-uint8 for quantized data) plus the batch being assembled; paddle's DataLoader prefetches 2 batches per
-worker.
+uint8 for quantized data; twice that with length buckets: the buffer and a window) plus the batch being
+assembled; paddle's DataLoader prefetches 2 batches per worker.
 """
 
 from __future__ import annotations
@@ -138,6 +146,63 @@ def _part_records(
         yield out
     rng.shuffle(buffer)
     yield from buffer
+
+
+def _record_groups(
+    records: Iterable[dict[str, Any]],
+    batch_size: int,
+    drop_last: bool,
+    window: int,
+    rng: random.Random | None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The records of each batch, in order. ``window`` (a multiple of ``batch_size``, or 0 for no length
+    buckets): videos sorted by length before batching; ``rng`` shuffles the batch order of each window."""
+    if not window:
+        pending: list[dict[str, Any]] = []
+        for record in records:
+            pending.append(record)
+            if len(pending) == batch_size:
+                yield pending
+                pending = []
+        if pending and not drop_last:
+            yield pending
+        return
+    held: list[dict[str, Any]] = []
+    for record in records:
+        held.append(record)
+        if len(held) == window:
+            yield from _bucket_window(held, batch_size, rng)
+            held = []
+    if drop_last:
+        del held[len(held) - len(held) % batch_size :]
+    if held:
+        yield from _bucket_window(held, batch_size, rng)
+
+
+def _bucket_window(
+    window: list[dict[str, Any]], batch_size: int, rng: random.Random | None
+) -> list[list[dict[str, Any]]]:
+    ordered = sorted(window, key=lambda r: int(r["num_frames"]))  # stable: equal lengths keep their order
+    groups = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    if rng is not None:
+        rng.shuffle(groups)
+    return groups
+
+
+def bucket_window(shuffle_buffer: int, batch_size: int) -> int:
+    """Videos sorted together with length buckets: the most whole batches that fit the shuffle buffer."""
+    return max(1, shuffle_buffer // batch_size) * batch_size
+
+
+def padding_fraction(lengths: Iterable[int], batch_sizes: Iterable[int]) -> float:
+    """The share of frame slots that are padding when ``lengths`` (in batch order) are batched as given."""
+    lengths = list(lengths)
+    slots = start = 0
+    for size in batch_sizes:
+        chunk = lengths[start : start + size]
+        slots += max(chunk, default=0) * len(chunk)
+        start += size
+    return 1.0 - sum(lengths) / slots if slots else 0.0
 
 
 class BufferPool:
@@ -434,12 +499,13 @@ def _part_batches(
     skip: int,
     quantized: bool = False,
     threads: int = 0,
+    bucket_by_length: bool = False,
 ) -> Iterator[dict[str, Any]]:
     rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
+    bucket_rng = random.Random(_stable_seed(seed, epoch, "buckets", part)) if shuffle else None
+    window = bucket_window(shuffle_buffer, batch_size) if bucket_by_length else 0
     dequantize_into = getattr(reader, "dequantize_into", None)
     collator = Collator(threads)
-    pending: list[dict[str, Any]] = []
-    skip_records = skip * batch_size
     background = collator.background
     # batches handed to the background thread, oldest first: one is filled while the next is read
     in_flight: deque = deque()
@@ -465,18 +531,14 @@ def _part_batches(
         return item if background is None else item.result()
 
     try:
-        for record in _part_records(reader, plan.part_tasks(part), shuffle_buffer, rng):
-            if skip_records:
-                skip_records -= 1
+        records = _part_records(reader, plan.part_tasks(part), shuffle_buffer, rng)
+        for group in _record_groups(records, batch_size, drop_last, window, bucket_rng):
+            if skip:
+                skip -= 1
                 continue
-            pending.append(record)
-            if len(pending) == batch_size:
-                submit(pending)
-                pending = []
-                if len(in_flight) > (0 if background is None else 1):
-                    yield oldest()
-        if pending and not drop_last:
-            submit(pending)
+            submit(group)
+            if len(in_flight) > (0 if background is None else 1):
+                yield oldest()
         while in_flight:
             yield oldest()
     finally:
@@ -539,6 +601,7 @@ class Batches:
         skip_batches: int,
         quantized: bool = False,
         threads: int | None = None,
+        bucket_by_length: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ZooError(f"batch_size must be >= 1, got {batch_size}")
@@ -559,6 +622,7 @@ class Batches:
         self.drop_last = drop_last
         self.skip_batches = skip_batches
         self.quantized = quantized
+        self.bucket_by_length = bucket_by_length
         self.threads = default_threads(num_workers) if threads is None else threads
         self.workers = max(1, num_workers)
         self.plan = plan_epoch(
@@ -600,6 +664,7 @@ class Batches:
             skip=skip,
             quantized=self.quantized,
             threads=self.threads,
+            bucket_by_length=self.bucket_by_length,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -709,12 +774,14 @@ def batches(
     skip_batches: int = 0,
     quantized: bool = False,
     threads: int | None = None,
+    bucket_by_length: bool = False,
 ) -> Batches:
     """The padded batches of rank ``rank`` for epoch ``epoch`` (see the module docstring).
 
     ``quantized``: quantized (uint8) features stay uint8 in the batches (see :func:`collate`).
     ``threads``: threads that fill batches beside the reading thread (see :class:`Collator`); None: one
     without DataLoader workers, none inside them (they already run in parallel).
+    ``bucket_by_length``: batch videos of similar length together (see the module docstring).
     """
     return Batches(
         reader,
@@ -731,6 +798,7 @@ def batches(
         skip_batches=skip_batches,
         quantized=quantized,
         threads=threads,
+        bucket_by_length=bucket_by_length,
     )
 
 

@@ -104,6 +104,7 @@ def batches_for(
         shuffle_buffer=cfg.data.shuffle_buffer,
         drop_last=False,
         skip_batches=skip_batches,
+        bucket_by_length=shuffle and cfg.data.bucket_by_length,
     )
 
 
