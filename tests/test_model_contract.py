@@ -37,6 +37,8 @@ def test_forward_gives_finite_logits(name, paddle_cpu):
     for mode in ("train", "eval"):
         getattr(model, mode)()
         out = model(tiny_batch(paddle_cpu))
+        if isinstance(out, dict):  # the contract: logits, or a dict holding them under "logits"
+            out = out["logits"]
         assert tuple(out.shape) == (2, SPEC.num_classes), f"{name} ({mode}): {out.shape}"
         assert np.isfinite(out.numpy()).all(), f"{name} ({mode}) gave non-finite logits"
 

@@ -80,6 +80,8 @@ def _probability_layer(model: Any, features: Sequence[str]) -> Any:
     import paddle
     import paddle.nn.functional as F
 
+    from zoo.engine.loop import model_logits
+
     names = list(features)
 
     class ProbabilityModel(paddle.nn.Layer):
@@ -91,7 +93,7 @@ def _probability_layer(model: Any, features: Sequence[str]) -> Any:
             batch = dict(zip(names, features))
             batch["mask"] = mask
             batch["num_frames"] = num_frames
-            out = F.sigmoid(self.model(batch))
+            out = F.sigmoid(model_logits(self.model(batch)))  # a dict's other outputs are not exported
             # Every input must reach the output, or jit.save prunes it and refuses the feed; most models
             # never read num_frames. Reshaping to [batch of that input, -1] uses it and changes nothing.
             for value in [*features, mask, num_frames]:

@@ -41,6 +41,11 @@ def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any
     return out
 
 
+def model_logits(outputs: Any) -> Any:
+    """The logits ``[B, C]`` of a model's forward output: the tensor itself or a dict's ``"logits"``."""
+    return outputs["logits"] if isinstance(outputs, dict) else outputs
+
+
 def bce_loss(logits: Any, labels: Any) -> Any:
     """Sigmoid cross-entropy summed over classes, mean over the batch (the YouTube-8M loss)."""
     import paddle.nn.functional as F
@@ -111,7 +116,7 @@ def evaluate(
     with paddle.no_grad():
         for batch in batches_for(reader, cfg, batch_size=per_rank, shuffle=False, ctx=ctx):
             labels = paddle.to_tensor(batch["labels"])
-            logits = model(to_tensors(batch, cfg.dataset.features))
+            logits = model_logits(model(to_tensors(batch, cfg.dataset.features)))
             loss = float(bce_loss(logits, labels))
             metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss)
             bar.update(len(batch["ids"]))
@@ -132,7 +137,7 @@ def dygraph_scorer(model: Any, features: dict[str, int]) -> Any:
 
     def score(batch: dict[str, Any]) -> np.ndarray:
         with paddle.no_grad():
-            return F.sigmoid(model(to_tensors(batch, features))).numpy()
+            return F.sigmoid(model_logits(model(to_tensors(batch, features)))).numpy()
 
     return score
 
