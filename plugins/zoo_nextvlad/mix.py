@@ -168,9 +168,9 @@ class MixNeXtVLAD(nn.Layer):
         t = self.config.cl_temperature
         log_target = F.log_softmax(logits / t, axis=-1)
         target = paddle.exp(log_target)
-        kl = paddle.zeros([logits.shape[0]], logits.dtype)
-        for branch in branches:
-            kl = kl + (target * (log_target - F.log_softmax(branch / t, axis=-1))).sum(axis=-1)
+        kl = paddle.add_n(
+            [(target * (log_target - F.log_softmax(branch / t, axis=-1))).sum(axis=-1) for branch in branches]
+        )  # [B]: summed over branches
         return total + self.config.cl_lambda * kl.mean()
 
 
