@@ -24,6 +24,7 @@ FEATURES = {"rgb": 16, "audio": 8}
 MAX_FRAMES = 12
 TINY = {  # small options for the built-in models; other (third-party) models use their defaults
     "nextvlad": {"cluster_size": 4, "groups": 2, "hidden_size": 16, "gating_reduction": 4},
+    "mix-nextvlad": {"cluster_size": 4, "groups": 2, "hidden_size": 16, "gating_reduction": 4},
     "dbof": {"cluster_size": 16, "hidden_size": 8},
     "netvlad": {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8},
     "netrvlad": {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8},
