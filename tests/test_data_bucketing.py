@@ -16,7 +16,9 @@ from zoo.config import bundled_config, load_config
 from zoo.data import batches, plan_epoch
 from zoo.data.pipeline import _part_records, _stable_seed, padding_fraction
 
-SPEC = DatasetSpec(num_classes=20)
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
+SPEC = DatasetSpec(num_classes=20, features=YT8M_FEATURES)
 
 
 @pytest.fixture(scope="module")

@@ -75,3 +75,11 @@ def test_public_api_is_documented():
         "DatasetSpec",
     ):
         assert name in zoo.__all__ and f"zoo.{name}" in text
+
+
+def test_registered_command_summaries_are_the_commands_help():
+    """`zoo --help` shows the registration's summary without importing the command: it must not drift."""
+    from zoo.plugins import get_plugins
+
+    for entry in get_plugins().registry("command"):
+        assert entry.summary == entry.cls.help, f"zoo {entry.name}: summary {entry.summary!r} != help"

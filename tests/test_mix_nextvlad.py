@@ -20,6 +20,8 @@ from zoo.config import bundled_config, load_config
 from zoo.contracts import ModelWithLoss
 from zoo.errors import ConfigError
 
+YT8M_FEATURES = {"rgb": 1024, "audio": 128}
+
 SPEC = DatasetSpec(num_classes=9, features={"rgb": 16, "audio": 8}, max_frames=20)
 SMALL = {"cluster_size": 6, "groups": 4, "expansion": 2, "hidden_size": 24, "gating_reduction": 4}
 
@@ -292,7 +294,11 @@ def test_bundled_config_is_the_authors_recipe_with_a_sample_scale(paddle):
         3,
     )
     sample = config.with_overrides({"dataset": {"num_classes": 200}, **config.sample}, "sample")
-    model = build_model("mix-nextvlad", spec=DatasetSpec(200, {"rgb": 1024, "audio": 128}), **sample.model)
+    model = build_model(
+        "mix-nextvlad",
+        spec=DatasetSpec(200, {"rgb": 1024, "audio": 128}),
+        **sample.model,
+    )
     assert count_parameters(model) < 10_000_000
     model.eval()
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ prepare_environment()  # the engine starts: before any plugin imports paddle
 
 class BenchCommand:
     name = "bench"
-    help = "benchmark models per device count: train and inference videos/s, scaling, GAP, Hit@1, memory"
+    help = "benchmark models per device count: videos/s, scaling, quality, memory"
     description = (
         "For each model and device count, train a fixed number of steps and evaluate on the validation split,\n"
         "each configuration in fresh processes started by paddle.distributed.launch. Prints a table and writes\n"

@@ -122,8 +122,11 @@ def _print_table(rows: list[list[Any]], headers: list[str]) -> None:
     print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
-def _metric_rows(metrics: dict[str, float]) -> list[list[Any]]:
-    return [[k, v] for k, v in metrics.items()]
+def _metric_rows(metrics: dict[str, float], metric: Any, prefix: str = "") -> list[list[Any]]:
+    """The metric's headline first, then its display keys, then the rest of what it computed."""
+    order = [metric.headline, *metric.display]
+    keys = [k for k in dict.fromkeys(order) if k in metrics] + [k for k in metrics if k not in order]
+    return [[f"{prefix}{k}", metrics[k]] for k in keys]
 
 
 class TrainCommand:
@@ -234,7 +237,7 @@ def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cf
 
 class EvalCommand:
     name = "eval"
-    help = "evaluate weights: GAP, Hit@1, PERR, mAP, loss (table, JSON and per-class AP CSV)"
+    help = "evaluate weights with the config's metric (table, JSON and reports)"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,7 +257,7 @@ class EvalCommand:
         model = _load_for_inference(cfg, args)
         metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg)
         written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
-        _print_table(_metric_rows(metrics), ["metric", "value"])
+        _print_table(_metric_rows(metrics, metric), ["metric", "value"])
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
 
@@ -278,7 +281,7 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
 
 class PredictCommand:
     name = "predict"
-    help = "top-k classes with probabilities per video, saved as Kaggle CSV and JSONL"
+    help = "top-k classes with probabilities per video (JSONL and the formats)"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -376,7 +379,7 @@ class PredictCommand:
 
 class RunCommand:
     name = "run"
-    help = "train, evaluate and predict in one go (on the built-in sample dataset unless data is given)"
+    help = "train, evaluate and predict in one go (built-in sample data unless data is given)"
     description = (
         "Train MODEL with its bundled config, evaluate it on the test split and write predictions.\n"
         "Without --data (and with no data paths in the config) it trains on the built-in YouTube-8M-format\n"
@@ -428,7 +431,7 @@ class RunCommand:
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["eval videos/s", f"{eval_speed:.1f}"],
         ]
-        rows += [[f"test {k}", v] for k, v in metrics.items()]
+        rows += _metric_rows(metrics, metric, prefix="test ")
         rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
         _print_table(rows, ["", ""])
         return 0
