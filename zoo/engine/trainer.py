@@ -204,7 +204,8 @@ class Trainer:
                 self.optimizer.set_lr(lr)
                 paddle.seed(step_seed(t.seed, step) + self.ctx.rank)
                 labels = paddle.to_tensor(batch["labels"])
-                loss = bce_loss(self.train_model(to_tensors(batch, cfg.dataset.features)), labels)
+                logits = self.train_model(to_tensors(batch, cfg.dataset.features))
+                loss = bce_loss(logits, labels, batch.get("label_mask"))  # label_mask: segment training
                 n_global, loss_total = distributed.all_sum(
                     [n_local, float(loss) * n_local if n_local else 0.0], self.ctx
                 )
