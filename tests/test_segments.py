@@ -357,21 +357,17 @@ def test_zoo_run_segments_finetuning_helps_and_submission_round_trips(tmp_path, 
     before = float(out.split("segment MAP before fine-tuning")[1].split()[0])
     after = float(out.split("segment MAP after fine-tuning")[1].split()[0])
     assert after > before, out
-    submission = tmp_path / "run" / "segment_submission.csv"
-    assert (
-        sum(1 for _ in iter_segment_submission(submission))
-        == len(
-            read_label_ids(
-                next((Path.home() / ".cache").rglob("yt8m-sample-segments")) / "segment_label_ids.csv"
-            )
-        )
-        or submission.is_file()
-    )
+    from zoo.engine.setup import SAMPLE_VERSION
+    from zoo.paths import cache_dir
+
+    seg = cache_dir(SAMPLE_VERSION) / "yt8m-sample-segments"
+    rated_classes = read_label_ids(seg / "segment_label_ids.csv")
+    rows = list(iter_segment_submission(tmp_path / "run" / "segment_submission.csv"))
+    assert [cls for _, cls, _ in rows] == rated_classes.tolist() and all(entries for _, _, entries in rows)
     # eval --segments and predict --segments + score --segments agree on the same rated data
-    seg = next(Path(p) for p in (Path.home() / ".cache").rglob("yt8m-sample-segments"))
     rated = sorted((seg / "validate").glob("*.tfrecord"))[-1]
     weights = str(tmp_path / "run" / "segments")
-    common = ["mean-max-pool", "--weights", weights, "-o", "dataset.num_classes=200"]
+    common = ["--weights", weights]  # the run's saved config (200 classes)
     assert zoo_main(["eval", *common, "--segments", "-o", f"data.valid=[{rated}]", "--output", "ev"]) == 0
     evaluated = json.loads(Path("ev/segment_eval_results.json").read_text())["metrics"]
     assert (

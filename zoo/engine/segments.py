@@ -226,6 +226,16 @@ def _short(n: int) -> str:
 # zoo run MODEL --segments
 
 
+def result_model(result: Any, cfg: ZooConfig) -> Any:
+    """The model a training run saved, rebuilt from its run directory."""
+    from zoo.engine.setup import build_model
+    from zoo.engine.weights import apply_weights, read_weights
+
+    model = build_model(cfg)
+    apply_weights(model, read_weights(str(result.run_dir)), strict=True)
+    return model
+
+
 def run_segments(
     cfg: ZooConfig, run_dir: Path, *, finetune_epochs: int = 3, progress: bool = True
 ) -> list[list[Any]]:
@@ -236,7 +246,6 @@ def run_segments(
     """
     from zoo_yt8m_data.segment_synth import ensure_sample_segments, read_label_ids
 
-    from zoo.engine.commands.workflow import result_model
     from zoo.engine.loop import dygraph_scorer
     from zoo.engine.setup import SAMPLE_VERSION
     from zoo.engine.trainer import Trainer
