@@ -13,6 +13,7 @@ DESCRIPTION = """\
 YouTube-8M data without TensorFlow.
 
   zoo data synth --output DIR              write a YouTube-8M-format sample dataset (deterministic)
+  zoo data synth --segments --output DIR   segment-rated validate/test records in the 2019 layout
   zoo data download --partition 2/frame/train --shard 1,100 --output DIR
                                            the official download protocol: resumable, md5-verified
   zoo data pack INPUT... --output DIR      TFRecords or PaddleVideo pickles -> memory-mapped packed format
@@ -79,9 +80,24 @@ class DataCommand:
 
         d = SynthSpec()
         p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write (created)")
+        p.add_argument(
+            "--segments",
+            action="store_true",
+            help="write segment-rated validate/ and test/ records in the 2019 layout (segment_* context "
+            "lists, 5-frame segments, a rated class subset in segment_label_ids.csv) from the same hidden "
+            "classes as the video-level data of the same --classes and --seed (docs/segments.md)",
+        )
         p.add_argument("--train-videos", type=_positive, default=d.train_videos, metavar="N")
-        p.add_argument("--valid-videos", type=_positive, default=d.valid_videos, metavar="N")
-        p.add_argument("--test-videos", type=_positive, default=d.test_videos, metavar="N")
+        p.add_argument(
+            "--valid-videos",
+            type=_positive,
+            default=None,
+            metavar="N",
+            help="default 1000 (--segments: 1200)",
+        )
+        p.add_argument(
+            "--test-videos", type=_positive, default=None, metavar="N", help="default 1000 (--segments: 300)"
+        )
         p.add_argument("--classes", type=int, default=d.classes, metavar="C", help=f"default {d.classes}")
         p.add_argument("--min-frames", type=int, default=d.min_frames, metavar="N")
         p.add_argument("--max-frames", type=int, default=d.max_frames, metavar="N")
@@ -190,10 +206,13 @@ class DataCommand:
 def _synth(args: argparse.Namespace) -> int:
     from zoo_yt8m_data.synth import SynthSpec, generate
 
+    if args.segments:
+        return _synth_segments(args)
+    d = SynthSpec()
     spec = SynthSpec(
         train_videos=args.train_videos,
-        valid_videos=args.valid_videos,
-        test_videos=args.test_videos,
+        valid_videos=d.valid_videos if args.valid_videos is None else args.valid_videos,
+        test_videos=d.test_videos if args.test_videos is None else args.test_videos,
         classes=args.classes,
         min_frames=args.min_frames,
         max_frames=args.max_frames,
@@ -207,6 +226,37 @@ def _synth(args: argparse.Namespace) -> int:
         videos = sum(manifest["files"][f]["videos"] for f in files)
         print(f"{split}: {videos} videos in {len(files)} files")
     print(f"{args.output}: {spec.classes} classes, vocabulary.csv, manifest.json")
+    return 0
+
+
+def _synth_segments(args: argparse.Namespace) -> int:
+    from zoo_yt8m_data.segment_synth import SegmentSynthSpec, generate_segments
+
+    d = SegmentSynthSpec()
+    frames = {}
+    if args.min_frames != 10:  # the video-level default; segments need whole 5-frame segments
+        frames["min_frames"] = args.min_frames
+    if args.max_frames != 60:
+        frames["max_frames"] = args.max_frames
+    spec = SegmentSynthSpec(
+        valid_videos=d.valid_videos if args.valid_videos is None else args.valid_videos,
+        test_videos=d.test_videos if args.test_videos is None else args.test_videos,
+        classes=args.classes,
+        valid_shards=args.valid_shards,
+        test_shards=args.test_shards,
+        seed=args.seed,
+        **frames,
+    )
+    manifest = generate_segments(args.output, spec, progress=True)
+    for split, files in manifest["splits"].items():
+        info = [manifest["files"][f] for f in files]
+        pairs = sum(i.get("rated_pairs", 0) for i in info)
+        rated = f", {pairs} rated (segment, class) pairs" if pairs else " (no ratings)"
+        print(f"{split}: {sum(i['videos'] for i in info)} videos in {len(files)} files{rated}")
+    print(
+        f"{args.output}: {spec.classes} classes, {len(manifest['rated_classes'])} rated "
+        f"(segment_label_ids.csv), vocabulary.csv, manifest.json"
+    )
     return 0
 
 

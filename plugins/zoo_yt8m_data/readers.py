@@ -31,6 +31,7 @@ from zoo_yt8m_data.wire import WireError, decode_feature, decode_frames, parse_e
 QUANT_SCALE = np.float32(4.0 / 255.0)
 QUANT_BIAS = np.float32(4.0 / 512.0 - 2.0)
 WARN_LIMIT = 20
+SEGMENT_FRAMES = 5  # the 2019 task's segments: 5 frames (5 seconds)
 
 
 def dequantize(values: np.ndarray) -> np.ndarray:
@@ -244,6 +245,10 @@ class FrameFeatureReader(_YT8MReader):
         skip_corrupt: bool = False
         """Skip damaged records (bad checksum, truncated, wrong feature size, label out of range), count them
         and report them at the end, instead of stopping with an error."""
+        segments: bool = False
+        """Segment-level training (2019 task): one example per rated 5-frame segment of the segment-rated
+        data (its 5 frames; ``labels`` the classes rated present, ``label_mask`` the classes rated at all, so
+        the loss ignores the unrated classes). Example ids are ``video:start``."""
 
     def _claim_directory(self, path: str) -> list[str] | None:
         return packed.shards_of(path)
@@ -256,6 +261,45 @@ class FrameFeatureReader(_YT8MReader):
         return ensure_sample_data(root)
 
     def read_part(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
+        if not getattr(self.config, "segments", False):
+            yield from self._videos(source, start, step)
+            return
+        if packed.is_shard(source):
+            raise DataError(
+                f"{source}: packed data keeps no segment ratings; data.segments needs the segment-rated "
+                f"TFRecords (partition 3/frame/validate)"
+            )
+        for record in self._videos(source, start, step):
+            yield from self._segment_examples(source, record)
+
+    def _segment_examples(self, source: str, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """One training example per rated segment of ``record`` (the starter code's segment reader)."""
+        starts = record["segment_start_times"]
+        if starts.size == 0:
+            return
+        n = record["num_frames"]
+        for start in np.unique(starts):
+            if start < 0 or start + SEGMENT_FRAMES > n:
+                self.bad_record(
+                    source,
+                    -1,
+                    f"rated segment at {int(start)} does not fit in the video's {n} frames",
+                    video=record["id"],
+                )
+                continue
+            at = starts == start
+            classes = record["segment_labels"][at]
+            out = {
+                "id": f"{record['id']}:{int(start)}",
+                "labels": [int(c) for c in classes[record["segment_scores"][at] > 0]],
+                "label_mask": [int(c) for c in classes],
+                "num_frames": SEGMENT_FRAMES,
+            }
+            for name in self.features:
+                out[name] = record[name][start : start + SEGMENT_FRAMES].copy()
+            yield out
+
+    def _videos(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
         if packed.is_shard(source):
             shard = packed.open_shard(source, self.features)
             for index in range(start, shard.records, step):
@@ -316,7 +360,9 @@ class FrameFeatureReader(_YT8MReader):
         return record
 
     def _extra(self, payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any]) -> None:
-        """Hook for readers whose records carry more context (segment ratings)."""
+        """Readers whose records carry more context: the segment ratings (segment mode, or yt8m-segment)."""
+        if getattr(self.config, "segments", False):
+            _segment_context(payload, context, record, self.num_classes)
 
 
 class SegmentReader(FrameFeatureReader):
@@ -337,20 +383,31 @@ class SegmentReader(FrameFeatureReader):
         """Check each record's masked crc32c."""
         skip_corrupt: bool = False
         """Skip damaged records, count and report them, instead of stopping with an error."""
+        segments: bool = False
+        """Segment-level training (2019 task): one example per rated 5-frame segment of the segment-rated
+        data (its 5 frames; ``labels`` the classes rated present, ``label_mask`` the classes rated at all, so
+        the loss ignores the unrated classes). Example ids are ``video:start``."""
 
     def _claim_directory(self, path: str) -> list[str] | None:
         return None
 
     def _extra(self, payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any]) -> None:
-        for key in ("segment_start_times", "segment_end_times", "segment_labels"):
-            record[key] = np.asarray(_int_list(payload, context, key), np.int64)
-        record["segment_scores"] = _float_list(payload, context, "segment_scores")
-        lengths = {len(record[k]) for k in ("segment_start_times", "segment_labels", "segment_scores")}
-        if len(lengths) > 1:
-            raise WireError("segment_start_times, segment_labels and segment_scores differ in length")
-        bad = [int(v) for v in record["segment_labels"] if not 0 <= v < self.num_classes]
-        if bad:
-            raise WireError(f"segment label {bad[0]} is outside [0, {self.num_classes})")
+        _segment_context(payload, context, record, self.num_classes)
+
+
+def _segment_context(
+    payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any], num_classes: int
+) -> None:
+    """The 2019 segment ratings of a record's context into ``record`` (checked: equal lengths, classes)."""
+    for key in ("segment_start_times", "segment_end_times", "segment_labels"):
+        record[key] = np.asarray(_int_list(payload, context, key), np.int64)
+    record["segment_scores"] = _float_list(payload, context, "segment_scores")
+    lengths = {len(record[k]) for k in ("segment_start_times", "segment_labels", "segment_scores")}
+    if len(lengths) > 1:
+        raise WireError("segment_start_times, segment_labels and segment_scores differ in length")
+    bad = [int(v) for v in record["segment_labels"] if not 0 <= v < num_classes]
+    if bad:
+        raise WireError(f"segment label {bad[0]} is outside [0, {num_classes})")
 
 
 class VideoFeatureReader(_YT8MReader):

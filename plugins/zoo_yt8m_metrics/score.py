@@ -186,8 +186,19 @@ class ScoreCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--predictions", metavar="CSV", help="the Kaggle-format prediction file")
         parser.add_argument(
-            "--predictions", required=True, metavar="CSV", help="the Kaggle-format prediction file"
+            "--segments",
+            metavar="SUBMISSION",
+            help="score a 2019 segment submission (Class,Segments) against segment-rated --data "
+            "(3/frame/validate) instead: segment MAP (docs/segments.md)",
+        )
+        parser.add_argument(
+            "--top-segments",
+            type=int,
+            default=100_000,
+            metavar="N",
+            help="with --segments: entries allowed per class (default 100000)",
         )
         parser.add_argument(
             "--data",
@@ -231,6 +242,10 @@ class ScoreCommand:
             args.num_classes = get_plugins().dataset("yt8m").spec.num_classes
         if args.num_classes < 1:
             raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
+        if bool(args.segments) == bool(args.predictions):
+            raise UsageError("give --predictions CSV (video level) or --segments SUBMISSION (2019 segments)")
+        if args.segments:
+            return _score_segments(args)
         if args.top_k < 1:
             raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
         if args.vocabulary and not args.per_class:
@@ -246,6 +261,27 @@ class ScoreCommand:
             report.metric.write_per_class_csv(args.per_class, vocabulary)
         _print_report(report, args)
         return 0
+
+
+def _score_segments(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo_yt8m_metrics.segment_submission import score_segment_submission
+
+    if args.top_segments < 1:
+        raise UsageError(f"--top-segments must be at least 1, got {args.top_segments}")
+    spec = DatasetSpec(num_classes=args.num_classes, features={})  # ratings only: no frames decoded
+    reader = zoo.build_reader("yt8m-segment", paths=list(args.data), spec=spec)
+    metrics, _ = score_segment_submission(
+        args.segments, reader, num_classes=args.num_classes, top_n=args.top_segments
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(
+            f"segment MAP {metrics['segment_map']:.6f}  classes {metrics['segment_classes']}  "
+            f"rated pairs scored {metrics['rated_pairs_scored']} of {metrics['rated_pairs']}"
+        )
+    return 0
 
 
 def _print_report(report: ScoreReport, args: argparse.Namespace) -> None:

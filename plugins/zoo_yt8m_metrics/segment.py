@@ -163,6 +163,36 @@ class SegmentMetric:
         self._pair_classes.append(pair_classes)
         self._pair_labels.append(np.concatenate(labels))
 
+    def update_class(
+        self,
+        cls: int,
+        ids: Sequence[str],
+        segment_start_times: Sequence[int] | np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        """Add one class's scores for the listed segments (a submission row, or a per-class top list); the
+        segments other classes were rated on are not touched. Call it once per class."""
+        starts = np.asarray(segment_start_times).ravel()
+        scores = np.asarray(scores, np.float64).ravel()
+        if not (len(ids) == len(starts) == len(scores)):
+            raise ValueError(f"metric {self.name!r}: pass one id, start time and score per segment")
+        if not 0 <= cls < self.num_classes:
+            raise ValueError(f"metric {self.name!r}: class {cls} is outside 0 .. {self.num_classes - 1}")
+        keep: list[float] = []
+        labels: list[bool] = []
+        for vid, start, score in zip(ids, starts, scores):
+            truth = self._truth.get((str(vid), int(start)))
+            if truth is None:
+                continue
+            hit = np.flatnonzero(truth[0] == cls)
+            if hit.size:
+                keep.append(float(score))
+                labels.append(bool(truth[1][hit[0]]))
+        if keep:
+            self._pair_scores.append(np.asarray(keep))
+            self._pair_classes.append(np.full(len(keep), cls, np.int64))
+            self._pair_labels.append(np.asarray(labels, bool))
+
     def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(self._pair_scores) != 1:
             self._pair_scores = [np.concatenate(self._pair_scores) if self._pair_scores else np.zeros(0)]

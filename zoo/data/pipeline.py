@@ -3,7 +3,8 @@
 What :func:`batches` yields, for one rank and one epoch: dicts of numpy arrays (the batch contract): one
 float32 ``[B, T, D]`` array per feature of ``spec.features`` (zero-padded; ``T`` the longest video in the
 batch, at least 1), ``mask`` float32 ``[B, T]``, ``num_frames`` int64 ``[B]``, ``labels`` float32
-``[B, num_classes]`` (multi-hot) and ``ids`` (list of str).
+``[B, num_classes]`` (multi-hot), ``ids`` (list of str) and, when the reader's records say which classes
+count (``label_mask``: segment-level training), ``label_mask`` float32 ``[B, num_classes]``.
 
 How the work is split: the ``world_size * max(1, num_workers)`` (rank, worker) pairs are *parts*. With
 enough files (every part gets the same number of files, give or take 10%), part ``p`` reads whole files
@@ -320,8 +321,26 @@ def collate(
                 )
             labels[i, index] = 1.0
     batch["labels"] = labels
+    if any("label_mask" in r for r in records):
+        batch["label_mask"] = label_mask(records, spec.num_classes)
     batch["ids"] = [str(r["id"]) for r in records]
     return batch
+
+
+def label_mask(records: list[dict[str, Any]], num_classes: int) -> np.ndarray:
+    """``[B, num_classes]``: 1 where a record's label counts in the loss. A record with ``label_mask`` (the
+    classes it was rated for, e.g. a rated 5-frame segment) counts only there; one without counts everywhere."""
+    mask = np.ones((len(records), num_classes), np.float32)
+    for i, record in enumerate(records):
+        if "label_mask" in record:
+            index = np.asarray(record["label_mask"], np.int64)
+            if index.size and (index.min() < 0 or index.max() >= num_classes):
+                raise DataError(
+                    f"example {record.get('id')!r}: rated class outside [0, {num_classes}) (dataset.num_classes)"
+                )
+            mask[i] = 0.0
+            mask[i, index] = 1.0
+    return mask
 
 
 def _fill(

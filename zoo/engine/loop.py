@@ -41,11 +41,20 @@ def to_tensors(batch: dict[str, Any], features: dict[str, int]) -> dict[str, Any
     return out
 
 
-def bce_loss(logits: Any, labels: Any) -> Any:
-    """Sigmoid cross-entropy summed over classes, mean over the batch (the YouTube-8M loss)."""
+def bce_loss(logits: Any, labels: Any, mask: Any = None) -> Any:
+    """Sigmoid cross-entropy summed over classes, mean over the batch (the YouTube-8M loss).
+
+    ``mask`` ``[B, C]`` (the batch's ``label_mask``; None: every class counts) weighs each (example, class)
+    term: segment-level training counts only the classes a segment was rated for, as the starter code's
+    label weights do.
+    """
+    import paddle
     import paddle.nn.functional as F
 
-    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    if mask is not None:
+        loss = loss * (mask if isinstance(mask, paddle.Tensor) else paddle.to_tensor(mask))
+    return loss.sum(axis=1).mean()
 
 
 def unwrap(model: Any) -> Any:
@@ -65,15 +74,19 @@ def logits_of(outputs: Any) -> Any:
     return outputs
 
 
-def training_loss(model: Any, outputs: Any, inputs: dict[str, Any], labels: Any) -> Any:
+def training_loss(
+    model: Any, outputs: Any, inputs: dict[str, Any], labels: Any, label_mask: Any = None
+) -> Any:
     """The model's own loss when it defines one (:class:`zoo.contracts.ModelWithLoss`), else the YouTube-8M
-    sigmoid cross-entropy on the logits. ``model`` may be wrapped in ``paddle.DataParallel``."""
+    sigmoid cross-entropy on the logits. ``model`` may be wrapped in ``paddle.DataParallel``. ``label_mask``
+    ``[B, C]`` (segment training: only rated classes count) reaches either loss."""
     from zoo.contracts import ModelWithLoss
 
     core = unwrap(model)
     if isinstance(core, ModelWithLoss):
-        return core.loss(outputs, {**inputs, "labels": labels})
-    return bce_loss(logits_of(outputs), labels)
+        extra = {} if label_mask is None else {"label_mask": label_mask}
+        return core.loss(outputs, {**inputs, "labels": labels, **extra})
+    return bce_loss(logits_of(outputs), labels, label_mask)
 
 
 def batches_for(
@@ -141,7 +154,7 @@ def evaluate(
         for batch in batches_for(reader, cfg, batch_size=per_rank, shuffle=False, ctx=ctx):
             labels = paddle.to_tensor(batch["labels"])
             logits = logits_of(model(to_tensors(batch, cfg.dataset.features)))
-            loss = float(bce_loss(logits, labels))
+            loss = float(bce_loss(logits, labels, batch.get("label_mask")))
             metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss)
             bar.update(len(batch["ids"]))
     bar.close()

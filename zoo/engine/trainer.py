@@ -358,7 +358,7 @@ class Trainer:
         inputs = to_tensors(batch, cfg.dataset.features)
         with self._autocast():
             outputs = self.train_model(inputs)
-            loss = training_loss(self.train_model, outputs, inputs, labels)
+            loss = training_loss(self.train_model, outputs, inputs, labels, batch.get("label_mask"))
         n_global, loss_total = distributed.all_sum(
             [n_local, float(loss) * n_local if n_local else 0.0], self.ctx
         )

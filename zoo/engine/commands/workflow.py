@@ -129,6 +129,28 @@ def _metric_rows(metrics: dict[str, float], metric: Any, prefix: str = "") -> li
     return [[f"{prefix}{k}", metrics[k]] for k in keys]
 
 
+def _add_segment_arguments(parser: argparse.ArgumentParser, *, classes: bool = False) -> None:
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="the 2019 segment task: score every 5-frame segment (docs/segments.md)",
+    )
+    parser.add_argument(
+        "--top-segments",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="with --segments: entries per class in the submission (and MAP@N); default 100000",
+    )
+    if classes:
+        parser.add_argument(
+            "--segment-classes",
+            metavar="CSV",
+            help="with --segments: the rated classes to list (segment_label_ids.csv; default: the one "
+            "beside the data, else every class)",
+        )
+
+
 class TrainCommand:
     name = "train"
     help = "train a model (checkpoints, metrics history and plots go to train.save_dir)"
@@ -247,6 +269,7 @@ class EvalCommand:
         parser.add_argument(
             "--output", metavar="DIR", default="eval", help="where results go (default ./eval)"
         )
+        _add_segment_arguments(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -255,11 +278,34 @@ class EvalCommand:
 
         cfg = _prepare(args)
         model = _load_for_inference(cfg, args)
+        if args.segments:  # segment MAP on the rated data (the valid split: 3/frame/validate)
+            return _eval_segments(args, cfg, model)
         metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg)
         written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
         _print_table(_metric_rows(metrics, metric), ["metric", "value"])
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
+
+
+def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
+    from zoo.atomic import atomic_write_text
+    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.segments import evaluate_segments
+    from zoo.engine.setup import split_paths
+
+    paths = split_paths(cfg, "valid") or split_paths(cfg, "test")
+    if not paths:
+        raise UsageError("--segments: no rated data: give --data DIR (with validate/) or -o data.valid=PATH")
+    metrics = evaluate_segments(
+        dygraph_scorer(model, cfg.dataset.features), cfg, list(paths), top_n=args.top_segments
+    )
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "segment_eval_results.json"
+    atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
+    _print_table(_metric_rows(metrics), ["metric", "value"])
+    print(f"wrote {results}")
+    return 0
 
 
 def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> list[Path]:
@@ -338,11 +384,15 @@ class PredictCommand:
             default="predictions",
             help="where predictions.csv and predictions.jsonl go (default ./predictions)",
         )
+        _add_segment_arguments(parser, classes=True)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from zoo.engine.loop import dygraph_scorer, predict
         from zoo.engine.setup import build_reader
+
+        if args.segments:
+            return _predict_segments(args)
 
         if args.top_k is not None:
             args.override.append(f"predict.top_k={args.top_k}")
@@ -377,6 +427,29 @@ class PredictCommand:
         return 0
 
 
+def _predict_segments(args: argparse.Namespace) -> int:
+    """``zoo predict --segments``: the Kaggle 2019 submission (Class,Segments) in OUTPUT/segment_submission.csv."""
+    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.segments import predict_segments, rated_class_ids
+    from zoo.engine.setup import split_paths
+
+    if args.model_dir:
+        raise UsageError("--segments scores with a model built from a config and --weights, not --model DIR")
+    if args.filelist:
+        args.override.append(f"data.infer={json.dumps(args.filelist)}")
+    cfg = _prepare(args)
+    paths = list(split_paths(cfg, "infer") or [])
+    classes, origin = rated_class_ids(cfg, args.segment_classes, paths)
+    scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
+    out = Path(args.output) / "segment_submission.csv"
+    stats = predict_segments(scorer, cfg, paths, out, classes=classes, top_n=args.top_segments)
+    print(
+        f"{stats['videos']} videos, {stats['segments']} segments, {stats['classes']} classes ({origin}); "
+        f"wrote {out} ({stats['entries']} entries)"
+    )
+    return 0
+
+
 class RunCommand:
     name = "run"
     help = "train, evaluate and predict in one go (built-in sample data unless data is given)"
@@ -392,6 +465,12 @@ class RunCommand:
         add_config_arguments(parser, model_positional=True)
         _add_data_argument(parser)
         parser.add_argument("--output", metavar="DIR", help="run directory (default runs/MODEL)")
+        parser.add_argument(
+            "--segments",
+            action="store_true",
+            help="the 2019 segment task on the sample data: video-level training, segment fine-tuning, "
+            "segment MAP before and after, a submission (docs/segments.md)",
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -400,6 +479,8 @@ class RunCommand:
         from zoo.engine.trainer import Trainer
 
         start = time.perf_counter()
+        if args.segments:
+            return _run_segments(args)
         cfg = _prepare(args)
         run_dir = Path(args.output or Path("runs") / cfg.model_name)
         cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run")
@@ -435,6 +516,20 @@ class RunCommand:
         rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
         _print_table(rows, ["", ""])
         return 0
+
+
+def _run_segments(args: argparse.Namespace) -> int:
+    from zoo.engine.segments import run_segments
+
+    if args.data:
+        raise UsageError(
+            "zoo run --segments runs on the built-in sample data; on your data follow docs/segments.md "
+            "(zoo train, zoo train --pretrain ... -o data.segments=true, zoo eval/predict --segments)"
+        )
+    cfg = _prepare(args)
+    run_dir = Path(args.output or Path("runs") / f"{cfg.model_name}-segments")
+    _print_table(run_segments(cfg, run_dir), ["", ""])
+    return 0
 
 
 def result_model(result: Any, cfg: ZooConfig) -> Any:

@@ -1,0 +1,303 @@
+"""The 2019 segment task in the engine: score every 5-frame segment, evaluate, submit, and the sample workflow.
+
+Inference reads each video once (one decoded record), cuts it into its 5-frame segments (starts 0, 5, 10, ...;
+a trailing part shorter than 5 frames is not a segment) and scores them in batches of ``eval.batch_size``
+segments. Only the per-class top lists (``TopSegments``: classes x N entries) and, when evaluating, the rated
+(segment, class) pairs are kept: never videos x segments x classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.config import ZooConfig
+from zoo.errors import DataError, UsageError
+from zoo.progress import Progress
+
+SEGMENT_FRAMES = 5
+SEGMENT_READER = "yt8m-segment"
+LABEL_IDS_FILE = "segment_label_ids.csv"
+
+
+def segment_reader(cfg: ZooConfig, paths: list[str]) -> Any:
+    """The segment-rated reader over ``paths`` reading whole videos (segment mode off: we cut segments here)."""
+    import zoo
+
+    options = {k: v for k, v in cfg.reader.items() if k in ("verify_crc", "skip_corrupt")}
+    return zoo.build_reader(SEGMENT_READER, spec=cfg.dataset, paths=list(paths), **options)
+
+
+def segment_starts(num_frames: int) -> np.ndarray:
+    return np.arange(0, int(num_frames) - SEGMENT_FRAMES + 1, SEGMENT_FRAMES, dtype=np.int64)
+
+
+def scored_segments(
+    scorer: Callable[[dict[str, Any]], np.ndarray],
+    reader: Any,
+    cfg: ZooConfig,
+    *,
+    batch_size: int,
+    on_video: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(video indices, starts, probabilities [S, C])`` per batch of segments, in reading order.
+
+    ``on_video(record)`` sees each video (its ground truth) before any of its segments is yielded.
+    """
+    from zoo.data.pipeline import collate
+    from zoo.engine.loop import dequantize_on_device
+
+    quantized = dequantize_on_device(cfg)
+    features = list(cfg.dataset.features)
+    pending: list[dict[str, Any]] = []
+    where: list[tuple[int, int]] = []
+    bar = Progress("segments", unit="video", enabled=progress)
+    video = 0
+
+    def flush() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        batch = collate(pending, cfg.dataset, reader.dequantize_into, quantized=quantized)
+        probs = scorer(batch)
+        index = np.asarray(where, np.int64).reshape(-1, 2)
+        pending.clear()
+        where.clear()
+        return index[:, 0], index[:, 1], probs
+
+    for source in reader.sources():
+        for record in reader.read_part(source, 0, 1):
+            if on_video is not None:
+                on_video(record)
+            for start in segment_starts(record["num_frames"]):
+                segment = {"id": record["id"], "labels": (), "num_frames": SEGMENT_FRAMES}
+                for name in features:
+                    segment[name] = record[name][start : start + SEGMENT_FRAMES]
+                pending.append(segment)
+                where.append((video, int(start)))
+                if len(pending) >= batch_size:
+                    yield flush()
+            video += 1
+            bar.update(1)
+    if pending:
+        yield flush()
+    bar.close()
+    reader.print_skipped()
+
+
+def rated_class_ids(cfg: ZooConfig, explicit: str | None, paths: list[str] | None) -> tuple[np.ndarray, str]:
+    """The classes a submission lists: ``explicit`` CSV, else a segment_label_ids.csv beside the data (up to
+    two folders up), else every class."""
+    from zoo_yt8m_data.segment_synth import read_label_ids
+
+    if explicit:
+        return read_label_ids(explicit, cfg.dataset.num_classes), explicit
+    for path in paths or []:
+        base = Path(path)
+        for folder in (
+            [base.parent, base.parent.parent, base.parent.parent.parent]
+            if base.is_file()
+            else [
+                base,
+                base.parent,
+                base.parent.parent,
+            ]
+        ):
+            candidate = folder / LABEL_IDS_FILE
+            if candidate.is_file():
+                return read_label_ids(candidate, cfg.dataset.num_classes), str(candidate)
+    return np.arange(cfg.dataset.num_classes), "all classes (no segment_label_ids.csv found)"
+
+
+def evaluate_segments(
+    scorer: Callable[[dict[str, Any]], np.ndarray],
+    cfg: ZooConfig,
+    paths: list[str],
+    *,
+    top_n: int = 100_000,
+    classes: np.ndarray | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segment mAP over every segment of the rated videos of ``paths``, and MAP@top_n: the score of the
+    submission the top-``top_n`` lists of ``classes`` (default: :func:`rated_class_ids`) would make."""
+    from zoo_yt8m_metrics.segment_submission import TopSegments, slot_bits
+
+    import zoo
+
+    reader = segment_reader(cfg, paths)
+    metric = zoo.build_metric("yt8m-segment", spec=cfg.dataset)
+    capped = zoo.build_metric("yt8m-segment", spec=cfg.dataset)
+    rated: set[int] = set()
+    ids: list[str] = []
+
+    def on_video(record: dict[str, Any]) -> None:
+        metric.add_ground_truth(record)
+        capped.add_ground_truth(record)
+        rated.update(int(c) for c in record["segment_labels"])
+        ids.append(record["id"])
+
+    bits = slot_bits(cfg.dataset.max_frames)
+    if classes is None:
+        classes = rated_class_ids(cfg, None, paths)[0]
+    top = TopSegments(classes, top_n)
+    segments = 0
+    start = time.perf_counter()
+    for videos, starts, probs in scored_segments(
+        scorer, reader, cfg, batch_size=cfg.eval.batch_size, on_video=on_video, progress=progress
+    ):
+        metric.update([ids[v] for v in videos], starts, probs)
+        top.add(
+            probs,
+            (videos.astype(np.uint32) << np.uint32(bits)) | (starts // SEGMENT_FRAMES).astype(np.uint32),
+        )
+        segments += len(videos)
+    seconds = time.perf_counter() - start
+    if not segments:
+        raise DataError(f"no 5-frame segment in {paths}; segment evaluation needs the segment-rated data")
+    mask = (1 << bits) - 1
+    for cls, keys, scores in top.ranked():
+        if cls in rated:
+            capped.update_class(
+                cls,
+                [ids[v] for v in (keys >> np.uint32(bits)).tolist()],
+                (keys & np.uint32(mask)) * 5,
+                scores,
+            )
+    results = metric.compute()
+    results[f"segment_map@{_short(top_n)}"] = capped.compute()["segment_map"]
+    results["videos"] = len(ids)
+    results["segments"] = segments
+    results["segments_per_s"] = segments / max(seconds, 1e-9)
+    return results
+
+
+def predict_segments(
+    scorer: Callable[[dict[str, Any]], np.ndarray],
+    cfg: ZooConfig,
+    paths: list[str],
+    output: str | Path,
+    *,
+    classes: np.ndarray,
+    top_n: int = 100_000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every segment of ``paths`` and write the Kaggle 2019 submission ``output``."""
+    from zoo_yt8m_metrics.segment_submission import TopSegments, slot_bits, write_segment_submission
+
+    reader = segment_reader(cfg, paths)
+    bits = slot_bits(cfg.dataset.max_frames)
+    capacity = 1 << (32 - bits)
+    ids: list[str] = []
+
+    def on_video(record: dict[str, Any]) -> None:
+        if len(ids) >= capacity:
+            raise DataError(f"more than {capacity:,} videos in one submission; split the data")
+        ids.append(record["id"])
+
+    top = TopSegments(classes, top_n)
+    segments = 0
+    start = time.perf_counter()
+    for videos, starts, probs in scored_segments(
+        scorer, reader, cfg, batch_size=cfg.eval.batch_size, on_video=on_video, progress=progress
+    ):
+        top.add(
+            probs,
+            (videos.astype(np.uint32) << np.uint32(bits)) | (starts // SEGMENT_FRAMES).astype(np.uint32),
+        )
+        segments += len(videos)
+    seconds = time.perf_counter() - start
+    written = write_segment_submission(output, top, ids, bits)
+    return {
+        "videos": len(ids),
+        "segments": segments,
+        "segments_per_s": segments / max(seconds, 1e-9),
+        "peak_entries": top.peak_entries,
+        **written,
+    }
+
+
+def _short(n: int) -> str:
+    return f"{n // 1000}K" if n % 1000 == 0 and n >= 1000 else str(n)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# zoo run MODEL --segments
+
+
+def result_model(result: Any, cfg: ZooConfig) -> Any:
+    """The model a training run saved, rebuilt from its run directory."""
+    from zoo.engine.setup import build_model
+    from zoo.engine.weights import apply_weights, read_weights
+
+    model = build_model(cfg)
+    apply_weights(model, read_weights(str(result.run_dir)), strict=True)
+    return model
+
+
+def run_segments(
+    cfg: ZooConfig, run_dir: Path, *, finetune_epochs: int = 3, progress: bool = True
+) -> list[list[Any]]:
+    """Video-level training, segment eval, segment fine-tuning, segment eval, submission (the sample data).
+
+    The rated validate shards are split: the first half fine-tunes, the second half evaluates (fine-tuning and
+    evaluating on the same ratings would flatter the fine-tuned model). Returns the summary rows.
+    """
+    from zoo_yt8m_data.segment_synth import ensure_sample_segments, read_label_ids
+
+    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.setup import SAMPLE_VERSION
+    from zoo.engine.trainer import Trainer
+    from zoo.paths import cache_dir
+
+    begin = time.perf_counter()
+    seg = ensure_sample_segments(cache_dir(SAMPLE_VERSION))
+    if seg["num_classes"] != cfg.dataset.num_classes:
+        raise UsageError(
+            f"the segment sample has {seg['num_classes']} classes, the video-level data "
+            f"{cfg.dataset.num_classes}: zoo run --segments runs on the built-in sample data only"
+        )
+    classes = read_label_ids(seg["label_ids"], cfg.dataset.num_classes)
+    half = max(1, len(seg["valid"]) // 2)
+    tune_paths, eval_paths = seg["valid"][:half], seg["valid"][half:] or seg["valid"]
+
+    video_cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir / "video")}}, "zoo run --segments")
+    video = Trainer(video_cfg, overwrite=True, progress=progress).fit()
+    model = result_model(video, video_cfg)
+    before = evaluate_segments(
+        dygraph_scorer(model, cfg.dataset.features), cfg, eval_paths, classes=classes, progress=progress
+    )
+
+    tune_cfg = cfg.with_overrides(
+        {
+            "data": {"reader": SEGMENT_READER, "segments": True, "train": tune_paths, "valid": None},
+            "train": {
+                "save_dir": str(run_dir / "segments"),
+                "epoch": finetune_epochs,
+                "valid_interval": 0,
+                "learning_rate": cfg.train.learning_rate / 2,
+            },
+        },
+        "zoo run --segments (fine-tuning)",
+    )
+    tuned = Trainer(tune_cfg, overwrite=True, progress=progress).fit(pretrain=str(run_dir / "video"))
+    model = result_model(tuned, tune_cfg)
+    scorer = dygraph_scorer(model, cfg.dataset.features)
+    after = evaluate_segments(scorer, cfg, eval_paths, classes=classes, progress=progress)
+    submission = run_dir / "segment_submission.csv"
+    written = predict_segments(scorer, cfg, seg["test"], submission, classes=classes, progress=progress)
+    at = "segment_map@100K"
+    return [
+        ["model", cfg.model_name],
+        ["segment data", seg["root"]],
+        ["video-level training (steps)", video.steps],
+        ["segment fine-tuning (steps, examples)", f"{tuned.steps}, {tuned.examples}"],
+        ["segment MAP before fine-tuning", before["segment_map"]],
+        ["segment MAP after fine-tuning", after["segment_map"]],
+        [f"{at} before / after", f"{before[at]:.4f} / {after[at]:.4f}"],
+        ["rated pairs (eval half)", after["rated_pairs"]],
+        ["eval segments/s", f"{after['segments_per_s']:.0f}"],
+        ["submission", f"{submission} ({written['classes']} classes, {written['entries']} entries)"],
+        ["time", f"{time.perf_counter() - begin:.1f} s"],
+    ]
