@@ -743,6 +743,11 @@ def load_exported(
     init_paddle(device)  # a GPU request on a CPU-only paddle is a UsageError here
     root = Path(model_dir)
     meta = read_metadata(root)
+    if meta.get("runtime") == "onnxruntime":  # written by `zoo export --format onnx` (zoo.engine.onnx)
+        from zoo.engine import onnx
+
+        onnx.check_files(root, meta, verify_checksums=verify_checksums)
+        return onnx.OnnxModel(root, meta, device=device, precision=precision, threads=threads)
     _check_files(root, meta, verify_checksums=verify_checksums)
     return ExportedModel(
         root, meta, device=device, precision=precision, threads=threads, onednn=onednn, gpu=gpu
