@@ -328,15 +328,27 @@ def _converter_error(text: str) -> str:
 # Export
 
 
-def _dygraph_model(cfg: ZooConfig, weights: str | None, weights_sha256: str | None) -> Any:
+def _dygraph_model(
+    cfg: ZooConfig, weights: str | None, weights_sha256: str | None, allow_random: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The model to export and compare with (its random initialisation when ``weights`` is None), and
+    the ``weights`` record of the metadata."""
     from zoo.engine.setup import build_model
     from zoo.engine.weights import apply_weights, read_weights
 
+    if weights is None and not allow_random:
+        raise UsageError(
+            f"exporting {cfg.model_name} without --weights would export untrained random weights; give "
+            f"--weights or pass --allow-random if that is what you want"
+        )
     model = build_model(cfg)
+    info: dict[str, Any] = {"source": None, "format": None, "random_init": True}
     if weights is not None:
-        apply_weights(model, read_weights(weights, sha256=weights_sha256), strict=True)
+        loaded = read_weights(weights, sha256=weights_sha256)
+        apply_weights(model, loaded, strict=True)
+        info = {"source": loaded.origin, "format": loaded.format, "random_init": False}
     model.eval()
-    return model
+    return model, info
 
 
 def check_against(model: Any, directory: Path, metadata: dict[str, Any]) -> float:
@@ -374,6 +386,7 @@ def export_onnx(
     The Paddle program is exported and checked first, converted, and the ONNX model is checked against the
     dygraph model with the same probe batches and tolerance; ``output`` appears only when all that passed.
     """
+    from zoo.engine.checkpoint import save_weights
     from zoo.engine.export import (
         CHECK_TOLERANCE,
         METADATA_FILE,
@@ -388,17 +401,21 @@ def export_onnx(
     _check_output(output)
     versions = converter_versions()
     with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as scratch:
+        # one model for the Paddle export and both checks (a random initialisation is made only once)
+        model, weights_info = _dygraph_model(cfg, weights, weights_sha256, allow_random)
+        save_weights(Path(scratch) / "weights.safetensors", model)
         paddle_dir = export_model(
             cfg,
-            weights,
+            str(Path(scratch) / "weights.safetensors"),
             Path(scratch) / "paddle",
             vocabulary=vocabulary,
-            allow_random=allow_random,
-            weights_sha256=weights_sha256,
             frames=frames,  # type: ignore[arg-type]
-            quiet=quiet,
+            quiet=True,
         )
+        if not quiet and weights_info["source"]:
+            print(f"weights: {weights_info['source']} ({weights_info['format']})", file=sys.stderr)
         metadata = json.loads((paddle_dir / METADATA_FILE).read_text(encoding="utf-8"))
+        metadata["weights"] = weights_info
         with atomic_dir(output) as tmp:
             t0 = time.perf_counter()
             facts = convert(paddle_dir, tmp / ONNX_FILE, opset)
@@ -413,7 +430,6 @@ def export_onnx(
                 "convert_seconds": round(time.perf_counter() - t0, 1),
             }
             paddle_check = metadata.pop("check")
-            model = _dygraph_model(cfg, weights, weights_sha256)
             diff = check_against(model, tmp, metadata)
             if not diff <= CHECK_TOLERANCE:
                 raise ZooError(
