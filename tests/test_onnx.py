@@ -93,7 +93,7 @@ def test_onnx_export_matches_dygraph(name, paddle_cpu, tmp_path):
     model = trained_model(cfg)
     weights = save(model, tmp_path / "model.safetensors")
     out = export_onnx(cfg, str(weights), tmp_path / "export")
-    assert sorted(p.name for p in out.iterdir()) == [ONNX_FILE, "metadata.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", ONNX_FILE]
     exported = load_exported(out)
     assert isinstance(exported, OnnxModel)
     meta = exported.metadata
