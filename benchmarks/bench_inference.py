@@ -1,4 +1,4 @@
-"""Benchmark: inference videos/s of NeXtVLAD in dygraph against its Paddle Inference export (fp32, bf16).
+"""Benchmark: inference videos/s of NeXtVLAD in dygraph against its Paddle Inference and ONNX exports.
 
     python benchmarks/bench_inference.py                         # small and default NeXtVLAD, batch 32
     python benchmarks/bench_inference.py --sizes default --rounds 5 --json results.json
@@ -10,7 +10,9 @@ videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 12
 - ``dygraph``: the paddle model in eval mode (``zoo.engine.loop.dygraph_scorer``; the REFERENCE),
 - ``fp32``: the export through Paddle Inference on CPU, paddle's own kernels (what ``zoo predict`` uses),
 - ``fp32-onednn``: the same on oneDNN fp32 (not the default; measured to show why),
-- ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it).
+- ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it),
+- ``onnxruntime``: ``zoo export --format onnx`` of the same model through ONNX Runtime on CPU, fp32 (skipped
+  when the onnx extra is not installed).
 
 Each batch goes through every scorer in turn and each scorer's time is summed per round; the median round
 counts (and the best is shown), so a busy machine slows them alike. Reported: videos/s, speed against
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import zoo
+from zoo.errors import ZooError
 
 SIZES: dict[str, dict[str, Any]] = {
     "small": {"cluster_size": 32, "groups": 8, "expansion": 2, "hidden_size": 512, "gating_reduction": 8},
@@ -84,6 +87,7 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     cfg = load_config(
         raw={
             "dataset": {
+                "preset": "yt8m",
                 "num_classes": 3862,
                 "features": {"rgb": 1024, "audio": 128},
                 "max_frames": args.max_frames,
@@ -106,6 +110,18 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     bf16_ok, bf16_why = bf16_support()
     if bf16_ok:
         scorers["bf16"] = load_exported(out, precision="bf16").predict
+    onnx_export_s, onnx_why = None, "measured"
+    try:
+        from zoo.engine.onnx import converter_versions, export_onnx
+
+        converter_versions()
+    except (ImportError, ZooError) as exc:
+        onnx_why = f"skipped: {exc}"
+    else:
+        t0 = time.perf_counter()
+        onnx_out = export_onnx(cfg, str(weights), workdir / f"{size}-onnx")
+        onnx_export_s = round(time.perf_counter() - t0, 1)
+        scorers["onnxruntime"] = load_exported(onnx_out).predict
     data = batches(args.batches, args.batch_size, args.max_frames, cfg.dataset.features)
     for scorer in scorers.values():  # warm-up: oneDNN primitive creation, allocator growth
         scorer(data[0])
@@ -135,6 +151,8 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         "vs_dygraph": {k: round(v / speed["dygraph"], 2) for k, v in speed.items()},
         "max_abs_diff_vs_dygraph": diffs,
         "bf16": "measured" if bf16_ok else f"skipped: {bf16_why}",
+        "onnxruntime": onnx_why,
+        "onnx_export_seconds": onnx_export_s,
     }
 
 
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if result["bf16"] != "measured":
                 print(f"  bf16         {result['bf16']}", file=sys.stderr)
+            if result["onnxruntime"] != "measured":
+                print(f"  onnxruntime  {result['onnxruntime']}", file=sys.stderr)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

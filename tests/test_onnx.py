@@ -275,3 +275,17 @@ def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle_cpu, t
         np.testing.assert_allclose(x["scores"], y["scores"], rtol=0, atol=1e-5)
     assert b[0]["names"] and all(b[0]["names"])  # the vocabulary shipped with the ONNX export
     assert main(["predict", "--model", str(export), "--precision", "bf16"]) == 2
+
+
+def test_export_for_an_unknown_runtime_is_refused(onnx_export, tmp_path):
+    import shutil
+
+    from zoo.engine.export import load_exported
+
+    copy = tmp_path / "copy"
+    shutil.copytree(onnx_export, copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["runtime"] = "tensorrt-llm"
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ZooError, match="runtime 'tensorrt-llm' is not one this yt8m-zoo runs"):
+        load_exported(copy)

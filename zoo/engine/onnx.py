@@ -548,6 +548,14 @@ class OnnxModel(ExportedModel):
         return f"OnnxModel({str(self.root)!r}, model={self.metadata['model']!r}, device={self.device!r})"
 
 
+def load(
+    root: Path, meta: dict[str, Any], *, device: str, precision: str, threads: int | None, verify: bool
+) -> OnnxModel:
+    """What :func:`zoo.engine.export.load_exported` calls for an export whose runtime is onnxruntime."""
+    check_files(root, meta, verify_checksums=verify)
+    return OnnxModel(root, meta, device=device, precision=precision, threads=threads)
+
+
 def check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> None:
     """``model.onnx`` exists with the size (and SHA-256) recorded in the metadata."""
     from zoo.engine.export import METADATA_FILE, _sha256
