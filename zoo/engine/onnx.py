@@ -7,8 +7,9 @@ optionally, ``vocabulary.csv``. The model has the same inputs and output as the 
 
 How it is made: :func:`zoo.engine.export.export_model` writes and checks the Paddle program (PIR ``.json``
 + ``.pdiparams``, what paddle 3.x writes) in a scratch directory; paddle2onnx converts it in a child process
-(a program with an operator paddle2onnx lacks makes it abort the whole process, so the operators are also
-checked against its list first, which names the missing ones); the ONNX model is then compared with the
+(a program with an operator paddle2onnx lacks makes it abort the whole process before it names the
+operator; after a failure the program's operators are compared with its list to name them); the ONNX model
+is then compared with the
 dygraph model through ONNX Runtime on the same probe batches and tolerance as the Paddle export, and the
 directory appears only when that passes.
 
@@ -49,7 +50,7 @@ _CONVERT_TIMEOUT = 600
 
 
 def converter_versions() -> dict[str, str]:
-    """Versions of the conversion and runtime packages (recorded in the metadata); ZooError if missing."""
+    """Versions of the conversion and runtime packages (recorded in the metadata); UsageError if missing."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
