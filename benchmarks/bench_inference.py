@@ -1,4 +1,4 @@
-"""Benchmark: inference videos/s of NeXtVLAD in dygraph against its Paddle Inference export (fp32, bf16).
+"""Benchmark: inference videos/s of NeXtVLAD in dygraph against its Paddle Inference and ONNX exports.
 
     python benchmarks/bench_inference.py                         # small and default NeXtVLAD, batch 32
     python benchmarks/bench_inference.py --sizes default --rounds 5 --json results.json
@@ -10,7 +10,9 @@ videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 12
 - ``dygraph``: the paddle model in eval mode (``zoo.engine.loop.dygraph_scorer``; the REFERENCE),
 - ``fp32``: the export through Paddle Inference on CPU, paddle's own kernels (what ``zoo predict`` uses),
 - ``fp32-onednn``: the same on oneDNN fp32 (not the default; measured to show why),
-- ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it).
+- ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it),
+- ``onnxruntime``: ``zoo export --format onnx`` of the same model through ONNX Runtime on CPU, fp32 (skipped
+  when the onnx extra is not installed).
 
 With ``--expanded`` (the default) the same weights are also built and exported with
 ``model.formulation: expanded`` (PaddleVideo's order, the form before the factored one):
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 import zoo
+from zoo.errors import ZooError
 
 SIZES: dict[str, dict[str, Any]] = {
     "small": {"cluster_size": 32, "groups": 8, "expansion": 2, "hidden_size": 512, "gating_reduction": 8},
@@ -85,6 +88,7 @@ def size_config(size: str, max_frames: int, **model: Any) -> Any:
     return load_config(
         raw={
             "dataset": {
+                "preset": "yt8m",
                 "num_classes": 3862,
                 "features": {"rgb": 1024, "audio": 128},
                 "max_frames": max_frames,
@@ -125,6 +129,18 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         old_out = export_model(old_cfg, str(weights), workdir / f"{size}-expanded")
         scorers["dygraph-expanded"] = dygraph_scorer(old_model, cfg.dataset.features)
         scorers["fp32-expanded"] = load_exported(old_out).predict
+    onnx_export_s, onnx_why = None, "measured"
+    try:
+        from zoo.engine.onnx import converter_versions, export_onnx
+
+        converter_versions()
+    except (ImportError, ZooError) as exc:
+        onnx_why = f"skipped: {exc}"
+    else:
+        t0 = time.perf_counter()
+        onnx_out = export_onnx(cfg, str(weights), workdir / f"{size}-onnx")
+        onnx_export_s = round(time.perf_counter() - t0, 1)
+        scorers["onnxruntime"] = load_exported(onnx_out).predict
     data = batches(args.batches, args.batch_size, args.max_frames, cfg.dataset.features)
     for scorer in scorers.values():  # warm-up: oneDNN primitive creation, allocator growth
         scorer(data[0])
@@ -160,6 +176,8 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         "vs_dygraph": {k: round(v / speed["dygraph"], 2) for k, v in speed.items()},
         "max_abs_diff_vs_dygraph": diffs,
         "bf16": "measured" if bf16_ok else f"skipped: {bf16_why}",
+        "onnxruntime": onnx_why,
+        "onnx_export_seconds": onnx_export_s,
     }
 
 
@@ -210,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {form}: factored {ratio_old:.2f}x expanded", file=sys.stderr)
             if result["bf16"] != "measured":
                 print(f"  bf16         {result['bf16']}", file=sys.stderr)
+            if result["onnxruntime"] != "measured":
+                print(f"  onnxruntime  {result['onnxruntime']}", file=sys.stderr)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -27,6 +27,7 @@ came out wrong by up to 2.0), and with bf16 the ``operator_unsqueeze_onednn_fuse
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -61,6 +62,10 @@ graph (the defects above gave differences of 0.2 to 2.0)."""
 _ONEDNN_PASSES_OFF = ("inplace_pass",)
 _BF16_PASSES_OFF = ("operator_unsqueeze_onednn_fuse_pass",)
 _ONEDNN_SHAPE_CACHE = 64  # oneDNN primitives are cached per input shape; T varies per batch, so bound it
+
+RUNTIMES = {"onnxruntime": "zoo.engine.onnx:load"}
+"""Exports for runtimes other than Paddle Inference (``"runtime"`` in the metadata) and their loaders,
+imported on first use; a Paddle Inference export has no ``runtime`` key."""
 
 Frames = Literal["auto", "dynamic", "static"]
 
@@ -736,6 +741,16 @@ def load_exported(
     init_paddle(device)  # a GPU request on a CPU-only paddle is a UsageError here
     root = Path(model_dir)
     meta = read_metadata(root)
+    runtime = meta.get("runtime")
+    if runtime is not None:  # an export for another runtime: its module loads it
+        if runtime not in RUNTIMES:
+            raise ZooError(
+                f"{root / METADATA_FILE}: runtime {runtime!r} is not one this yt8m-zoo runs "
+                f"({', '.join(RUNTIMES)}); upgrade yt8m-zoo"
+            )
+        module, _, name = RUNTIMES[runtime].partition(":")
+        load = getattr(importlib.import_module(module), name)
+        return load(root, meta, device=device, precision=precision, threads=threads, verify=verify_checksums)
     _check_files(root, meta, verify_checksums=verify_checksums)
     return ExportedModel(
         root, meta, device=device, precision=precision, threads=threads, onednn=onednn, gpu=gpu

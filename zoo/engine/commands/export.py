@@ -1,4 +1,4 @@
-"""zoo export: a trained model as a Paddle Inference program (``zoo predict --model DIR`` runs it)."""
+"""zoo export: a trained model as a Paddle Inference program or an ONNX model (``zoo predict --model DIR``)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ prepare_environment()  # the engine starts: before any plugin imports paddle
 
 class ExportCommand:
     name = "export"
-    help = "export a model for Paddle Inference (zoo predict --model DIR runs it)"
+    help = "export a model for Paddle Inference or ONNX Runtime (zoo predict --model DIR runs it)"
     description = (
         "Export MODEL (or --config, or the config saved in a --weights run directory) with its weights as a\n"
         "Paddle Inference program (paddle.jit.save: inference.json + inference.pdiparams) plus metadata.json.\n"
-        "Batch size and frame count stay dynamic. The export is checked against the model before it is\n"
-        "written; `zoo predict --model DIR [--precision bf16]` predicts with it. See docs/export.md."
+        "Batch size and frame count stay dynamic. --format onnx converts that program to model.onnx\n"
+        "(paddle2onnx; the onnx extra) for ONNX Runtime. The export is checked against the model before it\n"
+        "is written; `zoo predict --model DIR [--precision bf16]` predicts with it. See docs/export.md."
     )
 
     @staticmethod
@@ -47,6 +48,13 @@ class ExportCommand:
             action="store_true",
             help="export untrained random weights when no --weights are given and the model has "
             "no released weights (for testing a deployment)",
+        )
+        parser.add_argument(
+            "--format",
+            choices=["paddle", "onnx"],
+            default="paddle",
+            help="paddle: a Paddle Inference program (default); onnx: model.onnx for ONNX Runtime "
+            "(needs the onnx extra: pip install 'yt8m-zoo[onnx]')",
         )
         parser.add_argument(
             "--frames",
@@ -78,7 +86,12 @@ class ExportCommand:
                 f"no --weights given: exporting the released {cfg.model_name} weights from {weights}",
                 file=sys.stderr,
             )
-        output = Path(args.output or Path("exports") / cfg.model_name)
+        default = cfg.model_name if args.format == "paddle" else f"{cfg.model_name}-onnx"
+        output = Path(args.output or Path("exports") / default)
+        if args.format == "onnx":
+            from zoo.engine.onnx import export_onnx
+
+            export_model = export_onnx  # the same arguments; writes model.onnx and the same metadata.json
         export_model(
             cfg,
             weights,
@@ -103,13 +116,15 @@ class ExportCommand:
                 "frames",
                 "dynamic" if meta["frames"] == "dynamic" else f"static: {meta['max_frames']} (padded)",
             ],
+            ["runtime", meta.get("runtime", "paddle-inference")],
             ["check (max |diff| vs model)", f"{meta['check']['max_abs_diff']:.2g}"],
             ["vocabulary", f"{len(meta['vocabulary'])} names" if meta["vocabulary"] else "none"],
             ["size", f"{size / 1e6:.1f} MB"],
             ["output", str(output)],
         ]
         _print_table(rows, ["", ""])
-        print(f"predict with: zoo predict --model {output} --filelist FILES [--precision bf16]")
+        precision = "" if args.format == "onnx" else " [--precision bf16]"
+        print(f"predict with: zoo predict --model {output} --filelist FILES{precision}")
         return 0
 
 

@@ -356,7 +356,8 @@ class PredictCommand:
             "--model",
             dest="model_dir",
             metavar="DIR",
-            help="predict with a model exported by `zoo export` (Paddle Inference) instead of "
+            help="predict with a model exported by `zoo export` (Paddle Inference or ONNX Runtime, as "
+            "exported) instead of "
             "building it from a config and weights",
         )
         parser.add_argument(
