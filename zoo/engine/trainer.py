@@ -20,7 +20,7 @@ import numpy as np
 
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
-from zoo.engine import checkpoint, distributed
+from zoo.engine import checkpoint, distributed, rundir
 from zoo.engine.history import History
 from zoo.engine.loop import batches_for, bce_loss, evaluate, to_tensors
 from zoo.engine.optim import build_optimizer
@@ -74,6 +74,7 @@ class Trainer:
             )
         self.per_device_batch = t.batch_size // self.ctx.world_size
         self.overwrite = overwrite
+        self.epoch_loss = (0.0, 0.0)  # (loss x examples, examples) of the epoch so far; saved in checkpoints
 
     # ---------------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -98,6 +99,7 @@ class Trainer:
             "model": self.cfg.model_name,
             "seed": self.cfg.train.seed,
             "world_size": self.ctx.world_size,
+            "epoch_loss": list(self.epoch_loss),
         }
 
     def _save(self, step: int, epoch: int, batch_in_epoch: int, examples: int) -> None:
@@ -107,10 +109,21 @@ class Trainer:
             )
 
     # ---------------------------------------------------------------------------------------------------
-    def fit(self, *, resume: bool = False, pretrain: str | None = None) -> TrainResult:
+    def fit(
+        self, *, resume: bool = False, pretrain: str | None = None, allow_changes: tuple[str, ...] = ()
+    ) -> TrainResult:
         import paddle
 
-        cfg, t = self.cfg, self.cfg.train
+        # run directory: lock, resume config check, absolute data paths (zoo/engine/rundir.py)
+        cfg, self.run_lock = rundir.open_run(
+            self.run_dir,
+            self.cfg,
+            resume=resume,
+            allow_changes=allow_changes,
+            is_main=self.ctx.is_main,
+            log=self.log,
+        )
+        self.cfg, t = cfg, cfg.train
         if not t.fix_random_seed:
             seed = distributed.broadcast_object(
                 int(time.time_ns() % (2**31 - 1)), self.ctx
@@ -130,12 +143,12 @@ class Trainer:
                 checkpoint.clear_run(self.run_dir)
         self._build()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.ctx.is_main:
+        if self.ctx.is_main and not resume:  # on resume, rundir.open_run keeps the run's config
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
         step = epoch = batch_in_epoch = examples = 0
         history = History(self.run_dir, enabled=self.ctx.is_main)
         if resume:
-            latest = checkpoint.latest_checkpoint(self.run_dir)
+            latest = checkpoint.checkpoint_to_resume(self.run_dir, self.log)
             if latest is None:
                 raise ZooError(
                     f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume"
@@ -150,12 +163,15 @@ class Trainer:
                 )
             step, epoch = state["step"], state["epoch"]
             batch_in_epoch, examples = state["batch_in_epoch"], state["examples_seen"]
+            self.epoch_loss = tuple(state.get("epoch_loss", (0.0, 0.0))) if batch_in_epoch else (0.0, 0.0)
+            rundir.check_work_left(epoch, step, t, latest)
             history.load_existing(up_to_step=step)
             self.log(f"resumed from {latest}: step {step}, epoch {epoch + 1}, batch {batch_in_epoch}")
         elif pretrain:
             report = apply_weights(self.model, read_weights(pretrain), strict=False)
             self.log(f"pretrained weights from {pretrain}: {report.summary()}")
         train_reader = build_reader(cfg, "train")
+        rundir.check_training_data(train_reader)
         valid_reader = build_reader(cfg, "valid") if split_paths(cfg, "valid") else None
         start = time.perf_counter()
         trained_examples = 0
@@ -170,7 +186,9 @@ class Trainer:
                 enabled=self.progress and self.ctx.is_main,
                 log_interval=5.0,
             )
-            loss_sum = n_sum = 0.0
+            # resumed mid-epoch: the sums go on from the checkpoint's, so train_loss covers the whole epoch
+            loss_sum, n_sum = self.epoch_loss if batch_in_epoch else (0.0, 0.0)
+            n_resumed = n_sum
             epoch_start = time.perf_counter()
             it = iter(
                 batches_for(
@@ -237,7 +255,8 @@ class Trainer:
                 trained_examples += n
                 loss_sum += value * n
                 n_sum += n
-                speed = n_sum / max(time.perf_counter() - epoch_start, 1e-9)
+                self.epoch_loss = (loss_sum, n_sum)
+                speed = (n_sum - n_resumed) / max(time.perf_counter() - epoch_start, 1e-9)
                 bar.update(1, loss=value, lr=lr, videos_per_s=round(speed, 1))
                 if t.log_interval and step % t.log_interval == 0:
                     history.log_step(
@@ -258,13 +277,14 @@ class Trainer:
             if completed:
                 epoch += 1
                 batch_in_epoch = 0
+                self.epoch_loss = (0.0, 0.0)
             row: dict[str, Any] = {
                 "epoch": epoch if completed else epoch + 1,
                 "step": step,
                 "examples": examples,
                 "train_loss": loss_sum / max(n_sum, 1),
                 "lr": lr,
-                "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9),
+                "train_videos_per_s": (n_sum - n_resumed) / max(time.perf_counter() - epoch_start, 1e-9),
             }
             if valid_reader is not None and t.valid_interval and (epoch % t.valid_interval == 0 or done):
                 distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves
@@ -286,6 +306,8 @@ class Trainer:
                 self.run_dir / checkpoint.WEIGHTS_FILE, self.model, metadata={"model": cfg.model_name}
             )
             history.plot()
+        if self.run_lock is not None:
+            self.run_lock.release()
         return TrainResult(
             self.run_dir,
             step,
