@@ -275,7 +275,7 @@ class EvalCommand:
         cfg = _prepare(args)
         model = _load_for_inference(cfg, args)
         print(f"evaluating {describe_split(cfg, 'test')}", file=sys.stderr)
-        metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg)
+        metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg, refuse_duplicates=True)
         written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
         _print_table(_metric_rows(metrics), ["metric", "value"])
         print("wrote " + ", ".join(str(p) for p in written))
