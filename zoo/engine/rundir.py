@@ -54,13 +54,16 @@ def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree and prefix.count(".") < 1:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
+def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": {"epoch": 6}}`` -> ``{"train.epoch": 6}`` (two levels: a dict inside a section, such
+    as ``dataset.features``, is compared as one value)."""
+    out: dict[str, Any] = {}
+    for section, values in tree.items():
+        if isinstance(values, dict) and values:
+            out.update({f"{section}.{key}": value for key, value in values.items()})
+        else:
+            out[section] = values
+    return out
 
 
 def _plain(tree: Any) -> Any:
