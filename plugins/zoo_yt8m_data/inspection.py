@@ -66,6 +66,9 @@ def inspect_sources(
     label_counts: Counter[int] = Counter()
     labels_per_video: list[int] = []
     out_of_range = 0
+    first_file: dict[str, str] = {}
+    duplicates = 0
+    duplicate_examples: list[str] = []
     for source in r.sources():
         before = len(r.skipped)
         lengths = []
@@ -73,6 +76,13 @@ def inspect_sources(
         file_out_of_range = 0
         for record in r.read_part(source, 0, 1):
             records += 1
+            vid = str(record["id"])
+            if vid in first_file:
+                duplicates += 1
+                if len(duplicate_examples) < 10:
+                    duplicate_examples.append(f"{vid!r} in {first_file[vid]} and {source}")
+            else:
+                first_file[vid] = source
             lengths.append(int(record["num_frames"]))
             labels = record["labels"]
             labels_per_video.append(len(labels))
@@ -119,6 +129,7 @@ def inspect_sources(
         "records": len(lengths_all),
         "damaged_files": sum(1 for f in files if f["damaged"]),
         "damaged_records": sum(f["damaged"] for f in files),
+        "duplicate_ids": {"count": duplicates, "examples": duplicate_examples},
         "frames": {
             "total": int(sum(lengths_all)),
             "mean": round(float(np.mean(lengths_all)), 2) if lengths_all else 0.0,
@@ -185,4 +196,8 @@ def format_report(result: dict[str, Any]) -> str:
     if lb["out_of_range"]:
         lines.append(f"{lb['out_of_range']} label(s) outside [0, {lb['num_classes']}): check --num-classes")
     lines.append(f"damaged: {result['damaged_records']} record(s) in {result['damaged_files']} file(s)")
+    dup = result.get("duplicate_ids", {})
+    if dup.get("count"):
+        lines.append(f"duplicate video ids: {dup['count']} (each would be counted twice by eval and score)")
+        lines.extend(f"  {e}" for e in dup["examples"])
     return "\n".join(lines)

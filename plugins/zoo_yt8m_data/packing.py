@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import DatasetSpec
+from zoo.dirlock import DirectoryLock, is_no_space, no_space_error, remove_partials
 from zoo.errors import DataError, UsageError
+from zoo.orphans import exit_with_parent
 from zoo_yt8m_data import packed
 
 # Keep every frame: readers truncate to max_frames when they read packed data.
 _ALL_FRAMES = 2**31 - 1
+LOCK = ".pack.lock"  # one pack into an output folder at a time
 
 
 @dataclass
@@ -85,9 +88,19 @@ def pack_one(
 ) -> dict[str, Any]:
     """Pack one input file into ``shard_dir`` (runs in a worker process)."""
     r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt)
-    meta = packed.write_shard(
-        r.read_part(source, 0, 1), Path(shard_dir), source, features, skipped=lambda: len(r.skipped)
-    )
+    try:
+        meta = packed.write_shard(
+            r.read_part(source, 0, 1), Path(shard_dir), source, features, skipped=lambda: len(r.skipped)
+        )
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise DataError(f"packing {source} into {shard_dir} failed: {exc}") from None
+        raise no_space_error(
+            Path(shard_dir),
+            os.path.getsize(source),  # a shard is about as large as its source (uint8 frames)
+            f"the shard of {source}",
+            "the shards packed before are complete, and this one is not kept",
+        ) from None
     if reader == "yt8m-frame":
         from zoo_yt8m_data.tfrecord import count_records
 
@@ -125,7 +138,6 @@ def pack(
     progress: bool = True,
 ) -> PackReport:
     """Pack every input file into ``output`` (one shard each) and write ``output/index.json``."""
-    from zoo.atomic import atomic_write_text
 
     features = dict(features or {"rgb": 1024, "audio": 128})
     started = time.perf_counter()
@@ -143,6 +155,31 @@ def pack(
             )
         names[name] = f
     out.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(out / LOCK, what="pack output").acquire(lambda msg: print(msg, file=sys.stderr))
+    try:
+        return _pack_locked(
+            out, names, reader, features, num_classes, jobs, verify_crc, skip_corrupt, progress, started
+        )
+    finally:
+        lock.release()
+
+
+def _pack_locked(
+    out: Path,
+    names: dict[str, str],
+    reader: str,
+    features: dict[str, int],
+    num_classes: int,
+    jobs: int,
+    verify_crc: bool,
+    skip_corrupt: bool,
+    progress: bool,
+    started: float,
+) -> PackReport:
+    from zoo.atomic import atomic_write_text
+
+    for leftover in remove_partials(out):  # shards of an earlier pack that was killed midway
+        print(f"pack: removed {leftover}, left by an interrupted pack", file=sys.stderr)
     report = PackReport(output=str(out))
     metas: dict[str, dict[str, Any]] = {}
     todo = []
@@ -173,7 +210,7 @@ def pack(
         for name in todo:
             done(name, pack_one(*args[name]))
     else:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with worker_pool(jobs) as pool:
             futures = {pool.submit(pack_one, *args[name]): name for name in todo}
             pending = set(futures)
             while pending:
@@ -211,6 +248,13 @@ def pack(
     atomic_write_text(out / packed.INDEX, json.dumps(index, indent=1))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """The pack workers: spawned (no inherited paddle state), and ending when the pack process dies."""
+    return ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent
+    )
 
 
 def _cpu_count() -> int:

@@ -166,7 +166,18 @@ def score_predictions(
 
 
 def reader_videos(reader: Any) -> Iterator[tuple[str, Any]]:
-    for video in reader:
+    """(id, labels) of every video; a video id in two files is an error naming both."""
+    from zoo.data.duplicates import records_with_source
+
+    first_file: dict[str, str] = {}
+    for source, video in records_with_source(reader):
+        vid = str(video.get("id"))
+        if vid in first_file:
+            raise DataError(
+                f"video {vid!r} occurs twice in the labelled data: in {first_file[vid]} and in {source}; "
+                f"remove the duplicate file (is a file listed twice?)"
+            )
+        first_file[vid] = source
         if "labels" not in video:
             raise DataError(
                 f"video {video.get('id')!r}: the reader gave no 'labels'; score needs labelled data "

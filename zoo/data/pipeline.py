@@ -703,6 +703,7 @@ class Batches:
         import paddle.io
 
         from zoo.data.workers import WorkerDataset
+        from zoo.orphans import exit_with_parent
 
         dataset = WorkerDataset(self, skips, to_transfer)
         loader = paddle.io.DataLoader(
@@ -711,6 +712,7 @@ class Batches:
             num_workers=self.num_workers,
             collate_fn=_identity,
             use_shared_memory=True,
+            worker_init_fn=exit_with_parent,  # no orphans after a kill -9 of the training process
         )
         queues: list[deque] = [deque() for _ in range(self.workers)]
         done = [False] * self.workers

@@ -4,29 +4,120 @@ Layout of a run directory (``train.save_dir``)::
 
     config.json                 the validated config (what `zoo eval --weights DIR` builds the model from)
     model.safetensors           the final (or latest) weights
-    checkpoints/step-00001234/  model.safetensors, optimizer.safetensors, state.json
+    model.safetensors.sha256    its SHA-256 (``sha256sum -c`` format)
+    checkpoints/step-00001234/  model.safetensors, optimizer.safetensors, state.json, SHA256SUMS
     latest                      the name of the newest complete checkpoint
     history.jsonl, history.csv, history.png
 
 A checkpoint directory appears under its name only when every file in it is complete, and ``latest`` is
-replaced only after that, so a crash leaves the previous checkpoint usable.
+replaced only after that, so a crash leaves the previous checkpoint usable. ``SHA256SUMS`` lets a damaged
+checkpoint (a bad disk, a truncated copy) be told apart before it is loaded: ``--resume`` then falls back
+to the newest intact one, and eval and export name it and offer that one.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo.atomic import atomic_dir, atomic_path, atomic_write_text
+from zoo.dirlock import is_no_space, no_space_error
 from zoo.errors import ZooError
+from zoo.fetch import sha256_file
 
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+SUMS = "SHA256SUMS"
+
+
+def write_sums(folder: Path, names: list[str]) -> None:
+    """``SHA256SUMS`` in the format of ``sha256sum`` (so it can also be checked with ``sha256sum -c``)."""
+    lines = "".join(f"{sha256_file(folder / name)}  {name}\n" for name in names)
+    (folder / SUMS).write_text(lines)
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    sums = {}
+    for line in path.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if digest and name:
+            sums[name.strip()] = digest.strip().lower()
+    return sums
+
+
+def damage(path: Path) -> list[str]:
+    """What is wrong with checkpoint directory ``path`` ([] if intact; one without SHA256SUMS, written
+    before checksums existed, is only checked for completeness)."""
+    problems = []
+    for name in ("state.json", WEIGHTS_FILE, "optimizer.safetensors"):
+        if not (path / name).is_file():
+            problems.append(f"{name} is missing")
+    if problems or not (path / SUMS).is_file():
+        return problems
+    for name, digest in read_sums(path / SUMS).items():
+        try:
+            actual = sha256_file(path / name)
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+            continue
+        if actual != digest:
+            problems.append(f"{name} does not match its SHA-256 in {SUMS}")
+    return problems
+
+
+def weights_damage(weights: Path) -> list[str]:
+    """Problems of a weights file checked against its checksum (``NAME.sha256`` beside it, or the
+    SHA256SUMS of its checkpoint directory)."""
+    sidecar = weights.with_name(weights.name + ".sha256")
+    sums_file = sidecar if sidecar.is_file() else weights.parent / SUMS
+    if not sums_file.is_file():
+        return []
+    expected = read_sums(sums_file).get(weights.name)
+    if expected is None or sha256_file(weights) == expected:
+        return []
+    return [f"{weights} does not match its SHA-256 in {sums_file}"]
+
+
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    folder = run_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-")), reverse=True)
+
+
+def newest_intact(run_dir: Path, *, besides: Path | None = None) -> Path | None:
+    for candidate in checkpoints_newest_first(run_dir):
+        if candidate != besides and not damage(candidate):
+            return candidate
+    return None
+
+
+def checkpoint_to_resume(run_dir: Path, log: Any = None) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the latest, or, if that one is damaged, the newest intact
+    one after saying so (the steps after it are trained again, exactly as before)."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return newest_intact(run_dir)
+    problems = damage(latest)
+    if not problems:
+        return latest
+    fallback = newest_intact(run_dir, besides=latest)
+    if fallback is None:
+        raise ZooError(
+            f"--resume: the latest checkpoint {latest} is damaged ({'; '.join(problems)}) and no intact one "
+            f"is left in {run_dir / CHECKPOINTS}; start over with --overwrite"
+        )
+    (log or (lambda msg: print(msg, file=sys.stderr)))(
+        f"--resume: the latest checkpoint {latest} is damaged ({'; '.join(problems)}); resuming from "
+        f"{fallback}, the newest intact one"
+    )
+    return fallback
 
 
 def model_arrays(model: Any) -> dict[str, np.ndarray]:
@@ -70,8 +161,16 @@ def restore_optimizer(
 def save_weights(path: Path, model: Any, metadata: dict[str, str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    with atomic_path(path) as tmp:
-        save_file(model_arrays(model), str(tmp), metadata=metadata)
+    arrays = model_arrays(model)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(arrays, str(tmp), metadata=metadata)
+        atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha256_file(path)}  {path.name}\n")
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        needed = sum(a.nbytes for a in arrays.values())
+        raise no_space_error(path, needed, "the weights", f"{path} is as it was before") from None
 
 
 def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: dict[str, Any], keep: int = 2) -> Path:
@@ -79,12 +178,26 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: dict[str, 
 
     name = f"step-{state['step']:08d}"
     target = run_dir / CHECKPOINTS / name
-    with atomic_dir(target) as tmp:
-        save_file(model_arrays(model), str(tmp / "model.safetensors"))
-        arrays, other = optimizer_arrays(model, optimizer)
-        save_file(arrays, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": other}, indent=1, default=float))
-    atomic_write_text(run_dir / LATEST, name + "\n")
+    weights = model_arrays(model)
+    arrays, other = optimizer_arrays(model, optimizer)
+    try:
+        with atomic_dir(target) as tmp:
+            save_file(weights, str(tmp / WEIGHTS_FILE))
+            save_file(arrays, str(tmp / "optimizer.safetensors"))
+            (tmp / "state.json").write_text(
+                json.dumps({**state, "optimizer": other}, indent=1, default=float)
+            )
+            write_sums(tmp, [WEIGHTS_FILE, "optimizer.safetensors", "state.json"])
+        atomic_write_text(run_dir / LATEST, name + "\n")
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        needed = sum(a.nbytes for a in weights.values()) + sum(a.nbytes for a in arrays.values())
+        previous = latest_checkpoint(run_dir)
+        kept = (
+            f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written yet"
+        )
+        raise no_space_error(target, needed, "the checkpoint", kept) from None
     old = sorted(p for p in (run_dir / CHECKPOINTS).iterdir() if p.is_dir() and p.name.startswith("step-"))
     for stale in old[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)
@@ -127,5 +240,14 @@ def clear_run(run_dir: Path) -> None:
     """Remove a previous run's checkpoints and history from ``run_dir`` (``--overwrite``)."""
     for folder in (CHECKPOINTS, "visualdl", "tensorboard"):  # the callbacks' logs go with the run
         shutil.rmtree(run_dir / folder, ignore_errors=True)
-    for name in (LATEST, WEIGHTS_FILE, "history.jsonl", "history.csv", "history.png", "steps.jsonl"):
+    for name in (
+        LATEST,
+        WEIGHTS_FILE,
+        WEIGHTS_FILE + ".sha256",
+        "resumes.jsonl",
+        "history.jsonl",
+        "history.csv",
+        "history.png",
+        "steps.jsonl",
+    ):
         (run_dir / name).unlink(missing_ok=True)

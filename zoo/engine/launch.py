@@ -589,6 +589,8 @@ def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) 
     worker_args = ["train", "--config", str(config_path.resolve()), "--device", plan.device]
     if resume:
         worker_args.append("--resume")
+    for key in getattr(args, "allow_change", None) or []:
+        worker_args += ["--allow-change", key]
     if overwrite:
         worker_args.append("--overwrite")
     if getattr(args, "pretrain", None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -138,11 +139,16 @@ def evaluate(
     ctx: distributed.DistContext | None = None,
     desc: str = "eval",
     progress: bool = True,
+    refuse_duplicates: bool = False,
 ) -> tuple[dict[str, float], Any]:
-    """One pass over ``reader``: the metric plugin's results (global over every rank) and the metric."""
+    """One pass over ``reader``: the metric plugin's results (global over every rank) and the metric.
+
+    ``refuse_duplicates``: a video id read twice is an error naming both files (`zoo eval`: the metric would
+    count that video twice)."""
     import paddle
     import paddle.nn.functional as F
 
+    from zoo.data.duplicates import DuplicateIds, describe
     from zoo.engine.setup import build_metric
 
     ctx = ctx or distributed.DistContext()
@@ -150,14 +156,21 @@ def evaluate(
     model.eval()
     bar = Progress(desc, unit="video", enabled=progress and ctx.is_main)
     per_rank = max(1, cfg.eval.batch_size // ctx.world_size)
+    tracker = DuplicateIds()
     with paddle.no_grad():
         for batch in batches_for(reader, cfg, batch_size=per_rank, shuffle=False, ctx=ctx):
+            tracker.add(batch["ids"])
             labels = paddle.to_tensor(batch["labels"])
             logits = logits_of(model(to_tensors(batch, cfg.dataset.features)))
             loss = float(bce_loss(logits, labels, batch.get("label_mask")))
             metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss)
             bar.update(len(batch["ids"]))
     bar.close()
+    if refuse_duplicates and tracker.repeated:
+        raise DataError(
+            f"the evaluation data is not a set of distinct videos: {describe(tracker, reader)}. The metric "
+            f"would count those videos twice: remove the duplicate file(s) from the data"
+        )
     if ctx.distributed:
         states = distributed.all_gather_objects(metric.state(), ctx)
         metric.reset()
@@ -185,17 +198,28 @@ def predict(
     """Top-k classes and probabilities for every video of ``reader``, in reading order.
 
     ``scorer`` maps a batch (numpy dict) to probabilities ``[B, C]``: :func:`dygraph_scorer` for a paddle
-    model, or an exported model's predictor.
+    model, or an exported model's predictor. A video id read twice is predicted once: the first occurrence
+    is kept and the repeats are reported with their files (a prediction file has one row per video).
     """
     from zoo.contracts import Prediction
+    from zoo.data.duplicates import DuplicateIds, describe
     from zoo.engine.predictions import top_k as best
+
+    tracker = DuplicateIds()
 
     out: list[Prediction] = []
     bar = Progress("predict", unit="video", enabled=progress)
     for batch in batches_for(reader, cfg, batch_size=batch_size, shuffle=False):
         classes, scores = best(scorer(batch), top_k)  # ties: lowest class first, as in the metric
+        keep = tracker.add(batch["ids"])
         for i, vid in enumerate(batch["ids"]):
+            if not keep[i]:
+                continue
             out.append(Prediction(str(vid), classes[i].tolist(), scores[i].astype(float).tolist()))
         bar.update(len(batch["ids"]))
     bar.close()
+    if tracker.repeated:
+        print(
+            f"predict: kept the first prediction of each video; {describe(tracker, reader)}", file=sys.stderr
+        )
     return out

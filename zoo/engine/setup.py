@@ -14,18 +14,18 @@ from zoo.paths import cache_dir
 
 SAMPLE_VERSION = "sample-v1"
 SPLITS = ("train", "valid", "test", "infer")
+FALLBACKS = {
+    "train": ["train"],
+    "valid": ["valid"],
+    "test": ["test", "valid"],
+    "infer": ["infer", "test", "valid"],
+}
 
 
 def split_paths(cfg: ZooConfig, split: str) -> list[str] | None:
     """Paths of a split, with the fall-backs test <- valid and infer <- test."""
     data = cfg.data
-    chain = {
-        "train": ["train"],
-        "valid": ["valid"],
-        "test": ["test", "valid"],
-        "infer": ["infer", "test", "valid"],
-    }
-    for name in chain[split]:
+    for name in FALLBACKS[split]:
         paths = getattr(data, name)
         if paths:
             return paths
@@ -58,7 +58,7 @@ def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
     return cfg.with_overrides(patch, "built-in sample data")
 
 
-def with_data_dir(cfg: ZooConfig, root: str) -> ZooConfig:
+def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
     """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files."""
     base = Path(root)
     if not base.is_dir():
@@ -73,12 +73,54 @@ def with_data_dir(cfg: ZooConfig, root: str) -> ZooConfig:
                 break
     if "train" not in found and "valid" not in found:
         raise UsageError(f"--data {root}: no train/ or valid/ (validate/) folder inside")
-    return cfg.with_overrides({"data": found}, f"--data {root}")
+    # Every split comes from DIR: a split DIR lacks falls back inside DIR (test <- valid), never to paths
+    # from the config (for `zoo eval --weights RUN --data DIR`, the split saved in the run).
+    splits = {split: found.get(split) for split in SPLITS}
+    if keep_infer:  # predict --filelist: named explicitly
+        splits.pop("infer")
+    return cfg.with_overrides({"data": splits}, f"--data {root}")
 
 
-def ensure_data(cfg: ZooConfig, data_dir: str | None = None, *, quiet: bool = False) -> ZooConfig:
+def check_data_sources(data_dir: str | None, overrides: list[str]) -> None:
+    """``--data DIR`` and ``-o data.train=...`` both name data: refuse rather than pick one silently."""
+    from zoo.config import parse_override
+
+    if not data_dir:
+        return
+    for text in overrides:
+        keys, value = parse_override(text)
+        names_paths = (len(keys) == 2 and keys[0] == "data" and keys[1] in SPLITS) or (
+            keys == ["data"] and isinstance(value, dict) and any(s in value for s in SPLITS)
+        )
+        if names_paths:
+            raise UsageError(
+                f"--data {data_dir} and -o {text} both say where the data is; give one of them "
+                f"(--data DIR takes train/, valid/ and test/ from DIR)"
+            )
+
+
+def describe_split(cfg: ZooConfig, split: str) -> str:
+    """Which data a split reads, e.g. "data.valid (data.test is not set): /data/validate"."""
+    chain = {
+        "train": ["train"],
+        "valid": ["valid"],
+        "test": ["test", "valid"],
+        "infer": ["infer", "test", "valid"],
+    }
+    for name in chain[split]:
+        paths = getattr(cfg.data, name)
+        if paths:
+            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            why = "" if name == split else f" (data.{split} is not set)"
+            return f"data.{name}{why}: {shown}"
+    return f"data.{split}: not set"
+
+
+def ensure_data(
+    cfg: ZooConfig, data_dir: str | None = None, *, quiet: bool = False, keep_infer: bool = False
+) -> ZooConfig:
     if data_dir:
-        return with_data_dir(cfg, data_dir)
+        return with_data_dir(cfg, data_dir, keep_infer=keep_infer)
     if uses_sample_data(cfg):
         return with_sample_data(cfg, quiet=quiet)
     return cfg

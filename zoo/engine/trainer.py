@@ -22,7 +22,7 @@ import numpy as np
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
 from zoo.contracts import TrainingState
-from zoo.engine import checkpoint, distributed
+from zoo.engine import checkpoint, distributed, rundir
 from zoo.engine.loop import batches_for, evaluate, to_tensors, training_loss
 from zoo.engine.optim import build_optimizer
 from zoo.engine.schedule import learning_rate_at
@@ -86,6 +86,7 @@ class Trainer:
         self.per_device_batch = t.batch_size // self.ctx.world_size
         self.overwrite = overwrite
         self.batch_in_epoch = 0
+        self.epoch_loss = (0.0, 0.0)  # (loss x examples, examples) of the epoch so far; saved in checkpoints
         self.done = False
         self.state = TrainingState(self.run_dir, cfg, is_main=self.ctx.is_main)
 
@@ -158,10 +159,10 @@ class Trainer:
         import zoo
 
         metric = self.cfg.eval.metric
-        return str(getattr(zoo.plugin_class("metric", metric), "headline", "")) if metric else ""
+        return zoo.plugin_class("metric", metric).headline if metric else ""
 
     def _resume(self) -> None:
-        latest = checkpoint.latest_checkpoint(self.run_dir)
+        latest = checkpoint.checkpoint_to_resume(self.run_dir, self.log)
         if latest is None:
             raise ZooError(
                 f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume"
@@ -176,6 +177,8 @@ class Trainer:
             )
         self.state.step, self.state.epoch = saved["step"], saved["epoch"]
         self.batch_in_epoch, self.state.examples = saved["batch_in_epoch"], saved["examples_seen"]
+        self.epoch_loss = tuple(saved.get("epoch_loss", (0.0, 0.0))) if self.batch_in_epoch else (0.0, 0.0)
+        rundir.check_work_left(self.state.epoch, self.state.step, self.cfg.train, latest)
         self.log(
             f"resumed from {latest}: step {self.state.step}, epoch {self.state.epoch + 1}, "
             f"batch {self.batch_in_epoch}"
@@ -191,6 +194,7 @@ class Trainer:
             "model": self.cfg.model_name,
             "seed": self.cfg.train.seed,
             "world_size": self.ctx.world_size,
+            "epoch_loss": list(self.epoch_loss),
         }
 
     def _save(self) -> None:
@@ -198,14 +202,33 @@ class Trainer:
             checkpoint.save_checkpoint(self.run_dir, self.model, self.optimizer, self._checkpoint_state())
 
     # -- the run --------------------------------------------------------------------------------------
-    def fit(self, *, resume: bool = False, pretrain: str | None = None) -> TrainResult:
+    def fit(
+        self, *, resume: bool = False, pretrain: str | None = None, allow_changes: tuple[str, ...] = ()
+    ) -> TrainResult:
+        # the run directory: lock, resume config check, absolute data paths (zoo/engine/rundir.py)
+        self.cfg, self.run_lock = rundir.open_run(
+            self.run_dir,
+            self.cfg,
+            resume=resume,
+            allow_changes=allow_changes,
+            is_main=self.ctx.is_main,
+            log=self.log,
+        )
+        self.state.config = self.cfg
+        try:
+            return self._fit(resume, pretrain)
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+
+    def _fit(self, resume: bool, pretrain: str | None) -> TrainResult:
         self._fix_seed()
         self._check_amp()
         self.callbacks = self._build_callbacks()  # a missing optional package fails before any work
         self._prepare_run_dir(resume)
         self._build()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.ctx.is_main:
+        if self.ctx.is_main and not resume:  # on resume, rundir.open_run keeps the run's config
             atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=1))
         if resume:
             self._resume()
@@ -214,6 +237,7 @@ class Trainer:
             self.log(f"pretrained weights from {pretrain}: {report.summary()}")
         self.state.headline = self._headline()
         train_reader = build_reader(self.cfg, "train")
+        rundir.check_training_data(train_reader)
         valid_reader = build_reader(self.cfg, "valid") if split_paths(self.cfg, "valid") else None
         self._emit("on_train_start")
         start = time.perf_counter()
@@ -262,7 +286,9 @@ class Trainer:
             enabled=self.progress and self.ctx.is_main,
             log_interval=5.0,
         )
-        loss_sum = n_sum = 0.0
+        # resumed mid-epoch: the sums go on from the checkpoint's, so train_loss covers the whole epoch
+        loss_sum, n_sum = self.epoch_loss if self.batch_in_epoch else (0.0, 0.0)
+        n_resumed = n_sum
         epoch_start = time.perf_counter()
         it = iter(
             batches_for(
@@ -291,7 +317,8 @@ class Trainer:
             value, n = stepped
             loss_sum += value * n
             n_sum += n
-            speed = n_sum / max(time.perf_counter() - epoch_start, 1e-9)
+            self.epoch_loss = (loss_sum, n_sum)
+            speed = (n_sum - n_resumed) / max(time.perf_counter() - epoch_start, 1e-9)
             bar.update(1, loss=value, lr=self.lr, videos_per_s=round(speed, 1))
             if t.log_interval and st.step % t.log_interval == 0:
                 row = {
@@ -313,13 +340,14 @@ class Trainer:
         if completed:
             st.epoch += 1
             self.batch_in_epoch = 0
+            self.epoch_loss = (0.0, 0.0)
         return {
             "epoch": st.epoch if completed else st.epoch + 1,
             "step": st.step,
             "examples": st.examples,
             "train_loss": loss_sum / max(n_sum, 1),
             "lr": self.lr,
-            "train_videos_per_s": n_sum / max(time.perf_counter() - epoch_start, 1e-9),
+            "train_videos_per_s": (n_sum - n_resumed) / max(time.perf_counter() - epoch_start, 1e-9),
         }
 
     def _autocast(self) -> Any:

@@ -164,6 +164,7 @@ def _our_run(path: Path) -> LoadedWeights | None:
             return None
     if path.suffix != ".safetensors":
         return None
+    _check_integrity(path)
     try:
         state = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
@@ -171,6 +172,26 @@ def _our_run(path: Path) -> LoadedWeights | None:
             f"{path}: not a readable safetensors file ({exc}); re-create it or point elsewhere"
         ) from None
     return LoadedWeights(state, str(path))
+
+
+def _check_integrity(weights: Path) -> None:
+    """Weights written by `zoo train` carry their SHA-256: a damaged file is named, with an intact
+    checkpoint of the same run to use instead."""
+    from zoo.engine import checkpoint
+
+    problems = checkpoint.weights_damage(weights)
+    if not problems:
+        return
+    run_dir = (
+        weights.parent if (weights.parent / checkpoint.CHECKPOINTS).is_dir() else weights.parent.parent.parent
+    )
+    intact = checkpoint.newest_intact(run_dir, besides=weights.parent)
+    offer = (
+        f"the newest intact checkpoint of the run is {intact}: use --weights {intact}"
+        if intact is not None
+        else "no intact checkpoint of the run is left"
+    )
+    raise ZooError(f"damaged weights: {'; '.join(problems)}; {offer}")
 
 
 def read_weights(source: str, *, sha256: str | None = None) -> LoadedWeights:

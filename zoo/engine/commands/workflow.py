@@ -47,23 +47,35 @@ def _add_weights_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import ensure_data
+    from zoo.engine.setup import check_data_sources, ensure_data
 
+    check_data_sources(getattr(args, "data", None), args.override)
     cfg = _config(args)
     init_paddle(args.device or "cpu")
-    return ensure_data(cfg, getattr(args, "data", None), quiet=quiet)
+    cfg = _with_filelist(cfg, args)
+    return ensure_data(
+        cfg, getattr(args, "data", None), quiet=quiet, keep_infer=bool(getattr(args, "filelist", None))
+    )
+
+
+def _with_filelist(cfg: ZooConfig, args: argparse.Namespace) -> ZooConfig:
+    """``zoo predict --filelist``: what to predict, whatever the data section or --data say."""
+    filelist = getattr(args, "filelist", None)
+    return cfg.with_overrides({"data": {"infer": list(filelist)}}, "--filelist") if filelist else cfg
 
 
 def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str) -> ZooConfig:
     """The config saved in an export, with overrides; its dataset facts are kept as exported."""
     from zoo.config import load_config
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import uses_sample_data, with_data_dir
+    from zoo.engine.setup import check_data_sources, uses_sample_data, with_data_dir
 
+    check_data_sources(getattr(args, "data", None), args.override)
     cfg = load_config(None, args.override, raw=raw, source=source)
     init_paddle(args.device or "cpu")
     if getattr(args, "data", None):
-        return with_data_dir(cfg, args.data)
+        cfg = with_data_dir(cfg, args.data)
+    cfg = _with_filelist(cfg, args)
     if uses_sample_data(cfg):
         raise UsageError(
             f"{source} names no data to predict: give --filelist (files, folders, globs or a .list)"
@@ -193,6 +205,16 @@ class TrainCommand:
             "--resume", action="store_true", help="continue the run in save_dir exactly where it stopped"
         )
         parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in save_dir")
+        parser.add_argument(
+            "--allow-change",
+            "--allow_change",
+            dest="allow_change",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="with --resume: accept a changed config key that keeps the run exact so far "
+            "(train.epoch, train.max_iter); recorded in the run's resumes.jsonl",
+        )
         from zoo.engine.launch import add_launch_arguments
 
         add_launch_arguments(parser)
@@ -220,7 +242,7 @@ class TrainCommand:
         )
         with launch.failure_report(ctx):
             result = Trainer(cfg, overwrite=args.overwrite, ctx=ctx).fit(
-                resume=args.resume, pretrain=args.pretrain
+                resume=args.resume, pretrain=args.pretrain, allow_changes=tuple(args.allow_change)
             )
         if not ctx.is_main:
             return 0
@@ -274,13 +296,14 @@ class EvalCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from zoo.engine.loop import evaluate
-        from zoo.engine.setup import build_reader
+        from zoo.engine.setup import build_reader, describe_split
 
         cfg = _prepare(args)
         model = _load_for_inference(cfg, args)
         if args.segments:  # segment MAP on the rated data (the valid split: 3/frame/validate)
             return _eval_segments(args, cfg, model)
-        metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg)
+        print(f"evaluating {describe_split(cfg, 'test')}", file=sys.stderr)
+        metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg, refuse_duplicates=True)
         written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
         _print_table(_metric_rows(metrics, metric), ["metric", "value"])
         print("wrote " + ", ".join(str(p) for p in written))
@@ -399,8 +422,6 @@ class PredictCommand:
             args.override.append(f"predict.top_k={args.top_k}")
         if args.vocabulary:
             args.override.append(f"predict.vocabulary={json.dumps(args.vocabulary)}")
-        if args.filelist:
-            args.override.append(f"data.infer={json.dumps(args.filelist)}")
         if args.model_dir:
             from zoo.engine.export import GpuOptions, load_exported
 
