@@ -105,7 +105,7 @@ def test_batches_equal_tensorflow_values(tf_written):
     from zoo.data import batches
 
     path, serialized = tf_written
-    spec = DatasetSpec(max_frames=20, features=YT8M_FEATURES)
+    spec = DatasetSpec(num_classes=3862, max_frames=20, features=YT8M_FEATURES)
     reader = zoo.build_reader("yt8m-frame", paths=[str(path)], spec=spec)
     (batch,) = list(batches(reader, spec=spec, batch_size=len(serialized)))
     for i, raw in enumerate(serialized):

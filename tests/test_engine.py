@@ -297,7 +297,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, paddle_cpu):
     run = tmp_path / "run"
-    Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False).fit()
+    Trainer(
+        tiny_config(tiny_data, run, "train.epoch=1", "predict.formats=[jsonl, kaggle-csv]"), progress=False
+    ).fit()
     out = run_cli("eval", "--weights", str(run), "--output", str(tmp_path / "eval"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "gap" in out.stdout and "hit_at_1" in out.stdout

@@ -36,7 +36,7 @@ TINY = {  # small options for the built-in models; other (third-party) models us
 
 def tiny_config(name: str, features: dict[str, int] = FEATURES, **extra):
     raw = {
-        "dataset": {"num_classes": 11, "features": features, "max_frames": MAX_FRAMES},
+        "dataset": {"preset": "yt8m", "num_classes": 11, "features": features, "max_frames": MAX_FRAMES},
         "model": {"name": name, **TINY.get(name, {})},
         **extra,
     }

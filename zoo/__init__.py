@@ -47,10 +47,15 @@ def _build(kind: str, name: str, cfg: dict[str, Any]) -> Any:
     spec_values = {
         k: cfg.pop(k) for k in list(cfg) if k in ("num_classes", "features", "max_frames", "preset")
     }
-    if spec is None and not spec_values:
-        # a reader or metric without dataset facts: the dataset preset that names it, if exactly one does
-        named = [p.name for p, _ in get_plugins().datasets.values() if name in (p.reader, p.metric)]
-        spec_values = {"preset": named[0]} if len(named) == 1 else {}
+    if spec is None and "preset" not in spec_values:
+        # a reader or metric: the facts not given come from the dataset preset that names it, if one does
+        named = [
+            p.name
+            for p, _ in get_plugins().datasets.values()
+            if name in (p.reader, p.metric, *p.other_readers)
+        ]
+        if len(named) == 1:
+            spec_values = {"preset": named[0], **spec_values}
     if spec is None:
         spec = build_spec(spec_values, f"{kind} {name!r}")
     elif spec_values:
@@ -71,7 +76,7 @@ def build_model(name: str, **cfg: Any) -> Any:
 
 def build_reader(name: str, **cfg: Any) -> Any:
     """Build the reader registered as ``name`` (``paths=[...]`` plus its Config fields and dataset facts;
-    without facts, those of the one dataset preset that names this reader)."""
+    facts not given come from the one dataset preset that names this reader, if there is one)."""
     return _build("reader", name, cfg)
 
 

@@ -36,6 +36,8 @@ class DatasetPreset:
     description: str = ""
     reader: str | None = None
     """The reader that reads this dataset's files (configs may name another)."""
+    other_readers: tuple[str, ...] = ()
+    """Further readers of this dataset's files (``zoo.build_reader`` takes their facts from this preset)."""
     metric: str | None = None
     """The metric its results are reported with."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -15,6 +15,7 @@ YT8M = DatasetPreset(
     spec=DatasetSpec(num_classes=3862, features={"rgb": 1024, "audio": 128}, max_frames=300),
     description="YouTube-8M 2018 (v2) frame features: 3862 classes, rgb 1024 + audio 128 per frame",
     reader="yt8m-frame",
+    other_readers=("yt8m-video", "paddlevideo-pkl"),
     metric="yt8m",
 )
 YT8M_SEGMENTS = DatasetPreset(

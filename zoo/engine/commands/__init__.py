@@ -23,7 +23,7 @@ COMMANDS = {
     "bench": ("bench:BenchCommand", "benchmark models per device count: videos/s, scaling, quality, memory"),
     "export": (
         "export:ExportCommand",
-        "export a model for Paddle Inference (zoo predict --model DIR runs it)",
+        "export a model for Paddle Inference or ONNX Runtime (zoo predict --model DIR runs it)",
     ),
 }
 
