@@ -65,15 +65,43 @@ def logits_of(outputs: Any) -> Any:
     return outputs
 
 
-def training_loss(model: Any, outputs: Any, inputs: dict[str, Any], labels: Any) -> Any:
+def training_loss(
+    model: Any,
+    outputs: Any,
+    inputs: dict[str, Any],
+    labels: Any,
+    distill: Any = None,
+    soft_targets: Any = None,
+) -> Any:
     """The model's own loss when it defines one (:class:`zoo.contracts.ModelWithLoss`), else the YouTube-8M
-    sigmoid cross-entropy on the logits. ``model`` may be wrapped in ``paddle.DataParallel``."""
+    sigmoid cross-entropy on the logits. ``model`` may be wrapped in ``paddle.DataParallel``.
+
+    With ``distill`` (``train.distill``) and the batch's teacher probabilities ``soft_targets`` [B, C], the
+    loss is ``(1 - weight) * that loss + weight * T**2 * distill_loss(logits, soft_targets, T)``."""
     from zoo.contracts import ModelWithLoss
 
     core = unwrap(model)
     if isinstance(core, ModelWithLoss):
-        return core.loss(outputs, {**inputs, "labels": labels})
-    return bce_loss(logits_of(outputs), labels)
+        loss = core.loss(outputs, {**inputs, "labels": labels})
+    else:
+        loss = bce_loss(logits_of(outputs), labels)
+    if soft_targets is None:
+        return loss
+    t = distill.temperature
+    soft = distill_loss(logits_of(outputs), soft_targets, t)
+    return (1.0 - distill.weight) * loss + (distill.weight * t * t) * soft
+
+
+def distill_loss(logits: Any, teacher_probs: Any, temperature: float) -> Any:
+    """Soft-target loss: sigmoid cross-entropy of ``logits / T`` against the teacher's probabilities softened
+    the same way (``sigmoid(logit(p) / T)``, p clipped to [1e-7, 1 - 1e-7]), summed over classes, mean over
+    the batch. The ``T**2`` factor that keeps gradients comparable across temperatures is the caller's."""
+    import paddle
+    import paddle.nn.functional as F
+
+    p = paddle.clip(teacher_probs.astype("float32"), 1e-7, 1.0 - 1e-7)
+    target = F.sigmoid((paddle.log(p) - paddle.log1p(-p)) / temperature)
+    return bce_loss(logits.astype("float32") / temperature, target)
 
 
 def batches_for(
