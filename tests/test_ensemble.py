@@ -136,7 +136,7 @@ def test_members_with_other_videos_or_classes_are_errors_naming_the_file(tmp_pat
 
 def test_ensemble_of_two_runs_scores_members_and_fits_weights(two_runs, tmp_path):
     out = tmp_path / "ens"
-    result = run_cli(*map(str, two_runs), "--split", "valid", "--fit", "--output", str(out), cwd=tmp_path)
+    result = run_cli("ensemble", *map(str, two_runs), "--split", "valid", "--fit", "--output", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     scores = json.loads((out / "ensemble_scores.json").read_text())["scores"]
     assert set(scores) == {str(two_runs[0]), str(two_runs[1]), "ensemble"}
@@ -181,6 +181,7 @@ def test_ensemble_of_prediction_files_matches_runs_and_applies_saved_weights(two
     # the command: fit on the files, then apply the saved weights with --weights-of
     out = tmp_path / "fit"
     cmd = [
+        "ensemble",
         *map(str, files),
         "--model",
         "nextvlad",
@@ -198,7 +199,7 @@ def test_ensemble_of_prediction_files_matches_runs_and_applies_saved_weights(two
     rows = (files[1]).read_text().splitlines()
     short = tmp_path / "short.csv"
     short.write_text("\n".join(rows[:-3]) + "\n")
-    bad = run_cli(str(files[0]), str(short), "--output", str(tmp_path / "bad"), cwd=tmp_path)
+    bad = run_cli("ensemble", str(files[0]), str(short), "--output", str(tmp_path / "bad"), cwd=tmp_path)
     assert bad.returncode == 1 and "short.csv" in bad.stderr
 
 
