@@ -136,7 +136,9 @@ def test_members_with_other_videos_or_classes_are_errors_naming_the_file(tmp_pat
 
 def test_ensemble_of_two_runs_scores_members_and_fits_weights(two_runs, tmp_path):
     out = tmp_path / "ens"
-    result = run_cli("ensemble", *map(str, two_runs), "--split", "valid", "--fit", "--output", str(out), cwd=tmp_path)
+    result = run_cli(
+        "ensemble", *map(str, two_runs), "--split", "valid", "--fit", "--output", str(out), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     scores = json.loads((out / "ensemble_scores.json").read_text())["scores"]
     assert set(scores) == {str(two_runs[0]), str(two_runs[1]), "ensemble"}
