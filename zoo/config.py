@@ -65,6 +65,34 @@ class DataConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation from teacher predictions (docs/ensembles.md): the training loss becomes
+    ``(1 - weight) * label loss + weight * temperature**2 * soft-target loss``."""
+
+    teachers: list[str] = field(default_factory=list)
+    """Prediction files (.jsonl, .csv) or run directories whose (combined) predictions over the training split
+    are the soft targets. Empty: no distillation."""
+    teacher_weights: list[float] | None = None
+    """One weight per teacher for combining them (None: equal weights)."""
+    mean: Literal["arithmetic", "geometric"] = "arithmetic"
+    """How several teachers' probabilities are combined (as ``zoo ensemble --mean``)."""
+    missing: Literal["floor", "zero"] = "floor"
+    """A class outside a teacher's top-k counts as its lowest listed probability ("floor") or 0 ("zero")."""
+    top_k: int = bounded(20, ge=1)
+    """Classes kept per video in the teacher store (run teachers predict this many)."""
+    weight: float = bounded(0.5, ge=0)
+    """Share of the soft-target loss, 0 .. 1."""
+    temperature: float = bounded(1.0, gt=0)
+    """Softening of teacher and student: sigmoid(logit / temperature) on both sides."""
+    store: str | None = None
+    """Directory of the memory-mapped teacher store. None: ``<save_dir>/teacher``."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ConfigError(f"train.distill.weight: must be between 0 and 1, got {self.weight!r}")
+
+
+@dataclass
 class TrainConfig:
     """Training recipe; names follow PaddleVideo's configs where they mean the same thing."""
 
@@ -109,6 +137,8 @@ class TrainConfig:
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision through ``paddle.amp`` (GPU only): matmuls in bfloat16 or float16 with float32 master
     weights (fp16 also scales the loss); BatchNorm, softmax and L2 normalisation stay float32."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Distillation from an ensemble's predictions (``teachers`` empty: off)."""
 
 
 @dataclass
@@ -217,6 +247,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # a nested section (train.distill)
+        return build_dataclass(tp, value, where, f"the {where.rsplit(': ', 1)[-1]} section")
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 

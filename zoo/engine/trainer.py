@@ -129,6 +129,9 @@ class Trainer:
         import paddle
 
         t = self.cfg.train
+        # first: building the store runs the teacher models, and the student's initialisation must not
+        # depend on whether the store already existed
+        self.teacher = self._teacher_store() if t.distill.teachers else None
         paddle.seed(t.seed)
         np.random.seed(t.seed % (2**32))
         self.model = build_model(self.cfg)
@@ -139,6 +142,15 @@ class Trainer:
             self.train_model = paddle.DataParallel(self.model)
         # fp16 needs loss scaling; bf16 has float32's range and does not
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if t.amp == "fp16" else None
+
+    def _teacher_store(self) -> Any:
+        """``train.distill``'s teacher store: built (once) by the main process, then opened by every rank."""
+        from zoo.engine.distill import open_teacher_store
+
+        if self.ctx.is_main:
+            open_teacher_store(self.cfg, log=self.log)
+        distributed.broadcast_object(True, self.ctx)  # the other ranks wait for the store
+        return open_teacher_store(self.cfg, log=self.log, build=False)
 
     def _build_callbacks(self) -> list[Any]:
         """The callbacks named in ``train.callbacks``, each built with its own default Config."""
@@ -386,7 +398,15 @@ class Trainer:
         inputs = to_tensors(batch, cfg.dataset.features)
         with self._autocast():
             outputs = self.train_model(inputs)
-            loss = training_loss(self.train_model, outputs, inputs, labels, batch.get("label_mask"))
+            loss = training_loss(
+                self.train_model,
+                outputs,
+                inputs,
+                labels,
+                batch.get("label_mask"),
+                t.distill,
+                self._soft_targets(batch, saved_state),
+            )
         n_global, loss_total = distributed.all_sum(
             [n_local, float(loss) * n_local if n_local else 0.0], self.ctx
         )
@@ -421,6 +441,19 @@ class Trainer:
         st.examples += n
         self.trained_examples += n
         return value, n
+
+    def _soft_targets(self, batch: dict[str, Any], saved_state: Any) -> Any:
+        """The teacher's probabilities for the batch's ids (zeros in a zero-weight filler step)."""
+        if self.teacher is None:
+            return None
+        import paddle
+
+        num_classes = self.cfg.dataset.num_classes
+        if saved_state is not None:
+            targets = np.zeros((len(batch["ids"]), num_classes), np.float32)
+        else:
+            targets = self.teacher.soft_targets(batch["ids"], num_classes)
+        return paddle.to_tensor(targets)
 
     def _validate(self, reader: Any) -> dict[str, float]:
         distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves

@@ -25,6 +25,10 @@ COMMANDS = {
         "export:ExportCommand",
         "export a model for Paddle Inference or ONNX Runtime (zoo predict --model DIR runs it)",
     ),
+    "ensemble": (
+        "ensemble:EnsembleCommand",
+        "combine runs or prediction files: weighted arithmetic or geometric mean, fitted or given weights",
+    ),
 }
 
 CALLBACKS = {
