@@ -104,3 +104,55 @@ def test_cpu_processes_1_and_2_write_the_table_csv_json_and_plot(tmp_path):
         assert 0 <= row["gap"] <= 1 and 0 <= row["hit_at_1"] <= 1 and 0 <= row["perr"] <= 1
         assert row["parameters"] == (1024 + 128) * 10 + 10
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_segment_metric_on_segment_mode_data_is_the_headline(tmp_path):
+    """eval.metric: yt8m-segment with data.segments: true (issue 12): the engine's generic evaluation feeds the
+    metric the batches' label_mask, and segment_map ranks the row."""
+    import numpy as np
+    from zoo_yt8m_data.segment_synth import SegmentSynthSpec, generate_segments
+
+    import zoo
+    from zoo.config import DatasetSpec
+
+    data = tmp_path / "seg"
+    generate_segments(
+        data,
+        SegmentSynthSpec(
+            valid_videos=24,
+            test_videos=2,
+            classes=10,
+            min_frames=10,
+            max_frames=20,
+            valid_shards=1,
+            test_shards=1,
+        ),
+    )
+    spec = DatasetSpec(num_classes=10, features={"rgb": 1024, "audio": 128})
+    videos = list(zoo.build_reader("yt8m-segment", paths=[str(data / "validate")], spec=spec))
+    pairs = sum(len(v["segment_labels"]) for v in videos)
+    segments = sum(len(np.unique(v["segment_start_times"])) for v in videos)
+    out = tmp_path / "results"
+    args = [ZOO, "bench", "mean-pool", "--steps", "3", "--warmup", "0", "--data", str(data)]
+    for override in (
+        f"data.train={data / 'validate'}",  # the segment data has no train/: fine-tune on the rated videos
+        "data.segments=true",
+        "eval.metric=yt8m-segment",
+        "dataset.num_classes=10",
+        "data.num_workers=0",
+        "train.batch_size=8",
+        "eval.batch_size=8",
+    ):
+        args += ["-o", override]
+    args += ["--output", str(out), "--name", "seg"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "segment_map" in done.stdout
+    (row,) = json.loads((out / "seg.json").read_text())["rows"]
+    assert row["error"] == "" and row["headline"] == "segment_map" and row["display"][0] == "segment_map"
+    assert 0 < row["segment_map"] <= 1
+    assert row["rated_pairs"] == row["rated_pairs_scored"] == pairs  # every rated pair scored, once
+    assert row["eval_videos"] == segments  # one example per rated segment
+    header = next(line for line in (out / "seg.md").read_text().splitlines() if line.startswith("| model"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[columns.index("infer videos/s") + 1] == "segment_map"  # the first metric column

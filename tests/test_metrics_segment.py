@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 import zoo
+from zoo.config import DatasetSpec
 from zoo.errors import DataError
 
 CLASSES = 8
+SPEC = DatasetSpec(num_classes=CLASSES, features={"rgb": 1024, "audio": 128})
 
 
 def make_truth(rng: np.random.Generator, videos: int = 12) -> list[dict]:
@@ -73,12 +75,12 @@ def all_segments(
 
 
 def run_metric(truth, scored, batch=7):
-    metric = zoo.build_metric("yt8m-segment", num_classes=CLASSES)
+    metric = zoo.build_metric("yt8m-segment", spec=SPEC)
     for video in truth:
         metric.add_ground_truth(video)
     for i in range(0, len(scored), batch):
         part = scored[i : i + batch]
-        metric.update([p[0] for p in part], [p[1] for p in part], np.stack([p[2] for p in part]))
+        metric.update_segments([p[0] for p in part], [p[1] for p in part], np.stack([p[2] for p in part]))
     return metric
 
 
@@ -105,11 +107,11 @@ def test_unscored_positive_segments_still_count_and_ties_are_averaged():
             "segment_scores": [1.0, 0.0, 1.0],
         }
     ]
-    metric = zoo.build_metric("yt8m-segment", num_classes=3)
+    metric = zoo.build_metric("yt8m-segment", spec=DatasetSpec(num_classes=3, features=SPEC.features))
     assert metric.add_ground_truth(truth[0]) == 3
     scores = np.zeros((2, 3))
     scores[:, 1] = 0.7  # segments 0 (positive) and 5 (negative) tie; segment 10 is never scored
-    metric.update(["a", "a"], [0, 5], scores)
+    metric.update_segments(["a", "a"], [0, 5], scores)
     # expected over the two orders: (1/1 + 1/2) / 2, over 2 rated positives
     assert metric.compute()["segment_map"] == pytest.approx(0.375)
 
@@ -125,13 +127,13 @@ def test_merge_equals_one_metric_and_state_pickles():
         states.append(
             pickle.loads(pickle.dumps(run_metric(part, [s for s in scored if s[0] in ids]).state()))
         )
-    merged = zoo.build_metric("yt8m-segment", num_classes=CLASSES)
+    merged = zoo.build_metric("yt8m-segment", spec=SPEC)
     merged.merge(states)
     assert merged.compute() == pytest.approx(whole, abs=1e-12)
 
 
 def test_bad_ground_truth_and_updates_are_errors():
-    metric = zoo.build_metric("yt8m-segment", num_classes=CLASSES)
+    metric = zoo.build_metric("yt8m-segment", spec=SPEC)
     with pytest.raises(DataError, match="no segment_scores"):
         metric.add_ground_truth({"id": "a", "segment_start_times": [0], "segment_labels": [1]})
     with pytest.raises(DataError, match="lengths differ"):
@@ -150,13 +152,13 @@ def test_bad_ground_truth_and_updates_are_errors():
     metric.add_ground_truth(good)
     with pytest.raises(DataError, match="added twice"):
         metric.add_ground_truth(good)
-    metric.update(["a"], [0], np.ones((1, CLASSES)))
+    metric.update_segments(["a"], [0], np.ones((1, CLASSES)))
     with pytest.raises(ValueError, match="a:0 was scored twice"):
-        metric.update(["a"], [0], np.ones((1, CLASSES)))
+        metric.update_segments(["a"], [0], np.ones((1, CLASSES)))
     with pytest.raises(ValueError, match="one of each per segment"):
-        metric.update(["a", "b"], [0], np.ones((2, CLASSES)))
+        metric.update_segments(["a", "b"], [0], np.ones((2, CLASSES)))
     with pytest.raises(zoo.ZooError, match="no rated positive"):
-        zoo.build_metric("yt8m-segment", num_classes=CLASSES).compute()
+        zoo.build_metric("yt8m-segment", spec=SPEC).compute()
 
 
 def test_ground_truth_from_the_segment_reader(tmp_path):
@@ -179,8 +181,8 @@ def test_ground_truth_from_the_segment_reader(tmp_path):
         payloads.append(encode_sequence_example(context, frames))
     write_tfrecord(tmp_path / "validate0000.tfrecord", payloads)
     scored = all_segments(truth, rng)
-    metric = zoo.build_metric("yt8m-segment", num_classes=CLASSES)
-    for video in zoo.build_reader("yt8m-segment", paths=[str(tmp_path)], num_classes=CLASSES):
+    metric = zoo.build_metric("yt8m-segment", spec=SPEC)
+    for video in zoo.build_reader("yt8m-segment", paths=[str(tmp_path)], spec=SPEC):
         metric.add_ground_truth(video)
-    metric.update([s[0] for s in scored], [s[1] for s in scored], np.stack([s[2] for s in scored]))
+    metric.update_segments([s[0] for s in scored], [s[1] for s in scored], np.stack([s[2] for s in scored]))
     assert metric.compute()["segment_map"] == pytest.approx(literal_segment_map(truth, scored), abs=1e-12)

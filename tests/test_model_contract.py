@@ -118,12 +118,62 @@ def segment_batches(num_classes: int, seed: int = 0) -> list[dict]:
 def feed_segments(metric, batch):
     for video in batch["truth"]:
         metric.add_ground_truth(video)
-    metric.update(batch["ids"], batch["starts"], batch["scores"])
+    metric.update_segments(batch["ids"], batch["starts"], batch["scores"])
 
 
 def test_segment_metric_contract():
     results = check_metric("yt8m-segment", batches=segment_batches(11), feed=feed_segments)
     assert results["rated_pairs"] == 36
+
+
+def test_segment_metric_contract_on_segment_mode_batches():
+    """The Metric contract (update(scores, labels, loss, mask)), as zoo eval/bench feed it."""
+    batches = metric_batches(zoo.testing.SPEC, masked=True)
+    results = check_metric("yt8m-segment", batches=batches)
+    assert results["rated_pairs"] == results["rated_pairs_scored"] == sum(int(b[3].sum()) for b in batches)
+    # the same pairs as rated ground truth: one video per row, its rated classes one 0-frame segment each
+    truth = zoo.build_metric("yt8m-segment", spec=zoo.testing.SPEC)
+    row = 0
+    for scores, labels, _, mask in batches:
+        for s, y, m in zip(scores, labels, mask):
+            rated = np.flatnonzero(m)
+            truth.add_ground_truth(
+                {
+                    "id": f"v{row}",
+                    "segment_start_times": [0] * rated.size,
+                    "segment_labels": rated,
+                    "segment_scores": y[rated],
+                }
+            )
+            truth.update_segments([f"v{row}"], [0], s[None])
+            row += 1
+    assert truth.compute() == pytest.approx(results, abs=1e-12)
+    with pytest.raises(zoo.DataError, match="no label_mask"):
+        check_metric("yt8m-segment")  # unmasked batches: which pairs are rated is unknown
+
+
+def test_video_metric_refuses_a_partial_mask_and_accepts_a_full_one():
+    scores, labels, loss, mask = metric_batches(zoo.testing.SPEC, masked=True)[0]
+    metric = zoo.build_metric("yt8m", spec=zoo.testing.SPEC)
+    with pytest.raises(zoo.DataError, match="yt8m-segment"):
+        metric.update(scores, labels, loss=loss, mask=mask)
+    metric.update(scores, labels, loss=loss, mask=np.ones_like(mask))
+    plain = zoo.build_metric("yt8m", spec=zoo.testing.SPEC)
+    plain.update(scores, labels, loss=loss)
+    assert metric.compute() == pytest.approx(plain.compute())
+
+
+def test_metric_check_requires_the_mask_argument():
+    from zoo_yt8m_metrics.video import Yt8mMetric
+
+    class OldUpdate(Yt8mMetric):
+        """Tie rule: as yt8m's."""
+
+        def update(self, scores, labels, loss=None):
+            super().update(scores, labels, loss)
+
+    with pytest.raises(AssertionError, match="must accept mask=None"):
+        check_metric(OldUpdate)
 
 
 def test_metric_check_catches_a_merge_that_loses_data():

@@ -264,7 +264,7 @@ def test_submission_round_trip_agrees_with_the_metric_and_the_official_rules(seg
     metric = zoo.build_metric("yt8m-segment", spec=SPEC)
     for v in videos:
         metric.add_ground_truth(v)
-    metric.update(ids, starts, scores)
+    metric.update_segments(ids, starts, scores)
     direct = metric.compute()["segment_map"]
 
     rated = read_label_ids(segdata / "segment_label_ids.csv")
@@ -300,6 +300,65 @@ def test_submission_round_trip_agrees_with_the_metric_and_the_official_rules(seg
         ]
     )
     assert code == 0
+
+
+def test_segment_mode_batches_give_the_ground_truth_paths_segment_map(segdata, tmp_path):
+    """Metric.update(scores, labels, mask=label_mask) on segment-mode batches (zoo eval / zoo bench with
+    eval.metric: yt8m-segment) scores the same rated pairs as add_ground_truth + update_segments."""
+    import pickle
+
+    from zoo.data.pipeline import batches
+
+    videos = rated_videos(segdata)
+    ids, starts, scores = scores_for(videos)
+    truth = zoo.build_metric("yt8m-segment", spec=SPEC)
+    for v in videos:
+        truth.add_ground_truth(v)
+    truth.update_segments(ids, starts, scores)
+    want = truth.compute()
+
+    row_of = {f"{vid}:{int(s)}": i for i, (vid, s) in enumerate(zip(ids, starts))}
+    reader = zoo.build_reader("yt8m-segment", paths=[str(segdata / "validate")], spec=SPEC, segments=True)
+    fed = []
+    for batch in batches(reader, spec=SPEC, batch_size=13):
+        rows = scores[[row_of[i] for i in batch["ids"]]]  # the same score for the same segment
+        fed.append((rows, batch["labels"], 0.5, batch["label_mask"]))
+    one = zoo.build_metric("yt8m-segment", spec=SPEC)
+    for rows, labels, loss, mask in fed:
+        one.update(rows, labels, loss=loss, mask=mask)
+    got = one.compute()
+    assert got["segment_map"] == pytest.approx(want["segment_map"], abs=1e-12)
+    assert {k: got[k] for k in ("segment_classes", "rated_pairs", "rated_pairs_scored")} == {
+        k: want[k] for k in ("segment_classes", "rated_pairs", "rated_pairs_scored")
+    }
+    # the official script on the submission those scores make agrees too
+    rated = read_label_ids(segdata / "segment_label_ids.csv")
+    order = {vid: i for i, vid in enumerate(dict.fromkeys(ids))}
+    keys = (np.asarray([order[i] for i in ids], np.uint32) << np.uint32(6)) | (starts // 5).astype(np.uint32)
+    top = TopSegments(rated, 100_000)
+    top.add(scores, keys)
+    write_segment_submission(tmp_path / "s.csv", top, list(order), 6)
+    assert got["segment_map"] == pytest.approx(official_map(tmp_path / "s.csv", videos), abs=1e-12)
+    # rank states of either path merge into the same result
+    ranks = []
+    for r in range(2):
+        part = zoo.build_metric("yt8m-segment", spec=SPEC)
+        for rows, labels, loss, mask in fed[r::2]:
+            part.update(rows, labels, loss=loss, mask=mask)
+        ranks.append(pickle.loads(pickle.dumps(part.state())))
+    merged = zoo.build_metric("yt8m-segment", spec=SPEC)
+    merged.merge(ranks)
+    assert merged.compute() == pytest.approx(got, abs=1e-12)
+    both = zoo.build_metric("yt8m-segment", spec=SPEC)
+    both.merge([truth.state(), one.state()])  # the two paths' states have one form
+    assert both.compute()["rated_pairs"] == 2 * want["rated_pairs"]
+    # a batch without a mask, and mixing the two ways of feeding one metric, are errors
+    with pytest.raises(DataError, match="no label_mask"):
+        zoo.build_metric("yt8m-segment", spec=SPEC).update(*fed[0][:3])
+    with pytest.raises(ValueError, match="use one way per metric"):
+        truth.update(*fed[0][:3], mask=fed[0][3])
+    with pytest.raises(ValueError, match="use one way per metric"):
+        one.add_ground_truth({**videos[0], "id": "another"})
 
 
 BAD_ROWS = [

@@ -86,7 +86,7 @@ def test_example_plugin_passes_its_own_contract_tests(example_plugin):
         timeout=900,
     )
     assert out.returncode == 0, out.stdout[-4000:]
-    assert "9 passed" in out.stdout
+    assert "10 passed" in out.stdout
 
 
 def test_example_plugin_trains_evaluates_and_benches_on_its_own_dataset(example_plugin, tmp_path):

@@ -121,8 +121,10 @@ class Metric(Protocol):
 
     def __init__(self, config: Any, spec: DatasetSpec) -> None: ...
 
-    def update(self, scores: Any, labels: Any, loss: float | None = None) -> None:
-        """Add one batch: probabilities ``[B, C]`` and multi-hot labels ``[B, C]`` (numpy)."""
+    def update(self, scores: Any, labels: Any, loss: float | None = None, mask: Any = None) -> None:
+        """Add one batch: probabilities ``[B, C]`` and multi-hot labels ``[B, C]`` (numpy). ``mask`` ``[B, C]``
+        (the batch's ``label_mask``, from segment-mode readers) says which (example, class) pairs are rated;
+        None: all. A metric that cannot honour a mask raises ``zoo.DataError`` saying which metric can."""
         ...
 
     def compute(self) -> dict[str, float]: ...

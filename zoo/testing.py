@@ -22,6 +22,7 @@ reports its headline key. This module is part of the installed package but is ne
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -621,21 +622,44 @@ def _check_damaged(
 # Metric checks
 
 
-def metric_batches(spec: DatasetSpec, sizes: Sequence[int] = (6, 3, 5, 1), seed: int = 0) -> list[tuple]:
-    """``(scores, labels, loss)`` batches: probabilities on a coarse grid (so they tie) and multi-hot labels."""
+def metric_batches(
+    spec: DatasetSpec, sizes: Sequence[int] = (6, 3, 5, 1), seed: int = 0, *, masked: bool = False
+) -> list[tuple]:
+    """``(scores, labels, loss)`` batches: probabilities on a coarse grid (so they tie) and multi-hot labels.
+
+    ``masked``: ``(scores, labels, loss, mask)`` batches as segment-mode data gives them: about half the
+    (example, class) pairs rated, each example rated on at least one of its labels."""
     rng = np.random.default_rng(seed)
     out = []
     for b in sizes:
         scores = np.round(rng.uniform(size=(b, spec.num_classes)), 1).astype(np.float32)
         labels = (rng.uniform(size=(b, spec.num_classes)) < 0.3).astype(np.float32)
-        labels[np.arange(b), rng.integers(0, spec.num_classes, b)] = 1.0
-        out.append((scores, labels, float(rng.uniform(0.1, 2.0))))
+        sure = rng.integers(0, spec.num_classes, b)
+        labels[np.arange(b), sure] = 1.0
+        loss = float(rng.uniform(0.1, 2.0))
+        if masked:
+            mask = (rng.uniform(size=(b, spec.num_classes)) < 0.5).astype(np.float32)
+            mask[np.arange(b), sure] = 1.0
+            out.append((scores, labels, loss, mask))
+        else:
+            out.append((scores, labels, loss))
     return out
 
 
 def update_metric(metric: Any, batch: Any) -> None:
-    """Feed one ``(scores, labels[, loss])`` batch through ``Metric.update``."""
-    metric.update(*batch)
+    """Feed one ``(scores, labels[, loss[, mask]])`` batch through ``Metric.update``."""
+    scores, labels, *rest = batch
+    loss = rest[0] if rest else None
+    mask = rest[1] if len(rest) > 1 else None
+    metric.update(scores, labels, loss=loss, mask=mask)
+
+
+def _reversed_rows(batch: tuple) -> tuple:
+    """The batch with its examples in reverse order (scores, labels and a mask; the loss stays)."""
+    scores, labels, *rest = batch
+    if len(rest) > 1 and rest[1] is not None:
+        rest = [rest[0], rest[1][::-1], *rest[2:]]
+    return (scores[::-1], labels[::-1], *rest)
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any], rel: float = 1e-9) -> list[str]:
@@ -656,11 +680,13 @@ def check_metric(
     feed: Callable[[Any, Any], None] = update_metric,
     ties: Sequence[tuple[Any, Mapping[str, float]]] = (),
 ) -> dict[str, float]:
-    """Check a metric: ``compute()`` reports ``headline`` (also first in ``display``); ``reset()`` forgets;
-    the ``state()`` of several ranks, pickled and ``merge``d in any order, equals one pass; the class
-    docstring states its tie rule, results do not depend on the order of tied videos, and each
+    """Check a metric: ``update`` takes ``mask`` (the contract); ``compute()`` reports ``headline`` (also
+    first in ``display``); ``reset()`` forgets; the ``state()`` of several ranks, pickled and ``merge``d in
+    any order, equals one pass; the class docstring states its tie rule, results do not depend on the order
+    of tied videos, and each
     ``(batch, expected)`` of ``ties`` gives the documented values. ``feed(metric, batch)`` adds a batch
-    (default: ``metric.update(*batch)`` with :func:`metric_batches`). Returns the one-pass results."""
+    (default: :func:`update_metric` with :func:`metric_batches`; ``metric_batches(spec, masked=True)`` for a
+    metric of segment-mode batches). Returns the one-pass results."""
     spec = spec or SPEC
     cls, label = _target("metric", name_or_cls)
     batches = list(batches) if batches is not None else metric_batches(spec)
@@ -674,6 +700,12 @@ def check_metric(
             feed(metric, item)
         return metric
 
+    params = inspect.signature(cls.update).parameters
+    if "mask" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise AssertionError(
+            f"metric {label!r}: update() must accept mask=None (zoo.contracts.Metric: the engine passes the "
+            f"batch's label_mask); raise zoo.DataError from it if the metric cannot honour a mask"
+        )
     one = run(batches)
     results = one.compute()
     headline = cls.headline
@@ -705,7 +737,7 @@ def check_metric(
                 f"metric {label!r}: merged rank states differ from one pass: {'; '.join(diff)}"
             )
     if batches and all(isinstance(b, tuple) and len(b) >= 2 for b in batches):
-        flipped = [(b[0][::-1], b[1][::-1], *b[2:]) for b in batches]
+        flipped = [_reversed_rows(b) for b in batches]
         diff = _same(results, run(flipped).compute())
         if diff:
             raise AssertionError(

@@ -34,16 +34,24 @@ class SegmentMetricConfig:
 class SegmentMetric:
     """Segment-level mAP (2019 rules): per class, AP of the rated segments ranked by score; mean over classes.
 
-    1. ``add_ground_truth(video)`` for each video: the segment reader's dict (``id`` plus the ``segment_*``
-       keys). Call it before scoring the video's segments.
-    2. ``update(ids, segment_start_times, scores)``: ``scores`` is ``[S, num_classes]`` for S segments, segment
-       s being the one of video ``ids[s]`` that starts at frame ``segment_start_times[s]``. Only rated pairs
-       are kept; unrated segments cost nothing. A segment scored twice is an error.
-    3. ``compute()`` -> ``segment_map``, ``segment_classes`` (classes averaged), ``rated_pairs_scored``,
-       ``rated_pairs``.
+    Two ways to feed it (one per metric instance: mixing them would count the ratings twice):
 
-    ``state()`` / ``merge(states)`` work as for ``yt8m`` (merge the results of every rank; ground truth stays
-    where it was added). Ties in score count with their expected value, as in ``yt8m``.
+    - Segment-mode batches (``data.segments: true``; what ``zoo eval``/``zoo bench`` with ``eval.metric:
+      yt8m-segment`` do): ``update(scores, labels, loss=None, mask=None)``, each row one rated segment,
+      ``mask`` ``[B, C]`` (the batch's ``label_mask``) the rated classes and ``labels`` their rating. The rated
+      pairs of the data are exactly those of the batches, so the result equals the ground-truth path's when
+      every rated segment is scored once. A missing mask is an error: without it nothing says which pairs
+      were rated. ``loss`` is not used.
+    - Ground truth plus scored segments (``zoo eval --segments``: every 5-frame segment of each video):
+      ``add_ground_truth(video)`` (the segment reader's dict: ``id`` plus the ``segment_*`` keys) before
+      ``update_segments(ids, segment_start_times, scores)``: ``scores`` ``[S, num_classes]`` for S segments,
+      segment s being the one of video ``ids[s]`` starting at frame ``segment_start_times[s]``. Only rated
+      pairs are kept; unrated segments cost nothing. A segment scored twice is an error.
+
+    ``compute()`` -> ``segment_map``, ``segment_classes`` (classes averaged), ``rated_pairs_scored``,
+    ``rated_pairs``. ``state()`` / ``merge(states)`` work as for ``yt8m`` and for either path (merge the results
+    of every rank; ground truth stays where it was added). Ties in score count with their expected value, as
+    in ``yt8m``.
     """
 
     name = "yt8m-segment"
@@ -68,6 +76,15 @@ class SegmentMetric:
         self._pair_scores: list[np.ndarray] = []
         self._pair_classes: list[np.ndarray] = []
         self._pair_labels: list[np.ndarray] = []
+        self._source: str | None = None  # "ground truth" or "batches": the way this metric is fed
+
+    def _fed_by(self, source: str) -> None:
+        if self._source not in (None, source):
+            raise ValueError(
+                f"metric {self.name!r}: fed both segment-mode batches (update) and ground truth "
+                f"(add_ground_truth/update_segments); use one way per metric, or reset() in between"
+            )
+        self._source = source
 
     def add_ground_truth(self, video: Mapping[str, Any]) -> int:
         """Register the rated segments of one video (the segment reader's dict); returns how many pairs."""
@@ -84,6 +101,7 @@ class SegmentMetric:
             )
         if vid in self._videos:
             raise DataError(f"video {vid!r}: ground truth added twice (is a file listed twice?)")
+        self._fed_by("ground truth")
         starts = np.asarray(video["segment_start_times"], dtype=np.int64).ravel()
         classes = np.asarray(video["segment_labels"], dtype=np.int64).ravel()
         values = np.asarray(video["segment_scores"], dtype=np.float64).ravel()
@@ -117,11 +135,51 @@ class SegmentMetric:
         self._rated += int(classes.size)
         return int(classes.size)
 
-    def update(
+    def update(self, scores: Any, labels: Any, loss: float | None = None, mask: Any = None) -> None:
+        """Add a segment-mode batch: ``scores``, ``labels`` and ``mask`` ``[B, num_classes]``, row b one rated
+        segment, ``mask[b, c] == 1`` where class c was rated for it and ``labels[b, c]`` the rating (0/1)."""
+        if mask is None:
+            raise DataError(
+                f"metric {self.name!r}: the batch has no label_mask, so nothing says which (segment, class) "
+                f"pairs are rated; evaluate the segment-rated data in segment mode (-o data.segments=true, "
+                f"e.g. with data.reader: yt8m-segment) or use zoo eval --segments"
+            )
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or scores.shape[1] != self.num_classes:
+            raise ValueError(
+                f"metric {self.name!r}: scores must have shape [batch, {self.num_classes}], got {scores.shape}"
+            )
+        labels = np.asarray(labels)
+        rated = np.asarray(mask)
+        for what, value in (("labels", labels), ("mask", rated)):
+            if value.shape != scores.shape:
+                raise ValueError(
+                    f"metric {self.name!r}: {what} must have the shape of scores {scores.shape}, "
+                    f"got {value.shape}"
+                )
+        if not np.isin(rated, (0, 1)).all():
+            raise DataError(f"metric {self.name!r}: mask must hold 0 or 1 (the batch's label_mask)")
+        rated = rated > 0
+        values = labels[rated]
+        if not np.isin(values, (0, 1)).all():
+            raise DataError(f"metric {self.name!r}: labels of rated pairs must be 0 or 1")
+        pair_scores = scores[rated].astype(np.float64)
+        if np.isnan(pair_scores).any():
+            raise ValueError(f"metric {self.name!r}: a segment score is NaN; check the model output")
+        self._fed_by("batches")
+        positive = values > 0
+        pair_classes = np.nonzero(rated)[1].astype(np.int64)
+        self._pair_scores.append(pair_scores)
+        self._pair_classes.append(pair_classes)
+        self._pair_labels.append(positive)
+        self._positives += np.bincount(pair_classes[positive], minlength=self.num_classes)
+        self._rated += int(pair_classes.size)
+
+    def update_segments(
         self, ids: Sequence[str], segment_start_times: Sequence[int] | np.ndarray, scores: np.ndarray
     ) -> None:
         """Add the scores ``[S, num_classes]`` of S segments (video ``ids[s]``, starting at frame
-        ``segment_start_times[s]``)."""
+        ``segment_start_times[s]``); their ground truth must have been added."""
         scores = np.asarray(scores)
         starts = np.asarray(segment_start_times).ravel()
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
@@ -257,8 +315,8 @@ class SegmentMetric:
         """segment_map, segment_classes, rated_pairs_scored, rated_pairs."""
         if not self._positives.any():
             raise ZooError(
-                f"metric {self.name!r}: no rated positive segment was seen; evaluate on the "
-                f"segment-rated data and call add_ground_truth for each video"
+                f"metric {self.name!r}: no rated positive segment was seen; evaluate the segment-rated "
+                f"data (segment-mode batches with label_mask, or add_ground_truth for each video)"
             )
         ap = self.per_class_ap()
         scored = ap[self._positives > 0]

@@ -21,7 +21,7 @@ import numpy as np
 from zoo.atomic import atomic_path
 from zoo.config import DatasetSpec
 from zoo.engine.predictions import top_k
-from zoo.errors import ConfigError, ZooError
+from zoo.errors import ConfigError, DataError, ZooError
 from zoo_yt8m_metrics.ranking import pooled_average_precision
 
 STATE_VERSION = 1
@@ -84,8 +84,15 @@ class Yt8mMetric:
         self._loss_videos = 0
         self._result: tuple[float, np.ndarray] | None = None
 
-    def update(self, scores: np.ndarray, labels: np.ndarray, loss: float | None = None) -> None:
-        """Add one batch: ``scores`` and ``labels`` are ``[B, num_classes]``; ``loss`` the batch's mean loss."""
+    def update(
+        self, scores: np.ndarray, labels: np.ndarray, loss: float | None = None, mask: Any = None
+    ) -> None:
+        """Add one batch: ``scores`` and ``labels`` are ``[B, num_classes]``; ``loss`` the batch's mean loss.
+
+        ``mask`` must be None or all ones: the video-level metrics rank every class of a video, so a batch
+        rated on some classes only (segment mode) is a DataError pointing to ``yt8m-segment``.
+        """
+        self._check_mask(mask)
         scores = np.asarray(scores)
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
             raise ValueError(
@@ -109,6 +116,14 @@ class Yt8mMetric:
             batch,
             loss,
         )
+
+    def _check_mask(self, mask: Any) -> None:
+        if mask is not None and not (np.asarray(mask) == 1).all():
+            raise DataError(
+                f"metric {self.name!r}: the batch rates only some classes of each example (a label_mask, "
+                f"from segment-mode data: data.segments: true); GAP, Hit@1, PERR and mAP need whole labels. "
+                f"Use eval.metric: yt8m-segment for segment-rated data, or turn data.segments off"
+            )
 
     def update_ranked(
         self, classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, loss: float | None = None

@@ -189,8 +189,9 @@ def evaluate(
             tracker.add(batch["ids"])
             labels = paddle.to_tensor(batch["labels"])
             logits = logits_of(model(to_tensors(batch, cfg.dataset.features)))
-            loss = float(bce_loss(logits, labels, batch.get("label_mask")))
-            metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss)
+            mask = batch.get("label_mask")  # segment mode: only the rated (segment, class) pairs count
+            loss = float(bce_loss(logits, labels, mask))
+            metric.update(F.sigmoid(logits).numpy(), batch["labels"], loss=loss, mask=mask)
             bar.update(len(batch["ids"]))
     bar.close()
     if refuse_duplicates and tracker.repeated:

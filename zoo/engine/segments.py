@@ -147,7 +147,7 @@ def evaluate_segments(
     for videos, starts, probs in scored_segments(
         scorer, reader, cfg, batch_size=cfg.eval.batch_size, on_video=on_video, progress=progress
     ):
-        metric.update([ids[v] for v in videos], starts, probs)
+        metric.update_segments([ids[v] for v in videos], starts, probs)
         top.add(
             probs,
             (videos.astype(np.uint32) << np.uint32(bits)) | (starts // SEGMENT_FRAMES).astype(np.uint32),

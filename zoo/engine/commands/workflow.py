@@ -311,6 +311,7 @@ class EvalCommand:
 
 
 def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
+    import zoo
     from zoo.atomic import atomic_write_text
     from zoo.engine.loop import dygraph_scorer
     from zoo.engine.segments import evaluate_segments
@@ -326,7 +327,8 @@ def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "segment_eval_results.json"
     atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
-    _print_table(_metric_rows(metrics), ["metric", "value"])
+    metric = zoo.build_metric("yt8m-segment", spec=cfg.dataset)  # its headline and display order
+    _print_table(_metric_rows(metrics, metric), ["metric", "value"])
     print(f"wrote {results}")
     return 0
 
