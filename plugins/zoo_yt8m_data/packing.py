@@ -58,14 +58,21 @@ def _make_reader(
     num_classes: int,
     verify_crc: bool,
     skip_corrupt: bool,
+    options: dict[str, Any] | None = None,
 ) -> Any:
     from zoo_yt8m_data.readers import FrameFeatureReader, PaddleVideoPickleReader
 
     spec = DatasetSpec(num_classes=num_classes, features=dict(features), max_frames=_ALL_FRAMES)
     if reader == "yt8m-frame":
         return FrameFeatureReader(
-            FrameFeatureReader.Config(paths=list(paths), verify_crc=verify_crc, skip_corrupt=skip_corrupt),
+            FrameFeatureReader.Config(
+                paths=list(paths), verify_crc=verify_crc, skip_corrupt=skip_corrupt, **(options or {})
+            ),
             spec,
+        )
+    if options:
+        raise UsageError(
+            f"--reader {reader}: record layout options ({', '.join(options)}) apply to yt8m-frame"
         )
     if reader == "paddlevideo-pkl":
         return PaddleVideoPickleReader(
@@ -82,11 +89,21 @@ def pack_one(
     num_classes: int,
     verify_crc: bool,
     skip_corrupt: bool,
+    quantize: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pack one input file into ``shard_dir`` (runs in a worker process)."""
-    r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt)
+    from zoo_yt8m_data.readers import quantize as quantize_values
+
+    r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt, options)
     meta = packed.write_shard(
-        r.read_part(source, 0, 1), Path(shard_dir), source, features, skipped=lambda: len(r.skipped)
+        r.read_part(source, 0, 1),
+        Path(shard_dir),
+        source,
+        features,
+        skipped=lambda: len(r.skipped),
+        quantize=quantize_values if quantize else None,
+        options=options,
     )
     if reader == "yt8m-frame":
         from zoo_yt8m_data.tfrecord import count_records
@@ -123,14 +140,21 @@ def pack(
     verify_crc: bool = True,
     skip_corrupt: bool = False,
     progress: bool = True,
+    quantize: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> PackReport:
-    """Pack every input file into ``output`` (one shard each) and write ``output/index.json``."""
+    """Pack every input file into ``output`` (one shard each) and write ``output/index.json``.
+
+    Float frame features stay float32 unless ``quantize`` (then uint8, like the official releases);
+    ``options``: the yt8m-frame reader's record layout options (layout, feature_keys, id_key, ...).
+    """
     from zoo.atomic import atomic_write_text
 
     features = dict(features or {"rgb": 1024, "audio": 128})
+    options = {k: v for k, v in (options or {}).items() if v not in (None, "auto", {})}
     started = time.perf_counter()
     out = Path(output)
-    files = _make_reader(reader, inputs, features, num_classes, verify_crc, skip_corrupt).sources()
+    files = _make_reader(reader, inputs, features, num_classes, verify_crc, skip_corrupt, options).sources()
     if any(packed.is_shard(f) for f in files):
         raise UsageError("the inputs include packed data already; pack TFRecords or pickles")
     names: dict[str, str] = {}
@@ -147,7 +171,7 @@ def pack(
     metas: dict[str, dict[str, Any]] = {}
     todo = []
     for name, source in names.items():
-        if packed.shard_is_current(out / name, source, features):
+        if packed.shard_is_current(out / name, source, features, quantize=quantize, options=options):
             metas[name] = packed.read_json(out / name / packed.META, "packed shard")
             report.reused.append(name)
         else:
@@ -166,7 +190,17 @@ def pack(
             )
 
     args = {
-        name: (reader, names[name], str(out / name), features, num_classes, verify_crc, skip_corrupt)
+        name: (
+            reader,
+            names[name],
+            str(out / name),
+            features,
+            num_classes,
+            verify_crc,
+            skip_corrupt,
+            quantize,
+            options,
+        )
         for name in todo
     }
     if jobs <= 1:
@@ -200,14 +234,29 @@ def pack(
         report.records += meta["records"]
         report.frames += meta["frames"]
         report.bytes += sum(info["bytes"] for info in meta["files"].values())
-    index = {
+    dtypes = {f: sorted({metas[n].get("dtypes", {}).get(f, "uint8") for n in names}) for f in features}
+    mixed = {f: d for f, d in dtypes.items() if len(d) > 1}
+    if mixed:
+        raise DataError(
+            f"{out}: the inputs differ in how features are stored ("
+            + "; ".join(f"{f}: {' and '.join(d)}" for f, d in mixed.items())
+            + "); batches need one kind per feature: pack again with --quantize (all uint8)"
+        )
+    floats = any(d == ["float32"] for d in dtypes.values())
+    index: dict[str, Any] = {
         "format": packed.FORMAT,
-        "version": packed.VERSION,
+        "version": packed.FLOAT_VERSION if floats else packed.VERSION,
         "features": features,
         "shards": shards,
         "records": report.records,
         "frames": report.frames,
     }
+    if floats or quantize or options:
+        index["dtypes"] = {f: d[0] for f, d in dtypes.items()}
+        index["quantize"] = quantize
+        index["quantized_at_pack"] = sorted({f for n in names for f in metas[n].get("quantized_at_pack", [])})
+    if options:
+        index["reader_options"] = options
     atomic_write_text(out / packed.INDEX, json.dumps(index, indent=1))
     report.seconds = time.perf_counter() - started
     return report
