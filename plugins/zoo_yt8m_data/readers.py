@@ -39,6 +39,7 @@ from zoo_yt8m_data.wire import (
 QUANT_SCALE = np.float32(4.0 / 255.0)
 QUANT_BIAS = np.float32(4.0 / 512.0 - 2.0)
 WARN_LIMIT = 20
+_UINT8 = np.dtype(np.uint8)
 
 
 def dequantize(values: np.ndarray) -> np.ndarray:
@@ -335,31 +336,34 @@ class FrameFeatureReader(_YT8MReader):
             record: dict[str, Any] = {"id": video}
             counts: dict[str, int] = {}
             keys: dict[str, str] = {}
+            max_frames = self.max_frames
             for name, size in self.features.items():
-                key = _first_key(lists, layout.feature_keys[name])
+                candidates = layout.feature_keys[name]
+                key = candidates[0] if candidates[0] in lists else _first_key(lists, candidates)
                 if key is None:
                     have = ", ".join(sorted(lists)) or "none"
-                    wanted = " or ".join(repr(k) for k in layout.feature_keys[name])
+                    wanted = " or ".join(repr(k) for k in candidates)
                     raise WireError(
                         f"no feature list {wanted} (the record has: {have}); is this frame-level data? "
                         f"video-level files need data.reader: yt8m-video; other keys: data.feature_keys"
                     )
                 keys[name] = key
+                start, stop = lists[key]
                 try:
-                    frames = decode_frame_values(payload, lists[key][0], lists[key][1], size, layout.dtype)
+                    frames = decode_frame_values(payload, start, stop, size, layout.dtype)
                 except WireError as exc:
                     dtype = "" if layout.dtype == "auto" else f", data.dtype says {layout.dtype}"
                     raise WireError(
                         f"feature {key!r}: {exc} (dataset.features says {name}: {size}{dtype})"
                     ) from None
                 counts[name] = len(frames)
-                if frames.dtype == np.uint8:
+                if frames.dtype is _UINT8:
                     # A view would keep the whole record alive (all its frames) while the video waits in the
                     # shuffle buffer: a long video keeps a copy of its first max_frames frames only.
-                    if len(frames) > self.max_frames:
-                        frames = frames[: self.max_frames].copy()
+                    if len(frames) > max_frames:
+                        frames = frames[:max_frames].copy()
                 else:  # float frames are (maybe unaligned) views of the record: an aligned float32 copy
-                    frames = np.array(frames[: self.max_frames], np.float32)
+                    frames = np.array(frames[:max_frames], np.float32)
                 record[name] = frames
             n = self._align(counts, keys, record)
             if self.layouts_seen is not None:
@@ -379,9 +383,10 @@ class FrameFeatureReader(_YT8MReader):
 
     def _align(self, counts: dict[str, int], keys: dict[str, str], record: dict[str, Any]) -> int:
         """The video's frame count; features of different lengths are an error or cut to the shortest."""
-        n = min(counts.values(), default=0)
-        if n == max(counts.values(), default=0):
-            return n
+        lengths = set(counts.values())
+        if len(lengths) <= 1:
+            return lengths.pop() if lengths else 0
+        n = min(lengths)
         shortest = self.layout.align == "shortest" or (
             self.layout.align == "auto" and any(k.endswith("/feature/floats") for k in keys.values())
         )

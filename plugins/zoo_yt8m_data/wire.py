@@ -342,12 +342,12 @@ def decode_frame_values(buf: bytes, start: int, end: int, size: int, dtype: str 
     must be of one kind). Float results may be unaligned read-only views of ``buf``: copy them to keep.
     """
     bytes_error = None
+    if dtype == "uint8":
+        return decode_frames(buf, start, end, size)
     if dtype != "float32":
         try:
             return decode_frames(buf, start, end, size)
         except WireError as exc:
-            if dtype == "uint8":
-                raise
             bytes_error = exc
     if end == start:
         return np.zeros((0, size), np.uint8 if dtype == "auto" else np.float32)
