@@ -228,7 +228,7 @@ def _context_id(
     path: str, payload: bytes, context: dict[str, tuple[int, int]], keys: tuple[str, ...] = ("id", "video_id")
 ) -> tuple[str, str]:
     """(id, the context key it came from): the first of ``keys`` present."""
-    key = _first_key(context, keys)
+    key = keys[0] if keys[0] in context else _first_key(context, keys)
     if key is None:
         have = ", ".join(sorted(context)) or "none"
         raise WireError(
@@ -337,6 +337,7 @@ class FrameFeatureReader(_YT8MReader):
             counts: dict[str, int] = {}
             keys: dict[str, str] = {}
             max_frames = self.max_frames
+            n = -1
             for name, size in self.features.items():
                 candidates = layout.feature_keys[name]
                 key = candidates[0] if candidates[0] in lists else _first_key(lists, candidates)
@@ -356,7 +357,8 @@ class FrameFeatureReader(_YT8MReader):
                     raise WireError(
                         f"feature {key!r}: {exc} (dataset.features says {name}: {size}{dtype})"
                     ) from None
-                counts[name] = len(frames)
+                counts[name] = length = len(frames)
+                n = length if n in (-1, length) else -2  # -2: the features differ in length
                 if frames.dtype is _UINT8:
                     # A view would keep the whole record alive (all its frames) while the video waits in the
                     # shuffle buffer: a long video keeps a copy of its first max_frames frames only.
@@ -365,7 +367,8 @@ class FrameFeatureReader(_YT8MReader):
                 else:  # float frames are (maybe unaligned) views of the record: an aligned float32 copy
                     frames = np.array(frames[:max_frames], np.float32)
                 record[name] = frames
-            n = self._align(counts, keys, record)
+            if n < 0:
+                n = self._align(counts, keys, record)
             if self.layouts_seen is not None:
                 dtypes = {name: str(record[name].dtype) if counts[name] else "" for name in counts}
                 seen = tuple((name, keys[name], dtypes[name]) for name in counts)
