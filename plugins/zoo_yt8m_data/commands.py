@@ -70,7 +70,7 @@ def _feature_key(text: str) -> tuple[str, str]:
 
 def _add_layout_arguments(p: argparse.ArgumentParser) -> None:
     """The yt8m-frame reader's record layout options (see docs/data.md, "Record layouts")."""
-    g = p.add_argument_group("record layout (yt8m-frame and yt8m-segment TFRecords)")
+    g = p.add_argument_group("record layout (yt8m-frame TFRecords; see docs/data.md, Record layouts)")
     g.add_argument(
         "--layout",
         choices=["auto", "yt8m", "mediapipe"],

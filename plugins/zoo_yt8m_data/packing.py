@@ -36,6 +36,7 @@ class PackReport:
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    dtypes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [
@@ -47,6 +48,9 @@ class PackReport:
             lines.extend(f"  {s}" for s in self.skipped[:20])
             if len(self.skipped) > 20:
                 lines.append(f"  ... and {len(self.skipped) - 20} more")
+        floats = [name for name, dtype in self.dtypes.items() if dtype == "float32"]
+        if floats:
+            lines.append(f"stored as float32: {', '.join(floats)} (--quantize stores uint8, 4x smaller)")
         lines.append(f"train on it with: -o data.train={self.output}")
         return "\n".join(lines)
 
@@ -257,6 +261,7 @@ def pack(
         index["quantized_at_pack"] = sorted({f for n in names for f in metas[n].get("quantized_at_pack", [])})
     if options:
         index["reader_options"] = options
+    report.dtypes = {f: d[0] for f, d in dtypes.items()}
     atomic_write_text(out / packed.INDEX, json.dumps(index, indent=1))
     report.seconds = time.perf_counter() - started
     return report
