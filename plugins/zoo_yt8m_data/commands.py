@@ -61,6 +61,60 @@ def _add_dataset_arguments(p: argparse.ArgumentParser, *, classes: bool = True) 
     )
 
 
+def _feature_key(text: str) -> tuple[str, str]:
+    """``rgb=RGB/feature/floats`` -> ("rgb", "RGB/feature/floats")."""
+    name, _, key = text.partition("=")
+    if not name.strip() or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected FEATURE=KEY (e.g. rgb=RGB/feature/floats), got {text!r}")
+    return name.strip(), key.strip()
+
+
+def _add_layout_arguments(p: argparse.ArgumentParser) -> None:
+    """The yt8m-frame reader's record layout options (see docs/data.md, "Record layouts")."""
+    g = p.add_argument_group("record layout (yt8m-frame TFRecords; see docs/data.md, Record layouts)")
+    g.add_argument(
+        "--layout",
+        choices=["auto", "yt8m", "mediapipe"],
+        default="auto",
+        help="record keys: YouTube-8M releases, MediaPipe MediaSequence, or whichever is present (auto)",
+    )
+    g.add_argument(
+        "--feature-key",
+        action="append",
+        type=_feature_key,
+        default=[],
+        metavar="FEATURE=KEY",
+        help="feature list key of a feature, e.g. rgb=RGB/feature/floats (repeatable)",
+    )
+    g.add_argument("--id-key", help="context key of the video id (e.g. video_id)")
+    g.add_argument("--label-key", help="context key of the int64 labels (e.g. clip/label/index)")
+    g.add_argument(
+        "--dtype",
+        choices=["auto", "uint8", "float32"],
+        default="auto",
+        help="frame values: quantized bytes (uint8), float lists (float32), or either (auto)",
+    )
+    g.add_argument(
+        "--align",
+        choices=["auto", "strict", "shortest"],
+        default="auto",
+        help="features with different frame counts: error (strict), cut to the shortest, or auto",
+    )
+
+
+def _layout_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The non-default layout options given on the command line, as reader Config fields."""
+    options: dict[str, Any] = {
+        "layout": args.layout,
+        "feature_keys": dict(args.feature_key),
+        "id_key": args.id_key,
+        "label_key": args.label_key,
+        "dtype": args.dtype,
+        "align": args.align,
+    }
+    return {k: v for k, v in options.items() if v not in (None, "auto", {})}
+
+
 class DataCommand:
     name = "data"
     help = "YouTube-8M data: synth, download, pack, inspect (no TensorFlow needed)"
@@ -169,12 +223,18 @@ class DataCommand:
         )
         p.add_argument("--skip-corrupt", action="store_true", help="skip damaged records and report them")
         p.add_argument(
+            "--quantize",
+            action="store_true",
+            help="store float frame features as uint8 (the releases' quantization; 4x smaller) instead of float32",
+        )
+        p.add_argument(
             "--no-verify-crc",
             dest="verify_crc",
             action="store_false",
             help="do not check TFRecord checksums while reading",
         )
         _add_dataset_arguments(p)
+        _add_layout_arguments(p)
 
         p = sub.add_parser(
             "inspect",
@@ -192,6 +252,7 @@ class DataCommand:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--max-frames", type=int, default=300, help="frame limit to report against (300)")
         _add_dataset_arguments(p)
+        _add_layout_arguments(p)
         parser.set_defaults(_data_parser=parser)
 
     @staticmethod
@@ -298,6 +359,8 @@ def _pack(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         verify_crc=args.verify_crc,
         skip_corrupt=args.skip_corrupt,
+        quantize=args.quantize,
+        options=_layout_options(args),
     )
     print(report.summary())
     return 0
@@ -312,6 +375,7 @@ def _inspect(args: argparse.Namespace) -> int:
         features=args.features,
         num_classes=args.num_classes,
         max_frames=args.max_frames,
+        options=_layout_options(args),
     )
     if args.json:
         print(json.dumps(result, indent=1))

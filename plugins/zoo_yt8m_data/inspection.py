@@ -1,8 +1,10 @@
 """``zoo data inspect``: what is in a set of files, and whether every record in them is sound.
 
 Reads every record (frames are decoded but not dequantized) and reports per file: records, damaged records
-(checksum, truncation, wrong feature size, label outside [0, num_classes)), frame lengths; and overall: a
-frame-length histogram and label statistics (labels per video, distinct classes, the long tail).
+(checksum, truncation, wrong feature size, label outside [0, num_classes)), frame lengths, the record layout
+found (yt8m, mediapipe or custom: which keys held the id, the labels and each feature, and whether frames
+are quantized uint8 or float32); and overall: a frame-length histogram and label statistics (labels per
+video, distinct classes, the long tail).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def _bin_label(low: int, high: int) -> str:
     return f">{low - 1}" if high >= 2**62 else f"{low}-{high}"
 
 
-def _reader(name: str, paths: list[str], features: dict[str, int]) -> Any:
+def _reader(name: str, paths: list[str], features: dict[str, int], options: dict[str, Any]) -> Any:
+    import dataclasses
+
     from zoo_yt8m_data import readers
 
     classes = {r.name: r for r in readers.READERS}
@@ -46,7 +50,35 @@ def _reader(name: str, paths: list[str], features: dict[str, int]) -> Any:
     # Count labels outside the range ourselves instead of having the reader reject them.
     spec = DatasetSpec(num_classes=2**62, features=dict(features), max_frames=2**31 - 1)
     fields = {"paths": list(paths), "skip_corrupt": True}
-    return cls(cls.Config(**fields), spec)
+    known = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"--reader {name}: no record layout options ({', '.join(unknown)}) for this reader")
+    return cls(cls.Config(**fields, **options), spec)
+
+
+def _layouts(seen: Any) -> list[dict[str, Any]]:
+    """The reader's ``layouts_seen`` counts as JSON: most common first."""
+    out = []
+    for (layout, id_key, label_key, features), records in seen.most_common():
+        out.append(
+            {
+                "layout": layout,
+                "records": records,
+                "id_key": id_key,
+                "label_key": label_key,
+                "features": {name: {"key": key, "dtype": dtype or "empty"} for name, key, dtype in features},
+            }
+        )
+    return out
+
+
+def _layout_line(entry: dict[str, Any]) -> str:
+    features = ", ".join(f"{name} {f['key']!r} {f['dtype']}" for name, f in entry["features"].items())
+    if entry["layout"] == "packed":
+        return f"packed ({features})"
+    labels = repr(entry["label_key"]) if entry["label_key"] else "none"
+    return f"{entry['layout']} (id {entry['id_key']!r}, labels {labels}, {features})"
 
 
 def inspect_sources(
@@ -56,11 +88,18 @@ def inspect_sources(
     features: dict[str, int] | None = None,
     num_classes: int = 3862,
     max_frames: int = 300,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready report (see the module docstring); ``damaged_files`` > 0 means something is wrong."""
+    """A JSON-ready report (see the module docstring); ``damaged_files`` > 0 means something is wrong.
+
+    ``options``: record layout options of the reader (layout, feature_keys, id_key, label_key, dtype).
+    """
+    from collections import Counter
+
     from zoo_yt8m_data import packed
 
-    r = _reader(reader, inputs, dict(features or {"rgb": 1024, "audio": 128}))
+    r = _reader(reader, inputs, dict(features or {"rgb": 1024, "audio": 128}), dict(options or {}))
+    layouts_all: Counter[str] = Counter()
     files = []
     lengths_all: list[int] = []
     label_counts: Counter[int] = Counter()
@@ -74,6 +113,7 @@ def inspect_sources(
         lengths = []
         records = 0
         file_out_of_range = 0
+        r.layouts_seen = Counter()
         for record in r.read_part(source, 0, 1):
             records += 1
             vid = str(record["id"])
@@ -98,6 +138,27 @@ def inspect_sources(
             "damaged": len(skipped),
             "problems": [f"record {s.index}: {s.problem}" for s in skipped[:10]],
         }
+        layouts = _layouts(r.layouts_seen)
+        if packed.is_shard(source):
+            meta = packed.read_json(f"{source}/{packed.META}", "packed shard")
+            dtypes = meta.get("dtypes", {})
+            layouts = [
+                {
+                    "layout": "packed",
+                    "records": records,
+                    "features": {
+                        name: {
+                            "key": f"{name}.{packed.SUFFIX.get(dtypes.get(name, 'uint8'), '?')}",
+                            "dtype": dtypes.get(name, "uint8"),
+                        }
+                        for name in r.features
+                    },
+                }
+            ]
+        if layouts:
+            entry["layouts"] = layouts
+            for layout in layouts:
+                layouts_all[_layout_line(layout)] += layout["records"]
         if packed.is_shard(source):
             problems = packed.verify_shard(source)
             entry["checksums"] = "ok" if not problems else "mismatch"
@@ -130,6 +191,7 @@ def inspect_sources(
         "damaged_files": sum(1 for f in files if f["damaged"]),
         "damaged_records": sum(f["damaged"] for f in files),
         "duplicate_ids": {"count": duplicates, "examples": duplicate_examples},
+        "layouts": [{"layout": line, "records": n} for line, n in layouts_all.most_common()],
         "frames": {
             "total": int(sum(lengths_all)),
             "mean": round(float(np.mean(lengths_all)), 2) if lengths_all else 0.0,
@@ -185,6 +247,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"{fr['over_max_frames']} longer than {fr['max_frames']} (truncated when read)"
     )
     lines.append("frames per video: " + ", ".join(f"{k}: {v}" for k, v in fr["histogram"].items() if v))
+    for layout in result.get("layouts", []):
+        lines.append(f"layout: {layout['layout']}: {layout['records']} videos")
     lb = result["labels"]
     lines.append(
         f"labels: {lb['per_video_mean']} per video (max {lb['per_video_max']}, {lb['videos_without_labels']} videos "

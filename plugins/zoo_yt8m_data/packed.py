@@ -7,7 +7,8 @@ Layout (no pickle anywhere; every file is raw little-endian data or ``.npy`` loa
                                     "shards": [{"name", "records", "frames", "source"}], "records", "frames"}
     OUT/<shard>/meta.json          counts, feature sizes, the source file's size and mtime, and the byte
                                    size and crc32c of every file below
-    OUT/<shard>/<feature>.u8       uint8 [frames, size] per feature (all frames of all videos, in order)
+    OUT/<shard>/<feature>.u8       uint8 [frames, size] per feature (all frames of all videos, in order);
+                                   <feature>.f32 (float32, little-endian) for float features kept float
     OUT/<shard>/offsets.npy        int64 [records + 1]: video i is frames offsets[i]:offsets[i+1]
     OUT/<shard>/labels.npy         int32 [labels]; label_offsets.npy int64 [records + 1]
     OUT/<shard>/ids.npy            bytes (numpy "S") [records]
@@ -15,6 +16,9 @@ Layout (no pickle anywhere; every file is raw little-endian data or ``.npy`` loa
 One shard per input file, written into a temporary directory and renamed into place only after its files
 were read back and their checksums matched, so a shard directory that exists is complete. Frames are
 kept whole (readers truncate to ``max_frames``), so one packed copy serves every frame limit.
+
+Version 1 holds uint8 features only; version 2 (written only when a feature is stored as float32) adds
+``dtypes`` to meta.json and index.json. Both are read.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from zoo.errors import DataError
 FORMAT = "yt8m-zoo-packed"
 SHARD_FORMAT = "yt8m-zoo-packed-shard"
 VERSION = 1
+FLOAT_VERSION = 2  # written when a feature is stored as float32 (an older reader would not find <f>.u8)
+READABLE = (VERSION, FLOAT_VERSION)
+SUFFIX = {"uint8": "u8", "float32": "f32"}
 INDEX = "index.json"
 META = "meta.json"
 _CHUNK = 1 << 22
@@ -67,10 +74,10 @@ def shards_of(directory: str) -> list[str] | None:
         index = read_json(index_path, "packed dataset index")
         if index.get("format") != FORMAT:
             return None
-        if index.get("version") != VERSION:
+        if index.get("version") not in READABLE:
             raise DataError(
                 f"{index_path}: packed format version {index.get('version')}, this yt8m-zoo reads "
-                f"version {VERSION}: pack the data again"
+                f"versions {', '.join(map(str, READABLE))}: pack the data again"
             )
         out = []
         for shard in index.get("shards", []):
@@ -106,7 +113,7 @@ class Shard:
         return len(self.offsets) - 1
 
     def record(self, index: int, max_frames: int) -> dict[str, Any]:
-        """Video ``index``: features as uint8 views of the mapped files (no copy)."""
+        """Video ``index``: features as uint8 (or float32) views of the mapped files (no copy)."""
         start = int(self.offsets[index])
         stop = int(self.offsets[index + 1])
         n = min(stop - start, max_frames)
@@ -118,15 +125,15 @@ class Shard:
         return record
 
 
-def _map(path: str, rows: int, size: int) -> np.ndarray:
-    """A read-only uint8 ``[rows, size]`` array backed by the file (a plain ndarray: cheap to slice)."""
+def _map(path: str, rows: int, size: int, dtype: str = "uint8") -> np.ndarray:
+    """A read-only ``[rows, size]`` array backed by the file (a plain ndarray: cheap to slice)."""
     if rows == 0:
-        return np.zeros((0, size), np.uint8)
+        return np.zeros((0, size), dtype)
     with open(path, "rb") as f:
         # MAP_POPULATE maps every page now (one readahead pass) instead of one page fault per 4 KB later
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         mapped = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-    return np.frombuffer(mapped, np.uint8, rows * size).reshape(rows, size)
+    return np.frombuffer(mapped, "<f4" if dtype == "float32" else np.uint8, rows * size).reshape(rows, size)
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -139,8 +146,10 @@ def _load_npy(path: str) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _open_shard(path: str, features: tuple[tuple[str, int], ...], stamp: tuple) -> Shard:
     meta = read_json(os.path.join(path, META), "packed shard")
-    if meta.get("format") != SHARD_FORMAT or meta.get("version") != VERSION:
-        raise DataError(f"{path}: not a version-{VERSION} packed shard; pack the data again")
+    if meta.get("format") != SHARD_FORMAT or meta.get("version") not in READABLE:
+        raise DataError(
+            f"{path}: not a packed shard of version {', '.join(map(str, READABLE))}; pack the data again"
+        )
     have = meta.get("features", {})
     for name, size in features:
         if name not in have:
@@ -164,8 +173,12 @@ def _open_shard(path: str, features: tuple[tuple[str, int], ...], stamp: tuple) 
             )
     total = int(meta["frames"])
     frames = {}
+    dtypes = meta.get("dtypes", {})
     for name, size in features:
-        frames[name] = _map(os.path.join(path, f"{name}.u8"), total, size)
+        dtype = dtypes.get(name, "uint8")
+        if dtype not in SUFFIX:
+            raise DataError(f"{path}: feature {name!r} has dtype {dtype!r}; pack the data again")
+        frames[name] = _map(os.path.join(path, f"{name}.{SUFFIX[dtype]}"), total, size, dtype)
     offsets = _load_npy(os.path.join(path, "offsets.npy"))
     shard = Shard(
         path=path,
@@ -195,6 +208,9 @@ def open_shard(path: str, features: dict[str, int]) -> Shard:
     path = os.path.abspath(path)
     stamp = []
     for name in [META, *(f"{f}.u8" for f in features)]:
+        if name.endswith(".u8") and not os.path.exists(os.path.join(path, name)):
+            f32 = name[: -len(".u8")] + ".f32"
+            name = f32 if os.path.exists(os.path.join(path, f32)) else name
         try:
             st = os.stat(os.path.join(path, name))
         except FileNotFoundError:
@@ -250,8 +266,16 @@ def source_stamp(source: str) -> dict[str, int]:
     return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
 
 
-def shard_is_current(shard_dir: Path, source: str, features: dict[str, int]) -> bool:
-    """True when ``shard_dir`` is a complete shard packed from ``source`` as it is now (resume)."""
+def shard_is_current(
+    shard_dir: Path,
+    source: str,
+    features: dict[str, int],
+    *,
+    quantize: bool = False,
+    options: dict[str, Any] | None = None,
+) -> bool:
+    """True when ``shard_dir`` is a complete shard packed from ``source`` as it is now, with the same
+    settings (resume). ``options``: the reader options that change what is read (empty: the defaults)."""
     if not is_shard(str(shard_dir)):
         return False
     try:
@@ -259,7 +283,9 @@ def shard_is_current(shard_dir: Path, source: str, features: dict[str, int]) -> 
         stamp = source_stamp(source)
     except (DataError, OSError):
         return False
-    if meta.get("version") != VERSION or meta.get("features") != features:
+    if meta.get("version") not in READABLE or meta.get("features") != features:
+        return False
+    if meta.get("quantize", False) != quantize or meta.get("reader_options", {}) != (options or {}):
         return False
     if (
         meta.get("source_size") != stamp["source_size"]
@@ -295,13 +321,27 @@ def verify_shard(shard_dir: str | Path) -> list[str]:
 
 
 def write_shard(
-    records: Any, shard_dir: Path, source: str, features: dict[str, int], *, skipped: Callable[[], int]
+    records: Any,
+    shard_dir: Path,
+    source: str,
+    features: dict[str, int],
+    *,
+    skipped: Callable[[], int],
+    quantize: Callable[[np.ndarray], np.ndarray] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the videos from the iterable ``records`` (uint8 features, all frames) as a shard, atomically."""
+    """Write the videos from the iterable ``records`` (all frames) as a shard, atomically.
+
+    uint8 features are stored as uint8; float features as float32, or as uint8 through ``quantize`` when
+    it is given. A feature's dtype is set by its first non-empty video; a file that mixes quantized and
+    float frames of one feature is refused (pack it with quantization).
+    """
     from zoo.atomic import atomic_dir
 
     with atomic_dir(shard_dir) as tmp:
-        outputs = {name: _ChecksummedFile(tmp / f"{name}.u8") for name in features}
+        dtypes: dict[str, str | None] = dict.fromkeys(features)
+        outputs: dict[str, _ChecksummedFile] = {}
+        quantized: set[str] = set()
         offsets = [0]
         labels: list[int] = []
         label_offsets = [0]
@@ -310,24 +350,50 @@ def write_shard(
             for record in records:
                 n = None
                 for name in features:
-                    frames = np.ascontiguousarray(record[name], np.uint8)
-                    outputs[name].write(frames)
+                    frames = record[name]
                     n = len(frames)
+                    if not n:
+                        continue
+                    if frames.dtype != np.uint8:
+                        if quantize is not None:
+                            frames = quantize(frames)
+                            quantized.add(name)
+                        else:
+                            frames = np.asarray(frames, "<f4")
+                    dtype = "uint8" if frames.dtype == np.uint8 else "float32"
+                    if dtypes[name] is None:
+                        dtypes[name] = dtype
+                        outputs[name] = _ChecksummedFile(tmp / f"{name}.{SUFFIX[dtype]}")
+                    elif dtypes[name] != dtype:
+                        raise DataError(
+                            f"packing {source}: video {record['id']!r}: feature {name!r} is {dtype} but "
+                            f"earlier videos were {dtypes[name]}; pack with --quantize to store every "
+                            f"frame quantized"
+                        )
+                    outputs[name].write(np.ascontiguousarray(frames))
                 offsets.append(offsets[-1] + (n or 0))
                 labels.extend(record["labels"])
                 label_offsets.append(len(labels))
                 ids.append(record["id"].encode("utf-8", "surrogateescape"))
+            for name in features:
+                if dtypes[name] is None:  # no frames at all
+                    dtypes[name] = "uint8"
+                    outputs[name] = _ChecksummedFile(tmp / f"{name}.u8")
         finally:
             for out in outputs.values():
                 out.close()
-        files = {f"{name}.u8": {"bytes": out.bytes, "crc32c": out.crc} for name, out in outputs.items()}
+        files = {
+            f"{name}.{SUFFIX[dtypes[name]]}": {"bytes": out.bytes, "crc32c": out.crc}  # type: ignore[index]
+            for name, out in outputs.items()
+        }
         _save_npy(tmp, "offsets.npy", np.asarray(offsets, np.int64), files)
         _save_npy(tmp, "labels.npy", np.asarray(labels, np.int32), files)
         _save_npy(tmp, "label_offsets.npy", np.asarray(label_offsets, np.int64), files)
         _save_npy(tmp, "ids.npy", np.asarray(ids, dtype=f"S{max([len(i) for i in ids] or [1])}"), files)
+        floats = any(d == "float32" for d in dtypes.values())
         meta = {
             "format": SHARD_FORMAT,
-            "version": VERSION,
+            "version": FLOAT_VERSION if floats else VERSION,
             "source": os.path.abspath(source),
             **source_stamp(source),
             "records": len(ids),
@@ -337,6 +403,12 @@ def write_shard(
             "skipped": skipped(),
             "files": files,
         }
+        if floats or quantize is not None or options:
+            meta["dtypes"] = dict(dtypes)
+            meta["quantize"] = quantize is not None
+            meta["quantized_at_pack"] = sorted(quantized)
+        if options:
+            meta["reader_options"] = dict(options)
         (tmp / META).write_text(json.dumps(meta, indent=1))
         problems = verify_shard(tmp)  # read back what reached the disk before it gets its final name
         if problems:

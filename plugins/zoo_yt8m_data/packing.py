@@ -39,6 +39,7 @@ class PackReport:
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    dtypes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [
@@ -50,6 +51,9 @@ class PackReport:
             lines.extend(f"  {s}" for s in self.skipped[:20])
             if len(self.skipped) > 20:
                 lines.append(f"  ... and {len(self.skipped) - 20} more")
+        floats = [name for name, dtype in self.dtypes.items() if dtype == "float32"]
+        if floats:
+            lines.append(f"stored as float32: {', '.join(floats)} (--quantize stores uint8, 4x smaller)")
         lines.append(f"train on it with: -o data.train={self.output}")
         return "\n".join(lines)
 
@@ -61,14 +65,21 @@ def _make_reader(
     num_classes: int,
     verify_crc: bool,
     skip_corrupt: bool,
+    options: dict[str, Any] | None = None,
 ) -> Any:
     from zoo_yt8m_data.readers import FrameFeatureReader, PaddleVideoPickleReader
 
     spec = DatasetSpec(num_classes=num_classes, features=dict(features), max_frames=_ALL_FRAMES)
     if reader == "yt8m-frame":
         return FrameFeatureReader(
-            FrameFeatureReader.Config(paths=list(paths), verify_crc=verify_crc, skip_corrupt=skip_corrupt),
+            FrameFeatureReader.Config(
+                paths=list(paths), verify_crc=verify_crc, skip_corrupt=skip_corrupt, **(options or {})
+            ),
             spec,
+        )
+    if options:
+        raise UsageError(
+            f"--reader {reader}: record layout options ({', '.join(options)}) apply to yt8m-frame"
         )
     if reader == "paddlevideo-pkl":
         return PaddleVideoPickleReader(
@@ -85,12 +96,22 @@ def pack_one(
     num_classes: int,
     verify_crc: bool,
     skip_corrupt: bool,
+    quantize: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pack one input file into ``shard_dir`` (runs in a worker process)."""
-    r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt)
+    from zoo_yt8m_data.readers import quantize as quantize_values
+
+    r = _make_reader(reader, [source], features, num_classes, verify_crc, skip_corrupt, options)
     try:
         meta = packed.write_shard(
-            r.read_part(source, 0, 1), Path(shard_dir), source, features, skipped=lambda: len(r.skipped)
+            r.read_part(source, 0, 1),
+            Path(shard_dir),
+            source,
+            features,
+            skipped=lambda: len(r.skipped),
+            quantize=quantize_values if quantize else None,
+            options=options,
         )
     except OSError as exc:
         if not is_no_space(exc):
@@ -136,13 +157,19 @@ def pack(
     verify_crc: bool = True,
     skip_corrupt: bool = False,
     progress: bool = True,
+    quantize: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> PackReport:
-    """Pack every input file into ``output`` (one shard each) and write ``output/index.json``."""
+    """Pack every input file into ``output`` (one shard each) and write ``output/index.json``.
 
+    Float frame features stay float32 unless ``quantize`` (then uint8, like the official releases);
+    ``options``: the yt8m-frame reader's record layout options (layout, feature_keys, id_key, ...).
+    """
     features = dict(features or {"rgb": 1024, "audio": 128})
+    options = {k: v for k, v in (options or {}).items() if v not in (None, "auto", {})}
     started = time.perf_counter()
     out = Path(output)
-    files = _make_reader(reader, inputs, features, num_classes, verify_crc, skip_corrupt).sources()
+    files = _make_reader(reader, inputs, features, num_classes, verify_crc, skip_corrupt, options).sources()
     if any(packed.is_shard(f) for f in files):
         raise UsageError("the inputs include packed data already; pack TFRecords or pickles")
     names: dict[str, str] = {}
@@ -158,7 +185,18 @@ def pack(
     lock = DirectoryLock(out / LOCK, what="pack output").acquire(lambda msg: print(msg, file=sys.stderr))
     try:
         return _pack_locked(
-            out, names, reader, features, num_classes, jobs, verify_crc, skip_corrupt, progress, started
+            out,
+            names,
+            reader,
+            features,
+            num_classes,
+            jobs,
+            verify_crc,
+            skip_corrupt,
+            progress,
+            started,
+            quantize,
+            options,
         )
     finally:
         lock.release()
@@ -175,6 +213,8 @@ def _pack_locked(
     skip_corrupt: bool,
     progress: bool,
     started: float,
+    quantize: bool,
+    options: dict[str, Any],
 ) -> PackReport:
     from zoo.atomic import atomic_write_text
 
@@ -184,7 +224,7 @@ def _pack_locked(
     metas: dict[str, dict[str, Any]] = {}
     todo = []
     for name, source in names.items():
-        if packed.shard_is_current(out / name, source, features):
+        if packed.shard_is_current(out / name, source, features, quantize=quantize, options=options):
             metas[name] = packed.read_json(out / name / packed.META, "packed shard")
             report.reused.append(name)
         else:
@@ -203,7 +243,17 @@ def _pack_locked(
             )
 
     args = {
-        name: (reader, names[name], str(out / name), features, num_classes, verify_crc, skip_corrupt)
+        name: (
+            reader,
+            names[name],
+            str(out / name),
+            features,
+            num_classes,
+            verify_crc,
+            skip_corrupt,
+            quantize,
+            options,
+        )
         for name in todo
     }
     if jobs <= 1:
@@ -237,14 +287,30 @@ def _pack_locked(
         report.records += meta["records"]
         report.frames += meta["frames"]
         report.bytes += sum(info["bytes"] for info in meta["files"].values())
-    index = {
+    dtypes = {f: sorted({metas[n].get("dtypes", {}).get(f, "uint8") for n in names}) for f in features}
+    mixed = {f: d for f, d in dtypes.items() if len(d) > 1}
+    if mixed:
+        raise DataError(
+            f"{out}: the inputs differ in how features are stored ("
+            + "; ".join(f"{f}: {' and '.join(d)}" for f, d in mixed.items())
+            + "); batches need one kind per feature: pack again with --quantize (all uint8)"
+        )
+    floats = any(d == ["float32"] for d in dtypes.values())
+    index: dict[str, Any] = {
         "format": packed.FORMAT,
-        "version": packed.VERSION,
+        "version": packed.FLOAT_VERSION if floats else packed.VERSION,
         "features": features,
         "shards": shards,
         "records": report.records,
         "frames": report.frames,
     }
+    if floats or quantize or options:
+        index["dtypes"] = {f: d[0] for f, d in dtypes.items()}
+        index["quantize"] = quantize
+        index["quantized_at_pack"] = sorted({f for n in names for f in metas[n].get("quantized_at_pack", [])})
+    if options:
+        index["reader_options"] = options
+    report.dtypes = {f: d[0] for f, d in dtypes.items()}
     atomic_write_text(out / packed.INDEX, json.dumps(index, indent=1))
     report.seconds = time.perf_counter() - started
     return report

@@ -13,9 +13,10 @@ features left as uint8 when quantized) with ``dequantize_into(uint8, out)``, and
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,14 +25,22 @@ from zoo.data.pipeline import SkippedRecord
 from zoo.data.sources import expand_paths
 from zoo.errors import DataError
 from zoo_yt8m_data import packed
+from zoo_yt8m_data.layouts import resolve_layout
 from zoo_yt8m_data.tfrecord import RecordError, read_records
-from zoo_yt8m_data.wire import WireError, decode_feature, decode_frames, parse_example, parse_sequence_example
+from zoo_yt8m_data.wire import (
+    WireError,
+    decode_feature,
+    decode_frame_values,
+    parse_example,
+    parse_sequence_example,
+)
 
 # The starter code's dequantization: 256 levels spanning [-2, 2], each value at the middle of its bin.
 QUANT_SCALE = np.float32(4.0 / 255.0)
 QUANT_BIAS = np.float32(4.0 / 512.0 - 2.0)
 WARN_LIMIT = 20
 SEGMENT_FRAMES = 5  # the 2019 task's segments: 5 frames (5 seconds)
+_UINT8 = np.dtype(np.uint8)
 
 
 def dequantize(values: np.ndarray) -> np.ndarray:
@@ -50,6 +59,17 @@ def dequantize_into(values: np.ndarray, out: np.ndarray) -> None:
     np.copyto(out, values, casting="unsafe")
     out *= QUANT_SCALE
     out += QUANT_BIAS
+
+
+def quantize(values: np.ndarray) -> np.ndarray:
+    """float -> uint8: the code whose :func:`dequantize` value is nearest (values outside [-2, 2] clip).
+
+    The inverse of this reader's dequantization, so ``quantize(dequantize(c)) == c`` for every code and a
+    quantized float feature reads back within half a step (2/255) of its value. (The starter code's
+    ``quantize`` rounds ``(x + 2) * 255/4`` instead, half a step off this reader's bin centres.)
+    """
+    codes = np.rint((np.asarray(values, np.float64) - float(QUANT_BIAS)) / float(QUANT_SCALE))
+    return np.clip(codes, 0, 255).astype(np.uint8)
 
 
 # the form of the values, for the pipeline's C kernel (which checks it against this function for all 256 codes)
@@ -72,6 +92,9 @@ class _YT8MReader:
         self.skip_corrupt = getattr(config, "skip_corrupt", False)
         self.skipped: list[SkippedRecord] = []
         self._sources: list[str] | None = None
+        self.layout = resolve_layout(config, self.features)
+        # (layout, id key, label key, ((feature, key, dtype), ...)) -> records; counted when not None (inspect)
+        self.layouts_seen: Counter[tuple] | None = None
 
     # -- the protocol ------------------------------------------------------------------------------------
     def sources(self) -> list[str]:
@@ -195,14 +218,28 @@ class _YT8MReader:
                 yield index, payload
 
 
-def _context_id(path: str, payload: bytes, context: dict[str, tuple[int, int]]) -> str:
-    rng = context.get("id")
-    if rng is None:
-        raise WireError("the context has no 'id' feature")
-    kind, values = decode_feature(payload, *rng)
+def _first_key(entries: dict[str, tuple[int, int]], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        if key in entries:
+            return key
+    return None
+
+
+def _context_id(
+    path: str, payload: bytes, context: dict[str, tuple[int, int]], keys: tuple[str, ...] = ("id", "video_id")
+) -> tuple[str, str]:
+    """(id, the context key it came from): the first of ``keys`` present."""
+    key = keys[0] if keys[0] in context else _first_key(context, keys)
+    if key is None:
+        have = ", ".join(sorted(context)) or "none"
+        raise WireError(
+            f"the context has no {' or '.join(repr(k) for k in keys)} feature (it has: {have}); "
+            f"name the id's key with data.id_key"
+        )
+    kind, values = decode_feature(payload, *context[key])
     if kind != "bytes" or len(values) != 1:
-        raise WireError(f"'id' should be one byte string, found a {kind} list of {len(values)}")
-    return values[0].decode("utf-8", "backslashreplace")
+        raise WireError(f"{key!r} should be one byte string, found a {kind} list of {len(values)}")
+    return values[0].decode("utf-8", "backslashreplace"), key
 
 
 def _int_list(payload: bytes, context: dict[str, tuple[int, int]], key: str) -> list[int]:
@@ -249,6 +286,20 @@ class FrameFeatureReader(_YT8MReader):
         """Segment-level training (2019 task): one example per rated 5-frame segment of the segment-rated
         data (its 5 frames; ``labels`` the classes rated present, ``label_mask`` the classes rated at all, so
         the loss ignores the unrated classes). Example ids are ``video:start``."""
+        layout: Literal["auto", "yt8m", "mediapipe"] = "auto"
+        """Record keys: yt8m (id or video_id, labels, feature lists named like the features), mediapipe
+        (MediaSequence: RGB/feature/floats, clip/label/index, example/id), auto (whichever is present)."""
+        feature_keys: dict[str, str] = field(default_factory=dict)
+        """Feature list key per feature, overriding the layout, e.g. {rgb: my/rgb/floats}."""
+        id_key: str | None = None
+        """Context key of the video id, overriding the layout (e.g. video_id)."""
+        label_key: str | None = None
+        """Context key of the int64 labels, overriding the layout (e.g. clip/label/index)."""
+        dtype: Literal["auto", "uint8", "float32"] = "auto"
+        """Frame values: uint8 (quantized bytes, dequantized when read), float32 (float lists) or auto."""
+        align: Literal["auto", "strict", "shortest"] = "auto"
+        """Features with different frame counts: strict (error), shortest (truncate to the shortest),
+        auto (shortest for MediaSequence keys, whose streams are not aligned; strict otherwise)."""
 
     def _claim_directory(self, path: str) -> list[str] | None:
         return packed.shards_of(path)
@@ -320,34 +371,52 @@ class FrameFeatureReader(_YT8MReader):
 
     def _decode(self, path: str, index: int, payload: bytes) -> dict[str, Any] | None:
         video = None
+        layout = self.layout
         try:
             context, lists = parse_sequence_example(payload)
-            video = _context_id(path, payload, context)
-            labels = _int_list(payload, context, "labels")
+            video, id_key = _context_id(path, payload, context, layout.id_keys)
+            label_key = _first_key(context, layout.label_keys)
+            labels = _int_list(payload, context, label_key) if label_key is not None else []
             record: dict[str, Any] = {"id": video}
-            n = None
+            counts: dict[str, int] = {}
+            keys: dict[str, str] = {}
+            max_frames = self.max_frames
+            n = -1
             for name, size in self.features.items():
-                rng = lists.get(name)
-                if rng is None:
+                candidates = layout.feature_keys[name]
+                key = candidates[0] if candidates[0] in lists else _first_key(lists, candidates)
+                if key is None:
                     have = ", ".join(sorted(lists)) or "none"
+                    wanted = " or ".join(repr(k) for k in candidates)
                     raise WireError(
-                        f"no feature list {name!r} (the record has: {have}); is this frame-level data? "
-                        f"video-level files need data.reader: yt8m-video"
+                        f"no feature list {wanted} (the record has: {have}); is this frame-level data? "
+                        f"video-level files need data.reader: yt8m-video; other keys: data.feature_keys"
                     )
+                keys[name] = key
+                start, stop = lists[key]
                 try:
-                    frames = decode_frames(payload, rng[0], rng[1], size)
+                    frames = decode_frame_values(payload, start, stop, size, layout.dtype)
                 except WireError as exc:
+                    dtype = "" if layout.dtype == "auto" else f", data.dtype says {layout.dtype}"
                     raise WireError(
-                        f"feature {name!r}: {exc} (dataset.features says {name}: {size})"
+                        f"feature {key!r}: {exc} (dataset.features says {name}: {size}{dtype})"
                     ) from None
-                if n is None:
-                    n = len(frames)
-                elif len(frames) != n:
-                    first = next(iter(self.features))
-                    raise WireError(f"feature {name!r} has {len(frames)} frames but {first!r} has {n}")
-                # A view would keep the whole record alive (all its frames) while the video waits in the
-                # shuffle buffer: a long video keeps a copy of its first max_frames frames only.
-                record[name] = frames if len(frames) <= self.max_frames else frames[: self.max_frames].copy()
+                counts[name] = length = len(frames)
+                n = length if n in (-1, length) else -2  # -2: the features differ in length
+                if frames.dtype is _UINT8:
+                    # A view would keep the whole record alive (all its frames) while the video waits in the
+                    # shuffle buffer: a long video keeps a copy of its first max_frames frames only.
+                    if len(frames) > max_frames:
+                        frames = frames[:max_frames].copy()
+                else:  # float frames are (maybe unaligned) views of the record: an aligned float32 copy
+                    frames = np.array(frames[:max_frames], np.float32)
+                record[name] = frames
+            if n < 0:
+                n = self._align(counts, keys, record)
+            if self.layouts_seen is not None:
+                dtypes = {name: str(record[name].dtype) if counts[name] else "" for name in counts}
+                seen = tuple((name, keys[name], dtypes[name]) for name in counts)
+                self.layouts_seen[(layout.describe(id_key, label_key, keys), id_key, label_key, seen)] += 1
             self._extra(payload, context, record)
         except WireError as exc:
             self.bad_record(path, index, str(exc), video=video)
@@ -356,8 +425,28 @@ class FrameFeatureReader(_YT8MReader):
         if checked is None:
             return None
         record["labels"] = checked
-        record["num_frames"] = min(n or 0, self.max_frames)
+        record["num_frames"] = min(n, self.max_frames)
         return record
+
+    def _align(self, counts: dict[str, int], keys: dict[str, str], record: dict[str, Any]) -> int:
+        """The video's frame count; features of different lengths are an error or cut to the shortest."""
+        lengths = set(counts.values())
+        if len(lengths) <= 1:
+            return lengths.pop() if lengths else 0
+        n = min(lengths)
+        shortest = self.layout.align == "shortest" or (
+            self.layout.align == "auto" and any(k.endswith("/feature/floats") for k in keys.values())
+        )
+        if not shortest:
+            first = next(iter(counts))
+            other = next(name for name in counts if counts[name] != counts[first])
+            raise WireError(
+                f"feature {other!r} has {counts[other]} frames but {first!r} has {counts[first]} "
+                f"(data.align: shortest cuts every feature to the shortest)"
+            )
+        for name in counts:
+            record[name] = record[name][:n]
+        return n
 
     def _extra(self, payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any]) -> None:
         """Readers whose records carry more context: the segment ratings (segment mode, or yt8m-segment)."""
@@ -440,7 +529,7 @@ class VideoFeatureReader(_YT8MReader):
             video = None
             try:
                 features = parse_example(payload)
-                video = _context_id(source, payload, features)
+                video, _ = _context_id(source, payload, features, self.layout.id_keys)
                 labels = _int_list(payload, features, "labels")
                 record: dict[str, Any] = {"id": video, "num_frames": 1}
                 for name, size in self.features.items():
@@ -515,4 +604,5 @@ __all__ = [
     "VideoFeatureReader",
     "dequantize",
     "dequantize_into",
+    "quantize",
 ]

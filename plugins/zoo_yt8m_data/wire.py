@@ -322,6 +322,71 @@ def decode_frames(buf: bytes, start: int, end: int, size: int) -> np.ndarray:
     return _decode_frames_general(buf, start, end, size)
 
 
+def _float_frame_header(size: int) -> bytes:
+    """The bytes a canonical encoder writes before each frame's ``size`` packed floats in a FeatureList."""
+    inner = b"\x0a" + encode_varint(4 * size)
+    float_list_len = len(inner) + 4 * size
+    feature = b"\x12" + encode_varint(float_list_len)
+    return b"\x0a" + encode_varint(len(feature) + float_list_len) + feature + inner
+
+
+_FLOAT_HEADERS: dict[int, bytes] = {}
+
+
+def decode_frame_values(buf: bytes, start: int, end: int, size: int, dtype: str = "auto") -> np.ndarray:
+    """All frames of the FeatureList at ``buf[start:end]``: uint8 ``[n, size]`` or float32 ``[n, size]``.
+
+    Frames are either one ``bytes_list`` value of ``size`` bytes (quantized, the YouTube-8M releases) or a
+    ``float_list`` of ``size`` values (MediaPipe's ``*/feature/floats``, unquantized exports). ``dtype``
+    ``"uint8"`` or ``"float32"`` demands one kind; ``"auto"`` takes what the frames are (all frames of a list
+    must be of one kind). Float results may be unaligned read-only views of ``buf``: copy them to keep.
+    """
+    bytes_error = None
+    if dtype == "uint8":
+        return decode_frames(buf, start, end, size)
+    if dtype != "float32":
+        try:
+            return decode_frames(buf, start, end, size)
+        except WireError as exc:
+            bytes_error = exc
+    if end == start:
+        return np.zeros((0, size), np.uint8 if dtype == "auto" else np.float32)
+    header = _FLOAT_HEADERS.get(size)
+    if header is None:
+        header = _FLOAT_HEADERS[size] = _float_frame_header(size)
+    hlen = len(header)
+    stride = hlen + 4 * size
+    total = end - start
+    if total % stride == 0:
+        n = total // stride
+        rows = np.frombuffer(buf, np.uint8, total, start).reshape(n, stride)
+        if rows[:, :hlen].tobytes() == header * n:
+            return np.ndarray((n, size), "<f4", buf, start + hlen, (stride, 4))
+    return _decode_float_frames_general(buf, start, end, size, bytes_error)
+
+
+def _decode_float_frames_general(
+    buf: bytes, start: int, end: int, size: int, bytes_error: WireError | None
+) -> np.ndarray:
+    frames: list[np.ndarray] = []
+    for number, wire, s, e in _fields(buf, start, end):
+        if number != 1 or wire != _WIRE_LEN:
+            continue
+        kind, values = decode_feature(buf, s, e)
+        index = len(frames)
+        if kind != "float":
+            if kind == "bytes" and bytes_error is not None:
+                raise bytes_error  # quantized frames: what is wrong with them
+            expected = "float" if bytes_error is None else "bytes or float"
+            raise WireError(f"frame {index} is a {kind} feature, expected {expected}")
+        if len(values) != size:
+            raise WireError(f"frame {index} has {len(values)} values, expected {size}")
+        frames.append(values)  # type: ignore[arg-type]
+    if not frames:
+        return np.zeros((0, size), np.float32)
+    return np.stack(frames).astype(np.float32, copy=False)
+
+
 def _decode_frames_general(buf: bytes, start: int, end: int, size: int) -> np.ndarray:
     frames: list[bytes] = []
     for number, wire, s, e in _fields(buf, start, end):
@@ -404,10 +469,29 @@ def encode_frames(frames: np.ndarray) -> bytes:
     return rows.tobytes()
 
 
+def encode_float_frames(frames: np.ndarray) -> bytes:
+    """A FeatureList of one packed float feature per row of the float ``frames [n, size]``."""
+    frames = np.ascontiguousarray(frames, dtype="<f4")
+    n, size = frames.shape
+    if n == 0:
+        return b""
+    header = np.frombuffer(_float_frame_header(size), np.uint8)
+    rows = np.empty((n, len(header) + 4 * size), np.uint8)
+    rows[:, : len(header)] = header
+    rows[:, len(header) :] = frames.view(np.uint8).reshape(n, 4 * size)
+    return rows.tobytes()
+
+
 def encode_sequence_example(
     context: dict[str, FeatureValue | bytes], feature_lists: dict[str, np.ndarray]
 ) -> bytes:
-    """A serialized ``tf.train.SequenceExample`` with uint8 frame features (one bytes feature per frame)."""
+    """A serialized ``tf.train.SequenceExample``: uint8 frames as one bytes feature per frame, float frames
+    as one float list per frame."""
     ctx = _features({k: encode_feature(v) for k, v in context.items()})
-    lists = _features({k: encode_frames(v) for k, v in feature_lists.items()})
+    lists = _features(
+        {
+            k: encode_frames(v) if np.asarray(v).dtype == np.uint8 else encode_float_frames(v)
+            for k, v in feature_lists.items()
+        }
+    )
     return _len_field(1, ctx) + _len_field(2, lists)
