@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from zoo.cli import main
-from zoo.config import load_config
+from zoo.config import bundled_config, load_config
 from zoo.engine import launch
 from zoo.engine.loop import evaluate
 from zoo.engine.setup import build_model, build_reader
@@ -176,7 +176,8 @@ def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp
 def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle_cpu):
     one = tmp_path / "one"
     Trainer(
-        load_config(None, overrides(even_data, f"train.save_dir={one}"), model="mean-pool"), progress=False
+        load_config(bundled_config("mean-pool"), overrides(even_data, f"train.save_dir={one}")),
+        progress=False,
     ).fit()
     two = tmp_path / "two"
     done = run(cli(two, even_data, "--cpu-procs", "2"))
@@ -193,7 +194,7 @@ def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle_
     assert hb[-1]["valid_loss"] == pytest.approx(ha[-1]["valid_loss"], rel=1e-4)
     # validation is one global GAP over both ranks' predictions: what one process computes for the same
     # weights on the whole validation set (an average of per-rank GAPs would differ)
-    cfg = load_config(None, overrides(even_data), model="mean-pool")
+    cfg = load_config(bundled_config("mean-pool"), overrides(even_data))
     model = build_model(cfg)
     apply_weights(model, read_weights(str(two)), strict=True)
     metrics, _ = evaluate(model, build_reader(cfg, "valid"), cfg, progress=False)

@@ -249,8 +249,8 @@ def test_distillation_loss_matches_numpy(paddle_cpu):
             paddle.to_tensor(logits),
             {},
             paddle.to_tensor(labels),
-            cfg,
-            paddle.to_tensor(teacher),
+            distill=cfg,
+            soft_targets=paddle.to_tensor(teacher),
         )
         assert float(got) == pytest.approx(expected, rel=1e-5)
 

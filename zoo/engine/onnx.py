@@ -559,7 +559,8 @@ def load(
 
 def check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> None:
     """``model.onnx`` exists with the size (and SHA-256) recorded in the metadata."""
-    from zoo.engine.export import METADATA_FILE, _sha256
+    from zoo.engine.export import METADATA_FILE
+    from zoo.fetch import sha256_file
 
     redo = "re-export it with `zoo export --format onnx`"
     path, record = root / ONNX_FILE, meta["files"].get(ONNX_FILE)
@@ -572,5 +573,5 @@ def check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> 
             f"{path} has {path.stat().st_size} bytes, the export wrote {record.get('bytes')}: the file is "
             f"damaged or from another export; {redo}"
         )
-    if verify_checksums and _sha256(path) != record.get("sha256"):
+    if verify_checksums and sha256_file(path) != record.get("sha256"):
         raise ZooError(f"{path}: SHA-256 does not match {METADATA_FILE}: the file is damaged; {redo}")
