@@ -156,3 +156,15 @@ def test_segment_metric_on_segment_mode_data_is_the_headline(tmp_path):
     header = next(line for line in (out / "seg.md").read_text().splitlines() if line.startswith("| model"))
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert columns[columns.index("infer videos/s") + 1] == "segment_map"  # the first metric column
+
+
+def test_segment_inference_benchmark_runs_small(tmp_path):
+    """benchmarks/bench_segments.py: model time, selection time and memory on a tiny set."""
+    out = tmp_path / "seg.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_segments.py"
+    args = ["--videos", "60", "--segments", "12", "--classes", "50", "--top", "100", "--model-videos", "2"]
+    subprocess.run([sys.executable, str(script), *args, "--json", str(out)], check=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["segments"] == 720 and result["model"]["segments"] == 24
+    assert result["selection"]["entries"] == 50 * 100
+    assert result["model_full_s"] > 0 and result["selection"]["peak_mb"] < 1024

@@ -325,23 +325,20 @@ class FrameFeatureReader(_YT8MReader):
 
     def _segment_examples(self, source: str, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """One training example per rated segment of ``record`` (the starter code's segment reader)."""
+        good, bad = _fitting_starts(record)
+        for start in bad:
+            self.bad_record(
+                source,
+                -1,
+                f"rated segment at {start} does not fit in the video's {record['num_frames']} frames",
+                video=record["id"],
+            )
         starts = record["segment_start_times"]
-        if starts.size == 0:
-            return
-        n = record["num_frames"]
-        for start in np.unique(starts):
-            if start < 0 or start + SEGMENT_FRAMES > n:
-                self.bad_record(
-                    source,
-                    -1,
-                    f"rated segment at {int(start)} does not fit in the video's {n} frames",
-                    video=record["id"],
-                )
-                continue
+        for start in good:
             at = starts == start
             classes = record["segment_labels"][at]
             out = {
-                "id": f"{record['id']}:{int(start)}",
+                "id": f"{record['id']}:{start}",
                 "labels": [int(c) for c in classes[record["segment_scores"][at] > 0]],
                 "label_mask": [int(c) for c in classes],
                 "num_frames": SEGMENT_FRAMES,
@@ -349,6 +346,17 @@ class FrameFeatureReader(_YT8MReader):
             for name in self.features:
                 out[name] = record[name][start : start + SEGMENT_FRAMES].copy()
             yield out
+
+    def count_part(self, source: str, start: int, step: int) -> int:
+        """Examples :meth:`read_part` yields for a task: videos, or (segment mode) their rated segments."""
+        if not getattr(self.config, "segments", False):
+            return len(range(start, self.count(source), step))
+        skipped = len(self.skipped)
+        total = 0
+        for record in self._videos(source, start, step):
+            total += len(_fitting_starts(record)[0])
+        del self.skipped[skipped:]  # reported when the records are read, not when they are counted
+        return total
 
     def _videos(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
         if packed.is_shard(source):
@@ -477,11 +485,51 @@ class SegmentReader(FrameFeatureReader):
         data (its 5 frames; ``labels`` the classes rated present, ``label_mask`` the classes rated at all, so
         the loss ignores the unrated classes). Example ids are ``video:start``."""
 
+    rated_classes_file = "segment_label_ids.csv"
+    """The file naming the rated classes (the 2019 challenge's, header ``Index``), found beside the data."""
+
     def _claim_directory(self, path: str) -> list[str] | None:
         return None
 
     def _extra(self, payload: bytes, context: dict[str, tuple[int, int]], record: dict[str, Any]) -> None:
         _segment_context(payload, context, record, self.num_classes)
+
+    @classmethod
+    def sample_data(cls, root: Any) -> dict[str, Any]:
+        """The built-in segment sample under ``root`` (made once): the rated ``validate/`` shards split in
+        halves, ``train`` (to fine-tune on) and ``valid`` (to evaluate on: tuning and evaluating on the same
+        ratings would flatter the tuned model), the unrated ``test/`` shards, and ``rated_classes`` (the
+        sample's segment_label_ids.csv)."""
+        from zoo_yt8m_data.segment_synth import ensure_sample_segments
+
+        seg = ensure_sample_segments(root)
+        half = max(1, len(seg["valid"]) // 2)
+        return {
+            "train": seg["valid"][:half],
+            "valid": seg["valid"][half:] or seg["valid"],
+            "test": seg["test"],
+            "num_classes": seg["num_classes"],
+            "vocabulary": seg["vocabulary"],
+            "rated_classes": seg["label_ids"],
+            "root": seg["root"],
+        }
+
+    @staticmethod
+    def read_rated_classes(path: Any, num_classes: int | None = None) -> np.ndarray:
+        """The sorted class indices a ``segment_label_ids.csv`` lists; errors name the file and line."""
+        from zoo_yt8m_data.segment_synth import read_label_ids
+
+        return read_label_ids(path, num_classes)
+
+
+def _fitting_starts(record: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """The distinct rated segment starts of a record that fit in its frames, and those that do not."""
+    n = record["num_frames"]
+    good: list[int] = []
+    bad: list[int] = []
+    for start in np.unique(record["segment_start_times"]).tolist():
+        (good if 0 <= start and start + SEGMENT_FRAMES <= n else bad).append(int(start))
+    return good, bad
 
 
 def _segment_context(

@@ -307,6 +307,15 @@ class SegmentMetric:
             ap[has] = sums[has] / self._positives[has]
         return ap
 
+    @staticmethod
+    def write_submission(path: str | Path, rows: Any) -> dict[str, int]:
+        """Write the Kaggle 2019 submission this metric scores (``Class,Segments``) atomically, from rows
+        ``(class, video ids, segment starts)``, best first: how ``zoo predict --segments`` writes without
+        knowing the format. Returns the classes and entries written."""
+        from zoo_yt8m_metrics.segment_submission import write_segment_submission
+
+        return write_segment_submission(path, rows)
+
     def write_reports(self, out_dir: Path, class_names: Mapping[int, str] | None) -> list[Path]:
         """No detailed report beyond compute()'s values."""
         return []

@@ -573,7 +573,12 @@ def _batch_count(records: int, batch_size: int, drop_last: bool) -> int:
 
 
 def _task_records(reader: Any, task: Task, cache: dict[str, int]) -> int:
+    """Examples a task yields: the reader's ``count_part`` if it has one (a reader whose examples are not its
+    records, e.g. one per rated segment), else its records (``count``, or reading them)."""
     source, start, step = task
+    count_part = getattr(reader, "count_part", None)
+    if count_part is not None:
+        return count_part(source, start, step)
     if source not in cache:
         count = getattr(reader, "count", None)
         cache[source] = count(source) if count is not None else sum(1 for _ in reader.read(source))

@@ -4,6 +4,10 @@ Inference reads each video once (one decoded record), cuts it into its 5-frame s
 a trailing part shorter than 5 frames is not a segment) and scores them in batches of ``eval.batch_size``
 segments. Only the per-class top lists (``TopSegments``: classes x N entries) and, when evaluating, the rated
 (segment, class) pairs are kept: never videos x segments x classes.
+
+What is YouTube-8M's is found through the registry, like a third party's plugin: the segment reader
+(``yt8m-segment``: its sample data and the rated-classes file) and the segment metric (``yt8m-segment``: it
+scores the submission and writes it). See :class:`SegmentDataReader` and :class:`SegmentSubmissionWriter`.
 """
 
 from __future__ import annotations
@@ -11,17 +15,62 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from zoo.config import ZooConfig
-from zoo.errors import DataError, UsageError
+from zoo.contracts import SampleDataReader
+from zoo.engine.topsegments import TopSegments, segment_keys, slot_bits, split_keys
+from zoo.errors import DataError, PluginError, UsageError
 from zoo.progress import Progress
 
 SEGMENT_FRAMES = 5
 SEGMENT_READER = "yt8m-segment"
-LABEL_IDS_FILE = "segment_label_ids.csv"
+SEGMENT_METRIC = "yt8m-segment"
+
+
+@runtime_checkable
+class SegmentDataReader(SampleDataReader, Protocol):
+    """The segment-rated reader: whole videos with their ratings, its sample data (``train`` and ``valid``
+    rated, ``test`` unrated, ``rated_classes`` a rated-classes file) and the rated-classes file format."""
+
+    rated_classes_file: ClassVar[str]
+
+    @staticmethod
+    def read_rated_classes(path: Any, num_classes: int | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class SegmentSubmissionWriter(Protocol):
+    """The segment metric's class, which also writes the submission format it scores."""
+
+    @staticmethod
+    def write_submission(path: Any, rows: Any) -> dict[str, int]: ...
+
+
+def segment_reader_class() -> Any:
+    import zoo
+
+    cls = zoo.plugin_class("reader", SEGMENT_READER)
+    if not isinstance(cls, SegmentDataReader):
+        raise PluginError(
+            f"reader {SEGMENT_READER!r} ({cls.__module__}.{cls.__qualname__}) lacks what the segment task "
+            f"needs: sample_data, rated_classes_file and read_rated_classes (zoo.engine.segments)"
+        )
+    return cls
+
+
+def submission_writer() -> Any:
+    import zoo
+
+    cls = zoo.plugin_class("metric", SEGMENT_METRIC)
+    if not isinstance(cls, SegmentSubmissionWriter):
+        raise PluginError(
+            f"metric {SEGMENT_METRIC!r} ({cls.__module__}.{cls.__qualname__}) cannot write a segment "
+            f"submission: it needs a static write_submission(path, rows) (zoo.engine.segments)"
+        )
+    return cls
 
 
 def segment_reader(cfg: ZooConfig, paths: list[str]) -> Any:
@@ -88,15 +137,14 @@ def scored_segments(
 
 
 def rated_class_ids(cfg: ZooConfig, explicit: str | None, paths: list[str] | None) -> tuple[np.ndarray, str]:
-    """The classes a submission lists: ``explicit`` CSV, else a segment_label_ids.csv beside the data (up to
-    two folders up), else every class."""
-    from zoo_yt8m_data.segment_synth import read_label_ids
-
+    """The classes a submission lists: ``explicit`` file, else the segment reader's rated-classes file
+    (segment_label_ids.csv) beside the data (up to two folders up), else every class."""
+    reader_cls = segment_reader_class()
     if explicit:
-        return read_label_ids(explicit, cfg.dataset.num_classes), explicit
+        return reader_cls.read_rated_classes(explicit, cfg.dataset.num_classes), explicit
     for path in paths or []:
         base = Path(path)
-        for folder in (
+        folders = (
             [base.parent, base.parent.parent, base.parent.parent.parent]
             if base.is_file()
             else [
@@ -104,11 +152,12 @@ def rated_class_ids(cfg: ZooConfig, explicit: str | None, paths: list[str] | Non
                 base.parent,
                 base.parent.parent,
             ]
-        ):
-            candidate = folder / LABEL_IDS_FILE
+        )
+        for folder in folders:
+            candidate = folder / reader_cls.rated_classes_file
             if candidate.is_file():
-                return read_label_ids(candidate, cfg.dataset.num_classes), str(candidate)
-    return np.arange(cfg.dataset.num_classes), "all classes (no segment_label_ids.csv found)"
+                return reader_cls.read_rated_classes(candidate, cfg.dataset.num_classes), str(candidate)
+    return np.arange(cfg.dataset.num_classes), f"all classes (no {reader_cls.rated_classes_file} found)"
 
 
 def evaluate_segments(
@@ -122,13 +171,11 @@ def evaluate_segments(
 ) -> dict[str, Any]:
     """Segment mAP over every segment of the rated videos of ``paths``, and MAP@top_n: the score of the
     submission the top-``top_n`` lists of ``classes`` (default: :func:`rated_class_ids`) would make."""
-    from zoo_yt8m_metrics.segment_submission import TopSegments, slot_bits
-
     import zoo
 
     reader = segment_reader(cfg, paths)
-    metric = zoo.build_metric("yt8m-segment", spec=cfg.dataset)
-    capped = zoo.build_metric("yt8m-segment", spec=cfg.dataset)
+    metric = zoo.build_metric(SEGMENT_METRIC, spec=cfg.dataset)
+    capped = zoo.build_metric(SEGMENT_METRIC, spec=cfg.dataset)
     rated: set[int] = set()
     ids: list[str] = []
 
@@ -148,23 +195,15 @@ def evaluate_segments(
         scorer, reader, cfg, batch_size=cfg.eval.batch_size, on_video=on_video, progress=progress
     ):
         metric.update_segments([ids[v] for v in videos], starts, probs)
-        top.add(
-            probs,
-            (videos.astype(np.uint32) << np.uint32(bits)) | (starts // SEGMENT_FRAMES).astype(np.uint32),
-        )
+        top.add(probs, segment_keys(videos, starts, bits))
         segments += len(videos)
     seconds = time.perf_counter() - start
     if not segments:
         raise DataError(f"no 5-frame segment in {paths}; segment evaluation needs the segment-rated data")
-    mask = (1 << bits) - 1
     for cls, keys, scores in top.ranked():
         if cls in rated:
-            capped.update_class(
-                cls,
-                [ids[v] for v in (keys >> np.uint32(bits)).tolist()],
-                (keys & np.uint32(mask)) * 5,
-                scores,
-            )
+            videos, starts = split_keys(keys, bits)
+            capped.update_class(cls, [ids[v] for v in videos.tolist()], starts, scores)
     results = metric.compute()
     results[f"segment_map@{_short(top_n)}"] = capped.compute()["segment_map"]
     results["videos"] = len(ids)
@@ -184,8 +223,7 @@ def predict_segments(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score every segment of ``paths`` and write the Kaggle 2019 submission ``output``."""
-    from zoo_yt8m_metrics.segment_submission import TopSegments, slot_bits, write_segment_submission
-
+    writer = submission_writer()
     reader = segment_reader(cfg, paths)
     bits = slot_bits(cfg.dataset.max_frames)
     capacity = 1 << (32 - bits)
@@ -202,13 +240,16 @@ def predict_segments(
     for videos, starts, probs in scored_segments(
         scorer, reader, cfg, batch_size=cfg.eval.batch_size, on_video=on_video, progress=progress
     ):
-        top.add(
-            probs,
-            (videos.astype(np.uint32) << np.uint32(bits)) | (starts // SEGMENT_FRAMES).astype(np.uint32),
-        )
+        top.add(probs, segment_keys(videos, starts, bits))
         segments += len(videos)
     seconds = time.perf_counter() - start
-    written = write_segment_submission(output, top, ids, bits)
+
+    def rows() -> Iterator[tuple[int, list[str], np.ndarray]]:
+        for cls, keys, _ in top.ranked():
+            videos, starts = split_keys(keys, bits)
+            yield cls, [ids[v] for v in videos.tolist()], starts
+
+    written = writer.write_submission(output, rows())
     return {
         "videos": len(ids),
         "segments": segments,
@@ -244,23 +285,21 @@ def run_segments(
     The rated validate shards are split: the first half fine-tunes, the second half evaluates (fine-tuning and
     evaluating on the same ratings would flatter the fine-tuned model). Returns the summary rows.
     """
-    from zoo_yt8m_data.segment_synth import ensure_sample_segments, read_label_ids
-
     from zoo.engine.loop import dygraph_scorer
     from zoo.engine.setup import SAMPLE_VERSION
     from zoo.engine.trainer import Trainer
     from zoo.paths import cache_dir
 
     begin = time.perf_counter()
-    seg = ensure_sample_segments(cache_dir(SAMPLE_VERSION))
+    reader_cls = segment_reader_class()
+    seg = reader_cls.sample_data(cache_dir(SAMPLE_VERSION))
     if seg["num_classes"] != cfg.dataset.num_classes:
         raise UsageError(
             f"the segment sample has {seg['num_classes']} classes, the video-level data "
             f"{cfg.dataset.num_classes}: zoo run --segments runs on the built-in sample data only"
         )
-    classes = read_label_ids(seg["label_ids"], cfg.dataset.num_classes)
-    half = max(1, len(seg["valid"]) // 2)
-    tune_paths, eval_paths = seg["valid"][:half], seg["valid"][half:] or seg["valid"]
+    classes = reader_cls.read_rated_classes(seg["rated_classes"], cfg.dataset.num_classes)
+    tune_paths, eval_paths = seg["train"], seg["valid"]
 
     video_cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir / "video")}}, "zoo run --segments")
     video = Trainer(video_cfg, overwrite=True, progress=progress).fit()
@@ -290,7 +329,7 @@ def run_segments(
     at = "segment_map@100K"
     return [
         ["model", cfg.model_name],
-        ["segment data", seg["root"]],
+        ["segment data", seg.get("root", str(Path(eval_paths[0]).parent))],
         ["video-level training (steps)", video.steps],
         ["segment fine-tuning (steps, examples)", f"{tuned.steps}, {tuned.examples}"],
         ["segment MAP before fine-tuning", before["segment_map"]],

@@ -457,14 +457,23 @@ def _predict_segments(args: argparse.Namespace) -> int:
     from zoo.engine.segments import predict_segments, rated_class_ids
     from zoo.engine.setup import split_paths
 
-    if args.model_dir:
-        raise UsageError("--segments scores with a model built from a config and --weights, not --model DIR")
-    if args.filelist:
-        args.override.append(f"data.infer={json.dumps(args.filelist)}")
-    cfg = _prepare(args)
+    if args.model_dir:  # an exported model: its predictor takes the same (segment) batches
+        from zoo.engine.export import GpuOptions, load_exported
+
+        gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
+        exported = load_exported(
+            args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu
+        )
+        args.config, args.model = None, None
+        cfg = _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)")
+        scorer = exported.predict
+    else:
+        if args.filelist:
+            args.override.append(f"data.infer={json.dumps(args.filelist)}")
+        cfg = _prepare(args)
+        scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
     paths = list(split_paths(cfg, "infer") or [])
     classes, origin = rated_class_ids(cfg, args.segment_classes, paths)
-    scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
     out = Path(args.output) / "segment_submission.csv"
     stats = predict_segments(scorer, cfg, paths, out, classes=classes, top_n=args.top_segments)
     print(
