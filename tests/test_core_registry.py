@@ -161,3 +161,26 @@ def test_builtins_come_through_entry_points():
         assert infos[name]["distribution"] == "yt8m-zoo"
         assert infos[name]["status"] == "loaded", infos[name]
     assert "nextvlad" in infos["nextvlad"]["provides"]["model"]
+
+
+def test_base_commands_run_where_paddle_cannot_be_imported():
+    """A base install (no paddle): --help, plugins and models list everything without importing a model."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "sys.modules['paddle'] = None  # `import paddle` now raises ImportError, as in a base install\n"
+        "from zoo.cli import main\n"
+        "for argv in (['plugins'], ['models', '--json']):\n"
+        "    assert main(argv) == 0, argv\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    models = {"nextvlad", "mix-nextvlad", "mean-pool", "dbof", "lstm"}
+    assert all(f'"model": "{m}"' in done.stdout for m in models), done.stdout[-2000:]
+    assert "yt8m-metrics" in done.stdout and "zoo-engine" in done.stdout
