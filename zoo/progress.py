@@ -32,7 +32,7 @@ class Progress:
             unit_scale=byte_sizes,
             unit_divisor=1024 if byte_sizes else 1000,
             disable=not enabled,
-            file=sys.stderr,
+            file=sys.stderr if sys.stderr.isatty() else _LogLines(sys.stderr),
             mininterval=interval if sys.stderr.isatty() else log_interval,
             dynamic_ncols=True,
         )
@@ -52,6 +52,21 @@ class Progress:
         if fields:
             self._bar.set_postfix(_postfix(fields), refresh=False)
         self._bar.close()
+
+
+class _LogLines:
+    """Where stderr is a log, not a terminal: each of tqdm's redraws becomes a line of its own."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip()
+        if text.strip():
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _postfix(fields: dict[str, Any]) -> dict[str, str]:
