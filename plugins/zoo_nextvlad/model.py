@@ -223,10 +223,9 @@ class NeXtVLADLayer(nn.Layer):
         attention = F.sigmoid(linear(x, attention_weight, attention_bias))  # [B, T, G]
         assign = F.softmax(logits.reshape([0, 0, g, k]), axis=-1)
         frame_weight = (attention * mask.unsqueeze(-1)).unsqueeze(-1)  # padded frames get weight 0
-        # cluster-major [B, T, K*G]: the pooled frames then reshape to [B*K, G*D] without a copy
-        assign = (assign * frame_weight).transpose([0, 1, 3, 2]).reshape([0, 0, k * g])
         # sum_t a[t,g,k] x_t per (cluster, group), expanded once per video: [B, K, F]; assignment sums
-        vlad, a_groups = pool_expand(assign, x, w_groups)
+        # [B, 1, K*G] (a = assign * frame_weight, cluster-major)
+        vlad, a_groups = pool_expand(assign, frame_weight, x, w_groups)
         a_groups = a_groups.reshape([-1, k, g])
         vlad = vlad + paddle.matmul(a_groups, bias)  # the expansion bias, once per video
         vlad = vlad - a_groups.sum(axis=-1, keepdim=True) * self.cluster_weights2  # [B, K, F]
