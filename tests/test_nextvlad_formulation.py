@@ -149,3 +149,107 @@ def test_flops_match_a_hand_count(paddle):
     assert total["forward"] == pytest.approx(new["forward"] + audio["forward"] + head + step / 32, rel=1e-12)
     assert total["train"] == pytest.approx(total["forward"] + total["backward"], rel=1e-12)
     assert factored.flops(t, formulation="expanded")["step_forward"] == 0
+
+
+SMALL = DatasetSpec(num_classes=6, features={"rgb": 32, "audio": 16}, max_frames=12)
+SMALL_OPTIONS = {"cluster_size": 8, "groups": 4, "hidden_size": 16, "gating_reduction": 4, "dropout": 0.0}
+
+
+def small_batch(paddle, lengths: list[int], seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    t = max(lengths)
+    mask = (np.arange(t)[None, :] < np.array(lengths)[:, None]).astype(np.float32)
+    batch = {
+        name: paddle.to_tensor(
+            (rng.uniform(-2, 2, (len(lengths), t, d)) * mask[..., None]).astype(np.float32)
+        )
+        for name, d in SMALL.features.items()
+    }
+    batch["mask"] = paddle.to_tensor(mask)
+    batch["num_frames"] = paddle.to_tensor(np.array(lengths, np.int64))
+    return batch
+
+
+def fresh_eval(paddle, model, batch) -> np.ndarray:
+    """The eval output of a new model (expanded form, nothing cached) holding ``model``'s current weights."""
+    twin = build_model("nextvlad", spec=SMALL, formulation="expanded", **SMALL_OPTIONS)
+    twin.set_state_dict(model.state_dict())
+    twin.eval()
+    with paddle.no_grad():
+        return twin(batch).numpy()
+
+
+def test_eval_products_are_cached_and_follow_the_weights(paddle, monkeypatch):
+    """The eval-mode product matrices are computed once, and again whenever any weight they use changes."""
+    from zoo_nextvlad.model import NeXtVLADLayer
+
+    calls = []
+    original = NeXtVLADLayer._products
+    monkeypatch.setattr(NeXtVLADLayer, "_products", lambda self: calls.append(1) or original(self))
+    paddle.seed(3)
+    model = build_model("nextvlad", spec=SMALL, **SMALL_OPTIONS)
+    batch = small_batch(paddle, [12, 5, 1], seed=4)
+
+    def evaluate() -> np.ndarray:
+        model.eval()
+        with paddle.no_grad():
+            return model(batch).numpy()
+
+    first = evaluate()
+    assert len(calls) == 2  # one per branch
+    np.testing.assert_array_equal(evaluate(), first)
+    assert len(calls) == 2  # unchanged weights: reused
+    np.testing.assert_allclose(first, fresh_eval(paddle, model, batch), rtol=1e-5, atol=1e-6)
+
+    # further training (Adam steps write the parameters in place) -> eval uses the new weights
+    optimizer = paddle.optimizer.Adam(learning_rate=0.05, parameters=model.parameters())
+    for _ in range(2):
+        model.train()
+        model(batch).sum().backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    trained = evaluate()
+    assert np.abs(trained - first).max() > 1e-3
+    np.testing.assert_allclose(trained, fresh_eval(paddle, model, batch), rtol=1e-5, atol=1e-6)
+
+    # weights changed without a training forward: set_value on one BatchNorm statistic, then set_state_dict
+    rgb = model.branches["rgb"]
+    rgb.cluster_bn._mean.set_value(rgb.cluster_bn._mean.numpy() + 0.5)
+    np.testing.assert_allclose(evaluate(), fresh_eval(paddle, model, batch), rtol=1e-5, atol=1e-6)
+    state = {key: value.numpy() * 1.1 for key, value in model.state_dict().items()}
+    model.set_state_dict(state)
+    np.testing.assert_allclose(evaluate(), fresh_eval(paddle, model, batch), rtol=1e-5, atol=1e-6)
+
+
+def test_export_holds_the_products_as_constants(paddle, tmp_path):
+    """The exported program reads the product matrices; it does not recompute them on every call."""
+    import json
+
+    from zoo.engine.export import _input_specs, _probability_layer, _trace
+    from zoo.engine.onnx import _operator_name, _ops
+
+    paddle.seed(5)
+    model = build_model("nextvlad", spec=SMALL, **SMALL_OPTIONS)
+    model.eval()
+    keys = list(model.state_dict())
+    _trace(model, dict(SMALL.features), None, tmp_path / "frozen" / "inference")
+    assert list(model.state_dict()) == keys  # the constants exist only while exporting
+    plain = paddle.jit.to_static(
+        _probability_layer(model, list(SMALL.features)),
+        input_spec=_input_specs(SMALL.features, None),
+        full_graph=True,
+    )
+    paddle.jit.save(plain, str(tmp_path / "plain" / "inference"))
+
+    def matmuls(directory) -> int:
+        program = json.loads((tmp_path / directory / "inference.json").read_text())
+        return sum(_operator_name(op) == "matmul" for op in _ops(program))
+
+    # per branch: W_e W_c, b_e W_c, W_e W_a, b_e W_a are no longer in the program
+    assert matmuls("frozen") == matmuls("plain") - 4 * len(SMALL.features)
+    loaded = paddle.jit.load(str(tmp_path / "frozen" / "inference"))
+    batch = small_batch(paddle, [12, 7, 1], seed=6)
+    got = loaded(batch["rgb"], batch["audio"], batch["mask"], batch["num_frames"]).numpy()
+    with paddle.no_grad():
+        expected = paddle.nn.functional.sigmoid(model(batch)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)

@@ -15,6 +15,7 @@ the VLAD sums are aggregated from the raw frames and expanded once per video (se
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from paddle import nn
 from zoo.config import DatasetSpec
 from zoo.errors import ConfigError, DataError
 from zoo.nn import MaskedBatchNorm, SEGating, build_head, feature_tensors
-from zoo_nextvlad.ops import linear
+from zoo_nextvlad.ops import linear, pool_expand
 
 _L2_EPSILON = 1e-12  # PaddleVideo's l2_normalize: x / sqrt(sum(x^2) + 1e-12)
 _EIGEN_EPSILON = 1e-4  # PaddleVideo: scale = sqrt(eigenvalue) + 1e-4
@@ -126,14 +127,22 @@ class NeXtVLADLayer(nn.Layer):
             [cluster_size, self.group_feature_size], attr=nn.initializer.KaimingNormal()
         )
         self.vlad_bn = nn.BatchNorm1D(self.output_size)
+        self._eval_cache: tuple[list[paddle.Tensor], tuple[paddle.Tensor, ...]] | None = None
+        self._export_products: tuple[paddle.Tensor, ...] | None = None
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         if self.formulation == "factored":
             return self._forward_factored(x, mask)
         return self._forward_expanded(x, mask)
 
-    def _forward_factored(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
-        k, g, f, d = self.cluster_size, self.groups, self.group_feature_size, self.feature_size
+    def _products(self) -> tuple[paddle.Tensor, ...]:
+        """What the factored form derives from the parameters alone (once per forward, not per frame).
+
+        ``(assign_weight [D, G*K], assign_bias [G*K], attention_weight [D, G], attention_bias [G],
+        w_groups [G*D, F], bias_groups [G, F])``. In eval mode the frame BatchNorm is folded into the
+        assignment product. Differentiable: in training the gradients reach the parameters through these.
+        """
+        g, f = self.groups, self.group_feature_size
         weight = self.expansion.weight * self.input_scale.unsqueeze(1)  # [D, E], reverse whitening folded
         bias = self.expansion.bias
         assign_weight = paddle.matmul(weight, self.cluster_weights)  # [D, G*K]
@@ -143,27 +152,82 @@ class NeXtVLADLayer(nn.Layer):
             paddle.matmul(bias.unsqueeze(0), self.group_attention.weight).squeeze(0)
             + self.group_attention.bias
         )
-        if self.training:
-            # batch statistics of the logits themselves (exact, only the matmul order differs)
-            logits = self.cluster_bn(linear(x, assign_weight, assign_bias), mask)  # [B, T, G*K]
-        else:  # eval BatchNorm is affine per channel: fold it into the product matrix
+        if not self.training:  # eval BatchNorm is affine per channel: fold it into the product matrix
             bn = self.cluster_bn
             scale = bn.weight * paddle.rsqrt(bn._variance + bn.epsilon)
-            shift = (assign_bias - bn._mean) * scale + bn.bias
-            logits = linear(x, assign_weight * scale, shift)
-        attention = F.sigmoid(linear(x, attention_weight, attention_bias))  # [B, T, G]
-        assign = F.softmax(logits.reshape([0, 0, g, k]), axis=-1)
-        frame_weight = (attention * mask.unsqueeze(-1)).unsqueeze(-1)  # padded frames get weight 0
-        # cluster-major [B, T, K*G]: the aggregate below then reshapes to [B*K, G*D] without a copy
-        assign = (assign * frame_weight).transpose([0, 1, 3, 2]).reshape([0, 0, k * g])
-        pooled = paddle.matmul(assign, x, transpose_x=True)  # [B, K*G, D]: sum_t a[t,g,k] x_t
+            assign_bias = (assign_bias - bn._mean) * scale + bn.bias
+            assign_weight = assign_weight * scale
         # expansion weight, group-major rows: w_groups[g*D + i, j] = weight[i, g*F + j]. Slices, not
         # reshape -> transpose -> reshape, which oneDNN's bf16 predictor fuses into a wrong matmul.
         w_groups = paddle.concat([weight[:, i * f : (i + 1) * f] for i in range(g)], axis=0)
-        vlad = paddle.matmul(pooled.reshape([-1, g * d]), w_groups).reshape([-1, k, f])  # [B, K, F]
-        a_groups = paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)  # [B, 1, K*G]
+        return assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias.reshape([g, f])
+
+    def _product_sources(self) -> list[paddle.Tensor]:
+        bn = self.cluster_bn
+        return [
+            self.input_scale,
+            self.expansion.weight,
+            self.expansion.bias,
+            self.cluster_weights,
+            self.group_attention.weight,
+            self.group_attention.bias,
+            bn.weight,
+            bn.bias,
+            bn._mean,
+            bn._variance,
+        ]
+
+    def _eval_products(self) -> tuple[paddle.Tensor, ...]:
+        """The eval-mode products: cached in dygraph, constants of an export, else computed in the graph.
+
+        The dygraph cache is reused only while every tensor it was computed from is unchanged, compared by
+        value (optimizer steps, ``set_value`` and ``set_state_dict`` write in place without a version bump
+        paddle would expose): a few MB read per forward instead of 4.4 GFLOP of products at the reference
+        sizes. When a gradient is needed (eval mode under autograd) they are recomputed, differentiably.
+        """
+        if not paddle.in_dynamic_mode():
+            frozen = self._export_products
+            return frozen if frozen is not None else self._products()
+        sources = self._product_sources()
+        if paddle.is_grad_enabled() and not all(t.stop_gradient for t in sources):
+            return self._products()
+        cached = self._eval_cache
+        if cached is not None and all(
+            old.shape == new.shape and old.dtype == new.dtype and bool(paddle.equal_all(old, new))
+            for old, new in zip(cached[0], sources)
+        ):
+            return cached[1]
+        with paddle.no_grad():
+            products = tuple(t.detach() for t in self._products())
+            self._eval_cache = ([t.detach().clone() for t in sources], products)
+        return products
+
+    def export_constants(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which a traced (``paddle.jit.to_static``) eval forward reads the product matrices as
+        constants of the program (persistable buffers, saved with the parameters) instead of computing them
+        on every call. :func:`zoo.engine.export` enters it around tracing and saving."""
+        return _export_constants(self)
+
+    def _forward_factored(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
+        k, g = self.cluster_size, self.groups
+        if self.training:
+            self._eval_cache = None  # the parameters are about to change; do not hold stale copies
+            assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = self._products()
+            # batch statistics of the logits themselves (exact, only the matmul order differs)
+            logits = self.cluster_bn(linear(x, assign_weight, assign_bias), mask)  # [B, T, G*K]
+        else:
+            assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = (
+                self._eval_products()
+            )
+            logits = linear(x, assign_weight, assign_bias)  # the BatchNorm is folded in
+        attention = F.sigmoid(linear(x, attention_weight, attention_bias))  # [B, T, G]
+        assign = F.softmax(logits.reshape([0, 0, g, k]), axis=-1)
+        frame_weight = (attention * mask.unsqueeze(-1)).unsqueeze(-1)  # padded frames get weight 0
+        # sum_t a[t,g,k] x_t per (cluster, group), expanded once per video: [B, K, F]; assignment sums
+        # [B, 1, K*G] (a = assign * frame_weight, cluster-major)
+        vlad, a_groups = pool_expand(assign, frame_weight, x, w_groups)
         a_groups = a_groups.reshape([-1, k, g])
-        vlad = vlad + paddle.matmul(a_groups, bias.reshape([g, f]))  # the expansion bias, once per video
+        vlad = vlad + paddle.matmul(a_groups, bias)  # the expansion bias, once per video
         vlad = vlad - a_groups.sum(axis=-1, keepdim=True) * self.cluster_weights2  # [B, K, F]
         vlad = vlad * paddle.rsqrt((vlad * vlad).sum(axis=-1, keepdim=True) + _L2_EPSILON)
         return self.vlad_bn(vlad.transpose([0, 2, 1]).reshape([0, self.output_size]))
@@ -370,6 +434,34 @@ class NeXtVLAD(nn.Layer):
             )
         rgb, audio = self.features
         return rgb, audio
+
+
+_EXPORT_NAMES = (
+    "_export_assign_weight",
+    "_export_assign_bias",
+    "_export_attention_weight",
+    "_export_attention_bias",
+    "_export_w_groups",
+    "_export_bias_groups",
+)
+
+
+@contextlib.contextmanager
+def _export_constants(layer: NeXtVLADLayer):
+    if layer.training or layer.formulation != "factored":
+        yield
+        return
+    with paddle.no_grad():
+        products = [t.detach().clone() for t in layer._products()]
+    for name, value in zip(_EXPORT_NAMES, products):
+        layer.register_buffer(name, value, persistable=True)  # saved by jit.save, read as a constant
+    layer._export_products = tuple(getattr(layer, name) for name in _EXPORT_NAMES)
+    try:
+        yield
+    finally:
+        layer._export_products = None
+        for name in _EXPORT_NAMES:
+            layer._buffers.pop(name, None)
 
 
 def _check_config(config: NeXtVLADConfig, spec: DatasetSpec) -> None:

@@ -35,3 +35,85 @@ def linear(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None) 
     """``x @ weight + bias`` for frame tensors ``[B, T, D]`` (see :func:`add_bias`)."""
     out = paddle.matmul(x, weight)
     return out if bias is None else add_bias(out, bias)
+
+
+class _PoolExpand(PyLayer):
+    """VLAD sums of the factored NeXtVLAD: weight the assignments, pool frames per (cluster, group), expand.
+
+    ``softmax [B, T, G, K]`` (the assignments), ``frame_weight [B, T, G, 1]`` (attention x mask),
+    ``x [B, T, D]`` (no gradient), ``w [G*D, F]`` -> ``vlad [B, K, F]`` and the assignment sums
+    ``[B, 1, K*G]`` (cluster-major). The same ops through autograd would hold the weighted cluster-major
+    assignments ``[B, T, K*G]`` next to the pooled frames ``[B, K*G, D]`` (and keep them for the sums'
+    backward), and materialize the pooled frames' gradient at once. Here the weighted assignments exist a few
+    videos at a time (forward and backward), the backward keeps only the pooled frames (for the weight
+    gradient, freed right after it) and the softmax output, which the softmax keeps anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, soft, frame_weight, x, w, chunk):  # type: ignore[override]
+        b, _, g, k = soft.shape
+        gd, f = w.shape
+        pooled, vlad, sums = [], [], []
+        for start in range(0, b, chunk):
+            stop = min(b, start + chunk)
+            assign = _cluster_major(soft[start:stop] * frame_weight[start:stop])  # [c, T, K*G]
+            part = paddle.matmul(assign, x[start:stop], transpose_x=True).reshape([-1, gd])  # [c*K, G*D]
+            pooled.append(part)  # kept in chunks: joining them would copy the largest tensor
+            vlad.append(paddle.matmul(part, w).reshape([stop - start, k, f]))
+            sums.append(assign.sum(axis=1, keepdim=True))  # [c, 1, K*G]
+        ctx.pooled, ctx.chunk = pooled, chunk
+        ctx.save_for_backward(soft, frame_weight, x, w)
+        if len(vlad) == 1:
+            return vlad[0], sums[0]
+        return paddle.concat(vlad, axis=0), paddle.concat(sums, axis=0)
+
+    @staticmethod
+    def backward(ctx, grad_vlad, grad_sums):  # type: ignore[override]
+        soft, frame_weight, x, w = ctx.saved_tensor()
+        b, t, g, k = soft.shape
+        f = w.shape[1]
+        grad_w = None
+        for i, start in enumerate(range(0, b, ctx.chunk)):
+            part = paddle.matmul(
+                ctx.pooled[i], grad_vlad[start : start + ctx.chunk].reshape([-1, f]), transpose_x=True
+            )
+            grad_w = part if grad_w is None else grad_w + part
+            ctx.pooled[i] = None  # the largest saved tensors: free each once used
+        grad_soft, grad_weight = [], []
+        for start in range(0, b, ctx.chunk):
+            stop = min(b, start + ctx.chunk)
+            grad_pooled = paddle.matmul(grad_vlad[start:stop].reshape([-1, f]), w, transpose_y=True)
+            grad_assign = paddle.matmul(
+                x[start:stop], grad_pooled.reshape([stop - start, k * g, -1]), transpose_y=True
+            )
+            grad_assign = grad_assign + grad_sums[start:stop]  # the sums' gradient broadcasts over T
+            # back to group-major [c, T, G, K]
+            grad_assign = grad_assign.reshape([0, 0, k, g]).transpose([0, 1, 3, 2])
+            grad_soft.append(grad_assign * frame_weight[start:stop])
+            grad_weight.append((grad_assign * soft[start:stop]).sum(axis=-1, keepdim=True))
+        if len(grad_soft) == 1:
+            return grad_soft[0], grad_weight[0], None, grad_w
+        return paddle.concat(grad_soft, axis=0), paddle.concat(grad_weight, axis=0), None, grad_w
+
+
+def _cluster_major(weighted: paddle.Tensor) -> paddle.Tensor:
+    """``[B, T, G, K]`` -> ``[B, T, K*G]``: the pooled frames then reshape to ``[B*K, G*D]`` without a copy."""
+    return weighted.transpose([0, 1, 3, 2]).reshape([0, 0, weighted.shape[2] * weighted.shape[3]])
+
+
+def pool_expand(
+    soft: paddle.Tensor, frame_weight: paddle.Tensor, x: paddle.Tensor, w: paddle.Tensor, chunk: int = 8
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """VLAD sums ``[B, K, F]`` and assignment sums ``[B, 1, K*G]`` (see :class:`_PoolExpand`).
+
+    Plain ops when no gradient is needed (eval, export): the PyLayer does not trace.
+    """
+    if not paddle.in_dynamic_mode() or (
+        soft.stop_gradient and frame_weight.stop_gradient and w.stop_gradient
+    ):
+        b, k = soft.shape[0], soft.shape[3]
+        assign = _cluster_major(soft * frame_weight)
+        pooled = paddle.matmul(assign, x, transpose_x=True)  # [B, K*G, D]
+        vlad = paddle.matmul(pooled.reshape([-1, w.shape[0]]), w).reshape([b, k, w.shape[1]])
+        return vlad, paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)
+    return _PoolExpand.apply(soft, frame_weight, x, w, max(1, int(chunk)))

@@ -26,6 +26,7 @@ came out wrong by up to 2.0), and with bf16 the ``operator_unsqueeze_onednn_fuse
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -146,8 +147,13 @@ def _trace(model: Any, features: dict[str, int], frames: int | None, prefix: Pat
         # ops such as PyLayers, which do not trace) out of the exported program
         param.stop_gradient = True
     layer = _probability_layer(model, list(features))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.ExitStack() as constants:
         warnings.simplefilter("ignore")  # dy2st warns about Tensor.place and the like on every export
+        for sublayer in model.sublayers(include_self=True):
+            # layers may turn what they derive from their parameters alone into constants of the program
+            # (NeXtVLAD's product matrices) instead of recomputing it on every call
+            if callable(getattr(sublayer, "export_constants", None)):
+                constants.enter_context(sublayer.export_constants())
         static = paddle.jit.to_static(layer, input_spec=_input_specs(features, frames), full_graph=True)
         paddle.jit.save(static, str(prefix))
 
