@@ -17,6 +17,12 @@ from zoo.engine.trainer import Trainer
 from zoo.errors import ConfigError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([ZOO, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
 TINY = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model.gating_reduction=4"]
 
 
@@ -89,9 +95,20 @@ def test_ema_decay_of_one_or_more_is_a_config_error():
         load_config(None, ["dataset.preset=yt8m", "train.ema_decay=1.0"], model="nextvlad")
 
 
-def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(tiny_data, tmp_path, paddle_cpu):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    Trainer(tiny_config(tiny_data, straight, "train.ema_decay=0.9"), progress=False).fit()
+@pytest.fixture(scope="module")
+def ema_run(tiny_data, tmp_path_factory):
+    from zoo.engine.runtime import init_paddle
+
+    init_paddle("cpu")
+    run = tmp_path_factory.mktemp("ema-run") / "straight"
+    Trainer(tiny_config(tiny_data, run, "train.ema_decay=0.9"), progress=False).fit()
+    return run
+
+
+def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(
+    ema_run, tiny_data, tmp_path, paddle_cpu
+):
+    straight, split = ema_run, tmp_path / "split"
     Trainer(tiny_config(tiny_data, split, "train.ema_decay=0.9", "train.max_iter=11"), progress=False).fit()
     mid = split / "checkpoints" / (split / "latest").read_text().strip()
     assert (mid / "ema.safetensors").is_file() and "ema.safetensors" in (mid / "SHA256SUMS").read_text()
@@ -110,3 +127,37 @@ def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(tiny_d
     assert any(not np.array_equal(a[k], trained[k]) for k in a)
     with safe_open(str(straight / "model.safetensors"), "np") as f:
         assert f.metadata()["weights"] == "ema"
+
+
+def test_zoo_average_of_two_checkpoints_is_their_mean_and_evaluates(ema_run, tmp_path):
+    first, second = sorted((ema_run / "checkpoints").iterdir())
+    out = tmp_path / "averaged"
+    done = run_cli("average", str(first), str(second), "--output", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    mean = load_file(str(out / "model.safetensors"))
+    for key in a:
+        expected = ((a[key].astype(np.float64) + b[key]) / 2).astype(a[key].dtype)
+        np.testing.assert_array_equal(mean[key], expected, err_msg=key)
+    assert json.loads((out / "average.json").read_text())["count"] == 2
+    evaluated = run_cli("eval", "--weights", str(out), "--device", "cpu", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "gap" in evaluated.stdout.lower()
+    again = run_cli("average", str(first), str(second), "--output", str(out), cwd=tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_zoo_average_refuses_another_shape_naming_the_tensor(ema_run, tmp_path):
+    from safetensors.numpy import save_file
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((ema_run / "config.json").read_text())
+    arrays = load_file(str(ema_run / "model.safetensors"))
+    name = sorted(k for k in arrays if arrays[k].ndim == 2)[0]
+    arrays[name] = np.zeros((arrays[name].shape[0] + 1, arrays[name].shape[1]), arrays[name].dtype)
+    save_file(arrays, str(other / "model.safetensors"))
+    done = run_cli("average", str(ema_run), str(other), "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert name in done.stderr and "shape" in done.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()

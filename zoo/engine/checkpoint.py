@@ -159,9 +159,13 @@ def restore_optimizer(
 
 
 def save_weights(path: Path, model: Any, metadata: dict[str, str] | None = None) -> None:
+    save_arrays(path, model_arrays(model), metadata)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """A weights file with its ``.sha256`` beside it, both written atomically."""
     from safetensors.numpy import save_file
 
-    arrays = model_arrays(model)
     try:
         with atomic_path(path) as tmp:
             save_file(arrays, str(tmp), metadata=metadata)
