@@ -139,6 +139,13 @@ class TrainConfig:
     weights (fp16 also scales the loss); BatchNorm, softmax and L2 normalisation stay float32."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Distillation from an ensemble's predictions (``teachers`` empty: off)."""
+    ema_decay: float = bounded(0.0, ge=0)
+    """Keep an exponential moving average of the weights with this decay (0: off; e.g. 0.999): validation
+    uses it, checkpoints store it (``ema.safetensors``) and the run's final ``model.safetensors`` is it."""
+
+    def __post_init__(self) -> None:
+        if not self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay: must be below 1 (0 turns it off), got {self.ema_decay!r}")
 
 
 @dataclass

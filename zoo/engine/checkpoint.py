@@ -159,9 +159,13 @@ def restore_optimizer(
 
 
 def save_weights(path: Path, model: Any, metadata: dict[str, str] | None = None) -> None:
+    save_arrays(path, model_arrays(model), metadata)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """A weights file with its ``.sha256`` beside it, both written atomically."""
     from safetensors.numpy import save_file
 
-    arrays = model_arrays(model)
     try:
         with atomic_path(path) as tmp:
             save_file(arrays, str(tmp), metadata=metadata)
@@ -173,7 +177,15 @@ def save_weights(path: Path, model: Any, metadata: dict[str, str] | None = None)
         raise no_space_error(path, needed, "the weights", f"{path} is as it was before") from None
 
 
-def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    model: Any,
+    optimizer: Any,
+    state: dict[str, Any],
+    keep: int = 2,
+    extra: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """``extra``: further safetensors files of the checkpoint by name (the weight average's)."""
     from safetensors.numpy import save_file
 
     name = f"step-{state['step']:08d}"
@@ -184,15 +196,17 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: dict[str, 
         with atomic_dir(target) as tmp:
             save_file(weights, str(tmp / WEIGHTS_FILE))
             save_file(arrays, str(tmp / "optimizer.safetensors"))
+            for file_name, file_arrays in (extra or {}).items():
+                save_file(file_arrays, str(tmp / file_name))
             (tmp / "state.json").write_text(
                 json.dumps({**state, "optimizer": other}, indent=1, default=float)
             )
-            write_sums(tmp, [WEIGHTS_FILE, "optimizer.safetensors", "state.json"])
+            write_sums(tmp, [WEIGHTS_FILE, "optimizer.safetensors", "state.json", *(extra or {})])
         atomic_write_text(run_dir / LATEST, name + "\n")
     except OSError as exc:
         if not is_no_space(exc):
             raise
-        needed = sum(a.nbytes for a in weights.values()) + sum(a.nbytes for a in arrays.values())
+        needed = sum(a.nbytes for group in (weights, arrays, *(extra or {}).values()) for a in group.values())
         previous = latest_checkpoint(run_dir)
         kept = (
             f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written yet"

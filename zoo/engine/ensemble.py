@@ -144,26 +144,53 @@ def check_weights(weights: Sequence[float], count: int, where: str) -> np.ndarra
     return w / w.sum()
 
 
+POSITION_TABLE_BYTES = 160 * 1024**2
+"""Largest table of candidate positions kept (8192 rows x 3862 classes x int32 is 127 MB)."""
+_positions: list[np.ndarray] = []
+
+
+def _position_table(size: int) -> np.ndarray:
+    """A reusable int32 scratch array of at least ``size`` cells (its contents are garbage)."""
+    if not _positions or _positions[0].size < size:
+        _positions[:] = [np.empty(size, dtype=np.int32)]
+    return _positions[0][:size]
+
+
 def member_values(tables: Sequence[TopKTable], lo: int, hi: int, missing: str) -> tuple[np.ndarray, ...]:
     """Rows ``lo:hi`` over the union of the members' classes: ``candidates`` ``[n, K]`` (sorted per row),
     ``values`` ``[M, n, K]`` (each member's probability, with the missing-class rule) and ``keep`` ``[n, K]``
-    (False for padding and repeated classes)."""
+    (False for padding and repeated classes).
+
+    A member's class is found in its row's candidates through a ``[n, classes]`` table of candidate
+    positions (O(1) per lookup; only the cells of the block's candidates are written and read, so the table
+    is reused without clearing); past ``POSITION_TABLE_BYTES`` by one ``searchsorted`` over the block's
+    ``row * span + class`` keys instead. Both replace comparing every (candidate, listed class) pair."""
     cand = np.concatenate([t.classes[lo:hi] for t in tables], axis=1)
     cand.sort(axis=1)
     keep = cand >= 0
     keep[:, 1:] &= cand[:, 1:] != cand[:, :-1]
-    values = np.empty((len(tables), *cand.shape), dtype=np.float32)
+    n, width = cand.shape
+    span = int(cand.max(initial=0)) + 2  # -1 padding maps to key row * span - 1
+    offsets = np.arange(n, dtype=np.int64)[:, None] * span
+    if n * span * 4 <= POSITION_TABLE_BYTES:
+        table = _position_table(n * span)
+        flat = np.flatnonzero(keep)
+        table[(cand + offsets)[keep]] = flat  # the first (kept) copy of each class
+        lookup = lambda keys: table[keys]  # noqa: E731
+    else:
+        sorted_keys = (cand + offsets).ravel()
+        lookup = lambda keys: np.searchsorted(sorted_keys, keys)  # noqa: E731
+    values = np.empty((len(tables), n, width), dtype=np.float32)
     for m, t in enumerate(tables):
         classes, probs = t.classes[lo:hi], t.probs[lo:hi]
         listed = classes >= 0
-        eq = (cand[:, :, None] == classes[:, None, :]) & listed[:, None, :]
-        found = eq.any(axis=2)
-        got = np.where(eq, probs[:, None, :], 0).sum(axis=2, dtype=np.float32)
         if missing == "floor":
             floor = np.where(listed, probs, np.inf).min(axis=1)
             floor = np.where(np.isfinite(floor), floor, 0).astype(np.float32) * FLOOR_SCALE
-            got = np.where(found, got, floor[:, None])
-        values[m] = got
+        else:
+            floor = np.zeros(n, dtype=np.float32)
+        values[m] = floor[:, None]
+        values[m].reshape(-1)[lookup((classes + offsets)[listed])] = probs[listed]
     return cand, values, keep
 
 

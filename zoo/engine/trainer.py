@@ -23,6 +23,7 @@ from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
 from zoo.contracts import TrainingState
 from zoo.engine import checkpoint, distributed, rundir
+from zoo.engine.ema import EMA_FILE, WeightAverage
 from zoo.engine.loop import batches_for, evaluate, to_tensors, training_loss
 from zoo.engine.optim import build_optimizer
 from zoo.engine.schedule import learning_rate_at
@@ -89,6 +90,7 @@ class Trainer:
         self.epoch_loss = (0.0, 0.0)  # (loss x examples, examples) of the epoch so far; saved in checkpoints
         self.done = False
         self.state = TrainingState(self.run_dir, cfg, is_main=self.ctx.is_main)
+        self.ema: WeightAverage | None = None
 
     # -- setup ----------------------------------------------------------------------------------------
     def _fix_seed(self) -> None:
@@ -191,6 +193,7 @@ class Trainer:
         self.batch_in_epoch, self.state.examples = saved["batch_in_epoch"], saved["examples_seen"]
         self.epoch_loss = tuple(saved.get("epoch_loss", (0.0, 0.0))) if self.batch_in_epoch else (0.0, 0.0)
         rundir.check_work_left(self.state.epoch, self.state.step, self.cfg.train, latest)
+        self._start_average(latest, int(saved.get("ema_updates", 0)))
         self.log(
             f"resumed from {latest}: step {self.state.step}, epoch {self.state.epoch + 1}, "
             f"batch {self.batch_in_epoch}"
@@ -207,11 +210,25 @@ class Trainer:
             "seed": self.cfg.train.seed,
             "world_size": self.ctx.world_size,
             "epoch_loss": list(self.epoch_loss),
+            **({"ema_updates": self.ema.updates} if self.ema else {}),
         }
+
+    def _start_average(self, checkpoint_dir: Path | None = None, updates: int = 0) -> None:
+        """``train.ema_decay``: the average from the checkpoint resumed, else from the current weights."""
+        if not self.cfg.train.ema_decay:
+            return
+        self.ema = WeightAverage(self.model, self.cfg.train.ema_decay)
+        if checkpoint_dir is not None and (checkpoint_dir / EMA_FILE).is_file():
+            self.ema.load(checkpoint_dir / EMA_FILE, updates)
+        elif checkpoint_dir is not None:
+            self.log(f"{checkpoint_dir} holds no weight average: train.ema_decay starts one from its weights")
 
     def _save(self) -> None:
         if self.ctx.is_main:
-            checkpoint.save_checkpoint(self.run_dir, self.model, self.optimizer, self._checkpoint_state())
+            extra = {EMA_FILE: self.ema.arrays()} if self.ema else None
+            checkpoint.save_checkpoint(
+                self.run_dir, self.model, self.optimizer, self._checkpoint_state(), extra=extra
+            )
 
     # -- the run --------------------------------------------------------------------------------------
     def fit(
@@ -247,6 +264,8 @@ class Trainer:
         elif pretrain:
             report = apply_weights(self.model, read_weights(pretrain), strict=False)
             self.log(f"pretrained weights from {pretrain}: {report.summary()}")
+        if not resume:
+            self._start_average()
         self.state.headline = self._headline()
         train_reader = build_reader(self.cfg, "train")
         rundir.check_training_data(train_reader)
@@ -272,10 +291,13 @@ class Trainer:
             self._emit("on_epoch", row)
             self._save()
         seconds = time.perf_counter() - start
-        if self.ctx.is_main:
-            checkpoint.save_weights(
-                self.run_dir / checkpoint.WEIGHTS_FILE, self.model, metadata={"model": self.cfg.model_name}
-            )
+        if self.ctx.is_main:  # with train.ema_decay the run's final weights are the average
+            with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+                checkpoint.save_weights(
+                    self.run_dir / checkpoint.WEIGHTS_FILE,
+                    self.model,
+                    metadata={"model": self.cfg.model_name, "weights": "ema" if self.ema else "trained"},
+                )
         self._emit("on_train_end")
         return TrainResult(
             self.run_dir,
@@ -435,6 +457,8 @@ class Trainer:
             self.scaler.update()
         self.optimizer.clear_grad()
         distributed.restore_state(self.model, saved_state)
+        if self.ema is not None:
+            self.ema.update(self.model)
         n = int(n_global)
         st.step += 1
         self.batch_in_epoch += 1
@@ -457,12 +481,14 @@ class Trainer:
 
     def _validate(self, reader: Any) -> dict[str, float]:
         distributed.broadcast_state(self.model, self.ctx)  # evaluate the model rank 0 saves
-        metrics, _ = evaluate(
-            self.model, reader, self.cfg, ctx=self.ctx, desc="validate", progress=self.progress
-        )
+        with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+            metrics, _ = evaluate(
+                self.model, reader, self.cfg, ctx=self.ctx, desc="validate", progress=self.progress
+            )
         if self.ctx.is_main:
             self.log(
-                "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                ("validation (weight average): " if self.ema else "validation: ")
+                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             )
         self._emit("on_validation", metrics)
         return metrics

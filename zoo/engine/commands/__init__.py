@@ -29,6 +29,10 @@ COMMANDS = {
         "ensemble:EnsembleCommand",
         "combine runs or prediction files: weighted arithmetic or geometric mean, fitted or given weights",
     ),
+    "average": (
+        "average:AverageCommand",
+        "average the weights of runs or checkpoints of one architecture into a new run directory",
+    ),
 }
 
 CALLBACKS = {
