@@ -24,11 +24,19 @@ def test_every_hook_is_documented_with_its_signature(hook):
 
 
 def _contract_methods() -> list[str]:
-    from zoo.contracts import PROTOCOLS, ModelWithLoss, SampleDataReader
+    from zoo.contracts import (
+        PROTOCOLS,
+        ConvertsForeignWeights,
+        ExportConstants,
+        ModelWithLoss,
+        RankedMetric,
+        SampleDataReader,
+    )
     from zoo.registry import _protocol_members
 
     out = []
-    for protocol in [*PROTOCOLS.values(), ModelWithLoss, SampleDataReader]:
+    extra = [ModelWithLoss, SampleDataReader, RankedMetric, ConvertsForeignWeights, ExportConstants]
+    for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):
             obj = vars(protocol).get(member)  # declared here, not inherited from another contract
             if obj is not None and (callable(obj) or isinstance(obj, (staticmethod, classmethod))):

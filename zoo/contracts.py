@@ -71,6 +71,24 @@ class ModelWithLoss(Model, Protocol):
 
 
 @runtime_checkable
+class ConvertsForeignWeights(Protocol):
+    """A model that maps another framework's weight names onto its own (NeXtVLAD: PaddleVideo 1.x)."""
+
+    def convert_paddlevideo(self, state: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """``state`` under this model's names, and the foreign names left unused."""
+        ...
+
+
+@runtime_checkable
+class ExportConstants(Protocol):
+    """A layer that folds what it derives from its parameters alone into constants of an exported program."""
+
+    def export_constants(self) -> Any:
+        """A context manager inside which the layer computes those values once, for tracing."""
+        ...
+
+
+@runtime_checkable
 class Reader(Protocol):
     """Reads videos from files: ``Reader(config, spec)`` with ``config.paths`` (files, folders, globs).
 
@@ -141,6 +159,15 @@ class Metric(Protocol):
 
     def write_reports(self, out_dir: Path, class_names: dict[int, str] | None) -> list[Path]:
         """Write any detailed reports (per-class tables, ...) into ``out_dir``; return the files written."""
+        ...
+
+
+@runtime_checkable
+class RankedMetric(Metric, Protocol):
+    """A metric that takes each video's listed classes instead of a dense score matrix (prediction files)."""
+
+    def update_ranked(self, classes: Any, scores: Any, labels: Any, loss: float | None = None) -> None:
+        """``classes`` and ``scores`` ``[B, L]`` (short rows padded with score ``-inf``), ``labels`` ``[B, C]``."""
         ...
 
 

@@ -302,7 +302,9 @@ def score_table(table: TopKTable, labels: Labels, new_metric: Callable[[], Any])
 def _update(metric: Any, classes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
     """``update_ranked`` when the metric has it, else a dense score matrix (unlisted classes score -inf...
     or 0 for metrics that need finite scores)."""
-    if hasattr(metric, "update_ranked"):
+    from zoo.contracts import RankedMetric
+
+    if isinstance(metric, RankedMetric):
         metric.update_ranked(classes.astype(np.int64), scores, labels)
         return
     dense = np.zeros(labels.shape, dtype=np.float32)

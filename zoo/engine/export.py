@@ -43,6 +43,7 @@ import numpy as np
 
 from zoo.atomic import atomic_dir
 from zoo.config import ZooConfig
+from zoo.contracts import ExportConstants
 from zoo.errors import UsageError, ZooError
 from zoo.fetch import sha256_file
 
@@ -152,7 +153,7 @@ def _trace(model: Any, features: dict[str, int], frames: int | None, prefix: Pat
         for sublayer in model.sublayers(include_self=True):
             # layers may turn what they derive from their parameters alone into constants of the program
             # (NeXtVLAD's product matrices) instead of recomputing it on every call
-            if callable(getattr(sublayer, "export_constants", None)):
+            if isinstance(sublayer, ExportConstants):
                 constants.enter_context(sublayer.export_constants())
         static = paddle.jit.to_static(layer, input_spec=_input_specs(features, frames), full_graph=True)
         paddle.jit.save(static, str(prefix))

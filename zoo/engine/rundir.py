@@ -195,9 +195,7 @@ def open_run(
 
 def check_training_data(reader: Any, split: str = "train") -> None:
     """Refuse training data that holds nothing: no files, or only empty (0-byte) files."""
-    sources = reader.sources() if hasattr(reader, "sources") else None
-    if sources is None:
-        return
+    sources = reader.sources()
     if not sources:
         raise DataError(f"the {split} data names no files; check data.{split} (or --data)")
     sizes = {}

@@ -259,7 +259,9 @@ def apply_weights(model: Any, loaded: LoadedWeights, *, strict: bool) -> LoadRep
 
     own = model.state_dict()
     state = loaded.state
-    if not (set(state) & set(own)) and hasattr(model, "convert_paddlevideo"):
+    from zoo.contracts import ConvertsForeignWeights
+
+    if not (set(state) & set(own)) and isinstance(model, ConvertsForeignWeights):
         state, unused = model.convert_paddlevideo(state)
         loaded.format = "paddlevideo-1.x"
     else:

@@ -267,15 +267,12 @@ def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cf
     results = out_dir / "eval_results.json"
     atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
     written = [results]
-    if hasattr(metric, "write_per_class_csv"):
-        vocabulary = None
-        if cfg.predict.vocabulary:
-            from zoo.engine.predictions import load_class_names
+    class_names = None
+    if cfg.predict.vocabulary:
+        from zoo.engine.predictions import load_class_names
 
-            vocabulary = load_class_names(cfg.predict.vocabulary)
-        per_class = out_dir / "per_class_ap.csv"
-        metric.write_per_class_csv(per_class, vocabulary)
-        written.append(per_class)
+        class_names = load_class_names(cfg.predict.vocabulary)
+    written += metric.write_reports(out_dir, class_names)
     return written
 
 
