@@ -161,18 +161,22 @@ def _trace(model: Any, features: dict[str, int], frames: int | None, prefix: Pat
 
 def _check(directory: Path, metadata: dict[str, Any], model: Any, precision: str = "fp32") -> float:
     """Max |difference| between the export's CPU predictions and the dygraph model's, on probe batches."""
+    exported = ExportedModel(directory, metadata, device="cpu", precision=precision)
+    return max_difference(exported.predict, model, metadata, "the exported program")
+
+
+def max_difference(predict: Any, model: Any, metadata: dict[str, Any], what: str) -> float:
+    """Max |difference| between ``predict(batch)`` (an export's predictor) and the dygraph model's
+    probabilities on the probe batches; a different output shape is an error naming ``what``."""
     from zoo.engine.loop import dygraph_scorer
 
-    exported = ExportedModel(directory, metadata, device="cpu", precision=precision)
     reference = dygraph_scorer(model, metadata["features"])
     worst = 0.0
     for batch in probe_batches(metadata["features"], metadata["max_frames"]):
         expected = reference(batch)
-        got = exported.predict(batch)
+        got = predict(batch)
         if got.shape != expected.shape:
-            raise ZooError(
-                f"the exported program returns shape {list(got.shape)}, the model {list(expected.shape)}"
-            )
+            raise ZooError(f"{what} returns shape {list(got.shape)}, the model {list(expected.shape)}")
         worst = max(worst, float(np.max(np.abs(got - expected))) if got.size else 0.0)
     return worst
 
@@ -444,8 +448,16 @@ def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> None:
-    redo = "re-export it with `zoo export`"
-    for name in (PROGRAM_FILE, PARAMS_FILE):
+    check_file_records(
+        root, meta, (PROGRAM_FILE, PARAMS_FILE), "re-export it with `zoo export`", verify_checksums
+    )
+
+
+def check_file_records(
+    root: Path, meta: dict[str, Any], names: tuple[str, ...], redo: str, verify_checksums: bool
+) -> None:
+    """Each of ``names`` exists in ``root`` with the size (and SHA-256) that ``metadata.json`` records."""
+    for name in names:
         path = root / name
         record = meta["files"].get(name)
         if not path.is_file():

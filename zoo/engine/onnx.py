@@ -354,20 +354,9 @@ def _dygraph_model(
 
 def check_against(model: Any, directory: Path, metadata: dict[str, Any]) -> float:
     """Max |difference| between ONNX Runtime's CPU predictions and the dygraph model's on the probe batches."""
-    from zoo.engine.export import probe_batches
-    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.export import max_difference
 
-    exported = OnnxModel(directory, metadata)
-    reference = dygraph_scorer(model, metadata["features"])
-    worst = 0.0
-    for batch in probe_batches(metadata["features"], metadata["max_frames"]):
-        expected, got = reference(batch), exported.predict(batch)
-        if got.shape != expected.shape:
-            raise ZooError(
-                f"the ONNX model returns shape {list(got.shape)}, the model {list(expected.shape)}"
-            )
-        worst = max(worst, float(np.max(np.abs(got - expected))) if got.size else 0.0)
-    return worst
+    return max_difference(OnnxModel(directory, metadata).predict, model, metadata, "the ONNX model")
 
 
 def export_onnx(
@@ -559,19 +548,7 @@ def load(
 
 def check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> None:
     """``model.onnx`` exists with the size (and SHA-256) recorded in the metadata."""
-    from zoo.engine.export import METADATA_FILE
-    from zoo.fetch import sha256_file
+    from zoo.engine.export import check_file_records
 
     redo = "re-export it with `zoo export --format onnx`"
-    path, record = root / ONNX_FILE, meta["files"].get(ONNX_FILE)
-    if not path.is_file():
-        raise ZooError(f"{path} is missing: the ONNX export in {root} is incomplete; {redo}")
-    if not isinstance(record, dict):
-        raise ZooError(f"{root / METADATA_FILE}: no entry for {ONNX_FILE} under 'files'; {redo}")
-    if path.stat().st_size != record.get("bytes"):
-        raise ZooError(
-            f"{path} has {path.stat().st_size} bytes, the export wrote {record.get('bytes')}: the file is "
-            f"damaged or from another export; {redo}"
-        )
-    if verify_checksums and sha256_file(path) != record.get("sha256"):
-        raise ZooError(f"{path}: SHA-256 does not match {METADATA_FILE}: the file is damaged; {redo}")
+    check_file_records(root, meta, (ONNX_FILE,), redo, verify_checksums)

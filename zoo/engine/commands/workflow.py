@@ -260,6 +260,13 @@ class TrainCommand:
         return 0
 
 
+def _class_names(cfg: ZooConfig) -> dict[int, str] | None:
+    """``predict.vocabulary`` (a class-names CSV), read once per command, or None."""
+    from zoo.engine.predictions import load_class_names
+
+    return load_class_names(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
+
+
 def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cfg: ZooConfig) -> list[Path]:
     from zoo.atomic import atomic_write_text
 
@@ -267,12 +274,7 @@ def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cf
     results = out_dir / "eval_results.json"
     atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
     written = [results]
-    class_names = None
-    if cfg.predict.vocabulary:
-        from zoo.engine.predictions import load_class_names
-
-        class_names = load_class_names(cfg.predict.vocabulary)
-    written += metric.write_reports(out_dir, class_names)
+    written += metric.write_reports(out_dir, _class_names(cfg))
     return written
 
 
@@ -332,12 +334,11 @@ def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
 
 def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> list[Path]:
     """Write ``predictions`` once per format of ``predict.formats`` (``predictions`` + the format's suffix)."""
-    from zoo.engine.predictions import load_class_names
     from zoo.plugins import get_plugins
 
     registry = get_plugins().registry("format")
     formats = [registry.get(name).cls for name in cfg.predict.formats]  # unknown name: PluginError
-    class_names = load_class_names(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
+    class_names = _class_names(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
