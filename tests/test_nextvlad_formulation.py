@@ -253,3 +253,66 @@ def test_export_holds_the_products_as_constants(paddle, tmp_path):
     with paddle.no_grad():
         expected = paddle.nn.functional.sigmoid(model(batch)).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def _kernel():
+    from zoo_nextvlad import ops
+
+    if ops.FUSED_ASSIGN is None:
+        pytest.skip("zoo_nextvlad._assign was not built (no C compiler at install); the paddle ops are used")
+    return ops
+
+
+def test_inference_kernel_matches_the_ops(paddle, monkeypatch):
+    """Eval without gradients runs the C kernel (zoo_nextvlad/_assign.c); it gives what the ops give, and what
+    the expanded form gives, at the reference sizes with garbage in the padding."""
+    ops = _kernel()
+    expanded, factored = twin_models(paddle, seed=4)
+    expanded.eval(), factored.eval()
+    batch = reference_batch(paddle, LENGTHS, seed=5)
+    calls = []
+    kernel = ops.FUSED_ASSIGN
+
+    class Counting:
+        @staticmethod
+        def assign(*args):
+            calls.append(args[4:6])
+            return kernel.assign(*args)
+
+    monkeypatch.setattr(ops, "FUSED_ASSIGN", Counting)
+    with paddle.no_grad():
+        fused = factored(batch).numpy()
+        assert calls == [(8, 128), (8, 128)]  # both branches (rgb, audio) went through the kernel
+        monkeypatch.setattr(ops, "FUSED_ASSIGN", None)
+        plain = factored(batch).numpy()
+        reference = expanded(batch).numpy()
+    assert len(calls) == 2
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-4)
+    # with gradients wanted the kernel is not used (autograd cannot see through it)
+    monkeypatch.setattr(ops, "FUSED_ASSIGN", Counting)
+    factored(batch)
+    assert len(calls) == 2
+
+
+def test_inference_kernel_against_float64(paddle):
+    ops = _kernel()
+    rng = np.random.default_rng(6)
+    b, t, g, k = 3, 7, 4, 16
+    logits = rng.normal(0, 4, (b, t, g * k + g)).astype(np.float32)
+    bias = rng.normal(0, 1, g * k + g).astype(np.float32)
+    mask = (np.arange(t)[None] < np.array([7, 3, 1])[:, None]).astype(np.float32)
+    for threads in (1, 2, 5):
+        out = np.full((b, t, k * g), np.nan, np.float32)
+        ops.FUSED_ASSIGN.assign(out, logits, mask, bias, g, k, threads)
+        z = logits.astype(np.float64) + bias
+        soft = np.exp(z[..., : g * k].reshape(b, t, g, k))
+        soft /= soft.sum(-1, keepdims=True)
+        weight = mask[..., None] / (1 + np.exp(-z[..., g * k :]))
+        expected = (soft * weight[..., None]).transpose(0, 1, 3, 2).reshape(b, t, k * g)
+        np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-9)
+        assert not out[1, 3:].any() and not out[2, 1:].any()  # padded frames: zeros, whatever the logits
+    with pytest.raises(ValueError, match="logits must be"):
+        ops.FUSED_ASSIGN.assign(out, logits[..., :-1].copy(), mask, bias, g, k, 1)
+    with pytest.raises(ValueError, match="out must be"):
+        ops.FUSED_ASSIGN.assign(out.astype(np.float64), logits, mask, bias, g, k, 1)

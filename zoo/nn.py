@@ -230,3 +230,18 @@ def build_head(kind: str, in_dim: int, num_classes: int, moe_mixtures: int = 2) 
     if kind == "moe":
         return MoEHead(in_dim, num_classes, moe_mixtures)
     raise ValueError(f"unknown classifier head {kind!r}; expected one of {', '.join(HEADS)}")
+
+
+_cpu_threads: int | None = None
+
+
+def set_cpu_threads(count: int) -> None:
+    """Record how many CPU threads paddle was given (:func:`zoo.engine.runtime.init_paddle` calls this), so
+    the model plugins' own C kernels use as many and no more."""
+    global _cpu_threads
+    _cpu_threads = max(1, int(count))
+
+
+def cpu_threads() -> int:
+    """The CPU threads paddle was given, or 1 (paddle's own default) when nobody said."""
+    return _cpu_threads or 1

@@ -29,7 +29,7 @@ from paddle import nn
 from zoo.config import DatasetSpec
 from zoo.errors import ConfigError, DataError
 from zoo.nn import MaskedBatchNorm, SEGating, build_head, feature_tensors
-from zoo_nextvlad.ops import linear, pool_expand
+from zoo_nextvlad.ops import fused_assign_applies, fused_assignments, linear, pool_assigned, pool_expand
 
 _L2_EPSILON = 1e-12  # PaddleVideo's l2_normalize: x / sqrt(sum(x^2) + 1e-12)
 _EIGEN_EPSILON = 1e-4  # PaddleVideo: scale = sqrt(eigenvalue) + 1e-4
@@ -129,6 +129,7 @@ class NeXtVLADLayer(nn.Layer):
         self.vlad_bn = nn.BatchNorm1D(self.output_size)
         self._eval_cache: tuple[list[paddle.Tensor], tuple[paddle.Tensor, ...]] | None = None
         self._export_products: tuple[paddle.Tensor, ...] | None = None
+        self._joint_cache: tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor] | None = None
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         if self.formulation == "factored":
@@ -202,6 +203,15 @@ class NeXtVLADLayer(nn.Layer):
             self._eval_cache = ([t.detach().clone() for t in sources], products)
         return products
 
+    def _joint_products(self, products: tuple[paddle.Tensor, ...]) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """The assignment and attention products side by side (``[D, G*K + G]``, ``[G*K + G]``) for the fused
+        inference kernel; kept while the eval products they come from are the same tensors."""
+        cached = self._joint_cache
+        if cached is None or cached[0] is not products[0]:
+            weight = paddle.concat([products[0], products[2]], axis=1)
+            cached = self._joint_cache = (products[0], weight, paddle.concat([products[1], products[3]]))
+        return cached[1], cached[2]
+
     def export_constants(self) -> contextlib.AbstractContextManager[None]:
         """Context in which a traced (``paddle.jit.to_static``) eval forward reads the product matrices as
         constants of the program (persistable buffers, saved with the parameters) instead of computing them
@@ -211,14 +221,18 @@ class NeXtVLADLayer(nn.Layer):
     def _forward_factored(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         k, g = self.cluster_size, self.groups
         if self.training:
-            self._eval_cache = None  # the parameters are about to change; do not hold stale copies
+            self._eval_cache = self._joint_cache = None  # the parameters are about to change: no stale copies
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = self._products()
             # batch statistics of the logits themselves (exact, only the matmul order differs)
             logits = self.cluster_bn(linear(x, assign_weight, assign_bias), mask)  # [B, T, G*K]
         else:
-            assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = (
-                self._eval_products()
-            )
+            products = self._eval_products()
+            assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = products
+            if fused_assign_applies(x):  # inference in dygraph: softmax, attention and mask in one pass
+                joint_weight, joint_bias = self._joint_products(products)
+                a = fused_assignments(x, mask, joint_weight, joint_bias, g)  # [B, T, K*G] cluster-major
+                vlad, a_groups = pool_assigned(a, x, w_groups, k)
+                return self._finish_factored(vlad, a_groups, bias)
             logits = linear(x, assign_weight, assign_bias)  # the BatchNorm is folded in
         attention = F.sigmoid(linear(x, attention_weight, attention_bias))  # [B, T, G]
         assign = F.softmax(logits.reshape([0, 0, g, k]), axis=-1)
@@ -226,6 +240,13 @@ class NeXtVLADLayer(nn.Layer):
         # sum_t a[t,g,k] x_t per (cluster, group), expanded once per video: [B, K, F]; assignment sums
         # [B, 1, K*G] (a = assign * frame_weight, cluster-major)
         vlad, a_groups = pool_expand(assign, frame_weight, x, w_groups)
+        return self._finish_factored(vlad, a_groups, bias)
+
+    def _finish_factored(
+        self, vlad: paddle.Tensor, a_groups: paddle.Tensor, bias: paddle.Tensor
+    ) -> paddle.Tensor:
+        """The expansion bias and the cluster centres once per video, L2 per cluster, BatchNorm."""
+        k, g = self.cluster_size, self.groups
         a_groups = a_groups.reshape([-1, k, g])
         vlad = vlad + paddle.matmul(a_groups, bias)  # the expansion bias, once per video
         vlad = vlad - a_groups.sum(axis=-1, keepdim=True) * self.cluster_weights2  # [B, K, F]

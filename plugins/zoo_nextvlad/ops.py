@@ -7,8 +7,18 @@ product does the same reduction at matmul speed.
 
 from __future__ import annotations
 
+import numpy as np
 import paddle
 from paddle.autograd import PyLayer
+
+from zoo.nn import cpu_threads
+
+# NeXtVLAD's weighted assignments at inference in one pass (zoo_nextvlad/_assign.c); None where it was not
+# built (no C compiler at install: the extension is optional), and then the paddle ops below are used.
+try:
+    from zoo_nextvlad import _assign as FUSED_ASSIGN
+except ImportError:  # pragma: no cover - depends on the install
+    FUSED_ASSIGN = None
 
 
 class _AddBias(PyLayer):
@@ -111,9 +121,53 @@ def pool_expand(
     if not paddle.in_dynamic_mode() or (
         soft.stop_gradient and frame_weight.stop_gradient and w.stop_gradient
     ):
-        b, k = soft.shape[0], soft.shape[3]
-        assign = _cluster_major(soft * frame_weight)
-        pooled = paddle.matmul(assign, x, transpose_x=True)  # [B, K*G, D]
-        vlad = paddle.matmul(pooled.reshape([-1, w.shape[0]]), w).reshape([b, k, w.shape[1]])
-        return vlad, paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)
+        return pool_assigned(_cluster_major(soft * frame_weight), x, w, soft.shape[3])
     return _PoolExpand.apply(soft, frame_weight, x, w, max(1, int(chunk)))
+
+
+def pool_assigned(
+    assign: paddle.Tensor, x: paddle.Tensor, w: paddle.Tensor, clusters: int
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """:func:`pool_expand` from the weighted cluster-major assignments ``[B, T, K*G]`` (no gradient)."""
+    pooled = paddle.matmul(assign, x, transpose_x=True)  # [B, K*G, D]
+    vlad = paddle.matmul(pooled.reshape([-1, w.shape[0]]), w).reshape([-1, clusters, w.shape[1]])
+    return vlad, paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)
+
+
+def fused_assign_applies(x: paddle.Tensor) -> bool:
+    """Whether :func:`fused_assignments` can run: the kernel is built, dygraph, float32 frames on the CPU
+    and no gradient wanted (it is an inference kernel: autograd cannot see through it)."""
+    return (
+        FUSED_ASSIGN is not None
+        and paddle.in_dynamic_mode()
+        and not paddle.is_grad_enabled()
+        and x.dtype == paddle.float32
+        and x.place.is_cpu_place()
+    )
+
+
+def fused_assignments(
+    x: paddle.Tensor, mask: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, groups: int
+) -> paddle.Tensor:
+    """Weighted cluster-major assignments ``[B, T, K*G]`` of frames ``x [B, T, D]`` in one pass.
+
+    ``weight [D, G*K + G]`` and ``bias [G*K + G]`` are the assignment and attention products side by side:
+    one matmul gives every logit, then the C kernel applies the softmax over clusters, the group attention's
+    sigmoid and the mask and writes the product cluster-major, where the paddle ops make four passes (see
+    ``_assign.c``). The same values up to float32 rounding (tested against the ops).
+    """
+    b, t = x.shape[0], x.shape[1]
+    clusters = (weight.shape[1] - groups) // groups
+    logits = paddle.matmul(x, weight)  # [B, T, G*K + G]
+    out = paddle.empty([b, t, clusters * groups], dtype=paddle.float32)
+    mask = mask.astype(paddle.float32).contiguous()
+    FUSED_ASSIGN.assign(
+        np.from_dlpack(out),
+        np.from_dlpack(logits),
+        np.from_dlpack(mask),
+        np.from_dlpack(bias.contiguous()),
+        groups,
+        clusters,
+        cpu_threads(),
+    )
+    return out

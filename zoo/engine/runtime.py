@@ -100,4 +100,7 @@ def init_paddle(device: str = "cpu", threads: int | None = None):
         core.set_num_threads(n)
     except (ImportError, AttributeError):  # older paddle
         os.environ.setdefault("CPU_NUM", str(n))
+    from zoo.nn import set_cpu_threads
+
+    set_cpu_threads(n)
     return paddle
