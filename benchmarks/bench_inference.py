@@ -17,7 +17,11 @@ videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 12
 With ``--expanded`` (the default) the same weights are also built and exported with
 ``model.formulation: expanded`` (PaddleVideo's order, the form before the factored one):
 
-- ``dygraph-expanded``, ``fp32-expanded``: the old form, for the factored/expanded ratios.
+- ``dygraph-expanded``, ``fp32-expanded``, ``onnxruntime-expanded``: the old form, for the factored/expanded
+  ratios.
+
+``dygraph-ops`` is the factored model in dygraph without the C inference kernel (``zoo_nextvlad/_assign.c``:
+softmax, attention and mask in one pass), through paddle's ops as the export runs them: the kernel's share.
 
 Each batch goes through every scorer in turn and each scorer's time is summed per round; the median round
 counts (and the best is shown), so a busy machine slows them alike. Also reported: the factored/expanded
@@ -86,6 +90,20 @@ def trained_model(cfg: Any, seed: int = 0) -> Any:
     return model
 
 
+def without_kernel(scorer: Any) -> Any:
+    """``scorer`` with NeXtVLAD's C inference kernel switched off (paddle's ops instead)."""
+    from zoo_nextvlad import ops
+
+    def score(batch: dict) -> np.ndarray:
+        kernel, ops.FUSED_ASSIGN = ops.FUSED_ASSIGN, None
+        try:
+            return scorer(batch)
+        finally:
+            ops.FUSED_ASSIGN = kernel
+
+    return score
+
+
 def size_config(size: str, max_frames: int, **model: Any) -> Any:
     from zoo.config import load_config
 
@@ -133,6 +151,7 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         old_out = export_model(old_cfg, str(weights), workdir / f"{size}-expanded")
         scorers["dygraph-expanded"] = dygraph_scorer(old_model, cfg.dataset.features)
         scorers["fp32-expanded"] = load_exported(old_out).predict
+    scorers["dygraph-ops"] = without_kernel(scorers["dygraph"])
     onnx_export_s, onnx_why = None, "measured"
     try:
         from zoo.engine.onnx import converter_versions, export_onnx
@@ -145,6 +164,9 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         onnx_out = export_onnx(cfg, str(weights), workdir / f"{size}-onnx")
         onnx_export_s = round(time.perf_counter() - t0, 1)
         scorers["onnxruntime"] = load_exported(onnx_out).predict
+        if args.expanded:
+            old_onnx = export_onnx(old_cfg, str(weights), workdir / f"{size}-onnx-expanded")
+            scorers["onnxruntime-expanded"] = load_exported(old_onnx).predict
     if args.scorers:
         unknown = sorted(set(args.scorers) - set(scorers))
         if unknown:
@@ -178,7 +200,7 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     speed = {name: videos / statistics.median(t) for name, t in times.items()}
     best = {name: videos / min(t) for name, t in times.items()}
     cpu_speed = {name: videos / statistics.median(t) for name, t in cpu_times.items()}
-    pairs = [form for form in ("dygraph", "fp32") if f"{form}-expanded" in speed]
+    pairs = [form for form in ("dygraph", "fp32", "onnxruntime") if f"{form}-expanded" in speed]
     factored_vs_expanded = {form: round(speed[form] / speed[f"{form}-expanded"], 2) for form in pairs}
     # per round: the same batches through both forms back to back, so a round's ratio is a paired one
     round_ratios = {
