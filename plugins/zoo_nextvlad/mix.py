@@ -23,7 +23,7 @@ from paddle import nn
 from zoo.config import DatasetSpec, bounded
 from zoo.errors import ConfigError
 from zoo.nn import LogisticHead, SEGating, feature_tensors
-from zoo_nextvlad.model import NeXtVLADLayer, load_eigenvalues
+from zoo_nextvlad.model import NeXtVLADLayer, check_branches, load_eigenvalues
 
 _EIGEN_EPSILON = 1e-4  # the author's train.py: scale = sqrt(eigenvalue) + 1e-4
 
@@ -186,29 +186,11 @@ def _clusters_groups(config: MixNeXtVLADConfig, index: int) -> tuple[int, int]:
 
 
 def _check_config(config: MixNeXtVLADConfig, spec: DatasetSpec) -> None:
-    if not 0.0 <= config.dropout < 1.0:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {config.dropout}")
-    if config.hidden_size % config.gating_reduction:
-        raise ConfigError(
-            f"model.gating_reduction: {config.gating_reduction} does not divide "
-            f"hidden_size {config.hidden_size}"
-        )
     if config.gate_mean not in ("valid", "padded"):
         raise ConfigError(f"model.gate_mean: must be 'valid' or 'padded', got {config.gate_mean!r}")
-    if not spec.features:
-        raise ConfigError("dataset.features: MixNeXtVLAD needs at least one frame feature")
-    for i, (feature, size) in enumerate(spec.features.items()):
-        if "." in feature:
-            raise ConfigError(f"dataset.features: feature name {feature!r} must not contain '.'")
-        _, groups = _clusters_groups(config, i)
-        if (config.expansion * size) % groups:
-            which = "groups" if i == 0 else "groups // 2 (the groups of every feature after the first)"
-            raise ConfigError(
-                f"model.groups: {which} = {groups} does not divide expansion*size = "
-                f"{config.expansion}*{size} of feature {feature!r}; pick groups so that it does"
-            )
-    if config.eigenvalues is not None and config.eigenvalues_feature not in spec.features:
-        raise ConfigError(
-            f"model.eigenvalues_feature: {config.eigenvalues_feature!r} is not one of the dataset features "
-            f"({', '.join(spec.features)})"
-        )
+
+    def groups_of(i: int) -> tuple[int, str]:
+        which = "groups" if i == 0 else "groups // 2 (the groups of every feature after the first)"
+        return _clusters_groups(config, i)[1], which
+
+    check_branches(config, spec, "MixNeXtVLAD", groups_of)

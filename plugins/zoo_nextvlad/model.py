@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -489,6 +490,14 @@ def _check_config(config: NeXtVLADConfig, spec: DatasetSpec) -> None:
     for field in ("cluster_size", "groups", "expansion", "hidden_size", "gating_reduction", "moe_mixtures"):
         if getattr(config, field) < 1:
             raise ConfigError(f"model.{field}: must be at least 1, got {getattr(config, field)}")
+    check_branches(config, spec, "NeXtVLAD", lambda i: (config.groups, "groups"))
+
+
+def check_branches(
+    config: Any, spec: DatasetSpec, model: str, groups_of: Callable[[int], tuple[int, str]]
+) -> None:
+    """What NeXtVLAD and MixNeXtVLAD check alike: dropout, gating, the features and their groups, the
+    eigenvalues' feature. ``groups_of(i)`` is the groups of the i-th feature's branch and how to name them."""
     if not 0.0 <= config.dropout < 1.0:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {config.dropout}")
     if config.hidden_size % config.gating_reduction:
@@ -497,14 +506,14 @@ def _check_config(config: NeXtVLADConfig, spec: DatasetSpec) -> None:
             f"hidden_size {config.hidden_size}"
         )
     if not spec.features:
-        raise ConfigError("dataset.features: NeXtVLAD needs at least one frame feature")
-    for feature, size in spec.features.items():
+        raise ConfigError(f"dataset.features: {model} needs at least one frame feature")
+    for i, (feature, size) in enumerate(spec.features.items()):
         if "." in feature:
             raise ConfigError(f"dataset.features: feature name {feature!r} must not contain '.'")
-        if (config.expansion * size) % config.groups:
+        groups, which = groups_of(i)
+        if (config.expansion * size) % groups:
             raise ConfigError(
-                f"model.groups: {config.groups} groups do not divide expansion*size = "
-                f"{config.expansion}*{size} "
+                f"model.groups: {which} = {groups} does not divide expansion*size = {config.expansion}*{size} "
                 f"of feature {feature!r}; pick groups that divide {config.expansion * size}"
             )
     if config.eigenvalues is not None and config.eigenvalues_feature not in spec.features:
