@@ -229,7 +229,7 @@ class NeXtVLADLayer(nn.Layer):
         else:
             products = self._eval_products()
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = products
-            if fused_assign_applies(x):  # inference in dygraph: softmax, attention and mask in one pass
+            if fused_assign_applies(x, k):  # inference in dygraph: softmax, attention and mask in one pass
                 joint_weight, joint_bias = self._joint_products(products)
                 a = fused_assignments(x, mask, joint_weight, joint_bias, g)  # [B, T, K*G] cluster-major
                 vlad, a_groups = pool_assigned(a, x, w_groups, k)

@@ -134,11 +134,15 @@ def pool_assigned(
     return vlad, paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)
 
 
-def fused_assign_applies(x: paddle.Tensor) -> bool:
-    """Whether :func:`fused_assignments` can run: the kernel is built, dygraph, float32 frames on the CPU
-    and no gradient wanted (it is an inference kernel: autograd cannot see through it)."""
+FUSED_MAX_CLUSTERS = 1024  # the kernel's per-group buffer (_assign.c)
+
+
+def fused_assign_applies(x: paddle.Tensor, clusters: int) -> bool:
+    """Whether :func:`fused_assignments` can run: the kernel is built, dygraph, float32 frames on the CPU,
+    at most 1024 clusters, and no gradient wanted (an inference kernel: autograd cannot see through it)."""
     return (
         FUSED_ASSIGN is not None
+        and clusters <= FUSED_MAX_CLUSTERS
         and paddle.in_dynamic_mode()
         and not paddle.is_grad_enabled()
         and x.dtype == paddle.float32
