@@ -107,7 +107,8 @@ class AttentionClusterConfig(FrameModelOptions):
     moe_mixtures: int = 2
     """Experts per class when classifier is "moe"."""
     classifier_prior: float = 0.0
-    """Initial probability of every class, set through the classifier's biases (0: the reference's zero biases).
+    """Initial probability of every class, set through the classifier's biases (0: the reference's MSRA-normal
+    biases, std sqrt(2 / num_classes), p ~ 0.5).
     About 3 / num_classes (YouTube-8M videos have ~3 labels) spares deep heads a long plateau spent learning
     the class priors; the sample sections use it."""
 
