@@ -7,6 +7,10 @@ gate order with a constant forget bias, WILLOW's ``[D, K]`` VLAD flattening), on
 only (the references see no padding: they sample real frames or stop at ``sequence_length``). The zoo models
 run in eval mode with their recipe's settings (l2 input normalisation, BatchNorm epsilon 0.001) on fixed
 random weights, with padding filled with large random values, and must give the same probabilities.
+The PaddleVideo 1.x models (PaddlePaddle/models ``PaddleCV/video/models/attention_cluster`` and
+``attention_lstm``: fluid graphs, LoD sequences without padding) are re-stated the same way in fluid's layouts
+(a 1x1 conv for the attention scores, ``dynamic_lstm``'s c, i, f, o gates with peepholes, dropout's
+``downgrade_in_infer`` scaling at inference) with their recipe's raw, un-normalised features.
 Also checked here: the optimizer's per-tensor clipping and classifier-only L2 (zoo.engine.optim).
 """
 
@@ -154,6 +158,77 @@ def basic_lstm(frames: np.ndarray, kernel: np.ndarray, bias: np.ndarray, forget_
     return np.stack(out)
 
 
+def fluid_dropout_infer(x: np.ndarray, rate: float) -> np.ndarray:
+    """fluid.layers.dropout(is_test=True) with its default downgrade_in_infer: x * (1 - rate)."""
+    return x * (1.0 - rate)
+
+
+def shifting_attention(x: np.ndarray, conv_w: np.ndarray, conv_b: np.ndarray, shift_w, shift_b) -> np.ndarray:
+    """ShiftingAttentionModel.forward on one video's frames ``x [L, F]``.
+
+    conv2d 1x1 (``conv_w [C, F, 1, 1]``) over the transposed input gives scores ``[C, L]``; softmax_m1
+    softmaxes each unit's scores over the frames; unit i: reduce_sum(x * weight_i, frames) * w_i + b_i,
+    l2_normalize, divided by sqrt(C); the units are concatenated in order.
+    """
+    clusters = conv_w.shape[0]
+    trans_x = x.T[:, :, None]  # [F, L, 1]
+    scores = np.einsum("cf,flk->clk", conv_w[:, :, 0, 0], trans_x)[:, :, 0] + conv_b[:, None]  # [C, L]
+    weights = softmax(scores, axis=-1)
+    outs = []
+    for i in range(clusters):
+        shift = (x * weights[i][:, None]).sum(axis=0) * shift_w[i] + shift_b[i]
+        outs.append(l2_normalize(shift) / np.sqrt(clusters))
+    return np.concatenate(outs)
+
+
+def fluid_gate_layout(w: np.ndarray, hidden: int) -> np.ndarray:
+    """Paddle's LSTM gate blocks (rows i, f, g, o) as fluid's dynamic_lstm columns (c, i, f, o)."""
+    blocks = w.reshape(4, hidden, *w.shape[1:])[[2, 0, 1, 3]]
+    return blocks.reshape(4 * hidden, *w.shape[1:]).T
+
+
+def dynamic_lstm(gates_x: np.ndarray, w_h: np.ndarray, bias: np.ndarray, reverse: bool) -> np.ndarray:
+    """fluid.layers.dynamic_lstm (use_peepholes=True, sigmoid / tanh / tanh) on one sequence; every step's h.
+
+    ``gates_x [L, 4H]`` is the input fc's output, ``w_h [H, 4H]``, ``bias [7H]``: b_c, b_i, b_f, b_o and the
+    peepholes W_ic, W_fc, W_oc. is_reverse runs from the last frame to the first.
+    """
+    hidden = w_h.shape[0]
+    b, w_ic, w_fc, w_oc = bias[: 4 * hidden], *np.split(bias[4 * hidden :], 3)
+    h, c, out = np.zeros(hidden), np.zeros(hidden), [None] * len(gates_x)
+    for t in reversed(range(len(gates_x))) if reverse else range(len(gates_x)):
+        g_c, g_i, g_f, g_o = np.split(gates_x[t] + h @ w_h + b, 4)
+        i = sigmoid(g_i + w_ic * c)
+        f = sigmoid(g_f + w_fc * c)
+        c = f * c + i * np.tanh(g_c)
+        o = sigmoid(g_o + w_oc * c)
+        h = o * np.tanh(c)
+        out[t] = h
+    return np.stack(out)
+
+
+def lstm_attention(x: np.ndarray, w: dict, prefix: str, hidden: int, rate: float) -> np.ndarray:
+    """LSTMAttentionModel.forward (is_training=False) on one video's frames ``x [L, F]``.
+
+    fc tanh embedding; per direction an fc to 4H gate inputs and a dynamic_lstm; concat [forward, backward];
+    dropout; fc to 1 with sequence_softmax over the frames; elementwise_mul; sequence_pool sum.
+    The zoo's LSTM has no peepholes (as PaddleVideo 2.x's nn.LSTM), so they are zero here.
+    """
+    emb = np.tanh(x @ w[f"{prefix}.embed.weight"] + w[f"{prefix}.embed.bias"])
+    states = []
+    for suffix, reverse in (("", False), ("_reverse", True)):
+        fc_w = fluid_gate_layout(w[f"{prefix}.lstm.weight_ih_l0{suffix}"], hidden)  # [E, 4H]
+        fc_b = fluid_gate_layout(w[f"{prefix}.lstm.bias_ih_l0{suffix}"], hidden)
+        w_h = fluid_gate_layout(w[f"{prefix}.lstm.weight_hh_l0{suffix}"], hidden)  # [H, 4H]
+        bias = np.concatenate(
+            [fluid_gate_layout(w[f"{prefix}.lstm.bias_hh_l0{suffix}"], hidden), np.zeros(3 * hidden)]
+        )
+        states.append(dynamic_lstm(emb @ fc_w + fc_b, w_h, bias, reverse))
+    dropped = fluid_dropout_infer(np.concatenate(states, axis=1), rate)  # [L, 2H]
+    weight = softmax(dropped @ w[f"{prefix}.score.weight"] + w[f"{prefix}.score.bias"], axis=0)  # [L, 1]
+    return (dropped * weight).sum(axis=0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The tests
 
@@ -238,6 +313,74 @@ def test_netvlad_is_willows_gated_netvlad(paddle, name):
         p = p * sigmoid(slim_bn(p @ w["output_gate.fc.weight"], w, "output_gate.bn"))  # moe_prob_gating
         expected.append(p)
     np.testing.assert_allclose(zoo_probabilities(model, batch), np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clusters", [1, 3])
+def test_attention_cluster_is_paddlevideos_attention_cluster(paddle, clusters):
+    rate, dims = 0.5, list(SPEC.features.values())
+    model = build_model(
+        "attention-cluster", spec=SPEC, cluster_num=clusters, hidden_sizes=[7, 6], dropout=rate
+    )
+    w = randomize(model)
+    batch, videos = make_batch()
+    expected = []
+    for v in videos:
+        outs, start = [], 0
+        for i, dim in enumerate(dims):  # satt0 (rgb), satt1 (audio): raw features, no normalisation
+            conv_w = w[f"attention.{i}.scores.weight"].T[:, :, None, None]  # [C, F, 1, 1]
+            shift_w, shift_b = w[f"attention.{i}.shift_w"][:, 0], w[f"attention.{i}.shift_b"][:, 0]
+            a = v[:, start : start + dim]
+            outs.append(shifting_attention(a, conv_w, w[f"attention.{i}.scores.bias"], shift_w, shift_b))
+            start += dim
+        h = fluid_dropout_infer(np.concatenate(outs), rate)
+        h = np.tanh(h @ w["mlp.layers.0.weight"] + w["mlp.layers.0.bias"])  # fc1, tanh
+        h = np.tanh(h @ w["mlp.layers.1.weight"] + w["mlp.layers.1.bias"])  # fc2, tanh
+        expected.append(logistic_model(h, w, "head"))  # LogisticModel: sigmoid(fc)
+    np.testing.assert_allclose(zoo_probabilities(model, batch), np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_lstm_is_paddlevideos_attention_lstm(paddle):
+    rate, hidden, dims = 0.5, 5, list(SPEC.features.values())
+    model = build_model(
+        "attention-lstm", spec=SPEC, embedding_size=4, lstm_size=hidden, hidden_sizes=[7, 6], dropout=rate
+    )
+    w = randomize(model)
+    batch, videos = make_batch()
+    expected = []
+    for v in videos:
+        outs, start = [], 0
+        for i, dim in enumerate(dims):  # one LSTMAttentionModel per feature, raw features
+            outs.append(lstm_attention(v[:, start : start + dim], w, f"branches.{i}", hidden, rate))
+            start += dim
+        h = np.maximum(np.concatenate(outs) @ w["mlp.layers.0.weight"] + w["mlp.layers.0.bias"], 0.0)  # relu
+        h = np.tanh(h @ w["mlp.layers.1.weight"] + w["mlp.layers.1.bias"])  # tanh
+        expected.append(logistic_model(h, w, "head"))  # logit fc, sigmoid
+    np.testing.assert_allclose(zoo_probabilities(model, batch), np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_models_start_as_paddlevideo_does(paddle):
+    """Initialisers (fluid's MSRA / Xavier) and which biases escape AttentionLSTM's weight decay."""
+    spec = DatasetSpec(num_classes=400, features={"rgb": 300, "audio": 200}, max_frames=10)
+    cluster = dict(build_model("attention-cluster", spec=spec, cluster_num=200).named_parameters())
+    std = {n: float(p.numpy().std()) for n, p in cluster.items()}
+    assert std["attention.0.scores.weight"] == pytest.approx(np.sqrt(2 / 300), rel=0.1)  # MSRA normal
+    # MSRA uniform on a bias: U(+-sqrt(6 / length)), std sqrt(2 / length)
+    assert std["attention.0.scores.bias"] == pytest.approx(np.sqrt(2 / 200), rel=0.2)
+    assert std["mlp.layers.0.bias"] == pytest.approx(np.sqrt(2 / 1024), rel=0.1)
+    assert std["head.fc.weight"] == pytest.approx(np.sqrt(2 / 4096), rel=0.1)
+    assert std["head.fc.bias"] == pytest.approx(np.sqrt(2 / 400), rel=0.2)  # MSRA normal, fan = classes
+    lstm = build_model("attention-lstm", spec=spec, embedding_size=64, lstm_size=32, hidden_sizes=[128, 64])
+    params = dict(lstm.named_parameters())
+    limit = np.sqrt(6 / (64 + 4 * 32))  # the gate fc [E, 4H], Xavier uniform
+    assert np.abs(params["branches.0.lstm.weight_ih_l0"].numpy()).max() == pytest.approx(limit, rel=0.05)
+    no_decay = sorted(n for n, p in params.items() if p.regularizer is not None)
+    assert all(params[n].regularizer._coeff == 0.0 for n in no_decay)  # L2Decay(0.0)
+    assert all(not params[n].numpy().any() for n in no_decay)  # zero biases
+    assert (
+        not params["branches.0.lstm.bias_hh_l0"].numpy().any()
+        and "branches.0.lstm.bias_hh_l0" not in no_decay
+    )
+    assert no_decay == sorted(n for n in params if n.endswith("bias") or "bias_ih" in n)
 
 
 def test_l2_input_norm_leaves_padding_zero_and_needs_no_batch_neighbours(paddle):

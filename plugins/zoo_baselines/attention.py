@@ -2,6 +2,8 @@
 
 Both pool each modality with attention over frames, concatenate the modalities and classify them with a
 small fully connected stack and a logistic layer. The attention softmaxes run over real frames only.
+Initialisers, dropout scaling and which biases escape weight decay follow PaddleVideo 1.x (PaddlePaddle/models
+``PaddleCV/video/models/attention_{cluster,lstm}``); docs/baselines.md lists each choice and the departures.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import paddle
 from paddle import nn
 
 from zoo.config import DatasetSpec
-from zoo.nn import FrameModelOptions, build_head, check_frame_options
+from zoo.nn import FrameModelOptions, LogisticHead, build_head, check_frame_options
 from zoo_baselines.common import (
     MLP,
     check_fraction,
@@ -30,6 +32,29 @@ from zoo_baselines.common import (
 )
 
 Activation = Literal["relu", "relu6", "tanh", "sigmoid"]
+DropoutMode = Literal["downscale_in_infer", "upscale_in_train"]
+
+
+def msra_normal() -> paddle.ParamAttr:
+    """fluid's MSRA(uniform=False): N(0, sqrt(2 / fan_in)); for a bias vector fan_in is its length."""
+    return paddle.ParamAttr(initializer=nn.initializer.KaimingNormal())
+
+
+def msra_uniform() -> paddle.ParamAttr:
+    """fluid's MSRA() (uniform by default): U(+-sqrt(6 / fan_in)); for a bias vector fan_in is its length."""
+    return paddle.ParamAttr(initializer=nn.initializer.KaimingUniform())
+
+
+def xavier_uniform() -> paddle.ParamAttr:
+    """fluid's default weight initialiser (Xavier, uniform): U(+-sqrt(6 / (fan_in + fan_out)))."""
+    return paddle.ParamAttr(initializer=nn.initializer.XavierUniform())
+
+
+def zero_bias_no_decay() -> paddle.ParamAttr:
+    """AttentionLSTM's biases: ParamAttr(regularizer=L2Decay(0.0), initializer=Normal(scale=0.0))."""
+    return paddle.ParamAttr(
+        initializer=nn.initializer.Constant(0.0), regularizer=paddle.regularizer.L2Decay(0.0)
+    )
 
 
 class ShiftingAttention(nn.Layer):
@@ -44,9 +69,8 @@ class ShiftingAttention(nn.Layer):
         super().__init__()
         self.dim = dim
         self.clusters = clusters
-        self.scores = nn.Linear(
-            dim, clusters, weight_attr=paddle.ParamAttr(initializer=nn.initializer.KaimingNormal())
-        )
+        # PaddleVideo: a 1x1 conv, weight MSRA normal, bias MSRA uniform (fan = clusters)
+        self.scores = nn.Linear(dim, clusters, weight_attr=msra_normal(), bias_attr=msra_uniform())
         std = math.sqrt(1.0 / math.sqrt(clusters))  # PaddleVideo's "glorot" for the shift scalars
         self.shift_w = self.create_parameter([clusters, 1], attr=normal_init(std))
         self.shift_b = self.create_parameter([clusters, 1], attr=normal_init(std))
@@ -70,6 +94,10 @@ class AttentionClusterConfig(FrameModelOptions):
     """Attention units per modality (PaddleVideo: cluster_nums [32, 32])."""
     dropout: float = 0.5
     """Dropout on the concatenated attention outputs (PaddleVideo: drop_rate)."""
+    dropout_mode: DropoutMode = "downscale_in_infer"
+    """Where dropout rescales: "downscale_in_infer" (fluid's default, PaddleVideo 1.x) keeps the surviving
+    values as they are while training and multiplies by (1 - dropout) in evaluation; "upscale_in_train"
+    (paddle 2's default) divides by (1 - dropout) while training. Weights trained with one mode need it."""
     hidden_sizes: list[int] = field(default_factory=lambda: [1024, 4096])
     """Fully connected layers between the attention outputs and the classifier (PaddleVideo: fc1, fc2)."""
     hidden_activations: list[Activation] = field(default_factory=lambda: ["tanh", "tanh"])
@@ -79,7 +107,8 @@ class AttentionClusterConfig(FrameModelOptions):
     moe_mixtures: int = 2
     """Experts per class when classifier is "moe"."""
     classifier_prior: float = 0.0
-    """Initial probability of every class, set through the classifier's biases (0: the reference's zero biases).
+    """Initial probability of every class, set through the classifier's biases (0: the reference's MSRA-normal
+    biases, std sqrt(2 / num_classes), p ~ 0.5).
     About 3 / num_classes (YouTube-8M videos have ~3 labels) spares deep heads a long plateau spent learning
     the class priors; the sample sections use it."""
 
@@ -101,14 +130,18 @@ class AttentionCluster(nn.Layer):
         self.attention = nn.LayerList(
             [ShiftingAttention(d, config.cluster_num) for d in self.features.values()]
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout, mode=config.dropout_mode)
         self.mlp = MLP(
             sum(a.out_dim for a in self.attention),
             config.hidden_sizes,
             config.hidden_activations,
-            kaiming=True,
+            weight_attr=msra_normal,
+            bias_attr=msra_uniform,
         )
         self.head = build_head(config.classifier, self.mlp.out_dim, spec.num_classes, config.moe_mixtures)
+        if isinstance(self.head, LogisticHead):  # PaddleVideo's LogisticModel: MSRA-normal weights and biases
+            for p in (self.head.fc.weight, self.head.fc.bias):
+                nn.initializer.KaimingNormal()(p)
         init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:
@@ -122,12 +155,26 @@ class AttentionCluster(nn.Layer):
 class LSTMAttention(nn.Layer):
     """One modality: FC tanh embedding -> bidirectional LSTM -> dropout -> attention-weighted sum over frames."""
 
-    def __init__(self, dim: int, embedding_size: int, lstm_size: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, embedding_size: int, lstm_size: int, dropout: float, dropout_mode: str
+    ) -> None:
         super().__init__()
-        self.embed = nn.Linear(dim, embedding_size)
-        self.lstm = nn.LSTM(embedding_size, lstm_size, direction="bidirect")
-        self.dropout = nn.Dropout(dropout)
-        self.score = nn.Linear(2 * lstm_size, 1)
+        self.embed = nn.Linear(
+            dim, embedding_size, weight_attr=xavier_uniform(), bias_attr=zero_bias_no_decay()
+        )
+        # PaddleVideo: per direction an fc to 4H gate inputs (Xavier, zero bias without decay) and dynamic_lstm's
+        # hidden weights (Xavier) and bias (zero, decayed): paddle's weight_ih/bias_ih and weight_hh/bias_hh
+        self.lstm = nn.LSTM(
+            embedding_size,
+            lstm_size,
+            direction="bidirect",
+            weight_ih_attr=xavier_uniform(),
+            weight_hh_attr=xavier_uniform(),
+            bias_ih_attr=zero_bias_no_decay(),
+            bias_hh_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)),
+        )
+        self.dropout = nn.Dropout(dropout, mode=dropout_mode)
+        self.score = nn.Linear(2 * lstm_size, 1, weight_attr=xavier_uniform(), bias_attr=zero_bias_no_decay())
         self.out_dim = 2 * lstm_size
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor, lengths: paddle.Tensor) -> paddle.Tensor:
@@ -148,6 +195,8 @@ class AttentionLSTMConfig(FrameModelOptions):
     """Hidden units of each LSTM direction (PaddleVideo: lstm_size)."""
     dropout: float = 0.5
     """Dropout on the LSTM outputs before the attention (PaddleVideo: drop_rate)."""
+    dropout_mode: DropoutMode = "downscale_in_infer"
+    """Where dropout rescales (see AttentionClusterConfig.dropout_mode): fluid's default in PaddleVideo 1.x."""
     hidden_sizes: list[int] = field(default_factory=lambda: [8192, 4096])
     """Fully connected layers between the pooled modalities and the classifier (PaddleVideo: 8192, 4096)."""
     hidden_activations: list[Activation] = field(default_factory=lambda: ["relu", "tanh"])
@@ -178,12 +227,21 @@ class AttentionLSTM(nn.Layer):
         self.features = dict(spec.features)
         self.branches = nn.LayerList(
             [
-                LSTMAttention(d, config.embedding_size, config.lstm_size, config.dropout)
+                LSTMAttention(d, config.embedding_size, config.lstm_size, config.dropout, config.dropout_mode)
                 for d in self.features.values()
             ]
         )
-        self.mlp = MLP(sum(b.out_dim for b in self.branches), config.hidden_sizes, config.hidden_activations)
+        self.mlp = MLP(
+            sum(b.out_dim for b in self.branches),
+            config.hidden_sizes,
+            config.hidden_activations,
+            weight_attr=xavier_uniform,
+            bias_attr=zero_bias_no_decay,
+        )
         self.head = build_head(config.classifier, self.mlp.out_dim, spec.num_classes, config.moe_mixtures)
+        if isinstance(self.head, LogisticHead):  # PaddleVideo's logit fc: Xavier weights, zero bias, no decay
+            nn.initializer.XavierUniform()(self.head.fc.weight)
+            self.head.fc.bias.regularizer = paddle.regularizer.L2Decay(0.0)
         init_classifier_prior(self.head, config.classifier_prior, self.name)
 
     def forward(self, batch: dict) -> paddle.Tensor:

@@ -8,7 +8,7 @@ out of BatchNorm statistics and LSTM steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -180,16 +180,31 @@ ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "tanh": paddle.tanh, "sigmoid":
 
 
 class MLP(nn.Layer):
-    """Fully connected layers with the given activations (the attention models' FC stack before the head)."""
+    """Fully connected layers with the given activations (the attention models' FC stack before the head).
+
+    ``weight_attr`` / ``bias_attr`` make one ``ParamAttr`` per layer (None: paddle's defaults), so that each
+    model can start its FC stack the way its reference does.
+    """
 
     def __init__(
-        self, in_dim: int, sizes: Sequence[int], activations: Sequence[str], kaiming: bool = False
+        self,
+        in_dim: int,
+        sizes: Sequence[int],
+        activations: Sequence[str],
+        weight_attr: Callable[[], paddle.ParamAttr] | None = None,
+        bias_attr: Callable[[], paddle.ParamAttr] | None = None,
     ) -> None:
         super().__init__()
         layers = []
         for size in sizes:
-            attr = paddle.ParamAttr(initializer=nn.initializer.KaimingNormal()) if kaiming else None
-            layers.append(nn.Linear(in_dim, size, weight_attr=attr))
+            layers.append(
+                nn.Linear(
+                    in_dim,
+                    size,
+                    weight_attr=weight_attr() if weight_attr else None,
+                    bias_attr=bias_attr() if bias_attr else None,
+                )
+            )
             in_dim = size
         self.layers = nn.LayerList(layers)
         self.activations = list(activations)
