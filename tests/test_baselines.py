@@ -298,3 +298,14 @@ def test_config_defaults_follow_the_references():
         defaults["attention-lstm"]["embedding_size"] == 512
         and defaults["attention-lstm"]["lstm_size"] == 1024
     )
+
+
+@pytest.mark.parametrize("name", ["attention-cluster", "attention-lstm"])
+def test_attention_configs_use_the_references_dropout_and_the_default_reads_older_runs(name):
+    """The bundled configs follow PaddleVideo 1.x (fluid's downscale_in_infer); the model default stays paddle
+    2's upscale_in_train, the mode of runs whose config.json has no dropout_mode."""
+    cfg = load_config(bundled_config(name))
+    assert cfg.model["dropout_mode"] == "downscale_in_infer"
+    from zoo import plugin_class
+
+    assert plugin_class("model", name).Config().dropout_mode == "upscale_in_train"

@@ -319,7 +319,12 @@ def test_netvlad_is_willows_gated_netvlad(paddle, name):
 def test_attention_cluster_is_paddlevideos_attention_cluster(paddle, clusters):
     rate, dims = 0.5, list(SPEC.features.values())
     model = build_model(
-        "attention-cluster", spec=SPEC, cluster_num=clusters, hidden_sizes=[7, 6], dropout=rate
+        "attention-cluster",
+        spec=SPEC,
+        cluster_num=clusters,
+        hidden_sizes=[7, 6],
+        dropout=rate,
+        dropout_mode="downscale_in_infer",  # as configs/attention-cluster.yaml
     )
     w = randomize(model)
     batch, videos = make_batch()
@@ -342,7 +347,13 @@ def test_attention_cluster_is_paddlevideos_attention_cluster(paddle, clusters):
 def test_attention_lstm_is_paddlevideos_attention_lstm(paddle):
     rate, hidden, dims = 0.5, 5, list(SPEC.features.values())
     model = build_model(
-        "attention-lstm", spec=SPEC, embedding_size=4, lstm_size=hidden, hidden_sizes=[7, 6], dropout=rate
+        "attention-lstm",
+        spec=SPEC,
+        embedding_size=4,
+        lstm_size=hidden,
+        hidden_sizes=[7, 6],
+        dropout=rate,
+        dropout_mode="downscale_in_infer",  # as configs/attention-lstm.yaml
     )
     w = randomize(model)
     batch, videos = make_batch()

@@ -94,10 +94,12 @@ class AttentionClusterConfig(FrameModelOptions):
     """Attention units per modality (PaddleVideo: cluster_nums [32, 32])."""
     dropout: float = 0.5
     """Dropout on the concatenated attention outputs (PaddleVideo: drop_rate)."""
-    dropout_mode: DropoutMode = "downscale_in_infer"
-    """Where dropout rescales: "downscale_in_infer" (fluid's default, PaddleVideo 1.x) keeps the surviving
-    values as they are while training and multiplies by (1 - dropout) in evaluation; "upscale_in_train"
-    (paddle 2's default) divides by (1 - dropout) while training. Weights trained with one mode need it."""
+    dropout_mode: DropoutMode = "upscale_in_train"
+    """Where dropout rescales: "downscale_in_infer" (fluid's default, PaddleVideo 1.x; what
+    configs/attention-cluster.yaml sets) keeps the surviving values as they are while training and multiplies
+    by (1 - dropout) in evaluation; "upscale_in_train" (paddle 2's default) divides by (1 - dropout) while
+    training. Weights trained with one mode need it; the default is the mode of runs whose config.json
+    predates this option."""
     hidden_sizes: list[int] = field(default_factory=lambda: [1024, 4096])
     """Fully connected layers between the attention outputs and the classifier (PaddleVideo: fc1, fc2)."""
     hidden_activations: list[Activation] = field(default_factory=lambda: ["tanh", "tanh"])
@@ -195,8 +197,9 @@ class AttentionLSTMConfig(FrameModelOptions):
     """Hidden units of each LSTM direction (PaddleVideo: lstm_size)."""
     dropout: float = 0.5
     """Dropout on the LSTM outputs before the attention (PaddleVideo: drop_rate)."""
-    dropout_mode: DropoutMode = "downscale_in_infer"
-    """Where dropout rescales (see AttentionClusterConfig.dropout_mode): fluid's default in PaddleVideo 1.x."""
+    dropout_mode: DropoutMode = "upscale_in_train"
+    """Where dropout rescales (see AttentionClusterConfig.dropout_mode); configs/attention-lstm.yaml sets
+    fluid's "downscale_in_infer" (PaddleVideo 1.x)."""
     hidden_sizes: list[int] = field(default_factory=lambda: [8192, 4096])
     """Fully connected layers between the pooled modalities and the classifier (PaddleVideo: 8192, 4096)."""
     hidden_activations: list[Activation] = field(default_factory=lambda: ["relu", "tanh"])
