@@ -73,23 +73,6 @@ def batches(
     return out
 
 
-def trained_model(cfg: Any, seed: int = 0) -> Any:
-    import paddle
-
-    from zoo.engine.setup import build_model
-
-    paddle.seed(seed)
-    model = build_model(cfg)
-    rng = np.random.default_rng(seed)
-    for name, tensor in model.state_dict().items():
-        if name.endswith("_mean"):
-            tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
-        elif name.endswith("_variance"):
-            tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
-    model.eval()
-    return model
-
-
 def without_kernel(scorer: Any) -> Any:
     """``scorer`` with NeXtVLAD's C inference kernel switched off (paddle's ops instead)."""
     from zoo_nextvlad import ops
@@ -127,6 +110,7 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     from zoo.engine.loop import dygraph_scorer
     from zoo.engine.setup import count_parameters
     from zoo.engine.weights import apply_weights, read_weights
+    from zoo.testing import trained_model
 
     cfg = size_config(size, args.max_frames)
     model = trained_model(cfg)

@@ -36,3 +36,9 @@ def paddle_cpu():
     from zoo.engine.runtime import init_paddle
 
     return init_paddle("cpu")
+
+
+@pytest.fixture(scope="module")
+def paddle(paddle_cpu):
+    """``paddle`` as a test argument: the module, on CPU."""
+    return paddle_cpu

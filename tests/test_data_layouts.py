@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import TINY_CLASSES, tiny_dataset
 
 import zoo
 from zoo import DatasetSpec
@@ -24,10 +25,9 @@ pytestmark = pytest.mark.tf
 from zoo_yt8m_data.inspection import inspect_sources  # noqa: E402
 from zoo_yt8m_data.packing import pack  # noqa: E402
 from zoo_yt8m_data.readers import dequantize, quantize  # noqa: E402
-from zoo_yt8m_data.synth import SynthSpec, generate  # noqa: E402
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
-CLASSES = 12
+CLASSES = TINY_CLASSES
 FEATURES = {"rgb": 1024, "audio": 128}
 SPEC = DatasetSpec(num_classes=CLASSES, features=FEATURES)
 
@@ -96,21 +96,7 @@ def layouts(tmp_path_factory):
     """The tiny synthetic dataset, and the same videos in the MediaPipe, video_id and float layouts."""
     root = tmp_path_factory.mktemp("layouts")
     official = root / "official"
-    generate(
-        official,
-        SynthSpec(
-            train_videos=60,
-            valid_videos=24,
-            test_videos=24,
-            classes=CLASSES,
-            min_frames=3,
-            max_frames=9,
-            train_shards=2,
-            valid_shards=1,
-            test_shards=1,
-            seed=3,
-        ),
-    )
+    tiny_dataset(official, seed=3)
     rng = np.random.default_rng(0)
     floats: dict[str, dict[str, np.ndarray]] = {}
     for split in ("train", "validate", "test"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import tiny_dataset
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
@@ -28,23 +29,7 @@ TINY = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from zoo_yt8m_data.synth import SynthSpec, generate
-
-    root = tmp_path_factory.mktemp("ema-data")
-    spec = SynthSpec(
-        train_videos=60,
-        valid_videos=24,
-        test_videos=24,
-        classes=12,
-        min_frames=3,
-        max_frames=9,
-        train_shards=2,
-        valid_shards=1,
-        test_shards=1,
-        seed=5,
-    )
-    generate(root, spec)
-    return root
+    return tiny_dataset(tmp_path_factory.mktemp("ema-data"), seed=5)
 
 
 def tiny_config(data: Path, run_dir: Path, *extra: str):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+from data_helpers import tiny_dataset
 
 from zoo import hookimpl
 from zoo.config import load_config
@@ -34,25 +35,7 @@ NEXTVLAD_TINY = [
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from zoo_yt8m_data.synth import SynthSpec, generate
-
-    root = tmp_path_factory.mktemp("tiny-data")
-    generate(
-        root,
-        SynthSpec(
-            train_videos=60,
-            valid_videos=24,
-            test_videos=24,
-            classes=12,
-            min_frames=3,
-            max_frames=9,
-            train_shards=2,
-            valid_shards=1,
-            test_shards=1,
-            seed=3,
-        ),
-    )
-    return root
+    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3)
 
 
 def tiny_config(data: Path, run_dir: Path, *extra: str, model: str = "nextvlad"):

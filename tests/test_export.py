@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_helpers import FEATURES, MAX_FRAMES, TINY, make_batch, tiny_config, trained_weights
 
 import zoo
 from zoo.config import load_config
@@ -20,61 +21,6 @@ from zoo.errors import UsageError, ZooError
 from zoo.plugins import get_plugins
 
 MODELS = get_plugins().registry("model").names()
-FEATURES = {"rgb": 16, "audio": 8}
-MAX_FRAMES = 12
-TINY = {  # small options for the built-in models; other (third-party) models use their defaults
-    "nextvlad": {"cluster_size": 4, "groups": 2, "hidden_size": 16, "gating_reduction": 4},
-    "mix-nextvlad": {"cluster_size": 4, "groups": 2, "hidden_size": 16, "gating_reduction": 4},
-    "dbof": {"cluster_size": 16, "hidden_size": 8},
-    "netvlad": {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8},
-    "netrvlad": {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8},
-    "lstm": {"lstm_size": 8, "lstm_layers": 2},
-    "attention-cluster": {"cluster_num": 3, "hidden_sizes": [16, 8]},
-    "attention-lstm": {"embedding_size": 6, "lstm_size": 5, "hidden_sizes": [16, 8]},
-}
-
-
-def tiny_config(name: str, features: dict[str, int] = FEATURES, **extra):
-    raw = {
-        "dataset": {"preset": "yt8m", "num_classes": 11, "features": features, "max_frames": MAX_FRAMES},
-        "model": {"name": name, **TINY.get(name, {})},
-        **extra,
-    }
-    return load_config(raw=raw, source="test")
-
-
-def make_batch(lengths, features=FEATURES, seed=1):
-    rng = np.random.default_rng(seed)
-    b, t = len(lengths), max(lengths)
-    mask = np.zeros((b, t), np.float32)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    batch = {
-        k: rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None] for k, d in features.items()
-    }
-    batch["mask"] = mask
-    batch["num_frames"] = np.asarray(lengths, np.int64)
-    batch["ids"] = [f"v{i}" for i in range(b)]
-    return batch
-
-
-def trained_weights(cfg, path: Path, seed: int = 0) -> Path:
-    """Weights as ``zoo train`` writes them, with BatchNorm statistics moved off their initial 0 / 1."""
-    import paddle
-
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.setup import build_model
-
-    paddle.seed(seed)
-    model = build_model(cfg)
-    rng = np.random.default_rng(seed)
-    for name, tensor in model.state_dict().items():
-        if name.endswith("_mean"):
-            tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
-        elif name.endswith("_variance"):
-            tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
-    save_weights(path, model)
-    return path
 
 
 def dygraph_probabilities(cfg, weights: Path, batch) -> np.ndarray:

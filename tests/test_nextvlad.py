@@ -7,42 +7,19 @@ checks that converted 1.x weights give the 1.x outputs.
 
 from __future__ import annotations
 
+import nextvlad_helpers
 import numpy as np
 import pytest
+from nextvlad_helpers import SPEC, make_batch
 
 import zoo
-from zoo import DatasetSpec, build_model
+from zoo import build_model
 from zoo.config import bundled_config, load_config
 from zoo.errors import ConfigError, DataError
 
-SPEC = DatasetSpec(num_classes=9, features={"rgb": 16, "audio": 8}, max_frames=20)
-SMALL = {"cluster_size": 6, "groups": 4, "expansion": 2, "hidden_size": 24, "gating_reduction": 4}
-
-
-@pytest.fixture(scope="module")
-def paddle(paddle_cpu):
-    return paddle_cpu
-
 
 def small_model(paddle, seed: int = 0, **options):
-    paddle.seed(seed)
-    return build_model("nextvlad", spec=SPEC, **{**SMALL, **options})
-
-
-def make_batch(paddle, lengths: list[int], seed: int = 0, pad_to: int | None = None, garbage: bool = True):
-    """A contract batch; padded frames hold large random values when ``garbage`` (they must not matter)."""
-    junk = np.random.default_rng(seed + 99)
-    t = pad_to or max(lengths)
-    batch = {}
-    for f, (name, dim) in enumerate(SPEC.features.items()):
-        x = 40.0 * junk.normal(size=(len(lengths), t, dim)) if garbage else np.zeros((len(lengths), t, dim))
-        for i, n in enumerate(lengths):  # video i's frames do not depend on the other videos
-            x[i, :n] = np.random.default_rng([seed, i, f]).uniform(-2, 2, size=(n, dim))
-        batch[name] = paddle.to_tensor(x.astype(np.float32))
-    mask = (np.arange(t)[None, :] < np.array(lengths)[:, None]).astype(np.float32)
-    batch["mask"] = paddle.to_tensor(mask)
-    batch["num_frames"] = paddle.to_tensor(np.array(lengths, np.int64))
-    return batch
+    return nextvlad_helpers.small_model(paddle, "nextvlad", seed, **options)
 
 
 def trainable(model) -> int:

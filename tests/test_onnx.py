@@ -12,66 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_helpers import FEATURES, make_batch, tiny_config, trained_weights
 
 import zoo
-from zoo.config import load_config
 from zoo.errors import UsageError, ZooError
 from zoo.plugins import get_plugins
+from zoo.testing import trained_model
 
 pytest.importorskip("paddle2onnx")
 pytest.importorskip("onnxruntime")
 
 MODELS = get_plugins().registry("model").names()
-FEATURES = {"rgb": 16, "audio": 8}
-MAX_FRAMES = 12
-TINY = {
-    "nextvlad": {"cluster_size": 4, "groups": 2, "hidden_size": 16, "gating_reduction": 4},
-    "dbof": {"cluster_size": 16, "hidden_size": 8},
-    "netvlad": {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8},
-    "netrvlad": {"cluster_sizes": {"rgb": 4, "audio": 2}, "hidden_size": 8},
-    "lstm": {"lstm_size": 8, "lstm_layers": 2},
-    "attention-cluster": {"cluster_num": 3, "hidden_sizes": [16, 8]},
-    "attention-lstm": {"embedding_size": 6, "lstm_size": 5, "hidden_sizes": [16, 8]},
-}
 RECURRENT = {"lstm": 2, "attention-lstm": 2}  # LSTM nodes whose sequence lengths the export restores
-
-
-def tiny_config(name: str, features: dict[str, int] = FEATURES, **extra):
-    raw = {
-        "dataset": {"preset": "yt8m", "num_classes": 11, "features": features, "max_frames": MAX_FRAMES},
-        "model": {"name": name, **TINY.get(name, {})},
-        **extra,
-    }
-    return load_config(raw=raw, source="test")
-
-
-def make_batch(lengths, features=FEATURES, seed=1):
-    rng = np.random.default_rng(seed)
-    b, t = len(lengths), max(lengths)
-    mask = (np.arange(t)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
-    batch = {
-        k: rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None] for k, d in features.items()
-    }
-    batch.update(mask=mask, num_frames=np.asarray(lengths, np.int64))
-    return batch
-
-
-def trained_model(cfg, seed: int = 0):
-    """The model with BatchNorm statistics moved off their initial 0 / 1 (so a dropped BN would show)."""
-    import paddle
-
-    from zoo.engine.setup import build_model
-
-    paddle.seed(seed)
-    model = build_model(cfg)
-    rng = np.random.default_rng(seed)
-    for name, tensor in model.state_dict().items():
-        if name.endswith("_mean"):
-            tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
-        elif name.endswith("_variance"):
-            tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
-    model.eval()
-    return model
 
 
 def save(model, path: Path) -> Path:
@@ -260,7 +212,7 @@ def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle_cpu, t
         predict={"batch_size": 4, "top_k": 5},
     )
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    save(trained_model(cfg), run / WEIGHTS_FILE)
+    trained_weights(cfg, run / WEIGHTS_FILE)
     export = tmp_path / "export"
     args = ["export", "--format", "onnx", "--weights", str(run), "--output", str(export)]
     assert main([*args, "--vocabulary", str(data / "vocabulary.csv")]) == 0

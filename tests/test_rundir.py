@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import tiny_dataset
 from test_engine import run_cli, tiny_config, weights_of
 
 from zoo.config import load_config
@@ -26,23 +27,7 @@ from zoo.errors import ConfigError, DataError, UsageError, ZooError
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from zoo_yt8m_data.synth import SynthSpec, generate
-
-    root = tmp_path_factory.mktemp("tiny-data")
-    spec = SynthSpec(
-        train_videos=60,
-        valid_videos=24,
-        test_videos=24,
-        classes=12,
-        min_frames=3,
-        max_frames=9,
-        seed=3,
-        train_shards=2,
-        valid_shards=1,
-        test_shards=1,
-    )
-    generate(root, spec)
-    return root
+    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3)
 
 
 def _flip_byte(path: Path, at: int = -100) -> None:

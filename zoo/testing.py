@@ -166,6 +166,26 @@ def _batchnorm_buffers(model: Any) -> dict[str, np.ndarray]:
     }
 
 
+def trained_model(cfg: Any, seed: int = 0) -> Any:
+    """``cfg``'s model (a :class:`zoo.config.ZooConfig`) in eval mode, seeded, with its BatchNorm statistics
+    moved off their initial 0 / 1 as training moves them: an export or conversion that drops or misapplies a
+    BatchNorm changes the predictions only then. For export tests and inference benchmarks."""
+    import paddle
+
+    from zoo.engine.setup import build_model
+
+    paddle.seed(seed)
+    model = build_model(cfg)
+    rng = np.random.default_rng(seed)
+    for name, tensor in model.state_dict().items():
+        if name.endswith("_mean"):
+            tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
+        elif name.endswith("_variance"):
+            tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
+    model.eval()
+    return model
+
+
 class _ModelChecks:
     """The model checks, sharing one model and one batch per check."""
 

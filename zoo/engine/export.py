@@ -185,6 +185,26 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def dygraph_model(
+    cfg: ZooConfig, weights: str | None, weights_sha256: str | None = None, *, quiet: bool = True
+) -> tuple[Any, dict[str, Any]]:
+    """``cfg``'s model in eval mode with ``weights`` (its random initialisation when None), and the
+    ``weights`` record of an export's metadata: what every export runs and is checked against."""
+    from zoo.engine.setup import build_model
+    from zoo.engine.weights import apply_weights, read_weights
+
+    model = build_model(cfg)
+    info: dict[str, Any] = {"source": None, "format": None, "random_init": True}
+    if weights is not None:
+        loaded = read_weights(weights, sha256=weights_sha256)
+        report = apply_weights(model, loaded, strict=True)
+        info = {"source": loaded.origin, "format": loaded.format, "random_init": False}
+        if not quiet:
+            print(f"weights: {loaded.origin} ({loaded.format}): {report.summary()}", file=sys.stderr)
+    model.eval()
+    return model, info
+
+
 def export_model(
     cfg: ZooConfig,
     weights: str | None,
@@ -205,8 +225,7 @@ def export_model(
     """
     import paddle
 
-    from zoo.engine.setup import build_model, count_parameters
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.setup import count_parameters
 
     output = Path(output)
     _check_output(output)
@@ -225,15 +244,7 @@ def export_model(
             f"(the exported program uses that name for its own input)"
         )
     vocab_map, vocab_path = _read_vocabulary(vocabulary, cfg)
-    model = build_model(cfg)
-    weights_info: dict[str, Any] = {"source": None, "format": None, "random_init": True}
-    if weights is not None:
-        loaded = read_weights(weights, sha256=weights_sha256)
-        report = apply_weights(model, loaded, strict=True)
-        weights_info = {"source": loaded.origin, "format": loaded.format, "random_init": False}
-        if not quiet:
-            print(f"weights: {loaded.origin} ({loaded.format}): {report.summary()}", file=sys.stderr)
-    model.eval()
+    model, weights_info = dygraph_model(cfg, weights, weights_sha256, quiet=quiet)
     parameters = count_parameters(model)
     config = cfg.to_dict()
     config["predict"]["vocabulary"] = VOCABULARY_FILE if vocab_path else None
@@ -616,6 +627,9 @@ class ExportedModel:
     ``num_frames [B]``; other keys are ignored) and returns probabilities ``[B, num_classes]``.
     """
 
+    model_file = PROGRAM_FILE
+    """The file holding the model, named when its output does not fit the metadata."""
+
     def __init__(
         self,
         root: Path,
@@ -720,20 +734,24 @@ class ExportedModel:
         arrays, b = self._arrays(dequantize_batch(batch, self.features))
         if b == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        for name, value in zip(self.metadata["inputs"], arrays):
-            handle = self._inputs[name]
-            handle.reshape(list(value.shape))
-            handle.copy_from_cpu(value)
-        self._predictor.run()
-        out = self._output.copy_to_cpu()
+        out = self._run(arrays)
         if out.shape != (b, self.num_classes):
             raise ZooError(
-                f"{self.root / PROGRAM_FILE} returned shape {list(out.shape)}, expected [{b}, "
+                f"{self.root / self.model_file} returned shape {list(out.shape)}, expected [{b}, "
                 f"{self.num_classes}] per {METADATA_FILE}; the files come from different exports"
             )
         return out.astype(np.float32, copy=False)
 
     __call__ = predict
+
+    def _run(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """The runtime's output for the program's inputs (``metadata["inputs"]`` order)."""
+        for name, value in zip(self.metadata["inputs"], arrays):
+            handle = self._inputs[name]
+            handle.reshape(list(value.shape))
+            handle.copy_from_cpu(value)
+        self._predictor.run()
+        return self._output.copy_to_cpu()
 
 
 def load_exported(

@@ -334,22 +334,14 @@ def _dygraph_model(
 ) -> tuple[Any, dict[str, Any]]:
     """The model to export and compare with (its random initialisation when ``weights`` is None), and
     the ``weights`` record of the metadata."""
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.export import dygraph_model
 
     if weights is None and not allow_random:
         raise UsageError(
             f"exporting {cfg.model_name} without --weights would export untrained random weights; give "
             f"--weights or pass --allow-random if that is what you want"
         )
-    model = build_model(cfg)
-    info: dict[str, Any] = {"source": None, "format": None, "random_init": True}
-    if weights is not None:
-        loaded = read_weights(weights, sha256=weights_sha256)
-        apply_weights(model, loaded, strict=True)
-        info = {"source": loaded.origin, "format": loaded.format, "random_init": False}
-    model.eval()
-    return model, info
+    return dygraph_model(cfg, weights, weights_sha256)
 
 
 def check_against(model: Any, directory: Path, metadata: dict[str, Any]) -> float:
@@ -468,6 +460,8 @@ def _providers(device: str) -> list[str]:
 class OnnxModel(ExportedModel):
     """An ONNX export run by ONNX Runtime; takes the same batches as :class:`ExportedModel`."""
 
+    model_file = ONNX_FILE
+
     def __init__(
         self,
         root: Path,
@@ -517,22 +511,9 @@ class OnnxModel(ExportedModel):
             )
         self._output = self._session.get_outputs()[0].name
 
-    def predict(self, batch: dict[str, Any]) -> np.ndarray:
-        """Probabilities ``[B, num_classes]`` (float32) for one batch (quantized batches are dequantized first)."""
-        from zoo.data.pipeline import dequantize_batch
-
-        arrays, b = self._arrays(dequantize_batch(batch, self.features))
-        if b == 0:
-            return np.zeros((0, self.num_classes), np.float32)
+    def _run(self, arrays: list[np.ndarray]) -> np.ndarray:
         (out,) = self._session.run([self._output], dict(zip(self.metadata["inputs"], arrays)))
-        if out.shape != (b, self.num_classes):
-            raise ZooError(
-                f"{self.root / ONNX_FILE} returned shape {list(out.shape)}, expected [{b}, {self.num_classes}] "
-                f"per metadata.json; the files come from different exports"
-            )
-        return out.astype(np.float32, copy=False)
-
-    __call__ = predict
+        return out
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.root)!r}, model={self.metadata['model']!r}, device={self.device!r})"

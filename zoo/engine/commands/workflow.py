@@ -45,6 +45,13 @@ def _add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-sha256", metavar="HEX", help="expected SHA-256 of a --weights URL")
 
 
+def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `zoo eval` and `zoo predict` both take: the config with MODEL, --data and --weights."""
+    add_config_arguments(parser, model_positional=True)
+    _add_data_argument(parser)
+    _add_weights_arguments(parser)
+
+
 def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
     from zoo.engine.runtime import init_paddle
     from zoo.engine.setup import check_data_sources, ensure_data
@@ -268,14 +275,18 @@ def _class_names(cfg: ZooConfig) -> dict[int, str] | None:
 
 
 def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cfg: ZooConfig) -> list[Path]:
-    from zoo.atomic import atomic_write_text
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = out_dir / "eval_results.json"
-    atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
-    written = [results]
+    written = [_write_results(out_dir / "eval_results.json", metrics, cfg)]
     written += metric.write_reports(out_dir, _class_names(cfg))
     return written
+
+
+def _write_results(path: Path, metrics: dict[str, float], cfg: ZooConfig) -> Path:
+    """``{"model": ..., "metrics": ...}`` as JSON at ``path`` (its folder made first), written atomically."""
+    from zoo.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
+    return path
 
 
 class EvalCommand:
@@ -284,9 +295,7 @@ class EvalCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser, model_positional=True)
-        _add_data_argument(parser)
-        _add_weights_arguments(parser)
+        _add_inference_arguments(parser)
         parser.add_argument(
             "--output", metavar="DIR", default="eval", help="where results go (default ./eval)"
         )
@@ -311,7 +320,6 @@ class EvalCommand:
 
 def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
     import zoo
-    from zoo.atomic import atomic_write_text
     from zoo.engine.loop import dygraph_scorer
     from zoo.engine.segments import evaluate_segments
     from zoo.engine.setup import split_paths
@@ -322,10 +330,7 @@ def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
     metrics = evaluate_segments(
         dygraph_scorer(model, cfg.dataset.features), cfg, list(paths), top_n=args.top_segments
     )
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / "segment_eval_results.json"
-    atomic_write_text(results, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
+    results = _write_results(Path(args.output) / "segment_eval_results.json", metrics, cfg)
     metric = zoo.build_metric("yt8m-segment", spec=cfg.dataset)  # its headline and display order
     _print_table(_metric_rows(metrics, metric), ["metric", "value"])
     print(f"wrote {results}")
@@ -348,15 +353,23 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
     return written
 
 
+def _exported_scorer(args: argparse.Namespace) -> tuple[ZooConfig, Any]:
+    """``--model DIR``: the export's own config and its predictor (the same batches as the dygraph model)."""
+    from zoo.engine.export import GpuOptions, load_exported
+
+    gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
+    exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
+    args.config, args.model = None, None
+    return _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)"), exported.predict
+
+
 class PredictCommand:
     name = "predict"
     help = "top-k classes with probabilities per video (JSONL and the formats)"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser, model_positional=True)
-        _add_data_argument(parser)
-        _add_weights_arguments(parser)
+        _add_inference_arguments(parser)
         parser.add_argument(
             "--filelist",
             metavar="PATH",
@@ -423,15 +436,7 @@ class PredictCommand:
         if args.vocabulary:
             args.override.append(f"predict.vocabulary={json.dumps(args.vocabulary)}")
         if args.model_dir:
-            from zoo.engine.export import GpuOptions, load_exported
-
-            gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
-            exported = load_exported(
-                args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu
-            )
-            args.config, args.model = None, None
-            cfg = _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)")
-            scorer = exported.predict
+            cfg, scorer = _exported_scorer(args)
         else:
             cfg = _prepare(args)
             scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
@@ -456,15 +461,7 @@ def _predict_segments(args: argparse.Namespace) -> int:
     from zoo.engine.setup import split_paths
 
     if args.model_dir:  # an exported model: its predictor takes the same (segment) batches
-        from zoo.engine.export import GpuOptions, load_exported
-
-        gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
-        exported = load_exported(
-            args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu
-        )
-        args.config, args.model = None, None
-        cfg = _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)")
-        scorer = exported.predict
+        cfg, scorer = _exported_scorer(args)
     else:
         if args.filelist:
             args.override.append(f"data.infer={json.dumps(args.filelist)}")
