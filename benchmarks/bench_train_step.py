@@ -4,6 +4,7 @@
     python benchmarks/bench_train_step.py --steps 5 --json results.json
     python benchmarks/bench_train_step.py --cases full-300 sample
     python benchmarks/bench_train_step.py --cases full-300 --formulations expanded factored --rounds 3
+    python benchmarks/bench_train_step.py --cases full-300 --optimizers paddle inplace --steps 2
 
 A training step is forward + sigmoid cross-entropy (summed over classes, mean over the batch) + backward +
 Adam, on random features (uniform in [-2, 2], the dequantized range) with ~3 labels per video. Cases:
@@ -19,6 +20,12 @@ before and right after each case's steps in the same process; the larger value c
 counts the model's matmul FLOPs analytically (``NeXtVLAD.flops``: forward + backward, over all T frames
 the step computes); elementwise work is not counted, so 100% is not reachable. Goal: ``full-300`` at 50% of
 the peak or better. Each case runs in its own process so its peak RSS is its own.
+
+``--optimizers plain paddle inplace`` compares the Adam of the step (alternating like the formulations):
+``plain`` is Adam alone (the default); ``paddle`` and ``inplace`` are the engine's optimizer with the default
+recipe (global clipping at 1.0, L2 1e-5 on every parameter; ``zoo.engine.optim.build_optimizer``), with paddle's
+own clip and L2 term (a second copy of every gradient during the update) or the in-place ones
+(``zoo.engine.gradclip``).
 
 ``--formulations expanded factored`` compares the two forms of the NeXtVLAD branch (``model.formulation``):
 each case runs ``--rounds`` times per form, alternating the forms (A B A B ...) so a busy machine slows both
@@ -49,6 +56,7 @@ import time
 from pathlib import Path
 
 CASES = ("full-300", "padded-300", "full-100", "sample")
+OPTIMIZERS = ("plain", "paddle", "inplace")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -76,7 +84,14 @@ def sample_options() -> dict:
     return model
 
 
-def run_case(case: str, steps: int, batch_size: int, threads: int | None, formulation: str | None) -> dict:
+def run_case(
+    case: str,
+    steps: int,
+    batch_size: int,
+    threads: int | None,
+    formulation: str | None,
+    optimizer_kind: str = "plain",
+) -> dict:
     import numpy as np
 
     import zoo
@@ -98,7 +113,13 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
         options["formulation"] = formulation
     model = zoo.build_model("nextvlad", preset="yt8m", num_classes=classes, **options)
     model.train()
-    optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
+    if optimizer_kind == "plain":
+        optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
+    else:  # the engine's: the default recipe's clipping and L2 term, paddle's own or in place
+        from zoo.config import TrainConfig
+        from zoo.engine.optim import build_optimizer
+
+        optimizer = build_optimizer(model, TrainConfig(), in_place=optimizer_kind == "inplace")
 
     def make_batch() -> tuple[dict, object, int, int]:
         n = rng.integers(lengths[0], lengths[1] + 1, batch_size)
@@ -153,6 +174,7 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
     return {
         "case": case,
         "formulation": model.config.formulation,
+        "optimizer": optimizer_kind,
         "batch_size": batch_size,
         "frames": f"{lengths[0]}-{lengths[1]}" if lengths[0] != lengths[1] else str(lengths[0]),
         "parameters": count_parameters(model),
@@ -195,32 +217,42 @@ def main() -> int:
         default=None,
         help="NeXtVLAD branch forms to compare, alternating (default: the model's default only)",
     )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=OPTIMIZERS,
+        default=["plain"],
+        help="Adam variants to compare, alternating like the formulations (default: plain)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="processes per case and formulation")
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # child process: one case
     parser.add_argument("--formulation", help=argparse.SUPPRESS)
+    parser.add_argument("--optimizer", default="plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.case:
-        print(json.dumps(run_case(args.case, args.steps, args.batch_size, args.threads, args.formulation)))
+        row = run_case(args.case, args.steps, args.batch_size, args.threads, args.formulation, args.optimizer)
+        print(json.dumps(row))
         return 0
 
-    forms = args.formulations or [None]
+    forms = [(f, o) for f in (args.formulations or [None]) for o in args.optimizers]
     results = []
     for case in args.cases:
-        runs: dict[str | None, list[dict]] = {form: [] for form in forms}
+        runs: dict[tuple, list[dict]] = {form: [] for form in forms}
         for _ in range(args.rounds):
-            for form in forms:
+            for form, opt in forms:
                 command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
                 command += ["--batch-size", str(args.batch_size)]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
                 if form:
                     command += ["--formulation", form]
+                command += ["--optimizer", opt]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
-                    print(f"{case} {form or ''} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                    print(f"{case} {form or ''} {opt} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
                     return 1
-                runs[form].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                runs[form, opt].append(json.loads(done.stdout.strip().splitlines()[-1]))
         merged = {form: _merge(rounds) for form, rounds in runs.items()}
         first = merged[forms[0]]
         for r in merged.values():
@@ -229,13 +261,13 @@ def main() -> int:
             r["speed_vs_first_cpu"] = first["step_cpu_seconds"] / r["step_cpu_seconds"]
             results.append(r)
             ratio = (
-                f"  {r['speed_vs_first']:.2f}x {first['formulation']} (best steps "
+                f"  {r['speed_vs_first']:.2f}x {first['formulation']} {first['optimizer']} (best steps "
                 f"{r['speed_vs_first_best']:.2f}x, CPU time {r['speed_vs_first_cpu']:.2f}x)"
                 if len(forms) > 1
                 else ""
             )
             print(
-                f"{r['case']:<11} {r['formulation']:<8} B={r['batch_size']} T={r['frames']:<7} "
+                f"{r['case']:<11} {r['formulation']:<8} {r['optimizer']:<7} B={r['batch_size']} T={r['frames']:<7} "
                 f"{r['step_seconds']:6.2f} s/step "
                 f"(cpu {r['step_cpu_seconds']:6.2f} s)  {r['videos_per_second']:7.1f} videos/s  "
                 f"{r['gflop_per_step']:5.0f} GFLOP  "
