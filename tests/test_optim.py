@@ -135,3 +135,47 @@ def test_the_step_holds_no_second_copy_of_the_gradients(mode):
     # tensor (8 MB) at a time
     chunk = gradclip.CHUNK_ELEMENTS * 4 / 2**20
     assert peaks[True] < (8.0 if mode == "per_tensor" else chunk) + 0.5
+
+
+class TwoBranches(paddle.nn.Layer):
+    """Branch ``a`` or ``b`` per step: each parameter misses its gradient in every other step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = paddle.nn.Linear(4, 3)
+        self.b = paddle.nn.Linear(4, 3)
+
+    def forward(self, x, step):
+        return (self.a if step % 2 else self.b)(x) if step < 5 else self.a(x) + self.b(x)
+
+
+def branch_steps(free: bool, fill: bool):
+    """Parameters after 7 steps; gradients zeroed by paddle (free False) or freed (filled in if ``fill``)."""
+    from types import SimpleNamespace
+
+    from zoo.engine.trainer import Trainer
+
+    paddle.seed(0)
+    model = TwoBranches()
+    cfg = dataclasses.replace(TrainConfig(), learning_rate=0.05, gradient_clip_norm=0.5, l2_penalty=0.05)
+    opt = build_optimizer(model, cfg)
+    stub = SimpleNamespace(model=model, _had_gradient=set())
+    rng = np.random.default_rng(1)
+    for step in range(7):
+        (model(paddle.to_tensor(rng.normal(size=(5, 4)).astype("float32")), step) ** 2).mean().backward()
+        if fill:
+            Trainer._zero_unreached_gradients(stub)
+        opt.step()
+        opt.clear_grad(set_to_zero=not free)
+    return {n: p.numpy().copy() for n, p in model.named_parameters()}
+
+
+def test_freed_gradients_give_the_update_of_zeroed_ones():
+    """The trainer frees gradients between steps (no zeroed tensor for backward to add into) and gives a
+    zero gradient to parameters that had one before, as paddle's zeroed gradients did."""
+    want = branch_steps(free=False, fill=False)
+    got = branch_steps(free=True, fill=True)
+    for name in want:
+        np.testing.assert_array_equal(bits(got[name]), bits(want[name]), err_msg=name)
+    skipped = branch_steps(free=True, fill=False)  # without the zero gradients the update differs
+    assert any(not np.array_equal(skipped[n], want[n]) for n in want)
