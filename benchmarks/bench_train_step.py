@@ -25,7 +25,9 @@ the peak or better. Each case runs in its own process so its peak RSS is its own
 ``plain`` is Adam alone (the default); ``paddle`` and ``inplace`` are the engine's optimizer with the default
 recipe (global clipping at 1.0, L2 1e-5 on every parameter; ``zoo.engine.optim.build_optimizer``), with paddle's
 own clip and L2 term (a second copy of every gradient during the update) or the in-place ones
-(``zoo.engine.gradclip``).
+(``zoo.engine.gradclip``), both with paddle's zeroed gradients between steps (``clear_grad()``); ``engine`` is
+the trainer's step: the in-place ones and gradients freed between steps (``step_peak_total_mb`` compares
+these: what lives between steps differs by the gradients).
 
 ``--formulations expanded factored`` compares the two forms of the NeXtVLAD branch (``model.formulation``):
 each case runs ``--rounds`` times per form, alternating the forms (A B A B ...) so a busy machine slows both
@@ -33,8 +35,9 @@ alike; per form the median step over all its rounds counts, the peak RSS is the 
 and the speed ratio of each form against the first one listed is printed: median steps (wall), best steps (wall)
 and median CPU seconds per step. Peak memory: the process's peak RSS and the peak of paddle's host allocator
 (``peak_allocated_mb``: live tensors only, so the forms' difference is not blurred by allocator caching),
-and a steady-state step's own allocator peak above what lives between steps (``step_peak_allocated_mb``:
-activations and temporaries; the weights, gradients and Adam moments are the same for both forms). Both forms count their own FLOPs
+a steady-state step's allocator peak (``step_peak_total_mb``) and its part above what lives between steps
+(``step_peak_allocated_mb``: activations and temporaries; the weights, gradients and Adam moments are the same
+for both forms). Both forms count their own FLOPs
 (``NeXtVLAD.flops(frames, batch_size)``, the factored form's once-per-step product matrices included).
 
 Timings are wall-clock medians. On a shared machine (other jobs on the same cores) the wall clock of both the
@@ -56,7 +59,7 @@ import time
 from pathlib import Path
 
 CASES = ("full-300", "padded-300", "full-100", "sample")
-OPTIMIZERS = ("plain", "paddle", "inplace")
+OPTIMIZERS = ("plain", "paddle", "inplace", "engine")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -119,7 +122,8 @@ def run_case(
         from zoo.config import TrainConfig
         from zoo.engine.optim import build_optimizer
 
-        optimizer = build_optimizer(model, TrainConfig(), in_place=optimizer_kind == "inplace")
+        optimizer = build_optimizer(model, TrainConfig(), in_place=optimizer_kind != "paddle")
+    free_gradients = optimizer_kind == "engine"  # as the trainer does (one process): freed, not zeroed
 
     def make_batch() -> tuple[dict, object, int, int]:
         n = rng.integers(lengths[0], lengths[1] + 1, batch_size)
@@ -143,7 +147,7 @@ def run_case(
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
         loss.backward()
         optimizer.step()
-        optimizer.clear_grad()
+        optimizer.clear_grad(set_to_zero=not free_gradients)
         return float(loss)
 
     batches = [make_batch() for _ in range(steps + 1)]
@@ -153,13 +157,14 @@ def run_case(
     per_video = model.flops(0, batch_size)["train"]  # what does not grow with the frames
     per_frame = model.flops(1, batch_size)["train"] - per_video  # the counts are linear in the frames
     stat = paddle.base.core
-    step_peaks = []
+    step_peaks, step_totals = [], []
     for batch, labels, t, valid in batches[1:]:
         stat.host_memory_stat_reset_peak_value("Allocated", 0)
         before = stat.host_memory_stat_current_value("Allocated", 0)
         start, start_cpu = time.perf_counter(), time.process_time()
         loss = step(batch, labels)
-        step_peaks.append((stat.host_memory_stat_peak_value("Allocated", 0) - before) / 2**20)
+        step_totals.append(stat.host_memory_stat_peak_value("Allocated", 0) / 2**20)
+        step_peaks.append(step_totals[-1] - before / 2**20)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         flops.append(model.flops(t, batch_size)["train"] * batch_size)
@@ -197,6 +202,9 @@ def run_case(
         # a steady-state step's own peak above what lives between steps (weights, gradients, Adam moments):
         # the activations and temporaries of forward, backward and the update
         "step_peak_allocated_mb": max(step_peaks),
+        # the same peak in full (weights, Adam state and gradients included): comparable when the gradients
+        # live between steps (zeroed) and when they do not (freed)
+        "step_peak_total_mb": max(step_totals),
         "load_average": os.getloadavg()[0],
     }
 
@@ -275,7 +283,8 @@ def main() -> int:
                 f"= {100 * r['fraction_of_peak']:5.1f}% "
                 f"(per CPU second: {100 * r['fraction_of_peak_cpu_time']:5.1f}%)  "
                 f"peak RSS {r['peak_rss_mb']:6.0f} MB (allocated {r['peak_allocated_mb']:6.0f} MB, "
-                f"step {r['step_peak_allocated_mb']:5.0f} MB above the weights and Adam state)  "
+                f"step {r['step_peak_total_mb']:6.0f} MB, {r['step_peak_allocated_mb']:5.0f} MB above what lives "
+                f"between steps)  "
                 f"load {r.get('load_averages', r['load_average'])}{ratio}",
                 flush=True,
             )
@@ -310,6 +319,7 @@ def _merge(rounds: list[dict]) -> dict:
         peak_rss_mb=max(r["peak_rss_mb"] for r in rounds),
         peak_allocated_mb=max(r["peak_allocated_mb"] for r in rounds),
         step_peak_allocated_mb=max(r["step_peak_allocated_mb"] for r in rounds),
+        step_peak_total_mb=max(r["step_peak_total_mb"] for r in rounds),
         load_averages=[round(r["load_average"], 1) for r in rounds],
     )
     return row
