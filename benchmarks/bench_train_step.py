@@ -23,7 +23,8 @@ the peak or better. Each case runs in its own process so its peak RSS is its own
 
 ``--optimizers plain paddle inplace`` compares the Adam of the step (alternating like the formulations):
 ``plain`` is Adam alone (the default); ``paddle`` and ``inplace`` are the engine's optimizer with the default
-recipe (global clipping at 1.0, L2 1e-5 on every parameter; ``zoo.engine.optim.build_optimizer``), with paddle's
+recipe (clipping at 1.0, ``--clip-mode`` global or per_tensor, L2 1e-5 on every parameter;
+``zoo.engine.optim.build_optimizer``), with paddle's
 own clip and L2 term (a second copy of every gradient during the update) or the in-place ones
 (``zoo.engine.gradclip``), both with paddle's zeroed gradients between steps (``clear_grad()``); ``engine`` is
 the trainer's step: the in-place ones and gradients freed between steps (``step_peak_total_mb`` compares
@@ -94,6 +95,7 @@ def run_case(
     threads: int | None,
     formulation: str | None,
     optimizer_kind: str = "plain",
+    clip_mode: str = "global",
 ) -> dict:
     import numpy as np
 
@@ -122,7 +124,8 @@ def run_case(
         from zoo.config import TrainConfig
         from zoo.engine.optim import build_optimizer
 
-        optimizer = build_optimizer(model, TrainConfig(), in_place=optimizer_kind != "paddle")
+        recipe = TrainConfig(gradient_clip_mode=clip_mode)
+        optimizer = build_optimizer(model, recipe, in_place=optimizer_kind != "paddle")
     free_gradients = optimizer_kind == "engine"  # as the trainer does (one process): freed, not zeroed
 
     def make_batch() -> tuple[dict, object, int, int]:
@@ -180,6 +183,7 @@ def run_case(
         "case": case,
         "formulation": model.config.formulation,
         "optimizer": optimizer_kind,
+        "clip_mode": clip_mode,
         "batch_size": batch_size,
         "frames": f"{lengths[0]}-{lengths[1]}" if lengths[0] != lengths[1] else str(lengths[0]),
         "parameters": count_parameters(model),
@@ -232,6 +236,12 @@ def main() -> int:
         default=["plain"],
         help="Adam variants to compare, alternating like the formulations (default: plain)",
     )
+    parser.add_argument(
+        "--clip-mode",
+        choices=("global", "per_tensor"),
+        default="global",
+        help="train.gradient_clip_mode of the engine's optimizers (paddle, inplace, engine)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="processes per case and formulation")
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # child process: one case
     parser.add_argument("--formulation", help=argparse.SUPPRESS)
@@ -239,7 +249,15 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.case:
-        row = run_case(args.case, args.steps, args.batch_size, args.threads, args.formulation, args.optimizer)
+        row = run_case(
+            args.case,
+            args.steps,
+            args.batch_size,
+            args.threads,
+            args.formulation,
+            args.optimizer,
+            args.clip_mode,
+        )
         print(json.dumps(row))
         return 0
 
@@ -255,7 +273,7 @@ def main() -> int:
                     command += ["--threads", str(args.threads)]
                 if form:
                     command += ["--formulation", form]
-                command += ["--optimizer", opt]
+                command += ["--optimizer", opt, "--clip-mode", args.clip_mode]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     print(f"{case} {form or ''} {opt} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
