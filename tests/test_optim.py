@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import paddle
 import pytest
+from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
 
 from zoo.config import TrainConfig
 from zoo.engine import gradclip
@@ -179,3 +180,33 @@ def test_freed_gradients_give_the_update_of_zeroed_ones():
         np.testing.assert_array_equal(bits(got[name]), bits(want[name]), err_msg=name)
     skipped = branch_steps(free=True, fill=False)  # without the zero gradients the update differs
     assert any(not np.array_equal(skipped[n], want[n]) for n in want)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
+    tiny_data,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    mode,
+):
+    """A whole run (NeXtVLAD, 16 steps, clipping active, L2 on every parameter) against the engine before:
+    paddle's grad_clip and weight_decay and gradients zeroed between steps."""
+    from zoo.engine import trainer as trainer_module
+    from zoo.engine.trainer import Trainer
+
+    extra = (f"train.gradient_clip_mode={mode}", "train.gradient_clip_norm=0.05", "train.l2_penalty=0.01")
+    Trainer(tiny_config(tiny_data, tmp_path / "new", *extra), progress=False).fit()
+
+    def old_optimizer(model, train_cfg):
+        opt = build_optimizer(model, train_cfg, in_place=False)
+        zeroing = opt.clear_grad
+        opt.clear_grad = lambda set_to_zero=True: zeroing(set_to_zero=True)
+        return opt
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", old_optimizer)
+    monkeypatch.setattr(Trainer, "_zero_unreached_gradients", lambda self: None)
+    Trainer(tiny_config(tiny_data, tmp_path / "old", *extra), progress=False).fit()
+    new, old = weights_of(tmp_path / "new"), weights_of(tmp_path / "old")
+    assert new.keys() == old.keys()
+    for name in new:
+        np.testing.assert_array_equal(bits(new[name]), bits(old[name]), err_msg=name)
