@@ -4,6 +4,7 @@
     python benchmarks/bench_train_step.py --steps 5 --json results.json
     python benchmarks/bench_train_step.py --cases full-300 sample
     python benchmarks/bench_train_step.py --cases full-300 --formulations expanded factored --rounds 3
+    python benchmarks/bench_train_step.py --cases full-300 --optimizers paddle inplace --steps 2
 
 A training step is forward + sigmoid cross-entropy (summed over classes, mean over the batch) + backward +
 Adam, on random features (uniform in [-2, 2], the dequantized range) with ~3 labels per video. Cases:
@@ -20,14 +21,24 @@ counts the model's matmul FLOPs analytically (``NeXtVLAD.flops``: forward + back
 the step computes); elementwise work is not counted, so 100% is not reachable. Goal: ``full-300`` at 50% of
 the peak or better. Each case runs in its own process so its peak RSS is its own.
 
+``--optimizers plain paddle inplace`` compares the Adam of the step (alternating like the formulations):
+``plain`` is Adam alone (the default); ``paddle`` and ``inplace`` are the engine's optimizer with the default
+recipe (clipping at 1.0, ``--clip-mode`` global or per_tensor, L2 1e-5 on every parameter;
+``zoo.engine.optim.build_optimizer``), with paddle's
+own clip and L2 term (a second copy of every gradient during the update) or the in-place ones
+(``zoo.engine.gradclip``), both with paddle's zeroed gradients between steps (``clear_grad()``); ``engine`` is
+the trainer's step: the in-place ones and gradients freed between steps (``step_peak_total_mb`` compares
+these: what lives between steps differs by the gradients).
+
 ``--formulations expanded factored`` compares the two forms of the NeXtVLAD branch (``model.formulation``):
 each case runs ``--rounds`` times per form, alternating the forms (A B A B ...) so a busy machine slows both
 alike; per form the median step over all its rounds counts, the peak RSS is the largest of its processes,
 and the speed ratio of each form against the first one listed is printed: median steps (wall), best steps (wall)
 and median CPU seconds per step. Peak memory: the process's peak RSS and the peak of paddle's host allocator
 (``peak_allocated_mb``: live tensors only, so the forms' difference is not blurred by allocator caching),
-and a steady-state step's own allocator peak above what lives between steps (``step_peak_allocated_mb``:
-activations and temporaries; the weights, gradients and Adam moments are the same for both forms). Both forms count their own FLOPs
+a steady-state step's allocator peak (``step_peak_total_mb``) and its part above what lives between steps
+(``step_peak_allocated_mb``: activations and temporaries; the weights, gradients and Adam moments are the same
+for both forms). Both forms count their own FLOPs
 (``NeXtVLAD.flops(frames, batch_size)``, the factored form's once-per-step product matrices included).
 
 Timings are wall-clock medians. On a shared machine (other jobs on the same cores) the wall clock of both the
@@ -49,6 +60,7 @@ import time
 from pathlib import Path
 
 CASES = ("full-300", "padded-300", "full-100", "sample")
+OPTIMIZERS = ("plain", "paddle", "inplace", "engine")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -76,7 +88,15 @@ def sample_options() -> dict:
     return model
 
 
-def run_case(case: str, steps: int, batch_size: int, threads: int | None, formulation: str | None) -> dict:
+def run_case(
+    case: str,
+    steps: int,
+    batch_size: int,
+    threads: int | None,
+    formulation: str | None,
+    optimizer_kind: str = "plain",
+    clip_mode: str = "global",
+) -> dict:
     import numpy as np
 
     import zoo
@@ -98,7 +118,15 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
         options["formulation"] = formulation
     model = zoo.build_model("nextvlad", preset="yt8m", num_classes=classes, **options)
     model.train()
-    optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
+    if optimizer_kind == "plain":
+        optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
+    else:  # the engine's: the default recipe's clipping and L2 term, paddle's own or in place
+        from zoo.config import TrainConfig
+        from zoo.engine.optim import build_optimizer
+
+        recipe = TrainConfig(gradient_clip_mode=clip_mode)
+        optimizer = build_optimizer(model, recipe, in_place=optimizer_kind != "paddle")
+    free_gradients = optimizer_kind == "engine"  # as the trainer does (one process): freed, not zeroed
 
     def make_batch() -> tuple[dict, object, int, int]:
         n = rng.integers(lengths[0], lengths[1] + 1, batch_size)
@@ -122,7 +150,7 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(axis=1).mean()
         loss.backward()
         optimizer.step()
-        optimizer.clear_grad()
+        optimizer.clear_grad(set_to_zero=not free_gradients)
         return float(loss)
 
     batches = [make_batch() for _ in range(steps + 1)]
@@ -132,13 +160,14 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
     per_video = model.flops(0, batch_size)["train"]  # what does not grow with the frames
     per_frame = model.flops(1, batch_size)["train"] - per_video  # the counts are linear in the frames
     stat = paddle.base.core
-    step_peaks = []
+    step_peaks, step_totals = [], []
     for batch, labels, t, valid in batches[1:]:
         stat.host_memory_stat_reset_peak_value("Allocated", 0)
         before = stat.host_memory_stat_current_value("Allocated", 0)
         start, start_cpu = time.perf_counter(), time.process_time()
         loss = step(batch, labels)
-        step_peaks.append((stat.host_memory_stat_peak_value("Allocated", 0) - before) / 2**20)
+        step_totals.append(stat.host_memory_stat_peak_value("Allocated", 0) / 2**20)
+        step_peaks.append(step_totals[-1] - before / 2**20)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         flops.append(model.flops(t, batch_size)["train"] * batch_size)
@@ -153,6 +182,8 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
     return {
         "case": case,
         "formulation": model.config.formulation,
+        "optimizer": optimizer_kind,
+        "clip_mode": clip_mode,
         "batch_size": batch_size,
         "frames": f"{lengths[0]}-{lengths[1]}" if lengths[0] != lengths[1] else str(lengths[0]),
         "parameters": count_parameters(model),
@@ -175,6 +206,9 @@ def run_case(case: str, steps: int, batch_size: int, threads: int | None, formul
         # a steady-state step's own peak above what lives between steps (weights, gradients, Adam moments):
         # the activations and temporaries of forward, backward and the update
         "step_peak_allocated_mb": max(step_peaks),
+        # the same peak in full (weights, Adam state and gradients included): comparable when the gradients
+        # live between steps (zeroed) and when they do not (freed)
+        "step_peak_total_mb": max(step_totals),
         "load_average": os.getloadavg()[0],
     }
 
@@ -195,32 +229,56 @@ def main() -> int:
         default=None,
         help="NeXtVLAD branch forms to compare, alternating (default: the model's default only)",
     )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=OPTIMIZERS,
+        default=["plain"],
+        help="Adam variants to compare, alternating like the formulations (default: plain)",
+    )
+    parser.add_argument(
+        "--clip-mode",
+        choices=("global", "per_tensor"),
+        default="global",
+        help="train.gradient_clip_mode of the engine's optimizers (paddle, inplace, engine)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="processes per case and formulation")
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # child process: one case
     parser.add_argument("--formulation", help=argparse.SUPPRESS)
+    parser.add_argument("--optimizer", default="plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.case:
-        print(json.dumps(run_case(args.case, args.steps, args.batch_size, args.threads, args.formulation)))
+        row = run_case(
+            args.case,
+            args.steps,
+            args.batch_size,
+            args.threads,
+            args.formulation,
+            args.optimizer,
+            args.clip_mode,
+        )
+        print(json.dumps(row))
         return 0
 
-    forms = args.formulations or [None]
+    forms = [(f, o) for f in (args.formulations or [None]) for o in args.optimizers]
     results = []
     for case in args.cases:
-        runs: dict[str | None, list[dict]] = {form: [] for form in forms}
+        runs: dict[tuple, list[dict]] = {form: [] for form in forms}
         for _ in range(args.rounds):
-            for form in forms:
+            for form, opt in forms:
                 command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
                 command += ["--batch-size", str(args.batch_size)]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
                 if form:
                     command += ["--formulation", form]
+                command += ["--optimizer", opt, "--clip-mode", args.clip_mode]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
-                    print(f"{case} {form or ''} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                    print(f"{case} {form or ''} {opt} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
                     return 1
-                runs[form].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                runs[form, opt].append(json.loads(done.stdout.strip().splitlines()[-1]))
         merged = {form: _merge(rounds) for form, rounds in runs.items()}
         first = merged[forms[0]]
         for r in merged.values():
@@ -229,13 +287,13 @@ def main() -> int:
             r["speed_vs_first_cpu"] = first["step_cpu_seconds"] / r["step_cpu_seconds"]
             results.append(r)
             ratio = (
-                f"  {r['speed_vs_first']:.2f}x {first['formulation']} (best steps "
+                f"  {r['speed_vs_first']:.2f}x {first['formulation']} {first['optimizer']} (best steps "
                 f"{r['speed_vs_first_best']:.2f}x, CPU time {r['speed_vs_first_cpu']:.2f}x)"
                 if len(forms) > 1
                 else ""
             )
             print(
-                f"{r['case']:<11} {r['formulation']:<8} B={r['batch_size']} T={r['frames']:<7} "
+                f"{r['case']:<11} {r['formulation']:<8} {r['optimizer']:<7} B={r['batch_size']} T={r['frames']:<7} "
                 f"{r['step_seconds']:6.2f} s/step "
                 f"(cpu {r['step_cpu_seconds']:6.2f} s)  {r['videos_per_second']:7.1f} videos/s  "
                 f"{r['gflop_per_step']:5.0f} GFLOP  "
@@ -243,7 +301,8 @@ def main() -> int:
                 f"= {100 * r['fraction_of_peak']:5.1f}% "
                 f"(per CPU second: {100 * r['fraction_of_peak_cpu_time']:5.1f}%)  "
                 f"peak RSS {r['peak_rss_mb']:6.0f} MB (allocated {r['peak_allocated_mb']:6.0f} MB, "
-                f"step {r['step_peak_allocated_mb']:5.0f} MB above the weights and Adam state)  "
+                f"step {r['step_peak_total_mb']:6.0f} MB, {r['step_peak_allocated_mb']:5.0f} MB above what lives "
+                f"between steps)  "
                 f"load {r.get('load_averages', r['load_average'])}{ratio}",
                 flush=True,
             )
@@ -278,6 +337,7 @@ def _merge(rounds: list[dict]) -> dict:
         peak_rss_mb=max(r["peak_rss_mb"] for r in rounds),
         peak_allocated_mb=max(r["peak_allocated_mb"] for r in rounds),
         step_peak_allocated_mb=max(r["step_peak_allocated_mb"] for r in rounds),
+        step_peak_total_mb=max(r["step_peak_total_mb"] for r in rounds),
         load_averages=[round(r["load_average"], 1) for r in rounds],
     )
     return row

@@ -1,0 +1,212 @@
+"""The in-place clip and L2 term (zoo.engine.gradclip): bitwise paddle's update, without a copy of the gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import paddle
+import pytest
+from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
+
+from zoo.config import TrainConfig
+from zoo.engine import gradclip
+from zoo.engine.optim import build_optimizer
+from zoo.nn import LogisticHead
+
+
+class Net(paddle.nn.Layer):
+    """A body, a classifier head, a frozen parameter and a layer the loss never reaches (no gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = paddle.nn.Linear(6, 40)
+        self.head = LogisticHead(40, 5)
+        self.frozen = paddle.nn.Linear(6, 40)
+        self.frozen.weight.stop_gradient = True
+        self.frozen.bias.stop_gradient = True
+        self.unused = paddle.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.head(paddle.tanh(self.body(x) + 0.1 * self.frozen(x)))
+
+
+def train(in_place: bool, mode: str, scope: str, clip: float, l2: float, steps: int = 4):
+    """Parameters and Adam state after ``steps`` steps on losses of very different sizes per step."""
+    paddle.seed(0)
+    model = Net()
+    cfg = dataclasses.replace(
+        TrainConfig(),
+        learning_rate=0.05,
+        gradient_clip_norm=clip,
+        gradient_clip_mode=mode,
+        l2_penalty=l2,
+        l2_scope=scope,
+    )
+    opt = build_optimizer(model, cfg, in_place=in_place)
+    rng = np.random.default_rng(5)
+    for step in range(steps):
+        x = paddle.to_tensor(rng.normal(size=(7, 6)).astype("float32"))
+        target = paddle.to_tensor(rng.normal(size=(7, 5)).astype("float32"))
+        scale = (0.01, 30.0, 1.0, 300.0)[step % 4]
+        loss = (scale * (model(x) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    params = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    saved = opt.state_dict()
+    state = {  # Adam's moments and powers by structured parameter name (paddle's own names are global counters)
+        (n, key[len(p.name) :]): value.numpy().copy()
+        for n, p in model.named_parameters()
+        for key, value in saved.items()
+        if key.startswith(p.name + "_") and hasattr(value, "numpy")
+    }
+    return params, state
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32)  # compares -0.0 and NaN payloads too
+
+
+@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+@pytest.mark.parametrize("scope", ["all", "classifier"])
+@pytest.mark.parametrize("clip", [0.0, 1e-3, 0.5, 1e6])  # none, always active, mixed, never active
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_in_place_update_is_bitwise_paddles(monkeypatch, mode, scope, clip, l2):
+    monkeypatch.setattr(gradclip, "CHUNK_ELEMENTS", 50)  # the L2 term in blocks of one row of 40
+    want_params, want_state = train(False, mode, scope, clip, l2)
+    got_params, got_state = train(True, mode, scope, clip, l2)
+    assert want_params.keys() == got_params.keys() and want_state.keys() == got_state.keys()
+    for name in want_params:
+        np.testing.assert_array_equal(bits(got_params[name]), bits(want_params[name]), err_msg=name)
+    for name in want_state:
+        np.testing.assert_array_equal(got_state[name], want_state[name], err_msg=str(name))
+    start, _ = train(False, mode, scope, clip, l2, steps=0)
+    for name in ("frozen.weight", "unused.weight"):  # no gradient: untouched, L2 or not
+        np.testing.assert_array_equal(got_params[name], start[name])
+
+
+def test_the_settings_change_the_update():
+    """The comparison above can fail: clipping and the L2 term each change the parameters."""
+    base, _ = train(True, "global", "all", 0.0, 0.0)
+    for args in (("global", "all", 1e-3, 0.0), ("per_tensor", "all", 0.5, 0.0), ("global", "all", 0.0, 0.05)):
+        other, _ = train(True, *args)
+        assert not np.array_equal(other["body.weight"], base["body.weight"]), args
+    a, _ = train(True, "global", "all", 0.0, 0.05, steps=1)
+    c, _ = train(True, "global", "classifier", 0.0, 0.05, steps=1)
+    assert not np.array_equal(a["body.weight"], c["body.weight"])
+    np.testing.assert_array_equal(
+        a["head.fc.weight"], c["head.fc.weight"]
+    )  # penalised in both scopes; the same after one step
+
+
+def test_per_tensor_clip_near_the_limit_uses_paddles_kernel(monkeypatch):
+    """A norm within the margin of the limit takes paddle's kernel, and the result is its result."""
+    g = paddle.to_tensor(np.random.default_rng(0).normal(size=(300, 7)).astype("float32"))
+    norm = float(np.linalg.norm(g.numpy().astype(np.float64)))
+    for limit in (norm, norm * (1 + 1e-7), norm * (1 - 1e-7), norm / 2, norm * 2):
+        want = paddle._C_ops.clip_by_norm(g, limit).numpy()
+        got = g.clone()
+        gradclip.InPlaceClipDecay(limit, "per_tensor")._clip_tensor(got)
+        np.testing.assert_array_equal(bits(got.numpy()), bits(want))
+
+
+@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+def test_the_step_holds_no_second_copy_of_the_gradients(mode):
+    """Clipping (active) and the L2 term over 4M gradient values: the step's own allocator peak stays far
+    below their 16 MB (paddle's own clip and L2 term hold a copy of every gradient)."""
+    stat = paddle.base.core
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(1000, 2000), paddle.nn.Linear(2000, 1000))
+    cfg = dataclasses.replace(
+        TrainConfig(), gradient_clip_norm=1e-4, gradient_clip_mode=mode, l2_penalty=1e-3
+    )
+    peaks = {}
+    for in_place in (False, True):
+        opt = build_optimizer(model, cfg, in_place=in_place)
+        for _ in range(2):  # the second step: Adam's moments exist already
+            model(paddle.ones([4, 1000])).sum().backward()
+            stat.host_memory_stat_reset_peak_value("Allocated", 0)
+            before = stat.host_memory_stat_current_value("Allocated", 0)
+            opt.step()
+            peaks[in_place] = (stat.host_memory_stat_peak_value("Allocated", 0) - before) / 2**20
+            opt.clear_grad()
+    assert peaks[False] > 14  # the measurement sees paddle's copy
+    # the L2 term one block (4 MB) at a time; per_tensor with clipping active: paddle's kernel result, one
+    # tensor (8 MB) at a time
+    chunk = gradclip.CHUNK_ELEMENTS * 4 / 2**20
+    assert peaks[True] < (8.0 if mode == "per_tensor" else chunk) + 0.5
+
+
+class TwoBranches(paddle.nn.Layer):
+    """Branch ``a`` or ``b`` per step: each parameter misses its gradient in every other step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = paddle.nn.Linear(4, 3)
+        self.b = paddle.nn.Linear(4, 3)
+
+    def forward(self, x, step):
+        return (self.a if step % 2 else self.b)(x) if step < 5 else self.a(x) + self.b(x)
+
+
+def branch_steps(free: bool, fill: bool):
+    """Parameters after 7 steps; gradients zeroed by paddle (free False) or freed (filled in if ``fill``)."""
+    from types import SimpleNamespace
+
+    from zoo.engine.trainer import Trainer
+
+    paddle.seed(0)
+    model = TwoBranches()
+    cfg = dataclasses.replace(TrainConfig(), learning_rate=0.05, gradient_clip_norm=0.5, l2_penalty=0.05)
+    opt = build_optimizer(model, cfg)
+    stub = SimpleNamespace(model=model, _had_gradient=set())
+    rng = np.random.default_rng(1)
+    for step in range(7):
+        (model(paddle.to_tensor(rng.normal(size=(5, 4)).astype("float32")), step) ** 2).mean().backward()
+        if fill:
+            Trainer._zero_unreached_gradients(stub)
+        opt.step()
+        opt.clear_grad(set_to_zero=not free)
+    return {n: p.numpy().copy() for n, p in model.named_parameters()}
+
+
+def test_freed_gradients_give_the_update_of_zeroed_ones():
+    """The trainer frees gradients between steps (no zeroed tensor for backward to add into) and gives a
+    zero gradient to parameters that had one before, as paddle's zeroed gradients did."""
+    want = branch_steps(free=False, fill=False)
+    got = branch_steps(free=True, fill=True)
+    for name in want:
+        np.testing.assert_array_equal(bits(got[name]), bits(want[name]), err_msg=name)
+    skipped = branch_steps(free=True, fill=False)  # without the zero gradients the update differs
+    assert any(not np.array_equal(skipped[n], want[n]) for n in want)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
+    tiny_data,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    mode,
+):
+    """A whole run (NeXtVLAD, 16 steps, clipping active, L2 on every parameter) against the engine before:
+    paddle's grad_clip and weight_decay and gradients zeroed between steps."""
+    from zoo.engine import trainer as trainer_module
+    from zoo.engine.trainer import Trainer
+
+    extra = (f"train.gradient_clip_mode={mode}", "train.gradient_clip_norm=0.05", "train.l2_penalty=0.01")
+    Trainer(tiny_config(tiny_data, tmp_path / "new", *extra), progress=False).fit()
+
+    def old_optimizer(model, train_cfg):
+        opt = build_optimizer(model, train_cfg, in_place=False)
+        zeroing = opt.clear_grad
+        opt.clear_grad = lambda set_to_zero=True: zeroing(set_to_zero=True)
+        return opt
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", old_optimizer)
+    monkeypatch.setattr(Trainer, "_zero_unreached_gradients", lambda self: None)
+    Trainer(tiny_config(tiny_data, tmp_path / "old", *extra), progress=False).fit()
+    new, old = weights_of(tmp_path / "new"), weights_of(tmp_path / "old")
+    assert new.keys() == old.keys()
+    for name in new:
+        np.testing.assert_array_equal(bits(new[name]), bits(old[name]), err_msg=name)
