@@ -189,7 +189,9 @@ def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:
 
 
 def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
-    """The combined predictions in the config's formats (every registered format without a config)."""
+    """The combined predictions in the config's formats (every registered format without a config):
+    column-wise where the format can (``ColumnarPredictionFormat``), else as a list of predictions."""
+    from zoo.contracts import ColumnarPredictionFormat
     from zoo.engine.predictions import load_class_names
     from zoo.plugins import get_plugins
 
@@ -198,12 +200,17 @@ def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
     class_names = (
         load_class_names(cfg.predict.vocabulary) if cfg is not None and cfg.predict.vocabulary else None
     )
-    predictions = result.predictions()
+    predictions = None
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:
         fmt = registry.get(name).cls
         path = out / f"predictions{fmt.suffix}"
-        fmt(fmt.Config()).write(path, predictions, class_names)
+        writer = fmt(fmt.Config())
+        if isinstance(writer, ColumnarPredictionFormat):
+            writer.write_columns(path, result.columns(), class_names)
+        else:
+            predictions = result.predictions() if predictions is None else predictions
+            writer.write(path, predictions, class_names)
         written.append(path)
     return written

@@ -1,0 +1,565 @@
+/* Prediction files at C speed: parse the Kaggle CSV and JSON lines formats into flat arrays, format them back.
+ *
+ * parse_kaggle(buf, pos, line_no, rank) / parse_jsonl(buf, pos, line_no, rank)
+ *   Parse the lines of buf[pos:] (buf ends at a line break, or is the end of the file). Returns
+ *   (pos, line_no, stopped, ids, id_lengths, counts, lines, classes, scores):
+ *     pos, line_no  where parsing stopped: the end of buf, or the start of a line it does not take
+ *     stopped       1 when it stopped at such a line: the caller parses that one line with the Python
+ *                   reader, which either accepts it (a spelling the fast path leaves alone: non-ASCII text,
+ *                   underscores in numbers, JSON escapes...) or raises the error naming the line
+ *     ids           bytes: the ids, concatenated; id_lengths int32 per row
+ *     counts        int32 per row: pairs in the row; lines int64 per row: the row's line number
+ *     classes       int32, scores float64: the pairs, flat, row after row (ranked best first when rank:
+ *                   score descending, then class ascending, as the Python readers rank)
+ *   Lines break at \n, \r\n and \r (as Python's universal newlines); blank lines are skipped. Numbers are
+ *   converted by Python's own correctly rounded PyOS_string_to_double, so values equal float(token).
+ *
+ * format_kaggle(ids, width, classes, scores, rows, k) / format_jsonl(ids, width, classes, scores, rows, k, names)
+ *   The text of rows [rows] of padded arrays (ids: fixed-width, NUL-padded; classes int32 [rows, k], -1 is
+ *   padding; scores float32 [rows, k]), byte for byte as the Python writers: "%.9g" scores for the CSV,
+ *   repr() scores and json.dumps separators for JSON lines. names: None or a list of JSON string literals
+ *   (bytes) indexed by class. Ids must already be safe for the format (the caller checks or escapes them).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ growable output buffers */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (b->size + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->size + extra) cap *= 2;
+    char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const void *src, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0) return -1;
+    memcpy(b->data + b->size, src, n);
+    b->size += n;
+    return 0;
+}
+
+static PyObject *buf_bytes(Buf *b) { return PyBytes_FromStringAndSize(b->data ? b->data : "", b->size); }
+
+/* ------------------------------------------------------------------ parsing */
+
+typedef struct {
+    Buf ids, id_len, counts, lines, classes, scores;
+} Out;
+
+/* Python's str.strip()/split() whitespace within ASCII (the fast path defers any non-ASCII byte). */
+static int py_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
+
+#define MAX_TOKEN 63
+
+/* A decimal number as float() reads it, without underscores, inf or nan (those lines go to Python). */
+static int parse_number(const char *s, Py_ssize_t n, double *out) {
+    Py_ssize_t i = 0, digits = 0;
+    char tmp[MAX_TOKEN + 1];
+    if (n == 0 || n > MAX_TOKEN) return -1;
+    if (s[i] == '+' || s[i] == '-') i++;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++, digits++;
+    if (i < n && s[i] == '.') {
+        i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++, digits++;
+    }
+    if (digits == 0) return -1;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        Py_ssize_t e = 0;
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++, e++;
+        if (e == 0) return -1;
+    }
+    if (i != n) return -1;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    double v = PyOS_string_to_double(tmp, NULL, NULL);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (!isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* A class index: ASCII digits, at most 9 of them (larger values go to Python, which names the error). */
+static int parse_label(const char *s, Py_ssize_t n, int32_t *out) {
+    if (n == 0 || n > 9) return -1;
+    int32_t v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Rank one row: score descending, class ascending; -1 when a class is listed twice (Python names it). */
+static int rank_row(int32_t *c, double *s, Py_ssize_t n, int rank) {
+    for (Py_ssize_t i = 1; i < n; i++) {
+        int32_t ci = c[i];
+        double si = s[i];
+        Py_ssize_t j = i;
+        for (Py_ssize_t q = 0; q < i; q++)
+            if (c[q] == ci) return -1;
+        if (rank)
+            while (j > 0 && (s[j - 1] < si || (s[j - 1] == si && c[j - 1] > ci))) {
+                c[j] = c[j - 1];
+                s[j] = s[j - 1];
+                j--;
+            }
+        c[j] = ci;
+        s[j] = si;
+    }
+    return 0;
+}
+
+/* Start of the next line after the line ending at `end` (a \r, \n or the buffer's end). */
+static Py_ssize_t next_line(const char *b, Py_ssize_t end, Py_ssize_t n) {
+    if (end >= n) return n;
+    if (b[end] == '\r' && end + 1 < n && b[end + 1] == '\n') return end + 2;
+    return end + 1;
+}
+
+static Py_ssize_t line_end(const char *b, Py_ssize_t pos, Py_ssize_t n) {
+    while (pos < n && b[pos] != '\n' && b[pos] != '\r') pos++;
+    return pos;
+}
+
+/* The row's pairs, appended to out (classes, scores, counts); 0 ok, -1 not for the fast path, -2 no memory. */
+static int finish_row(Out *o, Py_ssize_t first, int rank) {
+    Py_ssize_t pairs = o->classes.size / 4 - first;
+    int32_t count = (int32_t)pairs;
+    if (rank_row((int32_t *)o->classes.data + first, (double *)o->scores.data + first, pairs, rank) < 0)
+        return -1;
+    return buf_put(&o->counts, &count, 4) < 0 ? -2 : 0;
+}
+
+/* One Kaggle row `id,label score label score ...` in b[lo:hi] (no line break): 0, -1 (Python), -2 (error). */
+static int kaggle_row(Out *o, const char *b, Py_ssize_t lo, Py_ssize_t hi, int rank) {
+    Py_ssize_t comma = -1;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (c >= 0x80 || (c < 0x20 && !py_space(c)) || c == 0x7f) return -1;
+        if (c == ',') {
+            if (comma >= 0) return -1;
+            comma = i;
+        }
+    }
+    if (comma < 0) return -1;
+    Py_ssize_t a = lo, z = comma;
+    while (a < z && py_space(b[a])) a++;
+    while (z > a && py_space(b[z - 1])) z--;
+    if (z == a) return -1;
+    Py_ssize_t first = o->classes.size / 4;
+    Py_ssize_t p = comma + 1;
+    for (;;) {
+        while (p < hi && py_space(b[p])) p++;
+        if (p >= hi) break;
+        Py_ssize_t t = p;
+        while (p < hi && !py_space(b[p])) p++;
+        int32_t label;
+        if (parse_label(b + t, p - t, &label) < 0) goto undo;
+        while (p < hi && py_space(b[p])) p++;
+        if (p >= hi) goto undo;
+        t = p;
+        while (p < hi && !py_space(b[p])) p++;
+        double score;
+        if (parse_number(b + t, p - t, &score) < 0) goto undo;
+        if (buf_put(&o->classes, &label, 4) < 0 || buf_put(&o->scores, &score, 8) < 0) return -2;
+    }
+    int r = finish_row(o, first, rank);
+    if (r == -1) goto undo;
+    if (r < 0) return r;
+    int32_t len = (int32_t)(z - a);
+    if (buf_put(&o->ids, b + a, z - a) < 0 || buf_put(&o->id_len, &len, 4) < 0) return -2;
+    return 0;
+undo:
+    o->classes.size = first * 4;
+    o->scores.size = first * 8;
+    return -1;
+}
+
+/* --- JSON: one flat object; anything beyond the plain spelling the writer uses goes to Python */
+
+static Py_ssize_t json_ws(const char *b, Py_ssize_t p, Py_ssize_t hi) {
+    while (p < hi && (b[p] == ' ' || b[p] == '\t')) p++;
+    return p;
+}
+
+/* A plain string (printable ASCII, no escapes) at b[p] == '"'; returns the index after the closing quote. */
+static Py_ssize_t json_plain_string(const char *b, Py_ssize_t p, Py_ssize_t hi) {
+    if (p >= hi || b[p] != '"') return -1;
+    for (p++; p < hi; p++) {
+        unsigned char c = (unsigned char)b[p];
+        if (c == '"') return p + 1;
+        if (c == '\\' || c < 0x20 || c >= 0x7f) return -1;
+    }
+    return -1;
+}
+
+/* A JSON number token at b[p]: its end, or -1. `integer`: digits only, no sign, no leading zero. */
+static Py_ssize_t json_number(const char *b, Py_ssize_t p, Py_ssize_t hi, int integer) {
+    Py_ssize_t s = p;
+    if (!integer && p < hi && b[p] == '-') p++;
+    if (p >= hi || b[p] < '0' || b[p] > '9') return -1;
+    if (b[p] == '0') {
+        p++;
+    } else {
+        while (p < hi && b[p] >= '0' && b[p] <= '9') p++;
+    }
+    if (integer) return (p < hi && (b[p] == '.' || b[p] == 'e' || b[p] == 'E')) ? -1 : p;
+    if (p < hi && b[p] == '.') {
+        p++;
+        if (p >= hi || b[p] < '0' || b[p] > '9') return -1;
+        while (p < hi && b[p] >= '0' && b[p] <= '9') p++;
+    }
+    if (p < hi && (b[p] == 'e' || b[p] == 'E')) {
+        p++;
+        if (p < hi && (b[p] == '+' || b[p] == '-')) p++;
+        if (p >= hi || b[p] < '0' || b[p] > '9') return -1;
+        while (p < hi && b[p] >= '0' && b[p] <= '9') p++;
+    }
+    return p - s > MAX_TOKEN ? -1 : p;
+}
+
+static int jsonl_row(Out *o, const char *b, Py_ssize_t lo, Py_ssize_t hi, int rank) {
+    Py_ssize_t first = o->classes.size / 4, p = lo, id_lo = -1, id_hi = -1;
+    Py_ssize_t n_classes = -1, n_scores = -1;
+    int seen_names = 0;
+    p = json_ws(b, p, hi);
+    if (p >= hi || b[p] != '{') return -1;
+    p = json_ws(b, p + 1, hi);
+    for (;;) {
+        Py_ssize_t k = p, ke = json_plain_string(b, p, hi);
+        if (ke < 0) goto undo;
+        p = json_ws(b, ke, hi);
+        if (p >= hi || b[p] != ':') goto undo;
+        p = json_ws(b, p + 1, hi);
+        Py_ssize_t klen = ke - k - 2;
+        const char *key = b + k + 1;
+        if (klen == 2 && memcmp(key, "id", 2) == 0 && id_lo < 0) {
+            Py_ssize_t e = json_plain_string(b, p, hi);
+            if (e < 0 || e - p == 2) goto undo;
+            id_lo = p + 1;
+            id_hi = e - 1;
+            p = e;
+        } else if (klen == 7 && memcmp(key, "classes", 7) == 0 && n_classes < 0 && n_scores < 0) {
+            if (p >= hi || b[p] != '[') goto undo;
+            n_classes = 0;
+            p = json_ws(b, p + 1, hi);
+            if (p < hi && b[p] == ']') {
+                p++;
+            } else {
+                for (;;) {
+                    Py_ssize_t e = json_number(b, p, hi, 1);
+                    int32_t label;
+                    if (e < 0 || parse_label(b + p, e - p, &label) < 0) goto undo;
+                    if (buf_put(&o->classes, &label, 4) < 0) return -2;
+                    n_classes++;
+                    p = json_ws(b, e, hi);
+                    if (p < hi && b[p] == ',') {
+                        p = json_ws(b, p + 1, hi);
+                        continue;
+                    }
+                    if (p < hi && b[p] == ']') {
+                        p++;
+                        break;
+                    }
+                    goto undo;
+                }
+            }
+        } else if (klen == 6 && memcmp(key, "scores", 6) == 0 && n_scores < 0 && n_classes >= 0) {
+            if (p >= hi || b[p] != '[') goto undo;
+            n_scores = 0;
+            p = json_ws(b, p + 1, hi);
+            if (p < hi && b[p] == ']') {
+                p++;
+            } else {
+                for (;;) {
+                    Py_ssize_t e = json_number(b, p, hi, 0);
+                    double v;
+                    if (e < 0 || parse_number(b + p, e - p, &v) < 0) goto undo;
+                    if (buf_put(&o->scores, &v, 8) < 0) return -2;
+                    n_scores++;
+                    p = json_ws(b, e, hi);
+                    if (p < hi && b[p] == ',') {
+                        p = json_ws(b, p + 1, hi);
+                        continue;
+                    }
+                    if (p < hi && b[p] == ']') {
+                        p++;
+                        break;
+                    }
+                    goto undo;
+                }
+            }
+        } else if (klen == 5 && memcmp(key, "names", 5) == 0 && !seen_names) {
+            /* a list of plain strings, skipped */
+            seen_names = 1;
+            if (p >= hi || b[p] != '[') goto undo;
+            p = json_ws(b, p + 1, hi);
+            if (p < hi && b[p] == ']') {
+                p++;
+            } else {
+                for (;;) {
+                    Py_ssize_t e = json_plain_string(b, p, hi);
+                    if (e < 0) goto undo;
+                    p = json_ws(b, e, hi);
+                    if (p < hi && b[p] == ',') {
+                        p = json_ws(b, p + 1, hi);
+                        continue;
+                    }
+                    if (p < hi && b[p] == ']') {
+                        p++;
+                        break;
+                    }
+                    goto undo;
+                }
+            }
+        } else {
+            goto undo;
+        }
+        p = json_ws(b, p, hi);
+        if (p < hi && b[p] == ',') {
+            p = json_ws(b, p + 1, hi);
+            continue;
+        }
+        if (p < hi && b[p] == '}') {
+            p++;
+            break;
+        }
+        goto undo;
+    }
+    p = json_ws(b, p, hi);
+    if (p != hi || id_lo < 0 || n_classes < 0 || n_scores < 0 || n_classes != n_scores) goto undo;
+    int r = finish_row(o, first, rank);
+    if (r == -1) goto undo;
+    if (r < 0) return r;
+    int32_t len = (int32_t)(id_hi - id_lo);
+    if (buf_put(&o->ids, b + id_lo, id_hi - id_lo) < 0 || buf_put(&o->id_len, &len, 4) < 0) return -2;
+    return 0;
+undo:
+    o->classes.size = first * 4;
+    o->scores.size = first * 8;
+    return -1;
+}
+
+typedef int (*RowParser)(Out *, const char *, Py_ssize_t, Py_ssize_t, int);
+
+static PyObject *parse(PyObject *args, RowParser row) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    long long line_no;
+    int rank;
+    if (!PyArg_ParseTuple(args, "y*nLp", &view, &pos, &line_no, &rank)) return NULL;
+    const char *b = (const char *)view.buf;
+    Py_ssize_t n = view.len;
+    Out o;
+    memset(&o, 0, sizeof o);
+    int stopped = 0, failed = 0;
+    while (pos < n) {
+        Py_ssize_t end = line_end(b, pos, n), lo = pos, hi = end;
+        line_no++;
+        while (lo < hi && py_space(b[lo])) lo++;
+        if (lo < hi) {
+            int r = row(&o, b, pos, end, rank);
+            if (r == -2) {
+                failed = 1;
+                break;
+            }
+            if (r == -1) {
+                line_no--;
+                stopped = 1;
+                break;
+            }
+            if (buf_put(&o.lines, &line_no, 8) < 0) {
+                failed = 1;
+                break;
+            }
+        }
+        pos = next_line(b, end, n);
+    }
+    PyObject *result = NULL;
+    if (!failed) {
+        result = Py_BuildValue("nLiNNNNNN", pos, line_no, stopped, buf_bytes(&o.ids), buf_bytes(&o.id_len),
+                               buf_bytes(&o.counts), buf_bytes(&o.lines), buf_bytes(&o.classes),
+                               buf_bytes(&o.scores));
+    }
+    PyMem_Free(o.ids.data);
+    PyMem_Free(o.id_len.data);
+    PyMem_Free(o.counts.data);
+    PyMem_Free(o.lines.data);
+    PyMem_Free(o.classes.data);
+    PyMem_Free(o.scores.data);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *parse_kaggle(PyObject *self, PyObject *args) { return parse(args, kaggle_row); }
+static PyObject *parse_jsonl(PyObject *self, PyObject *args) { return parse(args, jsonl_row); }
+
+/* ------------------------------------------------------------------ formatting */
+
+typedef struct {
+    Py_buffer ids, classes, scores;
+    Py_ssize_t width, rows, k;
+} Table;
+
+static int open_table(PyObject *args, Table *t, PyObject **names) {
+    memset(t, 0, sizeof *t);
+    if (!PyArg_ParseTuple(args, "y*ny*y*nn|O", &t->ids, &t->width, &t->classes, &t->scores, &t->rows, &t->k,
+                          names))
+        return -1;
+    if (t->ids.len < t->rows * t->width || t->classes.len < t->rows * t->k * 4 ||
+        t->scores.len < t->rows * t->k * 4) {
+        PyErr_SetString(PyExc_ValueError, "format: buffers smaller than rows x width / k");
+        return -1;
+    }
+    return 0;
+}
+
+static void close_table(Table *t) {
+    if (t->ids.obj) PyBuffer_Release(&t->ids);
+    if (t->classes.obj) PyBuffer_Release(&t->classes);
+    if (t->scores.obj) PyBuffer_Release(&t->scores);
+}
+
+/* A fixed-width id without numpy's NUL padding (trailing NULs only, as numpy strips them). */
+static Py_ssize_t id_length(const char *id, Py_ssize_t width) {
+    while (width > 0 && id[width - 1] == '\0') width--;
+    return width;
+}
+
+static PyObject *format_kaggle(PyObject *self, PyObject *args) {
+    Table t;
+    PyObject *names = NULL;
+    Buf out = {0};
+    PyObject *result = NULL;
+    if (open_table(args, &t, &names) < 0) goto done;
+    const char *ids = t.ids.buf;
+    const int32_t *classes = t.classes.buf;
+    const float *scores = t.scores.buf;
+    char num[64];
+    for (Py_ssize_t r = 0; r < t.rows; r++) {
+        const char *id = ids + r * t.width;
+        if (buf_put(&out, id, id_length(id, t.width)) < 0 || buf_put(&out, ",", 1) < 0) goto done;
+        int firstpair = 1;
+        for (Py_ssize_t j = 0; j < t.k; j++) {
+            int32_t c = classes[r * t.k + j];
+            if (c < 0) continue;
+            int len = snprintf(num, sizeof num, firstpair ? "%d %.9g" : " %d %.9g", (int)c,
+                               (double)scores[r * t.k + j]);
+            if (buf_put(&out, num, len) < 0) goto done;
+            firstpair = 0;
+        }
+        if (buf_put(&out, "\n", 1) < 0) goto done;
+    }
+    result = buf_bytes(&out);
+done:
+    PyMem_Free(out.data);
+    close_table(&t);
+    return result;
+}
+
+static int put_repr(Buf *out, double v) {
+    char *s = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (s == NULL) return -1;
+    int r = buf_put(out, s, (Py_ssize_t)strlen(s));
+    PyMem_Free(s);
+    return r;
+}
+
+static PyObject *format_jsonl(PyObject *self, PyObject *args) {
+    Table t;
+    PyObject *names = NULL;
+    Buf out = {0};
+    PyObject *result = NULL;
+    char num[16];
+    if (open_table(args, &t, &names) < 0) goto done;
+    if (names == Py_None) names = NULL;
+    if (names != NULL && !PyList_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "format_jsonl: names must be a list of bytes or None");
+        goto done;
+    }
+    const char *ids = t.ids.buf;
+    const int32_t *classes = t.classes.buf;
+    const float *scores = t.scores.buf;
+    for (Py_ssize_t r = 0; r < t.rows; r++) {
+        const char *id = ids + r * t.width;
+        const int32_t *c = classes + r * t.k;
+        const float *s = scores + r * t.k;
+        if (buf_put(&out, "{\"id\": \"", 8) < 0 || buf_put(&out, id, id_length(id, t.width)) < 0 ||
+            buf_put(&out, "\", \"classes\": [", 15) < 0)
+            goto done;
+        int firstone = 1;
+        for (Py_ssize_t j = 0; j < t.k; j++) {
+            if (c[j] < 0) continue;
+            int len = snprintf(num, sizeof num, firstone ? "%d" : ", %d", (int)c[j]);
+            if (buf_put(&out, num, len) < 0) goto done;
+            firstone = 0;
+        }
+        if (buf_put(&out, "], \"scores\": [", 14) < 0) goto done;
+        firstone = 1;
+        for (Py_ssize_t j = 0; j < t.k; j++) {
+            if (c[j] < 0) continue;
+            if ((!firstone && buf_put(&out, ", ", 2) < 0) || put_repr(&out, (double)s[j]) < 0) goto done;
+            firstone = 0;
+        }
+        if (buf_put(&out, "]", 1) < 0) goto done;
+        if (names != NULL) {
+            if (buf_put(&out, ", \"names\": [", 12) < 0) goto done;
+            firstone = 1;
+            for (Py_ssize_t j = 0; j < t.k; j++) {
+                if (c[j] < 0) continue;
+                if (!firstone && buf_put(&out, ", ", 2) < 0) goto done;
+                firstone = 0;
+                PyObject *name = c[j] < PyList_GET_SIZE(names) ? PyList_GET_ITEM(names, c[j]) : NULL;
+                if (name == NULL || !PyBytes_Check(name)) {
+                    PyErr_Format(PyExc_ValueError, "format_jsonl: no JSON name for class %d", (int)c[j]);
+                    goto done;
+                }
+                if (buf_put(&out, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) < 0) goto done;
+            }
+            if (buf_put(&out, "]", 1) < 0) goto done;
+        }
+        if (buf_put(&out, "}\n", 2) < 0) goto done;
+    }
+    result = buf_bytes(&out);
+done:
+    PyMem_Free(out.data);
+    close_table(&t);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"parse_kaggle", parse_kaggle, METH_VARARGS, "parse_kaggle(buf, pos, line_no, rank): see the source."},
+    {"parse_jsonl", parse_jsonl, METH_VARARGS, "parse_jsonl(buf, pos, line_no, rank): see the source."},
+    {"format_kaggle", format_kaggle, METH_VARARGS, "format_kaggle(ids, width, classes, scores, rows, k)."},
+    {"format_jsonl", format_jsonl, METH_VARARGS, "format_jsonl(ids, width, classes, scores, rows, k, names)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_predio",
+                                    "Prediction files (Kaggle CSV, JSON lines) parsed and formatted in C.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__predio(void) { return PyModule_Create(&module); }
