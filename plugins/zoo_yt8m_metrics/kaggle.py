@@ -238,7 +238,13 @@ def read_kaggle_columns(
         return _parse_row(path, line_no, text.strip())
 
     return prediction_io.read_columns(
-        path, parse_line, fast and fast.parse_kaggle, start=_header_end(path), line_no=1, rank=rank, dtype=dtype
+        path,
+        parse_line,
+        fast and fast.parse_kaggle,
+        start=_header_end(path),
+        line_no=1,
+        rank=rank,
+        dtype=dtype,
     )
 
 

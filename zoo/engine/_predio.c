@@ -417,6 +417,207 @@ static PyObject *parse(PyObject *args, RowParser row) {
 static PyObject *parse_kaggle(PyObject *self, PyObject *args) { return parse(args, kaggle_row); }
 static PyObject *parse_jsonl(PyObject *self, PyObject *args) { return parse(args, jsonl_row); }
 
+/* ------------------------------------------------------------------ exact decimal digits of float32 values
+ *
+ * The writers print float32 scores (as doubles) with "%.9g" (CSV) and repr() (JSON). Both are correctly
+ * rounded decimal conversions; printf and PyOS_double_to_string do them with multi-precision arithmetic, at
+ * ~0.5-1 us a number. A float32 is m * 2^-s with m < 2^24, so for values in [1e-15, 1e16) the scaled value
+ * X = m * 10^(16-E) (E = floor(log10 v)) fits 128 bits and X / 2^s is a shift: the digits, their exact
+ * rounding (half to even, as both references) and the round-trip test are integer operations. Other values
+ * (0, subnormals, very small or large) take the reference functions. */
+
+#if defined(__SIZEOF_INT128__)
+typedef unsigned __int128 u128;
+
+static const uint64_t POW10[20] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+                                   10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+                                   100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+                                   100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+                                   100000000000000000ULL, 1000000000000000000ULL,
+                                   10000000000000000000ULL};
+
+static u128 POW10_128[39];
+
+static void init_pow10(void) {
+    POW10_128[0] = 1;
+    for (int i = 1; i < 39; i++) POW10_128[i] = POW10_128[i - 1] * 10;
+}
+
+static u128 pow10_128(int n) { return POW10_128[n]; } /* n <= 38 */
+
+typedef struct {
+    uint64_t q;  /* floor(v * 10^(16-E)): 17 digits, in [10^16, 10^17) */
+    u128 rem;    /* the fraction's numerator over 2^s */
+    u128 x;      /* m * 10^(16-E) */
+    int s, e;    /* shift and decimal exponent E */
+    uint32_t m;  /* float32 mantissa with the hidden bit */
+} Decimal17;
+
+/* 0 when v (positive, normal float32) is in the exact range; -1 otherwise. */
+static int decimal17(float v, Decimal17 *d) {
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    int biased = (int)(bits >> 23) & 0xff;
+    if (biased == 0 || biased == 0xff) return -1;
+    d->m = (bits & 0x7fffff) | 0x800000;
+    d->s = 150 - biased; /* v = m * 2^-s */
+    if (d->s < 0 || d->s > 100) return -1;
+    int e = (int)floor(log10((double)v));
+    for (int tries = 0; tries < 3; tries++) {
+        if (e < -15 || e > 15) return -1;
+        u128 x = (u128)d->m * pow10_128(16 - e);
+        u128 q = x >> d->s;
+        if (q < POW10[16]) {
+            e--;
+            continue;
+        }
+        if (q >= POW10[17]) {
+            e++;
+            continue;
+        }
+        d->q = (uint64_t)q;
+        d->rem = x & (((u128)1 << d->s) - 1);
+        d->x = x;
+        d->e = e;
+        return 0;
+    }
+    return -1;
+}
+
+/* The value rounded (half to even) to 17 - t digits: the digits (may be 10^(17-t) after a carry). */
+static uint64_t round_digits(const Decimal17 *d, int t) {
+    if (t == 0) {
+        u128 half = d->s ? ((u128)1 << (d->s - 1)) : 0;
+        if (d->s == 0) return d->q;
+        return d->q + (d->rem > half || (d->rem == half && (d->q & 1)));
+    }
+    uint64_t p = POW10[t], qd = d->q / p, r = d->q % p, h = p / 2;
+    return qd + (r > h || (r == h && (d->rem > 0 || (qd & 1))));
+}
+
+/* Whether digits `w` (17 - t digits at exponent E) read back as the same double: within half an ulp. */
+static int round_trips(const Decimal17 *d, uint64_t w, int t) {
+    u128 x = d->x;
+    u128 y = (u128)w * POW10[t];
+    if (y >> (127 - d->s)) return 0;
+    y <<= d->s;
+    u128 diff = y > x ? y - x : x - y;
+    /* the double's half ulp is 2^(-s-30) (2^(-s-31) below a power of two), in units of 10^(E-16) */
+    int below = y < x && d->m == 0x800000;
+    if (diff >> (97 - below)) return 0;
+    return (diff << (30 + below)) <= pow10_128(16 - d->e);
+}
+
+static int put_digits(char *out, uint64_t digits) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + digits % 10);
+        digits /= 10;
+    } while (digits);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* digits (no trailing zeros, n of them) with decimal exponent e of the first digit, printed fixed or with
+ * an exponent; add_dot_0: "1.0" rather than "1" (repr). Returns the length. */
+static int layout(char *out, const char *dig, int n, int e, int exponent, int add_dot_0) {
+    int len = 0;
+    if (exponent) {
+        out[len++] = dig[0];
+        if (n > 1) {
+            out[len++] = '.';
+            memcpy(out + len, dig + 1, n - 1);
+            len += n - 1;
+        }
+        len += snprintf(out + len, 8, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+        return len;
+    }
+    if (e < 0) {
+        out[len++] = '0';
+        out[len++] = '.';
+        for (int i = 0; i < -e - 1; i++) out[len++] = '0';
+        memcpy(out + len, dig, n);
+        return len + n;
+    }
+    for (int i = 0; i <= e; i++) out[len++] = i < n ? dig[i] : '0';
+    if (n > e + 1) {
+        out[len++] = '.';
+        memcpy(out + len, dig + e + 1, n - e - 1);
+        len += n - e - 1;
+    } else if (add_dot_0) {
+        out[len++] = '.';
+        out[len++] = '0';
+    }
+    return len;
+}
+
+static int strip(char *dig, int n) {
+    while (n > 1 && dig[n - 1] == '0') n--;
+    return n;
+}
+
+/* "%.9g" of (double)v; -1 when v is outside the exact range. */
+static int fast_g9(float v, char *out) {
+    int neg = signbit(v), len = 0;
+    Decimal17 d;
+    if (decimal17(neg ? -v : v, &d) < 0) return -1;
+    uint64_t w = round_digits(&d, 8);
+    int e = d.e;
+    if (w == POW10[9]) {
+        w = POW10[8];
+        e++;
+    }
+    char dig[24];
+    int n = strip(dig, put_digits(dig, w));
+    if (neg) out[len++] = '-';
+    return len + layout(out + len, dig, n, e, !(e >= -4 && e < 9), 0);
+}
+
+/* repr((double)v); -1 when v is outside the exact range. */
+static int fast_repr(float v, char *out) {
+    int neg = signbit(v), len = 0;
+    Decimal17 d;
+    if (decimal17(neg ? -v : v, &d) < 0) return -1;
+    int lo = 1, hi = 17; /* the shortest digit count that reads back: round-tripping is monotone in it */
+    uint64_t best = round_digits(&d, 0);
+    uint64_t w16 = round_digits(&d, 1), w9 = round_digits(&d, 8);
+    if (!round_trips(&d, w16, 1)) {
+        lo = 17; /* most float32 values need 16 or 17 digits; short ones (0.5, 0.25) 9 or fewer */
+    } else if (!round_trips(&d, w9, 8)) {
+        lo = 10;
+        hi = 16;
+        best = w16;
+    } else {
+        hi = 9;
+        best = w9;
+    }
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        uint64_t w = round_digits(&d, 17 - mid);
+        if (round_trips(&d, w, 17 - mid)) {
+            hi = mid;
+            best = w;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if (hi == 17) best = round_digits(&d, 0);
+    int e = d.e;
+    if (best == POW10[hi]) {
+        best = POW10[hi - 1];
+        e++;
+    }
+    char dig[24];
+    int n = strip(dig, put_digits(dig, best));
+    if (neg) out[len++] = '-';
+    return len + layout(out + len, dig, n, e, e < -4 || e >= 16, 1);
+}
+#else
+static int fast_g9(float v, char *out) { return -1; }
+static int fast_repr(float v, char *out) { return -1; }
+#endif
+
 /* ------------------------------------------------------------------ formatting */
 
 typedef struct {
@@ -466,8 +667,9 @@ static PyObject *format_kaggle(PyObject *self, PyObject *args) {
         for (Py_ssize_t j = 0; j < t.k; j++) {
             int32_t c = classes[r * t.k + j];
             if (c < 0) continue;
-            int len = snprintf(num, sizeof num, firstpair ? "%d %.9g" : " %d %.9g", (int)c,
-                               (double)scores[r * t.k + j]);
+            int len = snprintf(num, sizeof num, firstpair ? "%d " : " %d ", (int)c);
+            int g = fast_g9(scores[r * t.k + j], num + len);
+            len += g >= 0 ? g : snprintf(num + len, sizeof num - len, "%.9g", (double)scores[r * t.k + j]);
             if (buf_put(&out, num, len) < 0) goto done;
             firstpair = 0;
         }
@@ -480,8 +682,11 @@ done:
     return result;
 }
 
-static int put_repr(Buf *out, double v) {
-    char *s = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+static int put_repr(Buf *out, float v) {
+    char fast[40];
+    int n = fast_repr(v, fast);
+    if (n >= 0) return buf_put(out, fast, n);
+    char *s = PyOS_double_to_string((double)v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (s == NULL) return -1;
     int r = buf_put(out, s, (Py_ssize_t)strlen(s));
     PyMem_Free(s);
@@ -521,7 +726,7 @@ static PyObject *format_jsonl(PyObject *self, PyObject *args) {
         firstone = 1;
         for (Py_ssize_t j = 0; j < t.k; j++) {
             if (c[j] < 0) continue;
-            if ((!firstone && buf_put(&out, ", ", 2) < 0) || put_repr(&out, (double)s[j]) < 0) goto done;
+            if ((!firstone && buf_put(&out, ", ", 2) < 0) || put_repr(&out, s[j]) < 0) goto done;
             firstone = 0;
         }
         if (buf_put(&out, "]", 1) < 0) goto done;
@@ -550,11 +755,39 @@ done:
     return result;
 }
 
+/* Each float32 of a buffer printed as the writers print it ("%.9g", or repr with `repr`), one a line: tests
+ * compare it with Python's formatting over many values. */
+static PyObject *format_floats(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    int repr;
+    Buf out = {0};
+    PyObject *result = NULL;
+    char num[64];
+    if (!PyArg_ParseTuple(args, "y*p", &view, &repr)) return NULL;
+    const float *v = view.buf;
+    for (Py_ssize_t i = 0; i < view.len / 4; i++) {
+        if (repr) {
+            if (put_repr(&out, v[i]) < 0) goto done;
+        } else {
+            int n = fast_g9(v[i], num);
+            if (n < 0) n = snprintf(num, sizeof num, "%.9g", (double)v[i]);
+            if (buf_put(&out, num, n) < 0) goto done;
+        }
+        if (buf_put(&out, "\n", 1) < 0) goto done;
+    }
+    result = buf_bytes(&out);
+done:
+    PyMem_Free(out.data);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"parse_kaggle", parse_kaggle, METH_VARARGS, "parse_kaggle(buf, pos, line_no, rank): see the source."},
     {"parse_jsonl", parse_jsonl, METH_VARARGS, "parse_jsonl(buf, pos, line_no, rank): see the source."},
     {"format_kaggle", format_kaggle, METH_VARARGS, "format_kaggle(ids, width, classes, scores, rows, k)."},
     {"format_jsonl", format_jsonl, METH_VARARGS, "format_jsonl(ids, width, classes, scores, rows, k, names)."},
+    {"format_floats", format_floats, METH_VARARGS, "format_floats(float32 buffer, repr): the numbers, one a line."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -562,4 +795,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_predio",
                                     "Prediction files (Kaggle CSV, JSON lines) parsed and formatted in C.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__predio(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__predio(void) {
+#if defined(__SIZEOF_INT128__)
+    init_pow10();
+#endif
+    return PyModule_Create(&module);
+}

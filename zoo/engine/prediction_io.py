@@ -307,5 +307,7 @@ def write_jsonl_columns(
     names = None
     if class_names is not None:
         top = max(int(columns.classes.max(initial=0)), max(class_names, default=0))
-        names = [json.dumps(class_names.get(c, ""), ensure_ascii=False).encode("utf-8") for c in range(top + 1)]
+        names = [
+            json.dumps(class_names.get(c, ""), ensure_ascii=False).encode("utf-8") for c in range(top + 1)
+        ]
     return write_rows(path, columns, FAST.format_jsonl, ids=ids, extra=(names,))
