@@ -215,6 +215,9 @@ def _jsonl_row(path: Path, line_no: int, line: str) -> Prediction:
         raise DataError(f"{where}: video {vid!r}: 'scores' must be a list of finite numbers")
     if len(classes) != len(scores):
         raise DataError(f"{where}: video {vid!r}: {len(classes)} classes but {len(scores)} scores")
+    if len(set(classes)) != len(classes):
+        dup = next(c for i, c in enumerate(classes) if c in classes[:i])
+        raise DataError(f"{where}: video {vid!r}: class {dup} is listed twice; list each class once")
     return Prediction(vid, list(classes), [float(s) for s in scores])
 
 
