@@ -179,18 +179,21 @@ def worker(argv: list[str]) -> int:
             return code
     else:
         old_ensemble(files, mean, Path(out))
-    print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss": own_peak_rss_bytes()}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu, "peak_rss": own_peak_rss_bytes()}))
     return 0
 
 
-def time_command(files: list[str], mean: str, out: Path, kind: str) -> tuple[float, int]:
-    """Seconds and peak RSS of one ensemble in a fresh process (the peak is that process's alone)."""
+def time_command(files: list[str], mean: str, out: Path, kind: str) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (the whole process, imports included) and peak RSS of one ensemble in a
+    fresh process (the peak is that process's alone)."""
     cmd = [sys.executable, __file__, "--worker", kind, mean, str(out), *files]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed:\n{done.stderr[-2000:]}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
-    return record["seconds"], record["peak_rss"]
+    return record["seconds"], record["cpu"], record["peak_rss"]
 
 
 def bench_command(tables, videos: int, old_videos: int) -> dict[str, float]:
@@ -199,13 +202,15 @@ def bench_command(tables, videos: int, old_videos: int) -> dict[str, float]:
         folder = Path(tmp)
         files = write_members(tables, folder, videos)
         for mean in ("arithmetic", "geometric"):
-            seconds, rss = time_command(files, mean, folder / f"new-{mean}", "new")
-            out[f"command_{mean}_s"], out[f"command_{mean}_peak_rss_GB"] = seconds, rss / 1e9
+            seconds, cpu, rss = time_command(files, mean, folder / f"new-{mean}", "new")
+            out[f"command_{mean}_s"], out[f"command_{mean}_cpu_s"] = seconds, cpu
+            out[f"command_{mean}_peak_rss_GB"] = rss / 1e9
         if old_videos:
             small = write_members(tables, folder / "old", old_videos) if old_videos != videos else files
             for kind in ("new", "old"):
-                seconds, rss = time_command(small, "arithmetic", folder / f"{kind}-small", kind)
+                seconds, cpu, rss = time_command(small, "arithmetic", folder / f"{kind}-small", kind)
                 out[f"{kind}_path_{old_videos}_arithmetic_s"] = seconds
+                out[f"{kind}_path_{old_videos}_arithmetic_cpu_s"] = cpu
                 out[f"{kind}_path_{old_videos}_peak_rss_GB"] = rss / 1e9
             same = all(
                 (folder / f"new-small/predictions{s}").read_bytes()

@@ -341,3 +341,19 @@ def test_column_reader_agrees_with_the_row_reader(case):
             for vid, c, s in zip(cols.ids, cols.classes, cols.scores)
         ]
         assert back == [(r.id, r.classes, r.scores) for r in rows]
+
+
+def test_number_parsing_matches_float_on_many_spellings():
+    if prediction_io.FAST is None:
+        pytest.skip("zoo.engine._predio is not built")
+    rng = np.random.default_rng(5)
+    f32 = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    doubles = f32[np.isfinite(f32)].astype(float).tolist() + rng.random(50_000).tolist()
+    tokens = [f"{x:.9g}" for x in doubles] + [repr(x) for x in doubles]
+    tokens += [f"{x:.{p}e}" for x, p in zip((rng.random(20_000) * 10.0 ** rng.integers(-30, 30, 20_000)).tolist(),
+                                             rng.integers(0, 25, 20_000).tolist())]  # fmt: skip
+    tokens += ["0", "-0", "+0.0", "00012.5000", ".5", "5.", "1e22", "1e23", "9007199254740993", "4.9e-324"]
+    tokens += ["123456789012345678901234567890e-20", "0.000000000000000000000000001", "-1E-7", "2e-400"]
+    got = np.frombuffer(prediction_io.FAST.parse_numbers(" ".join(tokens).encode()), np.float64)
+    want = np.array([float(t) for t in tokens])
+    assert got.tolist() == want.tolist() and np.array_equal(np.signbit(got), np.signbit(want))
