@@ -12,7 +12,9 @@
  *     classes       int32, scores float64: the pairs, flat, row after row (ranked best first when rank:
  *                   score descending, then class ascending, as the Python readers rank)
  *   Lines break at \n, \r\n and \r (as Python's universal newlines); blank lines are skipped. Numbers are
- *   converted by Python's own correctly rounded PyOS_string_to_double, so values equal float(token).
+ *   converted exactly (see parse_number), so values equal float(token). The GIL is released while parsing
+ *   (and formatting), so files are read (and written) in parallel threads; it is taken back only for the
+ *   rare number that needs CPython's own conversion.
  *
  * format_kaggle(ids, width, classes, scores, rows, k) / format_jsonl(ids, width, classes, scores, rows, k, names)
  *   The text of rows [rows] of padded arrays (ids: fixed-width, NUL-padded; classes int32 [rows, k], -1 is
@@ -27,7 +29,29 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------ growable output buffers */
+/* ------------------------------------------------------------------ the GIL, released during the work */
+
+/* The thread state of a call that released the GIL (NULL: this thread holds it). Fallbacks that call the
+ * C API take it back for the call. */
+static _Thread_local PyThreadState *released = NULL;
+
+static void gil_take(void) {
+    if (released != NULL) PyEval_RestoreThread(released);
+}
+
+static void gil_give(void) {
+    if (released != NULL) released = PyEval_SaveThread();
+}
+
+static void release_gil(void) { released = PyEval_SaveThread(); }
+
+static void reacquire_gil(void) {
+    PyEval_RestoreThread(released);
+    released = NULL;
+}
+
+/* ------------------------------------------------------------------ growable output buffers
+ * (raw allocations, usable without the GIL; a failed one leaves the error to the caller) */
 
 typedef struct {
     char *data;
@@ -38,11 +62,8 @@ static int buf_reserve(Buf *b, Py_ssize_t extra) {
     if (b->size + extra <= b->cap) return 0;
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->size + extra) cap *= 2;
-    char *data = PyMem_Realloc(b->data, cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    char *data = PyMem_RawRealloc(b->data, cap);
+    if (data == NULL) return -1;
     b->data = data;
     b->cap = cap;
     return 0;
@@ -116,12 +137,12 @@ static int parse_number(const char *s, Py_ssize_t n, double *out) {
     }
     memcpy(tmp, s, n);
     tmp[n] = '\0';
+    gil_take();
     double v = PyOS_string_to_double(tmp, NULL, NULL);
-    if (v == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (!isfinite(v)) return -1;
+    int failed = v == -1.0 && PyErr_Occurred();
+    if (failed) PyErr_Clear();
+    gil_give();
+    if (failed || !isfinite(v)) return -1;
     *out = v;
     return 0;
 }
@@ -402,6 +423,7 @@ static PyObject *parse(PyObject *args, RowParser row) {
     Out o;
     memset(&o, 0, sizeof o);
     int stopped = 0, failed = 0;
+    release_gil();
     while (pos < n) {
         Py_ssize_t end = line_end(b, pos, n), lo = pos, hi = end;
         line_no++;
@@ -424,18 +446,21 @@ static PyObject *parse(PyObject *args, RowParser row) {
         }
         pos = next_line(b, end, n);
     }
+    reacquire_gil();
     PyObject *result = NULL;
-    if (!failed) {
+    if (failed) {
+        PyErr_NoMemory();
+    } else {
         result = Py_BuildValue("nLiNNNNNN", pos, line_no, stopped, buf_bytes(&o.ids), buf_bytes(&o.id_len),
                                buf_bytes(&o.counts), buf_bytes(&o.lines), buf_bytes(&o.classes),
                                buf_bytes(&o.scores));
     }
-    PyMem_Free(o.ids.data);
-    PyMem_Free(o.id_len.data);
-    PyMem_Free(o.counts.data);
-    PyMem_Free(o.lines.data);
-    PyMem_Free(o.classes.data);
-    PyMem_Free(o.scores.data);
+    PyMem_RawFree(o.ids.data);
+    PyMem_RawFree(o.id_len.data);
+    PyMem_RawFree(o.counts.data);
+    PyMem_RawFree(o.lines.data);
+    PyMem_RawFree(o.classes.data);
+    PyMem_RawFree(o.scores.data);
     PyBuffer_Release(&view);
     return result;
 }
@@ -676,107 +701,154 @@ static Py_ssize_t id_length(const char *id, Py_ssize_t width) {
     return width;
 }
 
+/* The CSV rows of t into out (GIL released); -1 when out of memory. */
+static int kaggle_rows(const Table *t, Buf *out) {
+    const char *ids = t->ids.buf;
+    const int32_t *classes = t->classes.buf;
+    const float *scores = t->scores.buf;
+    char num[64];
+    for (Py_ssize_t r = 0; r < t->rows; r++) {
+        const char *id = ids + r * t->width;
+        if (buf_put(out, id, id_length(id, t->width)) < 0 || buf_put(out, ",", 1) < 0) return -1;
+        int firstpair = 1;
+        for (Py_ssize_t j = 0; j < t->k; j++) {
+            int32_t c = classes[r * t->k + j];
+            if (c < 0) continue;
+            int len = snprintf(num, sizeof num, firstpair ? "%d " : " %d ", (int)c);
+            int g = fast_g9(scores[r * t->k + j], num + len);
+            len += g >= 0 ? g : snprintf(num + len, sizeof num - len, "%.9g", (double)scores[r * t->k + j]);
+            if (buf_put(out, num, len) < 0) return -1;
+            firstpair = 0;
+        }
+        if (buf_put(out, "\n", 1) < 0) return -1;
+    }
+    return 0;
+}
+
 static PyObject *format_kaggle(PyObject *self, PyObject *args) {
     Table t;
     PyObject *names = NULL;
     Buf out = {0};
     PyObject *result = NULL;
-    if (open_table(args, &t, &names) < 0) goto done;
-    const char *ids = t.ids.buf;
-    const int32_t *classes = t.classes.buf;
-    const float *scores = t.scores.buf;
-    char num[64];
-    for (Py_ssize_t r = 0; r < t.rows; r++) {
-        const char *id = ids + r * t.width;
-        if (buf_put(&out, id, id_length(id, t.width)) < 0 || buf_put(&out, ",", 1) < 0) goto done;
-        int firstpair = 1;
-        for (Py_ssize_t j = 0; j < t.k; j++) {
-            int32_t c = classes[r * t.k + j];
-            if (c < 0) continue;
-            int len = snprintf(num, sizeof num, firstpair ? "%d " : " %d ", (int)c);
-            int g = fast_g9(scores[r * t.k + j], num + len);
-            len += g >= 0 ? g : snprintf(num + len, sizeof num - len, "%.9g", (double)scores[r * t.k + j]);
-            if (buf_put(&out, num, len) < 0) goto done;
-            firstpair = 0;
-        }
-        if (buf_put(&out, "\n", 1) < 0) goto done;
+    if (open_table(args, &t, &names) == 0) {
+        release_gil();
+        int r = kaggle_rows(&t, &out);
+        reacquire_gil();
+        result = r < 0 ? PyErr_NoMemory() : buf_bytes(&out);
     }
-    result = buf_bytes(&out);
-done:
-    PyMem_Free(out.data);
+    PyMem_RawFree(out.data);
     close_table(&t);
     return result;
 }
 
+/* repr((double)v) appended to out; -1 when out of memory (or CPython's conversion failed: error set). */
 static int put_repr(Buf *out, float v) {
     char fast[40];
     int n = fast_repr(v, fast);
     if (n >= 0) return buf_put(out, fast, n);
+    gil_take();
     char *s = PyOS_double_to_string((double)v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (s == NULL) return -1;
-    int r = buf_put(out, s, (Py_ssize_t)strlen(s));
-    PyMem_Free(s);
+    int r = s == NULL ? -1 : buf_put(out, s, (Py_ssize_t)strlen(s));
+    if (s != NULL) PyMem_Free(s);
+    gil_give();
     return r;
+}
+
+typedef struct {
+    const char **text;
+    Py_ssize_t *len;
+    Py_ssize_t count;
+} Names;
+
+/* The JSON lines of t into out (GIL released): 0, -1 out of memory, or 1 + the class without a name. */
+static long long jsonl_rows(const Table *t, const Names *names, Buf *out) {
+    const char *ids = t->ids.buf;
+    const int32_t *classes = t->classes.buf;
+    const float *scores = t->scores.buf;
+    char num[16];
+    for (Py_ssize_t r = 0; r < t->rows; r++) {
+        const char *id = ids + r * t->width;
+        const int32_t *c = classes + r * t->k;
+        const float *s = scores + r * t->k;
+        if (buf_put(out, "{\"id\": \"", 8) < 0 || buf_put(out, id, id_length(id, t->width)) < 0 ||
+            buf_put(out, "\", \"classes\": [", 15) < 0)
+            return -1;
+        int firstone = 1;
+        for (Py_ssize_t j = 0; j < t->k; j++) {
+            if (c[j] < 0) continue;
+            int len = snprintf(num, sizeof num, firstone ? "%d" : ", %d", (int)c[j]);
+            if (buf_put(out, num, len) < 0) return -1;
+            firstone = 0;
+        }
+        if (buf_put(out, "], \"scores\": [", 14) < 0) return -1;
+        firstone = 1;
+        for (Py_ssize_t j = 0; j < t->k; j++) {
+            if (c[j] < 0) continue;
+            if ((!firstone && buf_put(out, ", ", 2) < 0) || put_repr(out, s[j]) < 0) return -1;
+            firstone = 0;
+        }
+        if (buf_put(out, "]", 1) < 0) return -1;
+        if (names != NULL) {
+            if (buf_put(out, ", \"names\": [", 12) < 0) return -1;
+            firstone = 1;
+            for (Py_ssize_t j = 0; j < t->k; j++) {
+                if (c[j] < 0) continue;
+                if (c[j] >= names->count || names->text[c[j]] == NULL) return 1 + (long long)c[j];
+                if ((!firstone && buf_put(out, ", ", 2) < 0) ||
+                    buf_put(out, names->text[c[j]], names->len[c[j]]) < 0)
+                    return -1;
+                firstone = 0;
+            }
+            if (buf_put(out, "]", 1) < 0) return -1;
+        }
+        if (buf_put(out, "}\n", 2) < 0) return -1;
+    }
+    return 0;
 }
 
 static PyObject *format_jsonl(PyObject *self, PyObject *args) {
     Table t;
-    PyObject *names = NULL;
+    PyObject *list = NULL;
     Buf out = {0};
     PyObject *result = NULL;
-    char num[16];
-    if (open_table(args, &t, &names) < 0) goto done;
-    if (names == Py_None) names = NULL;
-    if (names != NULL && !PyList_Check(names)) {
-        PyErr_SetString(PyExc_TypeError, "format_jsonl: names must be a list of bytes or None");
-        goto done;
-    }
-    const char *ids = t.ids.buf;
-    const int32_t *classes = t.classes.buf;
-    const float *scores = t.scores.buf;
-    for (Py_ssize_t r = 0; r < t.rows; r++) {
-        const char *id = ids + r * t.width;
-        const int32_t *c = classes + r * t.k;
-        const float *s = scores + r * t.k;
-        if (buf_put(&out, "{\"id\": \"", 8) < 0 || buf_put(&out, id, id_length(id, t.width)) < 0 ||
-            buf_put(&out, "\", \"classes\": [", 15) < 0)
+    Names names = {NULL, NULL, 0};
+    if (open_table(args, &t, &list) < 0) goto done;
+    if (list == Py_None) list = NULL;
+    if (list != NULL) {
+        if (!PyList_Check(list)) {
+            PyErr_SetString(PyExc_TypeError, "format_jsonl: names must be a list of bytes or None");
             goto done;
-        int firstone = 1;
-        for (Py_ssize_t j = 0; j < t.k; j++) {
-            if (c[j] < 0) continue;
-            int len = snprintf(num, sizeof num, firstone ? "%d" : ", %d", (int)c[j]);
-            if (buf_put(&out, num, len) < 0) goto done;
-            firstone = 0;
         }
-        if (buf_put(&out, "], \"scores\": [", 14) < 0) goto done;
-        firstone = 1;
-        for (Py_ssize_t j = 0; j < t.k; j++) {
-            if (c[j] < 0) continue;
-            if ((!firstone && buf_put(&out, ", ", 2) < 0) || put_repr(&out, s[j]) < 0) goto done;
-            firstone = 0;
+        /* the texts of the list's bytes (the list, held by the arguments, keeps them alive) */
+        names.count = PyList_GET_SIZE(list);
+        names.text = PyMem_Calloc(names.count + 1, sizeof(char *));
+        names.len = PyMem_Calloc(names.count + 1, sizeof(Py_ssize_t));
+        if (names.text == NULL || names.len == NULL) {
+            PyErr_NoMemory();
+            goto done;
         }
-        if (buf_put(&out, "]", 1) < 0) goto done;
-        if (names != NULL) {
-            if (buf_put(&out, ", \"names\": [", 12) < 0) goto done;
-            firstone = 1;
-            for (Py_ssize_t j = 0; j < t.k; j++) {
-                if (c[j] < 0) continue;
-                if (!firstone && buf_put(&out, ", ", 2) < 0) goto done;
-                firstone = 0;
-                PyObject *name = c[j] < PyList_GET_SIZE(names) ? PyList_GET_ITEM(names, c[j]) : NULL;
-                if (name == NULL || !PyBytes_Check(name)) {
-                    PyErr_Format(PyExc_ValueError, "format_jsonl: no JSON name for class %d", (int)c[j]);
-                    goto done;
-                }
-                if (buf_put(&out, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) < 0) goto done;
+        for (Py_ssize_t i = 0; i < names.count; i++) {
+            PyObject *item = PyList_GET_ITEM(list, i);
+            if (PyBytes_Check(item)) {
+                names.text[i] = PyBytes_AS_STRING(item);
+                names.len[i] = PyBytes_GET_SIZE(item);
             }
-            if (buf_put(&out, "]", 1) < 0) goto done;
         }
-        if (buf_put(&out, "}\n", 2) < 0) goto done;
     }
-    result = buf_bytes(&out);
+    release_gil();
+    long long r = jsonl_rows(&t, list != NULL ? &names : NULL, &out);
+    reacquire_gil();
+    if (r > 0) {
+        PyErr_Format(PyExc_ValueError, "format_jsonl: no JSON name for class %lld", r - 1);
+    } else if (r < 0) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+    } else {
+        result = buf_bytes(&out);
+    }
 done:
-    PyMem_Free(out.data);
+    PyMem_Free(names.text);
+    PyMem_Free(names.len);
+    PyMem_RawFree(out.data);
     close_table(&t);
     return result;
 }
@@ -803,7 +875,8 @@ static PyObject *format_floats(PyObject *self, PyObject *args) {
     }
     result = buf_bytes(&out);
 done:
-    PyMem_Free(out.data);
+    if (result == NULL && !PyErr_Occurred()) PyErr_NoMemory();
+    PyMem_RawFree(out.data);
     PyBuffer_Release(&view);
     return result;
 }
@@ -828,7 +901,8 @@ static PyObject *parse_numbers(PyObject *self, PyObject *args) {
     }
     result = buf_bytes(&out);
 done:
-    PyMem_Free(out.data);
+    if (result == NULL && !PyErr_Occurred()) PyErr_NoMemory();
+    PyMem_RawFree(out.data);
     PyBuffer_Release(&view);
     return result;
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ def _metric_factory(cfg: Any) -> Any:
 def _members(args: argparse.Namespace, cfg: Any, split: str) -> list[Any]:
     from zoo.engine import ensemble as ens
 
-    return [ens.load_member(m, cfg, split, args.member_top_k) for m in args.members]
+    return ens.load_members(args.members, cfg, split, args.member_top_k)
 
 
 def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:
@@ -202,15 +203,18 @@ def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
     )
     predictions = None
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, columnar = [], []
     for name in names:
         fmt = registry.get(name).cls
         path = out / f"predictions{fmt.suffix}"
         writer = fmt(fmt.Config())
         if isinstance(writer, ColumnarPredictionFormat):
-            writer.write_columns(path, result.columns(), class_names)
+            columnar.append((writer, path))
         else:
             predictions = result.predictions() if predictions is None else predictions
             writer.write(path, predictions, class_names)
         written.append(path)
+    # the C formatters release the GIL: the formats are written side by side
+    with ThreadPoolExecutor(max(1, min(2, len(columnar)))) as pool:
+        list(pool.map(lambda wp: wp[0].write_columns(wp[1], result.columns(), class_names), columnar))
     return written
