@@ -143,7 +143,7 @@ def open_teacher_store(cfg: Any, *, log: Any = print, build: bool = True) -> Tea
     if not build:
         raise DataError(f"{root}: no teacher store for these teachers yet (the main process builds it)")
     log(f"building the teacher store {root} from {len(d.teachers)} teacher(s) over the training split")
-    tables = ens.load_members(d.teachers, cfg, "train", d.top_k)
+    tables = [ens.load_member(t, cfg, "train", d.top_k) for t in d.teachers]
     weights = d.teacher_weights if d.teacher_weights is not None else [1.0] * len(tables)
     if len(weights) != len(tables):
         raise DataError(

@@ -86,6 +86,8 @@ class TopKTable:
         a video listed twice is an error naming both lines."""
         order = columns.check_unique(source)
         scores = np.asarray(columns.scores, dtype=np.float32)
+        if order is None:
+            return cls(source, columns.ids, columns.classes, scores)
         return cls(source, columns.ids[order], columns.classes[order], scores[order])
 
     def columns(self) -> Any:
@@ -473,26 +475,6 @@ def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool
     if cfg is not None:
         table.check_classes(cfg.dataset.num_classes)
     return table
-
-
-READ_THREADS = 2
-"""Prediction files read at a time (the C parser releases the GIL: two cores, two files)."""
-
-
-def load_members(
-    sources: Sequence[str], cfg: Any, split: str, top_k: int, *, progress: bool = True
-) -> list[TopKTable]:
-    """:func:`load_member` of each source, in order; prediction files are read ``READ_THREADS`` at a time,
-    run directories predicted one after another."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    files = list(dict.fromkeys(s for s in sources if not Path(s).is_dir()))
-    read: dict[str, TopKTable] = {}
-    if len(files) > 1:
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            tables = pool.map(lambda s: load_member(s, cfg, split, top_k, progress=progress), files)
-            read = dict(zip(files, tables))
-    return [read[s] if s in read else load_member(s, cfg, split, top_k, progress=progress) for s in sources]
 
 
 def split_labels(cfg: Any, split: str, ids: np.ndarray) -> Labels | None:

@@ -58,8 +58,11 @@ class PredictionColumns:
     def where(self, row: int) -> str:
         return f"line {int(self.lines[row])}" if self.lines is not None else f"row {row + 1}"
 
-    def check_unique(self, path: str | os.PathLike) -> np.ndarray:
-        """The row order that sorts the ids; a video listed twice is an error naming both lines."""
+    def check_unique(self, path: str | os.PathLike) -> np.ndarray | None:
+        """The row order that sorts the ids (None: already sorted); a video listed twice is an error naming
+        both lines."""
+        if len(self.ids) < 2 or bool((self.ids[1:] > self.ids[:-1]).all()):
+            return None
         order = np.argsort(self.ids, kind="stable")
         ids = self.ids[order]
         dup = np.flatnonzero(ids[1:] == ids[:-1])
@@ -216,21 +219,23 @@ class _Chunks:
         )
 
     def columns(self, dtype: type) -> PredictionColumns:
-        counts = _join(self.counts, np.int32)
-        n, k = len(counts), max(1, int(counts.max(initial=0)))
-        take = np.arange(k, dtype=np.int32) < counts[:, None]
+        """The padded arrays, filled piece by piece (each piece freed once copied: no joined flat copy)."""
+        n = sum(len(c) for c in self.counts)
+        k = max([1, *(int(c.max()) for c in self.counts if len(c))])
+        width = max([1, *(int(w.max()) for w in self.id_len if len(w))])
         classes = np.full((n, k), -1, dtype=np.int32)
-        classes[take] = _join(self.classes, np.int32)
-        self.classes.clear()
         scores = np.zeros((n, k), dtype=dtype)
-        scores[take] = _join(self.scores, np.float64)
-        self.scores.clear()
-        id_len = _join(self.id_len, np.int32)
-        width = max(1, int(id_len.max(initial=0)))
-        id_bytes = np.zeros((n, width), dtype=np.uint8)
-        id_bytes[np.arange(width) < id_len[:, None]] = np.frombuffer(b"".join(self.ids), np.uint8)
-        ids = id_bytes.view(f"S{width}").reshape(n)
-        return PredictionColumns(ids, classes, scores, _join(self.lines, np.int64))
+        ids = np.zeros((n, width), dtype=np.uint8)
+        lo = 0
+        for i, counts in enumerate(self.counts):
+            hi = lo + len(counts)
+            take = np.arange(k, dtype=np.int32) < counts[:, None]
+            classes[lo:hi][take] = self.classes[i]
+            scores[lo:hi][take] = self.scores[i]
+            ids[lo:hi][np.arange(width) < self.id_len[i][:, None]] = np.frombuffer(self.ids[i], np.uint8)
+            self.classes[i] = self.scores[i] = self.ids[i] = None  # type: ignore[call-overload]
+            lo = hi
+        return PredictionColumns(ids.view(f"S{width}").reshape(n), classes, scores, _join(self.lines, np.int64))
 
 
 def _join(parts: list[np.ndarray], dtype: type) -> np.ndarray:

@@ -181,7 +181,7 @@ def _metric_factory(cfg: Any) -> Any:
 def _members(args: argparse.Namespace, cfg: Any, split: str) -> list[Any]:
     from zoo.engine import ensemble as ens
 
-    return ens.load_members(args.members, cfg, split, args.member_top_k)
+    return [ens.load_member(m, cfg, split, args.member_top_k) for m in args.members]
 
 
 def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:
