@@ -235,7 +235,9 @@ class _Chunks:
             ids[lo:hi][np.arange(width) < self.id_len[i][:, None]] = np.frombuffer(self.ids[i], np.uint8)
             self.classes[i] = self.scores[i] = self.ids[i] = None  # type: ignore[call-overload]
             lo = hi
-        return PredictionColumns(ids.view(f"S{width}").reshape(n), classes, scores, _join(self.lines, np.int64))
+        return PredictionColumns(
+            ids.view(f"S{width}").reshape(n), classes, scores, _join(self.lines, np.int64)
+        )
 
 
 def _join(parts: list[np.ndarray], dtype: type) -> np.ndarray:
