@@ -4,7 +4,10 @@ Registered as the prediction format ``kaggle-csv``; ``zoo score`` reads it. Scor
 significant digits: exact for float32 probabilities, so reading a file back gives the same ranking (and the
 same GAP) as the scores it was written from. Reading errors name the file, the line and what is wrong, so a
 bad submission is fixed in one go. Class names come from YouTube-8M's ``vocabulary.csv``, read with the
-engine's class-names loader (:func:`zoo.engine.predictions.load_class_names`).
+engine's class-names loader (:func:`zoo.engine.predictions.load_class_names`). Whole files are read and
+written column-wise (:func:`read_kaggle_columns`, :func:`write_kaggle_columns`: the C parser and formatter of
+:mod:`zoo.engine.prediction_io`, this module's row parser for the lines they leave), with the same rows,
+bytes and errors as the row-by-row functions.
 """
 
 from __future__ import annotations
