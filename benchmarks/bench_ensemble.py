@@ -17,7 +17,7 @@ not timed). Reported, from one process:
   RSS (goal: under a minute and 2 GB at full size). The member files are written first (not timed). The
   reference is the previous path in the same run -- rows read as Prediction objects
   (``format.read`` + ``TopKTable.from_predictions``) and written from them (``format.write``) -- on
-  ``--old-videos`` videos (it takes ~4 minutes per million), reported as measured and scaled to the full size.
+  ``--old-videos`` videos (it takes ~3 minutes per million), reported as measured and scaled to the full size.
 
 Exit status 1 when a goal is missed. ``--json`` writes the numbers.
 """
