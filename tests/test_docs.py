@@ -26,6 +26,7 @@ def test_every_hook_is_documented_with_its_signature(hook):
 def _contract_methods() -> list[str]:
     from zoo.contracts import (
         PROTOCOLS,
+        ColumnarPredictionFormat,
         ConvertsForeignWeights,
         ExportConstants,
         ModelWithLoss,
@@ -35,7 +36,14 @@ def _contract_methods() -> list[str]:
     from zoo.registry import _protocol_members
 
     out = []
-    extra = [ModelWithLoss, SampleDataReader, RankedMetric, ConvertsForeignWeights, ExportConstants]
+    extra = [
+        ModelWithLoss,
+        SampleDataReader,
+        RankedMetric,
+        ColumnarPredictionFormat,
+        ConvertsForeignWeights,
+        ExportConstants,
+    ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):
             obj = vars(protocol).get(member)  # declared here, not inherited from another contract

@@ -215,6 +215,20 @@ class PredictionFormat(Protocol):
         ...
 
 
+@runtime_checkable
+class ColumnarPredictionFormat(PredictionFormat, Protocol):
+    """A format that reads and writes whole files as arrays (``zoo.engine.prediction_io.PredictionColumns``):
+    ``zoo ensemble`` and the teacher store use it for files of millions of videos."""
+
+    def read_columns(self, path: Path, *, rank: bool = True, dtype: type = ...) -> Any:
+        """The file's rows in file order (each ranked best first when ``rank``); errors as ``read``."""
+        ...
+
+    def write_columns(self, path: Path, columns: Any, class_names: dict[int, str] | None) -> None:
+        """Write ``columns`` atomically, byte for byte as ``write`` writes the same predictions."""
+        ...
+
+
 @dataclass
 class TrainingState:
     """What callbacks see of a training run."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from zoo.config import DatasetSpec
 from zoo.errors import DataError, UsageError
-from zoo_yt8m_metrics.kaggle import check_classes, iter_kaggle_csv
+from zoo_yt8m_metrics.kaggle import read_kaggle_columns
 from zoo_yt8m_metrics.video import Yt8mMetric, Yt8mMetricConfig
 
 BATCH = 512
@@ -28,30 +27,19 @@ SHOW_IDS = 5
 
 
 class PredictionTable:
-    """A Kaggle CSV held compactly (flat arrays, ~12 bytes per pair): 1.1M rows x 20 pairs fit in ~300 MB."""
+    """A Kaggle CSV held as arrays (read column-wise, at C speed where it is built): each row's pairs in file
+    order, float64 scores as the file spells them; 1.1M rows x 20 pairs take ~350 MB."""
 
     def __init__(self, path: str, num_classes: int) -> None:
         self.path = path
-        self.rows: dict[str, int] = {}
-        self.lines = array("q")
-        self.offsets = array("q", [0])
-        self.classes = array("i")
-        self.scores = array("d")
-        for line_no, vid, classes, scores in iter_kaggle_csv(path):
-            if vid in self.rows:
-                raise DataError(
-                    f"{path}: line {line_no}: video {vid!r} is listed again (first on line "
-                    f"{self.lines[self.rows[vid]]}); keep one row per video"
-                )
-            check_classes(path, line_no, vid, classes, num_classes)
-            self.rows[vid] = len(self.lines)
-            self.lines.append(line_no)
-            self.classes.extend(classes)
-            self.scores.extend(scores)
-            self.offsets.append(len(self.classes))
-        self._classes = np.frombuffer(self.classes, dtype=np.int32) if self.classes else np.zeros(0, np.int32)
-        # (a row's classes are distinct and in range: iter_kaggle_csv and check_classes made sure)
-        self._scores = np.frombuffer(self.scores, dtype=np.float64) if self.scores else np.zeros(0)
+        columns = read_kaggle_columns(path, rank=False, dtype=np.float64)
+        columns.check_unique(path)
+        columns.check_classes(path, num_classes)
+        # (a row's classes are distinct and in range: the reader and check_classes made sure)
+        self.rows: dict[str, int] = {vid.decode("utf-8"): i for i, vid in enumerate(columns.ids.tolist())}
+        self.lines = columns.lines
+        self._classes = np.maximum(columns.classes, 0).astype(np.int64)
+        self._scores = np.where(columns.classes >= 0, columns.scores, -np.inf)
         self.used = np.zeros(len(self.lines), dtype=bool)
 
     def row_of(self, vid: str) -> int:
@@ -65,23 +53,16 @@ class PredictionTable:
     def ranked(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """The rows as ``classes, scores`` arrays ``[len(rows), L]``, padded with score -inf (row -1: empty)."""
         rows_arr = np.asarray(rows, dtype=np.int64)
-        offsets = np.frombuffer(self.offsets, dtype=np.int64)
-        present = rows_arr >= 0
-        lo = np.where(present, offsets[np.maximum(rows_arr, 0)], 0)
-        count = np.where(present, offsets[np.maximum(rows_arr, 0) + 1] - lo, 0)
-        width = max(1, int(count.max(initial=0)))
-        take = np.arange(width) < count[:, None]
-        src = (lo[:, None] + np.arange(width))[take]
-        classes = np.zeros((len(rows), width), dtype=np.int64)
-        scores = np.full((len(rows), width), -np.inf)
-        classes[take] = self._classes[src]
-        scores[take] = self._scores[src]
-        return classes, scores
+        present = (rows_arr >= 0)[:, None]
+        if not len(self.lines):
+            return np.zeros((len(rows), 1), np.int64), np.full((len(rows), 1), -np.inf)
+        take = np.maximum(rows_arr, 0)
+        return np.where(present, self._classes[take], 0), np.where(present, self._scores[take], -np.inf)
 
     def unused(self) -> list[tuple[str, int]]:
         """(id, line) of the rows no labelled video asked for, in file order."""
         index = {row: vid for vid, row in self.rows.items()}
-        return [(index[row], self.lines[row]) for row in np.flatnonzero(~self.used)]
+        return [(index[row], int(self.lines[row])) for row in np.flatnonzero(~self.used)]
 
 
 @dataclass

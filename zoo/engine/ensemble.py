@@ -80,6 +80,22 @@ class TopKTable:
             )
         return cls(source, id_arr, cls_arr[order], prob_arr[order])
 
+    @classmethod
+    def from_columns(cls, source: str, columns: Any) -> TopKTable:
+        """The table of a file read column-wise (``PredictionColumns``, rows ranked best first): sorted by id;
+        a video listed twice is an error naming both lines."""
+        order = columns.check_unique(source)
+        scores = np.asarray(columns.scores, dtype=np.float32)
+        if order is None:
+            return cls(source, columns.ids, columns.classes, scores)
+        return cls(source, columns.ids[order], columns.classes[order], scores[order])
+
+    def columns(self) -> Any:
+        """The table as ``PredictionColumns`` (for the formats' ``write_columns``)."""
+        from zoo.engine.prediction_io import PredictionColumns
+
+        return PredictionColumns(self.ids, self.classes, self.probs)
+
     def check_classes(self, num_classes: int) -> None:
         bad = np.flatnonzero((self.classes >= num_classes).any(axis=1))
         if bad.size:
@@ -97,8 +113,11 @@ class TopKTable:
         return out
 
 
-def read_prediction_file(path: str | Path) -> TopKTable:
-    """A prediction file through the format plugin whose suffix it has (``.jsonl``, ``.csv``, ...)."""
+def read_prediction_file(path: str | Path, num_classes: int | None = None) -> TopKTable:
+    """A prediction file through the format plugin whose suffix it has (``.jsonl``, ``.csv``, ...): column-wise
+    where the format can (``ColumnarPredictionFormat``), else row by row. With ``num_classes``, a class out of
+    range is an error naming the line."""
+    from zoo.contracts import ColumnarPredictionFormat
     from zoo.plugins import get_plugins
 
     path = Path(path)
@@ -113,7 +132,13 @@ def read_prediction_file(path: str | Path) -> TopKTable:
         )
     if not path.is_file():
         raise UsageError(f"{path}: no such prediction file")
-    return TopKTable.from_predictions(str(path), fmt(fmt.Config()).read(path))
+    reader = fmt(fmt.Config())
+    if isinstance(reader, ColumnarPredictionFormat):
+        columns = reader.read_columns(path, rank=True, dtype=np.float32)
+        if num_classes is not None:
+            columns.check_classes(path, num_classes)
+        return TopKTable.from_columns(str(path), columns)
+    return TopKTable.from_predictions(str(path), reader.read(path))
 
 
 def check_same_videos(tables: Sequence[TopKTable]) -> None:
@@ -446,7 +471,7 @@ def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool
     elif Path(source).is_dir():
         raise UsageError(f"{source}: a directory without config.json is not a run directory of `zoo train`")
     else:
-        table = read_prediction_file(source)
+        table = read_prediction_file(source, cfg.dataset.num_classes if cfg is not None else None)
     if cfg is not None:
         table.check_classes(cfg.dataset.num_classes)
     return table

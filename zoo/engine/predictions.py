@@ -21,6 +21,13 @@ import numpy as np
 
 from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
+from zoo.engine.prediction_io import (
+    FAST,
+    PredictionColumns,
+    fast_writes,
+    read_columns,
+    write_jsonl_columns,
+)
 from zoo.errors import DataError
 
 CLASS_NAME_COLUMNS = ("Index", "Name")
@@ -208,6 +215,9 @@ def _jsonl_row(path: Path, line_no: int, line: str) -> Prediction:
         raise DataError(f"{where}: video {vid!r}: 'scores' must be a list of finite numbers")
     if len(classes) != len(scores):
         raise DataError(f"{where}: video {vid!r}: {len(classes)} classes but {len(scores)} scores")
+    if len(set(classes)) != len(classes):
+        dup = next(c for i, c in enumerate(classes) if c in classes[:i])
+        raise DataError(f"{where}: video {vid!r}: class {dup} is listed twice; list each class once")
     return Prediction(vid, list(classes), [float(s) for s in scores])
 
 
@@ -229,6 +239,31 @@ class JsonLinesFormat:
 
     def read(self, path: Path) -> Iterator[Prediction]:
         return read_jsonl(path)
+
+    def read_columns(self, path: Path, *, rank: bool = True, dtype: type = np.float32) -> PredictionColumns:
+        return read_jsonl_columns(path, rank=rank, dtype=dtype)
+
+    def write_columns(
+        self, path: Path, columns: PredictionColumns, class_names: dict[int, str] | None
+    ) -> None:
+        if fast_writes():
+            write_jsonl_columns(path, columns, class_names)
+        else:
+            write_jsonl(path, columns.predictions(), vocabulary=class_names)
+
+
+def read_jsonl_columns(
+    path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32
+) -> PredictionColumns:
+    """A JSON lines prediction file as arrays (:mod:`zoo.engine.prediction_io`): the rows of
+    :func:`read_jsonl`, each ranked best first when ``rank``; the same errors."""
+    path = Path(path)
+
+    def parse_line(line_no: int, text: str) -> tuple[str, list[int], list[float]]:
+        row = _jsonl_row(path, line_no, text)
+        return row.id, row.classes, row.scores
+
+    return read_columns(path, parse_line, FAST and FAST.parse_jsonl, rank=rank, dtype=dtype)
 
 
 def load_class_names(path: str | os.PathLike) -> dict[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,9 @@ def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:
 
 
 def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
-    """The combined predictions in the config's formats (every registered format without a config)."""
+    """The combined predictions in the config's formats (every registered format without a config):
+    column-wise where the format can (``ColumnarPredictionFormat``), else as a list of predictions."""
+    from zoo.contracts import ColumnarPredictionFormat
     from zoo.engine.predictions import load_class_names
     from zoo.plugins import get_plugins
 
@@ -198,12 +201,20 @@ def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
     class_names = (
         load_class_names(cfg.predict.vocabulary) if cfg is not None and cfg.predict.vocabulary else None
     )
-    predictions = result.predictions()
+    predictions = None
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, columnar = [], []
     for name in names:
         fmt = registry.get(name).cls
         path = out / f"predictions{fmt.suffix}"
-        fmt(fmt.Config()).write(path, predictions, class_names)
+        writer = fmt(fmt.Config())
+        if isinstance(writer, ColumnarPredictionFormat):
+            columnar.append((writer, path))
+        else:
+            predictions = result.predictions() if predictions is None else predictions
+            writer.write(path, predictions, class_names)
         written.append(path)
+    # the C formatters release the GIL: the formats are written side by side
+    with ThreadPoolExecutor(max(1, min(2, len(columnar)))) as pool:
+        list(pool.map(lambda wp: wp[0].write_columns(wp[1], result.columns(), class_names), columnar))
     return written
