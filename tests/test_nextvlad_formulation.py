@@ -274,6 +274,8 @@ def test_inference_kernel_matches_the_ops(paddle, monkeypatch):
     kernel = ops.FUSED_ASSIGN
 
     class Counting:
+        weight, weight_grad = staticmethod(kernel.weight), staticmethod(kernel.weight_grad)
+
         @staticmethod
         def assign(*args):
             calls.append(args[4:6])
@@ -316,3 +318,48 @@ def test_inference_kernel_against_float64(paddle):
         ops.FUSED_ASSIGN.assign(out, logits[..., :-1].copy(), mask, bias, g, k, 1)
     with pytest.raises(ValueError, match="out must be"):
         ops.FUSED_ASSIGN.assign(out.astype(np.float64), logits, mask, bias, g, k, 1)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_training_kernels_give_the_ops_gradients(paddle, monkeypatch, chunk):
+    """The factored training op (zoo_nextvlad.ops.pool_expand) with its C kernels (weighting and layout in
+    forward, the weighting's and the sums' backward in one pass) gives the outputs and gradients of paddle's
+    ops, over chunks that do and do not divide the batch."""
+    ops = _kernel()
+    rng = np.random.default_rng(7)
+    b, t, g, k, d, f = 5, 6, 4, 8, 12, 6
+    values = {
+        "soft": rng.dirichlet(np.ones(k), (b, t, g)).astype(np.float32),
+        "frame_weight": rng.uniform(0, 1, (b, t, g, 1)).astype(np.float32),
+        "w": rng.normal(size=(g * d, f)).astype(np.float32),
+    }
+    x = paddle.to_tensor(rng.normal(size=(b, t, d)).astype(np.float32))
+    grad_vlad = paddle.to_tensor(rng.normal(size=(b, k, f)).astype(np.float32))
+    grad_sums = paddle.to_tensor(rng.normal(size=(b, 1, k * g)).astype(np.float32))
+    results = {}
+    for name, kernel in (("kernel", ops.FUSED_ASSIGN), ("ops", None)):
+        monkeypatch.setattr(ops, "FUSED_ASSIGN", kernel)
+        inputs = {key: paddle.to_tensor(v, stop_gradient=False) for key, v in values.items()}
+        vlad, sums = ops.pool_expand(inputs["soft"], inputs["frame_weight"], x, inputs["w"], chunk=chunk)
+        ((vlad * grad_vlad).sum() + (sums * grad_sums).sum()).backward()
+        results[name] = [vlad.numpy(), sums.numpy()] + [inputs[key].grad.numpy() for key in values]
+    for ours, theirs in zip(results["kernel"], results["ops"]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_training_kernels_refuse_wrong_sizes(paddle):
+    ops = _kernel()
+    soft = np.zeros((2, 3, 4 * 5), np.float32)
+    weight = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="out must be"):
+        ops.FUSED_ASSIGN.weight(np.zeros((2, 3, 19), np.float32), soft, weight, 4, 5, 1)
+    grads = [
+        np.zeros((2, 3, 20), np.float32),
+        np.zeros((2, 3, 4), np.float32),
+        soft,
+        np.zeros((2, 20), np.float32),
+    ]
+    with pytest.raises(ValueError, match="whole number of videos"):
+        ops.FUSED_ASSIGN.weight_grad(*grads, soft, weight, 4, 4, 5, 1)
+    with pytest.raises(ValueError, match="grad_sums must be"):
+        ops.FUSED_ASSIGN.weight_grad(*grads[:3], np.zeros((3, 20), np.float32), soft, weight, 3, 4, 5, 1)

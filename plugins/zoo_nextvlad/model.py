@@ -224,8 +224,13 @@ class NeXtVLADLayer(nn.Layer):
         if self.training:
             self._eval_cache = self._joint_cache = None  # the parameters are about to change: no stale copies
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = self._products()
-            # batch statistics of the logits themselves (exact, only the matmul order differs)
-            logits = self.cluster_bn(linear(x, assign_weight, assign_bias), mask)  # [B, T, G*K]
+            # batch statistics of the logits themselves (exact, only the matmul order differs). Training-mode
+            # BatchNorm subtracts the batch mean, which cancels the constant assignment bias: it is left out of
+            # the [B, T, G*K] pass and only added to the running mean, as its batch mean would have been.
+            logits = self.cluster_bn(paddle.matmul(x, assign_weight), mask)  # [B, T, G*K]
+            with paddle.no_grad():
+                bn = self.cluster_bn
+                bn._mean.set_value(bn._mean + (1.0 - bn.momentum) * assign_bias.detach())
         else:
             products = self._eval_products()
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = products

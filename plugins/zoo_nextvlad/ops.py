@@ -66,11 +66,12 @@ class _PoolExpand(PyLayer):
         pooled, vlad, sums = [], [], []
         for start in range(0, b, chunk):
             stop = min(b, start + chunk)
-            assign = _cluster_major(soft[start:stop] * frame_weight[start:stop])  # [c, T, K*G]
+            assign = _weighted_cluster_major(soft[start:stop], frame_weight[start:stop])  # [c, T, K*G]
             part = paddle.matmul(assign, x[start:stop], transpose_x=True).reshape([-1, gd])  # [c*K, G*D]
             pooled.append(part)  # kept in chunks: joining them would copy the largest tensor
             vlad.append(paddle.matmul(part, w).reshape([stop - start, k, f]))
-            sums.append(assign.sum(axis=1, keepdim=True))  # [c, 1, K*G]
+            # [c, 1, K*G]; a product with ones (threaded) rather than paddle's single-threaded reduction
+            sums.append(paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign))
         ctx.pooled, ctx.chunk = pooled, chunk
         ctx.save_for_backward(soft, frame_weight, x, w)
         if len(vlad) == 1:
@@ -89,6 +90,11 @@ class _PoolExpand(PyLayer):
             )
             grad_w = part if grad_w is None else grad_w + part
             ctx.pooled[i] = None  # the largest saved tensors: free each once used
+        kernel = _kernel_for(soft)
+        if kernel is not None:  # one pass per chunk, written into the whole gradients (no concat)
+            grad_soft_all = paddle.empty(soft.shape, dtype=soft.dtype)
+            grad_weight_all = paddle.empty(frame_weight.shape, dtype=soft.dtype)
+            views = [_array(v) for v in (grad_soft_all, grad_weight_all, grad_sums, soft, frame_weight)]
         grad_soft, grad_weight = [], []
         for start in range(0, b, ctx.chunk):
             stop = min(b, start + ctx.chunk)
@@ -96,14 +102,52 @@ class _PoolExpand(PyLayer):
             grad_assign = paddle.matmul(
                 x[start:stop], grad_pooled.reshape([stop - start, k * g, -1]), transpose_y=True
             )
+            if kernel is not None:
+                out_soft, out_weight, sums, soft_np, weight_np = (v[start:stop] for v in views)
+                grad_np = _array(grad_assign)
+                kernel.weight_grad(
+                    out_soft, out_weight, grad_np, sums, soft_np, weight_np, t, g, k, cpu_threads()
+                )
+                continue
             grad_assign = grad_assign + grad_sums[start:stop]  # the sums' gradient broadcasts over T
             # back to group-major [c, T, G, K]
             grad_assign = grad_assign.reshape([0, 0, k, g]).transpose([0, 1, 3, 2])
             grad_soft.append(grad_assign * frame_weight[start:stop])
             grad_weight.append((grad_assign * soft[start:stop]).sum(axis=-1, keepdim=True))
+        if kernel is not None:
+            return grad_soft_all, grad_weight_all, None, grad_w
         if len(grad_soft) == 1:
             return grad_soft[0], grad_weight[0], None, grad_w
         return paddle.concat(grad_soft, axis=0), paddle.concat(grad_weight, axis=0), None, grad_w
+
+
+def _kernel_for(t: paddle.Tensor):
+    """The C kernels (``_assign.c``) for float32 CPU tensors in dygraph, else None (paddle's ops)."""
+    if (
+        FUSED_ASSIGN is None
+        or not paddle.in_dynamic_mode()
+        or t.dtype != paddle.float32
+        or not t.place.is_cpu_place()
+    ):
+        return None
+    return FUSED_ASSIGN
+
+
+def _weighted_cluster_major(soft: paddle.Tensor, frame_weight: paddle.Tensor) -> paddle.Tensor:
+    """``soft [c, T, G, K] * frame_weight [c, T, G, 1]`` laid out cluster-major ``[c, T, K*G]`` (no gradient):
+    one pass of the C kernel, or paddle's multiply and transpose."""
+    kernel = _kernel_for(soft)
+    if kernel is None:
+        return _cluster_major(soft * frame_weight)
+    c, t, g, k = soft.shape
+    out = paddle.empty([c, t, k * g], dtype=soft.dtype)
+    kernel.weight(_array(out), _array(soft), _array(frame_weight), g, k, cpu_threads())
+    return out
+
+
+def _array(t: paddle.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor's memory (a copy only if it is not contiguous) for the C kernels."""
+    return np.from_dlpack(t.detach().contiguous())
 
 
 def _cluster_major(weighted: paddle.Tensor) -> paddle.Tensor:
@@ -164,12 +208,11 @@ def fused_assignments(
     clusters = (weight.shape[1] - groups) // groups
     logits = paddle.matmul(x, weight)  # [B, T, G*K + G]
     out = paddle.empty([b, t, clusters * groups], dtype=paddle.float32)
-    mask = mask.astype(paddle.float32).contiguous()
     FUSED_ASSIGN.assign(
-        np.from_dlpack(out),
-        np.from_dlpack(logits),
-        np.from_dlpack(mask),
-        np.from_dlpack(bias.contiguous()),
+        _array(out),
+        _array(logits),
+        _array(mask.astype(paddle.float32)),
+        _array(bias),
         groups,
         clusters,
         cpu_threads(),
