@@ -1,4 +1,5 @@
-/* NeXtVLAD's weighted cluster assignments at inference: one pass over the logits, the GIL released.
+/* NeXtVLAD's weighted cluster assignments in one pass each, the GIL released: at inference from the logits
+ * (assign), and in training around the pooling op (weight, weight_grad; zoo_nextvlad.ops._PoolExpand).
  *
  * assign(out, logits, mask, bias, groups, clusters, threads)
  *

@@ -13,8 +13,9 @@ from paddle.autograd import PyLayer
 
 from zoo.nn import cpu_threads
 
-# NeXtVLAD's weighted assignments at inference in one pass (zoo_nextvlad/_assign.c); None where it was not
-# built (no C compiler at install: the extension is optional), and then the paddle ops below are used.
+# NeXtVLAD's C kernels (zoo_nextvlad/_assign.c): the weighted assignments at inference and the weighting around
+# the training pooling op, one pass each; None where they were not built (no C compiler at install: the
+# extension is optional), and then the paddle ops below are used.
 try:
     from zoo_nextvlad import _assign as FUSED_ASSIGN
 except ImportError:  # pragma: no cover - depends on the install
@@ -56,7 +57,9 @@ class _PoolExpand(PyLayer):
     assignments ``[B, T, K*G]`` next to the pooled frames ``[B, K*G, D]`` (and keep them for the sums'
     backward), and materialize the pooled frames' gradient at once. Here the weighted assignments exist a few
     videos at a time (forward and backward), the backward keeps only the pooled frames (for the weight
-    gradient, freed right after it) and the softmax output, which the softmax keeps anyway.
+    gradient, freed right after it) and the softmax output, which the softmax keeps anyway. With the C kernels
+    (``_assign.c``) the weighting and cluster-major layout are one pass in forward, and the weighting's and the
+    sums' gradient one pass in backward, written into the whole gradients without a concat.
     """
 
     @staticmethod
