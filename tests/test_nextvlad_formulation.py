@@ -363,3 +363,31 @@ def test_training_kernels_refuse_wrong_sizes(paddle):
         ops.FUSED_ASSIGN.weight_grad(*grads, soft, weight, 4, 4, 5, 1)
     with pytest.raises(ValueError, match="grad_sums must be"):
         ops.FUSED_ASSIGN.weight_grad(*grads[:3], np.zeros((3, 20), np.float32), soft, weight, 3, 4, 5, 1)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_batchnorm_offset_is_the_batchnorm_of_the_shifted_input(paddle, padded):
+    """zoo.nn.MaskedBatchNorm(x, mask, offset) equals MaskedBatchNorm(x + offset, mask) in training (outputs,
+    running statistics, gradients) and in eval, without the pass that adds the offset (the factored NeXtVLAD
+    hands its assignment bias over this way)."""
+    from zoo.nn import MaskedBatchNorm
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(2, 3, (3, 5, 6)).astype(np.float32)
+    offset = rng.normal(0, 4, 6).astype(np.float32)
+    mask = np.ones((3, 5), np.float32)
+    if padded:
+        mask[1, 3:] = mask[2, 1:] = 0
+    results = []
+    for shifted in (True, False):
+        paddle.seed(0)
+        bn = MaskedBatchNorm(6)
+        xs = paddle.to_tensor(x + offset if shifted else x, stop_gradient=False)
+        off = paddle.to_tensor(offset)
+        out = bn(xs, paddle.to_tensor(mask)) if shifted else bn(xs, paddle.to_tensor(mask), offset=off)
+        (out * paddle.to_tensor(x)).sum().backward()
+        bn.eval()
+        held = bn(paddle.to_tensor(x + offset)) if shifted else bn(paddle.to_tensor(x), offset=off)
+        results.append([out.numpy(), xs.grad.numpy(), bn._mean.numpy(), bn._variance.numpy(), held.numpy()])
+    for ours, theirs in zip(results[1], results[0]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

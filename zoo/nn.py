@@ -107,21 +107,33 @@ class MaskedBatchNorm(nn.Layer):
         self.register_buffer("_mean", paddle.zeros([num_features]))
         self.register_buffer("_variance", paddle.ones([num_features]))
 
-    def forward(self, x: paddle.Tensor, mask: paddle.Tensor | None = None) -> paddle.Tensor:
+    def forward(
+        self, x: paddle.Tensor, mask: paddle.Tensor | None = None, offset: paddle.Tensor | None = None
+    ) -> paddle.Tensor:
+        """BatchNorm of ``x + offset`` (``offset [F]``, a per-channel constant such as a bias) without the
+        ``[..., F]`` pass that adds it: training-mode normalisation subtracts the batch mean, which cancels it
+        exactly, so it only enters the running mean (as its batch mean would have) and the eval-mode shift."""
         if not self.training:
             scale = self.weight * paddle.rsqrt(self._variance + self.epsilon)
-            return x * scale + (self.bias - self._mean * scale)
+            mean = self._mean if offset is None else self._mean - offset
+            return x * scale + (self.bias - mean * scale)
         flat = x.reshape([-1, self.num_features])
         if mask is None:
-            return self._batch_norm(flat).reshape(x.shape)
-        # Only the valid rows go through paddle's fused BatchNorm (its statistics and running averages are
-        # those of the valid rows, exactly); padded rows come back as zeros. About 5x faster on CPU than
-        # masked reductions written with elementwise ops, whose broadcasting gradients are slow.
-        rows = paddle.nonzero(mask.reshape([-1]) > 0.5).squeeze(-1)
-        if rows.shape[0] == flat.shape[0]:  # no padding (full-length batches): the same, without the copies
-            return self._batch_norm(flat).reshape(x.shape)
-        normed = self._batch_norm(paddle.gather(flat, rows))
-        return paddle.scatter(paddle.zeros_like(flat), rows, normed).reshape(x.shape)
+            out = self._batch_norm(flat).reshape(x.shape)
+        else:
+            # Only the valid rows go through paddle's fused BatchNorm (its statistics and running averages are
+            # those of the valid rows, exactly); padded rows come back as zeros. About 5x faster on CPU than
+            # masked reductions written with elementwise ops, whose broadcasting gradients are slow.
+            rows = paddle.nonzero(mask.reshape([-1]) > 0.5).squeeze(-1)
+            if rows.shape[0] == flat.shape[0]:  # no padding (full-length batches): the same, without copies
+                out = self._batch_norm(flat).reshape(x.shape)
+            else:
+                normed = self._batch_norm(paddle.gather(flat, rows))
+                out = paddle.scatter(paddle.zeros_like(flat), rows, normed).reshape(x.shape)
+        if offset is not None:
+            with paddle.no_grad():
+                self._mean.set_value(self._mean + (1.0 - self.momentum) * offset.detach())
+        return out
 
     def _batch_norm(self, rows: paddle.Tensor) -> paddle.Tensor:
         """Training-mode BatchNorm of ``rows [N, F]``: biased batch variance, running stats updated in place."""

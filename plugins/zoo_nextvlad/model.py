@@ -224,13 +224,9 @@ class NeXtVLADLayer(nn.Layer):
         if self.training:
             self._eval_cache = self._joint_cache = None  # the parameters are about to change: no stale copies
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = self._products()
-            # batch statistics of the logits themselves (exact, only the matmul order differs). Training-mode
-            # BatchNorm subtracts the batch mean, which cancels the constant assignment bias: it is left out of
-            # the [B, T, G*K] pass and only added to the running mean, as its batch mean would have been.
-            logits = self.cluster_bn(paddle.matmul(x, assign_weight), mask)  # [B, T, G*K]
-            with paddle.no_grad():
-                bn = self.cluster_bn
-                bn._mean.set_value(bn._mean + (1.0 - bn.momentum) * assign_bias.detach())
+            # batch statistics of the logits themselves (exact, only the matmul order differs); the constant
+            # assignment bias goes to the BatchNorm as its offset, which training-mode normalisation cancels
+            logits = self.cluster_bn(paddle.matmul(x, assign_weight), mask, offset=assign_bias)  # [B, T, G*K]
         else:
             products = self._eval_products()
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = products
