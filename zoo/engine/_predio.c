@@ -288,6 +288,50 @@ static Py_ssize_t json_number(const char *b, Py_ssize_t p, Py_ssize_t hi, int in
     return p - s > MAX_TOKEN ? -1 : p;
 }
 
+/* One element of a JSON array at b[p]: the position after it, -1 when the fast path does not take it (the
+ * row goes to the Python parser), -2 when memory ran out. */
+typedef Py_ssize_t (*JsonItem)(Out *, const char *, Py_ssize_t, Py_ssize_t);
+
+static Py_ssize_t json_label(Out *o, const char *b, Py_ssize_t p, Py_ssize_t hi) {
+    Py_ssize_t e = json_number(b, p, hi, 1);
+    int32_t label;
+    if (e < 0 || parse_label(b + p, e - p, &label) < 0) return -1;
+    return buf_put(&o->classes, &label, 4) < 0 ? -2 : e;
+}
+
+static Py_ssize_t json_score(Out *o, const char *b, Py_ssize_t p, Py_ssize_t hi) {
+    Py_ssize_t e = json_number(b, p, hi, 0);
+    double v;
+    if (e < 0 || parse_number(b + p, e - p, &v) < 0) return -1;
+    return buf_put(&o->scores, &v, 8) < 0 ? -2 : e;
+}
+
+static Py_ssize_t json_name(Out *o, const char *b, Py_ssize_t p, Py_ssize_t hi) {
+    (void)o;
+    return json_plain_string(b, p, hi);
+}
+
+/* A JSON array at b[p] ('[' ... ']'), each element read by item; *n counts them. The position after ']',
+ * or item's -1 / -2. */
+static Py_ssize_t json_array(Out *o, const char *b, Py_ssize_t p, Py_ssize_t hi, JsonItem item, Py_ssize_t *n) {
+    if (p >= hi || b[p] != '[') return -1;
+    *n = 0;
+    p = json_ws(b, p + 1, hi);
+    if (p < hi && b[p] == ']') return p + 1;
+    for (;;) {
+        Py_ssize_t e = item(o, b, p, hi);
+        if (e < 0) return e;
+        (*n)++;
+        p = json_ws(b, e, hi);
+        if (p < hi && b[p] == ',') {
+            p = json_ws(b, p + 1, hi);
+            continue;
+        }
+        if (p < hi && b[p] == ']') return p + 1;
+        return -1;
+    }
+}
+
 static int jsonl_row(Out *o, const char *b, Py_ssize_t lo, Py_ssize_t hi, int rank) {
     Py_ssize_t first = o->classes.size / 4, p = lo, id_lo = -1, id_hi = -1;
     Py_ssize_t n_classes = -1, n_scores = -1;
@@ -310,81 +354,18 @@ static int jsonl_row(Out *o, const char *b, Py_ssize_t lo, Py_ssize_t hi, int ra
             id_hi = e - 1;
             p = e;
         } else if (klen == 7 && memcmp(key, "classes", 7) == 0 && n_classes < 0 && n_scores < 0) {
-            if (p >= hi || b[p] != '[') goto undo;
-            n_classes = 0;
-            p = json_ws(b, p + 1, hi);
-            if (p < hi && b[p] == ']') {
-                p++;
-            } else {
-                for (;;) {
-                    Py_ssize_t e = json_number(b, p, hi, 1);
-                    int32_t label;
-                    if (e < 0 || parse_label(b + p, e - p, &label) < 0) goto undo;
-                    if (buf_put(&o->classes, &label, 4) < 0) return -2;
-                    n_classes++;
-                    p = json_ws(b, e, hi);
-                    if (p < hi && b[p] == ',') {
-                        p = json_ws(b, p + 1, hi);
-                        continue;
-                    }
-                    if (p < hi && b[p] == ']') {
-                        p++;
-                        break;
-                    }
-                    goto undo;
-                }
-            }
+            p = json_array(o, b, p, hi, json_label, &n_classes);
         } else if (klen == 6 && memcmp(key, "scores", 6) == 0 && n_scores < 0 && n_classes >= 0) {
-            if (p >= hi || b[p] != '[') goto undo;
-            n_scores = 0;
-            p = json_ws(b, p + 1, hi);
-            if (p < hi && b[p] == ']') {
-                p++;
-            } else {
-                for (;;) {
-                    Py_ssize_t e = json_number(b, p, hi, 0);
-                    double v;
-                    if (e < 0 || parse_number(b + p, e - p, &v) < 0) goto undo;
-                    if (buf_put(&o->scores, &v, 8) < 0) return -2;
-                    n_scores++;
-                    p = json_ws(b, e, hi);
-                    if (p < hi && b[p] == ',') {
-                        p = json_ws(b, p + 1, hi);
-                        continue;
-                    }
-                    if (p < hi && b[p] == ']') {
-                        p++;
-                        break;
-                    }
-                    goto undo;
-                }
-            }
+            p = json_array(o, b, p, hi, json_score, &n_scores);
         } else if (klen == 5 && memcmp(key, "names", 5) == 0 && !seen_names) {
-            /* a list of plain strings, skipped */
+            Py_ssize_t n_names; /* a list of plain strings, skipped */
             seen_names = 1;
-            if (p >= hi || b[p] != '[') goto undo;
-            p = json_ws(b, p + 1, hi);
-            if (p < hi && b[p] == ']') {
-                p++;
-            } else {
-                for (;;) {
-                    Py_ssize_t e = json_plain_string(b, p, hi);
-                    if (e < 0) goto undo;
-                    p = json_ws(b, e, hi);
-                    if (p < hi && b[p] == ',') {
-                        p = json_ws(b, p + 1, hi);
-                        continue;
-                    }
-                    if (p < hi && b[p] == ']') {
-                        p++;
-                        break;
-                    }
-                    goto undo;
-                }
-            }
+            p = json_array(o, b, p, hi, json_name, &n_names);
         } else {
             goto undo;
         }
+        if (p == -2) return -2;
+        if (p < 0) goto undo;
         p = json_ws(b, p, hi);
         if (p < hi && b[p] == ',') {
             p = json_ws(b, p + 1, hi);
