@@ -191,13 +191,26 @@ static Py_ssize_t line_end(const char *b, Py_ssize_t pos, Py_ssize_t n) {
     return pos;
 }
 
-/* The row's pairs, appended to out (classes, scores, counts); 0 ok, -1 not for the fast path, -2 no memory. */
-static int finish_row(Out *o, Py_ssize_t first, int rank) {
+/* Take back the pairs a row appended from index first on (it goes to the Python parser instead). */
+static int drop_row(Out *o, Py_ssize_t first) {
+    o->classes.size = first * 4;
+    o->scores.size = first * 8;
+    return -1;
+}
+
+/* The end of a row whose pairs were appended from index first on: rank them, record the count and the id
+ * (b[id_lo:id_hi]). 0 ok; -1 not for the fast path, with the row's pairs taken back; -2 no memory. */
+static int finish_row(Out *o, Py_ssize_t first, int rank, const char *b, Py_ssize_t id_lo, Py_ssize_t id_hi) {
     Py_ssize_t pairs = o->classes.size / 4 - first;
-    int32_t count = (int32_t)pairs;
-    if (rank_row((int32_t *)o->classes.data + first, (double *)o->scores.data + first, pairs, rank) < 0)
+    int32_t count = (int32_t)pairs, len = (int32_t)(id_hi - id_lo);
+    if (rank_row((int32_t *)o->classes.data + first, (double *)o->scores.data + first, pairs, rank) < 0) {
+        drop_row(o, first);
         return -1;
-    return buf_put(&o->counts, &count, 4) < 0 ? -2 : 0;
+    }
+    if (buf_put(&o->counts, &count, 4) < 0 || buf_put(&o->ids, b + id_lo, id_hi - id_lo) < 0 ||
+        buf_put(&o->id_len, &len, 4) < 0)
+        return -2;
+    return 0;
 }
 
 /* One Kaggle row `id,label score label score ...` in b[lo:hi] (no line break): 0, -1 (Python), -2 (error). */
@@ -233,16 +246,9 @@ static int kaggle_row(Out *o, const char *b, Py_ssize_t lo, Py_ssize_t hi, int r
         if (parse_number(b + t, p - t, &score) < 0) goto undo;
         if (buf_put(&o->classes, &label, 4) < 0 || buf_put(&o->scores, &score, 8) < 0) return -2;
     }
-    int r = finish_row(o, first, rank);
-    if (r == -1) goto undo;
-    if (r < 0) return r;
-    int32_t len = (int32_t)(z - a);
-    if (buf_put(&o->ids, b + a, z - a) < 0 || buf_put(&o->id_len, &len, 4) < 0) return -2;
-    return 0;
+    return finish_row(o, first, rank, b, a, z);
 undo:
-    o->classes.size = first * 4;
-    o->scores.size = first * 8;
-    return -1;
+    return drop_row(o, first);
 }
 
 /* --- JSON: one flat object; anything beyond the plain spelling the writer uses goes to Python */
@@ -379,16 +385,9 @@ static int jsonl_row(Out *o, const char *b, Py_ssize_t lo, Py_ssize_t hi, int ra
     }
     p = json_ws(b, p, hi);
     if (p != hi || id_lo < 0 || n_classes < 0 || n_scores < 0 || n_classes != n_scores) goto undo;
-    int r = finish_row(o, first, rank);
-    if (r == -1) goto undo;
-    if (r < 0) return r;
-    int32_t len = (int32_t)(id_hi - id_lo);
-    if (buf_put(&o->ids, b + id_lo, id_hi - id_lo) < 0 || buf_put(&o->id_len, &len, 4) < 0) return -2;
-    return 0;
+    return finish_row(o, first, rank, b, id_lo, id_hi);
 undo:
-    o->classes.size = first * 4;
-    o->scores.size = first * 8;
-    return -1;
+    return drop_row(o, first);
 }
 
 typedef int (*RowParser)(Out *, const char *, Py_ssize_t, Py_ssize_t, int);
