@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 TINY_CLASSES = 12
+TINY_NEXTVLAD = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model.gating_reduction=4"]
 
 
 def tiny_dataset(root: Path, seed: int = 3) -> Path:
@@ -25,3 +27,22 @@ def tiny_dataset(root: Path, seed: int = 3) -> Path:
     )
     generate(root, spec)
     return root
+
+
+def tiny_run_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``-o`` overrides that train a tiny ``nextvlad`` for 2 epochs on a tiny dataset's splits into ``run_dir``."""
+    return [
+        *TINY_NEXTVLAD,
+        "dataset.preset=yt8m",
+        f"dataset.num_classes={TINY_CLASSES}",
+        f"data.train={json.dumps(str(data / 'train'))}",
+        f"data.valid={json.dumps(str(data / 'validate'))}",
+        f"data.test={json.dumps(str(data / 'test'))}",
+        "data.shuffle_buffer=16",
+        "train.batch_size=8",
+        "train.epoch=2",
+        "train.learning_rate=0.003",
+        f"train.save_dir={json.dumps(str(run_dir))}",
+        "eval.batch_size=16",
+        *extra,
+    ]

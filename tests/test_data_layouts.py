@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import TINY_CLASSES, tiny_dataset
+from data_helpers import TINY_CLASSES, tiny_dataset, tiny_run_overrides
 
 import zoo
 from zoo import DatasetSpec
@@ -376,26 +376,8 @@ def test_pack_video_id_records_like_the_official_ones(layouts, tmp_path):
 def _config(root: Path, kind: str, run_dir: Path, *extra: str):
     from zoo.config import load_config
 
-    overrides = [
-        "model.cluster_size=4",
-        "model.groups=2",
-        "model.hidden_size=16",
-        "model.gating_reduction=4",
-        "dataset.preset=yt8m",
-        f"dataset.num_classes={CLASSES}",
-        f"data.train={json.dumps(str(root / kind / 'train'))}",
-        f"data.valid={json.dumps(str(root / kind / 'validate'))}",
-        f"data.test={json.dumps(str(root / kind / 'test'))}",
-        "data.num_workers=0",
-        "data.shuffle_buffer=16",
-        "train.batch_size=8",
-        "train.epoch=2",
-        "train.learning_rate=0.003",
-        f"train.save_dir={json.dumps(str(run_dir))}",
-        "eval.batch_size=16",
-        "train.num_gpus=1",
-    ]
-    return load_config(None, overrides + list(extra), model="nextvlad")
+    overrides = tiny_run_overrides(root / kind, run_dir, "data.num_workers=0", "train.num_gpus=1", *extra)
+    return load_config(None, overrides, model="nextvlad")
 
 
 def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle_cpu):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import tiny_dataset
+from data_helpers import tiny_dataset, tiny_run_overrides
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
@@ -24,34 +24,13 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ZOO, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-TINY = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model.gating_reduction=4"]
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     return tiny_dataset(tmp_path_factory.mktemp("ema-data"), seed=5)
 
 
 def tiny_config(data: Path, run_dir: Path, *extra: str):
-    return load_config(
-        None,
-        [
-            *TINY,
-            "dataset.preset=yt8m",
-            "dataset.num_classes=12",
-            f"data.train={json.dumps(str(data / 'train'))}",
-            f"data.valid={json.dumps(str(data / 'validate'))}",
-            f"data.test={json.dumps(str(data / 'test'))}",
-            "data.shuffle_buffer=16",
-            "train.batch_size=8",
-            "train.epoch=2",
-            "train.learning_rate=0.003",
-            f"train.save_dir={json.dumps(str(run_dir))}",
-            "eval.batch_size=16",
-            *extra,
-        ],
-        model="nextvlad",
-    )
+    return load_config(None, tiny_run_overrides(data, run_dir, *extra), model="nextvlad")
 
 
 def test_weight_average_follows_its_formula_and_swaps_back_exactly(paddle_cpu):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import tiny_run_overrides
 
 from zoo.contracts import Prediction
 from zoo.engine import ensemble as ens
@@ -16,7 +17,6 @@ from zoo.engine.distill import TeacherStore, soften
 from zoo.errors import DataError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
-TINY = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model.gating_reduction=4"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -47,22 +47,9 @@ def tiny_data(tmp_path_factory):
 
 
 def tiny_overrides(data: Path, run_dir: Path, seed: int) -> list[str]:
-    return TINY + [
-        "dataset.preset=yt8m",
-        "dataset.num_classes=12",
-        f"data.train={json.dumps(str(data / 'train'))}",
-        f"data.valid={json.dumps(str(data / 'validate'))}",
-        f"data.test={json.dumps(str(data / 'test'))}",
-        "data.shuffle_buffer=16",
-        "train.batch_size=8",
-        "train.epoch=2",
-        "train.learning_rate=0.003",
-        f"train.seed={seed}",
-        f"train.save_dir={json.dumps(str(run_dir))}",
-        "eval.batch_size=16",
-        "predict.batch_size=16",
-        "predict.formats=[jsonl, kaggle-csv]",
-    ]
+    return tiny_run_overrides(
+        data, run_dir, f"train.seed={seed}", "predict.batch_size=16", "predict.formats=[jsonl, kaggle-csv]"
+    )
 
 
 @pytest.fixture(scope="module")
