@@ -159,9 +159,13 @@ class NeXtVLADLayer(nn.Layer):
             scale = bn.weight * paddle.rsqrt(bn._variance + bn.epsilon)
             assign_bias = (assign_bias - bn._mean) * scale + bn.bias
             assign_weight = assign_weight * scale
-        # expansion weight, group-major rows: w_groups[g*D + i, j] = weight[i, g*F + j]. Slices, not
-        # reshape -> transpose -> reshape, which oneDNN's bf16 predictor fuses into a wrong matmul.
-        w_groups = paddle.concat([weight[:, i * f : (i + 1) * f] for i in range(g)], axis=0)
+        # expansion weight, group-major rows: w_groups[g*D + i, j] = weight[i, g*F + j]. In a traced program
+        # slices, not reshape -> transpose -> reshape, which oneDNN's bf16 predictor fuses into a wrong matmul;
+        # in dygraph the transpose, whose gradient is one pass where each slice's is a zero-filled full copy
+        if paddle.in_dynamic_mode():
+            w_groups = weight.reshape([0, g, f]).transpose([1, 0, 2]).reshape([-1, f])
+        else:
+            w_groups = paddle.concat([weight[:, i * f : (i + 1) * f] for i in range(g)], axis=0)
         return assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias.reshape([g, f])
 
     def _product_sources(self) -> list[paddle.Tensor]:

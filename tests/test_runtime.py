@@ -1,0 +1,58 @@
+"""The process runtime: glibc malloc keeps freed memory (zoo.engine.runtime.keep_freed_memory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tuning: Linux only"
+)
+
+# Allocates, fills and frees a 96 MiB block twice with malloc (as paddle's CPU allocator does) and counts the
+# page faults of the second fill: glibc's default maps such a block on its own and unmaps it on free, so every
+# page faults again; kept in the heap, the second block reuses the first one's pages.
+_PROBE = """
+import ctypes, json, resource
+from zoo.engine.runtime import keep_freed_memory
+tuned = keep_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+def fill():
+    block = libc.malloc(96 << 20)
+    ctypes.memset(block, 1, 96 << 20)
+    libc.free(block)
+fill()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+fill()
+print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def _probe(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ZOO_MALLOC"))}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_freed_blocks_are_reused_without_page_faults() -> None:
+    pages = (96 << 20) // 4096
+    tuned = _probe()
+    assert tuned["tuned"] is True
+    assert tuned["faults"] < pages // 10, tuned
+    untuned = _probe(ZOO_MALLOC_TUNING="0")  # the same probe with glibc's defaults faults every page in again
+    assert untuned["tuned"] is False
+    assert untuned["faults"] > pages // 2, untuned
+
+
+def test_explicit_glibc_settings_win() -> None:
+    assert _probe(MALLOC_ARENA_MAX="2")["tuned"] is False
+    assert _probe(ZOO_MALLOC_TUNING="1")["tuned"] is True
