@@ -297,10 +297,12 @@ def test_inference_kernel_matches_the_ops(paddle, monkeypatch):
     assert len(calls) == 2
 
 
-def test_inference_kernel_against_float64(paddle):
+@pytest.mark.parametrize("g, k", [(4, 16), (8, 128), (3, 37)])
+def test_inference_kernel_against_float64(paddle, g, k):
+    """The kernel's vector lanes (16 clusters) and their remainder (37 = 2 * 16 + 5), at NeXtVLAD's size too."""
     ops = _kernel()
     rng = np.random.default_rng(6)
-    b, t, g, k = 3, 7, 4, 16
+    b, t = 3, 7
     logits = rng.normal(0, 4, (b, t, g * k + g)).astype(np.float32)
     bias = rng.normal(0, 1, g * k + g).astype(np.float32)
     mask = (np.arange(t)[None] < np.array([7, 3, 1])[:, None]).astype(np.float32)

@@ -89,6 +89,20 @@ class ExportConstants(Protocol):
 
 
 @runtime_checkable
+class CustomOps(Protocol):
+    """A model whose exports may call Paddle custom operators of its own (``zoo export --custom-ops``)."""
+
+    def custom_ops(self) -> Any:
+        """A context manager inside which the traced forward calls the operators (registering them first)."""
+        ...
+
+    @staticmethod
+    def load_custom_ops() -> None:
+        """Register the operators in this process; called before a predictor loads an export that uses them."""
+        ...
+
+
+@runtime_checkable
 class Reader(Protocol):
     """Reads videos from files: ``Reader(config, spec)`` with ``config.paths`` (files, folders, globs).
 

@@ -23,6 +23,9 @@
  *   gradient [R / frames, K*G] broadcast over each video's frames),
  *   grad_soft[r, g*K + k] = v * frame_weight[r, g] and grad_weight[r, g] = sum_k v * soft[r, g*K + k].
  *
+ * assign's kernel lives in assign_kernel.h, shared with the Paddle custom operator (assign_op.cc) that exports
+ * made with `zoo export --custom-ops` call.
+ *
  * The same values as paddle's ops in that order (softmax, sigmoid, multiply by the mask, multiply, transpose
  * to cluster-major) up to float32 rounding (closer to the exact values than those ops: the sum is in double); four passes over [R, G*K] become one, which at NeXtVLAD's sizes
  * is about a fifth of an inference forward. The exponential is evaluated by exp_ps below (a polynomial,
@@ -31,71 +34,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <math.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <string.h>
 
-#define MAX_THREADS 64
-
-typedef struct {
-    float *out;
-    const float *logits, *mask, *bias;
-    Py_ssize_t lo, hi, groups, clusters;
-} Job;
-
-/* exp(x) for x <= 0 (a softmax argument after subtracting the maximum): x = n*ln2 + r, |r| <= ln2/2,
- * exp(r) by its degree-7 Taylor polynomial (truncation error below 1e-8 relative), times 2^n built in
- * the exponent bits. Arguments below -87.3 give 0, as their true values are below the smallest normal float. */
-static inline float exp_neg(float x) {
-    if (x < -87.33654f) return 0.0f;
-    const float n = floorf(x * 1.44269504088896341f + 0.5f);
-    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 split: exact high part */
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    union { float f; int32_t i; } scale;
-    scale.i = ((int32_t)n + 127) << 23;
-    return p * scale.f;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-static void assign_rows(const Job *job) {
-    const Py_ssize_t g_count = job->groups, k_count = job->clusters, width = g_count * k_count + g_count;
-    float e[1024];
-    for (Py_ssize_t r = job->lo; r < job->hi; r++) {
-        float *out = job->out + r * k_count * g_count;
-        const float m = job->mask[r];
-        if (m == 0.0f) {
-            memset(out, 0, sizeof(float) * (size_t)(k_count * g_count));
-            continue;
-        }
-        const float *row = job->logits + r * width;
-        for (Py_ssize_t g = 0; g < g_count; g++) {
-            const float *l = row + g * k_count, *b = job->bias + g * k_count;
-            float top = -INFINITY;
-            for (Py_ssize_t k = 0; k < k_count; k++) {
-                e[k] = l[k] + b[k];
-                top = e[k] > top ? e[k] : top;
-            }
-            double sum = 0.0; /* in double: 128 float terms summed in float lose several ulp */
-            for (Py_ssize_t k = 0; k < k_count; k++) {
-                e[k] = exp_neg(e[k] - top);
-                sum += e[k];
-            }
-            const float z = row[g_count * k_count + g] + job->bias[g_count * k_count + g];
-            const double scale = (double)((1.0f / (1.0f + expf(-z))) * m) / sum;
-            for (Py_ssize_t k = 0; k < k_count; k++) out[k * g_count + g] = (float)(e[k] * scale);
-        }
-    }
-}
+#include "assign_kernel.h"
 
 typedef struct {
     float *out, *out2;
@@ -133,11 +73,6 @@ static void weight_grad_rows(const Rows *j) {
             grad_weight[g] = (float)total;
         }
     }
-}
-
-static void *run_job(void *arg) {
-    assign_rows((const Job *)arg);
-    return NULL;
 }
 
 static void *run_rows(void *arg) {
@@ -207,25 +142,8 @@ static PyObject *assign(PyObject *self, PyObject *args) {
     if (get_buffer(mask_obj, &views[2], 0, rows, "mask") < 0) goto fail2;
     if (get_buffer(bias_obj, &views[3], 0, width, "bias") < 0) goto fail3;
 
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads > rows) threads = rows > 0 ? rows : 1;
-    Job jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < threads; i++) {
-        jobs[i] = (Job){views[0].buf, views[1].buf, views[2].buf, views[3].buf,
-                        rows * i / threads, rows * (i + 1) / threads, groups, clusters};
-        /* thread 0's range runs on the calling thread; a thread that cannot start runs here too */
-        if (i > 0 && pthread_create(&ids[i], NULL, run_job, &jobs[i]) == 0) started[i] = 1;
-    }
-    assign_rows(&jobs[0]);
-    for (Py_ssize_t i = 1; i < threads; i++) {
-        if (started[i])
-            pthread_join(ids[i], NULL);
-        else
-            assign_rows(&jobs[i]);
-    }
+    zoo_assign(views[0].buf, views[1].buf, views[2].buf, views[3].buf, rows, groups, clusters, threads);
     Py_END_ALLOW_THREADS
 
     PyBuffer_Release(&views[3]);

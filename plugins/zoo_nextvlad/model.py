@@ -30,7 +30,14 @@ from paddle import nn
 from zoo.config import DatasetSpec
 from zoo.errors import ConfigError, DataError
 from zoo.nn import MaskedBatchNorm, SEGating, build_head, feature_tensors
-from zoo_nextvlad.ops import fused_assign_applies, fused_assignments, linear, pool_assigned, pool_expand
+from zoo_nextvlad.ops import (
+    FUSED_MAX_CLUSTERS,
+    fused_assign_applies,
+    fused_assignments,
+    linear,
+    pool_assigned,
+    pool_expand,
+)
 
 _L2_EPSILON = 1e-12  # PaddleVideo's l2_normalize: x / sqrt(sum(x^2) + 1e-12)
 _EIGEN_EPSILON = 1e-4  # PaddleVideo: scale = sqrt(eigenvalue) + 1e-4
@@ -131,6 +138,7 @@ class NeXtVLADLayer(nn.Layer):
         self._eval_cache: tuple[list[paddle.Tensor], tuple[paddle.Tensor, ...]] | None = None
         self._export_products: tuple[paddle.Tensor, ...] | None = None
         self._joint_cache: tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor] | None = None
+        self._assign_op: Callable[..., paddle.Tensor] | None = None  # set while tracing with custom ops
 
     def forward(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:
         if self.formulation == "factored":
@@ -210,7 +218,11 @@ class NeXtVLADLayer(nn.Layer):
 
     def _joint_products(self, products: tuple[paddle.Tensor, ...]) -> tuple[paddle.Tensor, paddle.Tensor]:
         """The assignment and attention products side by side (``[D, G*K + G]``, ``[G*K + G]``) for the fused
-        inference kernel; kept while the eval products they come from are the same tensors."""
+        inference kernel; kept while the eval products they come from are the same tensors (in dygraph)."""
+        if not paddle.in_dynamic_mode():  # traced: two concats of the program's constants
+            return paddle.concat([products[0], products[2]], axis=1), paddle.concat(
+                [products[1], products[3]]
+            )
         cached = self._joint_cache
         if cached is None or cached[0] is not products[0]:
             weight = paddle.concat([products[0], products[2]], axis=1)
@@ -234,9 +246,14 @@ class NeXtVLADLayer(nn.Layer):
         else:
             products = self._eval_products()
             assign_weight, assign_bias, attention_weight, attention_bias, w_groups, bias = products
-            if fused_assign_applies(x, k):  # inference in dygraph: softmax, attention and mask in one pass
+            custom = self._assign_op is not None and not paddle.in_dynamic_mode()
+            if custom or fused_assign_applies(x, k):  # softmax, attention and mask in one pass
                 joint_weight, joint_bias = self._joint_products(products)
-                a = fused_assignments(x, mask, joint_weight, joint_bias, g)  # [B, T, K*G] cluster-major
+                if custom:  # traced for an export with custom operators: the kernel as a paddle operator
+                    logits = paddle.matmul(x, joint_weight)
+                    a = self._assign_op(logits, mask, joint_bias, g, k)
+                else:  # dygraph inference: the kernel through the C extension
+                    a = fused_assignments(x, mask, joint_weight, joint_bias, g)  # [B, T, K*G] cluster-major
                 vlad, a_groups = pool_assigned(a, x, w_groups, k)
                 return self._finish_factored(vlad, a_groups, bias)
             logits = linear(x, assign_weight, assign_bias)  # the BatchNorm is folded in
@@ -372,6 +389,19 @@ class NeXtVLAD(nn.Layer):
         x = self.hidden_bn(self.hidden(self.dropout(x)))
         return self.head(self.gating(x))
 
+    def custom_ops(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which a traced eval forward calls NeXtVLAD's custom operator (the one-pass assignment
+        kernel, :mod:`zoo_nextvlad.custom_op`, built on first use) instead of paddle's softmax, sigmoid,
+        multiply and transpose: ``zoo export --custom-ops``. Factored branches of at most 1024 clusters only."""
+        return _custom_ops(self)
+
+    @staticmethod
+    def load_custom_ops() -> None:
+        """Register the custom operator in this process (before loading an export that calls it)."""
+        from zoo_nextvlad.custom_op import load
+
+        load()
+
     def flops(self, frames: int, batch_size: int = 1, formulation: str | None = None) -> dict[str, float]:
         """Matmul FLOPs per video of ``frames`` frames in a batch of ``batch_size``: forward, backward, train.
 
@@ -489,6 +519,29 @@ def _export_constants(layer: NeXtVLADLayer):
         layer._export_products = None
         for name in _EXPORT_NAMES:
             layer._buffers.pop(name, None)
+
+
+@contextlib.contextmanager
+def _custom_ops(model: NeXtVLAD):
+    branches = list(model.branches.values())
+    if any(b.formulation != "factored" for b in branches):
+        raise ConfigError(
+            "custom operators: NeXtVLAD's run in the factored formulation only (model.formulation)"
+        )
+    if any(b.cluster_size > FUSED_MAX_CLUSTERS for b in branches):
+        raise ConfigError(
+            f"custom operators: NeXtVLAD's take at most {FUSED_MAX_CLUSTERS} clusters (model.cluster_size)"
+        )
+    from zoo_nextvlad.custom_op import load
+
+    op = load().zoo_nextvlad_assign
+    for branch in branches:
+        branch._assign_op = op
+    try:
+        yield
+    finally:
+        for branch in branches:
+            branch._assign_op = None
 
 
 def _check_config(config: NeXtVLADConfig, spec: DatasetSpec) -> None:

@@ -43,7 +43,7 @@ import numpy as np
 
 from zoo.atomic import atomic_dir
 from zoo.config import ZooConfig
-from zoo.contracts import ExportConstants
+from zoo.contracts import CustomOps, ExportConstants
 from zoo.errors import UsageError, ZooError
 from zoo.fetch import sha256_file
 
@@ -140,7 +140,9 @@ def probe_batches(features: dict[str, int], max_frames: int, seed: int = 0) -> l
     return out
 
 
-def _trace(model: Any, features: dict[str, int], frames: int | None, prefix: Path) -> None:
+def _trace(
+    model: Any, features: dict[str, int], frames: int | None, prefix: Path, custom_ops: bool = False
+) -> None:
     import paddle
 
     for param in model.parameters():
@@ -155,6 +157,8 @@ def _trace(model: Any, features: dict[str, int], frames: int | None, prefix: Pat
             # (NeXtVLAD's product matrices) instead of recomputing it on every call
             if isinstance(sublayer, ExportConstants):
                 constants.enter_context(sublayer.export_constants())
+        if custom_ops:
+            constants.enter_context(model.custom_ops())
         static = paddle.jit.to_static(layer, input_spec=_input_specs(features, frames), full_graph=True)
         paddle.jit.save(static, str(prefix))
 
@@ -214,6 +218,7 @@ def export_model(
     allow_random: bool = False,
     weights_sha256: str | None = None,
     frames: Frames = "auto",
+    custom_ops: bool = False,
     quiet: bool = True,
 ) -> Path:
     """Build ``cfg``'s model with ``weights``, export it for Paddle Inference into ``output`` and check it.
@@ -221,6 +226,8 @@ def export_model(
     ``weights`` is anything :func:`zoo.engine.weights.read_weights` accepts; ``None`` exports the random
     initialisation and is refused unless ``allow_random``. ``frames``: "auto" tries a dynamic frame count and
     falls back to ``T = max_frames`` when the model does not trace or does not reproduce itself that way.
+    ``custom_ops``: the program calls the model's own Paddle custom operators (:class:`zoo.contracts.CustomOps`;
+    faster, but loadable only where they are registered: yt8m-zoo's ``load_exported`` does that itself).
     The directory appears (replacing an earlier export) only when complete and checked.
     """
     import paddle
@@ -245,6 +252,13 @@ def export_model(
         )
     vocab_map, vocab_path = _read_vocabulary(vocabulary, cfg)
     model, weights_info = dygraph_model(cfg, weights, weights_sha256, quiet=quiet)
+    if custom_ops:
+        if not isinstance(model, CustomOps):
+            raise UsageError(
+                f"--custom-ops: model {cfg.model_name!r} has no custom operators; export without it"
+            )
+        with model.custom_ops():  # its own errors (a form without operators, a failed build) before tracing
+            pass
     parameters = count_parameters(model)
     config = cfg.to_dict()
     config["predict"]["vocabulary"] = VOCABULARY_FILE if vocab_path else None
@@ -262,6 +276,7 @@ def export_model(
         "weights": weights_info,
         "vocabulary": {str(k): v for k, v in sorted(vocab_map.items())} if vocab_map else None,
         "config": config,
+        "custom_ops": bool(custom_ops),
         "paddle_version": paddle.__version__,
         "zoo_version": _zoo_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -277,7 +292,11 @@ def export_model(
             metadata["frames"] = mode
             try:
                 _trace(
-                    model, dict(spec.features), None if mode == "dynamic" else spec.max_frames, tmp / _PREFIX
+                    model,
+                    dict(spec.features),
+                    None if mode == "dynamic" else spec.max_frames,
+                    tmp / _PREFIX,
+                    custom_ops,
                 )
                 metadata["files"] = {
                     PROGRAM_FILE: _file_record(tmp / PROGRAM_FILE),
@@ -319,6 +338,28 @@ def export_model(
             shutil.copyfile(vocab_path, tmp / VOCABULARY_FILE)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1, ensure_ascii=False) + "\n")
     return output
+
+
+def _load_custom_ops(root: Path, meta: dict[str, Any], device_kind: str) -> None:
+    """Register the custom operators an export made with ``--custom-ops`` calls: its model plugin's."""
+    import zoo
+
+    name = meta["model"]
+    if device_kind != "cpu":
+        raise UsageError(
+            f"{root}: this export calls {name}'s custom CPU operators (zoo export --custom-ops); predict on "
+            f"--device cpu, or re-export without --custom-ops for the GPU"
+        )
+    try:
+        loader = getattr(zoo.plugin_class("model", name), "load_custom_ops", None)
+    except ZooError as exc:
+        raise ZooError(f"{root}: the export calls custom operators of model {name!r}: {exc}") from None
+    if loader is None:
+        raise ZooError(
+            f"{root}: the export calls custom operators of model {name!r}, which the installed plugin does not "
+            f"provide; re-export it without --custom-ops"
+        )
+    loader()
 
 
 def _check_output(output: Path) -> None:
@@ -549,6 +590,8 @@ def _predictor_config(
     config = inference.Config(str(root / PROGRAM_FILE), str(root / PARAMS_FILE))
     config.disable_glog_info()
     kind, _, index = device.partition(":")
+    if meta.get("custom_ops"):
+        _load_custom_ops(root, meta, kind)
     if kind == "cpu":
         if gpu.tensorrt:
             raise UsageError("TensorRT runs on GPUs only: use --device gpu with TensorRT, or drop it")

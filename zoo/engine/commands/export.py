@@ -63,6 +63,15 @@ class ExportCommand:
             help="frame axis of the program: dynamic, static (T = dataset.max_frames; batches "
             "are padded), or auto: dynamic unless the model only exports with static T",
         )
+        parser.add_argument(
+            "--custom-ops",
+            "--custom_ops",
+            dest="custom_ops",
+            action="store_true",
+            help="let the program call the model's own Paddle custom operators (NeXtVLAD: its one-pass "
+            "assignment kernel; built on first use, needs a C++ compiler): faster on CPU, but it loads only "
+            "where yt8m-zoo registers them (zoo predict does). Paddle format, CPU only",
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -88,7 +97,10 @@ class ExportCommand:
             )
         default = cfg.model_name if args.format == "paddle" else f"{cfg.model_name}-onnx"
         output = Path(args.output or Path("exports") / default)
+        options = {"custom_ops": True} if args.custom_ops else {}
         if args.format == "onnx":
+            if args.custom_ops:
+                raise UsageError("--custom-ops: ONNX exports use standard operators only; drop --custom-ops")
             from zoo.engine.onnx import export_onnx
 
             export_model = export_onnx  # the same arguments; writes model.onnx and the same metadata.json
@@ -101,6 +113,7 @@ class ExportCommand:
             weights_sha256=args.weights_sha256,
             frames=args.frames,
             quiet=False,
+            **options,
         )
         from zoo.engine.export import read_metadata
 
