@@ -12,7 +12,9 @@ videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 12
 - ``fp32-onednn``: the same on oneDNN fp32 (not the default; measured to show why),
 - ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it),
 - ``onnxruntime``: ``zoo export --format onnx`` of the same model through ONNX Runtime on CPU, fp32 (skipped
-  when the onnx extra is not installed).
+  when the onnx extra is not installed),
+- ``fp32-custom-ops``: ``zoo export --custom-ops`` of the same model through Paddle Inference: the program
+  calls NeXtVLAD's one-pass assignment kernel as a Paddle custom operator (skipped when it cannot be built).
 
 With ``--expanded`` (the default) the same weights are also built and exported with
 ``model.formulation: expanded`` (PaddleVideo's order, the form before the factored one):
@@ -136,6 +138,13 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         scorers["dygraph-expanded"] = dygraph_scorer(old_model, cfg.dataset.features)
         scorers["fp32-expanded"] = load_exported(old_out).predict
     scorers["dygraph-ops"] = without_kernel(scorers["dygraph"])
+    custom_why = "measured"
+    try:
+        custom_out = export_model(cfg, str(weights), workdir / f"{size}-custom-ops", custom_ops=True)
+    except ZooError as exc:
+        custom_why = f"skipped: {exc}"
+    else:
+        scorers["fp32-custom-ops"] = load_exported(custom_out).predict
     onnx_export_s, onnx_why = None, "measured"
     try:
         from zoo.engine.onnx import converter_versions, export_onnx
@@ -184,14 +193,17 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     speed = {name: videos / statistics.median(t) for name, t in times.items()}
     best = {name: videos / min(t) for name, t in times.items()}
     cpu_speed = {name: videos / statistics.median(t) for name, t in cpu_times.items()}
-    pairs = [form for form in ("dygraph", "fp32", "onnxruntime") if f"{form}-expanded" in speed]
-    factored_vs_expanded = {form: round(speed[form] / speed[f"{form}-expanded"], 2) for form in pairs}
+    # each factored scorer and the expanded one it is compared with (the custom-ops export: the plain one's)
+    references = {form: f"{form}-expanded" for form in ("dygraph", "fp32", "onnxruntime")}
+    references["fp32-custom-ops"] = "fp32-expanded"
+    pairs = {form: ref for form, ref in references.items() if form in speed and ref in speed}
+    factored_vs_expanded = {form: round(speed[form] / speed[ref], 2) for form, ref in pairs.items()}
     # per round: the same batches through both forms back to back, so a round's ratio is a paired one
     round_ratios = {
-        form: sorted(round(old / new, 2) for new, old in zip(times[form], times[f"{form}-expanded"]))
-        for form in pairs
+        form: sorted(round(old / new, 2) for new, old in zip(times[form], times[ref]))
+        for form, ref in pairs.items()
     }
-    cpu_ratios = {form: round(cpu_speed[form] / cpu_speed[f"{form}-expanded"], 2) for form in pairs}
+    cpu_ratios = {form: round(cpu_speed[form] / cpu_speed[ref], 2) for form, ref in pairs.items()}
     return {
         "size": size,
         "factored_vs_expanded": factored_vs_expanded,
@@ -208,6 +220,7 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         "max_abs_diff_vs_dygraph": diffs,
         "bf16": "measured" if bf16_ok else f"skipped: {bf16_why}",
         "onnxruntime": onnx_why,
+        "custom_ops": custom_why,
         "onnx_export_seconds": onnx_export_s,
     }
 
@@ -272,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  bf16         {result['bf16']}", file=sys.stderr)
             if result["onnxruntime"] != "measured":
                 print(f"  onnxruntime  {result['onnxruntime']}", file=sys.stderr)
+            if result["custom_ops"] != "measured":
+                print(f"  fp32-custom-ops  {result['custom_ops']}", file=sys.stderr)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -56,9 +56,9 @@ def keep_freed_memory() -> bool:
     float32 activation is 39 MiB) with a mapping of its own that it unmaps on free, so every training step
     and every predictor run faulted its activations in again, page by page: at the reference sizes 130,000
     page faults per exported-NeXtVLAD batch of 32 videos, a third of its time. With blocks kept in the heap
-    the next step reuses them. Measured (benchmarks/bench_train_step.py, bench_inference.py): training steps
-    ~1.3x and Paddle Inference batches ~1.5x faster; the price is a higher peak RSS (+10-15% in training),
-    because memory freed at the top of the heap goes back only past 1 GiB.
+    the next step reuses them. Measured at the reference NeXtVLAD sizes (docs/cli.md): training steps
+    1.27-1.42x and Paddle Inference batches 1.5-1.6x faster; the price is a higher peak RSS (+10-13% in
+    training), because memory freed at the top of the heap goes back only past 1 GiB.
 
     Applied once per process, on Linux with glibc only, and not when the environment already sets glibc's
     malloc (``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` naming ``glibc.malloc``) or ``ZOO_MALLOC_TUNING=0``.
