@@ -56,6 +56,18 @@ def test_custom_op_export_predicts_what_the_model_does(custom_export):
         np.testing.assert_allclose(with_op.predict(batch), without.predict(batch), rtol=0, atol=1e-6)
 
 
+def test_mix_nextvlad_exports_with_the_operator(paddle_cpu, tmp_path):
+    from zoo.engine.export import export_model, load_exported
+
+    cfg = tiny_config("mix-nextvlad")
+    weights = trained_weights(cfg, tmp_path / "model.safetensors")
+    plain = load_exported(export_model(cfg, str(weights), tmp_path / "plain"))
+    custom = export_model(cfg, str(weights), tmp_path / "custom", custom_ops=True)
+    assert (custom / "inference.json").read_text().count("zoo_nextvlad_assign") >= 2  # every branch's layers
+    batch = make_batch([7, 2, 12], seed=4)
+    np.testing.assert_allclose(load_exported(custom).predict(batch), plain.predict(batch), rtol=0, atol=1e-6)
+
+
 def test_a_fresh_process_registers_the_operator_before_loading(custom_export):
     """``load_exported`` registers the operator itself: a new process that never exported can predict."""
     _, _, plain, custom = custom_export
@@ -130,9 +142,9 @@ def test_cli_custom_ops_with_onnx_is_a_usage_error(tmp_path, capsys):
 
 def test_a_failed_build_says_what_to_do(monkeypatch, paddle_cpu):
     import paddle.utils.cpp_extension as builder
+    from zoo_nextvlad import custom_op
 
     from zoo.errors import ZooError
-    from zoo_nextvlad import custom_op
 
     def broken(**_):
         raise RuntimeError("command 'c++' failed: No such file or directory")

@@ -23,7 +23,7 @@ from paddle import nn
 from zoo.config import DatasetSpec, bounded
 from zoo.errors import ConfigError
 from zoo.nn import LogisticHead, SEGating, feature_tensors
-from zoo_nextvlad.model import NeXtVLADLayer, check_branches, load_eigenvalues
+from zoo_nextvlad.model import NeXtVLAD, NeXtVLADLayer, check_branches, custom_assign_ops, load_eigenvalues
 
 _EIGEN_EPSILON = 1e-4  # the author's train.py: scale = sqrt(eigenvalue) + 1e-4
 
@@ -136,6 +136,12 @@ class MixNeXtVLAD(nn.Layer):
         stacked = paddle.stack(branch_logits, axis=1)  # [B, M, C]
         logits = (stacked * weights.unsqueeze(-1)).sum(axis=1)
         return {"logits": logits, "branch_logits": branch_logits, "mix_weights": weights}
+
+    def custom_ops(self) -> Any:
+        """``zoo export --custom-ops``: every branch's NeXtVLAD layers call the assignment operator."""
+        return custom_assign_ops(self)
+
+    load_custom_ops = staticmethod(NeXtVLAD.load_custom_ops)
 
     def _mean_frame(self, features: list[paddle.Tensor], mask: paddle.Tensor) -> paddle.Tensor:
         """The gate's input ``[B, sum D]``: mean over frames of the concatenated features.

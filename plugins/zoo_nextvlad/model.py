@@ -393,7 +393,7 @@ class NeXtVLAD(nn.Layer):
         """Context in which a traced eval forward calls NeXtVLAD's custom operator (the one-pass assignment
         kernel, :mod:`zoo_nextvlad.custom_op`, built on first use) instead of paddle's softmax, sigmoid,
         multiply and transpose: ``zoo export --custom-ops``. Factored branches of at most 1024 clusters only."""
-        return _custom_ops(self)
+        return custom_assign_ops(self)
 
     @staticmethod
     def load_custom_ops() -> None:
@@ -522,8 +522,9 @@ def _export_constants(layer: NeXtVLADLayer):
 
 
 @contextlib.contextmanager
-def _custom_ops(model: NeXtVLAD):
-    branches = list(model.branches.values())
+def custom_assign_ops(model: nn.Layer):
+    """While tracing ``model`` (NeXtVLAD, MixNeXtVLAD), its NeXtVLAD layers call the custom operator."""
+    branches = [layer for layer in model.sublayers() if isinstance(layer, NeXtVLADLayer)]
     if any(b.formulation != "factored" for b in branches):
         raise ConfigError(
             "custom operators: NeXtVLAD's run in the factored formulation only (model.formulation)"
