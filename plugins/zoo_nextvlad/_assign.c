@@ -40,13 +40,13 @@
 typedef struct {
     float *out, *out2;
     const float *a, *b, *c, *d;
-    Py_ssize_t lo, hi, groups, clusters, frames;
-    int kind; /* 0: assign, 1: weight, 2: weight_grad */
+    Py_ssize_t groups, clusters, frames;
+    int kind; /* 1: weight, 2: weight_grad */
 } Rows;
 
-static void weight_rows(const Rows *j) {
+static void weight_rows(const Rows *j, Py_ssize_t lo, Py_ssize_t hi) {
     const Py_ssize_t g_count = j->groups, k_count = j->clusters, width = g_count * k_count;
-    for (Py_ssize_t r = j->lo; r < j->hi; r++) {
+    for (Py_ssize_t r = lo; r < hi; r++) {
         const float *soft = j->a + r * width, *w = j->b + r * g_count;
         float *out = j->out + r * width;
         for (Py_ssize_t g = 0; g < g_count; g++) {
@@ -56,9 +56,9 @@ static void weight_rows(const Rows *j) {
     }
 }
 
-static void weight_grad_rows(const Rows *j) {
+static void weight_grad_rows(const Rows *j, Py_ssize_t lo, Py_ssize_t hi) {
     const Py_ssize_t g_count = j->groups, k_count = j->clusters, width = g_count * k_count;
-    for (Py_ssize_t r = j->lo; r < j->hi; r++) {
+    for (Py_ssize_t r = lo; r < hi; r++) {
         const float *grad = j->a + r * width, *sums = j->b + (r / j->frames) * width;
         const float *soft = j->c + r * width, *w = j->d + r * g_count;
         float *grad_soft = j->out + r * width, *grad_weight = j->out2 + r * g_count;
@@ -75,36 +75,18 @@ static void weight_grad_rows(const Rows *j) {
     }
 }
 
-static void *run_rows(void *arg) {
-    const Rows *j = (const Rows *)arg;
+static void rows_range(const void *job, int64_t lo, int64_t hi) {
+    const Rows *j = (const Rows *)job;
     if (j->kind == 1)
-        weight_rows(j);
+        weight_rows(j, lo, hi);
     else
-        weight_grad_rows(j);
-    return NULL;
+        weight_grad_rows(j, lo, hi);
 }
 
-/* rows [0, rows) of job split over threads (the first range on the calling thread), the GIL released */
+/* rows [0, rows) of job split over threads (assign_kernel.h's zoo_split_rows), the GIL released */
 static void split_rows(Rows *job, Py_ssize_t rows, Py_ssize_t threads) {
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads > rows) threads = rows > 0 ? rows : 1;
-    Rows jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < threads; i++) {
-        jobs[i] = *job;
-        jobs[i].lo = rows * i / threads;
-        jobs[i].hi = rows * (i + 1) / threads;
-        if (i > 0 && pthread_create(&ids[i], NULL, run_rows, &jobs[i]) == 0) started[i] = 1;
-    }
-    run_rows(&jobs[0]);
-    for (Py_ssize_t i = 1; i < threads; i++) {
-        if (started[i])
-            pthread_join(ids[i], NULL);
-        else
-            run_rows(&jobs[i]);
-    }
+    zoo_split_rows(rows, threads, rows_range, job);
     Py_END_ALLOW_THREADS
 }
 
@@ -176,7 +158,7 @@ static PyObject *weight(PyObject *self, PyObject *args) {
     if (get_buffer(out_obj, &v[0], 1, rows * groups * clusters, "out") < 0) return NULL;
     if (get_buffer(soft_obj, &v[1], 0, rows * groups * clusters, "soft") < 0) goto f1;
     if (get_buffer(w_obj, &v[2], 0, rows * groups, "frame_weight") < 0) goto f2;
-    Rows job = {v[0].buf, NULL, v[1].buf, v[2].buf, NULL, NULL, 0, 0, groups, clusters, 1, 1};
+    Rows job = {v[0].buf, NULL, v[1].buf, v[2].buf, NULL, NULL, groups, clusters, 1, 1};
     split_rows(&job, rows, threads);
     PyBuffer_Release(&v[2]);
 f2:
@@ -213,7 +195,7 @@ static PyObject *weight_grad(PyObject *self, PyObject *args) {
     for (; got < 6; got++)
         if (get_buffer(o[got], &v[got], got < 2, items[got], names[got]) < 0) break;
     if (got == 6) {
-        Rows job = {v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, 0, 0, groups, clusters, frames, 2};
+        Rows job = {v[0].buf, v[1].buf, v[2].buf, v[3].buf, v[4].buf, v[5].buf, groups, clusters, frames, 2};
         split_rows(&job, rows, threads);
     }
     while (got-- > 0) PyBuffer_Release(&v[got]);

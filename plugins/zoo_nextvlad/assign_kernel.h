@@ -3,8 +3,8 @@
  * the same kernel as the dygraph model.
  *
  * zoo_assign(out, logits, mask, bias, rows, groups, clusters, threads): out [rows, K*G] cluster-major from
- * logits [rows, G*K + G], mask [rows], bias [G*K + G]; rows split over `threads` threads (the first range on
- * the calling thread; a thread that cannot start runs its range on the calling thread too). clusters <= 1024.
+ * logits [rows, G*K + G], mask [rows], bias [G*K + G]; rows split over `threads` threads (zoo_split_rows,
+ * which _assign.c's training kernels use too). clusters <= 1024.
  */
 #ifndef ZOO_NEXTVLAD_ASSIGN_KERNEL_H
 #define ZOO_NEXTVLAD_ASSIGN_KERNEL_H
@@ -22,8 +22,46 @@
 typedef struct {
     float *out;
     const float *logits, *mask, *bias;
-    int64_t lo, hi, groups, clusters;
+    int64_t groups, clusters;
 } Job;
+
+/* One thread's share of a row loop: run(ctx, lo, hi). */
+typedef struct {
+    void (*run)(const void *ctx, int64_t lo, int64_t hi);
+    const void *ctx;
+    int64_t lo, hi;
+} ZooRange;
+
+static void *zoo_run_range(void *arg) {
+    const ZooRange *range = (const ZooRange *)arg;
+    range->run(range->ctx, range->lo, range->hi);
+    return NULL;
+}
+
+/* run(ctx, lo, hi) over rows [0, rows) split into `threads` contiguous ranges (at most MAX_THREADS, at most
+ * one per row): the first on the calling thread, the others on new threads; a thread that cannot start has
+ * its range run on the calling thread. */
+static void zoo_split_rows(int64_t rows, int64_t threads, void (*run)(const void *, int64_t, int64_t),
+                           const void *ctx) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > rows) threads = rows > 0 ? rows : 1;
+    if (threads < 1) threads = 1;
+    ZooRange ranges[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t i = 0; i < threads; i++) {
+        const ZooRange range = {run, ctx, rows * i / threads, rows * (i + 1) / threads};
+        ranges[i] = range;
+        if (i > 0 && pthread_create(&ids[i], NULL, zoo_run_range, &ranges[i]) == 0) started[i] = 1;
+    }
+    zoo_run_range(&ranges[0]);
+    for (int64_t i = 1; i < threads; i++) {
+        if (started[i])
+            pthread_join(ids[i], NULL);
+        else
+            zoo_run_range(&ranges[i]);
+    }
+}
 
 /* exp(x) for x <= 0 (a softmax argument after subtracting the maximum): x = n*ln2 + r, |r| <= ln2/2,
  * exp(r) by its degree-7 Taylor polynomial (truncation error below 1e-8 relative), times 2^n built in
@@ -53,10 +91,10 @@ static inline float exp_neg(float x) {
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-static void assign_rows(const Job *job) {
+static void assign_rows(const Job *job, int64_t lo, int64_t hi) {
     const int64_t g_count = job->groups, k_count = job->clusters, width = g_count * k_count + g_count;
     float e[1024];
-    for (int64_t r = job->lo; r < job->hi; r++) {
+    for (int64_t r = lo; r < hi; r++) {
         float *out = job->out + r * k_count * g_count;
         const float m = job->mask[r];
         if (m == 0.0f) {
@@ -99,31 +137,12 @@ static void assign_rows(const Job *job) {
     }
 }
 
-static void *run_job(void *arg) {
-    assign_rows((const Job *)arg);
-    return NULL;
-}
+static void assign_range(const void *job, int64_t lo, int64_t hi) { assign_rows((const Job *)job, lo, hi); }
 
 static void zoo_assign(float *out, const float *logits, const float *mask, const float *bias, int64_t rows,
                        int64_t groups, int64_t clusters, int64_t threads) {
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads > rows) threads = rows > 0 ? rows : 1;
-    if (threads < 1) threads = 1;
-    Job jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int64_t i = 0; i < threads; i++) {
-        Job job = {out, logits, mask, bias, rows * i / threads, rows * (i + 1) / threads, groups, clusters};
-        jobs[i] = job;
-        if (i > 0 && pthread_create(&ids[i], NULL, run_job, &jobs[i]) == 0) started[i] = 1;
-    }
-    assign_rows(&jobs[0]);
-    for (int64_t i = 1; i < threads; i++) {
-        if (started[i])
-            pthread_join(ids[i], NULL);
-        else
-            assign_rows(&jobs[i]);
-    }
+    const Job job = {out, logits, mask, bias, groups, clusters};
+    zoo_split_rows(rows, threads, assign_range, &job);
 }
 
 #endif
