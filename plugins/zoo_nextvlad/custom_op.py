@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -49,7 +50,9 @@ def load() -> ModuleType:
         raise ZooError(
             f"NeXtVLAD's custom operator: {', '.join(missing)} missing from {_HERE}; reinstall yt8m-zoo"
         )
-    from paddle.utils.cpp_extension import load as build
+    with warnings.catch_warnings():  # its import warns that ccache is missing, which concerns rebuilds only
+        warnings.simplefilter("ignore")
+        from paddle.utils.cpp_extension import load as build
 
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)

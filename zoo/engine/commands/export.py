@@ -130,6 +130,10 @@ class ExportCommand:
                 "dynamic" if meta["frames"] == "dynamic" else f"static: {meta['max_frames']} (padded)",
             ],
             ["runtime", meta.get("runtime", "paddle-inference")],
+            [
+                "custom operators",
+                f"yes: {meta['model']}'s (loaded by zoo predict; CPU)" if meta.get("custom_ops") else "none",
+            ],
             ["check (max |diff| vs model)", f"{meta['check']['max_abs_diff']:.2g}"],
             ["vocabulary", f"{len(meta['vocabulary'])} names" if meta["vocabulary"] else "none"],
             ["size", f"{size / 1e6:.1f} MB"],
