@@ -155,3 +155,33 @@ def test_a_failed_build_says_what_to_do(monkeypatch, paddle_cpu):
         ZooError, match="could not build NeXtVLAD's custom operator .*export without --custom-ops"
     ):
         custom_op.load()
+
+
+def test_an_interrupted_build_is_started_again(monkeypatch, paddle_cpu):
+    """A build directory without the completion marker (a build killed halfway) is cleared and built again;
+    a completed one is reused as it is."""
+    import types
+
+    import paddle.utils.cpp_extension as builder
+    from zoo_nextvlad import custom_op
+
+    directory = custom_op.build_directory()
+    seen = []
+
+    def fake(*, build_directory, **_):
+        seen.append(sorted(p.name for p in Path(build_directory).iterdir()))
+        (Path(build_directory) / "zoo_nextvlad_ops.so").write_bytes(b"built")
+        return types.SimpleNamespace(zoo_nextvlad_assign=None)
+
+    monkeypatch.setattr(builder, "load", fake)
+    monkeypatch.setattr(custom_op, "build_directory", lambda: directory.with_name("interrupted-test"))
+    target = directory.with_name("interrupted-test")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "half-written.o").write_bytes(b"\0" * 10)
+    monkeypatch.setattr(custom_op, "_loaded", None)
+    custom_op.load()
+    assert seen == [[]]  # the leftovers were removed before building
+    assert (target / custom_op.COMPLETE).is_file()
+    monkeypatch.setattr(custom_op, "_loaded", None)
+    custom_op.load()
+    assert seen[1] == [custom_op.COMPLETE, "zoo_nextvlad_ops.so"]  # kept: paddle's builder reuses it

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -26,11 +27,14 @@ from zoo.paths import cache_dir
 OP_NAME = "zoo_nextvlad_assign"
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("assign_op.cc", "assign_kernel.h")
+COMPLETE = "BUILD-COMPLETE"
+"""Written into the build directory after a build succeeded; a directory without it is built again."""
 _loaded: ModuleType | None = None
 
 
 def build_directory() -> Path:
-    """Where the operator is built: per paddle version and source digest, so an upgrade rebuilds it."""
+    """Where the operator is built: per paddle version and source digest, so an upgrade rebuilds it (the
+    directory appears in ``cache_dir("ops")``; the builder's lock file sits beside it)."""
     import paddle
 
     digest = hashlib.sha256()
@@ -55,10 +59,13 @@ def load() -> ModuleType:
         from paddle.utils.cpp_extension import load as build
 
     directory = build_directory()
-    directory.mkdir(parents=True, exist_ok=True)
     logging.disable(logging.INFO)  # paddle's builder logs "using custom operator only" at INFO, twice
     try:
-        with _locked(directory / ".lock"), contextlib.redirect_stdout(None):
+        with _locked(directory.with_name(directory.name + ".lock")), contextlib.redirect_stdout(None):
+            complete = directory / COMPLETE
+            if not complete.is_file():  # first build, or what an interrupted one left: start clean
+                shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True, exist_ok=True)
             _loaded = build(
                 name="zoo_nextvlad_ops",
                 sources=[str(_HERE / SOURCES[0])],
@@ -67,6 +74,7 @@ def load() -> ModuleType:
                 build_directory=str(directory),
                 verbose=False,
             )
+            complete.touch()
     except Exception as exc:  # noqa: BLE001 - the compiler and paddle's builder raise many types
         raise ZooError(
             f"could not build NeXtVLAD's custom operator in {directory} (it needs a C++ compiler and "

@@ -533,9 +533,9 @@ def custom_assign_ops(model: nn.Layer):
         raise ConfigError(
             f"custom operators: NeXtVLAD's take at most {FUSED_MAX_CLUSTERS} clusters (model.cluster_size)"
         )
-    from zoo_nextvlad.custom_op import load
+    from zoo_nextvlad.custom_op import OP_NAME, load
 
-    op = load().zoo_nextvlad_assign
+    op = getattr(load(), OP_NAME)
     for branch in branches:
         branch._assign_op = op
     try:
