@@ -649,6 +649,13 @@ static int fast_g9(float v, char *out) { return -1; }
 static int fast_repr(float v, char *out) { return -1; }
 #endif
 
+/* "%.9g" of (double)v into dst (size bytes), as the CSV writer prints scores: the exact fast path where it
+ * applies, else the C library's. */
+static int format_g9(float v, char *dst, size_t size) {
+    const int n = fast_g9(v, dst);
+    return n >= 0 ? n : snprintf(dst, size, "%.9g", (double)v);
+}
+
 /* ------------------------------------------------------------------ formatting */
 
 typedef struct {
@@ -695,8 +702,7 @@ static int kaggle_rows(const Table *t, Buf *out) {
             int32_t c = classes[r * t->k + j];
             if (c < 0) continue;
             int len = snprintf(num, sizeof num, firstpair ? "%d " : " %d ", (int)c);
-            int g = fast_g9(scores[r * t->k + j], num + len);
-            len += g >= 0 ? g : snprintf(num + len, sizeof num - len, "%.9g", (double)scores[r * t->k + j]);
+            len += format_g9(scores[r * t->k + j], num + len, sizeof num - len);
             if (buf_put(out, num, len) < 0) return -1;
             firstpair = 0;
         }
@@ -847,9 +853,7 @@ static PyObject *format_floats(PyObject *self, PyObject *args) {
         if (repr) {
             if (put_repr(&out, v[i]) < 0) goto done;
         } else {
-            int n = fast_g9(v[i], num);
-            if (n < 0) n = snprintf(num, sizeof num, "%.9g", (double)v[i]);
-            if (buf_put(&out, num, n) < 0) goto done;
+            if (buf_put(&out, num, format_g9(v[i], num, sizeof num)) < 0) goto done;
         }
         if (buf_put(&out, "\n", 1) < 0) goto done;
     }
