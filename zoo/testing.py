@@ -176,14 +176,19 @@ def trained_model(cfg: Any, seed: int = 0) -> Any:
 
     paddle.seed(seed)
     model = build_model(cfg)
-    rng = np.random.default_rng(seed)
+    move_batchnorm_statistics(model, np.random.default_rng(seed))
+    model.eval()
+    return model
+
+
+def move_batchnorm_statistics(model: Any, rng: np.random.Generator) -> None:
+    """Set every BatchNorm running mean to N(0, 0.3) and running variance to U(0.5, 2) draws from ``rng``, in
+    ``state_dict`` order: statistics as training leaves them, away from their initial 0 / 1."""
     for name, tensor in model.state_dict().items():
         if name.endswith("_mean"):
             tensor.set_value(rng.normal(0, 0.3, tensor.shape).astype(np.float32))
         elif name.endswith("_variance"):
             tensor.set_value(rng.uniform(0.5, 2.0, tensor.shape).astype(np.float32))
-    model.eval()
-    return model
 
 
 class _ModelChecks:
@@ -788,6 +793,7 @@ __all__ = [
     "logits_of",
     "metric_batches",
     "model_batch",
+    "move_batchnorm_statistics",
     "training_loss",
     "update_metric",
 ]
