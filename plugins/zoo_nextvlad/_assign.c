@@ -110,7 +110,7 @@ static PyObject *assign(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOnnn", &out_obj, &logits_obj, &mask_obj, &bias_obj, &groups, &clusters,
                           &threads))
         return NULL;
-    if (groups < 1 || clusters < 1 || clusters > 1024 || threads < 1) {
+    if (groups < 1 || clusters < 1 || clusters > ZOO_ASSIGN_MAX_CLUSTERS || threads < 1) {
         PyErr_SetString(PyExc_ValueError, "assign: groups >= 1, 1 <= clusters <= 1024 and threads >= 1");
         return NULL;
     }

@@ -93,7 +93,7 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 static void assign_rows(const Job *job, int64_t lo, int64_t hi) {
     const int64_t g_count = job->groups, k_count = job->clusters, width = g_count * k_count + g_count;
-    float e[1024];
+    float e[ZOO_ASSIGN_MAX_CLUSTERS];
     for (int64_t r = lo; r < hi; r++) {
         float *out = job->out + r * k_count * g_count;
         const float m = job->mask[r];

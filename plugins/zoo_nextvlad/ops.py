@@ -181,7 +181,7 @@ def pool_assigned(
     return vlad, paddle.matmul(paddle.ones([1, assign.shape[1]], assign.dtype), assign)
 
 
-FUSED_MAX_CLUSTERS = 1024  # the kernel's per-group buffer (_assign.c)
+FUSED_MAX_CLUSTERS = 1024  # the kernel's per-group buffer (ZOO_ASSIGN_MAX_CLUSTERS, assign_kernel.h)
 
 
 def fused_assign_applies(x: paddle.Tensor, clusters: int) -> bool:
