@@ -26,9 +26,10 @@ the peak or better. Each case runs in its own process so its peak RSS is its own
 recipe (clipping at 1.0, ``--clip-mode`` global or per_tensor, L2 1e-5 on every parameter;
 ``zoo.engine.optim.build_optimizer``), with paddle's
 own clip and L2 term (a second copy of every gradient during the update) or the in-place ones
-(``zoo.engine.gradclip``), both with paddle's zeroed gradients between steps (``clear_grad()``); ``engine`` is
-the trainer's step: the in-place ones and gradients freed between steps (``step_peak_total_mb`` compares
-these: what lives between steps differs by the gradients).
+(``zoo.engine.gradclip``, with paddle's adam kernel), both with paddle's zeroed gradients between steps
+(``clear_grad()``); ``engine`` is the trainer's step: clip factor, L2 term and Adam in one fused pass
+(``train.fused_update``) and gradients freed between steps (``step_peak_total_mb`` compares these: what
+lives between steps differs by the gradients).
 
 ``--formulations expanded factored`` compares the two forms of the NeXtVLAD branch (``model.formulation``):
 each case runs ``--rounds`` times per form, alternating the forms (A B A B ...) so a busy machine slows both
@@ -96,6 +97,7 @@ def run_case(
     formulation: str | None,
     optimizer_kind: str = "plain",
     clip_mode: str = "global",
+    warmup: int = 3,
 ) -> dict:
     import numpy as np
 
@@ -124,7 +126,8 @@ def run_case(
         from zoo.config import TrainConfig
         from zoo.engine.optim import build_optimizer
 
-        recipe = TrainConfig(gradient_clip_mode=clip_mode)
+        # inplace: InPlaceClipDecay and paddle's adam kernel; engine: the trainer's (the fused update)
+        recipe = TrainConfig(gradient_clip_mode=clip_mode, fused_update=optimizer_kind == "engine")
         optimizer = build_optimizer(model, recipe, in_place=optimizer_kind != "paddle")
     free_gradients = optimizer_kind == "engine"  # as the trainer does (one process): freed, not zeroed
 
@@ -154,18 +157,24 @@ def run_case(
         return float(loss)
 
     batches = [make_batch() for _ in range(steps + 1)]
-    step(*batches[0][:2])  # warm-up: kernel selection, Adam state allocation
+    for _ in range(max(1, warmup)):
+        # kernel selection, Adam state allocation, and the heap growing to the size the later steps reuse:
+        # the first steps page their memory in (minor faults per step of the factored reference step: 309k,
+        # 103k, 19k, then none but an occasional 19k)
+        step(*batches[0][:2])
     peak_before = matmul_peak(paddle)
     wall, cpu, flops, useful = [], [], [], []
     per_video = model.flops(0, batch_size)["train"]  # what does not grow with the frames
     per_frame = model.flops(1, batch_size)["train"] - per_video  # the counts are linear in the frames
     stat = paddle.base.core
-    step_peaks, step_totals = [], []
+    step_peaks, step_totals, minor_faults = [], [], []
     for batch, labels, t, valid in batches[1:]:
         stat.host_memory_stat_reset_peak_value("Allocated", 0)
         before = stat.host_memory_stat_current_value("Allocated", 0)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start, start_cpu = time.perf_counter(), time.process_time()
         loss = step(batch, labels)
+        minor_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
         step_totals.append(stat.host_memory_stat_peak_value("Allocated", 0) / 2**20)
         step_peaks.append(step_totals[-1] - before / 2**20)
         wall.append(time.perf_counter() - start)
@@ -192,6 +201,8 @@ def run_case(
         "step_seconds_all": wall,
         "step_cpu_seconds": statistics.median(cpu),
         "step_cpu_seconds_all": cpu,
+        "warmup_steps": max(1, warmup),
+        "minor_page_faults_all": minor_faults,
         "videos_per_second": batch_size / seconds,
         "gflop_per_step": statistics.median(flops) / 1e9,
         "gflops": achieved / 1e9,
@@ -218,7 +229,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (at least 1)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="paddle CPU threads (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -257,6 +269,7 @@ def main() -> int:
             args.formulation,
             args.optimizer,
             args.clip_mode,
+            args.warmup,
         )
         print(json.dumps(row))
         return 0
@@ -268,6 +281,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for form, opt in forms:
                 command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
+                command += ["--warmup", str(args.warmup)]
                 command += ["--batch-size", str(args.batch_size)]
                 if args.threads:
                     command += ["--threads", str(args.threads)]

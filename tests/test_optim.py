@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import paddle
@@ -31,7 +32,16 @@ class Net(paddle.nn.Layer):
         return self.head(paddle.tanh(self.body(x) + 0.1 * self.frozen(x)))
 
 
-def train(in_place: bool, mode: str, scope: str, clip: float, l2: float, steps: int = 4):
+KINDS = ("paddle", "in_place", "fused")  # paddle's grad_clip and weight_decay; InPlaceClipDecay; FusedAdam
+
+
+def optimizer(model, cfg: TrainConfig, kind: str):
+    return build_optimizer(
+        model, dataclasses.replace(cfg, fused_update=kind == "fused"), in_place=kind != "paddle"
+    )
+
+
+def train(kind: str, mode: str, scope: str, clip: float, l2: float, steps: int = 4):
     """Parameters and Adam state after ``steps`` steps on losses of very different sizes per step."""
     paddle.seed(0)
     model = Net()
@@ -43,7 +53,7 @@ def train(in_place: bool, mode: str, scope: str, clip: float, l2: float, steps: 
         l2_penalty=l2,
         l2_scope=scope,
     )
-    opt = build_optimizer(model, cfg, in_place=in_place)
+    opt = optimizer(model, cfg, kind)
     rng = np.random.default_rng(5)
     for step in range(steps):
         x = paddle.to_tensor(rng.normal(size=(7, 6)).astype("float32"))
@@ -68,32 +78,73 @@ def bits(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint32)  # compares -0.0 and NaN payloads too
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+# paddle's CPU adam kernel is its AVX-512 code where the CPU has AVX-512 (the fused multiply-adds FusedAdam
+# repeats), elsewhere its portable C++ (whose roundings the compiler of paddle's build decides)
+PADDLE_ADAM_IS_AVX512 = "avx512f" in _cpu_flags()
+
+
+def assert_same_update(got: np.ndarray, want: np.ndarray, kind: str, name: str) -> None:
+    """``got`` (an update of ``kind``) is paddle's update ``want``: bit for bit, except for the fused kernel
+    against paddle's portable adam kernel (no AVX-512), where each multiply-add may round once more."""
+    if kind != "fused" or PADDLE_ADAM_IS_AVX512:
+        np.testing.assert_array_equal(bits(got), bits(want), err_msg=name)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+NO_KERNEL = "the fused update kernel (zoo/engine/_adam.c) was not built in this install"
+
+
+def count_kernel_calls(monkeypatch) -> list:
+    """The fused kernel's calls from now on (one per parameter and step), recorded as they run."""
+    calls: list = []
+    kernel = gradclip.FUSED_ADAM
+    if kernel is not None:
+        monkeypatch.setattr(
+            gradclip, "FUSED_ADAM", SimpleNamespace(adam=lambda *a: (calls.append(a), kernel.adam(*a)))
+        )
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["in_place", "fused"])
 @pytest.mark.parametrize("mode", ["global", "per_tensor"])
 @pytest.mark.parametrize("scope", ["all", "classifier"])
 @pytest.mark.parametrize("clip", [0.0, 1e-3, 0.5, 1e6])  # none, always active, mixed, never active
 @pytest.mark.parametrize("l2", [0.0, 0.05])
-def test_in_place_update_is_bitwise_paddles(monkeypatch, mode, scope, clip, l2):
+def test_the_update_is_paddles(monkeypatch, kind, mode, scope, clip, l2):
+    if kind == "fused" and gradclip.FUSED_ADAM is None:
+        pytest.skip(NO_KERNEL)
     monkeypatch.setattr(gradclip, "CHUNK_ELEMENTS", 50)  # the L2 term in blocks of one row of 40
-    want_params, want_state = train(False, mode, scope, clip, l2)
-    got_params, got_state = train(True, mode, scope, clip, l2)
+    want_params, want_state = train("paddle", mode, scope, clip, l2)
+    calls = count_kernel_calls(monkeypatch)
+    got_params, got_state = train(kind, mode, scope, clip, l2)
+    assert len(calls) == (4 * 4 if kind == "fused" else 0)  # 4 steps of the 4 parameters with a gradient
     assert want_params.keys() == got_params.keys() and want_state.keys() == got_state.keys()
     for name in want_params:
-        np.testing.assert_array_equal(bits(got_params[name]), bits(want_params[name]), err_msg=name)
+        assert_same_update(got_params[name], want_params[name], kind, name)
     for name in want_state:
-        np.testing.assert_array_equal(got_state[name], want_state[name], err_msg=str(name))
-    start, _ = train(False, mode, scope, clip, l2, steps=0)
+        assert_same_update(got_state[name], want_state[name], kind, str(name))
+    start, _ = train("paddle", mode, scope, clip, l2, steps=0)
     for name in ("frozen.weight", "unused.weight"):  # no gradient: untouched, L2 or not
         np.testing.assert_array_equal(got_params[name], start[name])
 
 
 def test_the_settings_change_the_update():
     """The comparison above can fail: clipping and the L2 term each change the parameters."""
-    base, _ = train(True, "global", "all", 0.0, 0.0)
+    base, _ = train("fused", "global", "all", 0.0, 0.0)
     for args in (("global", "all", 1e-3, 0.0), ("per_tensor", "all", 0.5, 0.0), ("global", "all", 0.0, 0.05)):
-        other, _ = train(True, *args)
+        other, _ = train("fused", *args)
         assert not np.array_equal(other["body.weight"], base["body.weight"]), args
-    a, _ = train(True, "global", "all", 0.0, 0.05, steps=1)
-    c, _ = train(True, "global", "classifier", 0.0, 0.05, steps=1)
+    a, _ = train("fused", "global", "all", 0.0, 0.05, steps=1)
+    c, _ = train("fused", "global", "classifier", 0.0, 0.05, steps=1)
     assert not np.array_equal(a["body.weight"], c["body.weight"])
     np.testing.assert_array_equal(
         a["head.fc.weight"], c["head.fc.weight"]
@@ -122,20 +173,22 @@ def test_the_step_holds_no_second_copy_of_the_gradients(mode):
         TrainConfig(), gradient_clip_norm=1e-4, gradient_clip_mode=mode, l2_penalty=1e-3
     )
     peaks = {}
-    for in_place in (False, True):
-        opt = build_optimizer(model, cfg, in_place=in_place)
+    for kind in KINDS:
+        opt = optimizer(model, cfg, kind)
         for _ in range(2):  # the second step: Adam's moments exist already
             model(paddle.ones([4, 1000])).sum().backward()
             stat.host_memory_stat_reset_peak_value("Allocated", 0)
             before = stat.host_memory_stat_current_value("Allocated", 0)
             opt.step()
-            peaks[in_place] = (stat.host_memory_stat_peak_value("Allocated", 0) - before) / 2**20
+            peaks[kind] = (stat.host_memory_stat_peak_value("Allocated", 0) - before) / 2**20
             opt.clear_grad()
-    assert peaks[False] > 14  # the measurement sees paddle's copy
+    assert peaks["paddle"] > 14  # the measurement sees paddle's copy
     # the L2 term one block (4 MB) at a time; per_tensor with clipping active: paddle's kernel result, one
     # tensor (8 MB) at a time
     chunk = gradclip.CHUNK_ELEMENTS * 4 / 2**20
-    assert peaks[True] < (8.0 if mode == "per_tensor" else chunk) + 0.5
+    assert peaks["in_place"] < (8.0 if mode == "per_tensor" else chunk) + 0.5
+    if gradclip.FUSED_ADAM is not None:
+        assert peaks["fused"] < 0.5  # the gradients are read where they are: nothing is allocated
 
 
 class TwoBranches(paddle.nn.Layer):
@@ -152,8 +205,6 @@ class TwoBranches(paddle.nn.Layer):
 
 def branch_steps(free: bool, fill: bool):
     """Parameters after 7 steps; gradients zeroed by paddle (free False) or freed (filled in if ``fill``)."""
-    from types import SimpleNamespace
-
     from zoo.engine.trainer import Trainer
 
     paddle.seed(0)
@@ -208,5 +259,78 @@ def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients
     Trainer(tiny_config(tiny_data, tmp_path / "old", *extra), progress=False).fit()
     new, old = weights_of(tmp_path / "new"), weights_of(tmp_path / "old")
     assert new.keys() == old.keys()
+    kind = "fused" if gradclip.FUSED_ADAM is not None else "in_place"  # the trainer's default update
     for name in new:
-        np.testing.assert_array_equal(bits(new[name]), bits(old[name]), err_msg=name)
+        assert_same_update(new[name], old[name], kind, name)
+
+
+def test_the_fused_update_steps_with_paddles_kernels_where_its_own_cannot(monkeypatch):
+    """No kernel built, or a parameter with a regularizer of its own (paddle adds its term to the clipped
+    gradient): FusedAdam clips, adds the L2 term and steps through paddle, bit for bit."""
+    want, _ = train("paddle", "global", "all", 0.5, 0.05)
+    with monkeypatch.context() as patch:
+        patch.setattr(gradclip, "FUSED_ADAM", None)
+        got, _ = train("fused", "global", "all", 0.5, 0.05)
+    for name in want:
+        np.testing.assert_array_equal(bits(got[name]), bits(want[name]), err_msg=name)
+
+    own = paddle.regularizer.L2Decay(0.3)
+    monkeypatch.setattr(Net, "__init__", _with_own_regularizer(Net.__init__, own))
+    want, _ = train("paddle", "global", "all", 1e-3, 0.05)
+    calls = count_kernel_calls(monkeypatch)
+    got, _ = train("fused", "global", "all", 1e-3, 0.05)
+    assert calls == []
+    for name in want:
+        np.testing.assert_array_equal(bits(got[name]), bits(want[name]), err_msg=name)
+
+
+def _with_own_regularizer(init, regularizer):
+    def patched(self) -> None:
+        init(self)
+        self.body.weight.regularizer = regularizer
+
+    return patched
+
+
+@pytest.mark.skipif(gradclip.FUSED_ADAM is None, reason=NO_KERNEL)
+def test_the_fused_update_continues_paddles_state_and_threads_change_nothing(monkeypatch):
+    """The fused kernel keeps Adam's state in paddle's own accumulators (moments, beta powers: what
+    ``state_dict`` and checkpoints hold): steps alternating between it and paddle's kernels on one optimizer
+    give paddle's update; a tensor split over threads gets the values of one thread."""
+    cfg = dataclasses.replace(TrainConfig(), learning_rate=0.01, gradient_clip_norm=0.5, l2_penalty=0.01)
+    rng = np.random.default_rng(3)
+    batches = [paddle.to_tensor(rng.normal(size=(6, 300)).astype("float32")) for _ in range(4)]
+
+    def run(kind, fused_steps, threads):
+        monkeypatch.setattr(gradclip, "cpu_threads", lambda: threads)
+        paddle.seed(0)
+        model = paddle.nn.Linear(300, 700)  # 210,000 weights: split over threads (65,536 at least per thread)
+        opt = optimizer(model, cfg, kind)
+        for step, x in enumerate(batches):
+            if kind == "fused":
+                opt._grad_clip.defer = step in fused_steps  # not deferred: paddle's clip, L2 term and adam
+            (model(x) ** 2).mean().backward()
+            opt.step()
+            opt.clear_grad()
+        return model.weight.numpy().copy(), model.bias.numpy().copy()
+
+    want = run("paddle", (), 1)
+    for fused_steps, threads in (((1, 2), 1), ((0, 3), 1), ((0, 1, 2, 3), 3)):
+        for got, expected in zip(run("fused", fused_steps, threads), want):
+            assert_same_update(got, expected, "fused", f"fused at steps {fused_steps}, {threads} threads")
+    np.testing.assert_array_equal(run("fused", (0, 1, 2, 3), 3)[0], run("fused", (0, 1, 2, 3), 1)[0])
+
+
+@pytest.mark.skipif(gradclip.FUSED_ADAM is None, reason=NO_KERNEL)
+def test_the_fused_kernel_checks_its_buffers():
+    ok = np.zeros(10, np.float32)
+    one = np.ones(1, np.float32)
+    args = (0.1, 0.9, 0.999, 1e-8, 1.0, 0.0, 1)
+    with pytest.raises(ValueError, match="moment2 must be 10 float32"):
+        gradclip.FUSED_ADAM.adam(ok, ok.copy(), ok.copy(), np.zeros(9, np.float32), one, one.copy(), *args)
+    with pytest.raises(ValueError, match="grad must be 10 float32"):
+        gradclip.FUSED_ADAM.adam(ok, np.zeros(10), ok.copy(), ok.copy(), one, one.copy(), *args)
+    with pytest.raises(ValueError, match="beta1_pow must be 1 float32"):
+        gradclip.FUSED_ADAM.adam(ok, ok.copy(), ok.copy(), ok.copy(), ok.copy(), one, *args)
+    with pytest.raises(BufferError):  # the parameter is written: a read-only buffer is refused
+        gradclip.FUSED_ADAM.adam(b"\0" * 40, ok, ok.copy(), ok.copy(), one, one.copy(), *args)

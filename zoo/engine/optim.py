@@ -10,7 +10,8 @@ starter differentiates loss + penalty and clips the sum. With penalties of 1e-8.
 what clipping at 1.0 can notice, and it is the same in both clipping modes.
 
 Both steps run in place (:mod:`zoo.engine.gradclip`): paddle's own clip and L2 term hold a second copy of
-every gradient during the update.
+every gradient during the update. With ``train.fused_update`` (the default) they are folded into the Adam
+update itself (:class:`zoo.engine.gradclip.FusedAdam`): one pass over each parameter instead of four.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def build_optimizer(model: Any, train_cfg: Any, in_place: bool = True) -> Any:
 
     ``in_place`` (the default) clips and adds the L2 term inside the gradients
     (:class:`zoo.engine.gradclip.InPlaceClipDecay`), bitwise the same update as paddle's own ``grad_clip`` and
-    ``weight_decay`` (``in_place=False``, kept to measure against) without their copy of every gradient.
+    ``weight_decay`` (``in_place=False``, kept to measure against) without their copy of every gradient;
+    with ``train_cfg.fused_update`` the clip factor and L2 term are applied inside the Adam update
+    (:class:`zoo.engine.gradclip.FusedAdam`).
     """
     import paddle
 
@@ -52,7 +55,7 @@ def build_optimizer(model: Any, train_cfg: Any, in_place: bool = True) -> Any:
                 f"train.l2_scope: all"
             )
     if in_place:
-        from zoo.engine.gradclip import InPlaceClipDecay
+        from zoo.engine.gradclip import FusedAdam, InPlaceClipDecay
 
         decay = {}
         if t.l2_penalty > 0:
@@ -64,6 +67,9 @@ def build_optimizer(model: Any, train_cfg: Any, in_place: bool = True) -> Any:
                     decay[id(p)] = float(t.l2_penalty)
                 if penalized is not None:
                     p.regularizer = None
+        if t.fused_update:
+            clip = InPlaceClipDecay(t.gradient_clip_norm, t.gradient_clip_mode, decay)
+            return FusedAdam(learning_rate=t.learning_rate, parameters=params, grad_clip=clip)
         clip = None
         if t.gradient_clip_norm > 0 or decay:
             clip = InPlaceClipDecay(t.gradient_clip_norm, t.gradient_clip_mode, decay)
