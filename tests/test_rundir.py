@@ -99,6 +99,22 @@ HOLD = textwrap.dedent(
 )
 
 
+def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle_cpu):
+    """``train.fused_update`` changes which kernels compute the same Adam update: a resume refuses the change
+    unless allowed, then ends where an uninterrupted run does."""
+    straight = tmp_path / "straight"
+    Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_data, run, "train.epoch=1", "train.max_iter=3"), progress=False).fit()
+    changed = tiny_config(tiny_data, run, "train.epoch=1", "train.fused_update=false")
+    with pytest.raises(UsageError, match="--allow-change train.fused_update"):
+        Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter",))
+    Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter", "train.fused_update"))
+    a, b = weights_of(straight), weights_of(run)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+
+
 def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, paddle_cpu):
     run = tmp_path / "run"
     holder = subprocess.Popen(
