@@ -332,5 +332,7 @@ def test_the_fused_kernel_checks_its_buffers():
         gradclip.FUSED_ADAM.adam(ok, np.zeros(10), ok.copy(), ok.copy(), one, one.copy(), *args)
     with pytest.raises(ValueError, match="beta1_pow must be 1 float32"):
         gradclip.FUSED_ADAM.adam(ok, ok.copy(), ok.copy(), ok.copy(), ok.copy(), one, *args)
+    with pytest.raises(ValueError, match="param must be float32 values"):
+        gradclip.FUSED_ADAM.adam(np.zeros(10), ok, ok.copy(), ok.copy(), one, one.copy(), *args)
     with pytest.raises(BufferError):  # the parameter is written: a read-only buffer is refused
         gradclip.FUSED_ADAM.adam(b"\0" * 40, ok, ok.copy(), ok.copy(), one, one.copy(), *args)

@@ -89,8 +89,11 @@ static int float_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t
     if (f != NULL && (f[0] == '<' || f[0] == '=' || f[0] == '@')) f++;
     const Py_ssize_t n = view->len / (Py_ssize_t)sizeof(float);
     if (f == NULL || f[0] != 'f' || f[1] != '\0' || (*items >= 0 && n != *items)) {
-        PyErr_Format(PyExc_ValueError, "adam: %s must be %zd float32 values in one contiguous buffer", name,
-                     *items);
+        if (*items >= 0)
+            PyErr_Format(PyExc_ValueError, "adam: %s must be %zd float32 values in one contiguous buffer",
+                         name, *items);
+        else
+            PyErr_Format(PyExc_ValueError, "adam: %s must be float32 values in one contiguous buffer", name);
         PyBuffer_Release(view);
         return -1;
     }
