@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -259,3 +260,9 @@ def set_cpu_threads(count: int) -> None:
 def cpu_threads() -> int:
     """The CPU threads paddle was given, or 1 (paddle's own default) when nobody said."""
     return _cpu_threads or 1
+
+
+def cpu_array(t: paddle.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor's memory, for C kernels (a copy only if the tensor is not contiguous, so
+    writes reach the tensor only when it is)."""
+    return np.from_dlpack(t.detach().contiguous())

@@ -7,11 +7,10 @@ product does the same reduction at matmul speed.
 
 from __future__ import annotations
 
-import numpy as np
 import paddle
 from paddle.autograd import PyLayer
 
-from zoo.nn import cpu_threads
+from zoo.nn import cpu_array, cpu_threads
 
 # NeXtVLAD's C kernels (zoo_nextvlad/_assign.c): the weighted assignments at inference and the weighting around
 # the training pooling op, one pass each; None where they were not built (no C compiler at install: the
@@ -97,7 +96,7 @@ class _PoolExpand(PyLayer):
         if kernel is not None:  # one pass per chunk, written into the whole gradients (no concat)
             grad_soft_all = paddle.empty(soft.shape, dtype=soft.dtype)
             grad_weight_all = paddle.empty(frame_weight.shape, dtype=soft.dtype)
-            views = [_array(v) for v in (grad_soft_all, grad_weight_all, grad_sums, soft, frame_weight)]
+            views = [cpu_array(v) for v in (grad_soft_all, grad_weight_all, grad_sums, soft, frame_weight)]
         grad_soft, grad_weight = [], []
         for start in range(0, b, ctx.chunk):
             stop = min(b, start + ctx.chunk)
@@ -107,7 +106,7 @@ class _PoolExpand(PyLayer):
             )
             if kernel is not None:
                 out_soft, out_weight, sums, soft_np, weight_np = (v[start:stop] for v in views)
-                grad_np = _array(grad_assign)
+                grad_np = cpu_array(grad_assign)
                 kernel.weight_grad(
                     out_soft, out_weight, grad_np, sums, soft_np, weight_np, t, g, k, cpu_threads()
                 )
@@ -144,13 +143,8 @@ def _weighted_cluster_major(soft: paddle.Tensor, frame_weight: paddle.Tensor) ->
         return _cluster_major(soft * frame_weight)
     c, t, g, k = soft.shape
     out = paddle.empty([c, t, k * g], dtype=soft.dtype)
-    kernel.weight(_array(out), _array(soft), _array(frame_weight), g, k, cpu_threads())
+    kernel.weight(cpu_array(out), cpu_array(soft), cpu_array(frame_weight), g, k, cpu_threads())
     return out
-
-
-def _array(t: paddle.Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor's memory (a copy only if it is not contiguous) for the C kernels."""
-    return np.from_dlpack(t.detach().contiguous())
 
 
 def _cluster_major(weighted: paddle.Tensor) -> paddle.Tensor:
@@ -212,10 +206,10 @@ def fused_assignments(
     logits = paddle.matmul(x, weight)  # [B, T, G*K + G]
     out = paddle.empty([b, t, clusters * groups], dtype=paddle.float32)
     FUSED_ASSIGN.assign(
-        _array(out),
-        _array(logits),
-        _array(mask.astype(paddle.float32)),
-        _array(bias),
+        cpu_array(out),
+        cpu_array(logits),
+        cpu_array(mask.astype(paddle.float32)),
+        cpu_array(bias),
         groups,
         clusters,
         cpu_threads(),

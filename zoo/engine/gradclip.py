@@ -31,7 +31,7 @@ import paddle
 from paddle import _C_ops
 from paddle.nn.clip import ClipGradBase, _squared_l2_norm
 
-from zoo.nn import cpu_threads
+from zoo.nn import cpu_array, cpu_threads
 
 # The fused update (zoo/engine/_adam.c); None where it was not built (the extension is optional), and then
 # FusedAdam runs paddle's clip, L2 term and adam kernel.
@@ -189,12 +189,12 @@ class FusedAdam(paddle.optimizer.Adam):
         factor, coeff = entry
         acc = self._get_accumulator_master
         FUSED_ADAM.adam(
-            _array(param),
-            _array(grad.contiguous()),
-            _array(acc(self._moment1_acc_str, param)),
-            _array(acc(self._moment2_acc_str, param)),
-            _array(acc(self._beta1_pow_acc_str, param)),
-            _array(acc(self._beta2_pow_acc_str, param)),
+            cpu_array(param),
+            cpu_array(grad),
+            cpu_array(acc(self._moment1_acc_str, param)),
+            cpu_array(acc(self._moment2_acc_str, param)),
+            cpu_array(acc(self._beta1_pow_acc_str, param)),
+            cpu_array(acc(self._beta2_pow_acc_str, param)),
             float(self._create_param_lr(param_and_grad)),
             _scalar(self._beta1),
             _scalar(self._beta2),
@@ -204,11 +204,6 @@ class FusedAdam(paddle.optimizer.Adam):
             cpu_threads(),
         )
         return None
-
-
-def _array(t: paddle.Tensor) -> np.ndarray:
-    """A numpy view of a contiguous CPU tensor's memory (writes go to the tensor)."""
-    return np.from_dlpack(t.detach())
 
 
 def _scalar(value) -> float:
