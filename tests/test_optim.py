@@ -233,22 +233,28 @@ def test_freed_gradients_give_the_update_of_zeroed_ones():
     assert any(not np.array_equal(skipped[n], want[n]) for n in want)
 
 
-@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "mode, fused", [("global", False), ("per_tensor", False), ("global", True), ("per_tensor", True)]
+)
 def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
     tiny_data,  # noqa: F811
     tmp_path,
     monkeypatch,
     mode,
+    fused,
 ):
     """A whole run (NeXtVLAD, 16 steps, clipping active, L2 on every parameter) against the engine before:
-    paddle's grad_clip and weight_decay and gradients zeroed between steps."""
+    paddle's grad_clip and weight_decay and gradients zeroed between steps; the default (public paddle API)
+    and the opt-in fused update."""
     from zoo.engine import trainer as trainer_module
     from zoo.engine.trainer import Trainer
 
     extra = (f"train.gradient_clip_mode={mode}", "train.gradient_clip_norm=0.05", "train.l2_penalty=0.01")
+    extra += (f"train.fused_update={str(fused).lower()}",)
     Trainer(tiny_config(tiny_data, tmp_path / "new", *extra), progress=False).fit()
 
-    def old_optimizer(model, train_cfg):
+    def old_optimizer(model, train_cfg, log=print):
         opt = build_optimizer(model, train_cfg, in_place=False)
         zeroing = opt.clear_grad
         opt.clear_grad = lambda set_to_zero=True: zeroing(set_to_zero=True)
@@ -259,7 +265,7 @@ def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients
     Trainer(tiny_config(tiny_data, tmp_path / "old", *extra), progress=False).fit()
     new, old = weights_of(tmp_path / "new"), weights_of(tmp_path / "old")
     assert new.keys() == old.keys()
-    kind = "fused" if gradclip.FUSED_ADAM is not None else "in_place"  # the trainer's default update
+    kind = "paddle" if not fused else "fused" if gradclip.FUSED_ADAM is not None else "in_place"
     for name in new:
         assert_same_update(new[name], old[name], kind, name)
 
@@ -336,3 +342,29 @@ def test_the_fused_kernel_checks_its_buffers():
         gradclip.FUSED_ADAM.adam(np.zeros(10), ok, ok.copy(), ok.copy(), one, one.copy(), *args)
     with pytest.raises(BufferError):  # the parameter is written: a read-only buffer is refused
         gradclip.FUSED_ADAM.adam(b"\0" * 40, ok, ok.copy(), ok.copy(), one, one.copy(), *args)
+
+
+def test_the_default_optimizer_uses_paddles_public_api_and_the_fused_one_checks_the_version(monkeypatch):
+    """``train.fused_update`` is opt-in; it runs only on the paddle versions it was tested with, elsewhere
+    the public path runs after a one-line notice."""
+    from zoo.engine import optim
+
+    cfg = dataclasses.replace(TrainConfig(), gradient_clip_norm=0.5, l2_penalty=0.01)
+    logs: list[str] = []
+    default = build_optimizer(Net(), cfg, log=logs.append)
+    assert (
+        type(default) is paddle.optimizer.Adam and type(default._grad_clip) is paddle.nn.ClipGradByGlobalNorm
+    )
+    assert logs == []
+    fused = dataclasses.replace(cfg, fused_update=True)
+    monkeypatch.setattr(paddle, "__version__", "3.3.1")
+    assert isinstance(build_optimizer(Net(), fused, log=logs.append), gradclip.FusedAdam) and logs == []
+    for version in ("3.4.0", "2.6.2", "0.0.0", "develop"):
+        monkeypatch.setattr(paddle, "__version__", version)
+        opt = build_optimizer(Net(), fused, log=logs.append)
+        assert type(opt) is paddle.optimizer.Adam
+        (notice,) = logs
+        assert f"paddle {version} is installed" in notice and "public optimizer path" in notice
+        assert "\n" not in notice
+        logs.clear()
+    assert optim.paddle_version("3.3.1") == (3, 3) and optim.paddle_version("0.0.0") is None

@@ -101,12 +101,12 @@ HOLD = textwrap.dedent(
 
 def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle_cpu):
     """``train.fused_update`` changes which kernels compute the same Adam update: a resume refuses the change
-    unless allowed, then ends where an uninterrupted run does."""
+    unless allowed, then ends where an uninterrupted run does (opting in, here)."""
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1", "train.max_iter=3"), progress=False).fit()
-    changed = tiny_config(tiny_data, run, "train.epoch=1", "train.fused_update=false")
+    changed = tiny_config(tiny_data, run, "train.epoch=1", "train.fused_update=true")
     with pytest.raises(UsageError, match="--allow-change train.fused_update"):
         Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter",))
     Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter", "train.fused_update"))
