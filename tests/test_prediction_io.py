@@ -364,9 +364,13 @@ def test_number_parsing_matches_float_on_many_spellings(tmp_path):
     tokens += ["0", "-0", "+0.0", "00012.5000", ".5", "5.", "1e22", "1e23", "9007199254740993", "4.9e-324"]
     tokens += ["123456789012345678901234567890e-20", "0.000000000000000000000000001", "-1E-7", "2e-400"]
     path = tmp_path / "p.csv"
-    path.write_text("VideoId,LabelConfidencePairs\n" + "".join(f"v{i},1 {t}\n" for i, t in enumerate(tokens)))
-    block = path.read_bytes().split(b"\n", 1)[1]
-    assert prediction_io.parse_kaggle_block(block) is not None  # polars read them all
-    got = read_kaggle_columns(path, rank=False, dtype=np.float64).scores[:, 0]
-    want = np.array([float(t) for t in tokens])
-    assert got.tolist() == want.tolist() and np.array_equal(np.signbit(got), np.signbit(want))
+    plain = [t for t in tokens if t[0] not in "+-"]  # a signed token sends its block to Python
+    for part in (plain, tokens):
+        path.write_text(
+            "VideoId,LabelConfidencePairs\n" + "".join(f"v{i},1 {t}\n" for i, t in enumerate(part))
+        )
+        block = path.read_bytes().split(b"\n", 1)[1]
+        assert (prediction_io.parse_kaggle_block(block) is not None) == (part is plain)
+        got = read_kaggle_columns(path, rank=False, dtype=np.float64).scores[:, 0]
+        want = np.array([float(t) for t in part])
+        assert got.tolist() == want.tolist() and np.array_equal(np.signbit(got), np.signbit(want))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,14 +266,15 @@ def _rank_rows(classes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return classes, scores
 
 
-_WHITESPACE = np.zeros(256, bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
-_PLAIN_CSV = _WHITESPACE.copy()
-_PLAIN_CSV[32:127] = True  # printable ASCII: whitespace means the same to polars' regex and to str.split
+_PLAIN_CSV = np.zeros(256, bool)
+_PLAIN_CSV[[10, 13]] = True
+_PLAIN_CSV[32:127] = True  # printable ASCII, LF and CR (in CR LF only)
 
 
-def _lone_cr(block: bytes) -> bool:
-    return block.count(b"\r") != block.count(b"\r\n")
+def _line_ends(data: np.ndarray) -> np.ndarray:
+    """Where each line of a block ends (its LF, or the block's end)."""
+    ends = np.flatnonzero(data == 10)
+    return ends if len(data) and data[-1] == 10 else np.append(ends, len(data))
 
 
 def _padded(counts: np.ndarray, classes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -292,89 +292,95 @@ def _padded(counts: np.ndarray, classes: np.ndarray, scores: np.ndarray) -> tupl
     return c, s
 
 
-def _classes_and_scores(pl: Any, labels: Any, values: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """Class and score arrays from polars columns, or None where one is not what the format allows."""
-    if labels.dtype == pl.String:
-        if not labels.str.contains(r"^[0-9]+$").all():
-            return None
-        labels = labels.cast(pl.Int64, strict=False)
-    if values.dtype == pl.String:
-        values = values.cast(pl.Float64, strict=False)
-    if labels.null_count() or values.null_count():
-        return None
-    classes, scores = labels.to_numpy(), values.to_numpy().astype(np.float64, copy=False)
+def _checked(classes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Classes and scores as the format allows them (classes 0 .. 2**31 - 1, finite scores), or None."""
     if (classes < 0).any() or (classes > INT32_MAX).any() or not np.isfinite(scores).all():
         return None
-    return classes.astype(np.int32), scores
-
-
-def _nonblank_lines(block: bytes) -> np.ndarray:
-    """Indices (from 0) of the lines of ``block`` that hold more than ASCII whitespace."""
-    data = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(data == 10)
-    if not block.endswith(b"\n"):
-        ends = np.append(ends, len(data))
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    solid = np.concatenate([[0], np.cumsum(~_WHITESPACE[data])])
-    return np.flatnonzero(solid[ends] > solid[starts])
+    return classes.astype(np.int32), scores.astype(np.float64, copy=False)
 
 
 def parse_kaggle_block(block: bytes) -> _Block | None:
-    """The rows of a block of Kaggle CSV lines (no header) through polars' CSV reader, or None."""
+    """The rows of a block of Kaggle CSV lines (no header) through polars' CSV reader, or None.
+
+    polars reads ``id label score label score ...`` (the comma turned into a space) as columns when the
+    block is spelled plainly: printable ASCII, one comma per line and no space before it, single spaces, no
+    signs before a token (which polars' integers would take and the format does not); an empty field (a
+    doubled space, a space after the comma) shows as a gap in a row and sends the block to Python."""
     pl = fast_library()
-    if not _PLAIN_CSV[np.frombuffer(block, np.uint8)].all() or _lone_cr(block):
+    data = np.frombuffer(block, np.uint8)
+    histogram = np.bincount(data, minlength=256)
+    if histogram[~_PLAIN_CSV].any() or histogram[13] != block.count(b"\r\n") or b"  " in block:
         return None
-    rows = _nonblank_lines(block)
-    if block.count(b",") != len(rows):  # one comma per line (polars refuses a line with two)
+    ends = _line_ends(data)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    filled = (ends - starts - (data[np.maximum(ends - 1, 0)] == 13)) > 0
+    commas = np.flatnonzero(data == 44)
+    comma_line = np.searchsorted(ends, commas)
+    if not np.array_equal(np.bincount(comma_line, minlength=len(ends)), filled.astype(np.int64)):
+        return None  # a line without a comma, or with two
+    comma_at = np.full(len(ends), -1)
+    comma_at[comma_line] = commas
+    spaces = np.flatnonzero(data == 32)
+    space_line = np.searchsorted(ends, spaces)
+    if (spaces < comma_at[space_line]).any():
+        return None  # a space in the id or before the comma
+    signs = np.flatnonzero((data == 43) | (data == 45))
+    if signs.size and np.isin(data[np.maximum(signs - 1, 0)], (32, 44)).any():
         return None
+    tokens = int(np.bincount(space_line, minlength=len(ends)).max(initial=0)) + 1
+    k = (tokens + 1) // 2
+    schema = {"id": pl.String}
+    for j in range(k):
+        schema[f"c{j}"], schema[f"s{j}"] = pl.Int64, pl.Float64
     try:
-        frame = pl.read_csv(
-            io.BytesIO(block),
-            has_header=False,
-            schema={"id": pl.String, "pairs": pl.String},
-            separator=",",
+        frame = pl.read_csv(  # a header names every column: polars takes the first line's count otherwise
+            io.BytesIO(" ".join(schema).encode() + b"\n" + block.replace(b",", b" ")),
+            has_header=True,
+            schema=schema,
+            separator=" ",
             quote_char=None,
         )
     except Exception:  # noqa: BLE001 - anything polars refuses goes to the Python parser, which names it
         return None
-    if frame.height != block.count(b"\n") + (0 if block.endswith(b"\n") else 1):
+    if frame.height != len(ends):
         return None
+    rows = np.flatnonzero(filled)
     frame = frame[rows]
-    ids = frame["id"].str.strip_chars()
-    if (ids.is_null() | (ids.str.len_bytes() == 0)).any():
+    if frame["id"].null_count():
         return None
-    tokens = frame["pairs"].fill_null("").str.extract_all(r"\S+")
-    counts = tokens.list.len().to_numpy().astype(np.int64)
-    if (counts % 2).any():
-        return None
-    flat = tokens.explode()
-    flat = flat.filter(flat.is_not_null())
-    if len(flat) != counts.sum():
-        return None
-    got = _classes_and_scores(pl, flat.gather_every(2), flat.gather_every(2, offset=1))
-    padded = None if got is None else _padded(counts // 2, *got)
+    labels = frame.select([f"c{j}" for j in range(k)]).to_numpy()
+    values = frame.select([f"s{j}" for j in range(k)])
+    missing = values.select(pl.all().is_null()).to_numpy()
+    values = values.to_numpy()
+    listed = ~np.isnan(labels)
+    if (listed[:, 1:] & ~listed[:, :-1]).any() or not np.array_equal(missing, ~listed):
+        return None  # a gap in a row, or a label without its score
+    counts = listed.sum(axis=1)
+    got = _checked(labels[listed], values[listed])
+    padded = None if got is None else _padded(counts, *got)
     if padded is None:
         return None
-    vids = np.array([v.encode("ascii") for v in ids.to_list()], dtype=bytes)
+    vids = np.array([v.encode("ascii") for v in frame["id"].to_list()], dtype=bytes)
     return _Block(vids, *padded, rows.astype(np.int64) + 1)
 
 
-_JSON_ID = re.compile(rb'"id"\s*:\s*"')
 _JSONL_SCHEMA = ("id", "classes", "scores")
 
 
 def parse_jsonl_block(block: bytes) -> _Block | None:
     """The rows of a block of JSON lines through polars' NDJSON reader, or None."""
     pl = fast_library()
-    if _lone_cr(block):
+    if block.count(b"\r") != block.count(b"\r\n"):
         return None
-    nonblank = _nonblank_lines(block)
+    data = np.frombuffer(block, np.uint8)
+    ends = _line_ends(data)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    nonblank = np.flatnonzero((ends - starts - (data[np.maximum(ends - 1, 0)] == 13)) > 0)
     rows = len(nonblank)
-    # one id (a JSON string), one list of classes and one of scores per line: else a key listed twice,
-    # nested, or an id that is no string, which polars' reader would take otherwise than json.loads
+    # every line spelled as the writer spells it: the id first, a JSON string; one list of classes and one of
+    # scores. Else (a key listed twice or nested, an id that is no string, a line of spaces) the Python parser
     if not rows or not (
-        block.count(b'"id"') == len(_JSON_ID.findall(block)) == rows
-        and block.count(b'"classes"') == rows
+        block.count(b'"id"') == block.count(b'{"id": "') == block.count(b'"classes"') == rows
         and block.count(b'"scores"') == rows
     ):
         return None
@@ -397,7 +403,9 @@ def parse_jsonl_block(block: bytes) -> _Block | None:
         labels, values = labels.filter(labels.is_not_null()), values.filter(values.is_not_null())
         if len(labels) != counts.sum() or len(values) != counts.sum():
             return None
-    got = _classes_and_scores(pl, labels, values)
+    if labels.null_count() or values.null_count():
+        return None
+    got = _checked(labels.to_numpy(), values.to_numpy())
     padded = None if got is None else _padded(counts, *got)
     if padded is None:
         return None
