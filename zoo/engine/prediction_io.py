@@ -266,9 +266,11 @@ def _rank_rows(classes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return classes, scores
 
 
-_PLAIN_CSV = np.zeros(256, bool)
-_PLAIN_CSV[[10, 13]] = True
-_PLAIN_CSV[32:127] = True  # printable ASCII, LF and CR (in CR LF only)
+_PLAIN_CSV = bytes(range(32, 127)) + b"\n\r"  # printable ASCII, LF and CR (in CR LF only)
+
+
+def _lone_cr(block: bytes) -> bool:
+    return b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
 
 
 def _line_ends(data: np.ndarray) -> np.ndarray:
@@ -286,10 +288,7 @@ def _padded(counts: np.ndarray, classes: np.ndarray, scores: np.ndarray) -> tupl
     s = np.zeros((n, k), np.float64)
     c[take] = classes
     s[take] = scores
-    ordered = np.sort(c, axis=1)
-    if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any():
-        return None
-    return c, s
+    return None if _repeats(c) else (c, s)
 
 
 def _checked(classes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -303,14 +302,18 @@ def parse_kaggle_block(block: bytes) -> _Block | None:
     """The rows of a block of Kaggle CSV lines (no header) through polars' CSV reader, or None.
 
     polars reads ``id label score label score ...`` (the comma turned into a space) as columns when the
-    block is spelled plainly: printable ASCII, one comma per line and no space before it, single spaces, no
-    signs before a token (which polars' integers would take and the format does not); an empty field (a
-    doubled space, a space after the comma) shows as a gap in a row and sends the block to Python."""
+    block is spelled plainly: printable ASCII, one comma per line and no space before it, no sign before a
+    token (which polars' integers would take and the format does not); an empty field (a doubled space, a
+    space after the comma) shows as a gap in a row and sends the block to Python."""
     pl = fast_library()
-    data = np.frombuffer(block, np.uint8)
-    histogram = np.bincount(data, minlength=256)
-    if histogram[~_PLAIN_CSV].any() or histogram[13] != block.count(b"\r\n") or b"  " in block:
+    if block.translate(None, _PLAIN_CSV) or _lone_cr(block):
         return None
+    data = np.frombuffer(block, np.uint8)
+    for sign in (b"-", b"+"):  # a token that starts with a sign (after a space or the comma)
+        if sign in block:
+            at = np.flatnonzero(data == sign[0])
+            if np.isin(data[np.maximum(at - 1, 0)], (32, 44)).any() or (at == 0).any():
+                return None
     ends = _line_ends(data)
     starts = np.concatenate([[0], ends[:-1] + 1])
     filled = (ends - starts - (data[np.maximum(ends - 1, 0)] == 13)) > 0
@@ -318,16 +321,14 @@ def parse_kaggle_block(block: bytes) -> _Block | None:
     comma_line = np.searchsorted(ends, commas)
     if not np.array_equal(np.bincount(comma_line, minlength=len(ends)), filled.astype(np.int64)):
         return None  # a line without a comma, or with two
-    comma_at = np.full(len(ends), -1)
+    comma_at = np.full(len(ends), len(data))
     comma_at[comma_line] = commas
     spaces = np.flatnonzero(data == 32)
-    space_line = np.searchsorted(ends, spaces)
-    if (spaces < comma_at[space_line]).any():
+    before = np.searchsorted(spaces, np.concatenate([starts, [len(data)]]))
+    first_space = np.append(spaces, len(data))[before[:-1]]
+    if (first_space < np.minimum(comma_at, ends)).any():
         return None  # a space in the id or before the comma
-    signs = np.flatnonzero((data == 43) | (data == 45))
-    if signs.size and np.isin(data[np.maximum(signs - 1, 0)], (32, 44)).any():
-        return None
-    tokens = int(np.bincount(space_line, minlength=len(ends)).max(initial=0)) + 1
+    tokens = int(np.diff(before).max(initial=0)) + 1
     k = (tokens + 1) // 2
     schema = {"id": pl.String}
     for j in range(k):
@@ -345,7 +346,8 @@ def parse_kaggle_block(block: bytes) -> _Block | None:
     if frame.height != len(ends):
         return None
     rows = np.flatnonzero(filled)
-    frame = frame[rows]
+    if len(rows) < len(ends):
+        frame = frame[rows]
     if frame["id"].null_count():
         return None
     labels = frame.select([f"c{j}" for j in range(k)]).to_numpy()
@@ -355,13 +357,21 @@ def parse_kaggle_block(block: bytes) -> _Block | None:
     listed = ~np.isnan(labels)
     if (listed[:, 1:] & ~listed[:, :-1]).any() or not np.array_equal(missing, ~listed):
         return None  # a gap in a row, or a label without its score
-    counts = listed.sum(axis=1)
-    got = _checked(labels[listed], values[listed])
-    padded = None if got is None else _padded(counts, *got)
-    if padded is None:
+    labels = np.where(listed, labels, -1)
+    values = np.where(listed, values, 0.0)
+    if (labels > INT32_MAX).any() or not np.isfinite(values).all():
         return None
-    vids = np.array([v.encode("ascii") for v in frame["id"].to_list()], dtype=bytes)
-    return _Block(vids, *padded, rows.astype(np.int64) + 1)
+    classes = labels.astype(np.int32)
+    if _repeats(classes):
+        return None
+    vids = frame["id"].cast(pl.Binary).to_numpy().astype(bytes)
+    return _Block(vids, classes, values, rows.astype(np.int64) + 1)
+
+
+def _repeats(classes: np.ndarray) -> bool:
+    """A row of ``classes`` (-1 padded) lists a class twice."""
+    ordered = np.sort(classes, axis=1)
+    return bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any())
 
 
 _JSONL_SCHEMA = ("id", "classes", "scores")
@@ -370,7 +380,7 @@ _JSONL_SCHEMA = ("id", "classes", "scores")
 def parse_jsonl_block(block: bytes) -> _Block | None:
     """The rows of a block of JSON lines through polars' NDJSON reader, or None."""
     pl = fast_library()
-    if block.count(b"\r") != block.count(b"\r\n"):
+    if _lone_cr(block):
         return None
     data = np.frombuffer(block, np.uint8)
     ends = _line_ends(data)
@@ -409,7 +419,7 @@ def parse_jsonl_block(block: bytes) -> _Block | None:
     padded = None if got is None else _padded(counts, *got)
     if padded is None:
         return None
-    vids = np.array([v.encode("utf-8") for v in frame["id"].to_list()], dtype=bytes)
+    vids = frame["id"].cast(pl.Binary).to_numpy().astype(bytes)
     return _Block(vids, *padded, nonblank.astype(np.int64) + 1)
 
 
