@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import paddle
 import pytest
+from kernel_helpers import REQUIRE, kernel_missing, require_kernel
 from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
 
 from zoo.config import TrainConfig
@@ -120,8 +122,8 @@ def count_kernel_calls(monkeypatch) -> list:
 @pytest.mark.parametrize("clip", [0.0, 1e-3, 0.5, 1e6])  # none, always active, mixed, never active
 @pytest.mark.parametrize("l2", [0.0, 0.05])
 def test_the_update_is_paddles(monkeypatch, kind, mode, scope, clip, l2):
-    if kind == "fused" and gradclip.FUSED_ADAM is None:
-        pytest.skip(NO_KERNEL)
+    if kind == "fused":
+        require_kernel(gradclip.FUSED_ADAM, NO_KERNEL)
     monkeypatch.setattr(gradclip, "CHUNK_ELEMENTS", 50)  # the L2 term in blocks of one row of 40
     want_params, want_state = train("paddle", mode, scope, clip, l2)
     calls = count_kernel_calls(monkeypatch)
@@ -298,11 +300,11 @@ def _with_own_regularizer(init, regularizer):
     return patched
 
 
-@pytest.mark.skipif(gradclip.FUSED_ADAM is None, reason=NO_KERNEL)
 def test_the_fused_update_continues_paddles_state_and_threads_change_nothing(monkeypatch):
     """The fused kernel keeps Adam's state in paddle's own accumulators (moments, beta powers: what
     ``state_dict`` and checkpoints hold): steps alternating between it and paddle's kernels on one optimizer
     give paddle's update; a tensor split over threads gets the values of one thread."""
+    require_kernel(gradclip.FUSED_ADAM, NO_KERNEL)
     cfg = dataclasses.replace(TrainConfig(), learning_rate=0.01, gradient_clip_norm=0.5, l2_penalty=0.01)
     rng = np.random.default_rng(3)
     batches = [paddle.to_tensor(rng.normal(size=(6, 300)).astype("float32")) for _ in range(4)]
@@ -327,8 +329,8 @@ def test_the_fused_update_continues_paddles_state_and_threads_change_nothing(mon
     np.testing.assert_array_equal(run("fused", (0, 1, 2, 3), 3)[0], run("fused", (0, 1, 2, 3), 1)[0])
 
 
-@pytest.mark.skipif(gradclip.FUSED_ADAM is None, reason=NO_KERNEL)
 def test_the_fused_kernel_checks_its_buffers():
+    require_kernel(gradclip.FUSED_ADAM, NO_KERNEL)
     ok = np.zeros(10, np.float32)
     one = np.ones(1, np.float32)
     args = (0.1, 0.9, 0.999, 1e-8, 1.0, 0.0, 1)
@@ -368,3 +370,17 @@ def test_the_default_optimizer_uses_paddles_public_api_and_the_fused_one_checks_
         assert "\n" not in notice
         logs.clear()
     assert optim.paddle_version("3.3.1") == (3, 3) and optim.paddle_version("0.0.0") is None
+
+
+def test_require_kernels_turns_a_missing_kernels_skip_into_a_failure(monkeypatch):
+    """Without ZOO_REQUIRE_KERNELS a kernel that is not built skips its tests; with it (CI) they fail; CI sets
+    it."""
+    monkeypatch.delenv(REQUIRE, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not built"):
+        kernel_missing("the kernel is not built")
+    monkeypatch.setenv(REQUIRE, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"not built; {REQUIRE}=1 requires every C kernel"):
+        require_kernel(None, "the kernel is not built")
+    assert require_kernel(gradclip, "present") is gradclip
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert f"export {REQUIRE}=1" in ci
