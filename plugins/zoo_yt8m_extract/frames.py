@@ -4,7 +4,7 @@ Frames are taken exactly as Google's ``frame_iterator`` takes them through OpenC
 the timestamp of the last frame decoded (0 before the first); starting from ``last = -inf`` it decodes on
 while the position is below ``last + every_ms``, then sets ``last`` to the position and takes the *next*
 frame. So the first frame is taken, then, each time, the frame after the first one whose timestamp is at
-least ``every_ms`` past the previous position (at 25 fps: frames 0, 26, 52, ...). Timestamps are the frames'
+least ``every_ms`` past the previous position (at 25 fps: frames 0, 26, 51, 76, ..., at 0 s, 1.04 s, 2.04 s, ...). Timestamps are the frames'
 own (variable frame rate is followed as it is), relative to the stream's start. Rotation metadata is applied
 (the frames are upright as a player shows them; Google's 2017 OpenCV did not rotate).
 """

@@ -73,7 +73,7 @@ class ModelFiles:
     def download(self, name: str) -> Path:
         """The cached download of ``name`` (fetched on first use), its hash checked."""
         url = self.urls[name]
-        filename = url.rstrip("/").rsplit("/", 1)[-1] or name
+        filename = URLS[name].rsplit("/", 1)[-1]  # cached under the official name, wherever it came from
         path = cache_dir("extract") / filename
         recorded = _recorded()
         if not path.exists():
