@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,36 @@ def test_downloads_record_and_check_their_hash(model_server, tmp_path, monkeypat
     assert not cached.exists()
     with pytest.raises(DataError, match="HTTP 404"):
         ModelFiles(urls={"pca": f"{url}/missing.tgz"}, quiet=True).rgb_pca()
+
+
+VGGISH_ENV = "ZOO_VGGISH_SOURCE"
+
+
+def test_front_end_equals_vggishs_published_definitions():
+    """Against ``mel_features.py`` of tensorflow/models ``research/audioset/vggish`` (a folder named by
+    ZOO_VGGISH_SOURCE; its code is not part of this project), with ``vggish_params``' settings, on a tone."""
+    import importlib.util
+    import os
+
+    folder = os.environ.get(VGGISH_ENV)
+    if not folder:
+        pytest.skip(f"set {VGGISH_ENV} to a folder holding VGGish's mel_features.py to run this comparison")
+    spec = importlib.util.spec_from_file_location("vggish_mel_features", Path(folder) / "mel_features.py")
+    mel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mel)
+    t = np.arange(int(3.3 * 16000)) / 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+    reference = mel.log_mel_spectrogram(
+        tone,
+        audio_sample_rate=16000,
+        log_offset=0.01,
+        window_length_secs=0.025,
+        hop_length_secs=0.010,
+        num_mel_bins=64,
+        lower_edge_hertz=125,
+        upper_edge_hertz=7500,
+    )
+    ours = audio.log_mel(tone)
+    assert ours.shape == reference.shape and np.allclose(ours, reference, atol=1e-9)
+    examples = audio.examples_per_second(tone, 3)
+    assert np.allclose(examples, np.stack([reference[100 * k : 100 * k + 96] for k in range(3)]), atol=1e-5)
