@@ -74,7 +74,8 @@ class Features:
 
 
 class Extractor:
-    """The loaded networks and PCAs; :meth:`features` is thread-safe."""
+    """The loaded networks and PCAs; :meth:`features` is thread-safe. ``inception`` and ``vggish``: networks
+    already loaded (shared between extractors, as the tests and ``--timeline`` do)."""
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class Extractor:
         options: Options,
         *,
         inception: Any | None = None,
+        vggish: VGGish | None = None,
     ) -> None:
         self.options = options
         self.rgb_pca: Pca = files.rgb_pca()
@@ -92,7 +94,9 @@ class Extractor:
         self.audio_pca: Pca | None = None
         if options.audio:
             self.audio_pca = files.audio_pca()
-            self.vggish = VGGish(read_vggish_checkpoint(files.vggish_checkpoint()), threads=options.threads)
+            self.vggish = vggish or VGGish(
+                read_vggish_checkpoint(files.vggish_checkpoint()), threads=options.threads
+            )
 
     def _frames(self, path: Path) -> Iterator[tuple[float, np.ndarray]]:
         """The frames, decoded in a thread of their own ahead of the network (at most ``queue_frames``)."""

@@ -151,14 +151,20 @@ class VGGish:
         tf = _tf()
         v1 = tf.compat.v1
         self.graph = tf.Graph()
+        feeds = {}
         with self.graph.as_default():
+            # the weights enter as variables fed once (not as constants: 290 MB inside a GraphDef is slow)
+            params = {}
+            for name, array in weights.items():
+                holder = v1.placeholder(tf.float32, array.shape)
+                params[name] = v1.Variable(holder, trainable=False, name=name)
+                feeds[holder] = array
             self.input = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
             net = tf.reshape(self.input, [-1, 96, 64, 1])
 
             def conv(x, scope):
-                w = tf.constant(weights[f"vggish/{scope}/weights"])
-                b = tf.constant(weights[f"vggish/{scope}/biases"])
-                return tf.nn.relu(tf.nn.conv2d(x, w, strides=1, padding="SAME") + b)
+                x = tf.nn.conv2d(x, params[f"vggish/{scope}/weights"], strides=1, padding="SAME")
+                return tf.nn.relu(x + params[f"vggish/{scope}/biases"])
 
             def pool(x):
                 return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="SAME")
@@ -170,13 +176,12 @@ class VGGish:
             net = tf.reshape(net, [-1, 12288])
             for scope in ("fc1/fc1_1", "fc1/fc1_2"):
                 net = tf.nn.relu(
-                    tf.matmul(net, tf.constant(weights[f"vggish/{scope}/weights"]))
-                    + weights[f"vggish/{scope}/biases"]
+                    tf.matmul(net, params[f"vggish/{scope}/weights"]) + params[f"vggish/{scope}/biases"]
                 )
-            self.output = (
-                tf.matmul(net, tf.constant(weights["vggish/fc2/weights"])) + weights["vggish/fc2/biases"]
-            )
+            self.output = tf.matmul(net, params["vggish/fc2/weights"]) + params["vggish/fc2/biases"]
+            init = v1.variables_initializer(list(params.values()))
         self.session = v1.Session(graph=self.graph, config=_session_config(tf, threads))
+        self.session.run(init, feed_dict=feeds)
 
     def embeddings(self, examples: np.ndarray) -> np.ndarray:
         """float32 ``[n, 128]`` for log-mel examples ``[n, 96, 64]``."""
