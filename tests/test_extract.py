@@ -304,3 +304,16 @@ def test_front_end_equals_vggishs_published_definitions():
     assert ours.shape == reference.shape and np.allclose(ours, reference, atol=1e-9)
     examples = audio.examples_per_second(tone, 3)
     assert np.allclose(examples, np.stack([reference[100 * k : 100 * k + 96] for k in range(3)]), atol=1e-5)
+
+
+def test_timeline_windows():
+    from zoo_yt8m_extract.predict import check_window, window_bounds, window_id
+
+    stamps = [0.0, 1.04, 2.04, 3.04, 4.04, 5.04, 6.04]
+    windows = window_bounds(stamps, 5.0, check_window(5.0, 4.0))
+    assert [(s, e) for s, e, _ in windows] == [(0.0, 5.0), (1.0, 6.0), (2.0, 7.0), (3.0, 7.04)]
+    assert windows[0][2] == [0, 1, 2, 3, 4] and windows[-1][2] == [3, 4, 5, 6]
+    assert [(s, e) for s, e, _ in window_bounds([0.0, 1.04], 5.0, 1.0)] == [(0.0, 2.04)]
+    assert window_id("a b.mp4", 3.0, 7.04) == "a b.mp4#t=3,7.04"
+    with pytest.raises(UsageError, match="overlap < window"):
+        check_window(5.0, 5.0)

@@ -81,6 +81,36 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value}")
+    return value
+
+
+def add_prediction_arguments(p, *, weights: bool) -> None:
+    """The options of prediction from video files (``--timeline`` and its window)."""
+    if weights:
+        p.add_argument("--weights", metavar="RUN", help="a run directory or checkpoint of `zoo train`")
+        p.add_argument(
+            "--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv (Index,Name) to name classes"
+        )
+        p.add_argument("--top-k", dest="top_k", type=_positive, help="classes per video (default 20)")
+        p.add_argument("--device", help="cpu, gpu or gpu:N for the prediction (default cpu)")
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="also label windows over each video (timeline.json: window start, end, top classes)",
+    )
+    p.add_argument("--window", type=_seconds, default=5.0, help="timeline window in seconds (default 5)")
+    p.add_argument(
+        "--overlap", type=_seconds, default=4.0, help="overlap of timeline windows in seconds (default 4)"
+    )
+
+
 class ExtractCommand:
     name = "extract"
     help = "YouTube-8M features (rgb, audio) from your own video files, as Google computed them"
@@ -112,6 +142,13 @@ class ExtractCommand:
         )
         p.add_argument("--json", action="store_true", help="print the summary as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        group = p.add_argument_group("classify the videos (zoo predict on the extracted features)")
+        group.add_argument(
+            "--predict",
+            action="store_true",
+            help="then classify them with --weights: --output DIR gets features/, predictions.{csv,jsonl}",
+        )
+        add_prediction_arguments(group, weights=True)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -122,6 +159,18 @@ class ExtractCommand:
         if not videos:
             raise UsageError("no videos given")
         output: Path = args.output
+        if args.predict or args.timeline:
+            from zoo_yt8m_extract.predict import predict_videos
+
+            if not args.weights:
+                raise UsageError(
+                    "--predict needs --weights RUN (a run directory or checkpoint of `zoo train`)"
+                )
+            if output.suffix.startswith(".tfrec"):
+                raise UsageError("--predict needs --output DIR (features, predictions and timeline go there)")
+            if args.level != "frame":
+                raise UsageError("--predict takes frame-level features (leave out --level video)")
+            return predict_videos(videos, args)
         if output.exists() and not output.is_dir() and output.suffix not in (".tfrecord", ".tfrec"):
             raise UsageError(
                 f"--output {output}: exists and is not a folder; give a folder or a FILE.tfrecord"
@@ -177,7 +226,7 @@ def extract_options(args: argparse.Namespace, **overrides):
     return Options(**values)
 
 
-def extract_videos(videos, output: Path, args: argparse.Namespace, **overrides):
+def extract_videos(videos, output: Path, args: argparse.Namespace, windows=None, **overrides):
     from zoo.dirlock import DirectoryLock
     from zoo.progress import Progress
     from zoo_yt8m_extract.extract import Extractor, run
@@ -206,7 +255,9 @@ def extract_videos(videos, output: Path, args: argparse.Namespace, **overrides):
         bar.update(1, frames=frames)
 
     try:
-        summary = run(videos, extractor, output, options, on_video=on_video, models=files.used)
+        summary = run(
+            videos, extractor, output, options, on_video=on_video, models=files.used, windows=windows
+        )
     finally:
         bar.close()
         if lock is not None:

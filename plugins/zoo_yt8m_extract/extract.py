@@ -59,18 +59,21 @@ class Features:
     audio: np.ndarray  # float32 [n, 128] (zeros with --no-audio)
     seconds: float  # the timestamp of the last frame taken
     audio_present: bool
+    stamps: list[float] = field(default_factory=list)  # the timestamp of each frame taken
 
-    def record(self, video: Video, level: str) -> bytes:
-        vid = video.id.encode("utf-8")
-        means = {"rgb": self.rgb.mean(axis=0), "audio": self.audio.mean(axis=0)}
+    def record(
+        self, video: Video, level: str, frames: list[int] | None = None, vid: str | None = None
+    ) -> bytes:
+        """The video's record (or, with ``frames``, the record of those frames under the id ``vid``)."""
+        rgb, sound = (self.rgb, self.audio) if frames is None else (self.rgb[frames], self.audio[frames])
+        name = (vid or video.id).encode("utf-8")
+        means = {"rgb": rgb.mean(axis=0), "audio": sound.mean(axis=0)}
         if level == "video":
-            return records.example(vid, video.labels, means)
-        codes = {"rgb": quantize(self.rgb)}
+            return records.example(name, video.labels, means)
+        codes = {"rgb": quantize(rgb)}
         # Google's extractor writes 128 zero *bytes* per frame without audio (not the code of 0.0)
-        codes["audio"] = (
-            quantize(self.audio) if self.audio_present else np.zeros((len(self.rgb), 128), np.uint8)
-        )
-        return records.sequence_example(vid, video.labels, codes, means)
+        codes["audio"] = quantize(sound) if self.audio_present else np.zeros((len(rgb), 128), np.uint8)
+        return records.sequence_example(name, video.labels, codes, means)
 
 
 class Extractor:
@@ -148,23 +151,23 @@ class Extractor:
             raise VideoError(path, "not a regular file")
         if self.vggish is not None and not has_audio(path):
             raise VideoError(path, NO_AUDIO)
-        raw, last = [], 0.0
+        raw, stamps = [], []
         for seconds, image in self._frames(path):
             raw.append(self.inception.features(image))
-            last = seconds
+            stamps.append(seconds)
         if not raw:
             raise VideoError(path, "no frame could be decoded (an empty or zero-length video)")
         rgb = self.rgb_pca.apply(np.stack(raw))
         n = len(rgb)
         if self.vggish is None:
-            return Features(rgb, np.zeros((n, 128), np.float32), last, audio_present=False)
+            return Features(rgb, np.zeros((n, 128), np.float32), stamps[-1], False, stamps)
         samples = decode_audio(path, n + 1.0)
         if samples is None:
             raise VideoError(path, NO_AUDIO)
         examples = audio_front.examples_per_second(samples, n)
         embeddings = self.vggish.embeddings(examples)
         assert self.audio_pca is not None
-        return Features(rgb, self.audio_pca.apply(embeddings), last, audio_present=True)
+        return Features(rgb, self.audio_pca.apply(embeddings), stamps[-1], True, stamps)
 
 
 class ShardedOutput:
@@ -284,10 +287,21 @@ def run(
     *,
     on_video: Callable[[Video, Features | None, str | None], None] | None = None,
     models: dict[str, dict[str, str]] | None = None,
+    windows: tuple[Path, float, float] | None = None,
 ) -> Summary:
-    """Extract ``videos`` into ``output``; a failing video is recorded and the others go on."""
+    """Extract ``videos`` into ``output``; a failing video is recorded and the others go on.
+
+    ``windows`` ``(folder, window, stride)``: also write one record per window of each video into ``folder``
+    (ids ``VIDEO#t=START,END``), for per-window predictions.
+    """
+    from zoo_yt8m_extract.predict import window_bounds, window_id
+
     out = ShardedOutput(output, options.shard_size)
     finished = out.finished()
+    wout = None
+    if windows is not None:
+        wout = ShardedOutput(windows[0], options.shard_size)
+        finished &= wout.finished()
     summary = Summary(no_audio=not options.audio, models=dict(models or {}))
     todo = [v for v in videos if v.key not in finished]
     summary.skipped = len(videos) - len(todo)
@@ -305,9 +319,11 @@ def run(
             if on_video:
                 on_video(video, None, reason)
             return
-        out.write(
-            record, {"key": video.key, "path": str(video.path), "id": video.id, "frames": len(feats.rgb)}
-        )
+        entry = {"key": video.key, "path": str(video.path), "id": video.id, "frames": len(feats.rgb)}
+        out.write(record, entry)
+        if wout is not None and windows is not None:
+            for start, end, frames in window_bounds(feats.stamps, windows[1], windows[2]):
+                wout.write(feats.record(video, options.level, frames, window_id(video.id, start, end)), entry)
         with lock:
             summary.done += 1
             summary.frames += len(feats.rgb)
@@ -327,6 +343,8 @@ def run(
         ok = True
     finally:
         out.close(ok)
+        if wout is not None:
+            wout.close(ok)
     summary.wall_seconds = time.perf_counter() - start
     summary.shards = out.shards
     if not out.single:

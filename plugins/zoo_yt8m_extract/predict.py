@@ -1,0 +1,171 @@
+"""Classify video files: extract their features, then run ``zoo predict`` on them; ``--timeline`` adds
+per-window labels over each video (windows of ``--window`` seconds overlapping by ``--overlap``, as
+MediaPipe's local-video inference does with 5 s windows overlapping by 4 s), written as JSON.
+
+Prediction itself is the engine's ``zoo predict``, run as a command in a process of its own (PaddlePaddle and
+TensorFlow are not loaded into one process, and this plugin depends on the CLI, not on engine internals).
+Output folder: ``features/`` (the extracted records, resumable), ``predictions.{csv,jsonl}`` (whole videos),
+``windows/`` and ``timeline.json`` with ``--timeline``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from zoo.atomic import atomic_write_text
+from zoo.errors import DataError, UsageError
+
+TIMELINE = "timeline.json"
+SHOW = 5
+
+
+def window_bounds(stamps: list[float], window: float, stride: float) -> list[tuple[float, float, list[int]]]:
+    """``(start, end, frame indices)`` of each window over frames taken at ``stamps`` seconds.
+
+    Windows start at 0, ``stride``, ... and hold the frames whose timestamp falls in ``[start, start +
+    window)``; they go on while a window fits in the video (its length: the last frame's time plus one
+    second); a video shorter than one window gets one window over all of it.
+    """
+    if not stamps:
+        return []
+    length = stamps[-1] + 1.0
+    out = []
+    start = 0.0
+    while True:
+        end = start + window
+        frames = [i for i, t in enumerate(stamps) if start <= t < end]
+        if frames:
+            out.append((round(start, 3), round(min(end, length), 3), frames))
+        if end >= length:
+            break
+        start += stride
+    return out
+
+
+def window_id(video_id: str, start: float, end: float) -> str:
+    """A window's record id: the video's id with a media fragment (``clip.mp4#t=4,9``; the windows are
+    predicted into JSON lines only, as a Kaggle CSV id cannot hold a comma)."""
+    return f"{video_id}#t={start:g},{end:g}"
+
+
+def check_window(window: float, overlap: float) -> float:
+    if window <= 0 or overlap < 0 or overlap >= window:
+        raise UsageError(
+            f"--window {window:g} --overlap {overlap:g}: need window > 0 and 0 <= overlap < window"
+        )
+    return window - overlap
+
+
+def run_predict(weights: str, records: Path, output: Path, args: Any, *extra: str) -> Path:
+    """``zoo predict --weights RUN --filelist RECORDS --output OUTPUT``; returns the JSON lines file."""
+    command = [sys.executable, "-m", "zoo.cli", "predict", "--weights", weights, "--filelist", str(records)]
+    command += ["--output", str(output), *extra]
+    if getattr(args, "vocabulary", None):
+        command += ["--vocabulary", str(args.vocabulary)]
+    if getattr(args, "top_k", None):
+        command += ["--top-k", str(args.top_k)]
+    if getattr(args, "device", None):
+        command += ["--device", args.device]
+    for override in getattr(args, "override", None) or []:
+        command += ["-o", override]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-5:]
+        raise DataError(f"zoo predict on {records} failed (exit {result.returncode}): " + " | ".join(detail))
+    jsonl = output / "predictions.jsonl"
+    if not jsonl.is_file():
+        raise DataError(f"zoo predict wrote no {jsonl}; is `jsonl` among predict.formats?")
+    return jsonl
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise DataError(f"{path} line {line_number}: not JSON ({exc})") from None
+    return rows
+
+
+def timeline(rows: list[dict[str, Any]], windows: dict[str, tuple[str, float, float]], args: Any) -> dict:
+    """The per-window predictions grouped by video, windows in time order."""
+    videos: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["id"] not in windows:
+            continue
+        video, start, end = windows[row["id"]]
+        entry = {"start": start, "end": end, "classes": row["classes"][:SHOW], "scores": row["scores"][:SHOW]}
+        if "names" in row:
+            entry["names"] = row["names"][:SHOW]
+        videos.setdefault(video, []).append(entry)
+    for entries in videos.values():
+        entries.sort(key=lambda e: e["start"])
+    return {"window_seconds": args.window, "overlap_seconds": args.overlap, "videos": videos}
+
+
+def describe(row: dict[str, Any]) -> str:
+    names = row.get("names") or [""] * len(row["classes"])
+    parts = [
+        f"{name or cls} ({score:.3f})"
+        for cls, name, score in zip(row["classes"][:SHOW], names[:SHOW], row["scores"][:SHOW])
+    ]
+    return f"{row['id']}: " + ", ".join(parts)
+
+
+def predict_videos(videos: list, args: Any) -> int:
+    """Extract ``videos`` into ``args.output``/features (and windows), predict with ``args.weights``, print
+    each video's top classes; returns the exit code (1 when a video failed)."""
+    from zoo_yt8m_extract.command import extract_videos
+
+    output = Path(args.output)
+    features = output / "features"
+    stride = check_window(args.window, args.overlap) if args.timeline else None
+    window_dir = output / "windows" if args.timeline else None
+    summary = extract_videos(
+        videos, features, args, windows=(window_dir, args.window, stride) if window_dir else None
+    )
+    if summary.done + summary.skipped == 0:
+        _print_failures(summary)
+        return 1
+    rows = read_rows(run_predict(args.weights, features, output, args))
+    for row in rows:
+        print(describe(row))
+    if window_dir is not None:
+        window_rows = read_rows(
+            run_predict(
+                args.weights,
+                window_dir,
+                output / "windows_predictions",
+                args,
+                "-o",
+                'predict.formats=["jsonl"]',
+            )
+        )
+        windows = {}
+        for row in window_rows:  # a window's id carries its video and times
+            video, _, times = row["id"].rpartition("#t=")
+            start, _, end = times.partition(",")
+            windows[row["id"]] = (video, float(start), float(end))
+        atomic_write_text(
+            output / TIMELINE, json.dumps(timeline(window_rows, windows, args), indent=1) + "\n"
+        )
+        print(f"timeline: {output / TIMELINE}")
+    return _print_failures(summary)
+
+
+def _print_failures(summary: Any) -> int:
+    if not summary.failed:
+        return 0
+    print(f"{len(summary.failed)} video(s) failed:", file=sys.stderr)
+    for path, reason in summary.failed:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 1
