@@ -24,11 +24,11 @@ import pytest
 
 from zoo.cli import main
 from zoo.config import bundled_config, load_config
-from zoo.engine import launch
-from zoo.engine.loop import evaluate
-from zoo.engine.setup import build_model, build_reader
-from zoo.engine.trainer import Trainer
-from zoo.engine.weights import apply_weights, read_weights
+from zoo.engine.build import build_model, build_reader
+from zoo.engine.distributed import launch
+from zoo.engine.infer.loops import evaluate
+from zoo.engine.runs.weights import apply_weights, read_weights
+from zoo.engine.train.trainer import Trainer
 from zoo.errors import UsageError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))

@@ -10,7 +10,7 @@ import pytest
 from zoo_yt8m_metrics.kaggle import read_kaggle_csv, write_kaggle_csv
 
 from zoo.contracts import Prediction
-from zoo.engine.predictions import load_class_names, read_jsonl, top_k, write_jsonl
+from zoo.engine.infer.predictions import load_class_names, read_jsonl, top_k, write_jsonl
 from zoo.errors import DataError
 
 

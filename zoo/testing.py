@@ -172,7 +172,7 @@ def trained_model(cfg: Any, seed: int = 0) -> Any:
     BatchNorm changes the predictions only then. For export tests and inference benchmarks."""
     import paddle
 
-    from zoo.engine.setup import build_model
+    from zoo.engine.build import build_model
 
     paddle.seed(seed)
     model = build_model(cfg)
@@ -335,7 +335,7 @@ def check_export(
     *,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """Export the model through ``zoo.engine.export`` and compare the Paddle Inference predictions with the
+    """Export the model through ``zoo.engine.export.tracing`` and compare the Paddle Inference predictions with the
     dygraph model's on a padded batch. Runs in a fresh Python process: paddle's dynamic-to-static tracer can
     leave a long pytest process to crash later. Returns the export's metadata check and the difference."""
     cls, label = _target("model", name_or_cls)
@@ -374,7 +374,7 @@ def _export_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
 
     import zoo
     from zoo.config import DataConfig, EvalConfig, PredictConfig, TrainConfig, ZooConfig
-    from zoo.engine.export import export_model, load_exported, read_metadata
+    from zoo.engine.export.tracing import export_model, load_exported, read_metadata
     from zoo.engine.runtime import init_paddle
     from zoo.plugins import get_plugins
 

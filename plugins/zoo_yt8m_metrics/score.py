@@ -226,7 +226,7 @@ class ScoreCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import zoo
-        from zoo.engine.predictions import load_class_names
+        from zoo.engine.infer.predictions import load_class_names
 
         if args.num_classes is None:
             from zoo.plugins import get_plugins

@@ -5,7 +5,7 @@ class index, a comma, and up to 100,000 space-separated ``videoid:start`` entrie
 first frame of a 5-frame segment. Scoring ranks each class's entries by their position and keeps the rated
 (segment, class) pairs (see :class:`~zoo_yt8m_metrics.segment.SegmentMetric`).
 
-The engine selects the top-N per class (``zoo.engine.topsegments``) and writes through
+The engine selects the top-N per class (``zoo.engine.segments.topsegments``) and writes through
 :meth:`~zoo_yt8m_metrics.segment.SegmentMetric.write_submission`, the metric that scores the file.
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from zoo.atomic import atomic_path
 from zoo.config import DatasetSpec
-from zoo.engine.predictions import top_k
+from zoo.engine.infer.predictions import top_k
 from zoo.errors import ConfigError, DataError, ZooError
 from zoo_yt8m_metrics.ranking import pooled_average_precision
 

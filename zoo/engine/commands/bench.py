@@ -96,7 +96,7 @@ class BenchCommand:
         else:
             device, counts = "cpu", bench.parse_counts(args.cpu_procs or "1", "--cpu-procs")
         if device == "gpu":
-            from zoo.engine.launch import gpu_count
+            from zoo.engine.distributed.launch import gpu_count
 
             gpu_count(max(counts))  # fail at once, before any data work
         models = args.models

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.engine.commands.arguments import add_config_arguments
+from zoo.engine.commands.common import add_config_arguments
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
 
@@ -76,9 +76,9 @@ class ExportCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from zoo.engine.commands.workflow import _config, _print_table
-        from zoo.engine.export import export_model
+        from zoo.engine.export.tracing import export_model
+        from zoo.engine.runs.weights import released_weights_url
         from zoo.engine.runtime import init_paddle
-        from zoo.engine.weights import released_weights_url
 
         cfg = _config(args)
         init_paddle(args.device or "cpu")
@@ -101,7 +101,7 @@ class ExportCommand:
         if args.format == "onnx":
             if args.custom_ops:
                 raise UsageError("--custom-ops: ONNX exports use standard operators only; drop --custom-ops")
-            from zoo.engine.onnx import export_onnx
+            from zoo.engine.export.onnx import export_onnx
 
             export_model = export_onnx  # the same arguments; writes model.onnx and the same metadata.json
         export_model(
@@ -115,7 +115,7 @@ class ExportCommand:
             quiet=False,
             **options,
         )
-        from zoo.engine.export import read_metadata
+        from zoo.engine.export.tracing import read_metadata
 
         meta = read_metadata(output)
         size = sum(rec["bytes"] for rec in meta["files"].values())

@@ -73,9 +73,9 @@ class ModelsCommand:
 def count_parameters(model: str) -> int:
     """Trainable parameters of ``model`` built from its bundled config (or its defaults)."""
     from zoo.config import bundled_config, load_config
-    from zoo.engine import setup
+    from zoo.engine import build
     from zoo.engine.runtime import init_paddle
 
     init_paddle("cpu")
     cfg = load_config(bundled_config(model), model=model)
-    return setup.count_parameters(setup.build_model(cfg))
+    return build.count_parameters(build.build_model(cfg))

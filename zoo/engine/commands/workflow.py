@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import ZooConfig
-from zoo.engine.commands.arguments import add_config_arguments, config_from_args
+from zoo.engine.commands.common import add_config_arguments, config_from_args
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
 from zoo.plugins import truthy
@@ -53,8 +53,8 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
+    from zoo.engine.build import check_data_sources, ensure_data
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import check_data_sources, ensure_data
 
     check_data_sources(getattr(args, "data", None), args.override)
     cfg = _config(args)
@@ -74,8 +74,8 @@ def _with_filelist(cfg: ZooConfig, args: argparse.Namespace) -> ZooConfig:
 def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str) -> ZooConfig:
     """The config saved in an export, with overrides; its dataset facts are kept as exported."""
     from zoo.config import load_config
+    from zoo.engine.build import check_data_sources, uses_sample_data, with_data_dir
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import check_data_sources, uses_sample_data, with_data_dir
 
     check_data_sources(getattr(args, "data", None), args.override)
     cfg = load_config(None, args.override, raw=raw, source=source)
@@ -113,8 +113,8 @@ def _saved_config(path: Path) -> dict[str, Any] | None:
 
 
 def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights, released_weights_url
+    from zoo.engine.build import build_model
+    from zoo.engine.runs.weights import apply_weights, read_weights, released_weights_url
 
     model = build_model(cfg)
     source = args.weights
@@ -222,14 +222,15 @@ class TrainCommand:
             help="with --resume: accept a changed config key that keeps the run exact so far "
             "(train.epoch, train.max_iter); recorded in the run's resumes.jsonl",
         )
-        from zoo.engine.launch import add_launch_arguments
+        from zoo.engine.distributed.launch import add_launch_arguments
 
         add_launch_arguments(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine import distributed, launch
-        from zoo.engine.trainer import Trainer
+        from zoo.engine.distributed import context as distributed
+        from zoo.engine.distributed import launch
+        from zoo.engine.train.trainer import Trainer
 
         for key in ("save_dir", "log_interval", "valid_interval", "fix_random_seed"):
             value = getattr(args, key)
@@ -269,7 +270,7 @@ class TrainCommand:
 
 def _class_names(cfg: ZooConfig) -> dict[int, str] | None:
     """``predict.vocabulary`` (a class-names CSV), read once per command, or None."""
-    from zoo.engine.predictions import load_class_names
+    from zoo.engine.infer.predictions import load_class_names
 
     return load_class_names(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
 
@@ -303,8 +304,8 @@ class EvalCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.loop import evaluate
-        from zoo.engine.setup import build_reader, describe_split
+        from zoo.engine.build import build_reader, describe_split
+        from zoo.engine.infer.loops import evaluate
 
         cfg = _prepare(args)
         model = _load_for_inference(cfg, args)
@@ -320,9 +321,9 @@ class EvalCommand:
 
 def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
     import zoo
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.segments import evaluate_segments
-    from zoo.engine.setup import split_paths
+    from zoo.engine.build import split_paths
+    from zoo.engine.infer.loops import dygraph_scorer
+    from zoo.engine.segments.task import evaluate_segments
 
     paths = split_paths(cfg, "valid") or split_paths(cfg, "test")
     if not paths:
@@ -355,7 +356,7 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
 
 def _exported_scorer(args: argparse.Namespace) -> tuple[ZooConfig, Any]:
     """``--model DIR``: the export's own config and its predictor (the same batches as the dygraph model)."""
-    from zoo.engine.export import GpuOptions, load_exported
+    from zoo.engine.export.tracing import GpuOptions, load_exported
 
     gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
     exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
@@ -425,8 +426,8 @@ class PredictCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.loop import dygraph_scorer, predict
-        from zoo.engine.setup import build_reader
+        from zoo.engine.build import build_reader
+        from zoo.engine.infer.loops import dygraph_scorer, predict
 
         if args.segments:
             return _predict_segments(args)
@@ -456,9 +457,9 @@ class PredictCommand:
 
 def _predict_segments(args: argparse.Namespace) -> int:
     """``zoo predict --segments``: the Kaggle 2019 submission (Class,Segments) in OUTPUT/segment_submission.csv."""
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.segments import predict_segments, rated_class_ids
-    from zoo.engine.setup import split_paths
+    from zoo.engine.build import split_paths
+    from zoo.engine.infer.loops import dygraph_scorer
+    from zoo.engine.segments.task import predict_segments, rated_class_ids
 
     if args.model_dir:  # an exported model: its predictor takes the same (segment) batches
         cfg, scorer = _exported_scorer(args)
@@ -502,9 +503,9 @@ class RunCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.loop import dygraph_scorer, evaluate, predict
-        from zoo.engine.setup import build_reader
-        from zoo.engine.trainer import Trainer
+        from zoo.engine.build import build_reader
+        from zoo.engine.infer.loops import dygraph_scorer, evaluate, predict
+        from zoo.engine.train.trainer import Trainer
 
         start = time.perf_counter()
         if args.segments:
@@ -547,7 +548,7 @@ class RunCommand:
 
 
 def _run_segments(args: argparse.Namespace) -> int:
-    from zoo.engine.segments import run_segments
+    from zoo.engine.segments.task import run_segments
 
     if args.data:
         raise UsageError(
@@ -562,8 +563,8 @@ def _run_segments(args: argparse.Namespace) -> int:
 
 def result_model(result: Any, cfg: ZooConfig) -> Any:
     """The trained model, rebuilt from the weights the run saved (what users get from the run directory)."""
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_model
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     model = build_model(cfg)
     apply_weights(model, read_weights(str(result.run_dir)), strict=True)

@@ -36,12 +36,12 @@ from typing import Any
 
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
-from zoo.engine import distributed
+from zoo.engine.distributed import context as distributed
 from zoo.errors import UsageError, ZooError
 
 WORKER_SCRIPT = "zoo_worker.py"
 _WORKER_SOURCE = '''\
-"""Written by zoo.engine.launch: what paddle.distributed.launch runs on every rank."""
+"""Written by zoo.engine.distributed.launch: what paddle.distributed.launch runs on every rank."""
 import sys
 
 import zoo  # noqa: F401  (sets the environment before paddle loads)
@@ -566,7 +566,7 @@ def train_plan(args: argparse.Namespace, cfg: ZooConfig) -> LaunchPlan:
 
 def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) -> int:
     """Run ``zoo train`` on every process of ``plan`` with the config resolved here, once."""
-    from zoo.engine import checkpoint
+    from zoo.engine.runs import checkpoint
 
     t = cfg.train
     run_dir = Path(t.save_dir)

@@ -21,7 +21,7 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.contracts import SampleDataReader
-from zoo.engine.topsegments import TopSegments, segment_keys, slot_bits, split_keys
+from zoo.engine.segments.topsegments import TopSegments, segment_keys, slot_bits, split_keys
 from zoo.errors import DataError, PluginError, UsageError
 from zoo.progress import Progress
 
@@ -56,7 +56,7 @@ def segment_reader_class() -> Any:
     if not isinstance(cls, SegmentDataReader):
         raise PluginError(
             f"reader {SEGMENT_READER!r} ({cls.__module__}.{cls.__qualname__}) lacks what the segment task "
-            f"needs: sample_data, rated_classes_file and read_rated_classes (zoo.engine.segments)"
+            f"needs: sample_data, rated_classes_file and read_rated_classes (zoo.engine.segments.task)"
         )
     return cls
 
@@ -68,7 +68,7 @@ def submission_writer() -> Any:
     if not isinstance(cls, SegmentSubmissionWriter):
         raise PluginError(
             f"metric {SEGMENT_METRIC!r} ({cls.__module__}.{cls.__qualname__}) cannot write a segment "
-            f"submission: it needs a static write_submission(path, rows) (zoo.engine.segments)"
+            f"submission: it needs a static write_submission(path, rows) (zoo.engine.segments.task)"
         )
     return cls
 
@@ -99,7 +99,7 @@ def scored_segments(
     ``on_video(record)`` sees each video (its ground truth) before any of its segments is yielded.
     """
     from zoo.data.pipeline import collate
-    from zoo.engine.loop import dequantize_on_device
+    from zoo.engine.infer.loops import dequantize_on_device
 
     quantized = dequantize_on_device(cfg)
     features = list(cfg.dataset.features)
@@ -269,8 +269,8 @@ def _short(n: int) -> str:
 
 def result_model(result: Any, cfg: ZooConfig) -> Any:
     """The model a training run saved, rebuilt from its run directory."""
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_model
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     model = build_model(cfg)
     apply_weights(model, read_weights(str(result.run_dir)), strict=True)
@@ -285,9 +285,9 @@ def run_segments(
     The rated validate shards are split: the first half fine-tunes, the second half evaluates (fine-tuning and
     evaluating on the same ratings would flatter the fine-tuned model). Returns the summary rows.
     """
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.setup import SAMPLE_VERSION
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.build import SAMPLE_VERSION
+    from zoo.engine.infer.loops import dygraph_scorer
+    from zoo.engine.train.trainer import Trainer
     from zoo.paths import cache_dir
 
     begin = time.perf_counter()

@@ -65,7 +65,7 @@ _ONEDNN_PASSES_OFF = ("inplace_pass",)
 _BF16_PASSES_OFF = ("operator_unsqueeze_onednn_fuse_pass",)
 _ONEDNN_SHAPE_CACHE = 64  # oneDNN primitives are cached per input shape; T varies per batch, so bound it
 
-RUNTIMES = {"onnxruntime": "zoo.engine.onnx:load"}
+RUNTIMES = {"onnxruntime": "zoo.engine.export.onnx:load"}
 """Exports for runtimes other than Paddle Inference (``"runtime"`` in the metadata) and their loaders,
 imported on first use; a Paddle Inference export has no ``runtime`` key."""
 
@@ -86,7 +86,7 @@ def _probability_layer(model: Any, features: Sequence[str]) -> Any:
     import paddle
     import paddle.nn.functional as F
 
-    from zoo.engine.loop import logits_of
+    from zoo.engine.infer.loops import logits_of
 
     names = list(features)
 
@@ -172,7 +172,7 @@ def _check(directory: Path, metadata: dict[str, Any], model: Any, precision: str
 def max_difference(predict: Any, model: Any, metadata: dict[str, Any], what: str) -> float:
     """Max |difference| between ``predict(batch)`` (an export's predictor) and the dygraph model's
     probabilities on the probe batches; a different output shape is an error naming ``what``."""
-    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.infer.loops import dygraph_scorer
 
     reference = dygraph_scorer(model, metadata["features"])
     worst = 0.0
@@ -194,8 +194,8 @@ def dygraph_model(
 ) -> tuple[Any, dict[str, Any]]:
     """``cfg``'s model in eval mode with ``weights`` (its random initialisation when None), and the
     ``weights`` record of an export's metadata: what every export runs and is checked against."""
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_model
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     model = build_model(cfg)
     info: dict[str, Any] = {"source": None, "format": None, "random_init": True}
@@ -223,7 +223,7 @@ def export_model(
 ) -> Path:
     """Build ``cfg``'s model with ``weights``, export it for Paddle Inference into ``output`` and check it.
 
-    ``weights`` is anything :func:`zoo.engine.weights.read_weights` accepts; ``None`` exports the random
+    ``weights`` is anything :func:`zoo.engine.runs.weights.read_weights` accepts; ``None`` exports the random
     initialisation and is refused unless ``allow_random``. ``frames``: "auto" tries a dynamic frame count and
     falls back to ``T = max_frames`` when the model does not trace or does not reproduce itself that way.
     ``custom_ops``: the program calls the model's own Paddle custom operators (:class:`zoo.contracts.CustomOps`;
@@ -232,7 +232,7 @@ def export_model(
     """
     import paddle
 
-    from zoo.engine.setup import count_parameters
+    from zoo.engine.build import count_parameters
 
     output = Path(output)
     _check_output(output)
@@ -411,7 +411,7 @@ def _read_vocabulary(
     vocabulary: str | os.PathLike | None, cfg: ZooConfig
 ) -> tuple[dict[int, str], Path | None]:
     """--vocabulary, else the config's predict.vocabulary if that file exists; checked against the classes."""
-    from zoo.engine.predictions import load_class_names
+    from zoo.engine.infer.predictions import load_class_names
 
     if vocabulary is None:
         configured = cfg.predict.vocabulary

@@ -21,7 +21,7 @@ import numpy as np
 
 from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
-from zoo.engine.prediction_io import (
+from zoo.engine.infer.prediction_files import (
     FAST,
     PredictionColumns,
     fast_writes,
@@ -255,7 +255,7 @@ class JsonLinesFormat:
 def read_jsonl_columns(
     path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32
 ) -> PredictionColumns:
-    """A JSON lines prediction file as arrays (:mod:`zoo.engine.prediction_io`): the rows of
+    """A JSON lines prediction file as arrays (:mod:`zoo.engine.infer.prediction_files`): the rows of
     :func:`read_jsonl`, each ranked best first when ``rank``; the same errors."""
     path = Path(path)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from zoo.config import ZooConfig
-from zoo.engine import distributed
+from zoo.engine.distributed import context as distributed
 from zoo.errors import DataError, ZooError
 from zoo.progress import Progress
 
@@ -176,7 +176,7 @@ def evaluate(
     import paddle.nn.functional as F
 
     from zoo.data.duplicates import DuplicateIds, describe
-    from zoo.engine.setup import build_metric
+    from zoo.engine.build import build_metric
 
     ctx = ctx or distributed.DistContext()
     metric = build_metric(cfg)
@@ -231,7 +231,7 @@ def predict(
     """
     from zoo.contracts import Prediction
     from zoo.data.duplicates import DuplicateIds, describe
-    from zoo.engine.predictions import top_k as best
+    from zoo.engine.infer.predictions import top_k as best
 
     tracker = DuplicateIds()
 
