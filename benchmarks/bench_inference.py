@@ -108,7 +108,8 @@ def size_config(size: str, max_frames: int, **model: Any) -> Any:
 
 def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from zoo.engine.build import count_parameters
-    from zoo.engine.export.tracing import bf16_support, export_model, load_exported
+    from zoo.engine.export.predictor import bf16_support, load_exported
+    from zoo.engine.export.tracing import export_model
     from zoo.engine.infer.loops import dygraph_scorer
     from zoo.engine.runs.checkpoint import save_weights
     from zoo.engine.runs.weights import apply_weights, read_weights

@@ -39,7 +39,8 @@ def custom_export(tmp_path_factory, paddle_cpu):
 
 
 def test_custom_op_export_predicts_what_the_model_does(custom_export):
-    from zoo.engine.export.tracing import load_exported, read_metadata
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import load_exported
 
     cfg, weights, plain, custom = custom_export
     meta = read_metadata(custom)
@@ -57,7 +58,8 @@ def test_custom_op_export_predicts_what_the_model_does(custom_export):
 
 
 def test_mix_nextvlad_exports_with_the_operator(paddle_cpu, tmp_path):
-    from zoo.engine.export.tracing import export_model, load_exported
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
 
     cfg = tiny_config("mix-nextvlad")
     weights = trained_weights(cfg, tmp_path / "model.safetensors")
@@ -125,7 +127,8 @@ def test_custom_ops_refusals(custom_export, tmp_path):
     with pytest.raises(ConfigError, match="factored formulation only"):
         export_model(expanded, str(weights), tmp_path / "e", custom_ops=True)
     assert not (tmp_path / "e").exists()  # nothing written
-    from zoo.engine.export.tracing import ExportedModel, read_metadata
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import ExportedModel
 
     with pytest.raises(UsageError, match="custom CPU operators"):  # (on a GPU machine; here paddle has none)
         ExportedModel(custom, read_metadata(custom), device="gpu")

@@ -215,7 +215,7 @@ def test_distillation_loss_matches_numpy(paddle_cpu):
     import paddle
 
     from zoo.config import DistillConfig
-    from zoo.engine.infer.loops import training_loss
+    from zoo.engine.train.losses import training_loss
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 6)).astype(np.float32)

@@ -309,7 +309,8 @@ def test_export_in_a_fresh_process():
 @pytest.mark.skipif("ZOO_TEST_INNER" not in os.environ, reason="run by test_export_in_a_fresh_process")
 def test_export_returns_the_mixtures_probabilities_only(paddle, tmp_path):
     from zoo.engine.build import build_model as build_from_config
-    from zoo.engine.export.tracing import export_model, load_exported
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
     from zoo.engine.runs.checkpoint import save_weights
 
     raw = {

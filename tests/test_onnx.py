@@ -36,7 +36,7 @@ def save(model, path: Path) -> Path:
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_matches_dygraph(name, paddle_cpu, tmp_path):
     from zoo.engine.export.onnx import ONNX_FILE, OnnxModel, export_onnx
-    from zoo.engine.export.tracing import load_exported
+    from zoo.engine.export.predictor import load_exported
     from zoo.engine.infer.loops import dygraph_scorer
 
     if name not in get_plugins().registry("model"):
@@ -146,8 +146,9 @@ def test_no_builtin_operator_is_reported_unsupported(paddle_cpu, tmp_path):
     """The diagnosis maps PIR names onto paddle2onnx's list; a false alarm would blame a working operator."""
     from paddle2onnx.paddle2onnx_cpp2py_export import get_all_supported_operators_pir
 
+    from zoo.engine.export.metadata import PROGRAM_FILE
     from zoo.engine.export.onnx import unsupported_operators
-    from zoo.engine.export.tracing import PROGRAM_FILE, export_model
+    from zoo.engine.export.tracing import export_model
 
     supported = set(get_all_supported_operators_pir())
     for name in ("nextvlad", "attention-lstm", "dbof"):
@@ -175,7 +176,7 @@ def onnx_export(tmp_path_factory):
 def test_damaged_onnx_file_is_named(onnx_export, tmp_path):
     import shutil
 
-    from zoo.engine.export.tracing import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     copy = tmp_path / "copy"
     shutil.copytree(onnx_export, copy)
@@ -189,7 +190,7 @@ def test_damaged_onnx_file_is_named(onnx_export, tmp_path):
 
 
 def test_onnx_export_runs_fp32_only(onnx_export):
-    from zoo.engine.export.tracing import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     with pytest.raises(UsageError, match="fp32 only"):
         load_exported(onnx_export, precision="bf16")
@@ -232,7 +233,7 @@ def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle_cpu, t
 def test_export_for_an_unknown_runtime_is_refused(onnx_export, tmp_path):
     import shutil
 
-    from zoo.engine.export.tracing import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     copy = tmp_path / "copy"
     shutil.copytree(onnx_export, copy)

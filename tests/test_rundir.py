@@ -362,7 +362,7 @@ LOADER_PARENT = textwrap.dedent(
     from zoo.config import load_config
     from zoo.engine.runtime import init_paddle
     from zoo.engine.build import build_reader
-    from zoo.engine.infer.loops import batches_for
+    from zoo.engine.feed import batches_for
     init_paddle("cpu")
     root = sys.argv[1]
     cfg = load_config(None, ["dataset.preset=yt8m", "dataset.num_classes=12", f"data.train={root}/train", "data.num_workers=2",

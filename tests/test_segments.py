@@ -173,7 +173,7 @@ def test_segment_mode_resumes_mid_epoch_with_two_workers(segdata):
 def test_masked_loss_math():
     import paddle
 
-    from zoo.engine.infer.loops import bce_loss
+    from zoo.engine.feed import bce_loss
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 6)).astype(np.float32)

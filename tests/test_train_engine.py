@@ -53,7 +53,7 @@ class AuxHead(AuxHeadDefaultLoss):
     name = "aux-head"
 
     def loss(self, outputs, batch):
-        from zoo.engine.infer.loops import bce_loss
+        from zoo.engine.feed import bce_loss
 
         assert isinstance(batch["labels"], paddle.Tensor)
         self.loss_batches.append(set(batch))
@@ -112,7 +112,7 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
     trainer, _, cfg = own
     metrics, _ = evaluate(trainer.model, build_reader(cfg, "valid"), cfg, progress=False)
     assert 0.0 <= metrics["gap"] <= 1.0
-    from zoo.engine.infer.loops import batches_for
+    from zoo.engine.feed import batches_for
 
     batch = next(iter(batches_for(build_reader(cfg, "valid"), cfg, batch_size=4, shuffle=False)))
     probs = dygraph_scorer(trainer.model, cfg.dataset.features)(batch)
@@ -121,8 +121,10 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
 
 def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle_cpu, aux_models):  # noqa: F811
     from zoo.engine.build import build_reader
-    from zoo.engine.export.tracing import export_model, load_exported
-    from zoo.engine.infer.loops import batches_for, dygraph_scorer
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.feed import batches_for
+    from zoo.engine.infer.loops import dygraph_scorer
     from zoo.engine.train.trainer import Trainer
 
     run = tmp_path / "run"

@@ -374,7 +374,9 @@ def _export_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
 
     import zoo
     from zoo.config import DataConfig, EvalConfig, PredictConfig, TrainConfig, ZooConfig
-    from zoo.engine.export.tracing import export_model, load_exported, read_metadata
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
     from zoo.engine.runtime import init_paddle
     from zoo.plugins import get_plugins
 

@@ -39,7 +39,8 @@ from typing import Any
 from zoo.atomic import atomic_write_bytes, atomic_write_text
 from zoo.config import ZooConfig, parse_override
 from zoo.engine.distributed import context as distributed
-from zoo.engine.distributed import launch
+from zoo.engine.distributed import launch, watch
+from zoo.engine.distributed.worker import failure_report, worker_context
 from zoo.errors import UsageError, ZooError
 
 EPOCHS_FOREVER = 1_000_000
@@ -230,7 +231,7 @@ def _run_one(cfg: ZooConfig, settings: BenchSettings, n: int, run_dir: Path, row
     atomic_write_text(spec_path, json.dumps(spec))
     plan = launch.LaunchPlan(device=settings.device, nproc_per_node=n, log_dir=run_dir / "logs")
     try:
-        launch.run(plan, ["bench", "--worker", str(spec_path)], timeout=settings.timeout, echo=False)
+        watch.run(plan, ["bench", "--worker", str(spec_path)], timeout=settings.timeout, echo=False)
         result = json.loads(result_path.read_text())
     except (ZooError, OSError, ValueError) as exc:
         row.error = str(exc).splitlines()[0][:500]
@@ -544,8 +545,8 @@ def worker(spec_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     device = spec["device"]
-    ctx = launch.worker_context(device)
-    with launch.failure_report(ctx):
+    ctx = worker_context(device)
+    with failure_report(ctx):
         cfg = load_config(spec["config"])
         trainer = Trainer(cfg, ctx=ctx, progress=False, overwrite=True, log=lambda msg: None)
         result = trainer.fit()

@@ -134,10 +134,10 @@ class EnsembleCommand:
             display = _display_keys(new_metric(), scores["ensemble"])
             for (name, values), w in zip(scores.items(), [*norm, None]):
                 rows.append([name, "" if w is None else f"{w:.3f}", *[values.get(k, "") for k in display]])
-            from zoo.engine.commands.workflow import _print_table
+            from zoo.engine.commands.common import print_table
 
             print(f"{args.mean} mean over the {split} split ({len(result)} videos)")
-            _print_table(rows, ["member", "weight", *display])
+            print_table(rows, ["member", "weight", *display])
         else:
             print(f"{args.mean} mean of {len(tables)} members, weights {[round(float(w), 4) for w in norm]}")
             print(f"no labels for the {split} split: nothing scored")

@@ -26,10 +26,10 @@ class ExportCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from zoo.engine.commands.workflow import _add_weights_arguments
+        from zoo.engine.commands.common import add_weights_arguments
 
         add_config_arguments(parser, model_positional=True)
-        _add_weights_arguments(parser)
+        add_weights_arguments(parser)
         parser.add_argument(
             "--output",
             metavar="DIR",
@@ -75,12 +75,12 @@ class ExportCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.commands.workflow import _config, _print_table
+        from zoo.engine.commands.common import command_config, print_table
         from zoo.engine.export.tracing import export_model
         from zoo.engine.runs.weights import released_weights_url
         from zoo.engine.runtime import init_paddle
 
-        cfg = _config(args)
+        cfg = command_config(args)
         init_paddle(args.device or "cpu")
         weights = args.weights
         if not weights and not args.allow_random:
@@ -115,7 +115,7 @@ class ExportCommand:
             quiet=False,
             **options,
         )
-        from zoo.engine.export.tracing import read_metadata
+        from zoo.engine.export.metadata import read_metadata
 
         meta = read_metadata(output)
         size = sum(rec["bytes"] for rec in meta["files"].values())
@@ -139,7 +139,7 @@ class ExportCommand:
             ["size", f"{size / 1e6:.1f} MB"],
             ["output", str(output)],
         ]
-        _print_table(rows, ["", ""])
+        print_table(rows, ["", ""])
         precision = "" if args.format == "onnx" else " [--precision bf16]"
         print(f"predict with: zoo predict --model {output} --filelist FILES{precision}")
         return 0

@@ -10,46 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import ZooConfig
-from zoo.engine.commands.common import add_config_arguments, config_from_args
+from zoo.engine.commands.common import (
+    add_config_arguments,
+    add_data_argument,
+    add_weights_arguments,
+    command_config,
+    print_table,
+    true_or_false,
+)
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
-from zoo.plugins import truthy
 
 prepare_environment()  # the engine starts: before any plugin imports paddle
-
-
-def true_or_false(text: str) -> bool:
-    try:
-        return truthy(text, strict=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_data_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        metavar="DIR",
-        help="a folder with train/, valid/ (or validate/) and test/ data (default: the config's "
-        "data section; if that is empty, the built-in sample dataset)",
-    )
-
-
-def _add_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--weights",
-        metavar="PATH|URL",
-        help="a run directory or checkpoint of `zoo train`, a .safetensors or .pdparams file "
-        "(also PaddleVideo 1.x), a .tar.gz of one, or an http(s) URL (add #sha256=HEX to "
-        "verify it); default: the model's released weights, if it has any",
-    )
-    parser.add_argument("--weights-sha256", metavar="HEX", help="expected SHA-256 of a --weights URL")
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """What `zoo eval` and `zoo predict` both take: the config with MODEL, --data and --weights."""
     add_config_arguments(parser, model_positional=True)
-    _add_data_argument(parser)
-    _add_weights_arguments(parser)
+    add_data_argument(parser)
+    add_weights_arguments(parser)
 
 
 def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
@@ -57,7 +36,7 @@ def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
     from zoo.engine.runtime import init_paddle
 
     check_data_sources(getattr(args, "data", None), args.override)
-    cfg = _config(args)
+    cfg = command_config(args)
     init_paddle(args.device or "cpu")
     cfg = _with_filelist(cfg, args)
     return ensure_data(
@@ -90,28 +69,6 @@ def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str
     return cfg
 
 
-def _config(args: argparse.Namespace) -> ZooConfig:
-    """--config / model name, else (eval, predict) the config saved beside --weights."""
-    weights = getattr(args, "weights", None)
-    if weights and not args.config and not args.model and Path(weights).exists():
-        saved = _saved_config(Path(weights))
-        if saved is not None:
-            from zoo.config import load_config
-
-            return load_config(None, args.override, raw=saved, source=f"{weights} (saved config)")
-    if not args.config and not args.model:
-        raise UsageError("name a model (for example `nextvlad`; see `zoo models`) or give --config YAML")
-    return config_from_args(args)
-
-
-def _saved_config(path: Path) -> dict[str, Any] | None:
-    for candidate in (path, path.parent, path.parent.parent, path.parent.parent.parent):
-        meta = candidate / "config.json"
-        if meta.is_file():
-            return json.loads(meta.read_text())
-    return None
-
-
 def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
     from zoo.engine.build import build_model
     from zoo.engine.runs.weights import apply_weights, read_weights, released_weights_url
@@ -132,13 +89,6 @@ def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
     report = apply_weights(model, loaded, strict=True)
     print(f"weights: {loaded.origin} ({loaded.format}): {report.summary()}", file=sys.stderr)
     return model
-
-
-def _print_table(rows: list[list[Any]], headers: list[str]) -> None:
-    from tabulate import tabulate
-
-    rows = [[f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in rows]
-    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
 def _metric_rows(metrics: dict[str, float], metric: Any, prefix: str = "") -> list[list[Any]]:
@@ -177,7 +127,7 @@ class TrainCommand:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
-        _add_data_argument(parser)
+        add_data_argument(parser)
         parser.add_argument(
             "--save_dir", "--save-dir", dest="save_dir", help="run directory (train.save_dir)"
         )
@@ -222,33 +172,36 @@ class TrainCommand:
             help="with --resume: accept a changed config key that keeps the run exact so far "
             "(train.epoch, train.max_iter); recorded in the run's resumes.jsonl",
         )
-        from zoo.engine.distributed.launch import add_launch_arguments
+        from zoo.engine.train.multiprocess import add_launch_arguments
 
         add_launch_arguments(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from zoo.engine.distributed import context as distributed
-        from zoo.engine.distributed import launch
+        from zoo.engine.distributed import worker
+        from zoo.engine.train import multiprocess
         from zoo.engine.train.trainer import Trainer
 
         for key in ("save_dir", "log_interval", "valid_interval", "fix_random_seed"):
             value = getattr(args, key)
             if value is not None:
                 args.override.append(f"train.{key}={json.dumps(value)}")
-        launch.check_train_args(args)  # e.g. --gpus 4 with a CPU-only paddle fails here, before any data work
+        multiprocess.check_train_args(
+            args
+        )  # e.g. --gpus 4 with a CPU-only paddle fails here, before any data work
         cfg = _prepare(args)
         if args.resume and args.pretrain:
             raise UsageError(
                 "--resume continues a run with its own weights; --pretrain starts a new one: pick one"
             )
-        plan = launch.train_plan(args, cfg)
+        plan = multiprocess.train_plan(args, cfg)
         if plan.needs_launch and not distributed.in_launched_job():
-            return launch.launch_training(args, cfg, plan)
+            return multiprocess.launch_training(args, cfg, plan)
         ctx = (
-            launch.worker_context(plan.device) if distributed.in_launched_job() else distributed.DistContext()
+            worker.worker_context(plan.device) if distributed.in_launched_job() else distributed.DistContext()
         )
-        with launch.failure_report(ctx):
+        with worker.failure_report(ctx):
             result = Trainer(cfg, overwrite=args.overwrite, ctx=ctx).fit(
                 resume=args.resume, pretrain=args.pretrain, allow_changes=tuple(args.allow_change)
             )
@@ -264,7 +217,7 @@ class TrainCommand:
             ["run directory", str(result.run_dir)],
         ]
         rows += [[f"valid {k}", v] for k, v in result.last_valid.items()]
-        _print_table(rows, ["", ""])
+        print_table(rows, ["", ""])
         return 0
 
 
@@ -314,7 +267,7 @@ class EvalCommand:
         print(f"evaluating {describe_split(cfg, 'test')}", file=sys.stderr)
         metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg, refuse_duplicates=True)
         written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
-        _print_table(_metric_rows(metrics, metric), ["metric", "value"])
+        print_table(_metric_rows(metrics, metric), ["metric", "value"])
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
 
@@ -333,7 +286,7 @@ def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
     )
     results = _write_results(Path(args.output) / "segment_eval_results.json", metrics, cfg)
     metric = zoo.build_metric("yt8m-segment", spec=cfg.dataset)  # its headline and display order
-    _print_table(_metric_rows(metrics, metric), ["metric", "value"])
+    print_table(_metric_rows(metrics, metric), ["metric", "value"])
     print(f"wrote {results}")
     return 0
 
@@ -356,7 +309,7 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
 
 def _exported_scorer(args: argparse.Namespace) -> tuple[ZooConfig, Any]:
     """``--model DIR``: the export's own config and its predictor (the same batches as the dygraph model)."""
-    from zoo.engine.export.tracing import GpuOptions, load_exported
+    from zoo.engine.export.predictor import GpuOptions, load_exported
 
     gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
     exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
@@ -492,7 +445,7 @@ class RunCommand:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
-        _add_data_argument(parser)
+        add_data_argument(parser)
         parser.add_argument("--output", metavar="DIR", help="run directory (default runs/MODEL)")
         parser.add_argument(
             "--segments",
@@ -543,7 +496,7 @@ class RunCommand:
         ]
         rows += _metric_rows(metrics, metric, prefix="test ")
         rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
-        _print_table(rows, ["", ""])
+        print_table(rows, ["", ""])
         return 0
 
 
@@ -557,7 +510,7 @@ def _run_segments(args: argparse.Namespace) -> int:
         )
     cfg = _prepare(args)
     run_dir = Path(args.output or Path("runs") / f"{cfg.model_name}-segments")
-    _print_table(run_segments(cfg, run_dir), ["", ""])
+    print_table(run_segments(cfg, run_dir), ["", ""])
     return 0
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from zoo.atomic import atomic_dir
 from zoo.config import ZooConfig
-from zoo.engine.export.tracing import ExportedModel
+from zoo.engine.export.predictor import ExportedModel
 from zoo.errors import UsageError, ZooError
 
 ONNX_FILE = "model.onnx"
@@ -266,7 +266,7 @@ def convert(paddle_dir: Path, output: Path, opset: int = OPSET) -> dict[str, Any
     """
     import onnx
 
-    from zoo.engine.export.tracing import PARAMS_FILE, PROGRAM_FILE
+    from zoo.engine.export.metadata import PARAMS_FILE, PROGRAM_FILE
 
     converter_versions()
     program_path = paddle_dir / PROGRAM_FILE
@@ -346,7 +346,7 @@ def _dygraph_model(
 
 def check_against(model: Any, directory: Path, metadata: dict[str, Any]) -> float:
     """Max |difference| between ONNX Runtime's CPU predictions and the dygraph model's on the probe batches."""
-    from zoo.engine.export.tracing import max_difference
+    from zoo.engine.export.checks import max_difference
 
     return max_difference(OnnxModel(directory, metadata).predict, model, metadata, "the ONNX model")
 
@@ -368,19 +368,13 @@ def export_onnx(
     The Paddle program is exported and checked first, converted, and the ONNX model is checked against the
     dygraph model with the same probe batches and tolerance; ``output`` appears only when all that passed.
     """
-    from zoo.engine.export.tracing import (
-        CHECK_TOLERANCE,
-        METADATA_FILE,
-        VOCABULARY_FILE,
-        _check_output,
-        _file_record,
-        export_model,
-        probe_batches,
-    )
+    from zoo.engine.export.checks import CHECK_TOLERANCE, probe_batches
+    from zoo.engine.export.metadata import METADATA_FILE, VOCABULARY_FILE, check_output_dir, file_record
+    from zoo.engine.export.tracing import export_model
     from zoo.engine.runs.checkpoint import save_weights
 
     output = Path(output)
-    _check_output(output)
+    check_output_dir(output)
     versions = converter_versions()
     with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as scratch:
         # one model for the Paddle export and both checks (a random initialisation is made only once)
@@ -402,7 +396,7 @@ def export_onnx(
             t0 = time.perf_counter()
             facts = convert(paddle_dir, tmp / ONNX_FILE, opset)
             metadata["runtime"] = RUNTIME
-            metadata["files"] = {ONNX_FILE: _file_record(tmp / ONNX_FILE)}
+            metadata["files"] = {ONNX_FILE: file_record(tmp / ONNX_FILE)}
             metadata["onnx"] = {
                 "opset": facts["opset"],
                 "converter": f"paddle2onnx {versions['paddle2onnx']}",
@@ -522,14 +516,14 @@ class OnnxModel(ExportedModel):
 def load(
     root: Path, meta: dict[str, Any], *, device: str, precision: str, threads: int | None, verify: bool
 ) -> OnnxModel:
-    """What :func:`zoo.engine.export.tracing.load_exported` calls for an export whose runtime is onnxruntime."""
+    """What :func:`zoo.engine.export.predictor.load_exported` calls for an export whose runtime is onnxruntime."""
     check_files(root, meta, verify_checksums=verify)
     return OnnxModel(root, meta, device=device, precision=precision, threads=threads)
 
 
 def check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> None:
     """``model.onnx`` exists with the size (and SHA-256) recorded in the metadata."""
-    from zoo.engine.export.tracing import check_file_records
+    from zoo.engine.export.metadata import check_file_records
 
     redo = "re-export it with `zoo export --format onnx`"
     check_file_records(root, meta, (ONNX_FILE,), redo, verify_checksums)

@@ -99,7 +99,7 @@ def scored_segments(
     ``on_video(record)`` sees each video (its ground truth) before any of its segments is yielded.
     """
     from zoo.data.pipeline import collate
-    from zoo.engine.infer.loops import dequantize_on_device
+    from zoo.engine.feed import dequantize_on_device
 
     quantized = dequantize_on_device(cfg)
     features = list(cfg.dataset.features)

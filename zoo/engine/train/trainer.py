@@ -24,10 +24,12 @@ from zoo.config import ZooConfig
 from zoo.contracts import TrainingState
 from zoo.engine.build import build_model, build_reader, count_parameters, split_paths
 from zoo.engine.distributed import context as distributed
-from zoo.engine.infer.loops import batches_for, evaluate, to_tensors, training_loss
+from zoo.engine.feed import batches_for, to_tensors
+from zoo.engine.infer.loops import evaluate
 from zoo.engine.runs import checkpoint, rundir
 from zoo.engine.runs.weights import apply_weights, read_weights
 from zoo.engine.train.ema import EMA_FILE, WeightAverage
+from zoo.engine.train.losses import training_loss
 from zoo.engine.train.optimizer import build_optimizer
 from zoo.engine.train.schedule import learning_rate_at
 from zoo.errors import UsageError, ZooError
