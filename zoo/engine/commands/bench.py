@@ -9,8 +9,6 @@ from pathlib import Path
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError, ZooError
 
-prepare_environment()  # the engine starts: before any plugin imports paddle
-
 
 class BenchCommand:
     name = "bench"
@@ -87,6 +85,7 @@ class BenchCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine import bench
 
         if args.worker:

@@ -79,7 +79,7 @@ class EnsembleCommand:
         from zoo.engine.infer import ensemble as ens
         from zoo.engine.runtime import prepare_environment
 
-        prepare_environment()
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         if args.member_top_k < 1 or (args.top_k is not None and args.top_k < 1):
             raise UsageError("--member-top-k and --top-k must be at least 1")
         if len(args.members) < 2:

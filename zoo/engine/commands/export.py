@@ -10,8 +10,6 @@ from zoo.engine.commands.common import add_config_arguments
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
 
-prepare_environment()  # the engine starts: before any plugin imports paddle
-
 
 class ExportCommand:
     name = "export"
@@ -75,6 +73,7 @@ class ExportCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine.commands.common import command_config, print_table
         from zoo.engine.export.tracing import export_model
         from zoo.engine.runs.weights import released_weights_url

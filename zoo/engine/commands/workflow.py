@@ -21,8 +21,6 @@ from zoo.engine.commands.common import (
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
 
-prepare_environment()  # the engine starts: before any plugin imports paddle
-
 
 def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """What `zoo eval` and `zoo predict` both take: the config with MODEL, --data and --weights."""
@@ -178,6 +176,7 @@ class TrainCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine.distributed import context as distributed
         from zoo.engine.distributed import worker
         from zoo.engine.train import multiprocess
@@ -257,6 +256,7 @@ class EvalCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine.build import build_reader, describe_split
         from zoo.engine.infer.loops import evaluate
 
@@ -379,6 +379,7 @@ class PredictCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine.build import build_reader
         from zoo.engine.infer.loops import dygraph_scorer, predict
 
@@ -456,6 +457,7 @@ class RunCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine.build import build_reader
         from zoo.engine.infer.loops import dygraph_scorer, evaluate, predict
         from zoo.engine.train.trainer import Trainer

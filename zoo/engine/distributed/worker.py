@@ -24,10 +24,9 @@ from zoo.errors import ZooError
 
 WORKER_SCRIPT = "zoo_worker.py"
 _WORKER_SOURCE = '''\
-"""Written by zoo.engine.distributed.launch: what paddle.distributed.launch runs on every rank."""
+"""Written by zoo.engine.distributed.worker: what paddle.distributed.launch runs on every rank."""
 import sys
 
-import zoo  # noqa: F401  (sets the environment before paddle loads)
 from zoo.cli import main
 
 sys.exit(main(sys.argv[1:]))
