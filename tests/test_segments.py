@@ -14,12 +14,13 @@ from zoo_yt8m_data.segment_synth import (
     generate_segments,
     read_label_ids,
 )
-from zoo_yt8m_metrics.segment_submission import iter_segment_submission, score_segment_submission
+from zoo_yt8m_metrics.segment import score_segment_submission
+from zoo_yt8m_metrics.segment_submission import iter_segment_submission
+from zoo_yt8m_segments.topsegments import TopSegments, split_keys
 
 import zoo
 from zoo.cli import main as zoo_main
 from zoo.config import DatasetSpec
-from zoo.engine.segments.topsegments import TopSegments, split_keys
 from zoo.errors import DataError
 
 CLASSES = 30

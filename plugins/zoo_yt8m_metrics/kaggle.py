@@ -24,8 +24,8 @@ from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
 from zoo.engine.infer import prediction_files as prediction_io
 from zoo.engine.infer.prediction_files import PredictionColumns
-from zoo.engine.infer.predictions import sorted_row
 from zoo.errors import DataError
+from zoo.ranking import sorted_row
 
 KAGGLE_HEADER = ("VideoId", "LabelConfidencePairs")
 

@@ -8,12 +8,12 @@
 - ``export/``       deployable models: Paddle Inference and ONNX exports, their metadata and checks, the predictors
 - ``distributed/``  which rank this is and its collectives (``context``), the launch plan (``launch``), what runs
                     in each process (``worker``) and the watch over the ranks (``watch``)
-- ``segments/``     the YouTube-8M 2019 segment task (scoring segments, top segments per class)
 - ``commands/``     the engine's ``zoo`` commands (argument handling only), registered like a plugin's
 - ``feed.py``       feeding batches to a model: a split's batches, tensors on the device, logits, the default loss
 - ``runtime.py``    the Paddle runtime: environment, device and threads
 - ``build.py``      from a validated config to the objects a run needs: data splits, readers, model, metric
 - ``bench.py``      the benchmark runner behind ``zoo bench``
+- ``api.py``        what a plugin may use of the engine (the only engine module plugins import)
 
 Importing a folder imports nothing of it: each ``__init__`` only says what lives there.
 """

@@ -14,9 +14,14 @@ from zoo.engine.commands.common import (
     add_config_arguments,
     add_data_argument,
     add_weights_arguments,
-    command_config,
+    class_names_of,
+    exported_scorer,
+    load_for_inference,
+    metric_rows,
+    prepare_config,
     print_table,
     true_or_false,
+    write_results,
 )
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
@@ -27,95 +32,6 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, model_positional=True)
     add_data_argument(parser)
     add_weights_arguments(parser)
-
-
-def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> ZooConfig:
-    from zoo.engine.build import check_data_sources, ensure_data
-    from zoo.engine.runtime import init_paddle
-
-    check_data_sources(getattr(args, "data", None), args.override)
-    cfg = command_config(args)
-    init_paddle(args.device or "cpu")
-    cfg = _with_filelist(cfg, args)
-    return ensure_data(
-        cfg, getattr(args, "data", None), quiet=quiet, keep_infer=bool(getattr(args, "filelist", None))
-    )
-
-
-def _with_filelist(cfg: ZooConfig, args: argparse.Namespace) -> ZooConfig:
-    """``zoo predict --filelist``: what to predict, whatever the data section or --data say."""
-    filelist = getattr(args, "filelist", None)
-    return cfg.with_overrides({"data": {"infer": list(filelist)}}, "--filelist") if filelist else cfg
-
-
-def _prepare_from_raw(args: argparse.Namespace, raw: dict[str, Any], source: str) -> ZooConfig:
-    """The config saved in an export, with overrides; its dataset facts are kept as exported."""
-    from zoo.config import load_config
-    from zoo.engine.build import check_data_sources, uses_sample_data, with_data_dir
-    from zoo.engine.runtime import init_paddle
-
-    check_data_sources(getattr(args, "data", None), args.override)
-    cfg = load_config(None, args.override, raw=raw, source=source)
-    init_paddle(args.device or "cpu")
-    if getattr(args, "data", None):
-        cfg = with_data_dir(cfg, args.data)
-    cfg = _with_filelist(cfg, args)
-    if uses_sample_data(cfg):
-        raise UsageError(
-            f"{source} names no data to predict: give --filelist (files, folders, globs or a .list)"
-        )
-    return cfg
-
-
-def _load_for_inference(cfg: ZooConfig, args: argparse.Namespace) -> Any:
-    from zoo.engine.build import build_model
-    from zoo.engine.runs.weights import apply_weights, read_weights, released_weights_url
-
-    model = build_model(cfg)
-    source = args.weights
-    if not source:
-        source = released_weights_url(cfg.model_name)
-        if not source:
-            raise UsageError(
-                f"model {cfg.model_name!r} has no released weights: give --weights "
-                f"(for example the run directory written by `zoo train`)"
-            )
-        print(
-            f"no --weights given: using the released {cfg.model_name} weights from {source}", file=sys.stderr
-        )
-    loaded = read_weights(source, sha256=args.weights_sha256)
-    report = apply_weights(model, loaded, strict=True)
-    print(f"weights: {loaded.origin} ({loaded.format}): {report.summary()}", file=sys.stderr)
-    return model
-
-
-def _metric_rows(metrics: dict[str, float], metric: Any, prefix: str = "") -> list[list[Any]]:
-    """The metric's headline first, then its display keys, then the rest of what it computed."""
-    order = [metric.headline, *metric.display]
-    keys = [k for k in dict.fromkeys(order) if k in metrics] + [k for k in metrics if k not in order]
-    return [[f"{prefix}{k}", metrics[k]] for k in keys]
-
-
-def _add_segment_arguments(parser: argparse.ArgumentParser, *, classes: bool = False) -> None:
-    parser.add_argument(
-        "--segments",
-        action="store_true",
-        help="the 2019 segment task: score every 5-frame segment (docs/segments.md)",
-    )
-    parser.add_argument(
-        "--top-segments",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="with --segments: entries per class in the submission (and MAP@N); default 100000",
-    )
-    if classes:
-        parser.add_argument(
-            "--segment-classes",
-            metavar="CSV",
-            help="with --segments: the rated classes to list (segment_label_ids.csv; default: the one "
-            "beside the data, else every class)",
-        )
 
 
 class TrainCommand:
@@ -189,7 +105,7 @@ class TrainCommand:
         multiprocess.check_train_args(
             args
         )  # e.g. --gpus 4 with a CPU-only paddle fails here, before any data work
-        cfg = _prepare(args)
+        cfg = prepare_config(args)
         if args.resume and args.pretrain:
             raise UsageError(
                 "--resume continues a run with its own weights; --pretrain starts a new one: pick one"
@@ -220,26 +136,10 @@ class TrainCommand:
         return 0
 
 
-def _class_names(cfg: ZooConfig) -> dict[int, str] | None:
-    """``predict.vocabulary`` (a class-names CSV), read once per command, or None."""
-    from zoo.engine.infer.predictions import load_class_names
-
-    return load_class_names(cfg.predict.vocabulary) if cfg.predict.vocabulary else None
-
-
 def write_eval_outputs(out_dir: Path, metrics: dict[str, float], metric: Any, cfg: ZooConfig) -> list[Path]:
-    written = [_write_results(out_dir / "eval_results.json", metrics, cfg)]
-    written += metric.write_reports(out_dir, _class_names(cfg))
+    written = [write_results(out_dir / "eval_results.json", metrics, cfg)]
+    written += metric.write_reports(out_dir, class_names_of(cfg))
     return written
-
-
-def _write_results(path: Path, metrics: dict[str, float], cfg: ZooConfig) -> Path:
-    """``{"model": ..., "metrics": ...}`` as JSON at ``path`` (its folder made first), written atomically."""
-    from zoo.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"model": cfg.model_name, "metrics": metrics}, indent=1))
-    return path
 
 
 class EvalCommand:
@@ -252,7 +152,6 @@ class EvalCommand:
         parser.add_argument(
             "--output", metavar="DIR", default="eval", help="where results go (default ./eval)"
         )
-        _add_segment_arguments(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -260,35 +159,14 @@ class EvalCommand:
         from zoo.engine.build import build_reader, describe_split
         from zoo.engine.infer.loops import evaluate
 
-        cfg = _prepare(args)
-        model = _load_for_inference(cfg, args)
-        if args.segments:  # segment MAP on the rated data (the valid split: 3/frame/validate)
-            return _eval_segments(args, cfg, model)
+        cfg = prepare_config(args)
+        model = load_for_inference(cfg, args)
         print(f"evaluating {describe_split(cfg, 'test')}", file=sys.stderr)
         metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg, refuse_duplicates=True)
         written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
-        print_table(_metric_rows(metrics, metric), ["metric", "value"])
+        print_table(metric_rows(metrics, metric), ["metric", "value"])
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
-
-
-def _eval_segments(args: argparse.Namespace, cfg: ZooConfig, model: Any) -> int:
-    import zoo
-    from zoo.engine.build import split_paths
-    from zoo.engine.infer.loops import dygraph_scorer
-    from zoo.engine.segments.task import evaluate_segments
-
-    paths = split_paths(cfg, "valid") or split_paths(cfg, "test")
-    if not paths:
-        raise UsageError("--segments: no rated data: give --data DIR (with validate/) or -o data.valid=PATH")
-    metrics = evaluate_segments(
-        dygraph_scorer(model, cfg.dataset.features), cfg, list(paths), top_n=args.top_segments
-    )
-    results = _write_results(Path(args.output) / "segment_eval_results.json", metrics, cfg)
-    metric = zoo.build_metric("yt8m-segment", spec=cfg.dataset)  # its headline and display order
-    print_table(_metric_rows(metrics, metric), ["metric", "value"])
-    print(f"wrote {results}")
-    return 0
 
 
 def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> list[Path]:
@@ -297,7 +175,7 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
 
     registry = get_plugins().registry("format")
     formats = [registry.get(name).cls for name in cfg.predict.formats]  # unknown name: PluginError
-    class_names = _class_names(cfg)
+    class_names = class_names_of(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
@@ -305,16 +183,6 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
         fmt(fmt.Config()).write(path, predictions, class_names)
         written.append(path)
     return written
-
-
-def _exported_scorer(args: argparse.Namespace) -> tuple[ZooConfig, Any]:
-    """``--model DIR``: the export's own config and its predictor (the same batches as the dygraph model)."""
-    from zoo.engine.export.predictor import GpuOptions, load_exported
-
-    gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
-    exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
-    args.config, args.model = None, None
-    return _prepare_from_raw(args, exported.config, f"{args.model_dir} (exported config)"), exported.predict
 
 
 class PredictCommand:
@@ -375,7 +243,6 @@ class PredictCommand:
             default="predictions",
             help="where predictions.csv and predictions.jsonl go (default ./predictions)",
         )
-        _add_segment_arguments(parser, classes=True)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -383,18 +250,15 @@ class PredictCommand:
         from zoo.engine.build import build_reader
         from zoo.engine.infer.loops import dygraph_scorer, predict
 
-        if args.segments:
-            return _predict_segments(args)
-
         if args.top_k is not None:
             args.override.append(f"predict.top_k={args.top_k}")
         if args.vocabulary:
             args.override.append(f"predict.vocabulary={json.dumps(args.vocabulary)}")
         if args.model_dir:
-            cfg, scorer = _exported_scorer(args)
+            cfg, scorer = exported_scorer(args)
         else:
-            cfg = _prepare(args)
-            scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
+            cfg = prepare_config(args)
+            scorer = dygraph_scorer(load_for_inference(cfg, args), cfg.dataset.features)
         predictions = predict(
             scorer,
             build_reader(cfg, "infer"),
@@ -407,30 +271,6 @@ class PredictCommand:
             print(f"{p.id}: " + ", ".join(f"{c}:{s:.3f}" for c, s in zip(p.classes[:5], p.scores[:5])))
         print(f"{len(predictions)} videos; wrote " + ", ".join(str(p) for p in written))
         return 0
-
-
-def _predict_segments(args: argparse.Namespace) -> int:
-    """``zoo predict --segments``: the Kaggle 2019 submission (Class,Segments) in OUTPUT/segment_submission.csv."""
-    from zoo.engine.build import split_paths
-    from zoo.engine.infer.loops import dygraph_scorer
-    from zoo.engine.segments.task import predict_segments, rated_class_ids
-
-    if args.model_dir:  # an exported model: its predictor takes the same (segment) batches
-        cfg, scorer = _exported_scorer(args)
-    else:
-        if args.filelist:
-            args.override.append(f"data.infer={json.dumps(args.filelist)}")
-        cfg = _prepare(args)
-        scorer = dygraph_scorer(_load_for_inference(cfg, args), cfg.dataset.features)
-    paths = list(split_paths(cfg, "infer") or [])
-    classes, origin = rated_class_ids(cfg, args.segment_classes, paths)
-    out = Path(args.output) / "segment_submission.csv"
-    stats = predict_segments(scorer, cfg, paths, out, classes=classes, top_n=args.top_segments)
-    print(
-        f"{stats['videos']} videos, {stats['segments']} segments, {stats['classes']} classes ({origin}); "
-        f"wrote {out} ({stats['entries']} entries)"
-    )
-    return 0
 
 
 class RunCommand:
@@ -448,12 +288,6 @@ class RunCommand:
         add_config_arguments(parser, model_positional=True)
         add_data_argument(parser)
         parser.add_argument("--output", metavar="DIR", help="run directory (default runs/MODEL)")
-        parser.add_argument(
-            "--segments",
-            action="store_true",
-            help="the 2019 segment task on the sample data: video-level training, segment fine-tuning, "
-            "segment MAP before and after, a submission (docs/segments.md)",
-        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -463,9 +297,7 @@ class RunCommand:
         from zoo.engine.train.trainer import Trainer
 
         start = time.perf_counter()
-        if args.segments:
-            return _run_segments(args)
-        cfg = _prepare(args)
+        cfg = prepare_config(args)
         run_dir = Path(args.output or Path("runs") / cfg.model_name)
         cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run")
         result = Trainer(cfg, overwrite=True).fit()
@@ -496,24 +328,10 @@ class RunCommand:
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["eval videos/s", f"{eval_speed:.1f}"],
         ]
-        rows += _metric_rows(metrics, metric, prefix="test ")
+        rows += metric_rows(metrics, metric, prefix="test ")
         rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
         print_table(rows, ["", ""])
         return 0
-
-
-def _run_segments(args: argparse.Namespace) -> int:
-    from zoo.engine.segments.task import run_segments
-
-    if args.data:
-        raise UsageError(
-            "zoo run --segments runs on the built-in sample data; on your data follow docs/segments.md "
-            "(zoo train, zoo train --pretrain ... -o data.segments=true, zoo eval/predict --segments)"
-        )
-    cfg = _prepare(args)
-    run_dir = Path(args.output or Path("runs") / f"{cfg.model_name}-segments")
-    print_table(run_segments(cfg, run_dir), ["", ""])
-    return 0
 
 
 def result_model(result: Any, cfg: ZooConfig) -> Any:

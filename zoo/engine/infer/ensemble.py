@@ -237,7 +237,7 @@ def combine(
     source: str = "ensemble",
 ) -> TopKTable:
     """The ensemble's table: each video's ``top_k`` classes by the weighted mean (ties: lowest class)."""
-    from zoo.engine.infer.predictions import top_k as best
+    from zoo.ranking import top_k as best
 
     _check_rule(mean, missing)
     check_same_videos(tables)

@@ -88,7 +88,7 @@ def predict(
     """
     from zoo.contracts import Prediction
     from zoo.data.duplicates import DuplicateIds, describe
-    from zoo.engine.infer.predictions import top_k as best
+    from zoo.ranking import top_k as best
 
     tracker = DuplicateIds()
 
