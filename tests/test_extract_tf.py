@@ -309,3 +309,47 @@ def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):
     )
     assert inspect.returncode == 0, inspect.stderr[-2000:]
     assert '"records": 1' in inspect.stdout.replace(" ", "").replace('"records":1', '"records": 1')
+
+
+def test_zoo_predict_videos_with_a_tiny_trained_model(workspace, tmp_path):
+    """A tiny model trained on the sample data classifies generated videos through `zoo predict --videos`."""
+    from data_helpers import tiny_dataset, tiny_run_overrides
+
+    data = tiny_dataset(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_run_overrides(data, run_dir, "train.epoch=1") if not o.startswith("model.")]
+    train = [sys.executable, "-m", "zoo.cli", "train", "mean-pool"] + [
+        a for o in overrides for a in ("-o", o)
+    ]
+    trained = subprocess.run(train, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    vocabulary = tmp_path / "vocabulary.csv"
+    vocabulary.write_text(
+        "Index,TrainVideoCount,KnowledgeGraphId,Name\n"
+        + "".join(f"{i},1,/m/{i},Class {i}\n" for i in range(12))
+    )
+    output = tmp_path / "predicted"
+    command = [
+        sys.executable,
+        "-m",
+        "zoo.cli",
+        "predict",
+        "--weights",
+        str(run_dir),
+        "--vocabulary",
+        str(vocabulary),
+    ]
+    command += ["--videos", *map(str, workspace["clips"][:2]), "--output", str(output), "--timeline"]
+    command += ["--window", "2", "--overlap", "1", "--model-dir", str(workspace["models"]), "--no-audio"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(c.name for c in workspace["clips"][:2])
+    assert all(r["names"][0] == f"Class {r['classes'][0]}" for r in rows)
+    assert f"{rows[0]['id']}: Class {rows[0]['classes'][0]} (" in result.stdout
+    assert (output / "predictions.csv").is_file() and (output / "features" / "part-00000.tfrecord").is_file()
+    timeline = json.loads((output / "timeline.json").read_text())
+    assert (timeline["window_seconds"], timeline["overlap_seconds"]) == (2.0, 1.0)
+    first = timeline["videos"][workspace["clips"][0].name]  # 4 frames (0, 1.04, 2.04, 3.04 s)
+    assert [(w["start"], w["end"]) for w in first] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 4.04)]
+    assert all(len(w["classes"]) == len(w["names"]) == 5 for w in first)

@@ -46,7 +46,10 @@ def _rate(text: str) -> float:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model-dir", type=Path, help="Google's model files (archives or extracted) instead of downloads"
+        "--model-dir",
+        dest="extract_model_dir",  # zoo predict's --model (an exported model) has the dest model_dir
+        type=Path,
+        help="Google's model files (archives or extracted) instead of downloads",
     )
     p.add_argument(
         "--model-url",
@@ -91,15 +94,15 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_prediction_arguments(p, *, weights: bool) -> None:
-    """The options of prediction from video files (``--timeline`` and its window)."""
-    if weights:
-        p.add_argument("--weights", metavar="RUN", help="a run directory or checkpoint of `zoo train`")
-        p.add_argument(
-            "--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv (Index,Name) to name classes"
-        )
-        p.add_argument("--top-k", dest="top_k", type=_positive, help="classes per video (default 20)")
-        p.add_argument("--device", help="cpu, gpu or gpu:N for the prediction (default cpu)")
+def add_prediction_arguments(p) -> None:
+    """The flags ``zoo predict`` gets from this plugin (the ``predict-videos`` extension)."""
+    p.add_argument(
+        "--videos",
+        nargs="+",
+        metavar="VIDEO",
+        help="classify video files (files, folders, globs, Google's CSV): their features are extracted into "
+        "OUTPUT/features first (zoo extract's options apply; docs/extract.md)",
+    )
     p.add_argument(
         "--timeline",
         action="store_true",
@@ -109,6 +112,37 @@ def add_prediction_arguments(p, *, weights: bool) -> None:
     p.add_argument(
         "--overlap", type=_seconds, default=4.0, help="overlap of timeline windows in seconds (default 4)"
     )
+
+
+class PredictVideos:
+    """``zoo predict --videos VIDEO...``: extract the videos' features, then predict on them."""
+
+    name = "predict-videos"
+    command = "predict"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        group = p.add_argument_group("video files (zoo extract's options: docs/extract.md)")
+        add_prediction_arguments(group)
+        add_model_arguments(group)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int | None:
+        if not args.videos:
+            if args.timeline:
+                raise UsageError("--timeline labels windows of video files: give them with --videos")
+            return None
+        if args.segments or args.filelist:
+            raise UsageError(
+                "--videos predicts on the videos' own features: leave out --filelist and --segments"
+            )
+        from zoo_yt8m_extract.predict import predict_videos
+        from zoo_yt8m_extract.sources import expand
+
+        videos = expand(args.videos)
+        if not videos:
+            raise UsageError("--videos: no videos given")
+        return predict_videos(videos, args)
 
 
 class ExtractCommand:
@@ -142,13 +176,6 @@ class ExtractCommand:
         )
         p.add_argument("--json", action="store_true", help="print the summary as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        group = p.add_argument_group("classify the videos (zoo predict on the extracted features)")
-        group.add_argument(
-            "--predict",
-            action="store_true",
-            help="then classify them with --weights: --output DIR gets features/, predictions.{csv,jsonl}",
-        )
-        add_prediction_arguments(group, weights=True)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -159,18 +186,6 @@ class ExtractCommand:
         if not videos:
             raise UsageError("no videos given")
         output: Path = args.output
-        if args.predict or args.timeline:
-            from zoo_yt8m_extract.predict import predict_videos
-
-            if not args.weights:
-                raise UsageError(
-                    "--predict needs --weights RUN (a run directory or checkpoint of `zoo train`)"
-                )
-            if output.suffix.startswith(".tfrec"):
-                raise UsageError("--predict needs --output DIR (features, predictions and timeline go there)")
-            if args.level != "frame":
-                raise UsageError("--predict takes frame-level features (leave out --level video)")
-            return predict_videos(videos, args)
         if output.exists() and not output.is_dir() and output.suffix not in (".tfrecord", ".tfrec"):
             raise UsageError(
                 f"--output {output}: exists and is not a folder; give a folder or a FILE.tfrecord"
@@ -199,12 +214,13 @@ class ExtractCommand:
 def model_files(args: argparse.Namespace):
     from zoo_yt8m_extract.models import URLS, ModelFiles, check_sha256, parse_assignments
 
-    if args.model_dir is not None and not args.model_dir.is_dir():
-        raise UsageError(f"--model-dir {args.model_dir}: no such folder")
+    model_dir = args.extract_model_dir
+    if model_dir is not None and not model_dir.is_dir():
+        raise UsageError(f"--model-dir {model_dir}: no such folder")
     urls = dict(URLS)
     urls.update(parse_assignments(args.model_url, "--model-url"))
     return ModelFiles(
-        model_dir=args.model_dir,
+        model_dir=model_dir,
         urls=urls,
         sha256=parse_assignments(args.model_sha256, "--model-sha256", check_sha256),
         quiet=getattr(args, "quiet", False),

@@ -2,7 +2,8 @@
 per-window labels over each video (windows of ``--window`` seconds overlapping by ``--overlap``, as
 MediaPipe's local-video inference does with 5 s windows overlapping by 4 s), written as JSON.
 
-Prediction itself is the engine's ``zoo predict``, run as a command in a process of its own (PaddlePaddle and
+This is ``zoo predict --videos`` (the command extension ``predict-videos``). Prediction itself is the
+engine's ``zoo predict`` on the extracted records, run as a command in a process of its own (PaddlePaddle and
 TensorFlow are not loaded into one process, and this plugin depends on the CLI, not on engine internals).
 Output folder: ``features/`` (the extracted records, resumable), ``predictions.{csv,jsonl}`` (whole videos),
 ``windows/`` and ``timeline.json`` with ``--timeline``.
@@ -61,16 +62,26 @@ def check_window(window: float, overlap: float) -> float:
     return window - overlap
 
 
-def run_predict(weights: str, records: Path, output: Path, args: Any, *extra: str) -> Path:
-    """``zoo predict --weights RUN --filelist RECORDS --output OUTPUT``; returns the JSON lines file."""
-    command = [sys.executable, "-m", "zoo.cli", "predict", "--weights", weights, "--filelist", str(records)]
+def run_predict(records: Path, output: Path, args: Any, *extra: str) -> Path:
+    """``zoo predict [MODEL] --filelist RECORDS --output OUTPUT`` with the caller's model options; returns the
+    JSON lines file."""
+    command = [sys.executable, "-m", "zoo.cli", "predict", "--filelist", str(records)]
     command += ["--output", str(output), *extra]
-    if getattr(args, "vocabulary", None):
-        command += ["--vocabulary", str(args.vocabulary)]
-    if getattr(args, "top_k", None):
-        command += ["--top-k", str(args.top_k)]
-    if getattr(args, "device", None):
-        command += ["--device", args.device]
+    if getattr(args, "weights", None):
+        command += ["--weights", str(args.weights)]
+    if getattr(args, "model", None):
+        command.insert(4, args.model)
+    for flag, attr in (
+        ("--config", "config"),
+        ("--weights-sha256", "weights_sha256"),
+        ("--vocabulary", "vocabulary"),
+        ("--top-k", "top_k"),
+        ("--device", "device"),
+        ("--model", "model_dir"),  # an exported model (zoo predict --model DIR)
+        ("--precision", "precision"),
+    ):
+        if getattr(args, attr, None):
+            command += [flag, str(getattr(args, attr))]
     for override in getattr(args, "override", None) or []:
         command += ["-o", override]
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
@@ -136,13 +147,12 @@ def predict_videos(videos: list, args: Any) -> int:
     if summary.done + summary.skipped == 0:
         _print_failures(summary)
         return 1
-    rows = read_rows(run_predict(args.weights, features, output, args))
+    rows = read_rows(run_predict(features, output, args))
     for row in rows:
         print(describe(row))
     if window_dir is not None:
         window_rows = read_rows(
             run_predict(
-                args.weights,
                 window_dir,
                 output / "windows_predictions",
                 args,
