@@ -307,7 +307,7 @@ def test_front_end_equals_vggishs_published_definitions():
 
 
 def test_timeline_windows():
-    from zoo_yt8m_extract.predict import check_window, window_bounds, window_id
+    from zoo_yt8m_extract.windows import check_window, window_bounds, window_id
 
     stamps = [0.0, 1.04, 2.04, 3.04, 4.04, 5.04, 6.04]
     windows = window_bounds(stamps, 5.0, check_window(5.0, 4.0))

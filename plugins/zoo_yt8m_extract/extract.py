@@ -32,6 +32,7 @@ from zoo_yt8m_extract.models import ModelFiles
 from zoo_yt8m_extract.networks import InceptionGraph, VGGish, read_vggish_checkpoint
 from zoo_yt8m_extract.pca import Pca, quantize
 from zoo_yt8m_extract.sources import Video
+from zoo_yt8m_extract.windows import window_bounds, window_id
 
 REPORT = "extract_report.json"
 NO_AUDIO = "has no audio track; pass --no-audio to write Google's zero audio features instead"
@@ -294,8 +295,6 @@ def run(
     ``windows`` ``(folder, window, stride)``: also write one record per window of each video into ``folder``
     (ids ``VIDEO#t=START,END``), for per-window predictions.
     """
-    from zoo_yt8m_extract.predict import window_bounds, window_id
-
     out = ShardedOutput(output, options.shard_size)
     finished = out.finished()
     wout = None
