@@ -353,3 +353,21 @@ def test_zoo_predict_videos_with_a_tiny_trained_model(workspace, tmp_path):
     first = timeline["videos"][workspace["clips"][0].name]  # 4 frames (0, 1.04, 2.04, 3.04 s)
     assert [(w["start"], w["end"]) for w in first] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 4.04)]
     assert all(len(w["classes"]) == len(w["names"]) == 5 for w in first)
+
+
+def test_onnx_runtime_gives_the_same_features(workspace, extractor):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from zoo_yt8m_extract.networks import InceptionGraph, OnnxInception
+    from zoo_yt8m_extract.pca import quantize
+
+    onnx = Extractor(
+        ModelFiles(model_dir=workspace["models"], quiet=True), Options(audio=False, runtime="onnx")
+    )
+    assert isinstance(onnx.inception, OnnxInception)
+    for video in expand([str(c) for c in workspace["clips"]]):
+        a, b = extractor.features(video), onnx.features(video)
+        diff = np.abs(quantize(a.rgb).astype(int) - quantize(b.rgb))
+        assert diff.max() <= 1 and diff.mean() < 0.01
+    with pytest.raises(Exception, match="gives other activations than TensorFlow"):
+        OnnxInception(inception_standin(seed=0), reference=InceptionGraph(inception_standin(seed=7)))

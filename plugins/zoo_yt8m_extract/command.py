@@ -82,6 +82,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=0, help="TensorFlow's threads per operation (default 0: all cores)"
     )
+    p.add_argument(
+        "--runtime",
+        choices=("tensorflow", "onnx"),
+        default="tensorflow",
+        help="run the Inception graph in TensorFlow (default) or converted to ONNX Runtime (faster on CPU; "
+        "checked against TensorFlow on probe frames when loaded)",
+    )
 
 
 def _seconds(text: str) -> float:

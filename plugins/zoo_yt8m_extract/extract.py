@@ -29,7 +29,7 @@ from zoo_yt8m_extract import audio as audio_front
 from zoo_yt8m_extract import records
 from zoo_yt8m_extract.frames import VideoError, decode_audio, decode_frames, has_audio
 from zoo_yt8m_extract.models import ModelFiles
-from zoo_yt8m_extract.networks import InceptionGraph, VGGish, read_vggish_checkpoint
+from zoo_yt8m_extract.networks import InceptionGraph, OnnxInception, VGGish, read_vggish_checkpoint
 from zoo_yt8m_extract.pca import Pca, quantize
 from zoo_yt8m_extract.sources import Video
 from zoo_yt8m_extract.windows import window_bounds, window_id
@@ -49,6 +49,7 @@ class Options:
     shard_size: int = 100
     jobs: int = 1
     threads: int = 0  # TensorFlow's intra-op threads (0: all cores)
+    runtime: str = "tensorflow"  # or "onnx": the graph converted and run by ONNX Runtime (checked against TF)
     queue_frames: int = 16
 
 
@@ -91,9 +92,15 @@ class Extractor:
     ) -> None:
         self.options = options
         self.rgb_pca: Pca = files.rgb_pca()
-        self.inception = inception or InceptionGraph(
-            files.inception_graph(), where="classify_image_graph_def.pb", threads=options.threads
-        )
+        if inception is None:
+            graph = files.inception_graph()
+            inception = InceptionGraph(graph, where="classify_image_graph_def.pb", threads=options.threads)
+            if options.runtime == "onnx":
+                inception = OnnxInception(
+                    graph, reference=inception, threads=options.threads, where="classify_image_graph_def.pb"
+                )
+        self.inception = inception
+
         self.vggish: VGGish | None = None
         self.audio_pca: Pca | None = None
         if options.audio:

@@ -125,6 +125,74 @@ class InceptionGraph:
         self.session.close()
 
 
+class OnnxInception:
+    """The same graph converted to ONNX (tf2onnx) and run by ONNX Runtime (``--runtime onnx``).
+
+    The conversion is cached by the graph's SHA-256 (``<cache>/extract/onnx``) and checked against the
+    TensorFlow run of the graph on probe frames each time it is loaded: a conversion that does not give
+    the same activations (within float rounding) is refused, so this runtime never changes the features.
+    """
+
+    TOLERANCE = 1e-3  # of the largest activation
+
+    def __init__(
+        self, graph_bytes: bytes, *, reference: InceptionGraph, threads: int = 0, where: str = ""
+    ) -> None:
+        import hashlib
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UsageError(
+                "--runtime onnx needs ONNX Runtime and tf2onnx: pip install 'yt8m-zoo[extract]'"
+            ) from None
+        from zoo.atomic import atomic_write_bytes
+        from zoo.paths import cache_dir
+
+        path = cache_dir("extract", "onnx") / f"{hashlib.sha256(graph_bytes).hexdigest()}.onnx"
+        if not path.exists():
+            atomic_write_bytes(path, _convert(graph_bytes, where or "the Inception graph"))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types
+            raise DataError(
+                f"{path}: ONNX Runtime cannot load the converted graph ({exc}); delete it"
+            ) from None
+        self.input = self.session.get_inputs()[0].name
+        rng = np.random.default_rng(0)
+        for shape in ((299, 299, 3), (360, 640, 3), (97, 61, 3)):
+            probe = rng.integers(0, 256, shape, dtype=np.uint8)
+            want, got = reference.features(probe), self.features(probe)
+            if np.abs(want - got).max() > self.TOLERANCE * max(1.0, float(np.abs(want).max())):
+                raise DataError(
+                    f"{where or 'the Inception graph'}: its ONNX conversion gives other activations than "
+                    f"TensorFlow (max difference {np.abs(want - got).max():.3g}); use --runtime tensorflow"
+                )
+
+    def features(self, frame: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: frame})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def _convert(graph_bytes: bytes, where: str) -> bytes:
+    tf = _tf()
+    try:
+        import tf2onnx
+    except ImportError:
+        raise UsageError("--runtime onnx needs tf2onnx: pip install 'yt8m-zoo[extract]'") from None
+    graph_def = tf.compat.v1.GraphDef.FromString(graph_bytes)
+    try:
+        model, _ = tf2onnx.convert.from_graph_def(
+            graph_def, input_names=[INPUT], output_names=[OUTPUT], opset=17
+        )
+    except Exception as exc:  # tf2onnx raises many kinds of errors for ops it cannot convert
+        raise DataError(f"{where}: cannot be converted to ONNX ({exc}); use --runtime tensorflow") from None
+    return model.SerializeToString()
+
+
 def read_vggish_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """VGGish's variables from a checkpoint (V1 single file or V2 prefix), shapes checked."""
     tf = _tf()

@@ -35,6 +35,7 @@ def extract_options(args: argparse.Namespace, **overrides):
         audio=not args.no_audio,
         jobs=args.jobs,
         threads=args.threads,
+        runtime=args.runtime,
     )
     values.update(overrides)
     return Options(**values)
