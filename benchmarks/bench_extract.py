@@ -15,11 +15,14 @@ Measured, each the best of ``--repeat`` after a warm-up:
 - ``decode``: PyAV decoding and Google's frame choice to RGB arrays, no network (frames/s; video s/s);
 - ``network tensorflow``: the graph alone on frames already decoded (frames/s), one frame per run as
   Google's graph takes it;
-- ``extract -j 1`` / ``extract -j 2``: the whole extraction (decode, network, PCA, quantize, write) with
-  one or two videos at once;
-- ``overlap``: ``extract -j 1`` time / (decode time + network time): 1.0 means nothing overlaps, and
+- ``network onnx``: the same graph converted by tf2onnx and run by ONNX Runtime (``--runtime onnx``),
+  after the check that it gives TensorFlow's activations;
+- ``extract RUNTIME -j 1`` / ``-j 2``: the whole extraction (decode, network, PCA, quantize, write) with
+  one or two videos at once, per runtime;
+- ``overlap``: ``extract tensorflow -j 1`` time / (decode time + network time): 1.0 means nothing overlaps, and
   network time / ``extract -j 1`` time near 1.0 means the extraction is bound by the network (decoding and
-  writing hidden behind it) -- the goal;
+  writing hidden behind it) -- the goal; ``onnx_over_tensorflow``: the speed-up of the ONNX runtime
+  (goal: at least 1.5x);
 - peak resident memory after each phase (``ru_maxrss``, MiB).
 
 The machine may be shared: the ratios measured in one run matter, not the absolute numbers.
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--small", action="store_true", help="the tests' tiny stand-in network")
+    parser.add_argument("--no-onnx", action="store_true", help="TensorFlow only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -147,27 +151,33 @@ def main(argv: list[str] | None = None) -> int:
     memory["network tensorflow"] = peak_mib()
     results["network tensorflow"] = {"seconds": t_net, "frames_per_second": n / t_net}
 
-    extractor = Extractor(ModelFiles(model_dir=models, quiet=True), Options(audio=False), inception=tf_graph)
-    videos = expand([str(c) for c in clips])
-    for jobs in (1, 2):
-        options = Options(audio=False, jobs=jobs)
-        extractor.options = options
+    runtimes = {"tensorflow": tf_graph}
+    if not args.no_onnx:
+        from zoo_yt8m_extract.networks import OnnxInception
 
-        def extract(options=options, runs=[]) -> None:  # noqa: B006 - counts the runs
+        onnx = OnnxInception(graph, reference=tf_graph)  # converted, and checked against TensorFlow
+        t_onnx = best(lambda: [onnx.features(f) for f in frames], args.repeat)
+        memory["network onnx"] = peak_mib()
+        results["network onnx"] = {"seconds": t_onnx, "frames_per_second": n / t_onnx}
+        runtimes["onnx"] = onnx
+
+    videos = expand([str(c) for c in clips])
+    for (runtime, network), jobs in [(r, j) for r in runtimes.items() for j in (1, 2)]:
+        options = Options(audio=False, jobs=jobs, runtime=runtime)
+        extractor = Extractor(ModelFiles(model_dir=models, quiet=True), options, inception=network)
+
+        def extract(options=options, extractor=extractor, runs=[]) -> None:  # noqa: B006 - counts the runs
             runs.append(1)
-            out = work / f"out-{options.jobs}-{len(runs)}.tfrecord"
+            out = work / f"out-{options.runtime}-{options.jobs}-{len(runs)}.tfrecord"
             summary = run(videos, extractor, out, options)
             assert summary.done == len(videos) and summary.frames == n
 
         t = best(extract, args.repeat)
-        memory[f"extract -j {jobs}"] = peak_mib()
-        results[f"extract -j {jobs}"] = {
-            "seconds": t,
-            "frames_per_second": n / t,
-            "video_s_per_s": video_seconds / t,
-        }
+        name = f"extract {runtime} -j {jobs}"
+        memory[name] = peak_mib()
+        results[name] = {"seconds": t, "frames_per_second": n / t, "video_s_per_s": video_seconds / t}
 
-    t_j1 = results["extract -j 1"]["seconds"]
+    t_j1 = results["extract tensorflow -j 1"]["seconds"]
     report = {
         "frames": n,
         "videos": args.videos,
@@ -180,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             "extract_j1_over_decode_plus_network": t_j1 / (t_decode + t_net),
             "network_over_extract_j1": t_net / t_j1,
         },
+        "onnx_over_tensorflow": None
+        if args.no_onnx
+        else {
+            "network": t_net / results["network onnx"]["seconds"],
+            "extract -j 1": t_j1 / results["extract onnx -j 1"]["seconds"],
+        },
         "peak_rss_mib": memory,
     }
     for name, row in results.items():
@@ -189,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         f"overlap: extract -j 1 takes {report['overlap']['extract_j1_over_decode_plus_network']:.2f} of decode + "
         f"network; the network alone is {report['overlap']['network_over_extract_j1']:.2f} of it"
     )
+    if report["onnx_over_tensorflow"]:
+        speedup = report["onnx_over_tensorflow"]
+        print(
+            f"onnx runtime vs tensorflow: network {speedup['network']:.2f}x, extract -j 1 {speedup['extract -j 1']:.2f}x"
+        )
     print("peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
