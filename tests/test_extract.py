@@ -317,3 +317,16 @@ def test_timeline_windows():
     assert window_id("a b.mp4", 3.0, 7.04) == "a b.mp4#t=3,7.04"
     with pytest.raises(UsageError, match="overlap < window"):
         check_window(5.0, 5.0)
+
+
+def test_rotation_turns_frames_upright():
+    """PyAV's ``frame.rotation`` is the display matrix's counter-clockwise angle (a phone's portrait video
+    recorded sideways has -90: shown turned 90 degrees clockwise)."""
+    from zoo_yt8m_extract.frames import _upright
+
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, axis=2)  # 2 rows, 3 columns
+    clockwise = _upright(image, -90)
+    assert clockwise.shape == (3, 2, 3) and clockwise[0, :, 0].tolist() == [3, 0]  # left column, bottom up
+    assert _upright(image, 90)[0, :, 0].tolist() == [2, 5]
+    assert _upright(image, 180)[0, :, 0].tolist() == [5, 4, 3]
+    assert _upright(image, 0) is image
