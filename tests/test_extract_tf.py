@@ -311,6 +311,7 @@ def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):
     assert '"records": 1' in inspect.stdout.replace(" ", "").replace('"records":1', '"records": 1')
 
 
+@pytest.mark.slow
 def test_zoo_predict_videos_with_a_tiny_trained_model(workspace, tmp_path):
     """A tiny model trained on the sample data classifies generated videos through `zoo predict --videos`."""
     from data_helpers import tiny_dataset, tiny_run_overrides
