@@ -372,3 +372,37 @@ def test_onnx_runtime_gives_the_same_features(workspace, extractor):
         assert diff.max() <= 1 and diff.mean() < 0.01
     with pytest.raises(Exception, match="gives other activations than TensorFlow"):
         OnnxInception(inception_standin(seed=0), reference=InceptionGraph(inception_standin(seed=7)))
+
+
+def test_model_files_of_the_wrong_kind_are_refused(tmp_path):
+    from zoo_yt8m_extract.networks import InceptionGraph
+
+    from zoo.errors import DataError
+
+    with pytest.raises(DataError, match="not a TensorFlow GraphDef"):
+        InceptionGraph(b"\xff\xfe not a graph", where="classify_image_graph_def.pb")
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        image = v1.placeholder(tf.uint8, [None, None, 3], name="DecodeJpeg")
+        tf.io.read_file("/etc/passwd", name="steal")
+        tf.reshape(
+            tf.cast(tf.reduce_mean(tf.cast(image, tf.float32)), tf.float32) * tf.ones([2048]), [1, 2048]
+        )
+    with pytest.raises(DataError, match=r"ops that touch files or run code \(ReadFile\)"):
+        InceptionGraph(graph.as_graph_def().SerializeToString(), where="evil.pb")
+    with pytest.raises(DataError, match="no tensor pool_3/_reshape:0"):
+        InceptionGraph(inception_standin().replace(b"pool_3/_reshape", b"pool_3/_reshapX"), where="other.pb")
+    wrong = {
+        "vggish/conv1/weights": tf.Variable(np.zeros((3, 3, 1, 32), np.float32), name="vggish/conv1/weights")
+    }
+    tf.compat.v1.train.Saver(var_list=wrong).save(
+        None, str(tmp_path / "vggish_model.ckpt"), write_meta_graph=False
+    )
+    with pytest.raises(
+        DataError, match=r"vggish/conv1/weights has shape \(3, 3, 1, 32\), expected \(3, 3, 1, 64\)"
+    ):
+        read_vggish_checkpoint(tmp_path / "vggish_model.ckpt")
+    (tmp_path / "broken.ckpt").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable TensorFlow checkpoint"):
+        read_vggish_checkpoint(tmp_path / "broken.ckpt")
