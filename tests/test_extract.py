@@ -330,3 +330,23 @@ def test_rotation_turns_frames_upright():
     assert _upright(image, 90)[0, :, 0].tolist() == [2, 5]
     assert _upright(image, 180)[0, :, 0].tolist() == [5, 4, 3]
     assert _upright(image, 0) is image
+
+
+def test_usage_errors_exit_2_before_any_model_is_loaded(tmp_path, capsys):
+    from zoo.cli import main
+
+    video = write_video(tmp_path / "v.mp4", seconds=1, fps=5)
+    base = ["extract", str(video), "--output", str(tmp_path / "out")]
+    assert main([*base, "--model-sha256", "pca=xyz"]) == 2
+    assert "is not a SHA-256" in capsys.readouterr().err
+    assert main([*base, "--model-url", "resnet=http://127.0.0.1/x"]) == 2
+    assert "NAME one of inception, pca, vggish, vggish-pca" in capsys.readouterr().err
+    assert main([*base, "--model-dir", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["extract", str(video), "--output", str(tmp_path / "notes.txt")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert main(["predict", "--timeline"]) == 2
+    assert "give them with --videos" in capsys.readouterr().err
+    assert main(["predict", "--videos", str(video), "--filelist", str(tmp_path)]) == 2
+    assert "leave out --filelist" in capsys.readouterr().err
