@@ -303,11 +303,12 @@ def run(
     (ids ``VIDEO#t=START,END``), for per-window predictions.
     """
     out = ShardedOutput(output, options.shard_size)
-    finished = out.finished()
+    written = out.finished()
+    finished = written
     wout = None
     if windows is not None:
         wout = ShardedOutput(windows[0], options.shard_size)
-        finished &= wout.finished()
+        finished = written & wout.finished()  # a video whose windows were lost is done again, written once
     summary = Summary(no_audio=not options.audio, models=dict(models or {}))
     todo = [v for v in videos if v.key not in finished]
     summary.skipped = len(videos) - len(todo)
@@ -326,7 +327,8 @@ def run(
                 on_video(video, None, reason)
             return
         entry = {"key": video.key, "path": str(video.path), "id": video.id, "frames": len(feats.rgb)}
-        out.write(record, entry)
+        if video.key not in written:
+            out.write(record, entry)
         if wout is not None and windows is not None:
             for start, end, frames in window_bounds(feats.stamps, windows[1], windows[2]):
                 wout.write(feats.record(video, options.level, frames, window_id(video.id, start, end)), entry)
