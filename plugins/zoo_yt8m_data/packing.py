@@ -118,7 +118,7 @@ def pack_one(
             raise DataError(f"packing {source} into {shard_dir} failed: {exc}") from None
         raise no_space_error(
             Path(shard_dir),
-            os.path.getsize(source),  # a shard is about as large as its source (uint8 frames)
+            _source_size(source),  # a shard is about as large as its source (uint8 frames)
             f"the shard of {source}",
             "the shards packed before are complete, and this one is not kept",
         ) from None
@@ -328,3 +328,12 @@ def _cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def _source_size(source: str) -> int:
+    from zoo import storage
+
+    if storage.is_url(source):
+        found = storage.stat(source)
+        return int(found.size or 0) if found is not None else 0
+    return os.path.getsize(source)
