@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from data_helpers import tiny_dataset
 from remote_servers import ACCESS_KEY, SECRET_KEY, gcs_server, http_server, s3_server, upload_dir
+from test_data_download import site  # noqa: F401 - the fake data.yt8m.org, a fixture
 
 from zoo import storage
 from zoo.data.sources import expand_paths
@@ -335,3 +336,60 @@ def test_training_from_http_equals_training_from_local_files(tiny_data, tmp_path
         data = {"train": f"{server.url}/train/", "valid": f"{server.url}/validate/"}
         assert_same(train(data, tmp_path / "run", "data.read_ahead_block=8KiB"), local_weights)
         assert server.drops == 2
+
+
+@pytest.mark.integration
+def test_paddlevideo_pickles_read_from_a_url_as_from_a_file(tmp_path):
+    import pickle
+
+    import zoo
+
+    rng = np.random.default_rng(4)
+    videos = [
+        {
+            "video": f"p{i}".encode(),
+            "feature": rng.integers(0, 256, (5, 1024), dtype=np.uint8),
+            "audio": rng.integers(0, 256, (5, 128), dtype=np.uint8),
+            "label": [i, 7],
+            "nframes": np.int32(5),
+        }
+        for i in range(3)
+    ]
+    (tmp_path / "train0000.pkl").write_bytes(pickle.dumps(videos, protocol=2))
+    local = list(zoo.build_reader("paddlevideo-pkl", paths=[str(tmp_path)]))
+    with http_server(tmp_path) as server:
+        remote = list(zoo.build_reader("paddlevideo-pkl", paths=[f"{server.url}/train0000.pkl"]))
+    assert [r["id"] for r in remote] == [r["id"] for r in local] == ["p0", "p1", "p2"]
+    for a, b in zip(remote, local):
+        np.testing.assert_array_equal(a["rgb"], b["rgb"])
+
+
+@pytest.mark.integration
+def test_zoo_data_download_streams_verified_shards_into_a_bucket(site, s3, capsys):  # noqa: F811
+    from test_data_download import NAMES
+    from zoo_yt8m_data.download import download, local_name
+
+    with pytest.raises(DataError, match="s3://mirror/2/frame/train: no such bucket 'mirror'"):
+        download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, backoff=0.01)
+    assert sum(site.requests.values()) == 0  # refused before anything was fetched
+    fs, _ = storage.filesystem("s3://mirror")
+    fs.mkdir("mirror")
+    result = download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, backoff=0.01)
+    names = {local_name(n) for n in NAMES}
+    assert set(result.downloaded) == names
+    for name in NAMES:
+        assert fs.cat_file(f"mirror/2/frame/train/{local_name(name)}") == site.files[name]
+    record = json.loads(fs.cat_file("mirror/2/frame/train/2_frame_train_verified.json"))
+    assert record == {local_name(n): site.plan["files"][n] for n in NAMES}
+    # a second run finds every object verified and present: nothing is fetched again
+    before = sum(site.requests.values())
+    again = download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, backoff=0.01)
+    assert set(again.present) == names and again.downloaded == []
+    assert sum(site.requests.values()) == before
+    # a damaged download never reaches the bucket
+    lost = local_name(NAMES[0])
+    fs.rm(f"mirror/2/frame/train/{lost}")
+    site.corrupt.add(NAMES[0])
+    with pytest.raises(DataError, match=lost):
+        download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, retries=1, backoff=0.01)
+    assert not fs.exists(f"mirror/2/frame/train/{lost}")

@@ -131,6 +131,18 @@ def missing(url: str, what: str = "object") -> str:
     return f"{redact(url)}: no such {what} (check the URL, or the .list file that names it)"
 
 
+def require_bucket(url: str) -> None:
+    """Fail before any work when the bucket an output URL names does not exist (it is never created)."""
+    if protocol(url) not in ("s3", "s3a", "gs", "gcs"):
+        return
+    bucket = url.split("://", 1)[1].split("/", 1)[0]
+    fs, _ = filesystem(url)
+    if not call(lambda: fs.exists(bucket), url, "look up the bucket"):
+        raise DataError(
+            f"{redact(url)}: no such bucket {bucket!r} (create it first; yt8m-zoo never creates one)"
+        )
+
+
 def reason(exc: BaseException) -> str:
     """What went wrong, in words a user can act on, with no credentials."""
     if isinstance(exc, FileNotFoundError):
@@ -517,15 +529,23 @@ def atomic_output(path: str, *, suffix: str = ".partial") -> Iterator[str]:
         return
     if protocol(path) in ("http", "https"):
         raise UsageError(f"{redact(path)}: http(s) URLs are read-only; write to a local path, s3:// or gs://")
-    fs, target = filesystem(path)
+    filesystem(path)  # a missing protocol package fails before the work is done
     fd, tmp = tempfile.mkstemp(prefix=".upload.", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
-        call(lambda: fs.put_file(tmp, target), path, "upload")
+        upload_file(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def upload_file(local: str, url: str) -> None:
+    """``local`` to the object ``url`` in one upload (visible only when complete on S3 and GCS)."""
+    if protocol(url) in ("http", "https"):
+        raise UsageError(f"{redact(url)}: http(s) URLs are read-only; write to a local path, s3:// or gs://")
+    fs, target = filesystem(url)
+    call(lambda: fs.put_file(local, target), url, "upload")
 
 
 def upload_tree(local_dir: str, url: str, *, last: str | None = None) -> None:
@@ -561,3 +581,56 @@ def download_tree(url: str, local_dir: str) -> None:
         dest = os.path.join(local_dir, *rel.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         call(lambda name=name, dest=dest: fs.get_file(name, dest), fs.unstrip_protocol(name), "download")
+
+
+def localize(url: str, root: str | os.PathLike, *, sha256: str | None = None) -> str:
+    """A local copy of the object or prefix ``url`` under ``root`` (weights, pretrained models), made once.
+
+    An object is copied to ``root/<key>/<name>``; a prefix (a run directory in a bucket) to
+    ``root/<key>/<name>/`` whole. The key hashes the URL with its size and modification stamp, so a changed
+    object is fetched again; a copy appears only complete (rename). ``sha256`` (or a ``#sha256=`` fragment
+    on the URL) is checked before the copy is kept.
+    """
+    import urllib.parse
+
+    from zoo.atomic import atomic_dir
+
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.fragment.startswith("sha256="):
+        sha256 = sha256 or parsed.fragment[len("sha256=") :].lower()
+        url = urllib.parse.urlunsplit(parsed._replace(fragment=""))
+    found = stat(url)
+    if found is None:
+        raise DataError(missing(url))
+    fs, path = filesystem(url)
+    stamp = ""
+    if found.is_file:
+        info = call(lambda: fs.info(path), url, "look up")
+        stamp = str(
+            info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        )
+    key = hashlib.sha256(f"{redact(url)}\0{found.size}\0{stamp}".encode()).hexdigest()[:16]
+    name = posixpath.basename(url.split("?")[0].rstrip("/")) or "download"
+    folder = os.path.join(os.fspath(root), key)
+    target = os.path.join(folder, name)
+    if os.path.exists(target):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    if not found.is_file:
+        with atomic_dir(target) as tmp:
+            os.rmdir(tmp)
+            download_tree(url, str(tmp))
+        return target
+    with atomic_output(target) as tmp:
+        call(lambda: fs.get_file(path, tmp), url, "download")
+        if sha256:
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != sha256.lower():
+                raise DataError(
+                    f"{redact(url)}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}; "
+                    f"the file was not kept"
+                )
+    return target
