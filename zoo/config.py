@@ -442,11 +442,33 @@ def parse_yaml(text: str, where: str) -> Any:
 
 
 BASE_KEY = "_base_"
+BUNDLED_PREFIX = "zoo:"
+"""``_base_: zoo:base.yaml`` names a config shipped with yt8m-zoo (its ``configs/``), wherever it is installed:
+a plugin's YAML inherits the installed recipe instead of copying it."""
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def _base_path(path: Path, base: str) -> Path:
+    """Where a ``_base_`` entry of ``path`` points: beside ``path``, or a bundled config (``zoo:NAME.yaml``)."""
+    if not base.startswith(BUNDLED_PREFIX):
+        return path.parent / base
+    import re
+    from importlib import resources
+
+    name = base[len(BUNDLED_PREFIX) :]
+    bundled = resources.files("zoo.configs")
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.yaml", name) or not (bundled / name).is_file():
+        known = sorted(f"{BUNDLED_PREFIX}{e.name}" for e in bundled.iterdir() if e.name.endswith(".yaml"))
+        raise ConfigError(
+            f"{path}: {BASE_KEY} {base!r} is not a config shipped with yt8m-zoo; the bundled ones are "
+            f"{', '.join(known)}"
+        )
+    return Path(str(bundled / name))
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config file with its ``_base_`` files merged under it (paths relative to the file)."""
+    """A config file with its ``_base_`` files merged under it (paths relative to the file, or ``zoo:NAME``
+    for a config shipped with yt8m-zoo)."""
     path = Path(path)
     if path.resolve() in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
@@ -476,7 +498,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of them, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+        merged = _merge(merged, read_yaml(_base_path(path, base), (*_seen, path.resolve())))
     return _merge(merged, data)
 
 

@@ -36,16 +36,22 @@ COMMANDS = {
 }
 
 CALLBACKS = {
-    "history": ("zoo.engine.callbacks:HistoryCallback", "metrics history as JSONL and CSV, and a plot"),
-    "visualdl": ("zoo.engine.callbacks:VisualDLCallback", "VisualDL logs (pip install 'yt8m-zoo[visualdl]')"),
+    "history": ("zoo.engine.train.callbacks:HistoryCallback", "metrics history as JSONL and CSV, and a plot"),
+    "visualdl": (
+        "zoo.engine.train.callbacks:VisualDLCallback",
+        "VisualDL logs (pip install 'yt8m-zoo[visualdl]')",
+    ),
     "tensorboard": (
-        "zoo.engine.callbacks:TensorBoardCallback",
+        "zoo.engine.train.callbacks:TensorBoardCallback",
         "TensorBoard event files ('yt8m-zoo[tensorboard]')",
     ),
 }
 
 FORMATS = {
-    "jsonl": ("zoo.engine.predictions:JsonLinesFormat", "JSON lines: id, classes, scores (and class names)"),
+    "jsonl": (
+        "zoo.engine.infer.predictions:JsonLinesFormat",
+        "JSON lines: id, classes, scores (and class names)",
+    ),
 }
 
 
