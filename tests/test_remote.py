@@ -260,7 +260,7 @@ def train(data: dict[str, str], run: Path, *extra: str) -> dict[str, np.ndarray]
     from safetensors.numpy import load_file
 
     from zoo.config import load_config
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     overrides = [
         "dataset.preset=yt8m",
@@ -282,9 +282,17 @@ def train(data: dict[str, str], run: Path, *extra: str) -> dict[str, np.ndarray]
 
 
 @pytest.fixture(scope="module")
-def local_weights(tiny_data, tmp_path_factory, paddle_cpu):
+def local_run(tiny_data, tmp_path_factory, paddle_cpu):
     run = tmp_path_factory.mktemp("local-run") / "run"
-    return train({"train": str(tiny_data / "train"), "valid": str(tiny_data / "validate")}, run)
+    train({"train": str(tiny_data / "train"), "valid": str(tiny_data / "validate")}, run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def local_weights(local_run):
+    from safetensors.numpy import load_file
+
+    return load_file(str(local_run / "model.safetensors"))
 
 
 def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
@@ -333,9 +341,14 @@ def test_training_from_gcs_equals_training_from_local_files(tiny_data, monkeypat
 def test_training_from_http_equals_training_from_local_files(tiny_data, tmp_path, local_weights):
     with http_server(tiny_data) as server:
         server.drop_left = 2  # and survives a flaky server on the way
-        data = {"train": f"{server.url}/train/", "valid": f"{server.url}/validate/"}
+        base = server.url.replace("http://", "http://ann:hunter2@")  # credentials in the URL ...
+        data = {"train": f"{base}/train/", "valid": f"{base}/validate/"}
         assert_same(train(data, tmp_path / "run", "data.read_ahead_block=8KiB"), local_weights)
         assert server.drops == 2
+    for path in (tmp_path / "run").rglob("*"):  # ... never reach the run directory
+        assert not path.is_file() or b"hunter2" not in path.read_bytes(), path
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["train"] == [f"{server.url.replace('http://', 'http://***@')}/train/"]
 
 
 @pytest.mark.integration
@@ -393,3 +406,61 @@ def test_zoo_data_download_streams_verified_shards_into_a_bucket(site, s3, capsy
     with pytest.raises(DataError, match=lost):
         download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, retries=1, backoff=0.01)
     assert not fs.exists(f"mirror/2/frame/train/{lost}")
+
+
+@pytest.mark.integration
+def test_weights_runs_and_outputs_in_a_bucket(tiny_data, s3, tmp_path, local_run):
+    """--weights from a run directory in a bucket, data from the bucket, predictions written to the bucket:
+    the same files as the same command on local paths; a #sha256= fragment is checked."""
+    import hashlib
+
+    from zoo.engine.infer.ensemble import load_member
+    from zoo.engine.runs.weights import read_weights
+
+    upload_dir(tiny_data, "s3://yt8m/")
+    upload_dir(local_run, "s3://runs/mean-pool/")
+    fs, _ = storage.filesystem("s3://out")
+    fs.mkdir("out")
+    common = ["-o", "predict.formats=[jsonl, kaggle-csv]"]
+    remote = subprocess.run(
+        [ZOO, "predict", "--weights", "s3://runs/mean-pool", "--filelist", "s3://yt8m/test/"]
+        + ["--output", "s3://out/predictions", *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    assert "s3://out/predictions/predictions.jsonl" in remote.stdout
+    local = subprocess.run(
+        [ZOO, "predict", "--weights", str(local_run), "--filelist", str(tiny_data / "test")]
+        + ["--output", str(tmp_path / "local"), *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+    for name in ("predictions.jsonl", "predictions.csv"):
+        assert fs.cat_file(f"out/predictions/{name}") == (tmp_path / "local" / name).read_bytes(), name
+    assert SECRET_KEY not in remote.stdout + remote.stderr
+    # a prediction file in the bucket is an ensemble member like a local one
+    member = load_member("s3://out/predictions/predictions.jsonl", None, "test", 20, progress=False)
+    assert len(member.ids) == 24
+    # a weights file with its checksum; a wrong one is refused and nothing is kept
+    digest = hashlib.sha256((local_run / "model.safetensors").read_bytes()).hexdigest()
+    loaded = read_weights(f"s3://runs/mean-pool/model.safetensors#sha256={digest}")
+    assert loaded.state.keys() == read_weights(str(local_run)).state.keys()
+    with pytest.raises(DataError, match="does not match the expected"):
+        read_weights(f"s3://runs/mean-pool/history.jsonl#sha256={'0' * 64}")
+    # a bucket that does not exist is refused before anything is computed
+    failed = subprocess.run(
+        [ZOO, "predict", "--weights", str(local_run), "--filelist", str(tiny_data / "test")]
+        + ["--output", "s3://nowhere/predictions"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 1 and "no such bucket 'nowhere'" in failed.stderr, failed.stderr[-2000:]
+    assert "weights:" not in failed.stderr  # refused before the model was even loaded

@@ -20,6 +20,7 @@ import hashlib
 import os
 import posixpath
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from zoo.errors import DataError, UsageError
@@ -85,6 +87,15 @@ def redact(text: Any) -> str:
     tokens and keys in the query)."""
     text = _USERINFO.sub(r"\1***@", str(text))
     return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+def redact_tree(tree: Any) -> Any:
+    """``tree`` (a config as plain data) with every string redacted: what a run directory may keep."""
+    if isinstance(tree, dict):
+        return {key: redact_tree(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [redact_tree(value) for value in tree]
+    return redact(tree) if isinstance(tree, str) and "://" in tree else tree
 
 
 def _install_hint(url: str) -> str:
@@ -538,6 +549,34 @@ def atomic_output(path: str, *, suffix: str = ".partial") -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def staged_output(path: str, *, last: str | None = None) -> Iterator[Path]:
+    """An output directory: ``path`` itself when local; for a bucket URL, a local staging directory (not yet
+    created) whose files are uploaded under ``path`` on success, each as one object, ``last`` (a relative
+    name, e.g. a completion marker) after all others. On failure nothing is uploaded."""
+    if not is_url(path):
+        yield Path(local_path(path))
+        return
+    check_output(path)
+    staging = tempfile.mkdtemp(prefix=".zoo-upload.")
+    try:
+        target = Path(staging, posixpath.basename(path.rstrip("/")) or "output")
+        yield target
+        if target.exists():
+            upload_tree(str(target), path, last=last)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output(path: str) -> None:
+    """Refuse an output URL that cannot be written (http(s), a missing bucket) before any work is done."""
+    if not is_url(path):
+        return
+    if protocol(path) in ("http", "https"):
+        raise UsageError(f"{redact(path)}: http(s) URLs are read-only; write to a local path, s3:// or gs://")
+    require_bucket(path)
 
 
 def upload_file(local: str, url: str) -> None:

@@ -11,6 +11,7 @@ from zoo.config import ZooConfig
 from zoo.contracts import SampleDataReader
 from zoo.errors import UsageError
 from zoo.paths import cache_dir
+from zoo.storage import redact
 
 SAMPLE_VERSION = "sample-v1"
 SPLITS = ("train", "valid", "test", "infer")
@@ -110,7 +111,9 @@ def describe_split(cfg: ZooConfig, split: str) -> str:
     for name in chain[split]:
         paths = getattr(cfg.data, name)
         if paths:
-            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            shown = ", ".join(redact(p) for p in paths[:3]) + (
+                f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            )
             why = "" if name == split else f" (data.{split} is not set)"
             return f"data.{name}{why}: {shown}"
     return f"data.{split}: not set"
