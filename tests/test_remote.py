@@ -464,3 +464,19 @@ def test_weights_runs_and_outputs_in_a_bucket(tiny_data, s3, tmp_path, local_run
     )
     assert failed.returncode == 1 and "no such bucket 'nowhere'" in failed.stderr, failed.stderr[-2000:]
     assert "weights:" not in failed.stderr  # refused before the model was even loaded
+
+
+@pytest.mark.integration
+def test_zoo_data_pack_from_a_bucket_into_a_bucket_and_read_back(tiny_data, s3, tmp_path):
+    from zoo_yt8m_data.packing import pack
+
+    upload_dir(tiny_data / "train", "s3://yt8m/train/")
+    fs, _ = storage.filesystem("s3://packed")
+    fs.mkdir("packed")
+    pack(["s3://yt8m/train/"], "s3://packed/train", num_classes=12, jobs=1, progress=False)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find("packed/train"))
+    assert "index.json" in names and ".pack.lock" not in names
+    # a packed prefix reads as packed data (copied once to local disk: it is memory-mapped)
+    reader = frame_reader(["s3://packed/train/"], cache=str(tmp_path / "cache"))
+    assert all(not storage.is_url(s) for s in reader.sources())
+    assert records(reader) == records(frame_reader([tiny_data / "train"]))

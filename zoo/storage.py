@@ -50,6 +50,7 @@ _SECRET_PARAMS = re.compile(
     r"(?i)([?&](?:x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential)|signature"
     r"|sig|token|access_token|api_key|apikey|key|password|secret)=)[^&#\s'\"]*"
 )
+HTTP_READ_BUFFER = 4 << 20
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@")
 
 # Errors that retrying will not fix; everything else raised while talking to a store is taken as transient.
@@ -113,11 +114,16 @@ def filesystem(url: str) -> tuple[Any, str]:
     protocol whose package is missing is a :class:`UsageError` naming the extra to install.
     """
     try:
+        import fsspec.config
         import fsspec.core
     except ImportError:
         raise UsageError(f"{redact(url)}: remote paths need fsspec; {_install_hint(url)}") from None
+    options: dict[str, Any] = {}
+    if protocol(url) in ("http", "https") and not fsspec.config.conf.get(protocol(url)):
+        # aiohttp reads a body 64 KiB at a time by default; ranges of megabytes go faster in larger reads
+        options["client_kwargs"] = {"read_bufsize": HTTP_READ_BUFFER}
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **options)
     except ImportError:
         raise UsageError(
             f"{redact(url)}: {protocol(url)}:// is not installed; {_install_hint(url)}"
@@ -587,7 +593,7 @@ def upload_file(local: str, url: str) -> None:
     call(lambda: fs.put_file(local, target), url, "upload")
 
 
-def upload_tree(local_dir: str, url: str, *, last: str | None = None) -> None:
+def upload_tree(local_dir: str, url: str, *, last: str | None = None, skip: tuple[str, ...] = ()) -> None:
     """Copy the files under ``local_dir`` to the prefix ``url``, each object published whole; ``last``
     (a relative path, e.g. a completion marker) is uploaded after every other file, so that a reader that
     waits for it sees a complete tree."""
@@ -595,7 +601,8 @@ def upload_tree(local_dir: str, url: str, *, last: str | None = None) -> None:
     names = []
     for folder, _dirs, files in os.walk(local_dir):
         for name in files:
-            names.append(os.path.relpath(os.path.join(folder, name), local_dir))
+            if name not in skip:
+                names.append(os.path.relpath(os.path.join(folder, name), local_dir))
     names.sort(key=lambda n: (n == last, n))
     for name in names:
         dest = posixpath.join(base.rstrip("/"), name.replace(os.sep, "/"))

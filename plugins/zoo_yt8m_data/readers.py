@@ -338,6 +338,15 @@ class FrameFeatureReader(_YT8MReader):
         auto (shortest for MediaSequence keys, whose streams are not aligned; strict otherwise)."""
 
     def _claim_directory(self, path: str) -> list[str] | None:
+        if storage.is_url(path):
+            # packed data is memory-mapped: a packed dataset in a bucket is copied once to local disk
+            index = storage.stat(f"{path.rstrip('/')}/{packed.INDEX}")
+            if index is None or not index.is_file:
+                return None
+            from zoo.paths import cache_dir
+
+            root = self.remote.cache_dir or str(cache_dir("packed-remote"))
+            return packed.shards_of(storage.localize(path.rstrip("/"), root))
         return packed.shards_of(path)
 
     @classmethod

@@ -181,6 +181,11 @@ def expand_paths(
         if found.is_file:
             add(url, source)
             return
+        claimed = directory(url) if directory else None
+        if claimed is not None:
+            for item in claimed:
+                add(item, f"directory {shown}")
+            return
         names = [
             e.url
             for e in storage.listdir(url)
