@@ -480,3 +480,16 @@ def test_zoo_data_pack_from_a_bucket_into_a_bucket_and_read_back(tiny_data, s3, 
     reader = frame_reader(["s3://packed/train/"], cache=str(tmp_path / "cache"))
     assert all(not storage.is_url(s) for s in reader.sources())
     assert records(reader) == records(frame_reader([tiny_data / "train"]))
+
+
+@pytest.mark.integration
+def test_data_dir_may_be_a_bucket_prefix(tiny_data, s3):
+    from zoo.config import load_config
+    from zoo.engine.build import with_data_dir
+
+    upload_dir(tiny_data, "s3://yt8m/frame/")
+    cfg = with_data_dir(load_config(None, ["dataset.preset=yt8m"], model="mean-pool"), "s3://yt8m/frame")
+    assert cfg.data.train == ["s3://yt8m/frame/train/"]
+    assert cfg.data.valid == ["s3://yt8m/frame/validate/"] and cfg.data.test == ["s3://yt8m/frame/test/"]
+    with pytest.raises(UsageError, match="no train/ or valid/"):
+        with_data_dir(load_config(None, ["dataset.preset=yt8m"], model="mean-pool"), "s3://yt8m/frame/train")
