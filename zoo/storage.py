@@ -16,6 +16,7 @@ upload completes: a reader sees the old object or the new one, never a part).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import posixpath
@@ -65,6 +66,11 @@ _PERMANENT = (
     NotImplementedError,
     UsageError,
 )
+
+
+# s3fs and gcsfs turn a store's answers into OSError with these numbers when retrying cannot help (an invalid
+# bucket name, access denied, no such key); connection resets and 5xx answers carry others or none.
+_PERMANENT_ERRNOS = {errno.EINVAL, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
 
 
 def is_url(path: Any) -> bool:
@@ -205,16 +211,27 @@ def call(
             raise DataError(missing(url, "object, prefix or bucket")) from None
         except _PERMANENT as exc:
             raise DataError(f"{redact(url)}: cannot {what}: {reason(exc)}") from None
+        except OSError as exc:
+            if exc.errno not in _PERMANENT_ERRNOS:
+                attempt = _wait_or_give_up(exc, attempt, url, what, retry, on_retry)
+                continue
+            raise DataError(f"{redact(url)}: cannot {what}: {reason(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - network and store errors come in many types
-            attempt += 1
-            if attempt >= retry.attempts:
-                raise DataError(
-                    f"{redact(url)}: cannot {what} after {attempt} attempts: {reason(exc)}"
-                ) from None
-            wait = min(retry.max_wait, retry.backoff * 2 ** (attempt - 1))
-            message = f"{redact(url)}: {what} failed ({reason(exc)}); retry {attempt} in {wait:.1f} s"
-            (on_retry or _warn)(message)
-            time.sleep(wait)
+            attempt = _wait_or_give_up(exc, attempt, url, what, retry, on_retry)
+
+
+def _wait_or_give_up(
+    exc: Exception, attempt: int, url: str, what: str, retry: Retry, on_retry: Callable[[str], None] | None
+) -> int:
+    """After a transient failure: wait before the next attempt (and say so), or raise after the last one."""
+    attempt += 1
+    if attempt >= retry.attempts:
+        raise DataError(f"{redact(url)}: cannot {what} after {attempt} attempts: {reason(exc)}") from None
+    wait = min(retry.max_wait, retry.backoff * 2 ** (attempt - 1))
+    message = f"{redact(url)}: {what} failed ({reason(exc)}); retry {attempt} in {wait:.1f} s"
+    (on_retry or _warn)(message)
+    time.sleep(wait)
+    return attempt
 
 
 def _warn(message: str) -> None:
