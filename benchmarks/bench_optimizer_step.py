@@ -28,8 +28,8 @@ def measure(mode: str, scope: str, kind: str) -> dict:
     import numpy as np
 
     import zoo
-    from zoo.config import TrainConfig
     from zoo.engine.runtime import init_paddle
+    from zoo.engine.settings import TrainConfig
     from zoo.engine.train.optimizer import build_optimizer
 
     paddle = init_paddle("cpu")

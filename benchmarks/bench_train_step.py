@@ -123,7 +123,7 @@ def run_case(
     if optimizer_kind == "plain":
         optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
     else:  # the engine's: the default recipe's clipping and L2 term, paddle's own or in place
-        from zoo.config import TrainConfig
+        from zoo.engine.settings import TrainConfig
         from zoo.engine.train.optimizer import build_optimizer
 
         # inplace: InPlaceClipDecay and paddle's adam kernel; engine: the trainer's (the fused update)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from zoo import DatasetSpec, build_model
-from zoo.config import TrainConfig
+from zoo.engine.settings import TrainConfig
 
 SPEC = DatasetSpec(num_classes=5, features={"rgb": 6, "audio": 4}, max_frames=10)
 LENGTHS = [3, 7, 1]

@@ -214,7 +214,7 @@ def test_teacher_store_round_trip_is_memory_mapped_and_names_missing_videos(tmp_
 def test_distillation_loss_matches_numpy(paddle_cpu):
     import paddle
 
-    from zoo.config import DistillConfig
+    from zoo.engine.settings import DistillConfig
     from zoo.engine.train.losses import training_loss
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import paddle
 import pytest
 from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
 
-from zoo.config import TrainConfig
+from zoo.engine.settings import TrainConfig
 from zoo.engine.train import update as gradclip
 from zoo.engine.train.optimizer import build_optimizer
 from zoo.nn import LogisticHead

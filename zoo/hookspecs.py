@@ -67,6 +67,14 @@ def zoo_register_extensions(register: Register) -> None:
 
 
 @hookspec
+def zoo_register_config_sections(register: Callable[[str, Any], None]) -> None:
+    """Register config sections: ``register(name, target)``, ``target`` a dataclass or its
+    ``"module:Class"`` path (imported when a config is first validated). Every field has a default; a
+    ``finish(config)`` method, if any, completes defaults that depend on other sections. The core's own
+    sections (dataset, model, data, sample) and another plugin's cannot be taken."""
+
+
+@hookspec
 def zoo_register_datasets(register: Callable[[Any], None]) -> None:
     """Register dataset presets: ``register(zoo.contracts.DatasetPreset(...))``; configs name them with
     ``dataset: {preset: NAME}``."""

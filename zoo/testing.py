@@ -373,7 +373,8 @@ def _export_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
     import importlib
 
     import zoo
-    from zoo.config import DataConfig, EvalConfig, PredictConfig, TrainConfig, ZooConfig
+    from zoo.config import SECTIONS as CORE_SECTIONS
+    from zoo.config import DataConfig, ZooConfig, sections
     from zoo.engine.export.metadata import read_metadata
     from zoo.engine.export.predictor import load_exported
     from zoo.engine.export.tracing import export_model
@@ -407,10 +408,7 @@ def _export_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
         model=job["config"],
         data=DataConfig(),
         reader={},
-        train=TrainConfig(),
-        eval=EvalConfig(),
-        metric={},
-        predict=PredictConfig(),
+        sections={name: cls() for name, cls in sections().items() if name not in CORE_SECTIONS},
     )
     paddle.seed(0)
     reference = zoo.build_model(name, spec=spec, **job["config"])

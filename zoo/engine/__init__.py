@@ -11,6 +11,7 @@
 - ``commands/``     the engine's ``zoo`` commands (argument handling only), registered like a plugin's
 - ``feed.py``       feeding batches to a model: a split's batches, tensors on the device, logits, the default loss
 - ``runtime.py``    the Paddle runtime: environment, device and threads
+- ``settings.py``   the engine's config sections (train, eval, predict), registered with the core
 - ``build.py``      from a validated config to the objects a run needs: data splits, readers, model, metric
 - ``bench.py``      the benchmark runner behind ``zoo bench``
 - ``api.py``        what a plugin may use of the engine (the only engine module plugins import)
