@@ -463,7 +463,11 @@ def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progre
 
 
 def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool = True) -> TopKTable:
-    """A run directory (predicted over ``split``) or a prediction file, checked against the class count."""
+    """A run directory (predicted over ``split``) or a prediction file, checked against the class count;
+    either may be an ``s3://`` or ``gs://`` URL (fetched once into the cache)."""
+    from zoo.engine.runs.weights import local_copy
+
+    source = local_copy(source)
     if is_run_dir(source):
         if cfg is None:
             raise UsageError(f"{source}: a run member needs data to predict: give --config or --data")
