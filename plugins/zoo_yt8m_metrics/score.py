@@ -218,7 +218,9 @@ class ScoreCommand:
             help="predictions per video that count for GAP and mAP (default %(default)s)",
         )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
-        parser.add_argument("--per-class", metavar="CSV", help="write per-class AP to this CSV")
+        parser.add_argument(
+            "--per-class", metavar="CSV", help="write per-class AP (with --segments: segment AP) to this CSV"
+        )
         parser.add_argument(
             "--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv: adds class names to --per-class"
         )
@@ -261,18 +263,31 @@ def _score_segments(args: argparse.Namespace) -> int:
 
     if args.top_segments < 1:
         raise UsageError(f"--top-segments must be at least 1, got {args.top_segments}")
+    if args.vocabulary and not args.per_class:
+        raise UsageError("--vocabulary names the classes of --per-class; give --per-class CSV too")
     spec = DatasetSpec(num_classes=args.num_classes, features={})  # ratings only: no frames decoded
     reader = zoo.build_reader("yt8m-segment", paths=list(args.data), spec=spec)
-    metrics, _ = score_segment_submission(
-        args.segments, reader, num_classes=args.num_classes, top_n=args.top_segments
+    listed: list[int] = []
+    metrics, metric = score_segment_submission(
+        args.segments, reader, num_classes=args.num_classes, top_n=args.top_segments, listed=listed
     )
+    if args.per_class:
+        from zoo.engine.predictions import load_class_names
+
+        vocabulary = load_class_names(args.vocabulary) if args.vocabulary else None
+        metric.write_per_class_csv(args.per_class, vocabulary, listed=listed)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(
-            f"segment MAP {metrics['segment_map']:.6f}  classes {metrics['segment_classes']}  "
+            f"segment MAP {metrics['segment_map']:.6f} over the {metrics['segment_classes']} classes with rated "
+            f"positives (Kaggle 2019)\n"
+            f"segment MAP {metrics['segment_map_listed']:.6f} over the {metrics['segment_classes_listed']} rated "
+            f"classes the file lists (google's segment_eval_inference.py)\n"
             f"rated pairs scored {metrics['rated_pairs_scored']} of {metrics['rated_pairs']}"
         )
+        if args.per_class:
+            print(f"per-class segment AP written to {args.per_class}")
     return 0
 
 

@@ -294,6 +294,10 @@ class SegmentMetric:
             self._positives += np.asarray(st["positives"], dtype=np.int64)
             self._rated += int(st["rated"])
 
+    def rated_positives(self) -> np.ndarray:
+        """Rated positive segments per class ``[num_classes]`` (0: the class is not rated in the data)."""
+        return self._positives.copy()
+
     def per_class_ap(self) -> np.ndarray:
         """AP per class ``[num_classes]``; NaN for a class without rated positives."""
         scores, classes, labels = self._pairs()
@@ -319,6 +323,43 @@ class SegmentMetric:
     def write_reports(self, out_dir: Path, class_names: Mapping[int, str] | None) -> list[Path]:
         """No detailed report beyond compute()'s values."""
         return []
+
+    def write_per_class_csv(
+        self,
+        path: str | Path,
+        vocabulary: Mapping[int, str] | None = None,
+        listed: Sequence[int] | None = None,
+    ) -> None:
+        """Per-class segment AP, atomically: class, name, ap, rated_positives, rated_pairs_scored and (with
+        ``listed``, the classes a submission has a row for) listed. A class with rated positives has an AP (0
+        when nothing of it was scored); the others have an empty ``ap`` and are written only when listed."""
+        import csv
+
+        from zoo.atomic import atomic_path
+
+        ap = self.per_class_ap()
+        _, classes, _ = self._pairs()
+        scored = (
+            np.bincount(classes, minlength=self.num_classes) if classes.size else np.zeros(self.num_classes)
+        )
+        in_file = set(int(c) for c in listed) if listed is not None else set()
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["class", "name", "ap", "rated_positives", "rated_pairs_scored"]
+                + (["listed"] if listed is not None else [])
+            )
+            for c in range(self.num_classes):
+                if self._positives[c] == 0 and c not in in_file:
+                    continue
+                row = [
+                    c,
+                    (vocabulary or {}).get(c, ""),
+                    "" if np.isnan(ap[c]) else f"{ap[c]:.6f}",
+                    int(self._positives[c]),
+                    int(scored[c]),
+                ]
+                writer.writerow(row + ([int(c in in_file)] if listed is not None else []))
 
     def compute(self) -> dict[str, float]:
         """segment_map, segment_classes, rated_pairs_scored, rated_pairs."""

@@ -421,16 +421,37 @@ def load_weights(path: str | Path, count: int) -> list[float]:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+    """A member that holds a model to predict with: a run directory of `zoo train`, one of its checkpoints
+    (``RUN/checkpoints/step-N``) or an export of `zoo export`."""
+    return _member_config(Path(path)) is not None
+
+
+def _member_config(path: Path) -> tuple[dict[str, Any], str] | None:
+    """The config of a model member and where it comes from: a run's config.json (for a checkpoint, the
+    run's, two folders up), or an export's metadata.json; None when ``path`` is none of them."""
+    if not path.is_dir():
+        return None
+    run = path if (path / "config.json").is_file() else path.parent.parent
+    if (run / "config.json").is_file() and (run == path or path.parent.name == "checkpoints"):
+        return json.loads((run / "config.json").read_text()), str(run / "config.json")
+    if (path / "metadata.json").is_file():
+        from zoo.engine.export import read_metadata
+
+        return read_metadata(path)["config"], f"{path / 'metadata.json'} (exported config)"
+    return None
 
 
 def run_config(run_dir: str | Path, data_from: Any = None) -> Any:
     """A run's saved config, with the data splits of ``data_from`` (a ZooConfig) when given."""
     from zoo.config import load_config
 
-    run_dir = Path(run_dir)
-    raw = json.loads((run_dir / "config.json").read_text())
-    cfg = load_config(None, raw=raw, source=f"{run_dir / 'config.json'}")
+    found = _member_config(Path(run_dir))
+    if found is None:
+        raise UsageError(
+            f"{run_dir}: not a run directory, checkpoint or export (no config.json or metadata.json)"
+        )
+    raw, source = found
+    cfg = load_config(None, raw=raw, source=source)
     if data_from is not None:
         splits = {s: getattr(data_from.data, s) for s in ("train", "valid", "test", "infer")}
         cfg = cfg.with_overrides({"data": splits}, "the ensemble's data")
@@ -449,10 +470,16 @@ def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progre
             f"{run_dir}: the run has {run_cfg.dataset.num_classes} classes, the ensemble "
             f"{cfg.dataset.num_classes}; members must share the class count"
         )
-    model = build_model(run_cfg)
-    apply_weights(model, read_weights(str(run_dir)), strict=True)
+    if (Path(run_dir) / "metadata.json").is_file() and not (Path(run_dir) / "config.json").is_file():
+        from zoo.engine.export import load_exported
+
+        scorer = load_exported(run_dir).predict  # an export: its own predictor, as `zoo predict --model`
+    else:
+        model = build_model(run_cfg)
+        apply_weights(model, read_weights(str(run_dir)), strict=True)
+        scorer = dygraph_scorer(model, run_cfg.dataset.features)
     rows = predict(
-        dygraph_scorer(model, run_cfg.dataset.features),
+        scorer,
         build_reader(run_cfg, split),
         run_cfg,
         top_k=top_k,
@@ -469,7 +496,10 @@ def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool
             raise UsageError(f"{source}: a run member needs data to predict: give --config or --data")
         table = predict_run(source, cfg, split, top_k, progress=progress)
     elif Path(source).is_dir():
-        raise UsageError(f"{source}: a directory without config.json is not a run directory of `zoo train`")
+        raise UsageError(
+            f"{source}: a directory that is not a run directory of `zoo train` (no config.json), one of its "
+            f"checkpoints (RUN/checkpoints/step-N) or an export of `zoo export` (no metadata.json)"
+        )
     else:
         table = read_prediction_file(source, cfg.dataset.num_classes if cfg is not None else None)
     if cfg is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
     )
     if info.get("vocabulary") and cfg.predict.vocabulary is None:
         patch.setdefault("predict", {})["vocabulary"] = str(info["vocabulary"])
-    return cfg.with_overrides(patch, "built-in sample data")
+    # the user's -o overrides rank above the sample section: what they typed wins
+    return cfg.with_overrides(patch, "built-in sample data", under_user=True)
 
 
 def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
@@ -78,7 +80,39 @@ def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> Zoo
     splits = {split: found.get(split) for split in SPLITS}
     if keep_infer:  # predict --filelist: named explicitly
         splits.pop("infer")
-    return cfg.with_overrides({"data": splits}, f"--data {root}")
+    patch: dict[str, Any] = {"data": splits}
+    # The class count the data states (manifest.json of `zoo data synth`): taken when the config does not
+    # say one; a config that says fewer classes than the data has is refused (labels would not fit).
+    manifest = base / "manifest.json"
+    if manifest.is_file():
+        try:
+            classes = json.loads(manifest.read_text(encoding="utf-8")).get("num_classes")
+        except (OSError, UnicodeError, ValueError, AttributeError) as exc:
+            raise UsageError(f"{manifest}: not a readable JSON manifest ({exc}); fix or remove it") from None
+        if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+            raise UsageError(f"{manifest}: num_classes must be a positive integer, got {classes!r}")
+        stated = "num_classes" in (cfg.raw.get("dataset") or {})
+        if classes is not None and not stated:
+            patch["dataset"] = {"num_classes": classes}
+            if classes != cfg.dataset.num_classes:
+                print(
+                    f"--data {root}: {classes} classes (its manifest.json; the dataset preset says "
+                    f"{cfg.dataset.num_classes})",
+                    file=sys.stderr,
+                )
+        elif classes is not None and classes > cfg.dataset.num_classes:
+            raise UsageError(
+                f"--data {root}: its manifest.json says {classes} classes, the config's dataset.num_classes is "
+                f"{cfg.dataset.num_classes}, so labels of the data would not fit the model; train with "
+                f"-o dataset.num_classes={classes} (or point --data at data of {cfg.dataset.num_classes} classes)"
+            )
+        elif classes is not None and classes != cfg.dataset.num_classes:
+            print(
+                f"warning: --data {root}: its manifest.json says {classes} classes, the config's "
+                f"dataset.num_classes is {cfg.dataset.num_classes}: the model has classes the data never labels",
+                file=sys.stderr,
+            )
+    return cfg.with_overrides(patch, f"--data {root}", under_user=True)  # an -o (zoo bench's) still wins
 
 
 def check_data_sources(data_dir: str | None, overrides: list[str]) -> None:
