@@ -573,4 +573,12 @@ def test_a_row_for_an_unrated_class_is_reported(segdata, tmp_path, capsys):
         str(CLASSES),
     ]
     assert zoo_main(argv) == 0
-    assert "without rated segments" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "without rated segments" in err
+    listed_ids = set(read_label_ids(segdata / "segment_label_ids.csv").tolist())
+    if unrated not in listed_ids:  # segment_label_ids.csv beside --data names the rated classes
+        assert f"classes outside {segdata / 'segment_label_ids.csv'}: {unrated}" in err
+    other = tmp_path / "ids.csv"
+    other.write_text(f"Index\n{unrated}\n")
+    assert zoo_main([*argv, "--segment-classes", str(other)]) == 0
+    assert f"1 row(s) for classes outside {other}: {rated}" in capsys.readouterr().err

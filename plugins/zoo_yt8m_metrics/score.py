@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,6 +194,12 @@ class ScoreCommand:
             help="with --segments: entries allowed per class (default 100000)",
         )
         parser.add_argument(
+            "--segment-classes",
+            metavar="CSV",
+            help="with --segments: the rated classes (segment_label_ids.csv; default: the one beside --data); "
+            "rows for other classes are warned about",
+        )
+        parser.add_argument(
             "--data",
             required=True,
             nargs="+",
@@ -271,6 +278,32 @@ def _score_segments(args: argparse.Namespace) -> int:
     metrics, metric = score_segment_submission(
         args.segments, reader, num_classes=args.num_classes, top_n=args.top_segments, listed=listed
     )
+    # Kaggle's rated classes: --segment-classes, else segment_label_ids.csv beside the data (up to two folders up)
+    reader_cls: Any = zoo.plugin_class("reader", "yt8m-segment")
+    label_ids = args.segment_classes
+    for path in [] if label_ids else args.data:
+        base = Path(path)
+        folders = (
+            [base.parent, base.parent.parent] if base.is_file() else [base, base.parent, base.parent.parent]
+        )
+        found = [
+            f / reader_cls.rated_classes_file
+            for f in folders
+            if (f / reader_cls.rated_classes_file).is_file()
+        ]
+        if found:
+            label_ids = str(found[0])
+            break
+    if label_ids:
+        rated = set(reader_cls.read_rated_classes(label_ids, args.num_classes).tolist())
+        outside = [c for c in listed if c not in rated]
+        if outside:
+            shown = ", ".join(str(c) for c in outside[:10])
+            print(
+                f"warning: {args.segments}: {len(outside)} row(s) for classes outside {label_ids}: {shown}"
+                f"{' ...' if len(outside) > 10 else ''}; Kaggle's 2019 competition refused such submissions",
+                file=sys.stderr,
+            )
     if args.per_class:
         from zoo.engine.predictions import load_class_names
 
