@@ -291,10 +291,11 @@ class Trainer:
             self._start_average()
         if self.finished is not None:  # a complete run resumed: only its final weights, from the checkpoint
             self._write_final_weights()
-            self.log(
-                f"{self.finished}\nfinished the run: wrote its final weights "
-                f"{self.run_dir / checkpoint.WEIGHTS_FILE} from that checkpoint"
-            )
+            if self.ctx.is_main:
+                self.log(
+                    f"{self.finished}\nfinished the run: wrote its final weights "
+                    f"{self.run_dir / checkpoint.WEIGHTS_FILE} from that checkpoint"
+                )
             st = self.state
             return TrainResult(
                 self.run_dir,
