@@ -106,6 +106,18 @@ def test_the_class_count_comes_from_the_manifest_and_a_smaller_one_is_refused(ti
     assert "the model has classes the data never labels" in capsys.readouterr().err
 
 
+def test_data_named_in_the_config_brings_its_manifest_class_count_too(tiny_data, capsys):
+    from zoo.engine.setup import ensure_data
+
+    paths = [f"data.train={tiny_data / 'train'}", f"data.valid={tiny_data / 'validate'}"]
+    cfg = ensure_data(load_config(bundled_config("mean-pool"), paths, model="mean-pool"))
+    assert cfg.dataset.num_classes == TINY_CLASSES
+    assert f"{TINY_CLASSES} classes (its manifest.json" in capsys.readouterr().err
+    files = sorted(str(p) for p in (tiny_data / "train").iterdir())
+    cfg = ensure_data(load_config(bundled_config("mean-pool"), [f"data.train={files}"], model="mean-pool"))
+    assert cfg.dataset.num_classes == TINY_CLASSES  # files: the manifest two folders up
+
+
 # -- nothing silent ------------------------------------------------------------------------------------------
 
 
