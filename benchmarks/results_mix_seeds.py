@@ -31,10 +31,10 @@ def train_and_score(
     model: str, seed: int, epochs: int, run_dir: Path, max_iter: int | None
 ) -> dict[str, Any]:
     from zoo.config import bundled_config, load_config
-    from zoo.engine.loop import evaluate
-    from zoo.engine.setup import build_reader, with_sample_data
-    from zoo.engine.trainer import Trainer
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_reader, with_sample_data
+    from zoo.engine.infer.loops import evaluate
+    from zoo.engine.runs.weights import apply_weights, read_weights
+    from zoo.engine.train.trainer import Trainer
 
     overrides = [
         f"train.epoch={epochs}",
@@ -47,7 +47,7 @@ def train_and_score(
     start = time.perf_counter()
     result = Trainer(cfg, overwrite=True, progress=False, log=lambda _m: None).fit()
     seconds = time.perf_counter() - start
-    from zoo.engine.setup import build_model
+    from zoo.engine.build import build_model
 
     net = build_model(cfg)
     apply_weights(net, read_weights(str(result.run_dir)), strict=True)

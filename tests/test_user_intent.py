@@ -14,7 +14,7 @@ from test_engine import tiny_config, weights_of
 
 from zoo.cli import build_parser
 from zoo.config import bundled_config, load_config
-from zoo.engine.trainer import Trainer
+from zoo.engine.train.trainer import Trainer
 from zoo.errors import UsageError
 
 
@@ -42,7 +42,7 @@ def parsed(*argv: str):
 def test_o_wins_over_the_sample_section(command, override, read, paddle_cpu):
     """base.yaml's sample section sets train.epoch 4 and eval/predict batches of 64; what -o says wins, and
     the rest of the sample section still applies."""
-    from zoo.engine.commands.workflow import _prepare
+    from zoo.engine.commands.common import prepare_config as _prepare
 
     cfg = _prepare(parsed(command, "nextvlad", "-o", override), quiet=True)
     assert read(cfg) == int(override.split("=")[1])
@@ -60,7 +60,7 @@ def test_o_wins_over_the_sample_section_in_bench(tmp_path):
 
 
 def test_o_wins_over_the_config_in_export(tmp_path):
-    from zoo.engine.commands.workflow import _config
+    from zoo.engine.commands.common import command_config as _config
 
     cfg = _config(parsed("export", "nextvlad", "-o", "model.hidden_size=24", "-o", "predict.top_k=3"))
     assert cfg.model["hidden_size"] == 24 and cfg.predict.top_k == 3
@@ -86,7 +86,7 @@ def test_the_precedence_is_documented():
 
 
 def test_the_class_count_comes_from_the_manifest_and_a_smaller_one_is_refused(tiny_data, capsys):
-    from zoo.engine.setup import with_data_dir
+    from zoo.engine.build import with_data_dir
 
     cfg = with_data_dir(load_config(bundled_config("mean-pool"), model="mean-pool"), str(tiny_data))
     assert cfg.dataset.num_classes == TINY_CLASSES  # not the yt8m preset's 3862
@@ -107,7 +107,7 @@ def test_the_class_count_comes_from_the_manifest_and_a_smaller_one_is_refused(ti
 
 
 def test_data_named_in_the_config_brings_its_manifest_class_count_too(tiny_data, capsys):
-    from zoo.engine.setup import ensure_data
+    from zoo.engine.build import ensure_data
 
     paths = [f"data.train={tiny_data / 'train'}", f"data.valid={tiny_data / 'validate'}"]
     cfg = ensure_data(load_config(bundled_config("mean-pool"), paths, model="mean-pool"))
@@ -189,19 +189,23 @@ def test_a_model_with_its_own_loss_says_which_loss_train_loss_is(tiny_data, tmp_
 
 @pytest.mark.integration
 def test_checkpoints_and_exports_are_ensemble_members(tiny_data, tmp_path, paddle_cpu):
-    from zoo.engine import ensemble as ens
-    from zoo.engine.export import export_model
+    import argparse
+
+    from zoo.engine.commands.ensemble import _members
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.infer import ensemble as ens
 
     run = tmp_path / "run"
     cfg = tiny_config(tiny_data, run, "train.epoch=1")
     Trainer(cfg, progress=False).fit()
     step = sorted((run / "checkpoints").iterdir())[-1]
-    from_run = ens.load_member(str(run), cfg, "test", 5, progress=False)
-    from_checkpoint = ens.load_member(str(step), cfg, "test", 5, progress=False)
+    export_model(cfg, str(run), tmp_path / "export")
+    args = argparse.Namespace(
+        members=[str(run), str(step), str(tmp_path / "export")], member_top_k=5, device=None
+    )
+    from_run, from_checkpoint, from_export = _members(args, cfg, "test")  # as `zoo ensemble` loads them
     np.testing.assert_array_equal(from_run.classes, from_checkpoint.classes)
     np.testing.assert_allclose(from_run.probs, from_checkpoint.probs, rtol=0, atol=0)
-    export_model(cfg, str(run), tmp_path / "export")
-    from_export = ens.load_member(str(tmp_path / "export"), cfg, "test", 5, progress=False)
     np.testing.assert_allclose(from_run.probs, from_export.probs, rtol=0, atol=1e-5)
     with pytest.raises(UsageError, match="not a run directory of `zoo train`.*checkpoints.*export"):
         ens.load_member(str(tmp_path), cfg, "test", 5, progress=False)

@@ -5,19 +5,15 @@ class index, a comma, and up to 100,000 space-separated ``videoid:start`` entrie
 first frame of a 5-frame segment. Scoring ranks each class's entries by their position and keeps the rated
 (segment, class) pairs (see :class:`~zoo_yt8m_metrics.segment.SegmentMetric`).
 
-The engine selects the top-N per class (``zoo.engine.topsegments``) and writes through
+The segment plugin selects the top-N per class (``zoo_yt8m_segments.topsegments``) and writes through
 :meth:`~zoo_yt8m_metrics.segment.SegmentMetric.write_submission`, the metric that scores the file.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from zoo.errors import DataError
 
@@ -106,67 +102,3 @@ def iter_segment_submission(
                 yield line_no, cls, entries
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: the submission is not UTF-8 text ({exc.reason})") from None
-
-
-def score_segment_submission(
-    path: str | os.PathLike,
-    videos: Iterable[Mapping[str, Any]],
-    *,
-    num_classes: int,
-    top_n: int = MAX_ENTRIES,
-    listed: list[int] | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> tuple[dict[str, float], Any]:
-    """Segment mAP of a submission against rated records (the segment reader's dicts).
-
-    Each class's entries score by rank (the first highest); classes without a row count as AP 0. An entry for
-    a video not in the rated data, or a class outside ``0 .. num_classes-1``, is an error naming the line.
-
-    Two averages: ``segment_map`` over every class with rated positives (Kaggle's 2019 leaderboard), and
-    ``segment_map_listed`` over the classes the file has a row for (google's ``segment_eval_inference.py``).
-    A row for a class without rated segments is reported through ``warn`` (default: stderr; Kaggle refused
-    such files and google's script stops on them); ``listed`` (if given) receives the classes with a row.
-    """
-    from zoo.config import DatasetSpec
-    from zoo_yt8m_metrics.segment import SegmentMetric, SegmentMetricConfig
-
-    metric = SegmentMetric(SegmentMetricConfig(), DatasetSpec(num_classes=num_classes, features={}))
-    known: set[str] = set()
-    for video in videos:
-        metric.add_ground_truth(video)
-        known.add(str(video["id"]))
-    if not known:
-        raise DataError("the rated data holds no videos; check --data")
-    rows: list[tuple[int, int]] = []  # (line, class) of every row
-    for line_no, cls, entries in iter_segment_submission(path, max_entries=top_n):
-        if cls >= num_classes:
-            raise DataError(f"{path}: line {line_no}: class {cls} is outside 0 .. {num_classes - 1}")
-        for vid, _ in entries:
-            if vid not in known:
-                raise DataError(
-                    f"{path}: line {line_no}: video {vid!r} is not in the rated data; score against the "
-                    f"partition the submission was made for"
-                )
-        ids = [vid for vid, _ in entries]
-        starts = np.asarray([s for _, s in entries], np.int64)
-        metric.update_class(cls, ids, starts, np.arange(len(entries), 0, -1, dtype=np.float64))
-        rows.append((line_no, cls))
-    metrics = metric.compute()
-    positives = metric.rated_positives()
-    unrated = [(line_no, cls) for line_no, cls in rows if positives[cls] == 0]
-    if unrated:
-        shown = ", ".join(f"{cls} (line {line_no})" for line_no, cls in unrated[:5])
-        (warn or (lambda message: print(message, file=sys.stderr)))(
-            f"warning: {path}: {len(unrated)} row(s) for classes without rated segments in the data: {shown}"
-            f"{' ...' if len(unrated) > 5 else ''}. They count in no MAP; Kaggle's 2019 competition refused "
-            f"submissions with classes outside segment_label_ids.csv, and google's segment_eval_inference.py "
-            f"stops on them: list only the rated classes (zoo predict --segments --segment-classes CSV)"
-        )
-    rated_listed = [cls for _, cls in rows if positives[cls] > 0]
-    ap = metric.per_class_ap()
-    metrics["segment_map_listed"] = float(ap[rated_listed].mean()) if rated_listed else 0.0
-    metrics["segment_classes_listed"] = len(rated_listed)
-    metrics["unrated_rows"] = len(unrated)
-    if listed is not None:
-        listed.extend(cls for _, cls in rows)
-    return metrics, metric

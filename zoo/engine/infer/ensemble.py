@@ -92,7 +92,7 @@ class TopKTable:
 
     def columns(self) -> Any:
         """The table as ``PredictionColumns`` (for the formats' ``write_columns``)."""
-        from zoo.engine.prediction_io import PredictionColumns
+        from zoo.engine.infer.prediction_files import PredictionColumns
 
         return PredictionColumns(self.ids, self.classes, self.probs)
 
@@ -237,7 +237,7 @@ def combine(
     source: str = "ensemble",
 ) -> TopKTable:
     """The ensemble's table: each video's ``top_k`` classes by the weighted mean (ties: lowest class)."""
-    from zoo.engine.predictions import top_k as best
+    from zoo.ranking import top_k as best
 
     _check_rule(mean, missing)
     check_same_videos(tables)
@@ -434,10 +434,17 @@ def _member_config(path: Path) -> tuple[dict[str, Any], str] | None:
     run = path if (path / "config.json").is_file() else path.parent.parent
     if (run / "config.json").is_file() and (run == path or path.parent.name == "checkpoints"):
         return json.loads((run / "config.json").read_text()), str(run / "config.json")
-    if (path / "metadata.json").is_file():
-        from zoo.engine.export import read_metadata
-
-        return read_metadata(path)["config"], f"{path / 'metadata.json'} (exported config)"
+    metadata = path / "metadata.json"
+    if metadata.is_file():  # checked in full when the export is opened (zoo.engine.export)
+        try:
+            config = json.loads(metadata.read_text(encoding="utf-8")).get("config")
+        except (OSError, UnicodeError, ValueError, AttributeError) as exc:
+            raise DataError(
+                f"{metadata}: not readable export metadata ({exc}); re-export with `zoo export`"
+            ) from None
+        if not isinstance(config, dict):
+            raise DataError(f"{metadata}: no saved config; re-export with `zoo export`")
+        return config, f"{metadata} (exported config)"
     return None
 
 
@@ -458,11 +465,20 @@ def run_config(run_dir: str | Path, data_from: Any = None) -> Any:
     return cfg
 
 
-def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progress: bool = True) -> TopKTable:
-    """Predict ``split`` of ``cfg``'s data with the weights of ``run_dir`` (its own model config)."""
-    from zoo.engine.loop import dygraph_scorer, predict
-    from zoo.engine.setup import build_model, build_reader
-    from zoo.engine.weights import apply_weights, read_weights
+def predict_run(
+    run_dir: str | Path,
+    cfg: Any,
+    split: str,
+    top_k: int,
+    *,
+    progress: bool = True,
+    open_export: Callable[[str], Any] | None = None,
+) -> TopKTable:
+    """Predict ``split`` of ``cfg``'s data with the weights of ``run_dir`` (its own model config); an export
+    directory is predicted by ``open_export(path)``, its scorer (``zoo ensemble`` passes Paddle Inference's)."""
+    from zoo.engine.build import build_model, build_reader
+    from zoo.engine.infer.loops import dygraph_scorer, predict
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     run_cfg = run_config(run_dir, cfg)
     if run_cfg.dataset.num_classes != cfg.dataset.num_classes:
@@ -471,9 +487,11 @@ def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progre
             f"{cfg.dataset.num_classes}; members must share the class count"
         )
     if (Path(run_dir) / "metadata.json").is_file() and not (Path(run_dir) / "config.json").is_file():
-        from zoo.engine.export import load_exported
-
-        scorer = load_exported(run_dir).predict  # an export: its own predictor, as `zoo predict --model`
+        if open_export is None:
+            raise UsageError(
+                f"{run_dir}: an export member needs a way to run it (zoo ensemble opens exports)"
+            )
+        scorer = open_export(str(run_dir))  # an export: its own predictor, as `zoo predict --model`
     else:
         model = build_model(run_cfg)
         apply_weights(model, read_weights(str(run_dir)), strict=True)
@@ -489,12 +507,21 @@ def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progre
     return TopKTable.from_predictions(str(run_dir), rows)
 
 
-def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool = True) -> TopKTable:
-    """A run directory (predicted over ``split``) or a prediction file, checked against the class count."""
+def load_member(
+    source: str,
+    cfg: Any,
+    split: str,
+    top_k: int,
+    *,
+    progress: bool = True,
+    open_export: Callable[[str], Any] | None = None,
+) -> TopKTable:
+    """A run directory, checkpoint or export (predicted over ``split``; see :func:`predict_run`) or a
+    prediction file, checked against the class count."""
     if is_run_dir(source):
         if cfg is None:
             raise UsageError(f"{source}: a run member needs data to predict: give --config or --data")
-        table = predict_run(source, cfg, split, top_k, progress=progress)
+        table = predict_run(source, cfg, split, top_k, progress=progress, open_export=open_export)
     elif Path(source).is_dir():
         raise UsageError(
             f"{source}: a directory that is not a run directory of `zoo train` (no config.json), one of its "
@@ -509,7 +536,7 @@ def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool
 
 def split_labels(cfg: Any, split: str, ids: np.ndarray) -> Labels | None:
     """Labels of ``split`` aligned to ``ids``; None when the split has no labels (YouTube-8M's test)."""
-    from zoo.engine.setup import build_reader, split_paths
+    from zoo.engine.build import build_reader, split_paths
 
     if cfg is None or not split_paths(cfg, split):
         return None
