@@ -11,7 +11,7 @@ The PaddleVideo 1.x models (PaddlePaddle/models ``PaddleCV/video/models/attentio
 ``attention_lstm``: fluid graphs, LoD sequences without padding) are re-stated the same way in fluid's layouts
 (a 1x1 conv for the attention scores, ``dynamic_lstm``'s c, i, f, o gates with peepholes, dropout's
 ``downgrade_in_infer`` scaling at inference) with their recipe's raw, un-normalised features.
-Also checked here: the optimizer's per-tensor clipping and classifier-only L2 (zoo.engine.optim).
+Also checked here: the optimizer's per-tensor clipping and classifier-only L2 (zoo.engine.train.optimizer).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from zoo import DatasetSpec, build_model
-from zoo.config import TrainConfig
+from zoo.engine.settings import TrainConfig
 
 SPEC = DatasetSpec(num_classes=5, features={"rgb": 6, "audio": 4}, max_frames=10)
 LENGTHS = [3, 7, 1]
@@ -249,18 +249,26 @@ def test_pooling_is_the_starters_frame_level_logistic(paddle, name, method):
     np.testing.assert_allclose(zoo_probabilities(model, batch), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["max", "average"])
-def test_dbof_is_the_starters_dbof_model(paddle, pooling):
+@pytest.mark.parametrize(
+    ("pooling", "activation"), [("max", "sigmoid"), ("average", "sigmoid"), ("max", "relu6")]
+)
+def test_dbof_is_the_starters_dbof_model(paddle, pooling, activation):
     c = SPEC.num_classes
-    model = build_model("dbof", spec=SPEC, cluster_size=16, hidden_size=8, pooling=pooling, **STARTER)
+    model = build_model(
+        "dbof", spec=SPEC, cluster_size=16, hidden_size=8, pooling=pooling, activation=activation, **STARTER
+    )
     w = randomize(model)
     batch, videos = make_batch()
+    # the starter's dbof_activation: sigmoid (its default since August 2019) or relu6
+    act = (
+        (lambda z: 1.0 / (1.0 + np.exp(-z))) if activation == "sigmoid" else (lambda z: np.clip(z, 0.0, 6.0))
+    )
     expected = []
     for v in videos:
         x = slim_bn(starter_input(v), w, "input_bn")  # reshaped_input -> input_bn
-        a = np.clip(slim_bn(x @ w["cluster.weight"], w, "cluster_bn"), 0.0, 6.0)  # cluster_bn, relu6
+        a = act(slim_bn(x @ w["cluster.weight"], w, "cluster_bn"))  # cluster_bn, act_fn
         a = a.max(axis=0) if pooling == "max" else a.mean(axis=0)  # FramePooling
-        h = np.clip(slim_bn(a @ w["hidden.weight"], w, "hidden_bn"), 0.0, 6.0)  # hidden1_bn, relu6
+        h = act(slim_bn(a @ w["hidden.weight"], w, "hidden_bn"))  # hidden1_bn, act_fn
         expected.append(moe_model(h[None], w, "head", c, 2)[0])
     np.testing.assert_allclose(zoo_probabilities(model, batch), np.stack(expected), rtol=1e-4, atol=1e-5)
 
@@ -438,7 +446,7 @@ def tiny_model(paddle):
 
 def run_steps(paddle, model, train_cfg, coefficients):
     """Adam steps on loss = sum_p <p, C_t[p]> (gradient C_t, known exactly); the parameters after each."""
-    from zoo.engine.optim import build_optimizer
+    from zoo.engine.train.optimizer import build_optimizer
 
     opt = build_optimizer(model, train_cfg)
     names = [n for n, _ in model.named_parameters()]
@@ -512,7 +520,7 @@ def test_classifier_scope_penalizes_head_weights_only(paddle):
 
 
 def test_classifier_scope_without_a_head_is_a_config_error(paddle):
-    from zoo.engine.optim import build_optimizer
+    from zoo.engine.train.optimizer import build_optimizer
     from zoo.errors import ConfigError
 
     cfg = dataclasses.replace(TrainConfig(), l2_scope="classifier")

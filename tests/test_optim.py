@@ -1,4 +1,4 @@
-"""The in-place clip and L2 term (zoo.engine.gradclip): bitwise paddle's update, without a copy of the gradients."""
+"""The in-place clip and L2 term (zoo.engine.train.update): bitwise paddle's update, without a copy of the gradients."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from kernel_helpers import REQUIRE, kernel_missing, require_kernel
 from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
 
-from zoo.config import TrainConfig
-from zoo.engine import gradclip
-from zoo.engine.optim import build_optimizer
+from zoo.engine.settings import TrainConfig
+from zoo.engine.train import update as gradclip
+from zoo.engine.train.optimizer import build_optimizer
 from zoo.nn import LogisticHead
 
 
@@ -102,7 +102,7 @@ def assert_same_update(got: np.ndarray, want: np.ndarray, kind: str, name: str) 
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-NO_KERNEL = "the fused update kernel (zoo/engine/_adam.c) was not built in this install"
+NO_KERNEL = "the fused update kernel (zoo/engine/train/_adam.c) was not built in this install"
 
 
 def count_kernel_calls(monkeypatch) -> list:
@@ -207,7 +207,7 @@ class TwoBranches(paddle.nn.Layer):
 
 def branch_steps(free: bool, fill: bool):
     """Parameters after 7 steps; gradients zeroed by paddle (free False) or freed (filled in if ``fill``)."""
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     paddle.seed(0)
     model = TwoBranches()
@@ -249,8 +249,8 @@ def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients
     """A whole run (NeXtVLAD, 16 steps, clipping active, L2 on every parameter) against the engine before:
     paddle's grad_clip and weight_decay and gradients zeroed between steps; the default (public paddle API)
     and the opt-in fused update."""
-    from zoo.engine import trainer as trainer_module
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train import trainer as trainer_module
+    from zoo.engine.train.trainer import Trainer
 
     extra = (f"train.gradient_clip_mode={mode}", "train.gradient_clip_norm=0.05", "train.l2_penalty=0.01")
     extra += (f"train.fused_update={str(fused).lower()}",)
@@ -349,7 +349,7 @@ def test_the_fused_kernel_checks_its_buffers():
 def test_the_default_optimizer_uses_paddles_public_api_and_the_fused_one_checks_the_version(monkeypatch):
     """``train.fused_update`` is opt-in; it runs only on the paddle versions it was tested with, elsewhere
     the public path runs after a one-line notice."""
-    from zoo.engine import optim
+    from zoo.engine.train import optimizer as optim
 
     cfg = dataclasses.replace(TrainConfig(), gradient_clip_norm=0.5, l2_penalty=0.01)
     logs: list[str] = []

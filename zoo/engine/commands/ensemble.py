@@ -1,4 +1,4 @@
-"""``zoo ensemble``: combine runs or prediction files into one set of predictions (zoo.engine.ensemble)."""
+"""``zoo ensemble``: combine runs or prediction files into one set of predictions (zoo.engine.infer.ensemble)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from zoo.engine.commands.arguments import add_config_arguments
+from zoo.engine.commands.common import add_config_arguments
 from zoo.errors import UsageError
 
 
@@ -24,15 +24,19 @@ class EnsembleCommand:
     name = "ensemble"
     help = "combine runs or prediction files: weighted arithmetic or geometric mean, fitted or given weights"
     description = (
-        "Combine MEMBERs (run directories of `zoo train`, predicted over the data, or prediction files such\n"
-        "as predictions.csv / predictions.jsonl) into one set of predictions. With labelled data every\n"
-        "member and the ensemble are scored in one table. docs/ensembles.md explains the rules."
+        "Combine MEMBERs (run directories of `zoo train`, their checkpoints or `zoo export` directories,\n"
+        "predicted over the data, or prediction files such as predictions.csv / predictions.jsonl) into\n"
+        "one set of predictions. With labelled data every member and the ensemble are scored in one\n"
+        "table. docs/ensembles.md explains the rules."
     )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "members", nargs="+", metavar="MEMBER", help="run directories or prediction files"
+            "members",
+            nargs="+",
+            metavar="MEMBER",
+            help="run directories, checkpoints (RUN/checkpoints/step-N), exports or prediction files",
         )
         add_config_arguments(parser)
         parser.add_argument(
@@ -49,7 +53,13 @@ class EnsembleCommand:
             default="test",
             help="the split runs predict and whose labels score the result (default test)",
         )
-        parser.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic")
+        parser.add_argument(
+            "--mean",
+            choices=["arithmetic", "geometric"],
+            default="arithmetic",
+            help="how member probabilities are combined: weighted arithmetic mean (default) or weighted "
+            "geometric mean of the probabilities (docs/ensembles.md)",
+        )
         how = parser.add_mutually_exclusive_group()
         how.add_argument(
             "--weights", type=_weights_list, metavar="W,W,...", help="one weight per member (default: equal)"
@@ -76,10 +86,10 @@ class EnsembleCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine import ensemble as ens
+        from zoo.engine.infer import ensemble as ens
         from zoo.engine.runtime import prepare_environment
 
-        prepare_environment()
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         if args.member_top_k < 1 or (args.top_k is not None and args.top_k < 1):
             raise UsageError("--member-top-k and --top-k must be at least 1")
         if len(args.members) < 2:
@@ -134,10 +144,10 @@ class EnsembleCommand:
             display = _display_keys(new_metric(), scores["ensemble"])
             for (name, values), w in zip(scores.items(), [*norm, None]):
                 rows.append([name, "" if w is None else f"{w:.3f}", *[values.get(k, "") for k in display]])
-            from zoo.engine.commands.workflow import _print_table
+            from zoo.engine.commands.common import print_table
 
             print(f"{args.mean} mean over the {split} split ({len(result)} videos)")
-            _print_table(rows, ["member", "weight", *display])
+            print_table(rows, ["member", "weight", *display])
         else:
             print(f"{args.mean} mean of {len(tables)} members, weights {[round(float(w), 4) for w in norm]}")
             print(f"no labels for the {split} split: nothing scored")
@@ -148,17 +158,17 @@ class EnsembleCommand:
 def _config(args: argparse.Namespace) -> Any:
     """--config / --model, else the first run member's saved config; None for prediction files alone."""
     from zoo.config import bundled_config, load_config
-    from zoo.engine import ensemble as ens
+    from zoo.engine.build import with_data_dir
+    from zoo.engine.infer import ensemble as ens
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import with_data_dir
 
     runs = [m for m in args.members if ens.is_run_dir(m)]
     if args.config or args.model:
         path = args.config or bundled_config(args.model)
         cfg = load_config(path, args.override, model=args.model)
     elif runs:
-        saved = json.loads((Path(runs[0]) / "config.json").read_text())
-        cfg = load_config(None, args.override, raw=saved, source=f"{runs[0]}/config.json")
+        saved = ens.run_config(runs[0])
+        cfg = load_config(None, args.override, raw=saved.raw, source=saved.source)
     else:
         if args.data:
             raise UsageError("--data needs a config for its reader and dataset: give --config or --model")
@@ -173,15 +183,19 @@ def _config(args: argparse.Namespace) -> Any:
 def _metric_factory(cfg: Any) -> Any:
     if cfg is None or not cfg.eval.metric:
         return None
-    from zoo.engine.setup import build_metric
+    from zoo.engine.build import build_metric
 
     return lambda: build_metric(cfg)
 
 
 def _members(args: argparse.Namespace, cfg: Any, split: str) -> list[Any]:
-    from zoo.engine import ensemble as ens
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.infer import ensemble as ens
 
-    return [ens.load_member(m, cfg, split, args.member_top_k) for m in args.members]
+    def open_export(path: str) -> Any:  # an export member runs on its own predictor, as `zoo predict --model`
+        return load_exported(path, device=args.device or "cpu").predict
+
+    return [ens.load_member(m, cfg, split, args.member_top_k, open_export=open_export) for m in args.members]
 
 
 def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:
@@ -193,7 +207,7 @@ def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
     """The combined predictions in the config's formats (every registered format without a config):
     column-wise where the format can (``ColumnarPredictionFormat``), else as a list of predictions."""
     from zoo.contracts import ColumnarPredictionFormat
-    from zoo.engine.predictions import load_class_names
+    from zoo.engine.infer.predictions import load_class_names
     from zoo.plugins import get_plugins
 
     registry = get_plugins().registry("format")
