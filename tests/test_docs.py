@@ -34,6 +34,7 @@ def _contract_methods() -> list[str]:
         ModelWithLoss,
         PartCountingReader,
         PartitionedReader,
+        PrefetchingReader,
         RankedMetric,
         SampleDataReader,
     )
@@ -50,6 +51,7 @@ def _contract_methods() -> list[str]:
         PartitionedReader,
         CountingReader,
         PartCountingReader,
+        PrefetchingReader,
         DequantizingReader,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:

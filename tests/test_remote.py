@@ -493,3 +493,22 @@ def test_data_dir_may_be_a_bucket_prefix(tiny_data, s3):
     assert cfg.data.valid == ["s3://yt8m/frame/validate/"] and cfg.data.test == ["s3://yt8m/frame/test/"]
     with pytest.raises(UsageError, match="no train/ or valid/"):
         with_data_dir(load_config(None, ["dataset.preset=yt8m"], model="mean-pool"), "s3://yt8m/frame/train")
+
+
+@pytest.mark.integration
+def test_the_next_file_is_in_flight_while_the_current_one_is_read(tiny_data):
+    """The pipeline tells the reader which file comes next: its first blocks are requested before the
+    current file's last ones, and the open that follows uses them (no block is fetched twice)."""
+    from zoo.data.pipeline import batches
+
+    first, second = shard_names(tiny_data / "train")
+    with http_server(tiny_data) as server:
+        reader = frame_reader([f"{server.url}/train/"], read_ahead_block="4KiB", read_ahead_blocks=2)
+        spec = reader.spec
+        got = sum(len(b["labels"]) for b in batches(reader, spec=spec, batch_size=8, shuffle=False))
+        log = [(path.rsplit("/", 1)[-1], rng) for path, rng in server.log]
+    assert got == 60
+    firsts = [i for i, (name, _) in enumerate(log) if name == first]
+    seconds = [i for i, (name, _) in enumerate(log) if name == second]
+    assert seconds[0] < firsts[-1]  # the second file started before the first was done
+    assert len(set(log)) == len(log)  # and nothing was fetched twice
