@@ -238,7 +238,8 @@ class _YT8MReader:
                     path,
                     index,
                     f"label {label} is outside [0, {self.num_classes}) (dataset.num_classes is "
-                    f"{self.num_classes}; YouTube-8M 2018 has 3862 classes)",
+                    f"{self.num_classes}; YouTube-8M 2018 has 3862 classes; for data with more classes set "
+                    f"-o dataset.num_classes=N)",
                     video=video,
                 )
                 return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
     )
     if info.get("vocabulary") and cfg.predict.vocabulary is None:
         patch.setdefault("predict", {})["vocabulary"] = str(info["vocabulary"])
-    return cfg.with_overrides(patch, "built-in sample data")
+    # the user's -o overrides rank above the sample section: what they typed wins
+    return cfg.with_overrides(patch, "built-in sample data", under_user=True)
 
 
 def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
@@ -84,7 +86,46 @@ def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> Zoo
     splits = {split: found.get(split) for split in SPLITS}
     if keep_infer:  # predict --filelist: named explicitly
         splits.pop("infer")
-    return cfg.with_overrides({"data": splits}, f"--data {root}")
+    patch: dict[str, Any] = {"data": splits}
+    patch.update(manifest_classes(cfg, base / "manifest.json", f"--data {root}"))
+    return cfg.with_overrides(patch, f"--data {root}", under_user=True)  # an -o (zoo bench's) still wins
+
+
+def manifest_classes(cfg: ZooConfig, manifest: Path, where: str) -> dict[str, Any]:
+    """The class count the data states (``manifest.json`` of `zoo data synth`), as a config patch: taken when
+    the config does not state one (and said); a config stating fewer classes is refused (the data's labels
+    would not fit), more is a warning. ``{}`` without a manifest."""
+    if not manifest.is_file():
+        return {}
+    try:
+        classes = json.loads(manifest.read_text(encoding="utf-8")).get("num_classes")
+    except (OSError, UnicodeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{manifest}: not a readable JSON manifest ({exc}); fix or remove it") from None
+    if classes is None:
+        return {}
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise UsageError(f"{manifest}: num_classes must be a positive integer, got {classes!r}")
+    configured = cfg.dataset.num_classes
+    if "num_classes" not in (cfg.raw.get("dataset") or {}):
+        if classes != configured:
+            print(
+                f"{where}: {classes} classes (its manifest.json; the dataset preset says {configured})",
+                file=sys.stderr,
+            )
+        return {"dataset": {"num_classes": classes}}
+    if classes > configured:
+        raise UsageError(
+            f"{where}: its manifest.json says {classes} classes, the config's dataset.num_classes is "
+            f"{configured}, so labels of the data would not fit the model; train with "
+            f"-o dataset.num_classes={classes} (or use data of {configured} classes)"
+        )
+    if classes != configured:
+        print(
+            f"warning: {where}: its manifest.json says {classes} classes, the config's dataset.num_classes is "
+            f"{configured}: the model has classes the data never labels",
+            file=sys.stderr,
+        )
+    return {}
 
 
 def with_remote_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
@@ -150,6 +191,14 @@ def ensure_data(
         return with_data_dir(cfg, data_dir, keep_infer=keep_infer)
     if uses_sample_data(cfg):
         return with_sample_data(cfg, quiet=quiet)
+    # data named in the config: the manifest of the folder holding the first train (else valid) path
+    first = (cfg.data.train or cfg.data.valid or [""])[0]
+    if first and "://" not in first and not any(c in first for c in "*?["):
+        path = Path(first)
+        folder = path.parent if path.is_dir() else path.parent.parent
+        patch = manifest_classes(cfg, folder / "manifest.json", f"data ({first})")
+        if patch:
+            return cfg.with_overrides(patch, f"{folder / 'manifest.json'}", under_user=True)
     return cfg
 
 

@@ -127,7 +127,7 @@ class TrainCommand:
             ["model", cfg.model_name],
             ["parameters", f"{result.parameters:,}"],
             ["steps", result.steps],
-            ["epochs", result.epochs],
+            ["epochs", result.describe_epochs()],
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["time", f"{result.seconds:.1f} s"],
             ["run directory", str(result.run_dir)],
@@ -317,8 +317,12 @@ class RunCommand:
 
         start = time.perf_counter()
         cfg = prepare_config(args)
+        if args.output and any(text.startswith("train.save_dir=") for text in cfg.overrides):
+            raise UsageError("--output and -o train.save_dir both name the run directory: give one of them")
         run_dir = Path(args.output or Path("runs") / cfg.model_name)
-        cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run")
+        # an -o train.save_dir wins over the default runs/MODEL, as every -o does
+        cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run", under_user=True)
+        run_dir = Path(cfg.train.save_dir)
         result = Trainer(cfg, overwrite=True).fit()
         test_reader = build_reader(cfg, "test")
         t0 = time.perf_counter()
@@ -343,7 +347,7 @@ class RunCommand:
                 if "built-in sample data" in cfg.source
                 else str(args.data or cfg.data.train),
             ],
-            ["epochs / steps", f"{result.epochs} / {result.steps}"],
+            ["epochs / steps", f"{result.describe_epochs()} / {result.steps}"],
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["eval videos/s", f"{eval_speed:.1f}"],
         ]
