@@ -444,6 +444,20 @@ def test_weights_runs_and_outputs_in_a_bucket(tiny_data, s3, tmp_path, local_run
     for name in ("predictions.jsonl", "predictions.csv"):
         assert fs.cat_file(f"out/predictions/{name}") == (tmp_path / "local" / name).read_bytes(), name
     assert SECRET_KEY not in remote.stdout + remote.stderr
+    # zoo score against labelled records in the bucket: the same scores as against the local files
+    scores = [
+        subprocess.run(
+            [ZOO, "score", "--predictions", str(tmp_path / "local" / "predictions.csv")]
+            + ["--data", data, "--num-classes", "12", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        for data in ("s3://yt8m/test/", str(tiny_data / "test"))
+    ]
+    assert all(r.returncode == 0 for r in scores), scores[0].stderr[-2000:] + scores[1].stderr[-2000:]
+    assert json.loads(scores[0].stdout) == json.loads(scores[1].stdout)
     # a prediction file in the bucket is an ensemble member like a local one
     member = load_member("s3://out/predictions/predictions.jsonl", None, "test", 20, progress=False)
     assert len(member.ids) == 24
