@@ -29,6 +29,7 @@ def _contract_methods() -> list[str]:
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
         ExportConstants,
+        Int8Quantizable,
         ModelWithLoss,
         RankedMetric,
         SampleDataReader,
@@ -43,6 +44,7 @@ def _contract_methods() -> list[str]:
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
         ExportConstants,
+        Int8Quantizable,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):
