@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--frames", type=int, nargs=2, default=[120, 300], metavar=("MIN", "MAX"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="reader processes to try")
+    parser.add_argument(
+        "--train-workers",
+        type=int,
+        help="reader processes of the training-loop rows (default: the most tried)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", metavar="PATH")
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         kind=kind,
                     )
         step = no_op_step()
-        best_workers = max(args.workers)
+        best_workers = max(args.workers) if args.train_workers is None else args.train_workers
         for source in sources:
             for kind in ("float", "uint8"):
                 runs[f"training loop (no-op model), {source} {kind}, {best_workers} reader processes"] = dict(
