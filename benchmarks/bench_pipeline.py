@@ -89,7 +89,7 @@ def one_pass(
     ``kind``: float (float32 batches), uint8 (uint8 batches dequantized where the model runs, in the timed
     loop) or uint8-raw (uint8 batches as the pipeline hands them over, for a device that dequantizes them)."""
     from zoo.data import batches
-    from zoo.engine.loop import to_tensors
+    from zoo.engine.feed import to_tensors
 
     spec = DatasetSpec(num_classes=CLASSES, features=FEATURES)
     reader = zoo.build_reader("yt8m-frame", paths=paths, spec=spec)
@@ -119,7 +119,7 @@ def no_op_step(lr: float = 1e-3) -> Any:
     """The engine's training step with a model that only returns one bias per class."""
     import paddle
 
-    from zoo.engine.loop import bce_loss, to_tensors
+    from zoo.engine.feed import bce_loss, to_tensors
 
     class NoOp(paddle.nn.Layer):
         def __init__(self) -> None:

@@ -38,8 +38,8 @@ FEATURE_VALUES = 1024 + 128
 def flops_per_video(frames: int, batch_size: int) -> dict[str, float]:
     """The reference NeXtVLAD's matmul FLOPs per video (its own count)."""
     from zoo.config import load_config
+    from zoo.engine.build import build_model
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import build_model
 
     init_paddle("cpu")
     config = Path(__file__).resolve().parent.parent / "configs" / "nextvlad.yaml"

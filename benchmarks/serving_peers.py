@@ -173,7 +173,7 @@ def _scorer(kind: str, work: Path) -> Any:
                 return model(*args).numpy()
 
         return score
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
     from zoo.engine.runtime import init_paddle
 
     init_paddle("cpu")
@@ -245,17 +245,18 @@ def prepare(name: str, work: Path, batches: int) -> dict[str, Any]:
     import torch
 
     from zoo.config import load_config
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.export import _file_record, export_model
-    from zoo.engine.onnx import ONNX_FILE, export_onnx
-    from zoo.engine.quantize import (
+    from zoo.engine.build import count_parameters
+    from zoo.engine.export.metadata import file_record
+    from zoo.engine.export.onnx import ONNX_FILE, export_onnx
+    from zoo.engine.export.quantize import (
         Int8Options,
         _quantize,
         constants_to_initializers,
         policy_of,
         select_products,
     )
-    from zoo.engine.setup import count_parameters
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.runs.checkpoint import save_weights
     from zoo.testing import trained_model
 
     config = load_config(path=str(Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"))
@@ -283,7 +284,7 @@ def prepare(name: str, work: Path, batches: int) -> dict[str, Any]:
     )
     (work / "prepared.onnx").unlink()
     meta = json.loads((work / "onnx" / "metadata.json").read_text())
-    meta["files"] = {ONNX_FILE: _file_record(work / "int8" / ONNX_FILE)}
+    meta["files"] = {ONNX_FILE: file_record(work / "int8" / ONNX_FILE)}
     (work / "int8" / "metadata.json").write_text(json.dumps(meta))
     export_s = time.perf_counter() - t0
     keys = ("cluster_size", "groups", "expansion", "hidden_size", "gating_reduction", "mix_number")

@@ -28,9 +28,13 @@ def _contract_methods() -> list[str]:
         PROTOCOLS,
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
+        CountingReader,
+        DequantizingReader,
         ExportConstants,
         Int8Quantizable,
         ModelWithLoss,
+        PartCountingReader,
+        PartitionedReader,
         RankedMetric,
         SampleDataReader,
     )
@@ -44,6 +48,10 @@ def _contract_methods() -> list[str]:
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
         ExportConstants,
+        PartitionedReader,
+        CountingReader,
+        PartCountingReader,
+        DequantizingReader,
         Int8Quantizable,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:

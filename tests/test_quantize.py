@@ -41,9 +41,9 @@ def nextvlad_config(data: Path, **extra):
 
 def test_cli_int8_export_passes_its_checks_and_predicts(paddle_cpu, data, tmp_path, capsys):
     from zoo.cli import main
-    from zoo.engine.checkpoint import WEIGHTS_FILE
-    from zoo.engine.export import load_exported
-    from zoo.engine.onnx import OnnxModel
+    from zoo.engine.export.onnx import OnnxModel
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.runs.checkpoint import WEIGHTS_FILE
 
     run = tmp_path / "run"  # a run directory as `zoo train` leaves it: its config names the data splits
     run.mkdir()
@@ -97,7 +97,7 @@ def test_cli_int8_export_passes_its_checks_and_predicts(paddle_cpu, data, tmp_pa
 
 
 def test_static_int8_export_calibrates_on_training_batches(paddle_cpu, data, tmp_path):
-    from zoo.engine.quantize import Int8Options, export_int8
+    from zoo.engine.export.quantize import Int8Options, export_int8
 
     cfg = nextvlad_config(data)
     weights = trained_weights(cfg, tmp_path / "w.safetensors")
@@ -147,7 +147,7 @@ def small_config(tmp_path: Path, name: str = "mean-pool"):
 
 
 def test_broken_calibration_data_is_a_clear_error(paddle_cpu, tmp_path):
-    from zoo.engine.quantize import Int8Options, export_int8
+    from zoo.engine.export.quantize import Int8Options, export_int8
 
     cfg = small_config(tmp_path)
     static = Int8Options(mode="static")
@@ -187,7 +187,7 @@ def test_a_model_whose_plugin_forbids_int8_is_refused(paddle_cpu, tmp_path, monk
     import zoo
     from zoo.cli import main
     from zoo.contracts import Int8Policy
-    from zoo.engine.quantize import export_int8
+    from zoo.engine.export.quantize import export_int8
 
     cls = zoo.plugin_class("model", "mean-pool")
     monkeypatch.setattr(
@@ -210,7 +210,7 @@ def test_a_model_whose_plugin_forbids_int8_is_refused(paddle_cpu, tmp_path, monk
 def test_a_policy_that_selects_nothing_is_refused(paddle_cpu, tmp_path, monkeypatch):
     import zoo
     from zoo.contracts import Int8Policy
-    from zoo.engine.quantize import export_int8
+    from zoo.engine.export.quantize import export_int8
 
     cls = zoo.plugin_class("model", "mean-pool")
     monkeypatch.setattr(

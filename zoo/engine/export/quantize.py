@@ -1,7 +1,7 @@
 """int8 exports: an ONNX export whose large matrix products run in int8 (``zoo export --precision int8``).
 
 How it is made: the model is exported and checked in fp32 exactly as ``zoo export --format onnx`` does
-(:func:`zoo.engine.onnx.export_onnx`); paddle2onnx writes every parameter as a ``Constant`` node, which
+(:func:`zoo.engine.export.onnx.export_onnx`); paddle2onnx writes every parameter as a ``Constant`` node, which
 ONNX Runtime's quantizer does not touch, so those become initializers; then the products the model's plugin
 chooses (:class:`zoo.contracts.Int8Quantizable`; without a policy: every ``MatMul``/``Gemm`` with a
 constant matrix) are quantized by ONNX Runtime's quantization tools:
@@ -159,7 +159,7 @@ def select_products(graph: Any, model: Any, policy: Int8Policy) -> list[dict[str
 
 def data_config(cfg: ZooConfig) -> ZooConfig:
     """``cfg`` itself when it names data, else ``cfg`` on the built-in sample data (which must fit the model)."""
-    from zoo.engine.setup import uses_sample_data, with_sample_data
+    from zoo.engine.build import uses_sample_data, with_sample_data
 
     if not uses_sample_data(cfg):
         return cfg
@@ -179,8 +179,8 @@ def labelled_batches(
 ) -> tuple[list[dict[str, Any]], int]:
     """The first ``videos`` videos (or ``batches`` batches) of ``split``, in reading order, and the video
     count. No data, or a NaN/infinite feature value, is a DataError naming the split and the video."""
-    from zoo.engine.loop import batches_for
-    from zoo.engine.setup import build_reader, describe_split, split_paths
+    from zoo.engine.build import build_reader, describe_split, split_paths
+    from zoo.engine.feed import batches_for
 
     where = describe_split(cfg, split)
     if not split_paths(cfg, split):
@@ -228,7 +228,7 @@ def _feeds(predictor: Any, batches: list[dict[str, Any]]) -> list[dict[str, np.n
 
 def gap_of(predict: Any, batches: list[dict[str, Any]], cfg: ZooConfig) -> float:
     """The metric plugin's GAP of ``predict`` (batch -> probabilities) on ``batches``."""
-    from zoo.engine.setup import build_metric
+    from zoo.engine.build import build_metric
 
     metric = build_metric(cfg)
     for batch in batches:
@@ -309,12 +309,12 @@ def _quantize(
 
 @contextlib.contextmanager
 def _quiet_logging() -> Iterator[None]:
-    """The quantizer logs a line per tensor at INFO level: only its warnings and errors are shown."""
+    """The quantizer logs a line per tensor (INFO) and advice on pre-processing (WARNING): only errors show."""
     import logging
 
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
@@ -338,10 +338,11 @@ def export_int8(
     Refused (UsageError) when the model's plugin forbids int8; a missing or broken labelled or calibration
     split is a clear error; ``output`` appears only when every check passed.
     """
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.export import METADATA_FILE, VOCABULARY_FILE, _check_output, _file_record, max_difference
-    from zoo.engine.onnx import ONNX_FILE, OnnxModel, _dygraph_model, converter_versions, export_onnx
-    from zoo.engine.setup import describe_split
+    from zoo.engine.build import describe_split
+    from zoo.engine.export.checks import max_difference
+    from zoo.engine.export.metadata import METADATA_FILE, VOCABULARY_FILE, check_output_dir, file_record
+    from zoo.engine.export.onnx import ONNX_FILE, OnnxModel, _dygraph_model, converter_versions, export_onnx
+    from zoo.engine.runs.checkpoint import save_weights
 
     options = options or Int8Options()
     if options.mode not in MODES:
@@ -351,7 +352,7 @@ def export_int8(
     if not options.max_gap_drop >= 0:
         raise UsageError(f"--max-gap-drop {options.max_gap_drop}: expected a GAP difference >= 0")
     output = Path(output)
-    _check_output(output)
+    check_output_dir(output)
     versions = converter_versions()
     model, weights_info = _dygraph_model(cfg, weights, weights_sha256, allow_random)
     policy = policy_of(model, cfg.model_name)  # refused before anything is read or exported
@@ -406,7 +407,7 @@ def export_int8(
                 ) from None
             fp32_check = metadata.pop("check")
             fp32_bytes = metadata["files"][ONNX_FILE]["bytes"]
-            metadata["files"] = {ONNX_FILE: _file_record(tmp / ONNX_FILE)}
+            metadata["files"] = {ONNX_FILE: file_record(tmp / ONNX_FILE)}
             metadata["precision"] = "int8"
             int8 = OnnxModel(tmp, metadata)
             diff = max_difference(int8.predict, model, metadata, "the int8 ONNX model")
