@@ -12,6 +12,7 @@ from zoo.config import ZooConfig
 from zoo.contracts import SampleDataReader
 from zoo.errors import UsageError
 from zoo.paths import cache_dir
+from zoo.storage import redact
 
 SAMPLE_VERSION = "sample-v1"
 SPLITS = ("train", "valid", "test", "infer")
@@ -61,7 +62,12 @@ def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
 
 
 def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
-    """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files."""
+    """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files (DIR may be an
+    ``s3://``, ``gs://`` or ``http(s)://`` prefix)."""
+    from zoo import storage
+
+    if storage.is_url(root):
+        return with_remote_data_dir(cfg, root, keep_infer=keep_infer)
     base = Path(root)
     if not base.is_dir():
         raise UsageError(
@@ -122,6 +128,25 @@ def manifest_classes(cfg: ZooConfig, manifest: Path, where: str) -> dict[str, An
     return {}
 
 
+def with_remote_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
+    """``--data URL``: the prefixes train/, valid/ (or validate/, val/) and test/ under the URL."""
+    from zoo import storage
+
+    listed = {e.name: e.url for e in storage.listdir(root.rstrip("/") + "/") if not e.is_file}
+    found: dict[str, list[str]] = {}
+    for split, names in {"train": ["train"], "valid": ["valid", "validate", "val"], "test": ["test"]}.items():
+        for name in names:
+            if name in listed:
+                found[split] = [listed[name].rstrip("/") + "/"]
+                break
+    if "train" not in found and "valid" not in found:
+        raise UsageError(f"--data {storage.redact(root)}: no train/ or valid/ (validate/) prefix under it")
+    splits = {split: found.get(split) for split in SPLITS}
+    if keep_infer:
+        splits.pop("infer")
+    return cfg.with_overrides({"data": splits}, f"--data {storage.redact(root)}")
+
+
 def check_data_sources(data_dir: str | None, overrides: list[str]) -> None:
     """``--data DIR`` and ``-o data.train=...`` both name data: refuse rather than pick one silently."""
     from zoo.config import parse_override
@@ -151,7 +176,9 @@ def describe_split(cfg: ZooConfig, split: str) -> str:
     for name in chain[split]:
         paths = getattr(cfg.data, name)
         if paths:
-            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            shown = ", ".join(redact(p) for p in paths[:3]) + (
+                f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            )
             why = "" if name == split else f" (data.{split} is not set)"
             return f"data.{name}{why}: {shown}"
     return f"data.{split}: not set"

@@ -517,7 +517,11 @@ def load_member(
     open_export: Callable[[str], Any] | None = None,
 ) -> TopKTable:
     """A run directory, checkpoint or export (predicted over ``split``; see :func:`predict_run`) or a
-    prediction file, checked against the class count."""
+    prediction file, checked against the class count; any of them may be an ``s3://`` or ``gs://`` URL
+    (fetched once into the cache)."""
+    from zoo.engine.runs.weights import local_copy
+
+    source = local_copy(source)
     if is_run_dir(source):
         if cfg is None:
             raise UsageError(f"{source}: a run member needs data to predict: give --config or --data")

@@ -20,6 +20,7 @@ from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
 from zoo.dirlock import DirectoryLock, remove_partials
 from zoo.errors import DataError, UsageError
+from zoo.storage import redact_tree
 
 LOCK = "run.lock"
 RESUMES = "resumes.jsonl"
@@ -116,7 +117,7 @@ def check_resume_config(
             cfg = cfg.with_overrides(
                 {"train": {"seed": saved_train["seed"], "fix_random_seed": True}}, "the run's own seed"
             )
-    changes = {} if saved is None else config_changes(saved, cfg.to_dict())
+    changes = {} if saved is None else config_changes(saved, redact_tree(cfg.to_dict()))
     refused = {k: v for k, v in changes.items() if not _matches(k, NEUTRAL) and k not in allow}
     if refused:
         lines = []
@@ -154,7 +155,7 @@ def check_resume_config(
         with open(run_dir / RESUMES, "a") as f:
             f.write(json.dumps(record, default=str) + "\n")
         if changes:
-            atomic_write_text(path, json.dumps(cfg.to_dict(), indent=1))
+            atomic_write_text(path, json.dumps(redact_tree(cfg.to_dict()), indent=1))
     return cfg
 
 

@@ -34,6 +34,7 @@ from zoo.engine.train.optimizer import build_optimizer
 from zoo.engine.train.schedule import learning_rate_at
 from zoo.errors import UsageError, ZooError
 from zoo.progress import Progress
+from zoo.storage import redact_tree
 
 
 class TrainingDiverged(ZooError):
@@ -284,7 +285,10 @@ class Trainer:
         self._build()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.ctx.is_main and not resume:  # on resume, rundir.open_run keeps the run's config
-            atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=1))
+            # credentials in a data URL (user:password@, signatures) never reach the run directory
+            atomic_write_text(
+                self.run_dir / "config.json", json.dumps(redact_tree(self.cfg.to_dict()), indent=1)
+            )
         if resume:
             self._resume()
         elif pretrain:
