@@ -31,6 +31,7 @@ def _contract_methods() -> list[str]:
         CountingReader,
         DequantizingReader,
         ExportConstants,
+        Int8Quantizable,
         ModelWithLoss,
         PartCountingReader,
         PartitionedReader,
@@ -53,6 +54,7 @@ def _contract_methods() -> list[str]:
         PartCountingReader,
         PrefetchingReader,
         DequantizingReader,
+        Int8Quantizable,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):
