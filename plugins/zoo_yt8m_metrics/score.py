@@ -32,7 +32,7 @@ class PredictionTable:
 
     def __init__(self, path: str, num_classes: int) -> None:
         self.path = path
-        columns = read_kaggle_columns(path, rank=False, dtype=np.float64)
+        columns = read_kaggle_columns(path, rank=False, dtype=np.float64, num_classes=num_classes)
         columns.check_unique(path)
         columns.check_classes(path, num_classes)
         # (a row's classes are distinct and in range: the reader and check_classes made sure)

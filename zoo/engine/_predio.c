@@ -159,8 +159,13 @@ static int parse_label(const char *s, Py_ssize_t n, int32_t *out) {
     return 0;
 }
 
+/* Rows longer than this go to the Python parser: the checks below are quadratic in the row's length, and a
+ * row listing a million classes must not cost 10**12 steps (Python sorts, and stops at an out-of-range class). */
+#define RANK_MAX_PAIRS 4096
+
 /* Rank one row: score descending, class ascending; -1 when a class is listed twice (Python names it). */
 static int rank_row(int32_t *c, double *s, Py_ssize_t n, int rank) {
+    if (n > RANK_MAX_PAIRS) return -1;
     for (Py_ssize_t i = 1; i < n; i++) {
         int32_t ci = c[i];
         double si = s[i];

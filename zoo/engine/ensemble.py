@@ -134,7 +134,13 @@ def read_prediction_file(path: str | Path, num_classes: int | None = None) -> To
         raise UsageError(f"{path}: no such prediction file")
     reader = fmt(fmt.Config())
     if isinstance(reader, ColumnarPredictionFormat):
-        columns = reader.read_columns(path, rank=True, dtype=np.float32)
+        import inspect
+
+        bounded = (
+            num_classes is not None and "num_classes" in inspect.signature(reader.read_columns).parameters
+        )
+        extra = {"num_classes": num_classes} if bounded else {}  # stop at the first out-of-range class
+        columns = reader.read_columns(path, rank=True, dtype=np.float32, **extra)
         if num_classes is not None:
             columns.check_classes(path, num_classes)
         return TopKTable.from_columns(str(path), columns)

@@ -107,12 +107,15 @@ def read_columns(
     line_no: int = 0,
     rank: bool = True,
     dtype: type = np.float32,
+    num_classes: int | None = None,
 ) -> PredictionColumns:
     """The rows of ``path`` from byte ``start`` (after ``line_no`` lines), each ranked best first (score
     descending, then class ascending) when ``rank``. ``fast`` is the C parser of the format (None: Python
-    only); ``parse_line`` parses the lines it leaves, and raises the errors."""
+    only); ``parse_line`` parses the lines it leaves, and raises the errors. ``num_classes``: a class
+    outside ``0 .. num_classes - 1`` is an error as soon as the block holding it is parsed (a row listing a
+    million classes stops there, before the ``[rows, classes]`` arrays are made)."""
     path = Path(path)
-    chunks = _Chunks()
+    chunks = _Chunks(path, num_classes)
     fast = fast if FAST is not None else None
     try:
         f = open(path, "rb")
@@ -179,7 +182,8 @@ def _line_end(buf: bytes, pos: int, cut: int) -> int:
 class _Chunks:
     """The parsed pieces of a file (flat pairs, row after row), joined into padded arrays at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None, num_classes: int | None = None) -> None:
+        self.path, self.num_classes = path, num_classes
         self.ids: list[bytes] = []
         self.id_len: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
@@ -188,6 +192,8 @@ class _Chunks:
         self.scores: list[np.ndarray] = []
 
     def add_fast(self, ids: bytes, id_len: bytes, counts: bytes, lines: bytes, classes: bytes, scores: bytes):
+        if counts and self.num_classes is not None:
+            self._check_range(ids, id_len, counts, lines, classes)
         if counts:
             self.ids.append(ids)
             self.id_len.append(np.frombuffer(id_len, np.int32))
@@ -195,6 +201,23 @@ class _Chunks:
             self.lines.append(np.frombuffer(lines, np.int64))
             self.classes.append(np.frombuffer(classes, np.int32))
             self.scores.append(np.frombuffer(scores, np.float64))
+
+    def _check_range(self, ids: bytes, id_len: bytes, counts: bytes, lines: bytes, classes: bytes) -> None:
+        flat = np.frombuffer(classes, np.int32)
+        bad = np.flatnonzero(flat >= self.num_classes)
+        if not bad.size:
+            return
+        ends = np.cumsum(np.frombuffer(counts, np.int32))
+        row = int(np.searchsorted(ends, bad[0], side="right"))
+        lengths = np.frombuffer(id_len, np.int32)
+        start = int(lengths[:row].sum())
+        vid = ids[start : start + int(lengths[row])]
+        line = int(np.frombuffer(lines, np.int64)[row])
+        n = self.num_classes
+        raise DataError(
+            f"{self.path}: line {line}: video {_show(vid)}: class {int(flat[bad[0]])} is out of range; the "
+            f"dataset has {n} classes (0 .. {n - 1}); pass the right --num-classes"
+        )
 
     def add_row(
         self, path: Path, line_no: int, vid: str, classes: list[int], scores: list[float], rank: bool
