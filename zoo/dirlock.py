@@ -4,14 +4,13 @@ A training run (its ``train.save_dir``) and a ``zoo data pack`` output are writt
 a second one would mix its files with the first one's. The lock is a file created with ``O_EXCL`` that holds
 the owner's pid, host and process start time. A lock whose process no longer exists on this host (killed
 with ``kill -9``, machine rebooted) is stale and taken over; one held on another host cannot be checked and
-is reported. Also: :func:`no_space_error` for the disk-full message, shared by checkpoints and packing.
+is reported. (:class:`NoSpaceLeft` and :func:`no_space_error` live in :mod:`zoo.atomic`; re-exported here.)
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -22,15 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zoo.atomic import NoSpaceLeft, is_no_space, no_space_error  # noqa: F401 - re-exported
 from zoo.errors import ZooError
 
 
 class DirectoryLocked(ZooError):
     """Another live process is writing the directory."""
-
-
-class NoSpaceLeft(ZooError):
-    """The disk filled up while writing; the previous complete files are untouched."""
 
 
 def _process_start(pid: int) -> str | None:
@@ -168,24 +164,3 @@ def remove_partials(folder: Path) -> list[Path]:
                 leftover.unlink()
         removed.append(leftover)
     return removed
-
-
-def is_no_space(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def no_space_error(path: Path, needed: int, what: str, kept: str) -> NoSpaceLeft:
-    """The message for a full disk: the path, the space needed and free, and what is still intact."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        free = -1
-    free_text = f"{free / 1e6:.1f} MB free" if free >= 0 else "free space unknown"
-    return NoSpaceLeft(
-        f"no space left on the device while writing {what} {path}: it needs about {needed / 1e6:.1f} MB "
-        f"({free_text} on that file system). Nothing was half-written: {kept}. Free some space (or point "
-        f"the output elsewhere) and run the command again"
-    )

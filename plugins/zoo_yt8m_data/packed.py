@@ -338,7 +338,12 @@ def write_shard(
     """
     from zoo.atomic import atomic_dir
 
-    with atomic_dir(shard_dir) as tmp:
+    with atomic_dir(
+        shard_dir,
+        what=f"the shard of {source}",
+        needed=os.path.getsize(source) if os.path.isfile(source) else None,  # about its source's size
+        kept="the shards packed before are complete, and this one is not kept",
+    ) as tmp:
         dtypes: dict[str, str | None] = dict.fromkeys(features)
         outputs: dict[str, _ChecksummedFile] = {}
         quantized: set[str] = set()

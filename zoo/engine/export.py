@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zoo.atomic import atomic_dir
+from zoo.atomic import atomic_dir, is_no_space
 from zoo.config import ZooConfig
 from zoo.contracts import CustomOps, ExportConstants
 from zoo.errors import UsageError, ZooError
@@ -285,7 +285,7 @@ def export_model(
     if modes is None:
         raise UsageError(f"frames: expected auto, dynamic or static, got {frames!r}")
     failures: list[str] = []
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, what="the export") as tmp:
         for mode in modes:
             for stale in (tmp / PROGRAM_FILE, tmp / PARAMS_FILE):
                 stale.unlink(missing_ok=True)
@@ -304,6 +304,8 @@ def export_model(
                 }
                 diff = _check(tmp, metadata, model)
             except Exception as exc:  # noqa: BLE001 - paddle's tracer and predictor raise many types
+                if is_no_space(exc):
+                    raise  # atomic_dir words it: the path, the space needed and free
                 failures.append(f"{mode} frames: {_one_line(exc)}")
                 continue
             if diff <= CHECK_TOLERANCE:

@@ -135,16 +135,12 @@ def _unpack(archive: Path) -> Path:
         return dest
     bound = archive_bound(archive.stat().st_size)
     try:
-        with tarfile.open(archive) as tar, atomic_dir(dest) as tmp:
+        with tarfile.open(archive) as tar:
             members = _checked_members(tar, archive, bound)
-            _extract_bounded(tar, members, archive, tmp, bound)
-    except tarfile.TarError as exc:
-        raise ZooError(f"{archive}: not a readable tar archive ({exc})") from None
-    except OSError as exc:
-        from zoo.dirlock import is_no_space, no_space_error
-
-        if is_no_space(exc):
-            raise no_space_error(dest, bound, "the extracted archive", "nothing of it was kept") from None
+            needed = sum(m.size for m in members)
+            with atomic_dir(dest, what=f"the contents of {archive}", needed=needed) as tmp:
+                _extract_bounded(tar, members, archive, tmp, bound)
+    except (tarfile.TarError, OSError) as exc:
         raise ZooError(f"{archive}: not a readable tar archive ({exc})") from None
     return dest
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zoo.atomic import atomic_group, output_dir
 from zoo.config import ZooConfig
 from zoo.engine.commands.arguments import add_config_arguments, config_from_args
 from zoo.engine.runtime import prepare_environment
@@ -344,12 +345,13 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
     registry = get_plugins().registry("format")
     formats = [registry.get(name).cls for name in cfg.predict.formats]  # unknown name: PluginError
     class_names = _class_names(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(out_dir)
     written = []
-    for fmt in formats:
-        path = out_dir / f"predictions{fmt.suffix}"
-        fmt(fmt.Config()).write(path, predictions, class_names)
-        written.append(path)
+    with atomic_group():  # every format's file appears, or none does
+        for fmt in formats:
+            path = out_dir / f"predictions{fmt.suffix}"
+            fmt(fmt.Config()).write(path, predictions, class_names)
+            written.append(path)
     return written
 
 
