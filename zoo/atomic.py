@@ -236,6 +236,20 @@ def _remove(tmp: Path, is_dir: bool) -> None:
             tmp.unlink()
 
 
+def check_output_dir(path: str | os.PathLike, option: str = "--output") -> None:
+    """Refuse, before any work, an output folder that a file stands in the way of (the path or a parent)."""
+    from zoo.errors import UsageError
+
+    probe = Path(path)
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if os.path.lexists(probe) and not probe.is_dir():
+        raise UsageError(
+            f"{option} {path}: {probe} is a file, not a folder; name a folder for the output (it is made if "
+            f"missing)"
+        )
+
+
 def output_dir(path: str | os.PathLike, option: str = "--output") -> Path:
     """Make the output folder ``path`` (and its parents); a usage error naming ``option`` when a file stands
     in its way, a :class:`NoSpaceLeft` when the disk is full, a ZooError for any other refusal."""

@@ -74,6 +74,11 @@ class DirectoryLock:
             text = self.path.read_text()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ZooError(
+                f"{self.path} cannot be read as the lock of the {self.what} ({getattr(exc, 'strerror', None) or exc}); "
+                f"if no other process writes {self.path.parent}, remove it and run the command again"
+            ) from None
         try:
             holder = json.loads(text)
             return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
@@ -81,7 +86,15 @@ class DirectoryLock:
             return {}  # being written right now, or damaged
 
     def acquire(self, log: Callable[[str], None] | None = None) -> DirectoryLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from zoo.atomic import output_dir
+
+        output_dir(self.path.parent, f"the {self.what}")
+        if (os.path.lexists(self.path) and not self.path.is_file()) or self.path.is_symlink():
+            kind = "folder" if self.path.is_dir() and not self.path.is_symlink() else "link or special file"
+            raise ZooError(
+                f"{self.path} is a {kind}, not the lock file of the {self.what}; remove it (if no other process "
+                f"writes {self.path.parent}) and run the command again"
+            )
         for _attempt in range(20):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

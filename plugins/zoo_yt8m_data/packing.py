@@ -174,7 +174,9 @@ def pack(
                 f"different output directories"
             )
         names[name] = f
-    out.mkdir(parents=True, exist_ok=True)
+    from zoo.atomic import output_dir
+
+    output_dir(out, "--output")
     lock = DirectoryLock(out / LOCK, what="pack output").acquire(lambda msg: print(msg, file=sys.stderr))
     try:
         return _pack_locked(

@@ -76,10 +76,12 @@ class EnsembleCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from zoo.atomic import check_output_dir
         from zoo.engine import ensemble as ens
         from zoo.engine.runtime import prepare_environment
 
         prepare_environment()
+        check_output_dir(args.output)
         if args.member_top_k < 1 or (args.top_k is not None and args.top_k < 1):
             raise UsageError("--member-top-k and --top-k must be at least 1")
         if len(args.members) < 2:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.atomic import atomic_group, output_dir
+from zoo.atomic import atomic_group, check_output_dir, output_dir
 from zoo.config import ZooConfig
 from zoo.engine.commands.arguments import add_config_arguments, config_from_args
 from zoo.engine.runtime import prepare_environment
@@ -307,6 +307,7 @@ class EvalCommand:
         from zoo.engine.loop import evaluate
         from zoo.engine.setup import build_reader, describe_split
 
+        check_output_dir(args.output)
         cfg = _prepare(args)
         model = _load_for_inference(cfg, args)
         if args.segments:  # segment MAP on the rated data (the valid split: 3/frame/validate)
@@ -430,6 +431,7 @@ class PredictCommand:
         from zoo.engine.loop import dygraph_scorer, predict
         from zoo.engine.setup import build_reader
 
+        check_output_dir(args.output)
         if args.segments:
             return _predict_segments(args)
 
