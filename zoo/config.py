@@ -524,6 +524,10 @@ def bundled_config(model: str) -> Path | None:
     return None
 
 
+MAX_DATASET_SIZE = 1_000_000
+"""The largest class count, frame count or feature size a dataset may declare (arrays are sized by them)."""
+
+
 def build_spec(values: dict[str, Any], where: str) -> DatasetSpec:
     """The dataset section: a named preset (``preset: yt8m``) with any of its facts overridden."""
     values = dict(values)
@@ -543,6 +547,11 @@ def build_spec(values: dict[str, Any], where: str) -> DatasetSpec:
     spec = build_dataclass(DatasetSpec, {**base, **values}, where, "the dataset section (or its preset)")
     if spec.num_classes < 1 or spec.max_frames < 1 or not spec.features or min(spec.features.values()) < 1:
         raise ConfigError(f"{where}: num_classes, max_frames and every feature size must be positive")
+    if max(spec.num_classes, spec.max_frames, *spec.features.values()) > MAX_DATASET_SIZE:
+        raise ConfigError(
+            f"{where}: num_classes, max_frames and every feature size must be at most {MAX_DATASET_SIZE:,} "
+            f"(YouTube-8M: 3,862 classes, 300 frames, 1,024 + 128 values a frame)"
+        )
     return spec
 
 

@@ -107,8 +107,10 @@ def check_fits(
     memory. Returns ``(disk bytes, memory bytes)``."""
     import shutil
 
+    from zoo.atomic import check_output_dir
     from zoo.errors import UsageError
 
+    check_output_dir(output)
     mean_video = (min_frames + max_frames) / 2 * FRAME_BYTES + VIDEO_BYTES
     disk = sum(videos * mean_video for videos, _ in splits) + classes * 200
     largest_shard = max(

@@ -232,8 +232,10 @@ class ScoreCommand:
             from zoo.plugins import get_plugins
 
             args.num_classes = get_plugins().dataset("yt8m").spec.num_classes
-        if args.num_classes < 1:
-            raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
+        from zoo.config import MAX_DATASET_SIZE
+
+        if not 1 <= args.num_classes <= MAX_DATASET_SIZE:
+            raise UsageError(f"--num-classes must be in 1 .. {MAX_DATASET_SIZE:,}, got {args.num_classes}")
         if bool(args.segments) == bool(args.predictions):
             raise UsageError("give --predictions CSV (video level) or --segments SUBMISSION (2019 segments)")
         if args.segments:
