@@ -155,6 +155,8 @@ def atomic_path(
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     try:
         yield tmp_path
+        # again: a writer may have replaced the file (safetensors writes its own, with mode 0600)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         if _GROUP:
@@ -193,6 +195,7 @@ def atomic_dir(
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        _plain_modes(tmp)
         if _GROUP:
             _GROUP[-1].append((tmp, path, True))
             return
@@ -203,6 +206,19 @@ def atomic_dir(
         if is_no_space(exc):
             raise _full(path, needed, what, kept, existed, written) from None
         raise
+
+
+def _plain_modes(folder: Path) -> None:
+    """The modes a plain ``open()``/``mkdir()`` gives (umask applied) for everything in ``folder``: libraries
+    that write through their own temporary files (safetensors) leave them 0600, unreadable to the group."""
+    mask = _umask()
+    for base, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(base, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(base, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
 
 
 def _full(

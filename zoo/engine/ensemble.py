@@ -170,8 +170,9 @@ def check_weights(weights: Sequence[float], count: int, where: str) -> np.ndarra
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (count,):
         raise UsageError(f"{where}: {len(w)} weights for {count} members; give one weight per member")
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+    if not np.all(np.isfinite(w)) or (w < 0).any() or not (w > 0).any():
         raise UsageError(f"{where}: weights must be non-negative numbers with a positive sum, got {list(w)}")
+    w = w / w.max()  # first scaled to at most 1: the sum of 1e308 and 1e308 would overflow to inf
     return w / w.sum()
 
 
