@@ -381,7 +381,7 @@ def _config(root: Path, kind: str, run_dir: Path, *extra: str):
 
 
 def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle_cpu):
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     root, _ = layouts
     histories = {}
@@ -415,7 +415,7 @@ def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, pa
 
 
 def test_packed_float_records_train(layouts, tmp_path, paddle_cpu):
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     root, _ = layouts
     for split in ("train", "validate"):

@@ -40,7 +40,7 @@ CHILD = textwrap.dedent(
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     # final weights (safetensors' Rust writer): the previous file and its checksum stay
-    from zoo.engine.checkpoint import save_arrays
+    from zoo.engine.runs.checkpoint import save_arrays
     weights = root / "w" / "model.safetensors"
     weights.parent.mkdir()
     save_arrays(weights, {"w": np.zeros(10, np.float32)})
@@ -50,7 +50,7 @@ CHILD = textwrap.dedent(
 
     # a checkpoint (safetensors inside atomic_dir): the previous checkpoint stays the latest
     import paddle
-    from zoo.engine import checkpoint
+    from zoo.engine.runs import checkpoint
     paddle.set_device("cpu")
     model = paddle.nn.Linear(200, 200)
     opt = paddle.optimizer.Adam(parameters=model.parameters())
@@ -73,7 +73,7 @@ CHILD = textwrap.dedent(
     limited("predictions", 60_000, lambda: write_predictions(out, big, cfg))
     results["predictions"]["intact"] = before == {p.name: digest(p) for p in out.iterdir()}
     from zoo_yt8m_metrics.kaggle import write_kaggle_columns
-    from zoo.engine.prediction_io import PredictionColumns
+    from zoo.engine.infer.prediction_files import PredictionColumns
     cols = PredictionColumns(np.array([f"v{i:06d}".encode() for i in range(5000)]),
                              np.tile(np.arange(20, dtype=np.int32), (5000, 1)), np.full((5000, 20), 0.5, np.float32))
     limited("columns", 60_000, lambda: write_kaggle_columns(out / "predictions.csv", cols))
@@ -112,7 +112,7 @@ CHILD = textwrap.dedent(
     # an archive extracted into the cache
     import os
     os.environ["ZOO_CACHE_DIR"] = str(root / "cache")
-    from zoo.engine.weights import read_weights
+    from zoo.engine.runs.weights import read_weights
     archive = root / "w.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         info = tarfile.TarInfo("model/w.pdparams")
@@ -124,7 +124,7 @@ CHILD = textwrap.dedent(
 
     # an export (paddle writes the program and the parameters)
     from export_helpers import tiny_config
-    from zoo.engine.export import export_model
+    from zoo.engine.export.tracing import export_model
     limited("export", 2_000, lambda: export_model(tiny_config("nextvlad"), None, root / "export", allow_random=True, quiet=True))
     results["export"]["left"] = sorted(p.name for p in root.iterdir() if "export" in p.name)
 

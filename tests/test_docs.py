@@ -28,8 +28,12 @@ def _contract_methods() -> list[str]:
         PROTOCOLS,
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
+        CountingReader,
+        DequantizingReader,
         ExportConstants,
         ModelWithLoss,
+        PartCountingReader,
+        PartitionedReader,
         RankedMetric,
         SampleDataReader,
     )
@@ -43,6 +47,10 @@ def _contract_methods() -> list[str]:
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
         ExportConstants,
+        PartitionedReader,
+        CountingReader,
+        PartCountingReader,
+        DequantizingReader,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):

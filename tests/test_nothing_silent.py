@@ -16,7 +16,7 @@ from zoo_yt8m_data.wire import encode_sequence_example
 import zoo
 from zoo import DatasetSpec
 from zoo.cli import main
-from zoo.engine.ensemble import check_weights
+from zoo.engine.infer.ensemble import check_weights
 
 SPEC = DatasetSpec(num_classes=4, features={"rgb": 8, "audio": 4}, max_frames=10)
 
@@ -104,7 +104,7 @@ def test_files_get_the_mode_a_plain_open_gives(tmp_path, paddle_cpu):
     """Weights (safetensors writes them 0600 itself), checkpoints and text files all follow the umask."""
     import paddle
 
-    from zoo.engine.checkpoint import save_arrays, save_checkpoint
+    from zoo.engine.runs.checkpoint import save_arrays, save_checkpoint
 
     old = os.umask(0o002)
     try:

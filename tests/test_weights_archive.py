@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from zoo.engine.weights import read_weights
+from zoo.engine.runs.weights import read_weights
 from zoo.errors import ZooError
 
 
@@ -62,7 +62,7 @@ def test_an_archive_expanding_past_its_bound_leaves_nothing(tmp_path, monkeypatc
     """A small .tar.gz of zeros that would expand far past the bound: refused, and the cache stays empty.
     The bound is 32x the archive's size (at least ARCHIVE_MIN_BOUND): the test lowers that floor so that
     the archive stays small."""
-    from zoo.engine import weights
+    from zoo.engine.runs import weights
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("ZOO_CACHE_DIR", str(cache))
@@ -82,7 +82,7 @@ def test_an_archive_expanding_past_its_bound_leaves_nothing(tmp_path, monkeypatc
 
 
 def test_links_and_too_many_members_are_refused(tmp_path, monkeypatch):
-    from zoo.engine import weights
+    from zoo.engine.runs import weights
 
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     archive = tmp_path / "link.tar.gz"

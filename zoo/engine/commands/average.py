@@ -1,4 +1,4 @@
-"""``zoo average``: the mean of the weights of several runs or checkpoints (zoo.engine.average)."""
+"""``zoo average``: the mean of the weights of several runs or checkpoints (zoo.engine.runs.average)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ class AverageCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from zoo.atomic import check_output_dir
-        from zoo.engine import average
-        from zoo.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint
+        from zoo.engine.runs import average
+        from zoo.engine.runs.checkpoint import WEIGHTS_FILE, latest_checkpoint
         from zoo.errors import UsageError
 
         check_output_dir(args.output)
