@@ -328,5 +328,9 @@ def test_the_cli_never_shows_a_traceback(root, monkeypatch, command):
         counts[f"exit {code or 0}"] = counts.get(f"exit {code or 0}", 0) + 1
 
     run()
-    print(f"\n{ran['n']} runs in {time.monotonic() - started:.1f} s:", json.dumps(outcomes, sort_keys=True))
+    summary = f"{ran['n']} runs in {time.monotonic() - started:.1f} s: {json.dumps(outcomes, sort_keys=True)}"
+    print("\n" + summary)
+    if os.environ.get("ZOO_CLI_FUZZ_REPORT"):  # a long run's record (docs/reliability.md)
+        with open(os.environ["ZOO_CLI_FUZZ_REPORT"], "a") as f:
+            f.write(summary + "\n")
     assert ran["n"] >= min(EXAMPLES, 3)
