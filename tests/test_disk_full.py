@@ -186,3 +186,20 @@ def test_the_previous_state_is_intact_and_nothing_partial_is_left(results):
     assert r["ensemble"]["type"] == "SystemExit" and r["ensemble"]["message"] == "1"
     assert "no space left on the device while writing" in r["ensemble"]["stderr"]
     assert "Traceback" not in r["ensemble"]["stderr"] and r["ensemble"]["left"] == []
+
+
+def test_files_of_a_group_appear_together_or_not_at_all(tmp_path):
+    from zoo.atomic import atomic_group, atomic_write_text
+
+    (tmp_path / "a").write_text("before")
+    with pytest.raises(RuntimeError), atomic_group():
+        atomic_write_text(tmp_path / "a", "new a")
+        with atomic_group():  # a nested group joins the outer one
+            atomic_write_text(tmp_path / "b", "b")
+        assert not (tmp_path / "b").exists() and (tmp_path / "a").read_text() == "before"
+        raise RuntimeError("the third file failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and (tmp_path / "a").read_text() == "before"
+    with atomic_group():
+        atomic_write_text(tmp_path / "a", "new a")
+        atomic_write_text(tmp_path / "b", "b")
+    assert (tmp_path / "a").read_text() == "new a" and (tmp_path / "b").read_text() == "b"

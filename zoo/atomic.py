@@ -112,7 +112,12 @@ _GROUP: list[list[tuple[Path, Path, bool]]] = []
 @contextlib.contextmanager
 def atomic_group() -> Iterator[None]:
     """Files written with :func:`atomic_path` inside appear together at the end (after all of them were
-    written and fsynced), or none of them do. A writer must not read back a file it wrote inside the group."""
+    written and fsynced), or none of them do. A writer must not read back a file it wrote inside the group.
+    A group inside another joins it (its files appear with the outer group's); a group is the process's,
+    so writers on other threads (the formats written side by side) join it too."""
+    if _GROUP:
+        yield
+        return
     pending: list[tuple[Path, Path, bool]] = []
     _GROUP.append(pending)
     try:
@@ -144,7 +149,7 @@ def atomic_path(
     path = Path(path)
     existed = path.exists()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
         if is_no_space(exc):
@@ -186,7 +191,7 @@ def atomic_dir(
     path = Path(path)
     existed = path.exists()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     except OSError as exc:
         if is_no_space(exc):
@@ -205,6 +210,15 @@ def atomic_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         if is_no_space(exc):
             raise _full(path, needed, what, kept, existed, written) from None
+        raise
+
+
+def _make_parent(path: Path) -> None:
+    """The folder ``path`` goes into; a file standing where a folder must be is a usage error naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        check_output_dir(path.parent, "the output")
         raise
 
 
