@@ -31,6 +31,7 @@ def _contract_methods() -> list[str]:
         CountingReader,
         DequantizingReader,
         ExportConstants,
+        Int8Quantizable,
         ModelWithLoss,
         PartCountingReader,
         PartitionedReader,
@@ -51,6 +52,7 @@ def _contract_methods() -> list[str]:
         CountingReader,
         PartCountingReader,
         DequantizingReader,
+        Int8Quantizable,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):
