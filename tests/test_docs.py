@@ -35,6 +35,7 @@ def _contract_methods() -> list[str]:
         ModelWithLoss,
         PartCountingReader,
         PartitionedReader,
+        PrefetchingReader,
         RankedMetric,
         SampleDataReader,
     )
@@ -51,6 +52,7 @@ def _contract_methods() -> list[str]:
         PartitionedReader,
         CountingReader,
         PartCountingReader,
+        PrefetchingReader,
         DequantizingReader,
         Int8Quantizable,
     ]

@@ -170,6 +170,15 @@ class CountingReader(Protocol):
 
 
 @runtime_checkable
+class PrefetchingReader(Protocol):
+    """A reader that can start fetching a file before it is read (remote data: the next file in flight)."""
+
+    def prefetch(self, source: str) -> None:
+        """A hint that ``source`` is read next; it must not fail (a problem surfaces when it is read)."""
+        ...
+
+
+@runtime_checkable
 class PartCountingReader(Protocol):
     """A reader whose examples are not its records (one per rated segment, say): it counts a share itself."""
 

@@ -33,7 +33,7 @@ FAST: Any = _UNSET
 
 CHUNK_BYTES = 16 << 20
 """Bytes read (and parsed) at a time."""
-WRITE_ROWS = 1 << 17
+WRITE_ROWS = 1 << 15
 """Rows formatted at a time."""
 INT32_MAX = 2**31 - 1
 
