@@ -73,7 +73,7 @@ CHILD = textwrap.dedent(
     limited("predictions", 60_000, lambda: write_predictions(out, big, cfg))
     results["predictions"]["intact"] = before == {p.name: digest(p) for p in out.iterdir()}
     from zoo_yt8m_metrics.kaggle import write_kaggle_columns
-    from zoo.engine.infer.prediction_files import PredictionColumns
+    from zoo.prediction_files import PredictionColumns
     cols = PredictionColumns(np.array([f"v{i:06d}".encode() for i in range(5000)]),
                              np.tile(np.arange(20, dtype=np.int32), (5000, 1)), np.full((5000, 20), 0.5, np.float32))
     limited("columns", 60_000, lambda: write_kaggle_columns(out / "predictions.csv", cols))

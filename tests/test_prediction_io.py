@@ -1,4 +1,4 @@
-"""Column-wise prediction files (zoo.engine.infer.prediction_files): polars' readers and string kernels give what the
+"""Column-wise prediction files (zoo.prediction_files): polars' readers and string kernels give what the
 Python readers and writers give, row for row and byte for byte, and the same errors naming the file and line."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zoo_yt8m_metrics.kaggle import KaggleCsvFormat, read_kaggle_columns
 
+from zoo import prediction_files as prediction_io
 from zoo.contracts import ColumnarPredictionFormat, Prediction
 from zoo.engine.infer import ensemble as ens
-from zoo.engine.infer import prediction_files as prediction_io
-from zoo.engine.infer.prediction_files import PredictionColumns
 from zoo.engine.infer.predictions import JsonLinesFormat, read_jsonl_columns, write_jsonl
 from zoo.errors import DataError
+from zoo.prediction_files import PredictionColumns
 
 FORMATS = [KaggleCsvFormat, JsonLinesFormat]
 NO_POLARS = "polars is not installed (the Python readers and writers do all the work)"

@@ -330,7 +330,7 @@ class PredictionFormat(Protocol):
 
 @runtime_checkable
 class ColumnarPredictionFormat(PredictionFormat, Protocol):
-    """A format that reads and writes whole files as arrays (``zoo.engine.infer.prediction_files.PredictionColumns``):
+    """A format that reads and writes whole files as arrays (``zoo.prediction_files.PredictionColumns``):
     ``zoo ensemble`` and the teacher store use it for files of millions of videos."""
 
     def read_columns(self, path: Path, *, rank: bool = True, dtype: type = ...) -> Any:

@@ -7,7 +7,7 @@ file, the line and what is wrong, so a bad submission is fixed in one go. Class 
 ``vocabulary.csv``, read with the engine's class-names loader
 (:func:`zoo.engine.infer.predictions.load_class_names`). Whole files are read and written column-wise
 (:func:`read_kaggle_columns`, :func:`write_kaggle_columns`: polars through
-:mod:`zoo.engine.infer.prediction_files`, this module's row parser for the blocks it leaves), with the same
+:mod:`zoo.prediction_files`, this module's row parser for the blocks it leaves), with the same
 rows, bytes and errors as the row-by-row functions.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import prediction_files as prediction_io
 from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
-from zoo.engine.infer import prediction_files as prediction_io
-from zoo.engine.infer.prediction_files import PredictionColumns
 from zoo.errors import DataError
+from zoo.prediction_files import PredictionColumns
 from zoo.ranking import sorted_row
 
 KAGGLE_HEADER = ("VideoId", "LabelConfidencePairs")
@@ -239,7 +239,7 @@ def _header_end(path: Path) -> int:
 def read_kaggle_columns(
     path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32, num_classes: int | None = None
 ) -> PredictionColumns:
-    """A Kaggle CSV as arrays (:mod:`zoo.engine.infer.prediction_files`, through polars): the rows of :func:`iter_kaggle_csv`
+    """A Kaggle CSV as arrays (:mod:`zoo.prediction_files`, through polars): the rows of :func:`iter_kaggle_csv`
     in file order, each ranked best first when ``rank`` (else in file order); the same errors. Duplicate ids
     and the class range are the caller's to check (``PredictionColumns.check_unique``, ``check_classes``)."""
     path = Path(path)

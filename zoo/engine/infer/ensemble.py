@@ -92,7 +92,7 @@ class TopKTable:
 
     def columns(self) -> Any:
         """The table as ``PredictionColumns`` (for the formats' ``write_columns``)."""
-        from zoo.engine.infer.prediction_files import PredictionColumns
+        from zoo.prediction_files import PredictionColumns
 
         return PredictionColumns(self.ids, self.classes, self.probs)
 

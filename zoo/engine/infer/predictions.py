@@ -20,14 +20,14 @@ import numpy as np
 
 from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
-from zoo.engine.infer.prediction_files import (
+from zoo.errors import DataError
+from zoo.prediction_files import (
     PredictionColumns,
     fast_writes,
     parse_jsonl_block,
     read_columns,
     write_jsonl_columns,
 )
-from zoo.errors import DataError
 from zoo.ranking import sorted_row
 
 CLASS_NAME_COLUMNS = ("Index", "Name")
@@ -136,7 +136,7 @@ class JsonLinesFormat:
 def read_jsonl_columns(
     path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32, num_classes: int | None = None
 ) -> PredictionColumns:
-    """A JSON lines prediction file as arrays (:mod:`zoo.engine.infer.prediction_files`): the rows of
+    """A JSON lines prediction file as arrays (:mod:`zoo.prediction_files`): the rows of
     :func:`read_jsonl`, each ranked best first when ``rank``; the same errors."""
     path = Path(path)
 
