@@ -19,10 +19,13 @@ from export_helpers import make_batch, tiny_config, trained_weights
 
 from zoo.errors import ConfigError, UsageError
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
-    reason="the custom operator is built on first use and needs a C++ compiler",
-)
+pytestmark = [
+    pytest.mark.integration,  # exports, builds the operator, loads it in a fresh process
+    pytest.mark.skipif(
+        shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
+        reason="the custom operator is built on first use and needs a C++ compiler",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -280,6 +280,7 @@ def test_quantize_inverts_dequantize():
     np.testing.assert_array_equal(quantize(np.array([-9.0, 9.0], np.float32)), [0, 255])
 
 
+@pytest.mark.integration
 def test_inspect_reports_the_layout_it_found(layouts):
     root, _ = layouts
     expected = {
@@ -341,6 +342,7 @@ def test_pack_keeps_floats_or_quantizes_on_request(layouts, tmp_path):
     assert same.reused == ["validate0000"]
 
 
+@pytest.mark.integration
 def test_pack_video_id_records_like_the_official_ones(layouts, tmp_path):
     root, _ = layouts
     pack([str(root / "official" / "train")], tmp_path / "a", num_classes=CLASSES, jobs=1, progress=False)
@@ -380,6 +382,7 @@ def _config(root: Path, kind: str, run_dir: Path, *extra: str):
     return load_config(None, overrides, model="nextvlad")
 
 
+@pytest.mark.integration
 def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle_cpu):
     from zoo.engine.trainer import Trainer
 
@@ -414,6 +417,7 @@ def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, pa
     assert results["metrics"]["num_videos"] == 24 and 0.0 <= results["metrics"]["gap"] <= 1.0
 
 
+@pytest.mark.integration
 def test_packed_float_records_train(layouts, tmp_path, paddle_cpu):
     from zoo.engine.trainer import Trainer
 

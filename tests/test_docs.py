@@ -70,6 +70,7 @@ def _commands() -> list[str]:
     return re.findall(r"^    (\w+)\s", block, flags=re.M)
 
 
+@pytest.mark.integration
 def test_every_command_is_documented():
     text = (DOCS / "cli.md").read_text()
     commands = _commands()

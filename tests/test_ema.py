@@ -69,6 +69,7 @@ def ema_run(tiny_data, tmp_path_factory):
     return run
 
 
+@pytest.mark.integration
 def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(
     ema_run, tiny_data, tmp_path, paddle_cpu
 ):
@@ -93,6 +94,8 @@ def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(
         assert f.metadata()["weights"] == "ema"
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_zoo_average_of_two_checkpoints_is_their_mean_and_evaluates(ema_run, tmp_path):
     first, second = sorted((ema_run / "checkpoints").iterdir())
     out = tmp_path / "averaged"
@@ -111,6 +114,7 @@ def test_zoo_average_of_two_checkpoints_is_their_mean_and_evaluates(ema_run, tmp
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+@pytest.mark.integration
 def test_zoo_average_refuses_another_shape_naming_the_tensor(ema_run, tmp_path):
     from safetensors.numpy import save_file
 

@@ -67,6 +67,7 @@ def weights_of(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(str(run_dir / "model.safetensors"))
 
 
+@pytest.mark.integration
 def test_training_writes_a_complete_run_directory(tiny_data, tmp_path, paddle_cpu):
     run = tmp_path / "run"
     result = Trainer(tiny_config(tiny_data, run), progress=False).fit()
@@ -91,6 +92,7 @@ def test_training_writes_a_complete_run_directory(tiny_data, tmp_path, paddle_cp
         Trainer(tiny_config(tiny_data, run), progress=False).fit()
 
 
+@pytest.mark.integration
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, paddle_cpu):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight), progress=False).fit()
@@ -108,6 +110,7 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, padd
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.integration
 def test_dequantizing_on_the_device_trains_exactly_as_on_the_host(tiny_data, tmp_path, paddle_cpu):
     """data.dequantize_on_device (the GPU default) feeds the model the same values: the same weights, validation
     GAP and training loss, with the quantized batches coming through a DataLoader worker."""
@@ -167,6 +170,7 @@ class _NanPlugin:
         register(NanAfter)
 
 
+@pytest.mark.integration
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tiny_data, tmp_path, paddle_cpu):
     get_plugins().add_plugin(_NanPlugin, name="nan-plugin", distribution="tests")
     try:
@@ -188,6 +192,7 @@ def weights_of_checkpoint(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.integration
 def test_pretrain_loads_what_fits_and_reports_the_rest(tiny_data, tmp_path, paddle_cpu):
     run = tmp_path / "base"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False).fit()
@@ -251,6 +256,7 @@ def served(tmp_path):
         server.close()
 
 
+@pytest.mark.integration
 def test_weights_url_is_downloaded_once_and_checksum_verified(
     tiny_data, tmp_path, served, paddle_cpu, monkeypatch
 ):
@@ -278,6 +284,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ZOO, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, paddle_cpu):
     run = tmp_path / "run"
     Trainer(
@@ -312,6 +320,8 @@ def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, pad
     assert missing.returncode == 1 and "do not exist" in missing.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_eval_without_weights_uses_the_released_paddlevideo_archive(tiny_data, tmp_path, served, paddle_cpu):
     """The seed's fallback: no --weights -> the released PaddleVideo 1.x NeXtVLAD archive, fetched and converted.
 

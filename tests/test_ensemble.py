@@ -121,6 +121,8 @@ def test_members_with_other_videos_or_classes_are_errors_naming_the_file(tmp_pat
 # -- runs and files ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_ensemble_of_two_runs_scores_members_and_fits_weights(two_runs, tmp_path):
     out = tmp_path / "ens"
     result = run_cli(
@@ -140,6 +142,8 @@ def test_ensemble_of_two_runs_scores_members_and_fits_weights(two_runs, tmp_path
     assert "ensemble" in result.stdout and "gap" in result.stdout.lower()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_ensemble_of_prediction_files_matches_runs_and_applies_saved_weights(two_runs, tiny_data, tmp_path):
     from zoo.config import load_config
 
@@ -242,6 +246,8 @@ def test_distillation_loss_matches_numpy(paddle_cpu):
         assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1200)
 def test_a_student_distilled_from_two_runs_trains_evaluates_and_exports(two_runs, tiny_data, tmp_path):
     student = tmp_path / "student"
     overrides = tiny_overrides(tiny_data, student, 7) + [
@@ -292,6 +298,8 @@ def test_member_values_match_a_pairwise_lookup(missing, table_bytes, monkeypatch
                 assert values[m, r, j] == np.float32(expected)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
 @pytest.mark.slow
 def test_an_ensemble_of_three_runs_beats_its_best_member(tmp_path_factory, paddle_cpu):
     """Three tiny nextvlad runs (seeds 1-3): the equal-weight arithmetic mean scores a higher GAP on the

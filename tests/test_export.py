@@ -21,6 +21,7 @@ from zoo.errors import UsageError, ZooError
 from zoo.plugins import get_plugins
 
 MODELS = get_plugins().registry("model").names()
+pytestmark = pytest.mark.integration  # every test here exports (or reads an export)
 
 
 def dygraph_probabilities(cfg, weights: Path, batch) -> np.ndarray:

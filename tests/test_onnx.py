@@ -23,6 +23,7 @@ pytest.importorskip("paddle2onnx")
 pytest.importorskip("onnxruntime")
 
 MODELS = get_plugins().registry("model").names()
+pytestmark = pytest.mark.integration  # every test here exports (or reads an export)
 RECURRENT = {"lstm": 2, "attention-lstm": 2}  # LSTM nodes whose sequence lengths the export restores
 
 

@@ -233,6 +233,7 @@ def test_freed_gradients_give_the_update_of_zeroed_ones():
     assert any(not np.array_equal(skipped[n], want[n]) for n in want)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["global", "per_tensor"])
 def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
     tiny_data,  # noqa: F811

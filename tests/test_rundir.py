@@ -40,6 +40,7 @@ def _flip_byte(path: Path, at: int = -100) -> None:
 # resume with a changed config; history after resume
 
 
+@pytest.mark.integration
 def test_resume_refuses_changes_that_break_exactness_and_records_accepted_ones(
     tiny_data, tmp_path, paddle_cpu
 ):
@@ -99,6 +100,7 @@ HOLD = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle_cpu):
     """``train.fused_update`` changes which kernels compute the same Adam update: a resume refuses the change
     unless allowed, then ends where an uninterrupted run does."""
@@ -115,6 +117,7 @@ def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, 
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.integration
 def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, paddle_cpu):
     run = tmp_path / "run"
     holder = subprocess.Popen(
@@ -146,6 +149,7 @@ def test_a_lock_held_on_another_host_is_reported_not_taken(tmp_path):
 # checkpoint integrity and disk full
 
 
+@pytest.mark.integration
 def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data, tmp_path, paddle_cpu):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
@@ -178,6 +182,7 @@ def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data,
         read_weights(str(run))
 
 
+@pytest.mark.integration
 def test_disk_full_while_checkpointing_names_the_path_and_keeps_the_previous(
     tiny_data, tmp_path, paddle_cpu, monkeypatch
 ):
@@ -244,11 +249,14 @@ def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, pad
         load_config(None, ["dataset.preset=yt8m", "train.epoch=0"], model="nextvlad")
 
 
+@pytest.mark.integration
 def test_data_dir_and_data_override_together_are_refused(tiny_data, tmp_path):
     out = run_cli("train", "nextvlad", "--data", str(tiny_data), "-o", "data.train=/x", cwd=tmp_path)
     assert out.returncode == 2 and "--data" in out.stderr and "-o data.train=/x" in out.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_path, paddle_cpu, monkeypatch):
     monkeypatch.chdir(tiny_data)
     run = tmp_path / "run"
@@ -300,6 +308,8 @@ def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_pat
 # duplicate ids
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_duplicate_ids_are_reported_with_both_files(tiny_data, tmp_path, paddle_cpu):
     from zoo_yt8m_data.inspection import inspect_sources
 
@@ -389,6 +399,7 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses ps --ppid and /proc")
 @pytest.mark.parametrize("script", ["pack-pool", "dataloader"])
 def test_workers_exit_when_their_parent_is_killed(tiny_data, script):

@@ -47,6 +47,8 @@ def test_existing_output_and_taken_names_are_refused(tmp_path):
     assert (tmp_path / "empty" / "zoo_fresh_model" / "fresh-model.yaml").is_file()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
 def test_new_plugin_installs_passes_its_tests_and_trains(tmp_path):
     out = subprocess.run(
         [ZOO, "plugins", "new", "scaffolded-pool", "--output", str(tmp_path / "plugin")],

@@ -20,6 +20,7 @@ from zoo.plugins import reset_plugins
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ZOO = str(Path(sys.executable).with_name("zoo"))
+pytestmark = pytest.mark.integration  # installs the fixture plugins and runs `zoo` in subprocesses
 
 
 def _pip(*args: str) -> None:

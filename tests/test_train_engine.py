@@ -78,6 +78,7 @@ def aux_models():
     get_plugins().remove_plugin("aux-plugin")
 
 
+@pytest.mark.integration
 def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
     tiny_data,  # noqa: F811
     tmp_path,
@@ -119,6 +120,7 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
     assert probs.shape == (4, cfg.dataset.num_classes) and ((probs >= 0) & (probs <= 1)).all()
 
 
+@pytest.mark.integration
 def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle_cpu, aux_models):  # noqa: F811
     from zoo.engine.export import export_model, load_exported
     from zoo.engine.loop import batches_for, dygraph_scorer
@@ -171,6 +173,7 @@ class _RecorderPlugin:
         register(Recorder)
 
 
+@pytest.mark.integration
 def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
     from zoo.engine.trainer import Trainer
 
@@ -255,6 +258,7 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+@pytest.mark.integration
 def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
     pytest.importorskip("tensorboardX")
     pytest.importorskip("visualdl")
