@@ -29,7 +29,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def custom_export(tmp_path_factory, paddle_cpu):
+def custom_export(tmp_path_factory, paddle):
     """A tiny NeXtVLAD exported with and without the operator, from the same trained weights."""
     from zoo.engine.export import export_model
 
@@ -59,7 +59,7 @@ def test_custom_op_export_predicts_what_the_model_does(custom_export):
         np.testing.assert_allclose(with_op.predict(batch), without.predict(batch), rtol=0, atol=1e-6)
 
 
-def test_mix_nextvlad_exports_with_the_operator(paddle_cpu, tmp_path):
+def test_mix_nextvlad_exports_with_the_operator(paddle, tmp_path):
     from zoo.engine.export import export_model, load_exported
 
     cfg = tiny_config("mix-nextvlad")
@@ -95,7 +95,7 @@ def test_a_fresh_process_registers_the_operator_before_loading(custom_export):
     assert json.loads(out.stdout.strip().splitlines()[-1]) <= 1e-6
 
 
-def test_the_operator_checks_its_inputs(paddle_cpu):
+def test_the_operator_checks_its_inputs(paddle):
     from zoo_nextvlad.custom_op import load
 
     op = load().zoo_nextvlad_assign
@@ -143,7 +143,7 @@ def test_cli_custom_ops_with_onnx_is_a_usage_error(tmp_path, capsys):
     assert "ONNX exports use standard operators only" in capsys.readouterr().err
 
 
-def test_a_failed_build_says_what_to_do(monkeypatch, paddle_cpu):
+def test_a_failed_build_says_what_to_do(monkeypatch, paddle):
     import paddle.utils.cpp_extension as builder
     from zoo_nextvlad import custom_op
 
@@ -160,7 +160,7 @@ def test_a_failed_build_says_what_to_do(monkeypatch, paddle_cpu):
         custom_op.load()
 
 
-def test_an_interrupted_build_is_started_again(monkeypatch, paddle_cpu):
+def test_an_interrupted_build_is_started_again(monkeypatch, paddle):
     """A build directory without the completion marker (a build killed halfway) is cleared and built again;
     a completed one is reused as it is."""
     import types

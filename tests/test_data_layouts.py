@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import TINY_CLASSES, tiny_dataset, tiny_run_overrides
+from data_helpers import TINY_CLASSES, tiny_run_overrides
 
 import zoo
 from zoo import DatasetSpec
@@ -92,11 +92,11 @@ def _floats_of(video, rng):
 
 
 @pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
+def layouts(tmp_path_factory, tiny_data):
     """The tiny synthetic dataset, and the same videos in the MediaPipe, video_id and float layouts."""
     root = tmp_path_factory.mktemp("layouts")
     official = root / "official"
-    tiny_dataset(official, seed=3)
+    official.symlink_to(tiny_data, target_is_directory=True)
     rng = np.random.default_rng(0)
     floats: dict[str, dict[str, np.ndarray]] = {}
     for split in ("train", "validate", "test"):
@@ -383,7 +383,7 @@ def _config(root: Path, kind: str, run_dir: Path, *extra: str):
 
 
 @pytest.mark.integration
-def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle_cpu):
+def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle):
     from zoo.engine.trainer import Trainer
 
     root, _ = layouts
@@ -418,7 +418,7 @@ def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, pa
 
 
 @pytest.mark.integration
-def test_packed_float_records_train(layouts, tmp_path, paddle_cpu):
+def test_packed_float_records_train(layouts, tmp_path, paddle):
     from zoo.engine.trainer import Trainer
 
     root, _ = layouts

@@ -294,7 +294,7 @@ def test_quantized_batches_survive_dataloader_workers(small):
     assert sorted(ids) == sorted(r["id"] for r in reader)
 
 
-def test_device_dequantization_equals_the_host_values(small, paddle_cpu):
+def test_device_dequantization_equals_the_host_values(small, paddle):
     from zoo.engine.loop import to_tensors
 
     reader = _reader(small)

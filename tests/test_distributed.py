@@ -177,7 +177,7 @@ def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle_cpu):
+def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle):
     one = tmp_path / "one"
     Trainer(
         load_config(bundled_config("mean-pool"), overrides(even_data, f"train.save_dir={one}")),

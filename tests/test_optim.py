@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import paddle
 import pytest
-from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
+from test_engine import tiny_config, weights_of
 
 from zoo.config import TrainConfig
 from zoo.engine import gradclip
@@ -236,7 +236,7 @@ def test_freed_gradients_give_the_update_of_zeroed_ones():
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["global", "per_tensor"])
 def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
-    tiny_data,  # noqa: F811
+    tiny_data,
     tmp_path,
     monkeypatch,
     mode,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import tiny_dataset
 from test_engine import run_cli, tiny_config, weights_of
 
 from zoo.config import load_config
@@ -23,11 +22,6 @@ from zoo.dirlock import DirectoryLock, DirectoryLocked, NoSpaceLeft
 from zoo.engine import checkpoint
 from zoo.engine.trainer import Trainer
 from zoo.errors import ConfigError, DataError, UsageError, ZooError
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3)
 
 
 def _flip_byte(path: Path, at: int = -100) -> None:
@@ -41,9 +35,7 @@ def _flip_byte(path: Path, at: int = -100) -> None:
 
 
 @pytest.mark.integration
-def test_resume_refuses_changes_that_break_exactness_and_records_accepted_ones(
-    tiny_data, tmp_path, paddle_cpu
-):
+def test_resume_refuses_changes_that_break_exactness_and_records_accepted_ones(tiny_data, tmp_path, paddle):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
     run = tmp_path / "run"
@@ -101,7 +93,7 @@ HOLD = textwrap.dedent(
 
 
 @pytest.mark.integration
-def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle_cpu):
+def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle):
     """``train.fused_update`` changes which kernels compute the same Adam update: a resume refuses the change
     unless allowed, then ends where an uninterrupted run does."""
     straight = tmp_path / "straight"
@@ -118,7 +110,7 @@ def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, 
 
 
 @pytest.mark.integration
-def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, paddle_cpu):
+def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, paddle):
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(run / "run.lock")], stdout=subprocess.PIPE, text=True
@@ -150,7 +142,7 @@ def test_a_lock_held_on_another_host_is_reported_not_taken(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data, tmp_path, paddle_cpu):
+def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data, tmp_path, paddle):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
     run = tmp_path / "run"
@@ -184,7 +176,7 @@ def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data,
 
 @pytest.mark.integration
 def test_disk_full_while_checkpointing_names_the_path_and_keeps_the_previous(
-    tiny_data, tmp_path, paddle_cpu, monkeypatch
+    tiny_data, tmp_path, paddle, monkeypatch
 ):
     import safetensors.numpy
 
@@ -238,7 +230,7 @@ def test_disk_full_while_packing_names_the_shard(tmp_path, monkeypatch):
 # runs that would do nothing; where the data comes from; portable run directories
 
 
-def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, paddle_cpu):
+def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, paddle):
     empty = tmp_path / "empty.tfrecord"
     empty.write_bytes(b"")
     with pytest.raises(DataError, match=f"holds no videos: {empty} is empty"):
@@ -257,7 +249,7 @@ def test_data_dir_and_data_override_together_are_refused(tiny_data, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_path, paddle_cpu, monkeypatch):
+def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_path, paddle, monkeypatch):
     monkeypatch.chdir(tiny_data)
     run = tmp_path / "run"
     cfg = load_config(
@@ -310,7 +302,7 @@ def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_pat
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_duplicate_ids_are_reported_with_both_files(tiny_data, tmp_path, paddle_cpu):
+def test_duplicate_ids_are_reported_with_both_files(tiny_data, tmp_path, paddle):
     from zoo_yt8m_data.inspection import inspect_sources
 
     test_file = next((tiny_data / "test").iterdir())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 import pytest
-from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
+from test_engine import tiny_config, weights_of
 
 from zoo import hookimpl
 from zoo.contracts import CallbackBase, TrainingState
@@ -80,9 +80,9 @@ def aux_models():
 
 @pytest.mark.integration
 def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
-    tiny_data,  # noqa: F811
+    tiny_data,
     tmp_path,
-    paddle_cpu,
+    paddle,
     aux_models,
 ):
     from zoo.engine.loop import dygraph_scorer, evaluate
@@ -121,7 +121,7 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
 
 
 @pytest.mark.integration
-def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle_cpu, aux_models):  # noqa: F811
+def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle, aux_models):
     from zoo.engine.export import export_model, load_exported
     from zoo.engine.loop import batches_for, dygraph_scorer
     from zoo.engine.setup import build_reader
@@ -174,7 +174,7 @@ class _RecorderPlugin:
 
 
 @pytest.mark.integration
-def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
+def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle):
     from zoo.engine.trainer import Trainer
 
     get_plugins().add_plugin(_RecorderPlugin, name="recorder-plugin", distribution="tests")
@@ -259,7 +259,7 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.mark.integration
-def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
+def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle):
     pytest.importorskip("tensorboardX")
     pytest.importorskip("visualdl")
     from zoo.engine.trainer import Trainer
@@ -293,7 +293,7 @@ def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle_cpu
 # Mixed precision
 
 
-def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
+def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path, paddle):
     from zoo.engine.trainer import Trainer
 
     for amp in ("bf16", "fp16"):
@@ -303,7 +303,7 @@ def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path,
         assert not (tmp_path / amp / "checkpoints").exists()
 
 
-def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, tmp_path, monkeypatch):  # noqa: F811
+def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, tmp_path, monkeypatch):
     import paddle
 
     from zoo.engine.trainer import AMP_FP32_OPS, Trainer
@@ -331,7 +331,7 @@ def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, 
     assert not seen
 
 
-def test_amp_is_checked_as_a_literal(tiny_data, tmp_path):  # noqa: F811
+def test_amp_is_checked_as_a_literal(tiny_data, tmp_path):
     from zoo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.amp"):
