@@ -6,7 +6,7 @@
 Members are synthetic top-20 tables (random classes of 3862, sorted probabilities, seeded; generation is
 not timed). Reported, from one process:
 
-- ``combine``: zoo.engine.ensemble.combine (arithmetic and geometric mean), wall seconds and the process's
+- ``combine``: zoo.engine.infer.ensemble.combine (arithmetic and geometric mean), wall seconds and the process's
   peak RSS (goal: under a minute and under 2 GB at full size);
 - ``pairwise``: the combine step with the previous class lookup (every candidate against every listed
   class), timed on ``--reference-videos`` rows and scaled to the full size: the reference for the speed-up;
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.engine import ensemble as ens
+from zoo.engine.infer import ensemble as ens
 
 NUM_CLASSES = 3862
 GOAL_SECONDS = 60.0

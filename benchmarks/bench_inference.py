@@ -4,10 +4,10 @@
     python benchmarks/bench_inference.py --sizes default --rounds 5 --json results.json
 
 For each model size, one model with trained-looking weights (BatchNorm statistics moved off their initial
-values) is exported with ``zoo.engine.export.export_model`` and three scorers get the same batches of 32
+values) is exported with ``zoo.engine.export.tracing.export_model`` and three scorers get the same batches of 32
 videos with 150-300 real frames of YouTube-8M-sized features (rgb 1024, audio 128, 3862 classes):
 
-- ``dygraph``: the paddle model in eval mode (``zoo.engine.loop.dygraph_scorer``; the REFERENCE),
+- ``dygraph``: the paddle model in eval mode (``zoo.engine.infer.loops.dygraph_scorer``; the REFERENCE),
 - ``fp32``: the export through Paddle Inference on CPU, paddle's own kernels (what ``zoo predict`` uses),
 - ``fp32-onednn``: the same on oneDNN fp32 (not the default; measured to show why),
 - ``bf16``: the same export with oneDNN bf16 (skipped where the CPU cannot run it),
@@ -107,11 +107,12 @@ def size_config(size: str, max_frames: int, **model: Any) -> Any:
 
 
 def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.export import bf16_support, export_model, load_exported
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.setup import count_parameters
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import count_parameters
+    from zoo.engine.export.predictor import bf16_support, load_exported
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.infer.loops import dygraph_scorer
+    from zoo.engine.runs.checkpoint import save_weights
+    from zoo.engine.runs.weights import apply_weights, read_weights
     from zoo.testing import trained_model
 
     cfg = size_config(size, args.max_frames)
@@ -147,7 +148,7 @@ def bench_size(size: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         scorers["fp32-custom-ops"] = load_exported(custom_out).predict
     onnx_export_s, onnx_why = None, "measured"
     try:
-        from zoo.engine.onnx import converter_versions, export_onnx
+        from zoo.engine.export.onnx import converter_versions, export_onnx
 
         converter_versions()
     except (ImportError, ZooError) as exc:

@@ -34,10 +34,11 @@ def child(model: str, size: str, batch: int, frames: int, steps: int) -> dict[st
     import paddle
 
     from zoo.config import bundled_config, load_config
-    from zoo.engine.loop import to_tensors, training_loss
-    from zoo.engine.optim import build_optimizer
+    from zoo.engine.build import build_model, count_parameters
+    from zoo.engine.feed import to_tensors
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import build_model, count_parameters
+    from zoo.engine.train.losses import training_loss
+    from zoo.engine.train.optimizer import build_optimizer
 
     init_paddle("cpu")
     cfg = load_config(bundled_config(model), [], model=model)

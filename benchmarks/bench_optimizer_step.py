@@ -8,7 +8,7 @@ memory or time, except that the hidden FC's gradient norm is above the clipping 
 clipping takes paddle's kernel for it in place). The second step is measured for memory (Adam's moments
 exist), then the median wall time of 7 more steps. Printed per combination: the step's allocator peak above
 what lived before it (weights, gradients, moments) and its time, for paddle's clip and L2 term, the in-place
-ones with paddle's adam kernel (``zoo.engine.gradclip.InPlaceClipDecay``) and the fused update
+ones with paddle's adam kernel (``zoo.engine.train.update.InPlaceClipDecay``) and the fused update
 (``FusedAdam``, ``train.fused_update``, the trainer's default); times as ratios to paddle's in the same run.
 Each measurement runs in its own process, the three updates alternating ``--rounds`` times.
 """
@@ -28,9 +28,9 @@ def measure(mode: str, scope: str, kind: str) -> dict:
     import numpy as np
 
     import zoo
-    from zoo.config import TrainConfig
-    from zoo.engine.optim import build_optimizer
     from zoo.engine.runtime import init_paddle
+    from zoo.engine.settings import TrainConfig
+    from zoo.engine.train.optimizer import build_optimizer
 
     paddle = init_paddle("cpu")
     paddle.seed(0)

@@ -3,7 +3,7 @@
 Two parts, in one run:
 
 1. The model: a real zoo model scores 5-frame segments of synthetic videos through the engine's segment path
-   (``zoo.engine.segments.scored_segments``: one decoded record per video, cut into segments, collated in
+   (``zoo_yt8m_segments.task.scored_segments``: one decoded record per video, cut into segments, collated in
    batches), over ``--model-videos`` videos; its time per segment is measured and scaled to the full set.
 2. The selection: ``TopSegments`` over the full set (``--videos`` x ``--segments`` segments, scores of all
    3862 classes, ``--classes`` rated columns kept, top ``--top`` per class), fed batches of the same shape
@@ -60,11 +60,12 @@ class SyntheticVideos:
 
 def measure_model(model_name: str, videos: int, segments: int, batch_size: int) -> dict[str, Any]:
     """The model's scoring time per segment through the engine's segment path (reading not counted)."""
+    from zoo_yt8m_segments.task import scored_segments
+
     import zoo
     from zoo.config import bundled_config, load_config
-    from zoo.engine.loop import dygraph_scorer
+    from zoo.engine.infer.loops import dygraph_scorer
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.segments import scored_segments
 
     init_paddle("cpu")
     cfg = load_config(bundled_config(model_name), [f"eval.batch_size={batch_size}"], model=model_name)
@@ -87,7 +88,7 @@ def measure_model(model_name: str, videos: int, segments: int, batch_size: int) 
 
 
 def measure_selection(total: int, classes: int, top: int, batch_size: int, seed: int = 0) -> dict[str, Any]:
-    from zoo.engine.topsegments import TopSegments
+    from zoo_yt8m_segments.topsegments import TopSegments
 
     rng = np.random.default_rng(seed)
     rated = np.sort(rng.choice(ALL_CLASSES, classes, replace=False))

@@ -24,9 +24,9 @@ the peak or better. Each case runs in its own process so its peak RSS is its own
 ``--optimizers plain paddle inplace`` compares the Adam of the step (alternating like the formulations):
 ``plain`` is Adam alone (the default); ``paddle`` and ``inplace`` are the engine's optimizer with the default
 recipe (clipping at 1.0, ``--clip-mode`` global or per_tensor, L2 1e-5 on every parameter;
-``zoo.engine.optim.build_optimizer``), with paddle's
+``zoo.engine.train.optimizer.build_optimizer``), with paddle's
 own clip and L2 term (a second copy of every gradient during the update) or the in-place ones
-(``zoo.engine.gradclip``, with paddle's adam kernel), both with paddle's zeroed gradients between steps
+(``zoo.engine.train.update``, with paddle's adam kernel), both with paddle's zeroed gradients between steps
 (``clear_grad()``); ``engine`` is the trainer's step: clip factor, L2 term and Adam in one fused pass
 (``train.fused_update``) and gradients freed between steps (``step_peak_total_mb`` compares these: what
 lives between steps differs by the gradients).
@@ -102,8 +102,8 @@ def run_case(
     import numpy as np
 
     import zoo
+    from zoo.engine.build import count_parameters
     from zoo.engine.runtime import cpu_count, init_paddle
-    from zoo.engine.setup import count_parameters
 
     paddle = init_paddle("cpu", threads=threads)
     import paddle.nn.functional as F
@@ -123,8 +123,8 @@ def run_case(
     if optimizer_kind == "plain":
         optimizer = paddle.optimizer.Adam(learning_rate=2e-4, parameters=model.parameters())
     else:  # the engine's: the default recipe's clipping and L2 term, paddle's own or in place
-        from zoo.config import TrainConfig
-        from zoo.engine.optim import build_optimizer
+        from zoo.engine.settings import TrainConfig
+        from zoo.engine.train.optimizer import build_optimizer
 
         # inplace: InPlaceClipDecay and paddle's adam kernel; engine: the trainer's (the fused update)
         recipe = TrainConfig(gradient_clip_mode=clip_mode, fused_update=optimizer_kind == "engine")

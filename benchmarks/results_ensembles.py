@@ -12,7 +12,7 @@ validation split with the ``yt8m`` metric (GAP, Hit@1, PERR):
 - ``nextvlad`` with seeds 1, 2 and 3 (seed 1 is the ``nextvlad`` row);
 - ``mix-nextvlad`` with seed 1;
 - the ensemble: the arithmetic mean of the three nextvlad runs' top-50 probabilities (equal weights,
-  zoo.engine.ensemble); its parameters and inference cost are the sum of its members';
+  zoo.engine.infer.ensemble); its parameters and inference cost are the sum of its members';
 - the student: a nextvlad (seed 4) trained with ``train.distill`` against the ensemble of the three runs
   (weight 0.5, temperature 1, the defaults).
 
@@ -40,7 +40,7 @@ def config(model: str, run_dir: Path, epochs: int, seed: int, **train: Any) -> A
     """The model's bundled config on the sample data (its ``sample`` section), then this run's settings
     (after the sample section, whose ``train.epoch`` would otherwise win)."""
     from zoo.config import bundled_config, load_config
-    from zoo.engine.setup import with_sample_data
+    from zoo.engine.build import with_sample_data
 
     cfg = with_sample_data(load_config(bundled_config(model), [], model=model), quiet=True)
     patch = {
@@ -58,9 +58,9 @@ def config(model: str, run_dir: Path, epochs: int, seed: int, **train: Any) -> A
 
 def evaluate_run(cfg: Any, run_dir: Path) -> tuple[dict[str, float], float]:
     """The run's metrics on the valid split and inference videos/s of that pass."""
-    from zoo.engine.loop import evaluate
-    from zoo.engine.setup import build_model, build_reader
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_model, build_reader
+    from zoo.engine.infer.loops import evaluate
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     model = build_model(cfg)
     apply_weights(model, read_weights(str(run_dir)), strict=True)
@@ -72,7 +72,7 @@ def evaluate_run(cfg: Any, run_dir: Path) -> tuple[dict[str, float], float]:
 
 
 def train(model: str, run_dir: Path, epochs: int, seed: int, **extra: Any) -> dict[str, Any]:
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     cfg = config(model, run_dir, epochs, seed, **extra)
     result = Trainer(cfg, progress=False, overwrite=True).fit()
@@ -88,8 +88,8 @@ def train(model: str, run_dir: Path, epochs: int, seed: int, **extra: Any) -> di
 
 
 def ensemble(runs: list[Path], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from zoo.engine import ensemble as ens
-    from zoo.engine.setup import build_metric
+    from zoo.engine.build import build_metric
+    from zoo.engine.infer import ensemble as ens
 
     cfg = rows[0]["cfg"]
     start = time.perf_counter()

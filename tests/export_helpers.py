@@ -46,7 +46,7 @@ def make_batch(lengths, features=FEATURES, seed=1):
 
 def trained_weights(cfg, path: Path, seed: int = 0) -> Path:
     """Weights as ``zoo train`` writes them, with BatchNorm statistics moved off their initial 0 / 1."""
-    from zoo.engine.checkpoint import save_weights
+    from zoo.engine.runs.checkpoint import save_weights
     from zoo.testing import trained_model
 
     save_weights(path, trained_model(cfg, seed))

@@ -11,7 +11,7 @@ The PaddleVideo 1.x models (PaddlePaddle/models ``PaddleCV/video/models/attentio
 ``attention_lstm``: fluid graphs, LoD sequences without padding) are re-stated the same way in fluid's layouts
 (a 1x1 conv for the attention scores, ``dynamic_lstm``'s c, i, f, o gates with peepholes, dropout's
 ``downgrade_in_infer`` scaling at inference) with their recipe's raw, un-normalised features.
-Also checked here: the optimizer's per-tensor clipping and classifier-only L2 (zoo.engine.optim).
+Also checked here: the optimizer's per-tensor clipping and classifier-only L2 (zoo.engine.train.optimizer).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from zoo import DatasetSpec, build_model
-from zoo.config import TrainConfig
+from zoo.engine.settings import TrainConfig
 from zoo.testing import model_batch
 
 SPEC = DatasetSpec(num_classes=5, features={"rgb": 6, "audio": 4}, max_frames=10)
@@ -425,7 +425,7 @@ def tiny_model(paddle):
 
 def run_steps(paddle, model, train_cfg, coefficients):
     """Adam steps on loss = sum_p <p, C_t[p]> (gradient C_t, known exactly); the parameters after each."""
-    from zoo.engine.optim import build_optimizer
+    from zoo.engine.train.optimizer import build_optimizer
 
     opt = build_optimizer(model, train_cfg)
     names = [n for n, _ in model.named_parameters()]
@@ -499,7 +499,7 @@ def test_classifier_scope_penalizes_head_weights_only(paddle):
 
 
 def test_classifier_scope_without_a_head_is_a_config_error(paddle):
-    from zoo.engine.optim import build_optimizer
+    from zoo.engine.train.optimizer import build_optimizer
     from zoo.errors import ConfigError
 
     cfg = dataclasses.replace(TrainConfig(), l2_scope="classifier")

@@ -142,3 +142,20 @@ def test_dataset_preset_and_unknown_preset():
         load_config(None, ["dataset.preset=yt8n"], model="mean-pool")
     with pytest.raises(ConfigError, match="name a dataset preset"):
         load_config(None, model="mean-pool")
+
+
+def test_a_plugin_config_inherits_the_installed_recipe(tmp_path):
+    """`_base_: zoo:base.yaml` names the config shipped with yt8m-zoo, wherever the plugin's YAML lives."""
+    mine = tmp_path / "plugin" / "mine.yaml"
+    mine.parent.mkdir()
+    mine.write_text("_base_: zoo:base.yaml\nmodel: {name: mean-pool}\ntrain: {num_gpus: 1}\n")
+    cfg = load_config(mine)
+    base = load_config(bundled_config("nextvlad"))
+    assert cfg.train.learning_rate == base.train.learning_rate == 0.0002  # the seed's recipe, not copied
+    assert cfg.train.num_gpus == 1 and cfg.predict.formats == ["jsonl", "kaggle-csv"]
+    for bad in ("zoo:../pyproject.toml", "zoo:no-such.yaml", "zoo:/etc/passwd"):
+        mine.write_text(f"_base_: {bad!r}\nmodel: {{name: mean-pool}}\n")
+        with pytest.raises(
+            ConfigError, match=r"not a config shipped with yt8m-zoo; the bundled ones are .*zoo:base\.yaml"
+        ):
+            load_config(mine)

@@ -31,7 +31,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def custom_export(tmp_path_factory, paddle):
     """A tiny NeXtVLAD exported with and without the operator, from the same trained weights."""
-    from zoo.engine.export import export_model
+    from zoo.engine.export.tracing import export_model
 
     root = tmp_path_factory.mktemp("custom-ops")
     cfg = tiny_config("nextvlad")
@@ -42,7 +42,8 @@ def custom_export(tmp_path_factory, paddle):
 
 
 def test_custom_op_export_predicts_what_the_model_does(custom_export):
-    from zoo.engine.export import load_exported, read_metadata
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import load_exported
 
     cfg, weights, plain, custom = custom_export
     meta = read_metadata(custom)
@@ -60,7 +61,8 @@ def test_custom_op_export_predicts_what_the_model_does(custom_export):
 
 
 def test_mix_nextvlad_exports_with_the_operator(paddle, tmp_path):
-    from zoo.engine.export import export_model, load_exported
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
 
     cfg = tiny_config("mix-nextvlad")
     weights = trained_weights(cfg, tmp_path / "model.safetensors")
@@ -78,7 +80,7 @@ def test_a_fresh_process_registers_the_operator_before_loading(custom_export):
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[3])\n"
         "from export_helpers import make_batch\n"
-        "from zoo.engine.export import load_exported\n"
+        "from zoo.engine.export.tracing import load_exported\n"
         "batch = make_batch([5, 2], seed=9)\n"
         "a = load_exported(sys.argv[1]).predict(batch)\n"
         "b = load_exported(sys.argv[2]).predict(batch)\n"
@@ -118,7 +120,7 @@ def test_the_operator_checks_its_inputs(paddle):
 
 
 def test_custom_ops_refusals(custom_export, tmp_path):
-    from zoo.engine.export import export_model
+    from zoo.engine.export.tracing import export_model
 
     _, weights, _, custom = custom_export
     with pytest.raises(UsageError, match="has no custom operators"):
@@ -128,7 +130,8 @@ def test_custom_ops_refusals(custom_export, tmp_path):
     with pytest.raises(ConfigError, match="factored formulation only"):
         export_model(expanded, str(weights), tmp_path / "e", custom_ops=True)
     assert not (tmp_path / "e").exists()  # nothing written
-    from zoo.engine.export import ExportedModel, read_metadata
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import ExportedModel
 
     with pytest.raises(UsageError, match="custom CPU operators"):  # (on a GPU machine; here paddle has none)
         ExportedModel(custom, read_metadata(custom), device="gpu")

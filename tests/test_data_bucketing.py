@@ -138,7 +138,7 @@ def test_off_gives_the_batches_of_the_plain_shuffle_buffer(data):
 
 
 def test_config_buckets_training_only(data):
-    from zoo.engine.loop import batches_for
+    from zoo.engine.feed import batches_for
 
     reader = _reader(data)
     cfg = load_config(

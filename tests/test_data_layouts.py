@@ -384,7 +384,7 @@ def _config(root: Path, kind: str, run_dir: Path, *extra: str):
 
 @pytest.mark.integration
 def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle):
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     root, _ = layouts
     histories = {}
@@ -419,7 +419,7 @@ def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, pa
 
 @pytest.mark.integration
 def test_packed_float_records_train(layouts, tmp_path, paddle):
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     root, _ = layouts
     for split in ("train", "validate"):

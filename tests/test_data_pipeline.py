@@ -295,7 +295,7 @@ def test_quantized_batches_survive_dataloader_workers(small):
 
 
 def test_device_dequantization_equals_the_host_values(small, paddle):
-    from zoo.engine.loop import to_tensors
+    from zoo.engine.feed import to_tensors
 
     reader = _reader(small)
     f = next(iter(batches(reader, spec=SPEC, batch_size=16)))

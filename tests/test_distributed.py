@@ -24,11 +24,11 @@ import pytest
 
 from zoo.cli import main
 from zoo.config import bundled_config, load_config
-from zoo.engine import launch
-from zoo.engine.loop import evaluate
-from zoo.engine.setup import build_model, build_reader
-from zoo.engine.trainer import Trainer
-from zoo.engine.weights import apply_weights, read_weights
+from zoo.engine.build import build_model, build_reader
+from zoo.engine.distributed import launch, watch
+from zoo.engine.infer.loops import evaluate
+from zoo.engine.runs.weights import apply_weights, read_weights
+from zoo.engine.train.trainer import Trainer
 from zoo.errors import UsageError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
@@ -165,7 +165,7 @@ def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp
     ]
     for r in records:
         (tmp_path / f"failure.rank{r['rank']}.json").write_text(json.dumps(r))
-    message = launch._failure_message(
+    message = watch.failure_message(
         tmp_path, 0.0, 1, [], __import__("collections").deque(), launch.LaunchPlan(), False, None
     )
     assert message.startswith("rank 1 of 2 failed: DataError: x.tfrecord: record 3: bad")

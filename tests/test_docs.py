@@ -28,8 +28,12 @@ def _contract_methods() -> list[str]:
         PROTOCOLS,
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
+        CountingReader,
+        DequantizingReader,
         ExportConstants,
         ModelWithLoss,
+        PartCountingReader,
+        PartitionedReader,
         RankedMetric,
         SampleDataReader,
     )
@@ -43,6 +47,10 @@ def _contract_methods() -> list[str]:
         ColumnarPredictionFormat,
         ConvertsForeignWeights,
         ExportConstants,
+        PartitionedReader,
+        CountingReader,
+        PartCountingReader,
+        DequantizingReader,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):
@@ -128,7 +136,12 @@ def test_every_python_fence_is_found():
 
 @pytest.mark.parametrize("page", [p for p in PAGES if _examples(p)], ids=lambda p: p.name)
 def test_python_examples_run(page, tmp_path, monkeypatch):
+    from zoo.paths import cache_dir
+
     monkeypatch.chdir(tmp_path)
+    # docs/data.md reads the built-in sample data from ./yt8m-sample: the session's copy, made once
+    sample = cache_dir("sample-v1")
+    (tmp_path / "yt8m-sample").symlink_to(sample, target_is_directory=True)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     for line, mark, code in _examples(page):
         where = f"{page.relative_to(REPO)}:{line}"

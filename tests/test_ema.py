@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from zoo.config import load_config
-from zoo.engine.trainer import Trainer
+from zoo.engine.train.trainer import Trainer
 from zoo.errors import ConfigError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
@@ -31,7 +31,7 @@ def tiny_config(data: Path, run_dir: Path, *extra: str):
 def test_weight_average_follows_its_formula_and_swaps_back_exactly(paddle):
     import paddle
 
-    from zoo.engine.ema import WeightAverage
+    from zoo.engine.train.ema import WeightAverage
 
     paddle.seed(0)
     layer = paddle.nn.Linear(3, 2)

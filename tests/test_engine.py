@@ -17,8 +17,8 @@ import pytest
 
 from zoo import hookimpl
 from zoo.config import load_config
-from zoo.engine.trainer import Trainer, TrainingDiverged
-from zoo.engine.weights import apply_weights, load_pickled_arrays, read_weights
+from zoo.engine.runs.weights import apply_weights, load_pickled_arrays, read_weights
+from zoo.engine.train.trainer import Trainer, TrainingDiverged
 from zoo.errors import ZooError
 from zoo.plugins import get_plugins
 
@@ -190,7 +190,7 @@ def weights_of_checkpoint(path: Path) -> dict[str, np.ndarray]:
 def test_pretrain_loads_what_fits_and_reports_the_rest(tiny_data, tmp_path, paddle):
     run = tmp_path / "base"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False).fit()
-    from zoo.engine.setup import build_model
+    from zoo.engine.build import build_model
 
     other = tiny_config(tiny_data, tmp_path / "other", "dataset.num_classes=20")
     model = build_model(other)
@@ -327,7 +327,7 @@ def test_eval_without_weights_uses_the_released_paddlevideo_archive(tiny_data, t
     root, url = served
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False).fit()
-    from zoo.engine.setup import build_model
+    from zoo.engine.build import build_model
 
     cfg = tiny_config(tiny_data, run)
     model = build_model(cfg)

@@ -12,8 +12,8 @@ import pytest
 from data_helpers import TINY_VIDEOS, tiny_run_overrides
 
 from zoo.contracts import Prediction
-from zoo.engine import ensemble as ens
-from zoo.engine.distill import TeacherStore, soften
+from zoo.engine.infer import ensemble as ens
+from zoo.engine.train.distill import TeacherStore, soften
 from zoo.errors import DataError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
@@ -32,7 +32,7 @@ def tiny_overrides(data: Path, run_dir: Path, seed: int) -> list[str]:
 @pytest.fixture(scope="module")
 def two_runs(tiny_data, tmp_path_factory, paddle):
     from zoo.config import load_config
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("ens-runs")
     runs = []
@@ -137,7 +137,7 @@ def test_ensemble_of_prediction_files_matches_runs_and_applies_saved_weights(two
         files.append(path)
     tables = [ens.read_prediction_file(p) for p in files]
     labels = ens.split_labels(cfg, "valid", tables[0].ids)
-    from zoo.engine.setup import build_metric
+    from zoo.engine.build import build_metric
 
     def new_metric():
         return build_metric(cfg)
@@ -195,8 +195,8 @@ def test_teacher_store_round_trip_is_memory_mapped_and_names_missing_videos(tmp_
 def test_distillation_loss_matches_numpy(paddle):
     import paddle
 
-    from zoo.config import DistillConfig
-    from zoo.engine.loop import training_loss
+    from zoo.engine.settings import DistillConfig
+    from zoo.engine.train.losses import training_loss
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 6)).astype(np.float32)
@@ -284,8 +284,8 @@ def test_an_ensemble_of_three_runs_beats_its_best_member(tmp_path_factory, paddl
     from zoo_yt8m_data.synth import SynthSpec, generate
 
     from zoo.config import load_config
-    from zoo.engine.setup import build_metric
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.build import build_metric
+    from zoo.engine.train.trainer import Trainer
 
     data = tmp_path_factory.mktemp("ens3-data")
     generate(

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.integration  # every test here exports (or reads an exp
 
 
 def dygraph_probabilities(cfg, weights: Path, batch) -> np.ndarray:
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_model
+    from zoo.engine.infer.loops import dygraph_scorer
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     model = build_model(cfg)
     apply_weights(model, read_weights(str(weights)), strict=True)
@@ -36,7 +36,8 @@ def dygraph_probabilities(cfg, weights: Path, batch) -> np.ndarray:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_export_matches_dygraph(name, paddle, tmp_path):
-    from zoo.engine.export import bf16_support, export_model, load_exported
+    from zoo.engine.export.predictor import bf16_support, load_exported
+    from zoo.engine.export.tracing import export_model
 
     if name not in get_plugins().registry("model"):
         pytest.skip(f"model {name!r} was uninstalled while the tests ran")
@@ -142,7 +143,8 @@ def test_fixed_frames_fallback_in_a_fresh_process():
     reason="run in a fresh process by test_fixed_frames_fallback_in_a_fresh_process",
 )
 def test_model_that_needs_fixed_frames_falls_back_to_static(flat_frames_model, paddle, tmp_path):
-    from zoo.engine.export import export_model, load_exported
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
 
     cfg = tiny_config(flat_frames_model)
     weights = trained_weights(cfg, tmp_path / "model.safetensors")
@@ -164,7 +166,7 @@ def test_model_that_needs_fixed_frames_falls_back_to_static(flat_frames_model, p
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """A good export, plus one of another feature layout (module scope: made once)."""
-    from zoo.engine.export import export_model
+    from zoo.engine.export.tracing import export_model
     from zoo.engine.runtime import init_paddle
 
     init_paddle("cpu")
@@ -187,7 +189,7 @@ def edit_metadata(path: Path, **changes) -> None:
 
 
 def test_missing_params_file_is_named(exports, tmp_path):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     bad = damaged_copy(exports[0], tmp_path)
     (bad / "inference.pdiparams").unlink()
@@ -196,7 +198,7 @@ def test_missing_params_file_is_named(exports, tmp_path):
 
 
 def test_corrupted_metadata_json_is_named(exports, tmp_path):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     bad = damaged_copy(exports[0], tmp_path)
     (bad / "metadata.json").write_text('{"format": "yt8m-zoo-export", "version": 1, "model": ')
@@ -208,7 +210,7 @@ def test_corrupted_metadata_json_is_named(exports, tmp_path):
 
 
 def test_metadata_of_another_feature_layout_is_refused(exports, tmp_path):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     good, other = exports
     bad = damaged_copy(good, tmp_path)
@@ -218,7 +220,7 @@ def test_metadata_of_another_feature_layout_is_refused(exports, tmp_path):
 
 
 def test_batch_of_another_feature_layout_is_refused(exports):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     exported = load_exported(exports[1])  # exported for rgb[16] only
     with pytest.raises(ZooError, match=r"feature 'rgb' has shape \[2, 3, 24\].*rgb\[16\]"):
@@ -232,7 +234,7 @@ def test_quantized_batches_are_dequantized_before_the_exported_program(exports):
     from zoo_yt8m_data.readers import dequantize
 
     from zoo.data.pipeline import dequantize_batch
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     exported = load_exported(exports[0])  # rgb[16], audio[8]
     batch = make_batch([3, 2])
@@ -248,7 +250,7 @@ def test_quantized_batches_are_dequantized_before_the_exported_program(exports):
 
 
 def test_damaged_or_edited_files_are_detected(exports, tmp_path):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     bad = damaged_copy(exports[0], tmp_path)
     params = bad / "inference.pdiparams"
@@ -263,19 +265,20 @@ def test_damaged_or_edited_files_are_detected(exports, tmp_path):
 
 
 def test_unloadable_program_is_reported_with_the_file(exports, tmp_path):
-    from zoo.engine.export import _file_record, load_exported
+    from zoo.engine.export.metadata import file_record
+    from zoo.engine.export.predictor import load_exported
 
     bad = damaged_copy(exports[0], tmp_path)
     (bad / "inference.json").write_text('{"base_code": {"magic": "pir", "version": 1}, "program": {}}')
     meta = json.loads((bad / "metadata.json").read_text())
-    meta["files"]["inference.json"] = _file_record(bad / "inference.json")  # consistent, but not a program
+    meta["files"]["inference.json"] = file_record(bad / "inference.json")  # consistent, but not a program
     (bad / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ZooError, match=r"inference\.json: Paddle Inference cannot load"):
         load_exported(bad)
 
 
 def test_metadata_version_and_model_mismatch(exports, tmp_path):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     bad = damaged_copy(exports[0], tmp_path)
     edit_metadata(bad, version=99)
@@ -294,7 +297,7 @@ def test_metadata_version_and_model_mismatch(exports, tmp_path):
 def test_device_and_precision_requests_are_checked(exports):
     import paddle
 
-    from zoo.engine.export import GpuOptions, load_exported
+    from zoo.engine.export.predictor import GpuOptions, load_exported
 
     if not paddle.is_compiled_with_cuda():
         with pytest.raises(UsageError, match="no CUDA support"):
@@ -308,7 +311,8 @@ def test_device_and_precision_requests_are_checked(exports):
 
 
 def test_trt_shape_ranges_cover_every_input(exports):
-    from zoo.engine.export import _trt_shapes, read_metadata
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import _trt_shapes
 
     low, high, best = _trt_shapes(read_metadata(exports[0]), max_batch=64)
     assert set(low) == set(high) == set(best) == {"rgb", "audio", "mask", "num_frames"}
@@ -316,7 +320,7 @@ def test_trt_shape_ranges_cover_every_input(exports):
 
 
 def test_random_weights_need_an_explicit_flag(paddle, tmp_path):
-    from zoo.engine.export import export_model
+    from zoo.engine.export.tracing import export_model
 
     with pytest.raises(UsageError, match="--allow-random"):
         export_model(tiny_config("mean-pool"), None, tmp_path / "x")
@@ -324,7 +328,7 @@ def test_random_weights_need_an_explicit_flag(paddle, tmp_path):
 
 
 def test_export_replaces_only_an_earlier_export(exports, paddle, tmp_path):
-    from zoo.engine.export import export_model
+    from zoo.engine.export.tracing import export_model
 
     run = tmp_path / "run"
     run.mkdir()
@@ -339,7 +343,8 @@ def test_export_replaces_only_an_earlier_export(exports, paddle, tmp_path):
 
 
 def test_vocabulary_ships_with_the_export(paddle, tmp_path):
-    from zoo.engine.export import export_model, load_exported
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
 
     vocab = tmp_path / "vocabulary.csv"
     vocab.write_text("Index,TrainVideoCount,Name\n0,10,Games\n3,5,Cooking\n")
@@ -360,7 +365,7 @@ def test_vocabulary_ships_with_the_export(paddle, tmp_path):
 
 def test_cli_export_then_predict_matches_predict_with_weights(paddle, tmp_path, capsys):
     from zoo.cli import main
-    from zoo.engine.checkpoint import WEIGHTS_FILE
+    from zoo.engine.runs.checkpoint import WEIGHTS_FILE
 
     data = tmp_path / "data"
     assert (
@@ -431,7 +436,7 @@ def test_cli_export_then_predict_matches_predict_with_weights(paddle, tmp_path, 
         assert x["classes"] == y["classes"], x["id"]
         np.testing.assert_allclose(x["scores"], y["scores"], rtol=0, atol=1e-5)
     assert b[0]["names"] and all(b[0]["names"])  # the vocabulary shipped in the export names the classes
-    from zoo.engine.export import bf16_support
+    from zoo.engine.export.predictor import bf16_support
 
     if bf16_support()[0]:
         assert (

@@ -251,7 +251,7 @@ def test_unpredicted_classes_never_count():
 
 
 def test_per_class_csv_names_classes_from_the_vocabulary(tmp_path):
-    from zoo.engine.predictions import load_class_names
+    from zoo.engine.infer.predictions import load_class_names
 
     vocab = tmp_path / "vocabulary.csv"
     vocab.write_text(

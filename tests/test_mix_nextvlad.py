@@ -223,7 +223,7 @@ def mix_params(
 
 
 def test_parameter_count_follows_the_formula(paddle):
-    from zoo.engine.setup import count_parameters
+    from zoo.engine.build import count_parameters
 
     for options in (SMALL, {**SMALL, "mix_number": 2, "cluster_size": 10, "groups": 2, "expansion": 1}):
         model = small_model(paddle, **options)
@@ -256,7 +256,7 @@ def test_bad_options_are_config_errors(paddle):
 
 
 def test_bundled_config_is_the_authors_recipe_with_a_sample_scale(paddle):
-    from zoo.engine.setup import count_parameters
+    from zoo.engine.build import count_parameters
 
     config = load_config(bundled_config("mix-nextvlad"))
     defaults = zoo.plugin_class("model", "mix-nextvlad").Config()
@@ -310,9 +310,10 @@ def test_export_in_a_fresh_process():
 @pytest.mark.integration
 @pytest.mark.skipif("ZOO_TEST_INNER" not in os.environ, reason="run by test_export_in_a_fresh_process")
 def test_export_returns_the_mixtures_probabilities_only(paddle, tmp_path):
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.export import export_model, load_exported
-    from zoo.engine.setup import build_model as build_from_config
+    from zoo.engine.build import build_model as build_from_config
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.runs.checkpoint import save_weights
 
     raw = {
         "dataset": {

@@ -63,6 +63,32 @@ def test_frame_reader_contract(tmp_path):
     assert [v["num_frames"] for v in videos] == [4, 1, 6, 6]
 
 
+def test_reader_check_fails_uint8_frames_without_dequantization(tmp_path):
+    """A reader that yields uint8 codes must say what they mean (zoo.contracts.DequantizingReader): without
+    dequantize_into the kit fails it, instead of training failing later."""
+    from zoo_yt8m_data.readers import FrameFeatureReader
+
+    class CodesOnly:  # the frame reader's raw records (uint8 codes), without its dequantize_into
+        name = "codes-only"
+        Config = FrameFeatureReader.Config
+
+        def __init__(self, config, spec):
+            self._inner = FrameFeatureReader(config, spec)
+
+        def sources(self):
+            return self._inner.sources()
+
+        def read(self, source):
+            return self._inner.read_part(source, 0, 1)  # the records as stored: uint8 codes
+
+        def __iter__(self):
+            return (video for source in self.sources() for video in self.read(source))
+
+    a = frame_records(tmp_path / "a.tfrecord", [("v1", [0], 3), ("v2", [1], 2)])
+    with pytest.raises(AssertionError, match=r"yields uint8 codes for audio, rgb but has no dequantize_into"):
+        check_reader(CodesOnly, FRAME_SPEC, [a])
+
+
 def test_reader_check_catches_an_error_that_does_not_name_the_file(tmp_path, monkeypatch):
     from zoo_yt8m_data import readers
 

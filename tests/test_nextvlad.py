@@ -24,7 +24,7 @@ def small_model(paddle, seed: int = 0, **options):
 
 def trainable(model) -> int:
     """The count `zoo models --params` and `zoo run` report."""
-    from zoo.engine.setup import count_parameters
+    from zoo.engine.build import count_parameters
 
     return count_parameters(model)
 
@@ -339,7 +339,7 @@ def test_engine_loads_a_paddlevideo_pdparams_file(paddle, tmp_path):
     """A 1.x ``NEXTVLAD_final.pdparams`` (protocol-2 pickle of arrays) goes through the engine's loader."""
     import pickle
 
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     state = paddlevideo_state(np.random.default_rng(3), 16, 8, 4, 2, 12, 3, SPEC.num_classes)
     path = tmp_path / "NEXTVLAD_final.pdparams"

@@ -218,8 +218,8 @@ def test_export_holds_the_products_as_constants(paddle, tmp_path):
     """The exported program reads the product matrices; it does not recompute them on every call."""
     import json
 
-    from zoo.engine.export import _input_specs, _probability_layer, _trace
-    from zoo.engine.onnx import _operator_name, _ops
+    from zoo.engine.export.onnx import _operator_name, _ops
+    from zoo.engine.export.tracing import _input_specs, _probability_layer, _trace
 
     paddle.seed(5)
     model = build_model("nextvlad", spec=SMALL, **SMALL_OPTIONS)

@@ -28,7 +28,7 @@ RECURRENT = {"lstm": 2, "attention-lstm": 2}  # LSTM nodes whose sequence length
 
 
 def save(model, path: Path) -> Path:
-    from zoo.engine.checkpoint import save_weights
+    from zoo.engine.runs.checkpoint import save_weights
 
     save_weights(path, model)
     return path
@@ -36,9 +36,9 @@ def save(model, path: Path) -> Path:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_matches_dygraph(name, paddle, tmp_path):
-    from zoo.engine.export import load_exported
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.onnx import ONNX_FILE, OnnxModel, export_onnx
+    from zoo.engine.export.onnx import ONNX_FILE, OnnxModel, export_onnx
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.infer.loops import dygraph_scorer
 
     if name not in get_plugins().registry("model"):
         pytest.skip(f"model {name!r} was uninstalled while the tests ran")
@@ -66,9 +66,9 @@ def test_restoring_sequence_lengths_is_what_makes_lstms_match(paddle, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from zoo.engine.export import export_model
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.onnx import convert
+    from zoo.engine.export.onnx import convert
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.infer.loops import dygraph_scorer
 
     cfg = tiny_config("lstm")
     model = trained_model(cfg)
@@ -135,7 +135,7 @@ def cumulative_model():
 
 
 def test_unsupported_operator_is_named(cumulative_model, paddle, tmp_path):
-    from zoo.engine.onnx import export_onnx
+    from zoo.engine.export.onnx import export_onnx
 
     cfg = tiny_config(cumulative_model)
     with pytest.raises(ZooError, match="no conversion for the Paddle operator.*logcumsumexp") as info:
@@ -147,8 +147,9 @@ def test_no_builtin_operator_is_reported_unsupported(paddle, tmp_path):
     """The diagnosis maps PIR names onto paddle2onnx's list; a false alarm would blame a working operator."""
     from paddle2onnx.paddle2onnx_cpp2py_export import get_all_supported_operators_pir
 
-    from zoo.engine.export import PROGRAM_FILE, export_model
-    from zoo.engine.onnx import unsupported_operators
+    from zoo.engine.export.metadata import PROGRAM_FILE
+    from zoo.engine.export.onnx import unsupported_operators
+    from zoo.engine.export.tracing import export_model
 
     supported = set(get_all_supported_operators_pir())
     for name in ("nextvlad", "attention-lstm", "dbof"):
@@ -165,7 +166,7 @@ def test_no_builtin_operator_is_reported_unsupported(paddle, tmp_path):
 
 @pytest.fixture(scope="module")
 def onnx_export(tmp_path_factory):
-    from zoo.engine.onnx import export_onnx
+    from zoo.engine.export.onnx import export_onnx
     from zoo.engine.runtime import init_paddle
 
     init_paddle("cpu")
@@ -176,7 +177,7 @@ def onnx_export(tmp_path_factory):
 def test_damaged_onnx_file_is_named(onnx_export, tmp_path):
     import shutil
 
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     copy = tmp_path / "copy"
     shutil.copytree(onnx_export, copy)
@@ -190,7 +191,7 @@ def test_damaged_onnx_file_is_named(onnx_export, tmp_path):
 
 
 def test_onnx_export_runs_fp32_only(onnx_export):
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     with pytest.raises(UsageError, match="fp32 only"):
         load_exported(onnx_export, precision="bf16")
@@ -198,7 +199,7 @@ def test_onnx_export_runs_fp32_only(onnx_export):
 
 def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle, tmp_path, capsys):
     from zoo.cli import main
-    from zoo.engine.checkpoint import WEIGHTS_FILE
+    from zoo.engine.runs.checkpoint import WEIGHTS_FILE
 
     data = tmp_path / "data"
     synth = ["data", "synth", "--output", str(data), "--train-videos", "0", "--valid-videos", "0"]
@@ -233,7 +234,7 @@ def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle, tmp_p
 def test_export_for_an_unknown_runtime_is_refused(onnx_export, tmp_path):
     import shutil
 
-    from zoo.engine.export import load_exported
+    from zoo.engine.export.predictor import load_exported
 
     copy = tmp_path / "copy"
     shutil.copytree(onnx_export, copy)

@@ -1,4 +1,4 @@
-"""The in-place clip and L2 term (zoo.engine.gradclip): bitwise paddle's update, without a copy of the gradients."""
+"""The in-place clip and L2 term (zoo.engine.train.update): bitwise paddle's update, without a copy of the gradients."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import paddle
 import pytest
 from test_engine import tiny_config, weights_of
 
-from zoo.config import TrainConfig
-from zoo.engine import gradclip
-from zoo.engine.optim import build_optimizer
+from zoo.engine.settings import TrainConfig
+from zoo.engine.train import update as gradclip
+from zoo.engine.train.optimizer import build_optimizer
 from zoo.nn import LogisticHead
 
 
@@ -100,7 +100,7 @@ def assert_same_update(got: np.ndarray, want: np.ndarray, kind: str, name: str) 
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-NO_KERNEL = "the fused update kernel (zoo/engine/_adam.c) was not built in this install"
+NO_KERNEL = "the fused update kernel (zoo/engine/train/_adam.c) was not built in this install"
 
 
 def count_kernel_calls(monkeypatch) -> list:
@@ -205,7 +205,7 @@ class TwoBranches(paddle.nn.Layer):
 
 def branch_steps(free: bool, fill: bool):
     """Parameters after 7 steps; gradients zeroed by paddle (free False) or freed (filled in if ``fill``)."""
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     paddle.seed(0)
     model = TwoBranches()
@@ -243,8 +243,8 @@ def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients
 ):
     """A whole run (NeXtVLAD, 16 steps, clipping active, L2 on every parameter) against the engine before:
     paddle's grad_clip and weight_decay and gradients zeroed between steps."""
-    from zoo.engine import trainer as trainer_module
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train import trainer as trainer_module
+    from zoo.engine.train.trainer import Trainer
 
     extra = (f"train.gradient_clip_mode={mode}", "train.gradient_clip_norm=0.05", "train.l2_penalty=0.01")
     Trainer(tiny_config(tiny_data, tmp_path / "new", *extra), progress=False).fit()

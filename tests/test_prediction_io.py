@@ -1,4 +1,4 @@
-"""Column-wise prediction files (zoo.engine.prediction_io): the C parser and formatter give what the Python
+"""Column-wise prediction files (zoo.engine.infer.prediction_files): the C parser and formatter give what the Python
 readers and writers give, row for row and byte for byte, and the same errors naming the file and line."""
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ from hypothesis import strategies as st
 from zoo_yt8m_metrics.kaggle import KaggleCsvFormat, read_kaggle_columns
 
 from zoo.contracts import ColumnarPredictionFormat, Prediction
-from zoo.engine import ensemble as ens
-from zoo.engine import prediction_io
-from zoo.engine.prediction_io import PredictionColumns
-from zoo.engine.predictions import JsonLinesFormat, read_jsonl_columns, write_jsonl
+from zoo.engine.infer import ensemble as ens
+from zoo.engine.infer import prediction_files as prediction_io
+from zoo.engine.infer.prediction_files import PredictionColumns
+from zoo.engine.infer.predictions import JsonLinesFormat, read_jsonl_columns, write_jsonl
 from zoo.errors import DataError
 
 FORMATS = [KaggleCsvFormat, JsonLinesFormat]
-needs_c = pytest.mark.skipif(prediction_io.FAST is None, reason="zoo.engine._predio is not built")
+needs_c = pytest.mark.skipif(prediction_io.FAST is None, reason="zoo.engine.infer._predio is not built")
 
 
 @pytest.fixture(params=["c", "python"])
 def parser(request, monkeypatch):
     """Every reading test runs through the C parser and through the Python line parsers alone."""
     if request.param == "c" and prediction_io.FAST is None:
-        pytest.skip("zoo.engine._predio is not built")
+        pytest.skip("zoo.engine.infer._predio is not built")
     if request.param == "python":
         monkeypatch.setattr(prediction_io, "FAST", None)
     return request.param
@@ -140,7 +140,7 @@ def test_jsonl_ids_that_need_escapes_are_escaped_as_json_dumps_does(tmp_path):
 
 def test_float_formatting_matches_python_on_many_values():
     if prediction_io.FAST is None:
-        pytest.skip("zoo.engine._predio is not built")
+        pytest.skip("zoo.engine.infer._predio is not built")
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
     values = np.concatenate([bits.view(np.float32), rng.random(100_000, dtype=np.float32)])
@@ -345,7 +345,7 @@ def test_column_reader_agrees_with_the_row_reader(case):
 
 def test_number_parsing_matches_float_on_many_spellings():
     if prediction_io.FAST is None:
-        pytest.skip("zoo.engine._predio is not built")
+        pytest.skip("zoo.engine.infer._predio is not built")
     rng = np.random.default_rng(5)
     f32 = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     doubles = f32[np.isfinite(f32)].astype(float).tolist() + rng.random(50_000).tolist()

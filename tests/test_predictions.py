@@ -10,8 +10,9 @@ import pytest
 from zoo_yt8m_metrics.kaggle import read_kaggle_csv, write_kaggle_csv
 
 from zoo.contracts import Prediction
-from zoo.engine.predictions import load_class_names, read_jsonl, top_k, write_jsonl
+from zoo.engine.infer.predictions import load_class_names, read_jsonl, write_jsonl
 from zoo.errors import DataError
+from zoo.ranking import top_k
 
 
 def stable_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,8 @@ from test_engine import run_cli, tiny_config, weights_of
 
 from zoo.config import load_config
 from zoo.dirlock import DirectoryLock, DirectoryLocked, NoSpaceLeft
-from zoo.engine import checkpoint
-from zoo.engine.trainer import Trainer
+from zoo.engine.runs import checkpoint
+from zoo.engine.train.trainer import Trainer
 from zoo.errors import ConfigError, DataError, UsageError, ZooError
 
 
@@ -155,7 +155,7 @@ def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data,
     _flip_byte(latest / "model.safetensors")
     assert checkpoint.damage(latest) == ["model.safetensors does not match its SHA-256 in SHA256SUMS"]
     # eval / export read weights through read_weights: the damaged file is named, the intact one offered
-    from zoo.engine.weights import read_weights
+    from zoo.engine.runs.weights import read_weights
 
     with pytest.raises(ZooError, match=f"damaged weights: .*step-00000004.*use --weights {older}"):
         read_weights(str(latest))
@@ -363,8 +363,8 @@ LOADER_PARENT = textwrap.dedent(
     import sys, time
     from zoo.config import load_config
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import build_reader
-    from zoo.engine.loop import batches_for
+    from zoo.engine.build import build_reader
+    from zoo.engine.feed import batches_for
     init_paddle("cpu")
     root = sys.argv[1]
     cfg = load_config(None, ["dataset.preset=yt8m", "dataset.num_classes=12", f"data.train={root}/train", "data.num_workers=2",

@@ -15,8 +15,8 @@ from zoo_yt8m_metrics.score import score_predictions
 import zoo
 from zoo.cli import main as zoo_main
 from zoo.contracts import Prediction
-from zoo.engine.predictions import top_k
 from zoo.errors import DataError
+from zoo.ranking import top_k
 
 CLASSES = 12
 

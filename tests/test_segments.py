@@ -14,12 +14,13 @@ from zoo_yt8m_data.segment_synth import (
     generate_segments,
     read_label_ids,
 )
-from zoo_yt8m_metrics.segment_submission import iter_segment_submission, score_segment_submission
+from zoo_yt8m_metrics.segment import score_segment_submission
+from zoo_yt8m_metrics.segment_submission import iter_segment_submission
+from zoo_yt8m_segments.topsegments import TopSegments, split_keys
 
 import zoo
 from zoo.cli import main as zoo_main
 from zoo.config import DatasetSpec
-from zoo.engine.topsegments import TopSegments, split_keys
 from zoo.errors import DataError
 
 CLASSES = 30
@@ -174,7 +175,7 @@ def test_segment_mode_resumes_mid_epoch_with_two_workers(segdata):
 def test_masked_loss_math():
     import paddle
 
-    from zoo.engine.loop import bce_loss
+    from zoo.engine.feed import bce_loss
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 6)).astype(np.float32)
@@ -448,7 +449,7 @@ def test_zoo_run_segments_finetuning_helps_and_submission_round_trips(tmp_path, 
     before = float(out.split("segment MAP before fine-tuning")[1].split()[0])
     after = float(out.split("segment MAP after fine-tuning")[1].split()[0])
     assert after > before, out
-    from zoo.engine.setup import SAMPLE_VERSION
+    from zoo.engine.build import SAMPLE_VERSION
     from zoo.paths import cache_dir
 
     seg = cache_dir(SAMPLE_VERSION) / "yt8m-sample-segments"

@@ -53,7 +53,7 @@ class AuxHead(AuxHeadDefaultLoss):
     name = "aux-head"
 
     def loss(self, outputs, batch):
-        from zoo.engine.loop import bce_loss
+        from zoo.engine.feed import bce_loss
 
         assert isinstance(batch["labels"], paddle.Tensor)
         self.loss_batches.append(set(batch))
@@ -85,9 +85,9 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
     paddle,
     aux_models,
 ):
-    from zoo.engine.loop import dygraph_scorer, evaluate
-    from zoo.engine.setup import build_reader
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.build import build_reader
+    from zoo.engine.infer.loops import dygraph_scorer, evaluate
+    from zoo.engine.train.trainer import Trainer
 
     runs = {}
     for model in ("aux-head", "aux-head-default"):
@@ -113,7 +113,7 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
     trainer, _, cfg = own
     metrics, _ = evaluate(trainer.model, build_reader(cfg, "valid"), cfg, progress=False)
     assert 0.0 <= metrics["gap"] <= 1.0
-    from zoo.engine.loop import batches_for
+    from zoo.engine.feed import batches_for
 
     batch = next(iter(batches_for(build_reader(cfg, "valid"), cfg, batch_size=4, shuffle=False)))
     probs = dygraph_scorer(trainer.model, cfg.dataset.features)(batch)
@@ -122,10 +122,12 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
 
 @pytest.mark.integration
 def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle, aux_models):
-    from zoo.engine.export import export_model, load_exported
-    from zoo.engine.loop import batches_for, dygraph_scorer
-    from zoo.engine.setup import build_reader
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.build import build_reader
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.feed import batches_for
+    from zoo.engine.infer.loops import dygraph_scorer
+    from zoo.engine.train.trainer import Trainer
 
     run = tmp_path / "run"
     cfg = tiny_config(tiny_data, run, "train.epoch=1", model="aux-head")
@@ -175,7 +177,7 @@ class _RecorderPlugin:
 
 @pytest.mark.integration
 def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle):
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     get_plugins().add_plugin(_RecorderPlugin, name="recorder-plugin", distribution="tests")
     try:
@@ -203,7 +205,7 @@ def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle):
 def test_history_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
     import builtins
 
-    from zoo.engine.callbacks import History
+    from zoo.engine.train.callbacks import History
 
     real_import = builtins.__import__
 
@@ -226,7 +228,7 @@ def test_history_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
 def test_a_missing_optional_writer_names_the_extra(tmp_path, monkeypatch):
     import sys
 
-    from zoo.engine.callbacks import TensorBoardCallback, VisualDLCallback
+    from zoo.engine.train.callbacks import TensorBoardCallback, VisualDLCallback
 
     state = TrainingState(tmp_path, None)
     for cls, module, extra in (
@@ -262,7 +264,7 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle):
     pytest.importorskip("tensorboardX")
     pytest.importorskip("visualdl")
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     run = tmp_path / "run"
     cfg = tiny_config(
@@ -294,7 +296,7 @@ def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle):
 
 
 def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path, paddle):
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.train.trainer import Trainer
 
     for amp in ("bf16", "fp16"):
         cfg = tiny_config(tiny_data, tmp_path / amp, f"train.amp={amp}")
@@ -306,7 +308,7 @@ def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path,
 def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, tmp_path, monkeypatch):
     import paddle
 
-    from zoo.engine.trainer import AMP_FP32_OPS, Trainer
+    from zoo.engine.train.trainer import AMP_FP32_OPS, Trainer
 
     assert {"batch_norm", "softmax", "rsqrt", "sum"} <= AMP_FP32_OPS
     seen = {}

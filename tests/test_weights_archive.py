@@ -7,7 +7,7 @@ import tarfile
 
 import numpy as np
 
-from zoo.engine.weights import read_weights
+from zoo.engine.runs.weights import read_weights
 
 
 def make_archive(path, value: float) -> None:

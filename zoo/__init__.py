@@ -1,7 +1,7 @@
 """yt8m-zoo: a PaddlePaddle model zoo for YouTube-8M video classification.
 
 Public API (documented in docs/api.md): :func:`build_model`, :func:`build_reader`, :func:`build_metric`,
-:func:`list_plugins`, :func:`plugin_class`, :class:`DatasetSpec`, :data:`hookimpl`. Importing ``zoo`` has no
+:func:`list_plugins`, :func:`plugin_class`, :func:`dataset_preset`, :class:`DatasetSpec`, :data:`hookimpl`. Importing ``zoo`` has no
 side effects and does not import paddle; the engine sets up paddle when it starts.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "build_metric",
     "build_model",
     "build_reader",
+    "dataset_preset",
     "hookimpl",
     "list_plugins",
     "plugin_class",
@@ -36,6 +37,13 @@ def plugin_class(kind: str, name: str) -> type:
     from zoo.plugins import get_plugins
 
     return get_plugins().registry(kind).get(name).cls
+
+
+def dataset_preset(name: str) -> DatasetPreset:
+    """The dataset preset registered as ``name`` (hook ``zoo_register_datasets``), such as ``"yt8m"``."""
+    from zoo.plugins import get_plugins
+
+    return get_plugins().dataset(name)
 
 
 def _build(kind: str, name: str, cfg: dict[str, Any]) -> Any:

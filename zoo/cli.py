@@ -1,4 +1,5 @@
-"""The ``zoo`` command line. Sub-commands are plugins too (hook ``zoo_register_commands``).
+"""The ``zoo`` command line. Sub-commands are plugins too (hook ``zoo_register_commands``), and so are
+flags added to them (hook ``zoo_register_extensions``).
 
 Exit codes: 0 success, 2 usage or configuration error, 1 failure.
 """
@@ -55,8 +56,30 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         cls.add_arguments(p)
-        p.set_defaults(_command=cls)
+        p.set_defaults(_command=cls, _extensions=_add_extensions(p, entry.name))
     return parser
+
+
+def _add_extensions(parser: argparse.ArgumentParser, command: str) -> list[type]:
+    """The flags of the extensions registered for ``command`` (hook ``zoo_register_extensions``), in name
+    order; returns their classes, whose ``run`` is called before the command's."""
+    from zoo.errors import PluginError
+    from zoo.plugins import get_plugins
+
+    classes = []
+    for ext in get_plugins().registry("extension"):
+        if ext.metadata.get("command") != command:
+            continue
+        cls = ext.cls
+        try:
+            cls.add_arguments(parser)
+        except argparse.ArgumentError as exc:
+            raise PluginError(
+                f"extension {ext.name!r} of plugin {ext.owner!r} ({ext.distribution}) cannot add its flags "
+                f"to `zoo {command}`: {exc}"
+            ) from None
+        classes.append(cls)
+    return classes
 
 
 def _interrupt_on_sigterm() -> None:
@@ -90,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
         warn_failures()
     try:
+        for extension in vars(args).get("_extensions", []):
+            handled = extension.run(args)
+            if handled is not None:
+                return int(handled)
         return int(command().run(args) or 0)
     except ZooError as exc:
         print(f"zoo {args.command}: error: {exc}", file=sys.stderr)

@@ -1,9 +1,11 @@
 """Typed configuration: YAML files and ``-o section.key=value`` overrides checked against dataclasses.
 
-A config has six sections. ``dataset`` states the shared facts once (class count, feature names and sizes,
-frame limit) and they are handed to every plugin as a :class:`DatasetSpec`. ``model``, ``data`` and
-``eval`` name a plugin (``name``, ``reader``, ``metric``) and may carry that plugin's own ``Config`` fields
-beside the core's; ``train`` and ``predict`` belong to the engine. Every key is checked: an unknown key or a
+The core's sections: ``dataset`` states the shared facts once (class count, feature names and sizes, frame
+limit) and they are handed to every plugin as a :class:`DatasetSpec`; ``model`` and ``data`` name a plugin
+(``name``, ``reader``) and may carry that plugin's own ``Config`` fields beside the core's; ``sample`` holds
+overrides for the built-in sample data. Other sections are registered by plugins through the hook
+``zoo_register_config_sections`` (the engine's ``train``, ``eval``, ``predict``; ``eval.metric`` names the
+metric plugin, whose options sit beside the engine's keys): the core keeps the mechanism, not their fields. Every key is checked: an unknown key or a
 value of the wrong type is a :class:`ConfigError` naming the file, the key and the plugin (exit code 2).
 Overrides are parsed with ``yaml.safe_load``, never ``eval``.
 """
@@ -64,128 +66,23 @@ class DataConfig:
     training, off on CPU (where numpy dequantizes faster than paddle's CPU kernels)."""
 
 
-@dataclass
-class DistillConfig:
-    """Distillation from teacher predictions (docs/ensembles.md): the training loss becomes
-    ``(1 - weight) * label loss + weight * temperature**2 * soft-target loss``."""
-
-    teachers: list[str] = field(default_factory=list)
-    """Prediction files (.jsonl, .csv) or run directories whose (combined) predictions over the training split
-    are the soft targets. Empty: no distillation."""
-    teacher_weights: list[float] | None = None
-    """One weight per teacher for combining them (None: equal weights)."""
-    mean: Literal["arithmetic", "geometric"] = "arithmetic"
-    """How several teachers' probabilities are combined (as ``zoo ensemble --mean``)."""
-    missing: Literal["floor", "zero"] = "floor"
-    """A class outside a teacher's top-k counts as its lowest listed probability ("floor") or 0 ("zero")."""
-    top_k: int = bounded(20, ge=1)
-    """Classes kept per video in the teacher store (run teachers predict this many)."""
-    weight: float = bounded(0.5, ge=0)
-    """Share of the soft-target loss, 0 .. 1."""
-    temperature: float = bounded(1.0, gt=0)
-    """Softening of teacher and student: sigmoid(logit / temperature) on both sides."""
-    store: str | None = None
-    """Directory of the memory-mapped teacher store. None: ``<save_dir>/teacher``."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.weight <= 1.0:
-            raise ConfigError(f"train.distill.weight: must be between 0 and 1, got {self.weight!r}")
-
-
-@dataclass
-class TrainConfig:
-    """Training recipe; names follow PaddleVideo's configs where they mean the same thing."""
-
-    epoch: int = bounded(6, ge=1)
-    """Passes over the training data."""
-    max_iter: int = bounded(700000, ge=1)
-    """Stop after this many optimizer steps even if epochs remain."""
-    batch_size: int = bounded(160, ge=1)
-    """Global batch size (split evenly over the devices)."""
-    num_gpus: int = bounded(1, ge=1)
-    """Devices to train on (``zoo train --gpus`` overrides)."""
-    learning_rate: float = bounded(0.0002, gt=0)
-    """Initial Adam learning rate."""
-    lr_boundary_examples: int = bounded(2000000, ge=1)
-    """Multiply the learning rate by ``learning_rate_decay`` every this many training examples."""
-    learning_rate_decay: float = bounded(0.8, gt=0)
-    """Factor applied at each boundary."""
-    l2_penalty: float = bounded(1.0e-5, ge=0)
-    """L2 weight decay coefficient."""
-    gradient_clip_norm: float = bounded(1.0, ge=0)
-    """Clip gradients to this norm (0 disables clipping); ``gradient_clip_mode`` says which norm."""
-    gradient_clip_mode: Literal["global", "per_tensor"] = "global"
-    """"global": the norm of all gradients together (PaddleVideo); "per_tensor": each parameter's gradient
-    separately (the starter code, WILLOW and linrongc's NeXtVLAD)."""
-    l2_scope: Literal["all", "classifier"] = "all"
-    """Parameters ``l2_penalty`` applies to: "all", or "classifier": the classifier heads' weights only (the
-    starter code and WILLOW; see zoo.nn.ClassifierHead)."""
-    fused_update: bool = True
-    """Apply the clip factor, the L2 term and Adam in one threaded pass over each parameter (zoo's C kernel;
-    the same arithmetic as paddle's, bit for bit where paddle runs its AVX-512 adam kernel). False, or where
-    the kernel is not built or a parameter is not float32 on the CPU: paddle's clip, L2 term and adam kernel."""
-    seed: int = 0
-    """Seed for weights, dropout and shuffling."""
-    fix_random_seed: bool = True
-    """Make runs reproducible with ``seed`` (False: a fresh seed per run)."""
-    log_interval: int = bounded(10, ge=0)
-    """Log every this many steps."""
-    valid_interval: int = bounded(1, ge=0)
-    """Validate every this many epochs (0: never during training)."""
-    save_dir: str | None = None
-    """Where checkpoints, metrics history and plots are written. None: ``checkpoints/<model name>``."""
-    checkpoint_steps: int = bounded(0, ge=0)
-    """Also write a checkpoint every this many steps (0: only at the end of each epoch)."""
-    callbacks: list[str] = field(default_factory=lambda: ["history"])
-    """Training callbacks by name (``zoo plugins`` lists them); ``history`` writes the metrics history."""
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    """Mixed precision through ``paddle.amp`` (GPU only): matmuls in bfloat16 or float16 with float32 master
-    weights (fp16 also scales the loss); BatchNorm, softmax and L2 normalisation stay float32."""
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    """Distillation from an ensemble's predictions (``teachers`` empty: off)."""
-    ema_decay: float = bounded(0.0, ge=0)
-    """Keep an exponential moving average of the weights with this decay (0: off; e.g. 0.999): validation
-    uses it, checkpoints store it (``ema.safetensors``) and the run's final ``model.safetensors`` is it."""
-
-    def __post_init__(self) -> None:
-        if not self.ema_decay < 1.0:
-            raise ConfigError(f"train.ema_decay: must be below 1 (0 turns it off), got {self.ema_decay!r}")
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation (the metric plugin's own options sit beside these keys)."""
-
-    metric: str | None = None
-    """Metric plugin name. None: the dataset preset's metric."""
-    batch_size: int = bounded(160, ge=1)
-    """Validation batch size."""
-
-
-@dataclass
-class PredictConfig:
-    """Prediction output."""
-
-    batch_size: int = bounded(1, ge=1)
-    """Prediction batch size (the seed's infer batch is 1; larger is faster)."""
-    top_k: int = bounded(20, ge=1)
-    """Classes reported per video."""
-    formats: list[str] = field(default_factory=lambda: ["jsonl"])
-    """Prediction file formats to write (``zoo plugins`` lists them)."""
-    vocabulary: str | None = None
-    """Optional YouTube-8M ``vocabulary.csv`` to name the classes."""
-
-
 SECTIONS: dict[str, type] = {
     "dataset": DatasetSpec,
     "model": type(None),  # plugin section: "name" + the model's Config
     "data": DataConfig,
-    "train": TrainConfig,
-    "eval": EvalConfig,
-    "predict": PredictConfig,
     "sample": dict,  # overrides that `zoo run` applies when it trains on the built-in sample data
 }
+"""The core's own sections. Plugins add theirs through ``zoo_register_config_sections`` (the engine: ``train``,
+``eval``, ``predict``); :func:`sections` lists both."""
 PLUGIN_KEY = {"model": ("name", "model"), "data": ("reader", "reader"), "eval": ("metric", "metric")}
+"""Sections that name a plugin: (the key naming it, the plugin kind)."""
+
+
+def sections() -> dict[str, type]:
+    """Every config section: the core's (:data:`SECTIONS`) and those plugins registered (their dataclasses)."""
+    from zoo.plugins import get_plugins
+
+    return {**SECTIONS, **get_plugins().config_sections()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -359,18 +256,29 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
 
 @dataclass
 class ZooConfig:
+    """A validated config: the core's sections as fields, the registered ones (``train``, ``eval``,
+    ``predict``...) in ``sections`` and read as attributes (``cfg.train.batch_size``)."""
+
     dataset: DatasetSpec
     model_name: str
     model: dict[str, Any]  # options for the model plugin's Config
     data: DataConfig
     reader: dict[str, Any]  # options for the reader plugin's Config (without paths)
-    train: TrainConfig
-    eval: EvalConfig
-    metric: dict[str, Any]  # options for the metric plugin's Config
-    predict: PredictConfig
+    metric: dict[str, Any] = field(default_factory=dict)  # options for the metric plugin's Config
+    sections: dict[str, Any] = field(default_factory=dict)
+    """The registered sections' dataclass instances, by section name."""
     sample: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(
+            f"the config has no section {name!r} (registered: {', '.join(sections) or 'none'}; is the plugin "
+            f"that registers it installed?)"
+        )
 
     def with_overrides(self, patch: dict[str, Any], why: str) -> ZooConfig:
         """This config with ``patch`` (a mapping of sections) merged in and checked again."""
@@ -378,15 +286,17 @@ class ZooConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :func:`load_config` reads back to the same config."""
-        return {
+        out: dict[str, Any] = {
             "dataset": dataclasses.asdict(self.dataset),
             "model": {"name": self.model_name, **self.model},
             "data": {**dataclasses.asdict(self.data), **self.reader},
-            "train": dataclasses.asdict(self.train),
-            "eval": {**dataclasses.asdict(self.eval), **self.metric},
-            "predict": dataclasses.asdict(self.predict),
-            "sample": copy.deepcopy(self.sample),
         }
+        for name, value in self.sections.items():
+            out[name] = {**dataclasses.asdict(value), **(self.metric if name == "eval" else {})}
+        if "eval" not in self.sections and self.metric:
+            out["eval"] = dict(self.metric)
+        out["sample"] = copy.deepcopy(self.sample)
+        return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -442,11 +352,33 @@ def parse_yaml(text: str, where: str) -> Any:
 
 
 BASE_KEY = "_base_"
+BUNDLED_PREFIX = "zoo:"
+"""``_base_: zoo:base.yaml`` names a config shipped with yt8m-zoo (its ``configs/``), wherever it is installed:
+a plugin's YAML inherits the installed recipe instead of copying it."""
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def _base_path(path: Path, base: str) -> Path:
+    """Where a ``_base_`` entry of ``path`` points: beside ``path``, or a bundled config (``zoo:NAME.yaml``)."""
+    if not base.startswith(BUNDLED_PREFIX):
+        return path.parent / base
+    import re
+    from importlib import resources
+
+    name = base[len(BUNDLED_PREFIX) :]
+    bundled = resources.files("zoo.configs")
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.yaml", name) or not (bundled / name).is_file():
+        known = sorted(f"{BUNDLED_PREFIX}{e.name}" for e in bundled.iterdir() if e.name.endswith(".yaml"))
+        raise ConfigError(
+            f"{path}: {BASE_KEY} {base!r} is not a config shipped with yt8m-zoo; the bundled ones are "
+            f"{', '.join(known)}"
+        )
+    return Path(str(bundled / name))
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config file with its ``_base_`` files merged under it (paths relative to the file)."""
+    """A config file with its ``_base_`` files merged under it (paths relative to the file, or ``zoo:NAME``
+    for a config shipped with yt8m-zoo)."""
     path = Path(path)
     if path.resolve() in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
@@ -469,14 +401,14 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(sections())})")
     bases = data.pop(BASE_KEY, [])
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of them, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+        merged = _merge(merged, read_yaml(_base_path(path, base), (*_seen, path.resolve())))
     return _merge(merged, data)
 
 
@@ -565,7 +497,8 @@ def _plugin_section(
     from zoo.plugins import get_plugins
 
     key, kind = PLUGIN_KEY[section]
-    core_cls = SECTIONS[section] if SECTIONS[section] is not type(None) else None
+    known = sections().get(section)
+    core_cls = known if known is not None and known is not type(None) else None
     core_keys = (set(defaults(core_cls)) if core_cls else set()) | {key}
     name = values.get(key) or default_name
     if name is None:
@@ -590,11 +523,12 @@ def _plugin_section(
 
 def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
     """Check every section of ``raw`` against the core's and the plugins' Configs."""
+    known = sections()
     for section in raw:
-        if section not in SECTIONS:
-            raise unknown_key_error(section, list(SECTIONS), source, "the config (sections)")
+        if section not in known:
+            raise unknown_key_error(section, list(known), source, "the config (sections)")
     values: dict[str, dict[str, Any]] = {}
-    for section in SECTIONS:
+    for section in (*known, *(s for s in PLUGIN_KEY if s not in known)):
         section_values = raw.get(section) or {}
         if not isinstance(section_values, dict):
             raise ConfigError(f"{source}: section {section!r} must be a mapping, got {section_values!r}")
@@ -607,9 +541,9 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
 
         preset = get_plugins().dataset(values["dataset"]["preset"])
     for key in values["sample"]:
-        if key not in SECTIONS or key == "sample":
+        if key not in known or key == "sample":
             raise unknown_key_error(
-                key, [s for s in SECTIONS if s != "sample"], f"{source}: sample", "the sample section"
+                key, [s for s in known if s != "sample"], f"{source}: sample", "the sample section"
             )
     data, reader_options = _plugin_section(
         "data", values["data"], preset.reader if preset else None, f"{source}: data"
@@ -617,22 +551,30 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
     evaluation, metric_options = _plugin_section(
         "eval", values["eval"], preset.metric if preset else None, f"{source}: eval"
     )
-    train = build_dataclass(TrainConfig, values["train"], f"{source}: train", "the train section")
-    if train.save_dir is None:
-        train.save_dir = f"checkpoints/{model_name}"
-    return ZooConfig(
+    registered = {}
+    for section, cls in known.items():
+        if section in SECTIONS:
+            continue
+        if section == "eval":
+            registered[section] = evaluation
+            continue
+        registered[section] = build_dataclass(
+            cls, values[section], f"{source}: {section}", f"the {section} section"
+        )
+    config = ZooConfig(
         dataset=spec,
         model_name=model_name,
         model=model_options,
         data=data,
         reader=reader_options,
-        train=train,
-        eval=evaluation,
         metric=metric_options,
-        predict=build_dataclass(
-            PredictConfig, values["predict"], f"{source}: predict", "the predict section"
-        ),
+        sections=registered,
         sample=values["sample"],
         source=source,
         raw=copy.deepcopy(raw),
     )
+    for value in registered.values():
+        finish = getattr(value, "finish", None)  # defaults that depend on other sections
+        if callable(finish):
+            finish(config)
+    return config

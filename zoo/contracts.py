@@ -128,6 +128,52 @@ class Reader(Protocol):
 
 
 @runtime_checkable
+class PartitionedReader(Protocol):
+    """A reader that reads a share of one file: records ``start, start + step, ...`` (ranks and data-loader
+    workers split a file this way). Without it each share reads the whole file and keeps its records."""
+
+    def read_part(self, source: str, start: int, step: int) -> Iterator[dict[str, Any]]:
+        """The videos of ``source`` at record positions ``start, start + step, ...``, as ``read`` yields them."""
+        ...
+
+
+@runtime_checkable
+class CountingReader(Protocol):
+    """A reader that counts a file's videos without decoding them (the training loop's epoch length, resume)."""
+
+    def count(self, source: str) -> int:
+        """The number of videos ``read(source)`` yields."""
+        ...
+
+
+@runtime_checkable
+class PartCountingReader(Protocol):
+    """A reader whose examples are not its records (one per rated segment, say): it counts a share itself."""
+
+    def count_part(self, source: str, start: int, step: int) -> int:
+        """The number of examples ``read_part(source, start, step)`` yields."""
+        ...
+
+
+@runtime_checkable
+class DequantizingReader(Protocol):
+    """A reader that yields uint8 feature codes: it must say what they mean. Required of every reader whose
+    videos hold uint8 features (``zoo.testing.check_reader`` fails one without it)."""
+
+    def dequantize_into(self, values: Any, out: Any) -> None:
+        """Write the float32 values of the uint8 codes ``values`` into ``out`` (same shape), in place."""
+        ...
+
+
+@runtime_checkable
+class SkipReportingReader(Protocol):
+    """A reader that skips damaged records instead of failing: ``skipped`` lists them (objects with ``path``,
+    ``index``, ``problem`` and ``recoverable``), and data-loader workers send them to the main process."""
+
+    skipped: list[Any]
+
+
+@runtime_checkable
 class SampleDataReader(Reader, Protocol):
     """A reader that can build a small dataset of its format for ``zoo run`` without data paths."""
 
@@ -200,6 +246,27 @@ class Command(Protocol):
     def run(args: argparse.Namespace) -> int: ...
 
 
+@runtime_checkable
+class CommandExtension(Protocol):
+    """Flags a plugin adds to another plugin's (or the engine's) ``zoo`` command, and what they do.
+
+    Registered with ``register("module:Class", name=..., command="predict")`` (hook
+    ``zoo_register_extensions``): when ``zoo predict`` runs, ``add_arguments`` adds the flags to its parser
+    (after the command's own; a flag that clashes is an error naming the extension), and ``run(args)`` is
+    called before the command's own ``run``: it returns an exit code when it handled the call (the
+    command's ``run`` is then skipped), or None to let the command run as usual. Errors as for commands."""
+
+    name: ClassVar[str]
+    command: ClassVar[str]
+    """The command it extends."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One video's top classes, best first."""
@@ -231,7 +298,7 @@ class PredictionFormat(Protocol):
 
 @runtime_checkable
 class ColumnarPredictionFormat(PredictionFormat, Protocol):
-    """A format that reads and writes whole files as arrays (``zoo.engine.prediction_io.PredictionColumns``):
+    """A format that reads and writes whole files as arrays (``zoo.engine.infer.prediction_files.PredictionColumns``):
     ``zoo ensemble`` and the teacher store use it for files of millions of videos."""
 
     def read_columns(self, path: Path, *, rank: bool = True, dtype: type = ...) -> Any:
@@ -317,4 +384,5 @@ PROTOCOLS: dict[str, type] = {
     "command": Command,
     "callback": Callback,
     "format": PredictionFormat,
+    "extension": CommandExtension,
 }

@@ -22,7 +22,8 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[..., None]
-"""``register(target: type | str, *, name: str | None = None, summary: str = "", **metadata: Any)``"""
+"""``register(target: type | str, *, name: str | None = None, summary: str = "", **metadata: Any)``; the
+metadata keywords a kind accepts are listed with its hook, any other keyword is an error."""
 
 
 @hookspec
@@ -54,8 +55,23 @@ def zoo_register_formats(register: Register) -> None:
 
 @hookspec
 def zoo_register_commands(register: Register) -> None:
-    """Register ``zoo`` sub-commands (:class:`zoo.contracts.Command`). Give ``help=`` with a
+    """Register ``zoo`` sub-commands (:class:`zoo.contracts.Command`). Give ``summary=`` with a
     ``"module:Class"`` target so that ``zoo --help`` lists the command without importing it."""
+
+
+@hookspec
+def zoo_register_extensions(register: Register) -> None:
+    """Register command extensions (:class:`zoo.contracts.CommandExtension`): flags added to an existing
+    command and their handler. Metadata: ``command`` (required: the command extended, so that only that
+    command's parser imports the extension)."""
+
+
+@hookspec
+def zoo_register_config_sections(register: Callable[[str, Any], None]) -> None:
+    """Register config sections: ``register(name, target)``, ``target`` a dataclass or its
+    ``"module:Class"`` path (imported when a config is first validated). Every field has a default; a
+    ``finish(config)`` method, if any, completes defaults that depend on other sections. The core's own
+    sections (dataset, model, data, sample) and another plugin's cannot be taken."""
 
 
 @hookspec

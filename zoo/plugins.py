@@ -12,7 +12,9 @@ Environment:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
 import os
 import sys
 import traceback
@@ -31,6 +33,8 @@ CORE_DISTRIBUTION = "yt8m-zoo"
 HOOKS = {kind: f"zoo_register_{kind}s" for kind in KINDS}
 ENV_DISABLE_EXTERNAL = "ZOO_DISABLE_EXTERNAL_PLUGINS"
 ENV_STRICT = "ZOO_STRICT_PLUGINS"
+CORE_SECTIONS = frozenset({"dataset", "model", "data", "sample"})
+"""The config sections the core owns (``zoo.config.SECTIONS``); plugins register others."""
 
 
 def truthy(value: str | None, *, strict: bool = False) -> bool:
@@ -80,6 +84,7 @@ class Plugins:
         self.infos: list[PluginInfo] = []
         self.registries = {kind: Registry(kind, self.failures) for kind in KINDS}
         self.datasets: dict[str, tuple[DatasetPreset, str]] = {}  # preset name -> (preset, owner)
+        self.sections: dict[str, tuple[Any, str]] = {}  # config section -> (dataclass or path, owner)
 
     # -- queries -----------------------------------------------------------------------------------------
     def failures(self) -> list[PluginInfo]:
@@ -97,6 +102,27 @@ class Plugins:
                 f"`zoo plugins` shows which plugin provides each)"
             )
         return self.datasets[name][0]
+
+    def config_sections(self) -> dict[str, type]:
+        """The config sections plugins registered, as dataclasses (paths imported now, once)."""
+        out = {}
+        for name, (target, owner) in list(self.sections.items()):
+            if isinstance(target, str):
+                module, _, attr = target.partition(":")
+                try:
+                    cls = getattr(importlib.import_module(module), attr)
+                except Exception as exc:  # noqa: BLE001 - any failure names the plugin
+                    raise PluginError(
+                        f"config section {name!r} of plugin {owner!r} cannot be loaded from {target}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from None
+                if not dataclasses.is_dataclass(cls):
+                    raise PluginError(
+                        f"config section {name!r} of plugin {owner!r}: {target} is not a dataclass"
+                    )
+                self.sections[name] = (cls, owner)
+            out[name] = self.sections[name][0]
+        return out
 
     # -- loading -----------------------------------------------------------------------------------------
     def load_all(self) -> Plugins:
@@ -155,8 +181,9 @@ class Plugins:
             return self._fail(info, f"registration failed: {exc}")
         try:
             self.pm.check_pending()
-            staged, presets = self._collect(name, distribution)
+            staged, presets, sections = self._collect(name, distribution)
             self._check_names(staged, presets, info)
+            self._check_sections(sections, info)
         except Exception as exc:  # noqa: BLE001
             self.pm.unregister(name=name)
             message = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
@@ -170,10 +197,16 @@ class Plugins:
             self.datasets[preset.name] = (preset, name)
         if presets:
             info.provides["dataset"] = sorted(p.name for p in presets)
+        for section, target in sections:
+            self.sections[section] = (target, name)
+        if sections:
+            info.provides["config section"] = sorted(s for s, _ in sections)
         self.infos.append(info)
         return info
 
-    def _collect(self, plugin: str, distribution: str) -> tuple[dict[str, list[Entry]], list[DatasetPreset]]:
+    def _collect(
+        self, plugin: str, distribution: str
+    ) -> tuple[dict[str, list[Entry]], list[DatasetPreset], list[tuple[str, Any]]]:
         staged: dict[str, list[Entry]] = {}
         entries: list[Entry]
         for kind in KINDS:
@@ -195,7 +228,36 @@ class Plugins:
                 raise PluginError(
                     f"zoo_register_datasets: expected a zoo.contracts.DatasetPreset, got {preset!r}"
                 )
-        return staged, presets
+        sections: list[tuple[str, Any]] = []
+
+        def add_section(name: str, target: Any) -> None:
+            lazy = isinstance(target, str) and ":" in target
+            if not isinstance(name, str) or not (lazy or dataclasses.is_dataclass(target)):
+                raise PluginError(
+                    f"zoo_register_config_sections: register(name, target) takes a section name and a "
+                    f"dataclass or its 'module:Class' path, got ({name!r}, {target!r})"
+                )
+            sections.append((name, target))
+
+        for impl in self.pm.hook.zoo_register_config_sections.get_hookimpls():
+            if impl.plugin_name == plugin:
+                impl.function(register=add_section)
+        return staged, presets, sections
+
+    def _check_sections(self, sections: list[tuple[str, Any]], info: PluginInfo) -> None:
+        seen: set[str] = set()
+        for name, _ in sections:
+            if name in CORE_SECTIONS:
+                raise PluginError(
+                    f"config section {name!r} is the core's; plugin {info.name!r} cannot register it"
+                )
+            owner = self.sections[name][1] if name in self.sections else (info.name if name in seen else None)
+            if owner is not None:
+                raise PluginError(
+                    f"config section {name!r} is already registered by plugin {owner!r}; plugin "
+                    f"{info.name!r} cannot register it too"
+                )
+            seen.add(name)
 
     def _check_names(
         self, staged: dict[str, list[Entry]], presets: list[DatasetPreset], info: PluginInfo
@@ -238,6 +300,7 @@ class Plugins:
         for registry in self.registries.values():
             registry.remove_owner(name)
         self.datasets = {k: v for k, v in self.datasets.items() if v[1] != name}
+        self.sections = {k: v for k, v in self.sections.items() if v[1] != name}
         self.infos = [i for i in self.infos if i.name != name]
 
 

@@ -1,4 +1,5 @@
-"""Typed registries of plugin classes: one per kind (model, reader, metric, callback, format, command).
+"""Typed registries of plugin classes: one per kind (model, reader, metric, callback, format, command,
+extension).
 
 An entry holds a class or a ``"module:Class"`` path that is imported the first time the class is needed, and
 checked then against the kind's protocol (:mod:`zoo.contracts`). A name belongs to one owner: registering a
@@ -18,7 +19,14 @@ from typing import Any
 from zoo.contracts import PROTOCOLS
 from zoo.errors import PluginError
 
-KINDS = ("model", "reader", "metric", "callback", "format", "command")
+KINDS = ("model", "reader", "metric", "callback", "format", "command", "extension")
+
+METADATA: dict[str, frozenset[str]] = {
+    "model": frozenset({"config", "released_weights"}),
+    "extension": frozenset({"command"}),
+}
+"""The metadata keywords ``register`` accepts per kind (none for the others); docs/plugin_hooks.md."""
+REQUIRED_METADATA: dict[str, frozenset[str]] = {"extension": frozenset({"command"})}
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Entry:
                     f"loaded from {self.target}: {type(exc).__name__}: {exc}"
                 ) from None
             check_class(obj, self.kind, self.owner, self.distribution, self.name)
+            check_metadata(obj, self.kind, self.metadata, f"plugin {self.owner!r} ({self.distribution})")
             self.target = obj
         return self.target  # type: ignore[return-value]
 
@@ -74,8 +83,17 @@ def check_class(cls: Any, kind: str, owner: str, distribution: str, name: str | 
         raise PluginError(
             f"{where} registered {kind} {name!r} as {cls.__qualname__}, whose 'name' is {cls.name!r}"
         )
-    if kind != "command" and not dataclasses.is_dataclass(cls.Config):
+    if kind not in ("command", "extension") and not dataclasses.is_dataclass(cls.Config):
         raise PluginError(f"{where} registered {kind} {cls.name!r}: its 'Config' must be a dataclass")
+
+
+def check_metadata(cls: Any, kind: str, metadata: dict[str, Any], where: str) -> None:
+    """An extension's class extends the command its registration names."""
+    if kind == "extension" and cls.command != metadata.get("command"):
+        raise PluginError(
+            f"{where}: extension {cls.name!r} ({cls.__qualname__}) extends command {cls.command!r} but was "
+            f"registered with command={metadata.get('command')!r}"
+        )
 
 
 def _protocol_members(protocol: type) -> set[str]:
@@ -107,6 +125,18 @@ class Registry:
         **metadata: Any,
     ) -> Entry:
         """An entry for ``target`` (validated, not yet added)."""
+        where = f"plugin {owner!r} ({distribution}) registered {self.kind} {name or target!r}"
+        allowed = METADATA.get(self.kind, frozenset())
+        unknown = sorted(set(metadata) - allowed)
+        if unknown:
+            accepted = f"it accepts {', '.join(sorted(allowed))}" if allowed else "it accepts none"
+            raise PluginError(
+                f"{where} with unknown keyword(s) {', '.join(unknown)}: register(target, name=..., "
+                f"summary=...) takes metadata per kind, and for a {self.kind} {accepted} (docs/plugin_hooks.md)"
+            )
+        missing = sorted(REQUIRED_METADATA.get(self.kind, frozenset()) - set(metadata))
+        if missing:
+            raise PluginError(f"{where} without {', '.join(f'{m}=...' for m in missing)}")
         if isinstance(target, str):
             if ":" not in target or not name:
                 raise PluginError(
@@ -115,6 +145,7 @@ class Registry:
                 )
         else:
             check_class(target, self.kind, owner, distribution, name)
+            check_metadata(target, self.kind, metadata, where)
             name = target.name
             doc = target.help if kind_is_command(self.kind) else (target.__doc__ or "").strip().split("\n")[0]
             summary = summary or doc

@@ -108,10 +108,10 @@ class {cls}(nn.Layer):
 '''
 
 CONFIG = """\
-# The config of {name} (registered with config=; `zoo run {name}` starts from it). A plugin's config is complete
-# on its own (_base_ may only name files inside this package): the YouTube-8M preset and its recipe.
-dataset:
-  preset: yt8m          # 3862 classes, rgb 1024 + audio 128, 300 frames; reader yt8m-frame, metric yt8m
+# The config of {name} (registered with config=; `zoo run {name}` starts from it). It inherits the recipe
+# installed with yt8m-zoo (configs/base.yaml: the YouTube-8M preset, the seed's training recipe, the sample
+# settings) and states only what differs; `zoo models {name}` lists the model's options.
+_base_: zoo:base.yaml
 
 model:
   name: {name}
@@ -119,27 +119,14 @@ model:
   dropout: 0.2
 
 train:
-  epoch: 6
-  batch_size: 160
   num_gpus: 1
-  learning_rate: 0.0002
-  lr_boundary_examples: 2000000
-  learning_rate_decay: 0.8
-  l2_penalty: 1.0e-5
-  gradient_clip_norm: 1.0
-  seed: 0
-
-eval:
-  batch_size: 160
 
 predict:
   batch_size: 64
-  top_k: 20
 
-# `zoo run {name}` without data trains on the built-in sample dataset with these settings.
+# `zoo run {name}` without data trains on the built-in sample dataset with these settings on top of the base's.
 sample:
-  train: {{epoch: 4, batch_size: 32, learning_rate: 0.002}}
-  eval: {{batch_size: 64}}
+  train: {{learning_rate: 0.002}}
 """
 
 TESTS = '''\

@@ -175,7 +175,7 @@ def trained_model(cfg: Any, seed: int = 0) -> Any:
     BatchNorm changes the predictions only then. For export tests and inference benchmarks."""
     import paddle
 
-    from zoo.engine.setup import build_model
+    from zoo.engine.build import build_model
 
     paddle.seed(seed)
     model = build_model(cfg)
@@ -338,7 +338,7 @@ def check_export(
     *,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """Export the model through ``zoo.engine.export`` and compare the Paddle Inference predictions with the
+    """Export the model through ``zoo.engine.export.tracing`` and compare the Paddle Inference predictions with the
     dygraph model's on a padded batch. Runs in a fresh Python process: paddle's dynamic-to-static tracer can
     leave a long pytest process to crash later. Returns the export's metadata check and the difference."""
     cls, label = _target("model", name_or_cls)
@@ -376,8 +376,11 @@ def _export_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
     import importlib
 
     import zoo
-    from zoo.config import DataConfig, EvalConfig, PredictConfig, TrainConfig, ZooConfig
-    from zoo.engine.export import export_model, load_exported, read_metadata
+    from zoo.config import SECTIONS as CORE_SECTIONS
+    from zoo.config import DataConfig, ZooConfig, sections
+    from zoo.engine.export.metadata import read_metadata
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.export.tracing import export_model
     from zoo.engine.runtime import init_paddle
     from zoo.plugins import get_plugins
 
@@ -408,10 +411,7 @@ def _export_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
         model=job["config"],
         data=DataConfig(),
         reader={},
-        train=TrainConfig(),
-        eval=EvalConfig(),
-        metric={},
-        predict=PredictConfig(),
+        sections={name: cls() for name, cls in sections().items() if name not in CORE_SECTIONS},
     )
     paddle.seed(0)
     reference = zoo.build_model(name, spec=spec, **job["config"])
@@ -545,7 +545,60 @@ def _check_videos(
         raise AssertionError(f"reader {label!r}: iterating differs from read() over sources() in order")
     for video in videos:
         _check_video(label, spec, video)
+    _check_capabilities(reader, label, spec, sources, videos)
     return videos
+
+
+def _check_capabilities(
+    reader: Any, label: str, spec: DatasetSpec, sources: list[str], videos: list[dict[str, Any]]
+) -> None:
+    """The optional reader capabilities the engine uses (:mod:`zoo.contracts`), where the reader has them;
+    a reader that yields uint8 codes must have ``dequantize_into`` (the engine cannot train without it)."""
+    from zoo.contracts import (
+        CountingReader,
+        DequantizingReader,
+        PartCountingReader,
+        PartitionedReader,
+        SkipReportingReader,
+    )
+
+    quantized = sorted({n for v in videos for n in spec.features if np.asarray(v[n]).dtype == np.uint8})
+    if quantized and not isinstance(reader, DequantizingReader):
+        raise AssertionError(
+            f"reader {label!r} yields uint8 codes for {', '.join(quantized)} but has no "
+            f"dequantize_into(values, out): the engine cannot turn them into float32 frames; add the method "
+            f"(zoo.contracts.DequantizingReader) or yield float32"
+        )
+    if isinstance(reader, DequantizingReader):
+        codes = np.arange(256, dtype=np.uint8)
+        out = np.full(256, np.nan, np.float32)
+        reader.dequantize_into(codes, out)
+        if not np.isfinite(out).all():
+            raise AssertionError(f"reader {label!r}: dequantize_into left non-finite values for some codes")
+    for source in sources:
+        ids = [v["id"] for v in reader.read(source)]
+        if isinstance(reader, CountingReader) and reader.count(source) != len(ids):
+            raise AssertionError(
+                f"reader {label!r}: count({source!r}) is {reader.count(source)}, read() yields {len(ids)}"
+            )
+        if isinstance(reader, PartitionedReader):
+            parts = [[v["id"] for v in reader.read_part(source, start, 2)] for start in (0, 1)]
+            # a reader of several examples per record (PartCountingReader) splits by record, not by example
+            split = isinstance(reader, PartCountingReader) or parts[0] + parts[1] == ids[0::2] + ids[1::2]
+            if not split or sorted(parts[0] + parts[1]) != sorted(ids):
+                raise AssertionError(
+                    f"reader {label!r}: read_part({source!r}, start, 2) for start 0 and 1 must together yield "
+                    f"what read() does, split by record position (even, odd)"
+                )
+            if isinstance(reader, PartCountingReader):
+                counted = [reader.count_part(source, start, 2) for start in (0, 1)]
+                if counted != [len(part) for part in parts]:
+                    raise AssertionError(
+                        f"reader {label!r}: count_part({source!r}, start, 2) gives {counted}, read_part "
+                        f"yields {[len(part) for part in parts]}"
+                    )
+    if isinstance(reader, SkipReportingReader) and not isinstance(reader.skipped, list):
+        raise AssertionError(f"reader {label!r}: skipped must be a list of the records it skipped")
 
 
 def _check_video(label: str, spec: DatasetSpec, video: Mapping[str, Any]) -> None:

@@ -232,7 +232,7 @@ class NeXtVLADLayer(nn.Layer):
     def export_constants(self) -> contextlib.AbstractContextManager[None]:
         """Context in which a traced (``paddle.jit.to_static``) eval forward reads the product matrices as
         constants of the program (persistable buffers, saved with the parameters) instead of computing them
-        on every call. :func:`zoo.engine.export` enters it around tracing and saving."""
+        on every call. :func:`zoo.engine.export.tracing` enters it around tracing and saving."""
         return _export_constants(self)
 
     def _forward_factored(self, x: paddle.Tensor, mask: paddle.Tensor) -> paddle.Tensor:

@@ -4,9 +4,9 @@ Registered as the prediction format ``kaggle-csv``; ``zoo score`` reads it. Scor
 significant digits: exact for float32 probabilities, so reading a file back gives the same ranking (and the
 same GAP) as the scores it was written from. Reading errors name the file, the line and what is wrong, so a
 bad submission is fixed in one go. Class names come from YouTube-8M's ``vocabulary.csv``, read with the
-engine's class-names loader (:func:`zoo.engine.predictions.load_class_names`). Whole files are read and
+engine's class-names loader (:func:`zoo.engine.infer.predictions.load_class_names`). Whole files are read and
 written column-wise (:func:`read_kaggle_columns`, :func:`write_kaggle_columns`: the C parser and formatter of
-:mod:`zoo.engine.prediction_io`, this module's row parser for the lines they leave), with the same rows,
+:mod:`zoo.engine.infer.prediction_files`, this module's row parser for the lines they leave), with the same rows,
 bytes and errors as the row-by-row functions.
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 
 from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
-from zoo.engine import prediction_io
-from zoo.engine.prediction_io import PredictionColumns
-from zoo.engine.predictions import sorted_row
+from zoo.engine.infer import prediction_files as prediction_io
+from zoo.engine.infer.prediction_files import PredictionColumns
 from zoo.errors import DataError
+from zoo.ranking import sorted_row
 
 KAGGLE_HEADER = ("VideoId", "LabelConfidencePairs")
 
@@ -231,7 +231,7 @@ def _header_end(path: Path) -> int:
 def read_kaggle_columns(
     path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32
 ) -> PredictionColumns:
-    """A Kaggle CSV as arrays (:mod:`zoo.engine.prediction_io`, C speed): the rows of :func:`iter_kaggle_csv`
+    """A Kaggle CSV as arrays (:mod:`zoo.engine.infer.prediction_files`, C speed): the rows of :func:`iter_kaggle_csv`
     in file order, each ranked best first when ``rank`` (else in file order); the same errors. Duplicate ids
     and the class range are the caller's to check (``PredictionColumns.check_unique``, ``check_classes``)."""
     path = Path(path)

@@ -226,12 +226,9 @@ class ScoreCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import zoo
-        from zoo.engine.predictions import load_class_names
 
         if args.num_classes is None:
-            from zoo.plugins import get_plugins
-
-            args.num_classes = get_plugins().dataset("yt8m").spec.num_classes
+            args.num_classes = zoo.dataset_preset("yt8m").spec.num_classes
         if args.num_classes < 1:
             raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
         if bool(args.segments) == bool(args.predictions):
@@ -242,7 +239,11 @@ class ScoreCommand:
             raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
         if args.vocabulary and not args.per_class:
             raise UsageError("--vocabulary names the classes of --per-class; give --per-class CSV too")
-        vocabulary = load_class_names(args.vocabulary) if args.vocabulary else None
+        vocabulary = None
+        if args.vocabulary:
+            from zoo.engine.api import load_class_names
+
+            vocabulary = load_class_names(args.vocabulary)
         # features={}: only ids and labels are needed, so the reader skips decoding the frames.
         spec = DatasetSpec(num_classes=args.num_classes, features={})
         reader = zoo.build_reader(args.reader, paths=list(args.data), spec=spec)
@@ -257,7 +258,7 @@ class ScoreCommand:
 
 def _score_segments(args: argparse.Namespace) -> int:
     import zoo
-    from zoo_yt8m_metrics.segment_submission import score_segment_submission
+    from zoo_yt8m_metrics.segment import score_segment_submission
 
     if args.top_segments < 1:
         raise UsageError(f"--top-segments must be at least 1, got {args.top_segments}")

@@ -11,7 +11,8 @@ without a submission count as AP 0; ties averaged; no per-class cap).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from zoo.config import DatasetSpec
 from zoo.errors import ConfigError, DataError, ZooError
 from zoo_yt8m_metrics.ranking import precision_sums
+from zoo_yt8m_metrics.segment_submission import MAX_ENTRIES, iter_segment_submission, write_segment_submission
 
 STATE_VERSION = 1
 GROUND_TRUTH_KEYS = ("segment_start_times", "segment_labels", "segment_scores")
@@ -312,8 +314,6 @@ class SegmentMetric:
         """Write the Kaggle 2019 submission this metric scores (``Class,Segments``) atomically, from rows
         ``(class, video ids, segment starts)``, best first: how ``zoo predict --segments`` writes without
         knowing the format. Returns the classes and entries written."""
-        from zoo_yt8m_metrics.segment_submission import write_segment_submission
-
         return write_segment_submission(path, rows)
 
     def write_reports(self, out_dir: Path, class_names: Mapping[int, str] | None) -> list[Path]:
@@ -335,3 +335,37 @@ class SegmentMetric:
             "rated_pairs_scored": int(self._pairs()[0].size),
             "rated_pairs": self._rated,
         }
+
+
+def score_segment_submission(
+    path: str | os.PathLike,
+    videos: Iterable[Mapping[str, Any]],
+    *,
+    num_classes: int,
+    top_n: int = MAX_ENTRIES,
+) -> tuple[dict[str, float], Any]:
+    """Segment mAP of a submission against rated records (the segment reader's dicts).
+
+    Each class's entries score by rank (the first highest); classes without a row count as AP 0. An entry for
+    a video not in the rated data, or a class outside ``0 .. num_classes-1``, is an error naming the line.
+    """
+    metric = SegmentMetric(SegmentMetricConfig(), DatasetSpec(num_classes=num_classes, features={}))
+    known: set[str] = set()
+    for video in videos:
+        metric.add_ground_truth(video)
+        known.add(str(video["id"]))
+    if not known:
+        raise DataError("the rated data holds no videos; check --data")
+    for line_no, cls, entries in iter_segment_submission(path, max_entries=top_n):
+        if cls >= num_classes:
+            raise DataError(f"{path}: line {line_no}: class {cls} is outside 0 .. {num_classes - 1}")
+        for vid, _ in entries:
+            if vid not in known:
+                raise DataError(
+                    f"{path}: line {line_no}: video {vid!r} is not in the rated data; score against the "
+                    f"partition the submission was made for"
+                )
+        ids = [vid for vid, _ in entries]
+        starts = np.asarray([s for _, s in entries], np.int64)
+        metric.update_class(cls, ids, starts, np.arange(len(entries), 0, -1, dtype=np.float64))
+    return metric.compute(), metric

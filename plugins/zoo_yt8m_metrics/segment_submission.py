@@ -5,18 +5,15 @@ class index, a comma, and up to 100,000 space-separated ``videoid:start`` entrie
 first frame of a 5-frame segment. Scoring ranks each class's entries by their position and keeps the rated
 (segment, class) pairs (see :class:`~zoo_yt8m_metrics.segment.SegmentMetric`).
 
-The engine selects the top-N per class (``zoo.engine.topsegments``) and writes through
+The segment plugin selects the top-N per class (``zoo_yt8m_segments.topsegments``) and writes through
 :meth:`~zoo_yt8m_metrics.segment.SegmentMetric.write_submission`, the metric that scores the file.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from zoo.errors import DataError
 
@@ -105,40 +102,3 @@ def iter_segment_submission(
                 yield line_no, cls, entries
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: the submission is not UTF-8 text ({exc.reason})") from None
-
-
-def score_segment_submission(
-    path: str | os.PathLike,
-    videos: Iterable[Mapping[str, Any]],
-    *,
-    num_classes: int,
-    top_n: int = MAX_ENTRIES,
-) -> tuple[dict[str, float], Any]:
-    """Segment mAP of a submission against rated records (the segment reader's dicts).
-
-    Each class's entries score by rank (the first highest); classes without a row count as AP 0. An entry for
-    a video not in the rated data, or a class outside ``0 .. num_classes-1``, is an error naming the line.
-    """
-    from zoo.config import DatasetSpec
-    from zoo_yt8m_metrics.segment import SegmentMetric, SegmentMetricConfig
-
-    metric = SegmentMetric(SegmentMetricConfig(), DatasetSpec(num_classes=num_classes, features={}))
-    known: set[str] = set()
-    for video in videos:
-        metric.add_ground_truth(video)
-        known.add(str(video["id"]))
-    if not known:
-        raise DataError("the rated data holds no videos; check --data")
-    for line_no, cls, entries in iter_segment_submission(path, max_entries=top_n):
-        if cls >= num_classes:
-            raise DataError(f"{path}: line {line_no}: class {cls} is outside 0 .. {num_classes - 1}")
-        for vid, _ in entries:
-            if vid not in known:
-                raise DataError(
-                    f"{path}: line {line_no}: video {vid!r} is not in the rated data; score against the "
-                    f"partition the submission was made for"
-                )
-        ids = [vid for vid, _ in entries]
-        starts = np.asarray([s for _, s in entries], np.int64)
-        metric.update_class(cls, ids, starts, np.arange(len(entries), 0, -1, dtype=np.float64))
-    return metric.compute(), metric

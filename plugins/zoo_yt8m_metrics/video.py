@@ -20,8 +20,8 @@ import numpy as np
 
 from zoo.atomic import atomic_path
 from zoo.config import DatasetSpec
-from zoo.engine.predictions import top_k
 from zoo.errors import ConfigError, DataError, ZooError
+from zoo.ranking import top_k
 from zoo_yt8m_metrics.ranking import pooled_average_precision
 
 STATE_VERSION = 1

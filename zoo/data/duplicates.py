@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from zoo.contracts import PartitionedReader
+
 
 class DuplicateIds:
     """Records ids as they are read; ``repeats`` counts the second and later occurrences."""
@@ -36,7 +38,7 @@ class DuplicateIds:
 
 def records_with_source(reader: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every record of ``reader`` with the file it came from."""
-    read_part = getattr(reader, "read_part", None)
+    read_part = reader.read_part if isinstance(reader, PartitionedReader) else None
     for source in reader.sources():
         records = read_part(source, 0, 1) if read_part is not None else reader.read(source)
         for record in records:

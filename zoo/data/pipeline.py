@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from zoo.config import DatasetSpec
+from zoo.contracts import CountingReader, DequantizingReader, PartCountingReader, PartitionedReader
 from zoo.errors import DataError, ZooError
 
 # The C kernel that fills batches from uint8 frames (zoo/data/_fastfill.c); None where it was not built, or
@@ -120,9 +121,8 @@ def _stable_seed(seed: int, epoch: int, what: str, part: int) -> int:
 
 def _read_task(reader: Any, task: Task) -> Iterator[dict[str, Any]]:
     source, start, step = task
-    read_part = getattr(reader, "read_part", None)
-    if read_part is not None:
-        yield from read_part(source, start, step)
+    if isinstance(reader, PartitionedReader):
+        yield from reader.read_part(source, start, step)
         return
     for i, record in enumerate(reader.read(source)):
         if i % step == start:
@@ -523,7 +523,7 @@ def _part_batches(
     rng = random.Random(_stable_seed(seed, epoch, "buffer", part)) if shuffle else None
     bucket_rng = random.Random(_stable_seed(seed, epoch, "buckets", part)) if shuffle else None
     window = bucket_window(shuffle_buffer, batch_size) if bucket_by_length else 0
-    dequantize_into = getattr(reader, "dequantize_into", None)
+    dequantize_into = reader.dequantize_into if isinstance(reader, DequantizingReader) else None
     collator = Collator(threads)
     background = collator.background
     # batches handed to the background thread, oldest first: one is filled while the next is read
@@ -576,12 +576,11 @@ def _task_records(reader: Any, task: Task, cache: dict[str, int]) -> int:
     """Examples a task yields: the reader's ``count_part`` if it has one (a reader whose examples are not its
     records, e.g. one per rated segment), else its records (``count``, or reading them)."""
     source, start, step = task
-    count_part = getattr(reader, "count_part", None)
-    if count_part is not None:
-        return count_part(source, start, step)
+    if isinstance(reader, PartCountingReader):
+        return reader.count_part(source, start, step)
     if source not in cache:
-        count = getattr(reader, "count", None)
-        cache[source] = count(source) if count is not None else sum(1 for _ in reader.read(source))
+        counted = isinstance(reader, CountingReader)
+        cache[source] = reader.count(source) if counted else sum(1 for _ in reader.read(source))
     total = cache[source]
     return len(range(start, total, step))
 
@@ -835,7 +834,6 @@ def default_threads(num_workers: int) -> int:
 
 def count_records(reader: Any) -> int:
     """Videos in all of the reader's sources (cheap for packed data and TFRecords: headers only)."""
-    count = getattr(reader, "count", None)
-    if count is None:
+    if not isinstance(reader, CountingReader):
         return sum(1 for _ in reader)
-    return sum(count(source) for source in reader.sources())
+    return sum(reader.count(source) for source in reader.sources())

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import paddle.io
 
+from zoo.contracts import SkipReportingReader
 from zoo.errors import ZooError
 
 _KEEP = np.zeros(1, np.int8)
@@ -44,7 +45,8 @@ class WorkerDataset(paddle.io.IterableDataset):
         info = paddle.io.get_worker_info()
         worker = info.id if info is not None else 0
         reader = self.stream.reader
-        before = len(getattr(reader, "skipped", []))
+        reports = isinstance(reader, SkipReportingReader)
+        before = len(reader.skipped) if reports else 0
         try:
             for batch in self.stream.part_batches(self.stream.parts()[worker], self.skips[worker]):
                 yield self.transfer(batch, worker)
@@ -60,6 +62,6 @@ class WorkerDataset(paddle.io.IterableDataset):
             }
             return
         skipped = [
-            [s.path, s.index, s.problem, s.recoverable] for s in getattr(reader, "skipped", [])[before:]
+            [s.path, s.index, s.problem, s.recoverable] for s in (reader.skipped if reports else [])[before:]
         ]
         yield {"_worker": worker, "_end": 1, "_skipped": json.dumps(skipped), "_keep": _KEEP}

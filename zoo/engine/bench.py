@@ -4,7 +4,7 @@ For each (model, device count) the runner resolves the model's config once (the 
 with the config's ``sample`` section unless ``--data`` is given, then the user's ``-o`` overrides), and runs
 ``zoo bench --worker`` on that many processes through ``paddle.distributed.launch`` (also for one device, so
 every configuration starts from fresh processes). The worker trains a fixed number of steps (or epochs) with
-the engine's :class:`~zoo.engine.trainer.Trainer`, evaluates the trained model on the validation split over
+the engine's :class:`~zoo.engine.train.trainer.Trainer`, evaluates the trained model on the validation split over
 all ranks, and reports:
 
 - train videos/s: global examples per second over the steps after the warm-up, from the per-step times
@@ -38,7 +38,9 @@ from typing import Any
 
 from zoo.atomic import atomic_write_bytes, atomic_write_text
 from zoo.config import ZooConfig, parse_override
-from zoo.engine import distributed, launch
+from zoo.engine.distributed import context as distributed
+from zoo.engine.distributed import launch, watch
+from zoo.engine.distributed.worker import failure_report, worker_context
 from zoo.errors import UsageError, ZooError
 
 EPOCHS_FOREVER = 1_000_000
@@ -125,7 +127,7 @@ class BenchRow:
 def resolve_config(model: str, settings: BenchSettings, devices: int, run_dir: Path) -> ZooConfig:
     """The model's bundled config on the benchmark data, the user's overrides, then the runner's settings."""
     from zoo.config import bundled_config, load_config
-    from zoo.engine.setup import ensure_data
+    from zoo.engine.build import ensure_data
 
     cfg = load_config(bundled_config(model), [], model=model)
     cfg = ensure_data(cfg, settings.data, quiet=True)
@@ -229,7 +231,7 @@ def _run_one(cfg: ZooConfig, settings: BenchSettings, n: int, run_dir: Path, row
     atomic_write_text(spec_path, json.dumps(spec))
     plan = launch.LaunchPlan(device=settings.device, nproc_per_node=n, log_dir=run_dir / "logs")
     try:
-        launch.run(plan, ["bench", "--worker", str(spec_path)], timeout=settings.timeout, echo=False)
+        watch.run(plan, ["bench", "--worker", str(spec_path)], timeout=settings.timeout, echo=False)
         result = json.loads(result_path.read_text())
     except (ZooError, OSError, ValueError) as exc:
         row.error = str(exc).splitlines()[0][:500]
@@ -537,14 +539,14 @@ def train_throughput(run_dir: Path, warmup: int) -> tuple[float, int]:
 def worker(spec_path: str) -> int:
     """Train, evaluate, measure on this rank; rank 0 writes the result file."""
     from zoo.config import load_config
-    from zoo.engine.loop import evaluate
-    from zoo.engine.setup import build_reader
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.build import build_reader
+    from zoo.engine.infer.loops import evaluate
+    from zoo.engine.train.trainer import Trainer
 
     spec = json.loads(Path(spec_path).read_text())
     device = spec["device"]
-    ctx = launch.worker_context(device)
-    with launch.failure_report(ctx):
+    ctx = worker_context(device)
+    with failure_report(ctx):
         cfg = load_config(spec["config"])
         trainer = Trainer(cfg, ctx=ctx, progress=False, overwrite=True, log=lambda msg: None)
         result = trainer.fit()

@@ -1,8 +1,10 @@
 """The Paddle runtime, set up in one place.
 
-``prepare_environment`` runs when the engine starts (its command modules are loaded to run), before any
-plugin imports paddle: it steers the bundled MKL off its slow path on AMD CPUs, quiets glog and has glibc keep
-freed memory (:func:`keep_freed_memory`). ``init_paddle`` picks the device and the thread count.
+``prepare_environment`` runs when an engine command starts (the first line of its ``run``; importing a
+module of the engine sets nothing), before any plugin imports paddle: it steers the bundled MKL off its slow
+path on AMD CPUs, quiets glog and paddle's start-up warnings and has glibc keep freed memory
+(:func:`keep_freed_memory`; ``zoo models`` leaves the allocator alone). ``init_paddle`` picks the device and
+the thread count, preparing the environment first if no command did.
 """
 
 from __future__ import annotations
@@ -87,11 +89,13 @@ def keep_freed_memory() -> bool:
     return _malloc_tuned
 
 
-def prepare_environment() -> None:
-    """Environment that must be in place before paddle is imported; explicit user settings win."""
+def prepare_environment(*, tune_malloc: bool = True) -> None:
+    """Environment that must be in place before paddle is imported; explicit user settings win.
+    ``tune_malloc``: also have glibc keep freed memory (:func:`keep_freed_memory`)."""
     import warnings
 
-    keep_freed_memory()
+    if tune_malloc:
+        keep_freed_memory()
 
     # paddle's C++-extension helper warns about ccache at every import; it concerns building extensions only.
     warnings.filterwarnings("ignore", message="No ccache found")
@@ -130,9 +134,9 @@ def visible_gpus(flag: str, otherwise: str) -> int:
     return count
 
 
-def init_paddle(device: str = "cpu", threads: int | None = None):
+def init_paddle(device: str = "cpu", threads: int | None = None, *, tune_malloc: bool = True):
     """Import paddle, select ``device`` ("cpu", "gpu" or "gpu:N") and use every available core on CPU."""
-    prepare_environment()
+    prepare_environment(tune_malloc=tune_malloc)
     try:
         import paddle
     except ImportError:

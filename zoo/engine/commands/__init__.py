@@ -1,5 +1,6 @@
-"""The engine's commands, callbacks and the ``jsonl`` prediction format, registered through the ``yt8m_zoo`` entry-point group like a
-third party's plugin. Targets are ``"module:Class"`` paths: nothing here imports the engine or paddle."""
+"""The engine's commands, callbacks, config sections and the ``jsonl`` prediction format, registered through
+the ``yt8m_zoo`` entry-point group like a third party's plugin. Targets are ``"module:Class"`` paths: nothing
+here imports the engine or paddle."""
 
 from __future__ import annotations
 
@@ -36,16 +37,22 @@ COMMANDS = {
 }
 
 CALLBACKS = {
-    "history": ("zoo.engine.callbacks:HistoryCallback", "metrics history as JSONL and CSV, and a plot"),
-    "visualdl": ("zoo.engine.callbacks:VisualDLCallback", "VisualDL logs (pip install 'yt8m-zoo[visualdl]')"),
+    "history": ("zoo.engine.train.callbacks:HistoryCallback", "metrics history as JSONL and CSV, and a plot"),
+    "visualdl": (
+        "zoo.engine.train.callbacks:VisualDLCallback",
+        "VisualDL logs (pip install 'yt8m-zoo[visualdl]')",
+    ),
     "tensorboard": (
-        "zoo.engine.callbacks:TensorBoardCallback",
+        "zoo.engine.train.callbacks:TensorBoardCallback",
         "TensorBoard event files ('yt8m-zoo[tensorboard]')",
     ),
 }
 
 FORMATS = {
-    "jsonl": ("zoo.engine.predictions:JsonLinesFormat", "JSON lines: id, classes, scores (and class names)"),
+    "jsonl": (
+        "zoo.engine.infer.predictions:JsonLinesFormat",
+        "JSON lines: id, classes, scores (and class names)",
+    ),
 }
 
 
@@ -65,3 +72,16 @@ def zoo_register_callbacks(register) -> None:
 def zoo_register_formats(register) -> None:
     for name, (target, summary) in FORMATS.items():
         register(target, name=name, summary=summary)
+
+
+SECTIONS = {
+    "train": "zoo.engine.settings:TrainConfig",
+    "eval": "zoo.engine.settings:EvalConfig",
+    "predict": "zoo.engine.settings:PredictConfig",
+}
+
+
+@hookimpl
+def zoo_register_config_sections(register) -> None:
+    for name, target in SECTIONS.items():
+        register(name, target)

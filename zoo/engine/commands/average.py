@@ -1,4 +1,4 @@
-"""``zoo average``: the mean of the weights of several runs or checkpoints (zoo.engine.average)."""
+"""``zoo average``: the mean of the weights of several runs or checkpoints (zoo.engine.runs.average)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class AverageCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine import average
-        from zoo.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint
+        from zoo.engine.runs import average
+        from zoo.engine.runs.checkpoint import WEIGHTS_FILE, latest_checkpoint
         from zoo.errors import UsageError
 
         output = Path(args.output)

@@ -9,8 +9,6 @@ from pathlib import Path
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError, ZooError
 
-prepare_environment()  # the engine starts: before any plugin imports paddle
-
 
 class BenchCommand:
     name = "bench"
@@ -87,6 +85,7 @@ class BenchCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         from zoo.engine import bench
 
         if args.worker:
@@ -96,7 +95,7 @@ class BenchCommand:
         else:
             device, counts = "cpu", bench.parse_counts(args.cpu_procs or "1", "--cpu-procs")
         if device == "gpu":
-            from zoo.engine.launch import gpu_count
+            from zoo.engine.distributed.launch import gpu_count
 
             gpu_count(max(counts))  # fail at once, before any data work
         models = args.models

@@ -1,4 +1,4 @@
-"""``zoo ensemble``: combine runs or prediction files into one set of predictions (zoo.engine.ensemble)."""
+"""``zoo ensemble``: combine runs or prediction files into one set of predictions (zoo.engine.infer.ensemble)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from zoo.engine.commands.arguments import add_config_arguments
+from zoo.engine.commands.common import add_config_arguments
 from zoo.errors import UsageError
 
 
@@ -76,10 +76,10 @@ class EnsembleCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine import ensemble as ens
+        from zoo.engine.infer import ensemble as ens
         from zoo.engine.runtime import prepare_environment
 
-        prepare_environment()
+        prepare_environment()  # the engine starts: before any plugin imports paddle
         if args.member_top_k < 1 or (args.top_k is not None and args.top_k < 1):
             raise UsageError("--member-top-k and --top-k must be at least 1")
         if len(args.members) < 2:
@@ -134,10 +134,10 @@ class EnsembleCommand:
             display = _display_keys(new_metric(), scores["ensemble"])
             for (name, values), w in zip(scores.items(), [*norm, None]):
                 rows.append([name, "" if w is None else f"{w:.3f}", *[values.get(k, "") for k in display]])
-            from zoo.engine.commands.workflow import _print_table
+            from zoo.engine.commands.common import print_table
 
             print(f"{args.mean} mean over the {split} split ({len(result)} videos)")
-            _print_table(rows, ["member", "weight", *display])
+            print_table(rows, ["member", "weight", *display])
         else:
             print(f"{args.mean} mean of {len(tables)} members, weights {[round(float(w), 4) for w in norm]}")
             print(f"no labels for the {split} split: nothing scored")
@@ -148,9 +148,9 @@ class EnsembleCommand:
 def _config(args: argparse.Namespace) -> Any:
     """--config / --model, else the first run member's saved config; None for prediction files alone."""
     from zoo.config import bundled_config, load_config
-    from zoo.engine import ensemble as ens
+    from zoo.engine.build import with_data_dir
+    from zoo.engine.infer import ensemble as ens
     from zoo.engine.runtime import init_paddle
-    from zoo.engine.setup import with_data_dir
 
     runs = [m for m in args.members if ens.is_run_dir(m)]
     if args.config or args.model:
@@ -173,13 +173,13 @@ def _config(args: argparse.Namespace) -> Any:
 def _metric_factory(cfg: Any) -> Any:
     if cfg is None or not cfg.eval.metric:
         return None
-    from zoo.engine.setup import build_metric
+    from zoo.engine.build import build_metric
 
     return lambda: build_metric(cfg)
 
 
 def _members(args: argparse.Namespace, cfg: Any, split: str) -> list[Any]:
-    from zoo.engine import ensemble as ens
+    from zoo.engine.infer import ensemble as ens
 
     return [ens.load_member(m, cfg, split, args.member_top_k) for m in args.members]
 
@@ -193,7 +193,7 @@ def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
     """The combined predictions in the config's formats (every registered format without a config):
     column-wise where the format can (``ColumnarPredictionFormat``), else as a list of predictions."""
     from zoo.contracts import ColumnarPredictionFormat
-    from zoo.engine.predictions import load_class_names
+    from zoo.engine.infer.predictions import load_class_names
     from zoo.plugins import get_plugins
 
     registry = get_plugins().registry("format")

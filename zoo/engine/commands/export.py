@@ -6,11 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.engine.commands.arguments import add_config_arguments
+from zoo.engine.commands.common import add_config_arguments
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
-
-prepare_environment()  # the engine starts: before any plugin imports paddle
 
 
 class ExportCommand:
@@ -26,10 +24,10 @@ class ExportCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from zoo.engine.commands.workflow import _add_weights_arguments
+        from zoo.engine.commands.common import add_weights_arguments
 
         add_config_arguments(parser, model_positional=True)
-        _add_weights_arguments(parser)
+        add_weights_arguments(parser)
         parser.add_argument(
             "--output",
             metavar="DIR",
@@ -75,12 +73,13 @@ class ExportCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from zoo.engine.commands.workflow import _config, _print_table
-        from zoo.engine.export import export_model
+        prepare_environment()  # the engine starts: before any plugin imports paddle
+        from zoo.engine.commands.common import command_config, print_table
+        from zoo.engine.export.tracing import export_model
+        from zoo.engine.runs.weights import released_weights_url
         from zoo.engine.runtime import init_paddle
-        from zoo.engine.weights import released_weights_url
 
-        cfg = _config(args)
+        cfg = command_config(args)
         init_paddle(args.device or "cpu")
         weights = args.weights
         if not weights and not args.allow_random:
@@ -101,7 +100,7 @@ class ExportCommand:
         if args.format == "onnx":
             if args.custom_ops:
                 raise UsageError("--custom-ops: ONNX exports use standard operators only; drop --custom-ops")
-            from zoo.engine.onnx import export_onnx
+            from zoo.engine.export.onnx import export_onnx
 
             export_model = export_onnx  # the same arguments; writes model.onnx and the same metadata.json
         export_model(
@@ -115,7 +114,7 @@ class ExportCommand:
             quiet=False,
             **options,
         )
-        from zoo.engine.export import read_metadata
+        from zoo.engine.export.metadata import read_metadata
 
         meta = read_metadata(output)
         size = sum(rec["bytes"] for rec in meta["files"].values())
@@ -139,7 +138,7 @@ class ExportCommand:
             ["size", f"{size / 1e6:.1f} MB"],
             ["output", str(output)],
         ]
-        _print_table(rows, ["", ""])
+        print_table(rows, ["", ""])
         precision = "" if args.format == "onnx" else " [--precision bf16]"
         print(f"predict with: zoo predict --model {output} --filelist FILES{precision}")
         return 0

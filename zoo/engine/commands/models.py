@@ -7,8 +7,6 @@ import json
 
 from zoo.engine.runtime import prepare_environment
 
-prepare_environment()  # the engine starts: before any plugin imports paddle
-
 
 class ModelsCommand:
     name = "models"
@@ -26,6 +24,8 @@ class ModelsCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        # quiet paddle if --params builds models, but leave the allocator alone: nothing here is heavy
+        prepare_environment(tune_malloc=False)
         from tabulate import tabulate
 
         from zoo.config import bundled_config, describe_fields
@@ -73,9 +73,9 @@ class ModelsCommand:
 def count_parameters(model: str) -> int:
     """Trainable parameters of ``model`` built from its bundled config (or its defaults)."""
     from zoo.config import bundled_config, load_config
-    from zoo.engine import setup
+    from zoo.engine import build
     from zoo.engine.runtime import init_paddle
 
-    init_paddle("cpu")
+    init_paddle("cpu", tune_malloc=False)
     cfg = load_config(bundled_config(model), model=model)
-    return setup.count_parameters(setup.build_model(cfg))
+    return build.count_parameters(build.build_model(cfg))

@@ -3,9 +3,9 @@
 An ONNX export directory holds ``model.onnx``, ``metadata.json`` (the Paddle export's, with ``"runtime":
 "onnxruntime"``, the ONNX file's checksum and an ``onnx`` section naming the converter and opset) and,
 optionally, ``vocabulary.csv``. The model has the same inputs and output as the Paddle program (see
-:mod:`zoo.engine.export`), so :class:`OnnxModel` takes the same batches.
+:mod:`zoo.engine.export.tracing`), so :class:`OnnxModel` takes the same batches.
 
-How it is made: :func:`zoo.engine.export.export_model` writes and checks the Paddle program (PIR ``.json``
+How it is made: :func:`zoo.engine.export.tracing.export_model` writes and checks the Paddle program (PIR ``.json``
 + ``.pdiparams``, what paddle 3.x writes) in a scratch directory; paddle2onnx converts it in a child process
 (a program with an operator paddle2onnx lacks makes it abort the whole process before it names the
 operator; after a failure the program's operators are compared with its list to name them); the ONNX model
@@ -37,7 +37,7 @@ import numpy as np
 
 from zoo.atomic import atomic_dir
 from zoo.config import ZooConfig
-from zoo.engine.export import ExportedModel
+from zoo.engine.export.predictor import ExportedModel
 from zoo.errors import UsageError, ZooError
 
 ONNX_FILE = "model.onnx"
@@ -266,12 +266,12 @@ def convert(paddle_dir: Path, output: Path, opset: int = OPSET) -> dict[str, Any
     """
     import onnx
 
-    from zoo.engine.export import PARAMS_FILE, PROGRAM_FILE
+    from zoo.engine.export.metadata import PARAMS_FILE, PROGRAM_FILE
 
     converter_versions()
     program_path = paddle_dir / PROGRAM_FILE
     program = json.loads(program_path.read_text(encoding="utf-8"))
-    code = "import sys; from zoo.engine.onnx import _convert_child; sys.exit(_convert_child(*sys.argv[1:]))"
+    code = "import sys; from zoo.engine.export.onnx import _convert_child; sys.exit(_convert_child(*sys.argv[1:]))"
     args = [str(program_path), str(paddle_dir / PARAMS_FILE), str(output), str(opset)]
     try:
         done = subprocess.run(
@@ -334,7 +334,7 @@ def _dygraph_model(
 ) -> tuple[Any, dict[str, Any]]:
     """The model to export and compare with (its random initialisation when ``weights`` is None), and
     the ``weights`` record of the metadata."""
-    from zoo.engine.export import dygraph_model
+    from zoo.engine.export.tracing import dygraph_model
 
     if weights is None and not allow_random:
         raise UsageError(
@@ -346,7 +346,7 @@ def _dygraph_model(
 
 def check_against(model: Any, directory: Path, metadata: dict[str, Any]) -> float:
     """Max |difference| between ONNX Runtime's CPU predictions and the dygraph model's on the probe batches."""
-    from zoo.engine.export import max_difference
+    from zoo.engine.export.checks import max_difference
 
     return max_difference(OnnxModel(directory, metadata).predict, model, metadata, "the ONNX model")
 
@@ -363,24 +363,18 @@ def export_onnx(
     opset: int = OPSET,
     quiet: bool = True,
 ) -> Path:
-    """Like :func:`zoo.engine.export.export_model`, but writes ``model.onnx`` for ONNX Runtime.
+    """Like :func:`zoo.engine.export.tracing.export_model`, but writes ``model.onnx`` for ONNX Runtime.
 
     The Paddle program is exported and checked first, converted, and the ONNX model is checked against the
     dygraph model with the same probe batches and tolerance; ``output`` appears only when all that passed.
     """
-    from zoo.engine.checkpoint import save_weights
-    from zoo.engine.export import (
-        CHECK_TOLERANCE,
-        METADATA_FILE,
-        VOCABULARY_FILE,
-        _check_output,
-        _file_record,
-        export_model,
-        probe_batches,
-    )
+    from zoo.engine.export.checks import CHECK_TOLERANCE, probe_batches
+    from zoo.engine.export.metadata import METADATA_FILE, VOCABULARY_FILE, check_output_dir, file_record
+    from zoo.engine.export.tracing import export_model
+    from zoo.engine.runs.checkpoint import save_weights
 
     output = Path(output)
-    _check_output(output)
+    check_output_dir(output)
     versions = converter_versions()
     with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as scratch:
         # one model for the Paddle export and both checks (a random initialisation is made only once)
@@ -402,7 +396,7 @@ def export_onnx(
             t0 = time.perf_counter()
             facts = convert(paddle_dir, tmp / ONNX_FILE, opset)
             metadata["runtime"] = RUNTIME
-            metadata["files"] = {ONNX_FILE: _file_record(tmp / ONNX_FILE)}
+            metadata["files"] = {ONNX_FILE: file_record(tmp / ONNX_FILE)}
             metadata["onnx"] = {
                 "opset": facts["opset"],
                 "converter": f"paddle2onnx {versions['paddle2onnx']}",
@@ -522,14 +516,14 @@ class OnnxModel(ExportedModel):
 def load(
     root: Path, meta: dict[str, Any], *, device: str, precision: str, threads: int | None, verify: bool
 ) -> OnnxModel:
-    """What :func:`zoo.engine.export.load_exported` calls for an export whose runtime is onnxruntime."""
+    """What :func:`zoo.engine.export.predictor.load_exported` calls for an export whose runtime is onnxruntime."""
     check_files(root, meta, verify_checksums=verify)
     return OnnxModel(root, meta, device=device, precision=precision, threads=threads)
 
 
 def check_files(root: Path, meta: dict[str, Any], *, verify_checksums: bool) -> None:
     """``model.onnx`` exists with the size (and SHA-256) recorded in the metadata."""
-    from zoo.engine.export import check_file_records
+    from zoo.engine.export.metadata import check_file_records
 
     redo = "re-export it with `zoo export --format onnx`"
     check_file_records(root, meta, (ONNX_FILE,), redo, verify_checksums)

@@ -1,12 +1,13 @@
-"""The 2019 segment task in the engine: score every 5-frame segment, evaluate, submit, and the sample workflow.
+"""The 2019 segment task: score every 5-frame segment, evaluate, submit, and the sample workflow.
 
 Inference reads each video once (one decoded record), cuts it into its 5-frame segments (starts 0, 5, 10, ...;
 a trailing part shorter than 5 frames is not a segment) and scores them in batches of ``eval.batch_size``
 segments. Only the per-class top lists (``TopSegments``: classes x N entries) and, when evaluating, the rated
 (segment, class) pairs are kept: never videos x segments x classes.
 
-What is YouTube-8M's is found through the registry, like a third party's plugin: the segment reader
-(``yt8m-segment``: its sample data and the rated-classes file) and the segment metric (``yt8m-segment``: it
+The engine is used through its public module (:mod:`zoo.engine.api`); the other plugins' parts are found
+through the registry, as a third party would: the segment reader (``yt8m-segment`` of the data plugin: its
+sample data and the rated-classes file) and the segment metric (``yt8m-segment`` of the metrics plugin: it
 scores the submission and writes it). See :class:`SegmentDataReader` and :class:`SegmentSubmissionWriter`.
 """
 
@@ -21,9 +22,9 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.contracts import SampleDataReader
-from zoo.engine.topsegments import TopSegments, segment_keys, slot_bits, split_keys
 from zoo.errors import DataError, PluginError, UsageError
 from zoo.progress import Progress
+from zoo_yt8m_segments.topsegments import TopSegments, segment_keys, slot_bits, split_keys
 
 SEGMENT_FRAMES = 5
 SEGMENT_READER = "yt8m-segment"
@@ -56,7 +57,7 @@ def segment_reader_class() -> Any:
     if not isinstance(cls, SegmentDataReader):
         raise PluginError(
             f"reader {SEGMENT_READER!r} ({cls.__module__}.{cls.__qualname__}) lacks what the segment task "
-            f"needs: sample_data, rated_classes_file and read_rated_classes (zoo.engine.segments)"
+            f"needs: sample_data, rated_classes_file and read_rated_classes (zoo_yt8m_segments.task)"
         )
     return cls
 
@@ -68,7 +69,7 @@ def submission_writer() -> Any:
     if not isinstance(cls, SegmentSubmissionWriter):
         raise PluginError(
             f"metric {SEGMENT_METRIC!r} ({cls.__module__}.{cls.__qualname__}) cannot write a segment "
-            f"submission: it needs a static write_submission(path, rows) (zoo.engine.segments)"
+            f"submission: it needs a static write_submission(path, rows) (zoo_yt8m_segments.task)"
         )
     return cls
 
@@ -99,7 +100,7 @@ def scored_segments(
     ``on_video(record)`` sees each video (its ground truth) before any of its segments is yielded.
     """
     from zoo.data.pipeline import collate
-    from zoo.engine.loop import dequantize_on_device
+    from zoo.engine.api import dequantize_on_device
 
     quantized = dequantize_on_device(cfg)
     features = list(cfg.dataset.features)
@@ -267,16 +268,6 @@ def _short(n: int) -> str:
 # zoo run MODEL --segments
 
 
-def result_model(result: Any, cfg: ZooConfig) -> Any:
-    """The model a training run saved, rebuilt from its run directory."""
-    from zoo.engine.setup import build_model
-    from zoo.engine.weights import apply_weights, read_weights
-
-    model = build_model(cfg)
-    apply_weights(model, read_weights(str(result.run_dir)), strict=True)
-    return model
-
-
 def run_segments(
     cfg: ZooConfig, run_dir: Path, *, finetune_epochs: int = 3, progress: bool = True
 ) -> list[list[Any]]:
@@ -285,9 +276,7 @@ def run_segments(
     The rated validate shards are split: the first half fine-tunes, the second half evaluates (fine-tuning and
     evaluating on the same ratings would flatter the fine-tuned model). Returns the summary rows.
     """
-    from zoo.engine.loop import dygraph_scorer
-    from zoo.engine.setup import SAMPLE_VERSION
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.api import SAMPLE_VERSION, Trainer, dygraph_scorer, result_model
     from zoo.paths import cache_dir
 
     begin = time.perf_counter()

@@ -131,7 +131,7 @@ def _store_meta(cfg: Any) -> dict[str, Any]:
 def open_teacher_store(cfg: Any, *, log: Any = print, build: bool = True) -> TeacherStore:
     """The store of ``cfg.train.distill``: reused when it was built from the same teachers, else built now
     (every teacher over the training split, combined, top-k kept)."""
-    from zoo.engine import ensemble as ens
+    from zoo.engine.infer import ensemble as ens
 
     d, root = cfg.train.distill, store_dir(cfg)
     meta = _store_meta(cfg)

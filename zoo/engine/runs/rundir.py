@@ -1,7 +1,7 @@
 """A run directory's bookkeeping around training: one writer at a time, resume only with a config that keeps
 the run exact, data paths stored absolute, and refusal of a run that would do nothing.
 
-Files it adds to a run directory (see :mod:`zoo.engine.checkpoint` for the rest)::
+Files it adds to a run directory (see :mod:`zoo.engine.runs.checkpoint` for the rest)::
 
     run.lock        pid, host and start time of the process writing the run (removed when it ends)
     resumes.jsonl   one line per --resume: when, from which checkpoint, which config keys changed

@@ -35,7 +35,7 @@ class WeightsSource:
 
 def resolve_source(argument: str) -> WeightsSource:
     """The weights file and run directory an argument names (errors say what was expected)."""
-    from zoo.engine.checkpoint import CHECKPOINTS, WEIGHTS_FILE, latest_checkpoint
+    from zoo.engine.runs.checkpoint import CHECKPOINTS, WEIGHTS_FILE, latest_checkpoint
 
     path = Path(argument).expanduser()
     if path.is_file():
@@ -67,7 +67,7 @@ def resolve_source(argument: str) -> WeightsSource:
 def _load(source: WeightsSource) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
-    from zoo.engine.weights import _check_integrity
+    from zoo.engine.runs.weights import _check_integrity
 
     _check_integrity(source.weights)
     try:
@@ -130,7 +130,7 @@ def write_average(
     """``output`` as a run directory: config.json (the first source's, save_dir pointing here),
     model.safetensors with its .sha256, and average.json naming the sources."""
     from zoo.atomic import atomic_write_text
-    from zoo.engine.checkpoint import WEIGHTS_FILE, save_arrays
+    from zoo.engine.runs.checkpoint import WEIGHTS_FILE, save_arrays
 
     output.mkdir(parents=True, exist_ok=True)
     config = sources[0].config

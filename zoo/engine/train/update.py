@@ -33,10 +33,10 @@ from paddle.nn.clip import ClipGradBase, _squared_l2_norm
 
 from zoo.nn import cpu_array, cpu_threads
 
-# The fused update (zoo/engine/_adam.c); None where it was not built (the extension is optional), and then
+# The fused update (zoo/engine/train/_adam.c); None where it was not built (the extension is optional), and then
 # FusedAdam runs paddle's clip, L2 term and adam kernel.
 try:
-    from zoo.engine import _adam as FUSED_ADAM
+    from zoo.engine.train import _adam as FUSED_ADAM
 except ImportError:  # pragma: no cover - depends on the install
     FUSED_ADAM = None
 
@@ -163,7 +163,7 @@ def fusable(param, grad) -> bool:
 
 class FusedAdam(paddle.optimizer.Adam):
     """paddle's Adam whose update applies its ``InPlaceClipDecay``'s clip factor and L2 term on the way, one
-    pass over each parameter, its gradient, and the two moments (``zoo/engine/_adam.c``, threaded), where
+    pass over each parameter, its gradient, and the two moments (``zoo/engine/train/_adam.c``, threaded), where
     paddle's path makes four: the clip's multiply, the L2 term's scale and sum, and the adam kernel.
 
     The arithmetic is paddle's in paddle's order (the same bits as paddle's AVX-512 adam kernel; the

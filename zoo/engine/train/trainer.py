@@ -22,13 +22,16 @@ import numpy as np
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
 from zoo.contracts import TrainingState
-from zoo.engine import checkpoint, distributed, rundir
-from zoo.engine.ema import EMA_FILE, WeightAverage
-from zoo.engine.loop import batches_for, evaluate, to_tensors, training_loss
-from zoo.engine.optim import build_optimizer
-from zoo.engine.schedule import learning_rate_at
-from zoo.engine.setup import build_model, build_reader, count_parameters, split_paths
-from zoo.engine.weights import apply_weights, read_weights
+from zoo.engine.build import build_model, build_reader, count_parameters, split_paths
+from zoo.engine.distributed import context as distributed
+from zoo.engine.feed import batches_for, to_tensors
+from zoo.engine.infer.loops import evaluate
+from zoo.engine.runs import checkpoint, rundir
+from zoo.engine.runs.weights import apply_weights, read_weights
+from zoo.engine.train.ema import EMA_FILE, WeightAverage
+from zoo.engine.train.losses import training_loss
+from zoo.engine.train.optimizer import build_optimizer
+from zoo.engine.train.schedule import learning_rate_at
 from zoo.errors import UsageError, ZooError
 from zoo.progress import Progress
 
@@ -163,7 +166,7 @@ class Trainer:
 
     def _teacher_store(self) -> Any:
         """``train.distill``'s teacher store: built (once) by the main process, then opened by every rank."""
-        from zoo.engine.distill import open_teacher_store
+        from zoo.engine.train.distill import open_teacher_store
 
         if self.ctx.is_main:
             open_teacher_store(self.cfg, log=self.log)
@@ -250,7 +253,7 @@ class Trainer:
     def fit(
         self, *, resume: bool = False, pretrain: str | None = None, allow_changes: tuple[str, ...] = ()
     ) -> TrainResult:
-        # the run directory: lock, resume config check, absolute data paths (zoo/engine/rundir.py)
+        # the run directory: lock, resume config check, absolute data paths (zoo/engine/runs/rundir.py)
         self.cfg, self.run_lock = rundir.open_run(
             self.run_dir,
             self.cfg,

@@ -147,10 +147,10 @@ class LoadedWeights:
 def _our_run(path: Path) -> LoadedWeights | None:
     from safetensors.numpy import load_file
 
-    from zoo.engine.checkpoint import WEIGHTS_FILE
+    from zoo.engine.runs.checkpoint import WEIGHTS_FILE
 
     if path.is_dir():
-        from zoo.engine.checkpoint import latest_checkpoint
+        from zoo.engine.runs.checkpoint import latest_checkpoint
 
         candidates = [path / WEIGHTS_FILE]
         latest = latest_checkpoint(path)
@@ -177,7 +177,7 @@ def _our_run(path: Path) -> LoadedWeights | None:
 def _check_integrity(weights: Path) -> None:
     """Weights written by `zoo train` carry their SHA-256: a damaged file is named, with an intact
     checkpoint of the same run to use instead."""
-    from zoo.engine import checkpoint
+    from zoo.engine.runs import checkpoint
 
     problems = checkpoint.weights_damage(weights)
     if not problems:

@@ -3,7 +3,7 @@
 ``zoo ensemble`` and the distillation teacher store read several files of a million videos each; parsing them
 line by line in Python costs ~35 s per million videos and file. Here a file becomes
 :class:`PredictionColumns` (ids, ``[N, k]`` int32 classes, ``[N, k]`` scores) through the C parser of
-``zoo/engine/_predio.c``, and arrays are written back through its formatter, byte for byte as the Python
+``zoo/engine/infer/_predio.c``, and arrays are written back through its formatter, byte for byte as the Python
 writers. The C parser takes the plain spelling of each format; any other line (non-ASCII text, JSON escapes,
 an error...) is handed to the format's Python line parser, so results and error messages are those of the
 Python readers. Without the C module (not built, or ``ZOO_FAST_PREDICTIONS=0``) every line goes that way.
@@ -25,7 +25,7 @@ from zoo.contracts import Prediction
 from zoo.errors import DataError
 
 try:
-    from zoo.engine import _predio as FAST
+    from zoo.engine.infer import _predio as FAST
 except ImportError:  # built without a C compiler: the Python line parsers do all the work
     FAST = None
 if os.environ.get("ZOO_FAST_PREDICTIONS") == "0":
@@ -302,7 +302,7 @@ def id_bytes(ids: np.ndarray) -> np.ndarray:
 def write_jsonl_columns(
     path: str | os.PathLike, columns: PredictionColumns, class_names: Mapping[int, str] | None = None
 ) -> int:
-    """:func:`zoo.engine.predictions.write_jsonl` for arrays through the C formatter (check
+    """:func:`zoo.engine.infer.predictions.write_jsonl` for arrays through the C formatter (check
     :func:`fast_writes` first): the same bytes, atomic."""
     raw = id_bytes(columns.ids)
     ids = columns.ids

@@ -9,9 +9,9 @@ Paddle clips the gradients of the loss first and adds the L2 term (``l2_penalty 
 starter differentiates loss + penalty and clips the sum. With penalties of 1e-8..1e-5 the difference is below
 what clipping at 1.0 can notice, and it is the same in both clipping modes.
 
-Both steps run in place (:mod:`zoo.engine.gradclip`): paddle's own clip and L2 term hold a second copy of
+Both steps run in place (:mod:`zoo.engine.train.update`): paddle's own clip and L2 term hold a second copy of
 every gradient during the update. With ``train.fused_update`` (the default) they are folded into the Adam
-update itself (:class:`zoo.engine.gradclip.FusedAdam`): one pass over each parameter instead of four.
+update itself (:class:`zoo.engine.train.update.FusedAdam`): one pass over each parameter instead of four.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def build_optimizer(model: Any, train_cfg: Any, in_place: bool = True) -> Any:
     """Adam over ``model``'s parameters with ``train_cfg``'s learning rate, clipping and L2 penalty.
 
     ``in_place`` (the default) clips and adds the L2 term inside the gradients
-    (:class:`zoo.engine.gradclip.InPlaceClipDecay`), bitwise the same update as paddle's own ``grad_clip`` and
+    (:class:`zoo.engine.train.update.InPlaceClipDecay`), bitwise the same update as paddle's own ``grad_clip`` and
     ``weight_decay`` (``in_place=False``, kept to measure against) without their copy of every gradient;
     with ``train_cfg.fused_update`` the clip factor and L2 term are applied inside the Adam update
-    (:class:`zoo.engine.gradclip.FusedAdam`).
+    (:class:`zoo.engine.train.update.FusedAdam`).
     """
     import paddle
 
@@ -55,7 +55,7 @@ def build_optimizer(model: Any, train_cfg: Any, in_place: bool = True) -> Any:
                 f"train.l2_scope: all"
             )
     if in_place:
-        from zoo.engine.gradclip import FusedAdam, InPlaceClipDecay
+        from zoo.engine.train.update import FusedAdam, InPlaceClipDecay
 
         decay = {}
         if t.l2_penalty > 0:

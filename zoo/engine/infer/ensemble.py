@@ -92,7 +92,7 @@ class TopKTable:
 
     def columns(self) -> Any:
         """The table as ``PredictionColumns`` (for the formats' ``write_columns``)."""
-        from zoo.engine.prediction_io import PredictionColumns
+        from zoo.engine.infer.prediction_files import PredictionColumns
 
         return PredictionColumns(self.ids, self.classes, self.probs)
 
@@ -237,7 +237,7 @@ def combine(
     source: str = "ensemble",
 ) -> TopKTable:
     """The ensemble's table: each video's ``top_k`` classes by the weighted mean (ties: lowest class)."""
-    from zoo.engine.predictions import top_k as best
+    from zoo.ranking import top_k as best
 
     _check_rule(mean, missing)
     check_same_videos(tables)
@@ -439,9 +439,9 @@ def run_config(run_dir: str | Path, data_from: Any = None) -> Any:
 
 def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progress: bool = True) -> TopKTable:
     """Predict ``split`` of ``cfg``'s data with the weights of ``run_dir`` (its own model config)."""
-    from zoo.engine.loop import dygraph_scorer, predict
-    from zoo.engine.setup import build_model, build_reader
-    from zoo.engine.weights import apply_weights, read_weights
+    from zoo.engine.build import build_model, build_reader
+    from zoo.engine.infer.loops import dygraph_scorer, predict
+    from zoo.engine.runs.weights import apply_weights, read_weights
 
     run_cfg = run_config(run_dir, cfg)
     if run_cfg.dataset.num_classes != cfg.dataset.num_classes:
@@ -479,7 +479,7 @@ def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool
 
 def split_labels(cfg: Any, split: str, ids: np.ndarray) -> Labels | None:
     """Labels of ``split`` aligned to ``ids``; None when the split has no labels (YouTube-8M's test)."""
-    from zoo.engine.setup import build_reader, split_paths
+    from zoo.engine.build import build_reader, split_paths
 
     if cfg is None or not split_paths(cfg, split):
         return None
