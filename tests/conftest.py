@@ -83,7 +83,7 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory):
                 capture_output=True,
                 text=True,
                 check=True,
-                timeout=600,
+                timeout=240,
             )
         return python
 

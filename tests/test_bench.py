@@ -162,6 +162,7 @@ def test_segment_metric_on_segment_mode_data_is_the_headline(tmp_path):
     assert columns[columns.index("infer videos/s") + 1] == "segment_map"  # the first metric column
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.integration
 def test_segment_inference_benchmark_runs_small(tmp_path):
     """benchmarks/bench_segments.py: model time, selection time and memory on a tiny set."""

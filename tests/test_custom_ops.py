@@ -21,6 +21,7 @@ from zoo.errors import ConfigError, UsageError
 
 pytestmark = [
     pytest.mark.integration,  # exports, builds the operator, loads it in a fresh process
+    pytest.mark.timeout(600),  # the build, and a fresh process given 300 s
     pytest.mark.skipif(
         shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
         reason="the custom operator is built on first use and needs a C++ compiler",

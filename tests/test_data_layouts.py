@@ -280,6 +280,7 @@ def test_quantize_inverts_dequantize():
     np.testing.assert_array_equal(quantize(np.array([-9.0, 9.0], np.float32)), [0, 255])
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.integration
 def test_inspect_reports_the_layout_it_found(layouts):
     root, _ = layouts
@@ -342,6 +343,7 @@ def test_pack_keeps_floats_or_quantizes_on_request(layouts, tmp_path):
     assert same.reused == ["validate0000"]
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.integration
 def test_pack_video_id_records_like_the_official_ones(layouts, tmp_path):
     root, _ = layouts
@@ -382,6 +384,7 @@ def _config(root: Path, kind: str, run_dir: Path, *extra: str):
     return load_config(None, overrides, model="nextvlad")
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.integration
 def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle):
     from zoo.engine.train.trainer import Trainer

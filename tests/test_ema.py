@@ -106,6 +106,7 @@ def test_zoo_average_of_two_checkpoints_is_their_mean_and_evaluates(ema_run, tmp
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.integration
 def test_zoo_average_refuses_another_shape_naming_the_tensor(ema_run, tmp_path):
     from safetensors.numpy import save_file

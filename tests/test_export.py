@@ -115,6 +115,7 @@ def flat_frames_model():
         plugins.remove_plugin("export-test-plugin")
 
 
+@pytest.mark.timeout(1200)
 def test_fixed_frames_fallback_in_a_fresh_process():
     """Runs the test below in its own interpreter.
 

@@ -292,6 +292,7 @@ def test_bundled_config_is_the_authors_recipe_with_a_sample_scale(paddle):
     assert list(out["logits"].shape) == [2, 200] and np.isfinite(out["logits"].numpy()).all()
 
 
+@pytest.mark.timeout(1200)
 @pytest.mark.integration
 def test_export_in_a_fresh_process():
     """Runs the export test below in its own interpreter (as `zoo export` runs)."""

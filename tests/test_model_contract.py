@@ -19,7 +19,10 @@ MODELS = get_plugins().registry("model").names()
 @pytest.mark.parametrize(
     "check",
     # the export check traces, saves and loads the model in a fresh process
-    [pytest.param(c, marks=pytest.mark.integration) if c == "export" else c for c in MODEL_CHECKS],
+    [
+        pytest.param(c, marks=[pytest.mark.integration, pytest.mark.timeout(900)]) if c == "export" else c
+        for c in MODEL_CHECKS
+    ],
 )
 @pytest.mark.parametrize("name", MODELS)
 def test_model_contract(name, check):

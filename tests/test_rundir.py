@@ -241,6 +241,7 @@ def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, pad
         load_config(None, ["dataset.preset=yt8m", "train.epoch=0"], model="nextvlad")
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.integration
 def test_data_dir_and_data_override_together_are_refused(tiny_data, tmp_path):
     out = run_cli("train", "nextvlad", "--data", str(tiny_data), "-o", "data.train=/x", cwd=tmp_path)

@@ -74,7 +74,7 @@ def test_example_plugin_is_listed(example_plugin):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_example_plugin_passes_its_own_contract_tests(example_plugin):
     """The plugin's tests (tests/fixtures/zoo-example-plugin/tests) use zoo.testing; run them as its author
     would, in their own pytest process."""
@@ -91,7 +91,7 @@ def test_example_plugin_passes_its_own_contract_tests(example_plugin):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_example_plugin_trains_evaluates_and_benches_on_its_own_dataset(example_plugin, tmp_path):
     run = tmp_path / "run"
     out = zoo_cli(example_plugin, "run", "gated-mean", "-o", "train.epoch=2", "--output", str(run))
