@@ -81,7 +81,7 @@ def test_a_fresh_process_registers_the_operator_before_loading(custom_export):
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[3])\n"
         "from export_helpers import make_batch\n"
-        "from zoo.engine.export.tracing import load_exported\n"
+        "from zoo.engine.export.predictor import load_exported\n"
         "batch = make_batch([5, 2], seed=9)\n"
         "a = load_exported(sys.argv[1]).predict(batch)\n"
         "b = load_exported(sys.argv[2]).predict(batch)\n"
