@@ -236,18 +236,26 @@ def test_pooling_is_the_starters_frame_level_logistic(paddle, name, method):
     np.testing.assert_allclose(zoo_probabilities(model, batch), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["max", "average"])
-def test_dbof_is_the_starters_dbof_model(paddle, pooling):
+@pytest.mark.parametrize(
+    ("pooling", "activation"), [("max", "sigmoid"), ("average", "sigmoid"), ("max", "relu6")]
+)
+def test_dbof_is_the_starters_dbof_model(paddle, pooling, activation):
     c = SPEC.num_classes
-    model = build_model("dbof", spec=SPEC, cluster_size=16, hidden_size=8, pooling=pooling, **STARTER)
+    model = build_model(
+        "dbof", spec=SPEC, cluster_size=16, hidden_size=8, pooling=pooling, activation=activation, **STARTER
+    )
     w = randomize(model)
     batch, videos = make_batch()
+    # the starter's dbof_activation: sigmoid (its default since August 2019) or relu6
+    act = (
+        (lambda z: 1.0 / (1.0 + np.exp(-z))) if activation == "sigmoid" else (lambda z: np.clip(z, 0.0, 6.0))
+    )
     expected = []
     for v in videos:
         x = slim_bn(starter_input(v), w, "input_bn")  # reshaped_input -> input_bn
-        a = np.clip(slim_bn(x @ w["cluster.weight"], w, "cluster_bn"), 0.0, 6.0)  # cluster_bn, relu6
+        a = act(slim_bn(x @ w["cluster.weight"], w, "cluster_bn"))  # cluster_bn, act_fn
         a = a.max(axis=0) if pooling == "max" else a.mean(axis=0)  # FramePooling
-        h = np.clip(slim_bn(a @ w["hidden.weight"], w, "hidden_bn"), 0.0, 6.0)  # hidden1_bn, relu6
+        h = act(slim_bn(a @ w["hidden.weight"], w, "hidden_bn"))  # hidden1_bn, act_fn
         expected.append(moe_model(h[None], w, "head", c, 2)[0])
     np.testing.assert_allclose(zoo_probabilities(model, batch), np.stack(expected), rtol=1e-4, atol=1e-5)
 

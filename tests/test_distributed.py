@@ -166,9 +166,28 @@ def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp
     for r in records:
         (tmp_path / f"failure.rank{r['rank']}.json").write_text(json.dumps(r))
     message = watch.failure_message(
-        tmp_path, 0.0, 1, [], __import__("collections").deque(), launch.LaunchPlan(), False, None
+        tmp_path, 0.0, 1, __import__("collections").deque(), launch.LaunchPlan(), False, None
     )
     assert message.startswith("rank 1 of 2 failed: DataError: x.tfrecord: record 3: bad")
+
+
+def test_a_rank_killed_without_a_word_is_named_from_the_exit_records(tmp_path):
+    """Each rank writes exit.rank<N>.json when zoo returns (130: stopped because another failed); a rank
+    killed by a signal writes none and is the one blamed, with the tail of its own log."""
+    plan = launch.LaunchPlan("cpu", 3, log_dir=tmp_path)
+    for rank, code in ((0, 130), (2, 130)):
+        record = {"rank": rank, "local_rank": rank, "code": code, "time": 100.0}
+        (tmp_path / f"exit.rank{rank}.json").write_text(json.dumps({**record, "log": f"workerlog.{rank}"}))
+    (tmp_path / "workerlog.1").write_text("step 7\nallocating 40 GB\n")
+    deque = __import__("collections").deque
+    message = watch.failure_message(tmp_path, 0.0, 1, deque(), plan, False, None)
+    assert message.startswith("rank 1 ended without an exit record (killed by a signal)"), message
+    assert "allocating 40 GB" in message and str(tmp_path / "workerlog.1") in message
+    (tmp_path / "exit.rank1.json").write_text(
+        json.dumps({"rank": 1, "local_rank": 1, "code": 3, "time": 100.0, "log": "workerlog.1"})
+    )
+    message = watch.failure_message(tmp_path, 0.0, 1, deque(), plan, False, None)
+    assert message.startswith("rank 1 exited with code 3 without reporting an error"), message
 
 
 # ---------------------------------------------------------------------------------------------------------

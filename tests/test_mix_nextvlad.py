@@ -256,21 +256,28 @@ def test_bad_options_are_config_errors(paddle):
 
 
 def test_bundled_config_is_the_authors_recipe_with_a_sample_scale(paddle):
+    from zoo_nextvlad.model import EIGENVALUES_URL
+
     from zoo.engine.build import count_parameters
 
     config = load_config(bundled_config("mix-nextvlad"))
     defaults = zoo.plugin_class("model", "mix-nextvlad").Config()
     for key, value in config.model.items():
-        assert getattr(defaults, key) == value, key
+        if key != "eigenvalues":
+            assert getattr(defaults, key) == value, key
+    assert config.model["eigenvalues"] == EIGENVALUES_URL  # the author's reverse whitening, pinned
     t = config.train
     assert (t.batch_size, t.num_gpus, t.learning_rate, t.epoch) == (160, 2, 2e-4, 15)
     assert (t.lr_boundary_examples, t.learning_rate_decay, t.l2_penalty) == (2_500_000, 0.8, 1e-5)
+    # his train.py: each gradient tensor clipped to norm 1; L2 only on the branches' logistic layers
+    assert (t.gradient_clip_norm, t.gradient_clip_mode, t.l2_scope) == (1.0, "per_tensor", "classifier")
     assert (config.model["cl_temperature"], config.model["cl_lambda"], config.model["mix_number"]) == (
         3,
         9,
         3,
     )
     sample = config.with_overrides({"dataset": {"num_classes": 200}, **config.sample}, "sample")
+    assert sample.model["eigenvalues"] is None  # synthetic sample data: nothing to reverse-whiten
     model = build_model(
         "mix-nextvlad",
         spec=DatasetSpec(200, {"rgb": 1024, "audio": 128}),
@@ -346,3 +353,61 @@ def test_export_returns_the_mixtures_probabilities_only(paddle, tmp_path):
         logits = model({k: paddle.to_tensor(v) for k, v in batch.items()})["logits"].numpy()
     assert got.shape == (3, SPEC.num_classes)
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-logits)), atol=1e-5)
+
+
+def test_l2_covers_each_branchs_logistic_weights_and_biases_only(paddle):
+    """The author's slim regularizers sit on each branch's LogisticModel (weights and biases): with
+    ``train.l2_scope: classifier`` exactly those parameters are penalised."""
+    from zoo.engine.settings import TrainConfig
+    from zoo.engine.train.optimizer import build_optimizer
+    from zoo.nn import classifier_weights
+
+    model = nextvlad_helpers.small_model(paddle, "mix-nextvlad", mix_number=2)
+    penalised = {id(p) for p in classifier_weights(model)}
+    expected = {id(p) for branch in model.branches for p in branch.head.parameters()}
+    assert penalised == expected and len(expected) == 4  # 2 branches x (weight, bias)
+    train = TrainConfig(l2_scope="classifier", gradient_clip_mode="per_tensor", fused_update=False)
+    optimizer = build_optimizer(model, train)
+    assert set(optimizer._grad_clip.decay) == expected
+
+
+def test_pinned_eigenvalues_are_fetched_once_and_checked(paddle, shared_dir, tmp_path, monkeypatch):
+    """``model.eigenvalues`` as an https URL with its SHA-256: downloaded once (a real HTTP server here), the
+    same scale as the local file; a wrong hash keeps nothing; a URL without a hash is refused."""
+    import functools
+    import hashlib
+    import http.server
+    import shutil
+    import threading
+
+    from zoo_nextvlad.model import EIGENVALUES_URL, fetch_pinned, load_eigenvalues
+
+    from zoo.errors import DataError
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    source = shared_dir / "data" / "yt8m_pca_eigenvals.npy"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert EIGENVALUES_URL.endswith(f"#sha256={digest}")  # the pin is the real file's hash
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(source, www / "eigenvals.npy")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/eigenvals.npy"
+        got = load_eigenvalues(f"{url}#sha256={digest}", 1024)
+        np.testing.assert_array_equal(got, load_eigenvalues(source, 1024))
+        (www / "eigenvals.npy").unlink()  # cached: no second download
+        np.testing.assert_array_equal(load_eigenvalues(f"{url}#sha256={digest}", 1024), got)
+        shutil.copy(source, www / "other.npy")
+        other = url.replace("eigenvals.npy", "other.npy")
+        with pytest.raises(DataError, match="does not match the pinned"):
+            fetch_pinned(f"{other}#sha256={'0' * 64}")
+        assert not list((tmp_path / "cache").rglob("other.npy*"))
+        with pytest.raises(ConfigError, match="#sha256="):
+            load_eigenvalues(other, 1024)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -497,3 +497,92 @@ def test_zoo_run_segments_finetuning_helps_and_submission_round_trips(tmp_path, 
     scored = json.loads(capsys.readouterr().out)
     assert scored["segment_map"] == pytest.approx(evaluated["segment_map@100K"], abs=1e-6)
     assert scored["segment_map"] == pytest.approx(evaluated["segment_map"], abs=1e-6)
+
+
+def test_score_prints_both_maps_and_writes_per_class_segment_ap(segdata, tmp_path, capsys):
+    """Kaggle's MAP averages over every class with rated positives (a class without a row counts 0); google's
+    segment_eval_inference.py over the classes the file lists. With a quarter of the rows dropped they differ,
+    and each agrees with its definition; --per-class writes the segment AP of each class."""
+    videos = rated_videos(segdata)
+    ids, starts, scores = scores_for(videos, seed=2)
+    rated = read_label_ids(segdata / "segment_label_ids.csv")
+    order = {vid: i for i, vid in enumerate(dict.fromkeys(ids))}
+    keys = (np.asarray([order[i] for i in ids], np.uint32) << np.uint32(6)) | (starts // 5).astype(np.uint32)
+    top = TopSegments(rated, 100_000)
+    top.add(scores, keys)
+    full = tmp_path / "full.csv"
+    write_top(full, top, list(order), 6)
+    lines = full.read_text().splitlines()
+    kept = [line for i, line in enumerate(lines[1:]) if i % 4 != 3]
+    dropped = tmp_path / "dropped.csv"
+    dropped.write_text("\n".join([lines[0], *kept]) + "\n")
+    per_class = tmp_path / "per_class.csv"
+    argv = [
+        "score",
+        "--segments",
+        str(dropped),
+        "--data",
+        str(segdata / "validate"),
+        "--num-classes",
+        str(CLASSES),
+    ]
+    assert zoo_main([*argv, "--per-class", str(per_class)]) == 0
+    out = capsys.readouterr().out
+    scored, metric = score_segment_submission(dropped, rated_videos(segdata, {}), num_classes=CLASSES)
+    assert scored["segment_map_listed"] == pytest.approx(official_map(dropped, videos), abs=1e-12)
+    assert scored["segment_map"] < scored["segment_map_listed"]
+    assert f"segment MAP {scored['segment_map']:.6f} over the" in out and "(Kaggle 2019)" in out
+    assert (
+        f"segment MAP {scored['segment_map_listed']:.6f} over the" in out and "segment_eval_inference" in out
+    )
+    import csv
+
+    rows = list(csv.DictReader(per_class.open()))
+    aps = {int(r["class"]): r for r in rows}
+    expected = metric.per_class_ap()
+    positives = metric.rated_positives()
+    assert set(aps) == set(np.flatnonzero(positives > 0).tolist())
+    for cls, row in aps.items():
+        assert float(row["ap"]) == pytest.approx(expected[cls], abs=1e-6)
+        assert int(row["listed"]) == any(k.startswith(f"{cls},") for k in kept)
+    kaggle = np.mean([float(r["ap"]) for r in rows])
+    assert kaggle == pytest.approx(scored["segment_map"], abs=1e-5)
+
+
+def test_a_row_for_an_unrated_class_is_reported(segdata, tmp_path, capsys):
+    videos = rated_videos(segdata)
+    positives = np.zeros(CLASSES, np.int64)
+    for v in videos:
+        np.add.at(positives, v["segment_labels"][v["segment_scores"] > 0], 1)
+    unrated = int(np.flatnonzero(positives == 0)[0])
+    rated = int(np.flatnonzero(positives > 0)[0])
+    v = videos[0]
+    path = tmp_path / "sub.csv"
+    path.write_text(
+        f"Class,Segments\n{rated},{v['id']}:{int(v['segment_start_times'][0])}\n{unrated},{v['id']}:0\n"
+    )
+    messages: list[str] = []
+    scored, _ = score_segment_submission(path, videos, num_classes=CLASSES, warn=messages.append)
+    assert scored["unrated_rows"] == 1 and scored["segment_classes_listed"] == 1
+    assert (
+        len(messages) == 1 and f"{unrated} (line 3)" in messages[0] and "segment_label_ids.csv" in messages[0]
+    )
+    argv = [
+        "score",
+        "--segments",
+        str(path),
+        "--data",
+        str(segdata / "validate"),
+        "--num-classes",
+        str(CLASSES),
+    ]
+    assert zoo_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "without rated segments" in err
+    listed_ids = set(read_label_ids(segdata / "segment_label_ids.csv").tolist())
+    if unrated not in listed_ids:  # segment_label_ids.csv beside --data names the rated classes
+        assert f"classes outside {segdata / 'segment_label_ids.csv'}: {unrated}" in err
+    other = tmp_path / "ids.csv"
+    other.write_text(f"Index\n{unrated}\n")
+    assert zoo_main([*argv, "--segment-classes", str(other)]) == 0
+    assert f"1 row(s) for classes outside {other}: {rated}" in capsys.readouterr().err

@@ -21,9 +21,16 @@ class PluginsCommand:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("action", nargs="?", choices=["new"], help="new: write a plugin package")
-        parser.add_argument("plugin_name", nargs="?", metavar="NAME", help="with new: the plugin's name")
-        parser.add_argument("--output", metavar="DIR", help="with new: where to write it (default ./NAME)")
+        actions = parser.add_subparsers(dest="action", metavar="new")
+        new = actions.add_parser(
+            "new",
+            help="write a ready plugin package",
+            description="Write a ready plugin package NAME: a model, its config and a test file using\n"
+            "zoo.testing, installable with pip install -e DIR (docs/writing_plugins.md).",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        new.add_argument("plugin_name", nargs="?", metavar="NAME", help="the plugin's name, e.g. my-model")
+        new.add_argument("--output", metavar="DIR", help="where to write it (default ./NAME)")
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
         parser.add_argument("--verbose", "-v", action="store_true", help="show the traceback of each failure")
 

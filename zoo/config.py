@@ -270,6 +270,8 @@ class ZooConfig:
     sample: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    overrides: list[str] = field(default_factory=list)
+    """The user's ``-o`` texts this config was loaded with (already in ``raw``)."""
 
     def __getattr__(self, name: str) -> Any:
         sections = self.__dict__.get("sections") or {}
@@ -280,9 +282,18 @@ class ZooConfig:
             f"that registers it installed?)"
         )
 
-    def with_overrides(self, patch: dict[str, Any], why: str) -> ZooConfig:
-        """This config with ``patch`` (a mapping of sections) merged in and checked again."""
-        return validate(_merge(self.raw, patch), f"{self.source} ({why})")
+    def with_overrides(self, patch: dict[str, Any], why: str, *, under_user: bool = False) -> ZooConfig:
+        """This config with ``patch`` (a mapping of sections) merged in and checked again.
+
+        ``under_user``: the patch ranks below the user's ``-o`` overrides, which are merged in again on
+        top of it (the precedence is defaults < config file < sample section < ``-o``)."""
+        raw = _merge(self.raw, patch)
+        if under_user:
+            for text in self.overrides:
+                raw = _merge(raw, override_patch(text))
+        config = validate(raw, f"{self.source} ({why})")
+        config.overrides = list(self.overrides)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :func:`load_config` reads back to the same config."""
@@ -313,6 +324,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         )
     value = parse_yaml(raw, f"override {text!r}") if raw.strip() else ""
     return parts, value
+
+
+def override_patch(text: str) -> dict[str, Any]:
+    """``a.b=value`` -> ``{"a": {"b": value}}``."""
+    keys, value = parse_override(text)
+    patch: Any = value
+    for key in reversed(keys):
+        patch = {key: patch}
+    return patch
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -467,13 +487,7 @@ def load_config(
         source = str(path)
     if model is not None:
         raw = _merge(raw, {"model": {"name": model}})
-    patches = []
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        patch: dict[str, Any] = value
-        for key in reversed(keys):
-            patch = {key: patch}
-        patches.append((text, patch))
+    patches = [(text, override_patch(text)) for text in overrides or []]
     try:
         config = validate(raw, source)
     except ConfigError:
@@ -482,11 +496,14 @@ def load_config(
         # the file is completed by the overrides: check them together
         for _, patch in patches:
             raw = _merge(raw, patch)
-        return validate(raw, f"{source} with its -o overrides")
+        config = validate(raw, f"{source} with its -o overrides")
+        config.overrides = [text for text, _ in patches]
+        return config
     for text, patch in patches:  # each override checked on its own, so an error names it
         raw = _merge(raw, patch)
         config = validate(raw, f"override -o {text}")
     config.source = source
+    config.overrides = [text for text, _ in patches]
     return config
 
 

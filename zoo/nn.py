@@ -184,9 +184,14 @@ class ClassifierHead(nn.Layer):
     lists its weights; :func:`classifier_weights` finds them in any model.
     """
 
+    penalize_bias: bool = False
+    """Set (on the class or one head) when the reference penalises the head's biases too (linrongc's
+    LogisticModel: slim ``weights_regularizer`` and ``biases_regularizer``)."""
+
     def penalized_weights(self) -> list[paddle.Tensor]:
-        """The weight matrices the reference's L2 penalty covers (biases excluded)."""
-        return [p for name, p in self.named_parameters() if not name.endswith("bias")]
+        """The parameters the reference's L2 penalty covers: the weight matrices, and the biases only with
+        ``penalize_bias``."""
+        return [p for name, p in self.named_parameters() if self.penalize_bias or not name.endswith("bias")]
 
 
 def classifier_weights(model: nn.Layer) -> list[paddle.Tensor]:

@@ -2,7 +2,8 @@
 
 Each frame (rgb and audio concatenated) is projected into a wide "cluster" space, the projections are pooled
 over frames, and a hidden layer plus a mixture-of-experts head classify the pooled vector:
-input BN -> FC (no bias) -> BN -> ReLU6 -> max/avg over frames -> FC (no bias) -> BN -> ReLU6 -> MoE.
+input BN -> FC (no bias) -> BN -> act -> max/avg over frames -> FC (no bias) -> BN -> act -> MoE, with act the
+starter's ``--dbof_activation`` (sigmoid since August 2019, ReLU6 before).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ class DBoFConfig(StarterRecipeOptions):
     """How cluster activations are pooled over real frames (starter: dbof_pooling_method)."""
     batch_norm: bool = True
     """BatchNorm on the input, cluster and hidden layers; False uses biases instead (starter: dbof_add_batch_norm)."""
-    sample_frames: int = 0
-    """While training, draw this many real frames per video at random (the starter always draws 30, also when
-    evaluating); 0 uses every frame. Evaluation and prediction always use every frame."""
+    sample_frames: int = 30
+    """While training, draw this many real frames per video at random, with replacement (the starter's
+    ``--iterations 30`` with ``--sample_random_frames``); 0 uses every frame. Evaluation and prediction always
+    use every real frame (the starter samples there too, which makes its predictions random)."""
+    activation: Literal["sigmoid", "relu6"] = "sigmoid"
+    """Non-linearity after the cluster and hidden layers (starter: dbof_activation; sigmoid is its default
+    since August 2019, relu6 the earlier starter's)."""
     classifier: Literal["logistic", "moe"] = "moe"
     """Classifier on the hidden layer (starter: video_level_classifier_model, MoeModel by default)."""
     moe_mixtures: int = 2
@@ -98,9 +103,10 @@ class DBoF(nn.Layer):
         h = self.cluster(x)
         if self.cluster_bn is not None:
             h = self.cluster_bn(h, mask)
-        h = F.relu6(h)
+        act = F.sigmoid if self.config.activation == "sigmoid" else F.relu6
+        h = act(h)
         h = masked_max(h, mask) if self.config.pooling == "max" else masked_mean(h, mask)
         h = self.hidden(h)
         if self.hidden_bn is not None:
             h = self.hidden_bn(h)
-        return self.head(F.relu6(h))
+        return self.head(act(h))

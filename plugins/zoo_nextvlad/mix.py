@@ -83,6 +83,7 @@ class NeXtVLADBranch(nn.Layer):
         self.hidden_bn = nn.BatchNorm1D(config.hidden_size)
         self.gating = SEGating(config.hidden_size, config.gating_reduction)
         self.head = LogisticHead(config.hidden_size, spec.num_classes)
+        self.head.penalize_bias = True  # the author's LogisticModel regularises its weights and biases
         init = nn.initializer.KaimingNormal()  # the author: variance scaling (He) for every weight
         init(self.gating.squeeze.weight)
         init(self.gating.excite.weight)

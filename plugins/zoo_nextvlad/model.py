@@ -582,9 +582,60 @@ def check_branches(
         )
 
 
+EIGENVALUES_URL = (
+    "https://raw.githubusercontent.com/linrongc/youtube-8m/4810b4e7763c9aa2430ee0cc45b86ad72faecc7b/"
+    "yt8m_pca/eigenvals.npy#sha256=ad0d08dd2cb7981cbb0b9e532b0297fb6c720c233ba2e6b4420b56228eab4100"
+)
+"""The YouTube-8M PCA eigenvalues as the NeXtVLAD author's repository publishes them (the ``eigenvals.npy``
+of Google's ``yt8m_pca.tgz``, 8,272 bytes), pinned to a commit and a SHA-256."""
+
+
+def fetch_pinned(url: str) -> str:
+    """The local copy of ``url`` (``https://...#sha256=HEX``): downloaded once into the cache, bounded and
+    verified; a URL without its SHA-256 is refused (a config must say which bytes it means)."""
+    import hashlib
+    import urllib.parse
+
+    from zoo.atomic import atomic_path
+    from zoo.fetch import Limits, PermanentError, retrying, sha256_file, transfer
+    from zoo.paths import cache_dir
+
+    base, _, fragment = url.partition("#")
+    expected = fragment[len("sha256=") :].lower() if fragment.startswith("sha256=") else ""
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ConfigError(
+            f"model.eigenvalues: {url}: a URL must end in #sha256=<64 hex digits> (the file's SHA-256), "
+            f"for example {EIGENVALUES_URL}"
+        )
+    name = os.path.basename(urllib.parse.urlsplit(base).path) or "download"
+    target = cache_dir("eigenvalues", hashlib.sha256(base.encode()).hexdigest()[:16]) / name
+    if target.is_file() and sha256_file(target) == expected:
+        return str(target)
+
+    def attempt() -> None:
+        with atomic_path(target) as tmp:
+            transfer(base, tmp, limits=Limits(max_bytes=64 << 20), label=f"downloading {name}", quiet=True)
+            actual = sha256_file(tmp)
+            if actual != expected:
+                raise DataError(f"{base}: SHA-256 {actual} does not match the pinned {expected}; not kept")
+
+    try:
+        retrying(attempt, retries=2, backoff=1.0)
+    except (PermanentError, OSError, ValueError) as exc:
+        raise DataError(
+            f"model.eigenvalues: could not download {base} ({exc}); download it where you can and give its "
+            f"path (-o model.eigenvalues=/path/to/eigenvals.npy), or -o model.eigenvalues=null to skip "
+            f"reverse whitening"
+        ) from None
+    return str(target)
+
+
 def load_eigenvalues(path: str | os.PathLike, size: int) -> np.ndarray:
-    """The first ``size`` PCA eigenvalues from ``path`` (an ``.npy`` of shape [n] or [n, 1], n >= size)."""
+    """The first ``size`` PCA eigenvalues from ``path`` (an ``.npy`` of shape [n] or [n, 1], n >= size), or
+    from an ``https://...#sha256=HEX`` URL (fetched once, verified; see :func:`fetch_pinned`)."""
     where = os.fspath(path)
+    if where.startswith(("https://", "http://")):
+        where = fetch_pinned(where)
     hint = "use eigenvals.npy from the YouTube-8M PCA archive yt8m_pca.tgz (float32, shape [2048, 1])"
     if not os.path.isfile(where):
         raise ConfigError(

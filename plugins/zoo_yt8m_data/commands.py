@@ -171,7 +171,13 @@ class DataCommand:
         p.add_argument(
             "--partition", required=True, help="for example 2/frame/train, 2/video/validate, 3/frame/validate"
         )
-        p.add_argument("--output", "-o", default=".", metavar="DIR", help="download directory (default .)")
+        p.add_argument(
+            "--output",
+            "-o",
+            default=".",
+            metavar="DIR",
+            help="download directory, or an s3:// or gs:// prefix (default .)",
+        )
         p.add_argument(
             "--shard",
             default="1,1",

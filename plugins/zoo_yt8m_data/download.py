@@ -15,6 +15,11 @@ What ``curl data.yt8m.org/download.py | partition=2/frame/train mirror=us python
 - the plan is checked before anything is fetched: every entry must be a plain official file name (letters,
   digits, ``_.-``, ending in ``.tfrecord``), so every file, ``.partial`` ones included, stays inside
   ``--output``; each transfer is bounded (:mod:`zoo.fetch`: its Content-Length, ``--max-file-mb``, a stall rule).
+
+``--output`` may be an ``s3://`` or ``gs://`` prefix (:mod:`zoo.storage`): each file is then fetched and
+md5-checked in a local staging folder (one file at a time, resumed the same way), uploaded as one object
+(visible only once complete), recorded in ``{partition}_verified.json`` beside the data in the bucket, and
+removed locally. A later run skips a file that this record lists with the plan's md5 and that is present.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoo import storage
 from zoo.errors import DataError, UsageError
 from zoo.fetch import DEFAULT_LIMITS, Limits, PermanentError, file_digest, open_url, retrying, transfer
 
@@ -178,6 +184,35 @@ def _download_one(url: str, target: Path, md5: str, *, limits: Limits, label: st
     return fetched
 
 
+class _Store:
+    """``--output`` in an object store: a local staging folder, the uploads and the record of verified files."""
+
+    def __init__(self, url: str, partition: str) -> None:
+        from zoo.paths import cache_dir
+
+        storage.require_bucket(url)
+        self.url = url.rstrip("/")
+        self.shown = storage.redact(self.url)
+        key = hashlib.sha256(f"{self.shown}\0{partition}".encode()).hexdigest()[:16]
+        self.staging = cache_dir("download-staging", key)
+        self.record_url = f"{self.url}/{partition.strip('/').replace('/', '_')}_verified.json"
+        found = storage.stat(self.record_url)
+        self.record: dict[str, str] = (
+            json.loads(storage.read_bytes(self.record_url)) if found is not None and found.is_file else {}
+        )
+
+    def verified(self, name: str, md5: str) -> bool:
+        return self.record.get(name) == md5 and storage.stat(f"{self.url}/{name}") is not None
+
+    def publish(self, local: Path, md5: str) -> None:
+        """Upload a verified file (one object, visible only when complete), record it, free the disk."""
+        storage.upload_file(str(local), f"{self.url}/{local.name}")
+        local.unlink()
+        self.record[local.name] = md5
+        with storage.atomic_output(self.record_url) as tmp:
+            Path(tmp).write_text(json.dumps(self.record, indent=1, sort_keys=True))
+
+
 def download(
     partition: str,
     output: str | os.PathLike,
@@ -197,7 +232,8 @@ def download(
     if base_url is None and mirror not in MIRRORS:
         raise UsageError(f"--mirror {mirror!r}: expected one of {', '.join(MIRRORS)}")
     parse_partition(partition)
-    out = Path(output)
+    store = _Store(os.fspath(output), partition) if storage.is_url(os.fspath(output)) else None
+    out = store.staging if store is not None else Path(output)
     out.mkdir(parents=True, exist_ok=True)
     plan = fetch_plan(partition, out, base_url=base_url, limits=limits, retries=retries, backoff=backoff)
     selected = sorted(name for name in plan if in_shard(name, shard))
@@ -210,13 +246,18 @@ def download(
     result = DownloadResult()
     if dry_run:
         for name in selected:
-            print(f"{files_base}/{name} -> {out / locals_[name]} (md5 {plan[name]})")
+            dest = f"{store.shown}/{locals_[name]}" if store is not None else out / locals_[name]
+            print(f"{files_base}/{name} -> {dest} (md5 {plan[name]})")
         _say(f"{len(selected)} of {len(plan)} files in shard {shard[0]},{shard[1]}")
         return result
-    _say(f"{partition}: {len(selected)} of {len(plan)} files (shard {shard[0]},{shard[1]}) into {out}")
+    where = store.shown if store is not None else out
+    _say(f"{partition}: {len(selected)} of {len(plan)} files (shard {shard[0]},{shard[1]}) into {where}")
     for i, name in enumerate(selected, 1):
         target = out / locals_[name]
         md5 = plan[name].lower()
+        if store is not None and store.verified(target.name, md5):
+            result.present.append(target.name)
+            continue
         if target.is_file():
             if file_digest(target, "md5") == md5:
                 result.present.append(target.name)
@@ -242,8 +283,13 @@ def download(
                 backoff=backoff,
                 on_retry=retry_note,
             )
+            if store is not None:
+                store.publish(target, md5)
             result.downloaded.append(target.name)
         except PermanentError as exc:
+            result.failed.append((target.name, str(exc)))
+            _say(f"{target.name}: {exc}")
+        except DataError as exc:  # the upload into the store failed (after its own retries)
             result.failed.append((target.name, str(exc)))
             _say(f"{target.name}: {exc}")
         except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -262,6 +262,14 @@ def _save_npy(directory: Path, name: str, array: np.ndarray, files: dict[str, di
 
 
 def source_stamp(source: str) -> dict[str, int]:
+    from zoo import storage
+
+    if storage.is_url(source):  # an object: its size and the store's modification time, where it gives one
+        fs, key = storage.filesystem(source)
+        info = storage.call(lambda: fs.info(key), source, "look up")
+        modified = fs.modified(key) if hasattr(fs, "modified") else None
+        mtime_ns = int(modified.timestamp() * 1e9) if modified is not None else 0
+        return {"source_size": int(info.get("size") or 0), "source_mtime_ns": mtime_ns}
     st = os.stat(source)
     return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
 
@@ -394,7 +402,7 @@ def write_shard(
         meta = {
             "format": SHARD_FORMAT,
             "version": FLOAT_VERSION if floats else VERSION,
-            "source": os.path.abspath(source),
+            "source": _shown(source),
             **source_stamp(source),
             "records": len(ids),
             "frames": offsets[-1],
@@ -414,3 +422,9 @@ def write_shard(
         if problems:
             raise DataError(f"packing {source}: the written shard does not verify: {'; '.join(problems)}")
     return meta
+
+
+def _shown(source: str) -> str:
+    from zoo import storage
+
+    return storage.redact(source) if storage.is_url(source) else os.path.abspath(source)

@@ -8,9 +8,11 @@ its final name, and its video count must equal the records in the source minus t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -118,7 +120,7 @@ def pack_one(
             raise DataError(f"packing {source} into {shard_dir} failed: {exc}") from None
         raise no_space_error(
             Path(shard_dir),
-            os.path.getsize(source),  # a shard is about as large as its source (uint8 frames)
+            _source_size(source),  # a shard is about as large as its source (uint8 frames)
             f"the shard of {source}",
             "the shards packed before are complete, and this one is not kept",
         ) from None
@@ -165,6 +167,32 @@ def pack(
     Float frame features stay float32 unless ``quantize`` (then uint8, like the official releases);
     ``options``: the yt8m-frame reader's record layout options (layout, feature_keys, id_key, ...).
     """
+    from zoo import storage
+
+    if storage.is_url(os.fspath(output)):
+        # into a bucket: packed in a local staging folder (resumable like any output), then uploaded file by
+        # file with index.json, which names the shards, last
+        storage.check_output(os.fspath(output))
+        from zoo.paths import cache_dir
+
+        key = hashlib.sha256(storage.redact(os.fspath(output)).encode()).hexdigest()[:16]
+        staging = cache_dir("pack-staging", key)
+        report = pack(
+            inputs,
+            staging,
+            reader=reader,
+            features=features,
+            num_classes=num_classes,
+            jobs=jobs,
+            verify_crc=verify_crc,
+            skip_corrupt=skip_corrupt,
+            progress=progress,
+            quantize=quantize,
+            options=options,
+        )
+        storage.upload_tree(str(staging), os.fspath(output), last=packed.INDEX, skip=(LOCK,))
+        shutil.rmtree(staging, ignore_errors=True)
+        return report
     features = dict(features or {"rgb": 1024, "audio": 128})
     options = {k: v for k, v in (options or {}).items() if v not in (None, "auto", {})}
     started = time.perf_counter()
@@ -328,3 +356,12 @@ def _cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def _source_size(source: str) -> int:
+    from zoo import storage
+
+    if storage.is_url(source):
+        found = storage.stat(source)
+        return int(found.size or 0) if found is not None else 0
+    return os.path.getsize(source)

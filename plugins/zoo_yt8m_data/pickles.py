@@ -9,6 +9,7 @@ plain containers, so a crafted file cannot execute code.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 from typing import Any
@@ -21,9 +22,19 @@ from zoo.safepickle import load as restricted_load
 
 
 def load_pickle(path: str) -> list[dict[str, Any]]:
-    """The list of video dicts in ``path`` (a single dict is accepted too: PaddleVideo 2.x split files)."""
+    """The list of video dicts in ``path`` (a single dict is accepted too: PaddleVideo 2.x split files).
+
+    ``path`` may be a URL (:mod:`zoo.storage`); a pickle is loaded whole either way."""
+    from zoo import storage
+
     try:
-        with open(path, "rb") as f:
+        with contextlib.ExitStack() as stack:
+            if storage.is_url(path):
+                remote = stack.enter_context(storage.open_input(path))
+                f = io.BytesIO(remote.read())
+                path = storage.redact(path)
+            else:
+                f = stack.enter_context(open(path, "rb"))
             data = restricted_load(io.BufferedReader(f, 1 << 20))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None

@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from zoo import storage
 from zoo.config import DatasetSpec
 from zoo.data.pipeline import SkippedRecord
 from zoo.data.sources import expand_paths
-from zoo.errors import DataError
+from zoo.errors import ConfigError, DataError
 from zoo_yt8m_data import packed
 from zoo_yt8m_data.layouts import resolve_layout
 from zoo_yt8m_data.tfrecord import RecordError, read_records
@@ -76,6 +77,39 @@ def quantize(values: np.ndarray) -> np.ndarray:
 dequantize_into.affine = (QUANT_SCALE, QUANT_BIAS)  # type: ignore[attr-defined]
 
 
+@dataclass
+class RemoteData:
+    """How data named by URL (s3://, gs://, https://) is read; these keys sit in ``data`` (``-o data.cache=DIR``)."""
+
+    cache: str | None = None
+    """Directory that keeps whole remote files after their first read, so later epochs read local disk
+    (None: stream every epoch)."""
+    cache_size: str = "64GiB"
+    """Bound on ``cache``: the least recently used files are removed to stay under it."""
+    read_ahead_block: str = "8MiB"
+    """Bytes per ranged request to the store."""
+    read_ahead_blocks: int = 4
+    """Requests kept in flight ahead of the reading position (memory: about (blocks + 1) x block per file
+    being read, whatever the file's size)."""
+
+    def __post_init__(self) -> None:
+        storage.parse_size(self.cache_size)
+        if storage.parse_size(self.read_ahead_block) < 4096 or self.read_ahead_blocks < 0:
+            raise ConfigError("data.read_ahead_block must be at least 4KiB and data.read_ahead_blocks >= 0")
+
+
+def read_options(config: Any) -> storage.ReadOptions:
+    """The :class:`zoo.storage.ReadOptions` of a reader config (defaults for a config without the keys)."""
+    defaults = RemoteData()
+    cache = getattr(config, "cache", defaults.cache)
+    return storage.ReadOptions(
+        block_size=storage.parse_size(getattr(config, "read_ahead_block", defaults.read_ahead_block)),
+        blocks=int(getattr(config, "read_ahead_blocks", defaults.read_ahead_blocks)),
+        cache_dir=str(cache) if cache else None,
+        cache_bytes=storage.parse_size(getattr(config, "cache_size", defaults.cache_size)),
+    )
+
+
 class _YT8MReader:
     """Shared machinery: source expansion, damaged-record policy, label checks, skip accounting."""
 
@@ -93,6 +127,7 @@ class _YT8MReader:
         self.skipped: list[SkippedRecord] = []
         self._sources: list[str] | None = None
         self.layout = resolve_layout(config, self.features)
+        self.remote = read_options(config)
         # (layout, id key, label key, ((feature, key, dtype), ...)) -> records; counted when not None (inspect)
         self.layouts_seen: Counter[tuple] | None = None
 
@@ -139,7 +174,7 @@ class _YT8MReader:
             return packed.open_shard(source, self.features).records
         from zoo_yt8m_data.tfrecord import count_records
 
-        return count_records(source, verify_crc=self.verify_crc)
+        return count_records(source, verify_crc=self.verify_crc, remote=self.remote)
 
     # -- damaged records ----------------------------------------------------------------------------------
     def corrupt(self, error: RecordError) -> None:
@@ -198,7 +233,8 @@ class _YT8MReader:
                     path,
                     index,
                     f"label {label} is outside [0, {self.num_classes}) (dataset.num_classes is "
-                    f"{self.num_classes}; YouTube-8M 2018 has 3862 classes)",
+                    f"{self.num_classes}; YouTube-8M 2018 has 3862 classes; for data with more classes set "
+                    f"-o dataset.num_classes=N)",
                     video=video,
                 )
                 return None
@@ -212,7 +248,7 @@ class _YT8MReader:
                 return i % step == start
 
         for index, payload in read_records(
-            path, verify_crc=self.verify_crc, select=select, on_corrupt=self.corrupt
+            path, verify_crc=self.verify_crc, select=select, on_corrupt=self.corrupt, remote=self.remote
         ):
             if payload is not None:
                 yield index, payload
@@ -274,9 +310,10 @@ class FrameFeatureReader(_YT8MReader):
     name = "yt8m-frame"
 
     @dataclass
-    class Config:
+    class Config(RemoteData):
         paths: list[str] = field(default_factory=list)
-        """TFRecord files, packed directories, directories, glob patterns or .list files (one path per line)."""
+        """TFRecord files, packed directories, directories, glob patterns or .list files (one path per line);
+        local paths or URLs (s3://, gs://, https://)."""
         verify_crc: bool = True
         """Check each record's masked crc32c (cheap; catches damaged or half-downloaded files)."""
         skip_corrupt: bool = False
@@ -302,6 +339,15 @@ class FrameFeatureReader(_YT8MReader):
         auto (shortest for MediaSequence keys, whose streams are not aligned; strict otherwise)."""
 
     def _claim_directory(self, path: str) -> list[str] | None:
+        if storage.is_url(path):
+            # packed data is memory-mapped: a packed dataset in a bucket is copied once to local disk
+            index = storage.stat(f"{path.rstrip('/')}/{packed.INDEX}")
+            if index is None or not index.is_file:
+                return None
+            from zoo.paths import cache_dir
+
+            root = self.remote.cache_dir or str(cache_dir("packed-remote"))
+            return packed.shards_of(storage.localize(path.rstrip("/"), root))
         return packed.shards_of(path)
 
     @classmethod
@@ -473,7 +519,7 @@ class SegmentReader(FrameFeatureReader):
     name = "yt8m-segment"
 
     @dataclass
-    class Config:
+    class Config(RemoteData):
         paths: list[str] = field(default_factory=list)
         """TFRecord files, directories, glob patterns or .list files (one path per line)."""
         verify_crc: bool = True
@@ -557,7 +603,7 @@ class VideoFeatureReader(_YT8MReader):
     name = "yt8m-video"
 
     @dataclass
-    class Config:
+    class Config(RemoteData):
         paths: list[str] = field(default_factory=list)
         """TFRecord files, directories, glob patterns or .list files (one path per line)."""
         verify_crc: bool = True
@@ -616,7 +662,7 @@ class PaddleVideoPickleReader(_YT8MReader):
     dir_patterns = ("*.pkl", "*.pickle")
 
     @dataclass
-    class Config:
+    class Config(RemoteData):
         paths: list[str] = field(default_factory=list)
         """Pickle files, directories, glob patterns or .list files (train.list: one path per line)."""
         skip_corrupt: bool = False

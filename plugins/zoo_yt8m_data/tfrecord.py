@@ -16,6 +16,7 @@ from typing import BinaryIO
 import crc32c
 
 from zoo.errors import DataError
+from zoo.storage import ReadOptions, open_input, redact, size_of
 
 _MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
@@ -93,8 +94,12 @@ def read_records(
     verify_crc: bool = True,
     select: Callable[[int], bool] | None = None,
     on_corrupt: Callable[[RecordError], None] | None = None,
+    remote: ReadOptions | None = None,
 ) -> Iterator[tuple[int, memoryview | None]]:
     """Yield ``(index, payload)`` for each record of ``path``; the payload is a read-only memoryview.
+
+    ``path`` may be a URL (``s3://``, ``gs://``, ``https://``): it is streamed with the read-ahead, retries and
+    cache of ``remote`` (:mod:`zoo.storage`), with the same checks and the same messages as a local file.
 
     ``select(index)`` false: the payload is skipped with a seek and ``None`` is yielded in its place (workers
     that read every n-th record of a file do not read the others). Damage raises :class:`RecordError`, or,
@@ -109,16 +114,10 @@ def read_records(
         on_corrupt(error)
         return error.recoverable
 
-    try:
-        f = open(path, "rb", buffering=0)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a TFRecord file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open: {exc}") from None
+    f = open_input(path, remote)
+    path = redact(path)
     with f:
-        size = os.fstat(f.fileno()).st_size
+        size = size_of(f)
         index = 0
         offset = 0
 
@@ -188,12 +187,20 @@ def read_records(
 
 
 def count_records(
-    path: str, *, verify_crc: bool = True, on_corrupt: Callable[[RecordError], None] | None = None
+    path: str,
+    *,
+    verify_crc: bool = True,
+    on_corrupt: Callable[[RecordError], None] | None = None,
+    remote: ReadOptions | None = None,
 ) -> int:
-    """Number of records in ``path`` from the headers alone (seeks over the payloads).
+    """Number of records in ``path`` from the headers alone (seeks over the payloads; a remote object's
+    read-ahead still fetches the blocks in between, so counting one reads it once).
 
     With ``on_corrupt``, damage that ends the framing is handed to it and the records before it count.
     """
     return sum(
-        1 for _ in read_records(path, verify_crc=verify_crc, select=lambda _i: False, on_corrupt=on_corrupt)
+        1
+        for _ in read_records(
+            path, verify_crc=verify_crc, select=lambda _i: False, on_corrupt=on_corrupt, remote=remote
+        )
     )

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,6 +194,12 @@ class ScoreCommand:
             help="with --segments: entries allowed per class (default 100000)",
         )
         parser.add_argument(
+            "--segment-classes",
+            metavar="CSV",
+            help="with --segments: the rated classes (segment_label_ids.csv; default: the one beside --data); "
+            "rows for other classes are warned about",
+        )
+        parser.add_argument(
             "--data",
             required=True,
             nargs="+",
@@ -218,7 +225,9 @@ class ScoreCommand:
             help="predictions per video that count for GAP and mAP (default %(default)s)",
         )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
-        parser.add_argument("--per-class", metavar="CSV", help="write per-class AP to this CSV")
+        parser.add_argument(
+            "--per-class", metavar="CSV", help="write per-class AP (with --segments: segment AP) to this CSV"
+        )
         parser.add_argument(
             "--vocabulary", metavar="CSV", help="YouTube-8M vocabulary.csv: adds class names to --per-class"
         )
@@ -262,18 +271,57 @@ def _score_segments(args: argparse.Namespace) -> int:
 
     if args.top_segments < 1:
         raise UsageError(f"--top-segments must be at least 1, got {args.top_segments}")
+    if args.vocabulary and not args.per_class:
+        raise UsageError("--vocabulary names the classes of --per-class; give --per-class CSV too")
     spec = DatasetSpec(num_classes=args.num_classes, features={})  # ratings only: no frames decoded
     reader = zoo.build_reader("yt8m-segment", paths=list(args.data), spec=spec)
-    metrics, _ = score_segment_submission(
-        args.segments, reader, num_classes=args.num_classes, top_n=args.top_segments
+    listed: list[int] = []
+    metrics, metric = score_segment_submission(
+        args.segments, reader, num_classes=args.num_classes, top_n=args.top_segments, listed=listed
     )
+    # Kaggle's rated classes: --segment-classes, else segment_label_ids.csv beside the data (up to two folders up)
+    reader_cls: Any = zoo.plugin_class("reader", "yt8m-segment")
+    label_ids = args.segment_classes
+    for path in [] if label_ids else args.data:
+        base = Path(path)
+        folders = (
+            [base.parent, base.parent.parent] if base.is_file() else [base, base.parent, base.parent.parent]
+        )
+        found = [
+            f / reader_cls.rated_classes_file
+            for f in folders
+            if (f / reader_cls.rated_classes_file).is_file()
+        ]
+        if found:
+            label_ids = str(found[0])
+            break
+    if label_ids:
+        rated = set(reader_cls.read_rated_classes(label_ids, args.num_classes).tolist())
+        outside = [c for c in listed if c not in rated]
+        if outside:
+            shown = ", ".join(str(c) for c in outside[:10])
+            print(
+                f"warning: {args.segments}: {len(outside)} row(s) for classes outside {label_ids}: {shown}"
+                f"{' ...' if len(outside) > 10 else ''}; Kaggle's 2019 competition refused such submissions",
+                file=sys.stderr,
+            )
+    if args.per_class:
+        from zoo.engine.api import load_class_names
+
+        vocabulary = load_class_names(args.vocabulary) if args.vocabulary else None
+        metric.write_per_class_csv(args.per_class, vocabulary, listed=listed)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(
-            f"segment MAP {metrics['segment_map']:.6f}  classes {metrics['segment_classes']}  "
+            f"segment MAP {metrics['segment_map']:.6f} over the {metrics['segment_classes']} classes with rated "
+            f"positives (Kaggle 2019)\n"
+            f"segment MAP {metrics['segment_map_listed']:.6f} over the {metrics['segment_classes_listed']} rated "
+            f"classes the file lists (google's segment_eval_inference.py)\n"
             f"rated pairs scored {metrics['rated_pairs_scored']} of {metrics['rated_pairs']}"
         )
+        if args.per_class:
+            print(f"per-class segment AP written to {args.per_class}")
     return 0
 
 

@@ -12,7 +12,8 @@ without a submission count as AP 0; ties averaged; no per-class cap).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,10 @@ class SegmentMetric:
             self._positives += np.asarray(st["positives"], dtype=np.int64)
             self._rated += int(st["rated"])
 
+    def rated_positives(self) -> np.ndarray:
+        """Rated positive segments per class ``[num_classes]`` (0: the class is not rated in the data)."""
+        return self._positives.copy()
+
     def per_class_ap(self) -> np.ndarray:
         """AP per class ``[num_classes]``; NaN for a class without rated positives."""
         scores, classes, labels = self._pairs()
@@ -320,6 +325,43 @@ class SegmentMetric:
         """No detailed report beyond compute()'s values."""
         return []
 
+    def write_per_class_csv(
+        self,
+        path: str | Path,
+        vocabulary: Mapping[int, str] | None = None,
+        listed: Sequence[int] | None = None,
+    ) -> None:
+        """Per-class segment AP, atomically: class, name, ap, rated_positives, rated_pairs_scored and (with
+        ``listed``, the classes a submission has a row for) listed. A class with rated positives has an AP (0
+        when nothing of it was scored); the others have an empty ``ap`` and are written only when listed."""
+        import csv
+
+        from zoo.atomic import atomic_path
+
+        ap = self.per_class_ap()
+        _, classes, _ = self._pairs()
+        scored = (
+            np.bincount(classes, minlength=self.num_classes) if classes.size else np.zeros(self.num_classes)
+        )
+        in_file = set(int(c) for c in listed) if listed is not None else set()
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["class", "name", "ap", "rated_positives", "rated_pairs_scored"]
+                + (["listed"] if listed is not None else [])
+            )
+            for c in range(self.num_classes):
+                if self._positives[c] == 0 and c not in in_file:
+                    continue
+                row = [
+                    c,
+                    (vocabulary or {}).get(c, ""),
+                    "" if np.isnan(ap[c]) else f"{ap[c]:.6f}",
+                    int(self._positives[c]),
+                    int(scored[c]),
+                ]
+                writer.writerow(row + ([int(c in in_file)] if listed is not None else []))
+
     def compute(self) -> dict[str, float]:
         """segment_map, segment_classes, rated_pairs_scored, rated_pairs."""
         if not self._positives.any():
@@ -343,11 +385,18 @@ def score_segment_submission(
     *,
     num_classes: int,
     top_n: int = MAX_ENTRIES,
+    listed: list[int] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, float], Any]:
     """Segment mAP of a submission against rated records (the segment reader's dicts).
 
     Each class's entries score by rank (the first highest); classes without a row count as AP 0. An entry for
     a video not in the rated data, or a class outside ``0 .. num_classes-1``, is an error naming the line.
+
+    Two averages: ``segment_map`` over every class with rated positives (Kaggle's 2019 leaderboard), and
+    ``segment_map_listed`` over the classes the file has a row for (google's ``segment_eval_inference.py``).
+    A row for a class without rated segments is reported through ``warn`` (default: stderr; Kaggle refused
+    such files and google's script stops on them); ``listed`` (if given) receives the classes with a row.
     """
     metric = SegmentMetric(SegmentMetricConfig(), DatasetSpec(num_classes=num_classes, features={}))
     known: set[str] = set()
@@ -356,6 +405,7 @@ def score_segment_submission(
         known.add(str(video["id"]))
     if not known:
         raise DataError("the rated data holds no videos; check --data")
+    rows: list[tuple[int, int]] = []  # (line, class) of every row
     for line_no, cls, entries in iter_segment_submission(path, max_entries=top_n):
         if cls >= num_classes:
             raise DataError(f"{path}: line {line_no}: class {cls} is outside 0 .. {num_classes - 1}")
@@ -368,4 +418,23 @@ def score_segment_submission(
         ids = [vid for vid, _ in entries]
         starts = np.asarray([s for _, s in entries], np.int64)
         metric.update_class(cls, ids, starts, np.arange(len(entries), 0, -1, dtype=np.float64))
-    return metric.compute(), metric
+        rows.append((line_no, cls))
+    metrics = metric.compute()
+    positives = metric.rated_positives()
+    unrated = [(line_no, cls) for line_no, cls in rows if positives[cls] == 0]
+    if unrated:
+        shown = ", ".join(f"{cls} (line {line_no})" for line_no, cls in unrated[:5])
+        (warn or (lambda message: print(message, file=sys.stderr)))(
+            f"warning: {path}: {len(unrated)} row(s) for classes without rated segments in the data: {shown}"
+            f"{' ...' if len(unrated) > 5 else ''}. They count in no MAP; Kaggle's 2019 competition refused "
+            f"submissions with classes outside segment_label_ids.csv, and google's segment_eval_inference.py "
+            f"stops on them: list only the rated classes (zoo predict --segments --segment-classes CSV)"
+        )
+    rated_listed = [cls for _, cls in rows if positives[cls] > 0]
+    ap = metric.per_class_ap()
+    metrics["segment_map_listed"] = float(ap[rated_listed].mean()) if rated_listed else 0.0
+    metrics["segment_classes_listed"] = len(rated_listed)
+    metrics["unrated_rows"] = len(unrated)
+    if listed is not None:
+        listed.extend(cls for _, cls in rows)
+    return metrics, metric

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.atomic import atomic_write_bytes, atomic_write_text
-from zoo.config import ZooConfig, parse_override
+from zoo.config import ZooConfig
 from zoo.engine.distributed import context as distributed
 from zoo.engine.distributed import launch, watch
 from zoo.engine.distributed.worker import failure_report, worker_context
@@ -129,17 +129,9 @@ def resolve_config(model: str, settings: BenchSettings, devices: int, run_dir: P
     from zoo.config import bundled_config, load_config
     from zoo.engine.build import ensure_data
 
-    cfg = load_config(bundled_config(model), [], model=model)
+    # the sample section (without --data) ranks below the user's -o, as in every command
+    cfg = load_config(bundled_config(model), list(settings.overrides), model=model)
     cfg = ensure_data(cfg, settings.data, quiet=True)
-    patch: dict[str, Any] = {}
-    for text in settings.overrides:
-        keys, value = parse_override(text)
-        node = patch
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-    if patch:
-        cfg = cfg.with_overrides(patch, "zoo bench -o")
     train: dict[str, Any] = {
         "save_dir": str(run_dir),
         "valid_interval": 0,

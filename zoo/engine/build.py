@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from zoo.config import ZooConfig
 from zoo.contracts import SampleDataReader
 from zoo.errors import UsageError
 from zoo.paths import cache_dir
+from zoo.storage import redact
 
 SAMPLE_VERSION = "sample-v1"
 SPLITS = ("train", "valid", "test", "infer")
@@ -55,11 +57,17 @@ def with_sample_data(cfg: ZooConfig, *, quiet: bool = False) -> ZooConfig:
     )
     if info.get("vocabulary") and cfg.predict.vocabulary is None:
         patch.setdefault("predict", {})["vocabulary"] = str(info["vocabulary"])
-    return cfg.with_overrides(patch, "built-in sample data")
+    # the user's -o overrides rank above the sample section: what they typed wins
+    return cfg.with_overrides(patch, "built-in sample data", under_user=True)
 
 
 def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
-    """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files."""
+    """``--data DIR``: DIR/train, DIR/valid (or validate), DIR/test hold the splits' files (DIR may be an
+    ``s3://``, ``gs://`` or ``http(s)://`` prefix)."""
+    from zoo import storage
+
+    if storage.is_url(root):
+        return with_remote_data_dir(cfg, root, keep_infer=keep_infer)
     base = Path(root)
     if not base.is_dir():
         raise UsageError(
@@ -78,7 +86,65 @@ def with_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> Zoo
     splits = {split: found.get(split) for split in SPLITS}
     if keep_infer:  # predict --filelist: named explicitly
         splits.pop("infer")
-    return cfg.with_overrides({"data": splits}, f"--data {root}")
+    patch: dict[str, Any] = {"data": splits}
+    patch.update(manifest_classes(cfg, base / "manifest.json", f"--data {root}"))
+    return cfg.with_overrides(patch, f"--data {root}", under_user=True)  # an -o (zoo bench's) still wins
+
+
+def manifest_classes(cfg: ZooConfig, manifest: Path, where: str) -> dict[str, Any]:
+    """The class count the data states (``manifest.json`` of `zoo data synth`), as a config patch: taken when
+    the config does not state one (and said); a config stating fewer classes is refused (the data's labels
+    would not fit), more is a warning. ``{}`` without a manifest."""
+    if not manifest.is_file():
+        return {}
+    try:
+        classes = json.loads(manifest.read_text(encoding="utf-8")).get("num_classes")
+    except (OSError, UnicodeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{manifest}: not a readable JSON manifest ({exc}); fix or remove it") from None
+    if classes is None:
+        return {}
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise UsageError(f"{manifest}: num_classes must be a positive integer, got {classes!r}")
+    configured = cfg.dataset.num_classes
+    if "num_classes" not in (cfg.raw.get("dataset") or {}):
+        if classes != configured:
+            print(
+                f"{where}: {classes} classes (its manifest.json; the dataset preset says {configured})",
+                file=sys.stderr,
+            )
+        return {"dataset": {"num_classes": classes}}
+    if classes > configured:
+        raise UsageError(
+            f"{where}: its manifest.json says {classes} classes, the config's dataset.num_classes is "
+            f"{configured}, so labels of the data would not fit the model; train with "
+            f"-o dataset.num_classes={classes} (or use data of {configured} classes)"
+        )
+    if classes != configured:
+        print(
+            f"warning: {where}: its manifest.json says {classes} classes, the config's dataset.num_classes is "
+            f"{configured}: the model has classes the data never labels",
+            file=sys.stderr,
+        )
+    return {}
+
+
+def with_remote_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False) -> ZooConfig:
+    """``--data URL``: the prefixes train/, valid/ (or validate/, val/) and test/ under the URL."""
+    from zoo import storage
+
+    listed = {e.name: e.url for e in storage.listdir(root.rstrip("/") + "/") if not e.is_file}
+    found: dict[str, list[str]] = {}
+    for split, names in {"train": ["train"], "valid": ["valid", "validate", "val"], "test": ["test"]}.items():
+        for name in names:
+            if name in listed:
+                found[split] = [listed[name].rstrip("/") + "/"]
+                break
+    if "train" not in found and "valid" not in found:
+        raise UsageError(f"--data {storage.redact(root)}: no train/ or valid/ (validate/) prefix under it")
+    splits = {split: found.get(split) for split in SPLITS}
+    if keep_infer:
+        splits.pop("infer")
+    return cfg.with_overrides({"data": splits}, f"--data {storage.redact(root)}")
 
 
 def check_data_sources(data_dir: str | None, overrides: list[str]) -> None:
@@ -110,7 +176,9 @@ def describe_split(cfg: ZooConfig, split: str) -> str:
     for name in chain[split]:
         paths = getattr(cfg.data, name)
         if paths:
-            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            shown = ", ".join(redact(p) for p in paths[:3]) + (
+                f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            )
             why = "" if name == split else f" (data.{split} is not set)"
             return f"data.{name}{why}: {shown}"
     return f"data.{split}: not set"
@@ -123,6 +191,14 @@ def ensure_data(
         return with_data_dir(cfg, data_dir, keep_infer=keep_infer)
     if uses_sample_data(cfg):
         return with_sample_data(cfg, quiet=quiet)
+    # data named in the config: the manifest of the folder holding the first train (else valid) path
+    first = (cfg.data.train or cfg.data.valid or [""])[0]
+    if first and "://" not in first and not any(c in first for c in "*?["):
+        path = Path(first)
+        folder = path.parent if path.is_dir() else path.parent.parent
+        patch = manifest_classes(cfg, folder / "manifest.json", f"data ({first})")
+        if patch:
+            return cfg.with_overrides(patch, f"{folder / 'manifest.json'}", under_user=True)
     return cfg
 
 

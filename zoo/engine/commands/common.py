@@ -63,8 +63,8 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         metavar="PATH|URL",
         help="a run directory or checkpoint of `zoo train`, a .safetensors or .pdparams file "
-        "(also PaddleVideo 1.x), a .tar.gz of one, or an http(s) URL (add #sha256=HEX to "
-        "verify it); default: the model's released weights, if it has any",
+        "(also PaddleVideo 1.x), a .tar.gz of one, or an http(s), s3:// or gs:// URL of any of these "
+        "(add #sha256=HEX to verify a file); default: the model's released weights, if it has any",
     )
     parser.add_argument("--weights-sha256", metavar="HEX", help="expected SHA-256 of a --weights URL")
 
@@ -72,6 +72,10 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
 def command_config(args: argparse.Namespace) -> ZooConfig:
     """--config / model name, else (eval, predict) the config saved beside --weights."""
     weights = getattr(args, "weights", None)
+    if weights and not args.config and not args.model:
+        from zoo.engine.runs.weights import local_copy
+
+        weights = args.weights = local_copy(weights, sha256=getattr(args, "weights_sha256", None))
     if weights and not args.config and not args.model and Path(weights).exists():
         saved = saved_config(Path(weights))
         if saved is not None:
@@ -175,8 +179,10 @@ def write_results(path: Path, metrics: dict[str, float], cfg: ZooConfig) -> Path
 def exported_scorer(args: argparse.Namespace) -> tuple[ZooConfig, Any]:
     """``--model DIR``: the export's own config and its predictor (the same batches as the dygraph model)."""
     from zoo.engine.export.predictor import GpuOptions, load_exported
+    from zoo.engine.runs.weights import local_copy
 
     gpu = GpuOptions(memory_pool_mb=args.gpu_memory_mb, tensorrt=args.tensorrt)
+    args.model_dir = local_copy(args.model_dir)  # an export in a bucket: fetched once into the cache
     exported = load_exported(args.model_dir, device=args.device or "cpu", precision=args.precision, gpu=gpu)
     args.config, args.model = None, None
     return prepare_config_from_raw(

@@ -24,15 +24,19 @@ class EnsembleCommand:
     name = "ensemble"
     help = "combine runs or prediction files: weighted arithmetic or geometric mean, fitted or given weights"
     description = (
-        "Combine MEMBERs (run directories of `zoo train`, predicted over the data, or prediction files such\n"
-        "as predictions.csv / predictions.jsonl) into one set of predictions. With labelled data every\n"
-        "member and the ensemble are scored in one table. docs/ensembles.md explains the rules."
+        "Combine MEMBERs (run directories of `zoo train`, their checkpoints or `zoo export` directories,\n"
+        "predicted over the data, or prediction files such as predictions.csv / predictions.jsonl) into\n"
+        "one set of predictions. With labelled data every member and the ensemble are scored in one\n"
+        "table. docs/ensembles.md explains the rules."
     )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "members", nargs="+", metavar="MEMBER", help="run directories or prediction files"
+            "members",
+            nargs="+",
+            metavar="MEMBER",
+            help="run directories, checkpoints (RUN/checkpoints/step-N), exports or prediction files",
         )
         add_config_arguments(parser)
         parser.add_argument(
@@ -49,7 +53,13 @@ class EnsembleCommand:
             default="test",
             help="the split runs predict and whose labels score the result (default test)",
         )
-        parser.add_argument("--mean", choices=["arithmetic", "geometric"], default="arithmetic")
+        parser.add_argument(
+            "--mean",
+            choices=["arithmetic", "geometric"],
+            default="arithmetic",
+            help="how member probabilities are combined: weighted arithmetic mean (default) or weighted "
+            "geometric mean of the probabilities (docs/ensembles.md)",
+        )
         how = parser.add_mutually_exclusive_group()
         how.add_argument(
             "--weights", type=_weights_list, metavar="W,W,...", help="one weight per member (default: equal)"
@@ -157,8 +167,8 @@ def _config(args: argparse.Namespace) -> Any:
         path = args.config or bundled_config(args.model)
         cfg = load_config(path, args.override, model=args.model)
     elif runs:
-        saved = json.loads((Path(runs[0]) / "config.json").read_text())
-        cfg = load_config(None, args.override, raw=saved, source=f"{runs[0]}/config.json")
+        saved = ens.run_config(runs[0])
+        cfg = load_config(None, args.override, raw=saved.raw, source=saved.source)
     else:
         if args.data:
             raise UsageError("--data needs a config for its reader and dataset: give --config or --model")
@@ -179,9 +189,13 @@ def _metric_factory(cfg: Any) -> Any:
 
 
 def _members(args: argparse.Namespace, cfg: Any, split: str) -> list[Any]:
+    from zoo.engine.export.predictor import load_exported
     from zoo.engine.infer import ensemble as ens
 
-    return [ens.load_member(m, cfg, split, args.member_top_k) for m in args.members]
+    def open_export(path: str) -> Any:  # an export member runs on its own predictor, as `zoo predict --model`
+        return load_exported(path, device=args.device or "cpu").predict
+
+    return [ens.load_member(m, cfg, split, args.member_top_k, open_export=open_export) for m in args.members]
 
 
 def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:

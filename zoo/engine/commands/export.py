@@ -95,7 +95,10 @@ class ExportCommand:
                 file=sys.stderr,
             )
         default = cfg.model_name if args.format == "paddle" else f"{cfg.model_name}-onnx"
-        output = Path(args.output or Path("exports") / default)
+        target = str(args.output or Path("exports") / default)
+        from zoo.storage import check_output
+
+        check_output(target)
         options = {"custom_ops": True} if args.custom_ops else {}
         if args.format == "onnx":
             if args.custom_ops:
@@ -103,20 +106,24 @@ class ExportCommand:
             from zoo.engine.export.onnx import export_onnx
 
             export_model = export_onnx  # the same arguments; writes model.onnx and the same metadata.json
-        export_model(
-            cfg,
-            weights,
-            output,
-            vocabulary=args.vocabulary,
-            allow_random=args.allow_random,
-            weights_sha256=args.weights_sha256,
-            frames=args.frames,
-            quiet=False,
-            **options,
-        )
         from zoo.engine.export.metadata import read_metadata
+        from zoo.storage import redact, staged_output
 
-        meta = read_metadata(output)
+        # a bucket URL: exported locally, then uploaded file by file, metadata.json (which lists them) last
+        with staged_output(target, last="metadata.json") as staging:
+            export_model(
+                cfg,
+                weights,
+                staging,
+                vocabulary=args.vocabulary,
+                allow_random=args.allow_random,
+                weights_sha256=args.weights_sha256,
+                frames=args.frames,
+                quiet=False,
+                **options,
+            )
+            meta = read_metadata(staging)
+        output = redact(target)
         size = sum(rec["bytes"] for rec in meta["files"].values())
         rows = [
             ["model", meta["model"]],

@@ -25,6 +25,7 @@ from zoo.engine.commands.common import (
 )
 from zoo.engine.runtime import prepare_environment
 from zoo.errors import UsageError
+from zoo.storage import check_output, staged_output
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +127,7 @@ class TrainCommand:
             ["model", cfg.model_name],
             ["parameters", f"{result.parameters:,}"],
             ["steps", result.steps],
-            ["epochs", result.epochs],
+            ["epochs", result.describe_epochs()],
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["time", f"{result.seconds:.1f} s"],
             ["run directory", str(result.run_dir)],
@@ -150,7 +151,10 @@ class EvalCommand:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         _add_inference_arguments(parser)
         parser.add_argument(
-            "--output", metavar="DIR", default="eval", help="where results go (default ./eval)"
+            "--output",
+            metavar="DIR",
+            default="eval",
+            help="where results go: a directory or an s3:// or gs:// prefix (default ./eval)",
         )
 
     @staticmethod
@@ -159,14 +163,26 @@ class EvalCommand:
         from zoo.engine.build import build_reader, describe_split
         from zoo.engine.infer.loops import evaluate
 
+        check_output(args.output)  # a missing bucket is refused before the work, not after
         cfg = prepare_config(args)
         model = load_for_inference(cfg, args)
         print(f"evaluating {describe_split(cfg, 'test')}", file=sys.stderr)
         metrics, metric = evaluate(model, build_reader(cfg, "test"), cfg, refuse_duplicates=True)
-        written = write_eval_outputs(Path(args.output), metrics, metric, cfg)
+        with staged_output(args.output) as out:  # a bucket URL: uploaded when complete
+            written = published(write_eval_outputs(out, metrics, metric, cfg), out, args.output)
         print_table(metric_rows(metrics, metric), ["metric", "value"])
-        print("wrote " + ", ".join(str(p) for p in written))
+        print("wrote " + ", ".join(written))
         return 0
+
+
+def published(paths: list[Path], staging: Path, output: str) -> list[str]:
+    """The names of written files as the user sees them (under the bucket URL when ``output`` is one)."""
+    from zoo import storage
+
+    if not storage.is_url(output):
+        return [str(p) for p in paths]
+    base = storage.redact(output.rstrip("/"))
+    return [f"{base}/{p.relative_to(staging).as_posix()}" for p in paths]
 
 
 def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> list[Path]:
@@ -241,7 +257,8 @@ class PredictCommand:
             "--output",
             metavar="DIR",
             default="predictions",
-            help="where predictions.csv and predictions.jsonl go (default ./predictions)",
+            help="where predictions.csv and predictions.jsonl go: a directory or an s3:// or gs:// prefix "
+            "(default ./predictions)",
         )
 
     @staticmethod
@@ -250,6 +267,7 @@ class PredictCommand:
         from zoo.engine.build import build_reader
         from zoo.engine.infer.loops import dygraph_scorer, predict
 
+        check_output(args.output)  # a missing bucket is refused before the work, not after
         if args.top_k is not None:
             args.override.append(f"predict.top_k={args.top_k}")
         if args.vocabulary:
@@ -266,10 +284,11 @@ class PredictCommand:
             top_k=cfg.predict.top_k,
             batch_size=cfg.predict.batch_size,
         )
-        written = write_predictions(Path(args.output), predictions, cfg)
+        with staged_output(args.output) as out:  # a bucket URL: uploaded when complete
+            written = published(write_predictions(out, predictions, cfg), out, args.output)
         for p in predictions[:3]:
             print(f"{p.id}: " + ", ".join(f"{c}:{s:.3f}" for c, s in zip(p.classes[:5], p.scores[:5])))
-        print(f"{len(predictions)} videos; wrote " + ", ".join(str(p) for p in written))
+        print(f"{len(predictions)} videos; wrote " + ", ".join(written))
         return 0
 
 
@@ -298,8 +317,12 @@ class RunCommand:
 
         start = time.perf_counter()
         cfg = prepare_config(args)
+        if args.output and any(text.startswith("train.save_dir=") for text in cfg.overrides):
+            raise UsageError("--output and -o train.save_dir both name the run directory: give one of them")
         run_dir = Path(args.output or Path("runs") / cfg.model_name)
-        cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run")
+        # an -o train.save_dir wins over the default runs/MODEL, as every -o does
+        cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run", under_user=True)
+        run_dir = Path(cfg.train.save_dir)
         result = Trainer(cfg, overwrite=True).fit()
         test_reader = build_reader(cfg, "test")
         t0 = time.perf_counter()
@@ -324,7 +347,7 @@ class RunCommand:
                 if "built-in sample data" in cfg.source
                 else str(args.data or cfg.data.train),
             ],
-            ["epochs / steps", f"{result.epochs} / {result.steps}"],
+            ["epochs / steps", f"{result.describe_epochs()} / {result.steps}"],
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["eval videos/s", f"{eval_speed:.1f}"],
         ]

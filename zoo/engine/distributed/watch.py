@@ -4,7 +4,8 @@ Rank 0's output is passed through as it comes (launch tails ``workerlog.0``; its
 every rank's full output stays in the log folder as ``workerlog.<local rank>``. When the job fails, the
 message names the rank that failed first and its error (from the ranks' failure records, see
 :func:`zoo.engine.distributed.worker.failure_report`), not the ranks that only lost their peer; a worker
-killed by a signal leaves no record and is named from launch's own report. An optional wall-clock limit
+killed by a signal leaves no exit record (``exit.rank<N>.json``, :func:`zoo.engine.distributed.worker.run_worker`)
+and is named for that; nothing is read from launch's output but rank 0's lines to pass through. An optional wall-clock limit
 (``timeout``) is a last resort against a job that stops making progress.
 """
 
@@ -22,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo.engine.distributed.launch import LaunchPlan, launch_command
-from zoo.engine.distributed.worker import die_with_parent, is_communication, write_worker_script
+from zoo.engine.distributed.worker import EXIT_RECORD, die_with_parent, is_communication, write_worker_script
 from zoo.errors import ZooError
 
-_CONTAINER_FAILED = re.compile(r"Container rank (\d+) status failed .*? code (-?\d+) log (\S+)")
 _HTTP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\] \[\s*INFO\] _client\.py")  # launch's master requests
 
 
@@ -38,8 +38,9 @@ class JobFailed(ZooError):
 
 
 def _clean_log_dir(log_dir: Path) -> None:
-    for old in log_dir.glob("failure.rank*.json"):
-        old.unlink(missing_ok=True)
+    for pattern in ("failure.rank*.json", EXIT_RECORD.format(rank="*")):
+        for old in log_dir.glob(pattern):
+            old.unlink(missing_ok=True)
 
 
 def _job_env(plan: LaunchPlan) -> dict[str, str]:
@@ -68,7 +69,6 @@ def run(
     cmd = launch_command(plan, script, worker_args)
     started = time.time()
     tail: deque[str] = deque(maxlen=30)
-    containers: list[tuple[int, int, str]] = []
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -82,7 +82,7 @@ def run(
     timed_out = False
     previous = _on_sigterm_interrupt()
     try:
-        timed_out = _pump(proc, timeout, echo, tail, containers)
+        timed_out = _pump(proc, timeout, echo, tail)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process: launch stops the ranks
         _stop(proc)
         raise
@@ -92,7 +92,7 @@ def run(
     code = proc.wait()
     if code == 0 and not timed_out:
         return
-    message = failure_message(log_dir, started, code, containers, tail, plan, timed_out, timeout)
+    message = failure_message(log_dir, started, code, tail, plan, timed_out, timeout)
     rank = _first_failure(log_dir, started)
     raise JobFailed(message + (f". {hint}" if hint else ""), rank=rank["rank"] if rank else None)
 
@@ -114,7 +114,6 @@ def _pump(
     timeout: float | None,
     echo: bool,
     tail: deque[str],
-    containers: list[tuple[int, int, str]],
 ) -> bool:
     """Forward launch's output until it exits; True if ``timeout`` ran out first (the job is then stopped)."""
     import selectors
@@ -141,10 +140,6 @@ def _pump(
         buffer += chunk
         *lines, buffer = buffer.split("\n")
         for line in lines:
-            found = _CONTAINER_FAILED.search(line)
-            if found:
-                containers.append((int(found.group(1)), int(found.group(2)), found.group(3)))
-                continue
             if line.startswith("LAUNCH"):
                 if "ERROR LOG DETAIL" in line:
                     in_detail = True  # launch repeats the failed worker's log tail: the summary says it
@@ -208,6 +203,40 @@ def _first_failure(log_dir: Path, since: float) -> dict | None:
     return (real or records or [None])[0]
 
 
+def _exits(log_dir: Path, since: float) -> dict[int, dict]:
+    """The ranks' exit records (``exit.rank<N>.json``, written by each rank when ``zoo`` returns)."""
+    out = {}
+    for path in log_dir.glob(EXIT_RECORD.format(rank="*")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("time", 0) >= since - 1:
+            out[int(record["rank"])] = record
+    return out
+
+
+def _unreported(log_dir: Path, since: float, plan: LaunchPlan) -> tuple[int, str, str] | None:
+    """A rank of this node that ended badly without a failure record: (rank, how, its log). First a rank with
+    no exit record (killed by a signal: it could not write one), then one that exited with an error code
+    (130 is a rank stopped because another failed)."""
+    exits = _exits(log_dir, since)
+    first = (plan.node_rank or 0) * plan.nproc_per_node
+    ranks = range(first, first + plan.nproc_per_node)
+    for rank in ranks:
+        if rank not in exits:
+            return (
+                rank,
+                "ended without an exit record (killed by a signal)",
+                str(log_dir / f"workerlog.{rank - first}"),
+            )
+    for rank in ranks:
+        code = exits[rank]["code"]
+        if code not in (0, 130):
+            return rank, f"exited with code {code}", exits[rank]["log"]
+    return None
+
+
 def _log_tail(path: str | Path, lines: int = 6) -> str:
     try:
         text = Path(path).read_text(errors="replace").splitlines()
@@ -221,7 +250,6 @@ def failure_message(
     log_dir: Path,
     since: float,
     code: int,
-    containers: list[tuple[int, int, str]],
     tail: deque[str],
     plan: LaunchPlan,
     timed_out: bool,
@@ -238,13 +266,12 @@ def failure_message(
             f"rank {first['rank']} of {first['world_size']} failed: {first['type']}: {first['message']} "
             f"(its output: {first['log']}); the other ranks were stopped"
         )
-    if containers:
-        rank, exit_code, log = containers[0]
-        how = f"was killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
-        detail = _log_tail(log)
+    silent = _unreported(log_dir, since, plan)
+    if silent is not None:
+        rank, how, log = silent
         return (
             f"rank {rank} {how} without reporting an error (out of memory, or killed?); the other ranks "
-            f"were stopped. Last lines of its output ({log}):\n{detail}"
+            f"were stopped. Last lines of its output ({log}):\n{_log_tail(log)}"
         )
     if first is not None:
         elsewhere = (

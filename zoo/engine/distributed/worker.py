@@ -27,13 +27,44 @@ _WORKER_SOURCE = '''\
 """Written by zoo.engine.distributed.worker: what paddle.distributed.launch runs on every rank."""
 import sys
 
-from zoo.cli import main
+from zoo.engine.distributed.worker import run_worker
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(run_worker(sys.argv[1:]))
 '''
+EXIT_RECORD = "exit.rank{rank}.json"
+"""Each rank's exit code, written beside its log when ``zoo`` returns (a rank killed by a signal writes none)."""
 _COMMUNICATION = re.compile(
     r"gloo|nccl|connection (reset|closed|refused)|timed? ?out|socket|tcp_store|pair\.cc", re.IGNORECASE
 )
+
+
+def run_worker(argv: list[str]) -> int:
+    """``zoo ARGV`` on this rank, then its exit record (``exit.rank<N>.json``: rank, local rank, code, log) for
+    the parent, which names a failed rank from these records and the failure records, not from launch's
+    output."""
+    from zoo.cli import main
+
+    code = 1
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        _record_exit(code)
+    return code
+
+
+def _record_exit(code: int) -> None:
+    folder = _failure_dir()
+    if folder is None or not distributed.in_launched_job():
+        return
+    rank, local = distributed.context().rank, distributed.local_rank()
+    record = {"rank": rank, "local_rank": local, "code": int(code), "time": time.time()}
+    record["log"] = str(folder / f"workerlog.{local}")
+    try:
+        atomic_write_text(folder / EXIT_RECORD.format(rank=rank), json.dumps(record))
+    except OSError:
+        pass
 
 
 def worker_context(device: str) -> distributed.DistContext:

@@ -421,24 +421,61 @@ def load_weights(path: str | Path, count: int) -> list[float]:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+    """A member that holds a model to predict with: a run directory of `zoo train`, one of its checkpoints
+    (``RUN/checkpoints/step-N``) or an export of `zoo export`."""
+    return _member_config(Path(path)) is not None
+
+
+def _member_config(path: Path) -> tuple[dict[str, Any], str] | None:
+    """The config of a model member and where it comes from: a run's config.json (for a checkpoint, the
+    run's, two folders up), or an export's metadata.json; None when ``path`` is none of them."""
+    if not path.is_dir():
+        return None
+    run = path if (path / "config.json").is_file() else path.parent.parent
+    if (run / "config.json").is_file() and (run == path or path.parent.name == "checkpoints"):
+        return json.loads((run / "config.json").read_text()), str(run / "config.json")
+    metadata = path / "metadata.json"
+    if metadata.is_file():  # checked in full when the export is opened (zoo.engine.export)
+        try:
+            config = json.loads(metadata.read_text(encoding="utf-8")).get("config")
+        except (OSError, UnicodeError, ValueError, AttributeError) as exc:
+            raise DataError(
+                f"{metadata}: not readable export metadata ({exc}); re-export with `zoo export`"
+            ) from None
+        if not isinstance(config, dict):
+            raise DataError(f"{metadata}: no saved config; re-export with `zoo export`")
+        return config, f"{metadata} (exported config)"
+    return None
 
 
 def run_config(run_dir: str | Path, data_from: Any = None) -> Any:
     """A run's saved config, with the data splits of ``data_from`` (a ZooConfig) when given."""
     from zoo.config import load_config
 
-    run_dir = Path(run_dir)
-    raw = json.loads((run_dir / "config.json").read_text())
-    cfg = load_config(None, raw=raw, source=f"{run_dir / 'config.json'}")
+    found = _member_config(Path(run_dir))
+    if found is None:
+        raise UsageError(
+            f"{run_dir}: not a run directory, checkpoint or export (no config.json or metadata.json)"
+        )
+    raw, source = found
+    cfg = load_config(None, raw=raw, source=source)
     if data_from is not None:
         splits = {s: getattr(data_from.data, s) for s in ("train", "valid", "test", "infer")}
         cfg = cfg.with_overrides({"data": splits}, "the ensemble's data")
     return cfg
 
 
-def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progress: bool = True) -> TopKTable:
-    """Predict ``split`` of ``cfg``'s data with the weights of ``run_dir`` (its own model config)."""
+def predict_run(
+    run_dir: str | Path,
+    cfg: Any,
+    split: str,
+    top_k: int,
+    *,
+    progress: bool = True,
+    open_export: Callable[[str], Any] | None = None,
+) -> TopKTable:
+    """Predict ``split`` of ``cfg``'s data with the weights of ``run_dir`` (its own model config); an export
+    directory is predicted by ``open_export(path)``, its scorer (``zoo ensemble`` passes Paddle Inference's)."""
     from zoo.engine.build import build_model, build_reader
     from zoo.engine.infer.loops import dygraph_scorer, predict
     from zoo.engine.runs.weights import apply_weights, read_weights
@@ -449,10 +486,18 @@ def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progre
             f"{run_dir}: the run has {run_cfg.dataset.num_classes} classes, the ensemble "
             f"{cfg.dataset.num_classes}; members must share the class count"
         )
-    model = build_model(run_cfg)
-    apply_weights(model, read_weights(str(run_dir)), strict=True)
+    if (Path(run_dir) / "metadata.json").is_file() and not (Path(run_dir) / "config.json").is_file():
+        if open_export is None:
+            raise UsageError(
+                f"{run_dir}: an export member needs a way to run it (zoo ensemble opens exports)"
+            )
+        scorer = open_export(str(run_dir))  # an export: its own predictor, as `zoo predict --model`
+    else:
+        model = build_model(run_cfg)
+        apply_weights(model, read_weights(str(run_dir)), strict=True)
+        scorer = dygraph_scorer(model, run_cfg.dataset.features)
     rows = predict(
-        dygraph_scorer(model, run_cfg.dataset.features),
+        scorer,
         build_reader(run_cfg, split),
         run_cfg,
         top_k=top_k,
@@ -462,14 +507,30 @@ def predict_run(run_dir: str | Path, cfg: Any, split: str, top_k: int, *, progre
     return TopKTable.from_predictions(str(run_dir), rows)
 
 
-def load_member(source: str, cfg: Any, split: str, top_k: int, *, progress: bool = True) -> TopKTable:
-    """A run directory (predicted over ``split``) or a prediction file, checked against the class count."""
+def load_member(
+    source: str,
+    cfg: Any,
+    split: str,
+    top_k: int,
+    *,
+    progress: bool = True,
+    open_export: Callable[[str], Any] | None = None,
+) -> TopKTable:
+    """A run directory, checkpoint or export (predicted over ``split``; see :func:`predict_run`) or a
+    prediction file, checked against the class count; any of them may be an ``s3://`` or ``gs://`` URL
+    (fetched once into the cache)."""
+    from zoo.engine.runs.weights import local_copy
+
+    source = local_copy(source)
     if is_run_dir(source):
         if cfg is None:
             raise UsageError(f"{source}: a run member needs data to predict: give --config or --data")
-        table = predict_run(source, cfg, split, top_k, progress=progress)
+        table = predict_run(source, cfg, split, top_k, progress=progress, open_export=open_export)
     elif Path(source).is_dir():
-        raise UsageError(f"{source}: a directory without config.json is not a run directory of `zoo train`")
+        raise UsageError(
+            f"{source}: a directory that is not a run directory of `zoo train` (no config.json), one of its "
+            f"checkpoints (RUN/checkpoints/step-N) or an export of `zoo export` (no metadata.json)"
+        )
     else:
         table = read_prediction_file(source, cfg.dataset.num_classes if cfg is not None else None)
     if cfg is not None:

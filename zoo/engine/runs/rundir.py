@@ -20,6 +20,7 @@ from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
 from zoo.dirlock import DirectoryLock, remove_partials
 from zoo.errors import DataError, UsageError
+from zoo.storage import redact_tree
 
 LOCK = "run.lock"
 RESUMES = "resumes.jsonl"
@@ -116,7 +117,7 @@ def check_resume_config(
             cfg = cfg.with_overrides(
                 {"train": {"seed": saved_train["seed"], "fix_random_seed": True}}, "the run's own seed"
             )
-    changes = {} if saved is None else config_changes(saved, cfg.to_dict())
+    changes = {} if saved is None else config_changes(saved, redact_tree(cfg.to_dict()))
     refused = {k: v for k, v in changes.items() if not _matches(k, NEUTRAL) and k not in allow}
     if refused:
         lines = []
@@ -136,7 +137,14 @@ def check_resume_config(
             + ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changes.items())
         )
     if write:
-        latest = (run_dir / "latest").read_text().strip() if (run_dir / "latest").is_file() else None
+        from zoo.engine.runs.checkpoint import checkpoint_to_resume
+        from zoo.errors import ZooError
+
+        try:  # the checkpoint the run goes on from: a damaged latest one is skipped (the trainer says so)
+            chosen = checkpoint_to_resume(run_dir, lambda _message: None)
+        except ZooError:  # none intact: the trainer stops with the reason
+            chosen = None
+        latest = chosen.name if chosen is not None else None
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "pid": os.getpid(),
@@ -147,7 +155,7 @@ def check_resume_config(
         with open(run_dir / RESUMES, "a") as f:
             f.write(json.dumps(record, default=str) + "\n")
         if changes:
-            atomic_write_text(path, json.dumps(cfg.to_dict(), indent=1))
+            atomic_write_text(path, json.dumps(redact_tree(cfg.to_dict()), indent=1))
     return cfg
 
 
@@ -214,12 +222,16 @@ def check_training_data(reader: Any, split: str = "train") -> None:
         )
 
 
-def check_work_left(epoch: int, step: int, train: Any, checkpoint: Path) -> None:
-    """A resumed run that has nothing left to do is an error, not a silent exit 0."""
+def check_work_left(epoch: int, step: int, train: Any, checkpoint: Path) -> str | None:
+    """None while a resumed run has work left; else what to tell the user: the run is complete at
+    ``checkpoint``, and how to train longer (the trainer then only writes the final weights from it)."""
     if epoch >= train.epoch or step >= train.max_iter:
-        done = f"{epoch} of train.epoch {train.epoch}" if epoch >= train.epoch else f"step {step}"
+        done = f"epoch {epoch} of train.epoch {train.epoch}" if epoch >= train.epoch else f"step {step}"
+        if epoch < train.epoch:
+            done += f" of train.max_iter {train.max_iter}"
         key = "train.epoch" if epoch >= train.epoch else "train.max_iter"
-        raise UsageError(
+        return (
             f"--resume: {checkpoint} is at the end of the run ({done}); nothing is left to train. To train "
             f"longer, raise it: -o {key}=N --allow-change {key}"
         )
+    return None

@@ -194,8 +194,19 @@ def _check_integrity(weights: Path) -> None:
     raise ZooError(f"damaged weights: {'; '.join(problems)}; {offer}")
 
 
+def local_copy(source: str, *, sha256: str | None = None) -> str:
+    """An ``s3://`` or ``gs://`` run directory, checkpoint, weights or prediction file as a local path (fetched
+    once into the cache, see :func:`zoo.storage.localize`); anything else unchanged."""
+    from zoo import storage
+
+    if storage.is_url(source) and storage.protocol(source) not in ("http", "https"):
+        return storage.localize(source, cache_dir("weights", "remote"), sha256=sha256)
+    return source
+
+
 def read_weights(source: str, *, sha256: str | None = None) -> LoadedWeights:
     """Weights from a path or URL (see the module docstring for what is accepted)."""
+    source = local_copy(source, sha256=sha256)
     if source.startswith(("http://", "https://")):
         path = fetch(source, sha256=sha256)
     else:

@@ -71,7 +71,9 @@ class History:
                 f.write(json.dumps(row) + "\n")
 
     def log_epoch(self, row: dict[str, Any]) -> None:
-        self.epochs.append(row)
+        # a run stopped inside an epoch (train.max_iter) logged that epoch's row so far; resumed with a
+        # higher limit it logs the epoch again when it ends: the new row replaces the earlier one
+        self.epochs = [r for r in self.epochs if r.get("epoch") != row.get("epoch")] + [row]
         self._write()
 
     def _write(self) -> None:

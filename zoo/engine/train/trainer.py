@@ -34,6 +34,7 @@ from zoo.engine.train.optimizer import build_optimizer
 from zoo.engine.train.schedule import learning_rate_at
 from zoo.errors import UsageError, ZooError
 from zoo.progress import Progress
+from zoo.storage import redact_tree
 
 
 class TrainingDiverged(ZooError):
@@ -50,6 +51,12 @@ class TrainResult:
     train_videos_per_s: float
     parameters: int
     last_valid: dict[str, float] = field(default_factory=dict)
+    epoch_steps: int = 0
+    """Steps into an unfinished epoch (a run stopped by ``train.max_iter``); 0 when every epoch is whole."""
+
+    def describe_epochs(self) -> str:
+        """``3`` or, for a run stopped inside an epoch, ``0 + 12 steps``."""
+        return f"{self.epochs} + {self.epoch_steps} steps" if self.epoch_steps else str(self.epochs)
 
 
 AMP_FP32_OPS = frozenset(
@@ -92,6 +99,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.epoch_loss = (0.0, 0.0)  # (loss x examples, examples) of the epoch so far; saved in checkpoints
         self.done = False
+        self.finished: str | None = None  # a resumed run already complete: why (see rundir.check_work_left)
         self.state = TrainingState(self.run_dir, cfg, is_main=self.ctx.is_main)
         self.ema: WeightAverage | None = None
 
@@ -211,7 +219,7 @@ class Trainer:
         self.state.step, self.state.epoch = saved["step"], saved["epoch"]
         self.batch_in_epoch, self.state.examples = saved["batch_in_epoch"], saved["examples_seen"]
         self.epoch_loss = tuple(saved.get("epoch_loss", (0.0, 0.0))) if self.batch_in_epoch else (0.0, 0.0)
-        rundir.check_work_left(self.state.epoch, self.state.step, self.cfg.train, latest)
+        self.finished = rundir.check_work_left(self.state.epoch, self.state.step, self.cfg.train, latest)
         self._start_average(latest, int(saved.get("ema_updates", 0)))
         self.log(
             f"resumed from {latest}: step {self.state.step}, epoch {self.state.epoch + 1}, "
@@ -277,7 +285,10 @@ class Trainer:
         self._build()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.ctx.is_main and not resume:  # on resume, rundir.open_run keeps the run's config
-            atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=1))
+            # credentials in a data URL (user:password@, signatures) never reach the run directory
+            atomic_write_text(
+                self.run_dir / "config.json", json.dumps(redact_tree(self.cfg.to_dict()), indent=1)
+            )
         if resume:
             self._resume()
         elif pretrain:
@@ -285,10 +296,41 @@ class Trainer:
             self.log(f"pretrained weights from {pretrain}: {report.summary()}")
         if not resume:
             self._start_average()
+        if self.finished is not None:  # a complete run resumed: only its final weights, from the checkpoint
+            self._write_final_weights()
+            if self.ctx.is_main:
+                self.log(
+                    f"{self.finished}\nfinished the run: wrote its final weights "
+                    f"{self.run_dir / checkpoint.WEIGHTS_FILE} from that checkpoint"
+                )
+            st = self.state
+            return TrainResult(
+                self.run_dir,
+                st.step,
+                st.epoch,
+                st.examples,
+                seconds=0.0,
+                train_videos_per_s=0.0,
+                parameters=self.parameters,
+                epoch_steps=self.batch_in_epoch,
+            )
         self.state.headline = self._headline()
+        from zoo.contracts import ModelWithLoss
+
+        if isinstance(self.model, ModelWithLoss) and self.ctx.is_main:
+            self.log(
+                f"{self.cfg.model_name} trains with its own loss: train_loss in the history and the progress "
+                f"line is that loss (docs/models.md), not the sigmoid cross-entropy that valid_loss, test loss "
+                f"and other models' train_loss report"
+            )
         train_reader = build_reader(self.cfg, "train")
         rundir.check_training_data(train_reader)
         valid_reader = build_reader(self.cfg, "valid") if split_paths(self.cfg, "valid") else None
+        if valid_reader is None and self.ctx.is_main:
+            self.log(
+                "no validation data (data.valid is not set): training without validation; set data.valid "
+                "(or a valid/ folder beside train/ with --data) to validate every train.valid_interval epochs"
+            )
         self._emit("on_train_start")
         start = time.perf_counter()
         self.trained_examples = 0
@@ -310,13 +352,7 @@ class Trainer:
             self._emit("on_epoch", row)
             self._save()
         seconds = time.perf_counter() - start
-        if self.ctx.is_main:  # with train.ema_decay the run's final weights are the average
-            with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
-                checkpoint.save_weights(
-                    self.run_dir / checkpoint.WEIGHTS_FILE,
-                    self.model,
-                    metadata={"model": self.cfg.model_name, "weights": "ema" if self.ema else "trained"},
-                )
+        self._write_final_weights()
         self._emit("on_train_end")
         return TrainResult(
             self.run_dir,
@@ -327,7 +363,17 @@ class Trainer:
             self.trained_examples / max(seconds, 1e-9),
             self.parameters,
             last_valid,
+            self.batch_in_epoch,
         )
+
+    def _write_final_weights(self) -> None:
+        if self.ctx.is_main:  # with train.ema_decay the run's final weights are the average
+            with self.ema.applied(self.model) if self.ema else contextlib.nullcontext():
+                checkpoint.save_weights(
+                    self.run_dir / checkpoint.WEIGHTS_FILE,
+                    self.model,
+                    metadata={"model": self.cfg.model_name, "weights": "ema" if self.ema else "trained"},
+                )
 
     def _train_epoch(self, reader: Any) -> dict[str, Any]:
         """Steps until this rank's data (and every rank's) runs out or ``max_iter``; returns the epoch row."""

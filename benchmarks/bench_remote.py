@@ -1,0 +1,306 @@
+"""Reading data from an object store: the sample data from moto's S3 server on 127.0.0.1 against local disk.
+
+    python benchmarks/bench_remote.py [--workers 1,2] [--blocks 8MiB:4,1MiB:4,8MiB:1] [--repeat 2]
+                                      [--memory-sizes 16,128] [--json out.json]
+
+Needs the s3 extra and moto's server (``pip install -e '.[dev]'``). The built-in sample data's training
+split (``zoo run`` makes it; made here once if missing) is uploaded to a moto S3 server started as a separate
+process on a free loopback port. Then, in this one run, each configuration reads the whole split through the
+``yt8m-frame`` reader (records framed, CRC-checked and decoded to uint8 frames, as training reads them), in
+``workers`` processes that each read their share of the files, as the pipeline's DataLoader workers do:
+
+- ``local``: the files on local disk (the reference);
+- ``s3 BLOCK:N``: the same files as ``s3://`` URLs, read ahead ``N`` blocks of ``BLOCK`` bytes;
+- ``s3 raw GET``: only the server's side: every file fetched in 8 MiB ranges with plain ``cat_file`` calls,
+  nothing decoded (moto is a pure-Python mock: this ceiling, not the reader, bounds the ``s3`` rows);
+- ``http BLOCK:N``: the same files from a loopback HTTP server that answers ranges with ``sendfile`` (a
+  server faster than the reader), through the same reader: what the storage layer itself costs.
+
+Videos per second are measured over the wall time of the slowest worker, best of ``--repeat``; the ratio to
+``local`` with the same number of workers is the number that counts (goal: >= 0.8 on loopback). Peak memory:
+one process reads one file of each ``--memory-sizes`` MiB (random records) from S3 while a thread samples its
+resident set every 5 ms; the peak above the RSS before reading should not grow with the file's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, endpoint
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("moto_server did not start")
+
+
+def serve_http(root: str, port: int) -> None:
+    """A loopback HTTP server for ``root`` that answers byte ranges with ``os.sendfile`` (one thread each)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.serve(False)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.serve(True)
+
+        def serve(self, body: bool) -> None:
+            path = os.path.join(root, self.path.lstrip("/"))
+            if not os.path.isfile(path):
+                self.send_error(404)
+                return
+            size = os.path.getsize(path)
+            start, end = 0, size
+            ranged = self.headers.get("Range", "")
+            if ranged.startswith("bytes="):
+                first, _, last = ranged[6:].partition("-")
+                start, end = int(first), min(size, int(last) + 1) if last else size
+            self.send_response(206 if ranged else 200)
+            self.send_header("Content-Length", str(end - start))
+            if ranged:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.end_headers()
+            if body:
+                self.wfile.flush()
+                with open(path, "rb") as f:
+                    offset = start
+                    while offset < end:
+                        offset += os.sendfile(self.connection.fileno(), f.fileno(), offset, end - offset)
+
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def read_share(paths: list[str], options: dict, worker: int, workers: int, queue) -> None:
+    import zoo
+
+    reader = zoo.build_reader("yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k != "raw"})
+    start = time.perf_counter()
+    videos = 0
+    for source in reader.sources()[worker::workers]:
+        if options.get("raw"):  # the server's ceiling: the bytes only, as the reader's ranges fetch them
+            from zoo.storage import filesystem, stat
+
+            fs, key = filesystem(source)
+            size = stat(source).size
+            for offset in range(0, size, 8 << 20):
+                fs.cat_file(key, start=offset, end=min(size, offset + (8 << 20)))
+            videos += options["raw"][source]
+            continue
+        for _record in reader.read_part(source, 0, 1):
+            videos += 1
+    queue.put((videos, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def measure(paths: list[str], options: dict, workers: int) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=read_share, args=(paths, options, w, workers, queue)) for w in range(workers)]
+    wall = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - wall
+    videos = sum(r[0] for r in results)
+    slowest = max(r[1] for r in results)
+    return {"videos": videos, "seconds": slowest, "videos_per_s": videos / slowest, "wall_s": wall}
+
+
+def memory_child(url: str, block: str, blocks: int) -> None:
+    """Peak RSS growth while reading ``url`` record by record (run in its own process)."""
+    import threading
+
+    from zoo_yt8m_data.tfrecord import read_records
+
+    from zoo.storage import ReadOptions, parse_size, stat
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    stat(url)  # the store's client is loaded and connected before the baseline
+    base = rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    options = ReadOptions(block_size=parse_size(block), blocks=blocks)
+    records = sum(1 for _ in read_records(url, remote=options))
+    done.set()
+    sampler.join()
+    print(json.dumps({"records": records, "peak_growth_mib": (max(peak[0], rss()) - base) / 2**20}))
+
+
+def big_file(path: Path, mib: int) -> None:
+    import numpy as np
+    from zoo_yt8m_data.tfrecord import frame
+
+    rng = np.random.default_rng(mib)
+    with open(path, "wb") as f:
+        written = 0
+        while written < mib << 20:
+            record = frame(rng.integers(0, 255, 256 << 10, dtype=np.uint8).tobytes())
+            f.write(record)
+            written += len(record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1,2", help="worker counts (default 1,2)")
+    parser.add_argument("--blocks", default="8MiB:4,1MiB:4,8MiB:1", help="read-ahead settings BLOCK:N")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--memory-sizes", default="16,128", help="file sizes (MiB) for the memory check")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--memory-child", nargs=3, metavar=("URL", "BLOCK", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-http", nargs=2, metavar=("ROOT", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_http:
+        serve_http(args.serve_http[0], int(args.serve_http[1]))
+        return 0
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1], int(args.memory_child[2]))
+        return 0
+
+    from zoo_yt8m_data.synth import ensure_sample_data
+
+    from zoo.paths import cache_dir
+
+    sample = ensure_sample_data(cache_dir("sample-v1"))
+    files = sorted(sample["train"])
+    total_mib = sum(os.path.getsize(p) for p in files) / 2**20
+    print(f"sample training split: {len(files)} files, {total_mib:.0f} MiB ({os.path.dirname(files[0])})")
+
+    proc, endpoint = start_moto()
+    os.environ.update(ENV, AWS_ENDPOINT_URL=endpoint)
+    http_port = free_port()
+    http = subprocess.Popen(
+        [sys.executable, __file__, "--serve-http", os.path.dirname(files[0]), str(http_port)]
+    )
+    results: dict = {"files": len(files), "mib": round(total_mib, 1), "rows": [], "memory": []}
+    try:
+        from zoo.storage import filesystem
+
+        fs, _ = filesystem("s3://bench")
+        fs.mkdir("bench")
+        for path in files:
+            fs.put_file(path, f"bench/train/{os.path.basename(path)}")
+        remote = [f"s3://bench/train/{os.path.basename(p)}" for p in files]
+        served = [f"http://127.0.0.1:{http_port}/{os.path.basename(p)}" for p in files]
+        import zoo
+
+        counter = zoo.build_reader("yt8m-frame", paths=files)
+        counts = {url: counter.count(path) for url, path in zip(remote, files)}
+        settings = [(b.split(":")[0], int(b.split(":")[1])) for b in args.blocks.split(",")]
+        for workers in [int(w) for w in args.workers.split(",")]:
+            configs = (
+                [("local", files, {})]
+                + [
+                    (f"s3 {block}:{n}", remote, {"read_ahead_block": block, "read_ahead_blocks": n})
+                    for block, n in settings
+                ]
+                + [("s3 raw GET", remote, {"raw": counts})]
+                + [
+                    (f"http {block}:{n}", served, {"read_ahead_block": block, "read_ahead_blocks": n})
+                    for block, n in settings
+                ]
+            )
+            best: dict[str, dict] = {}
+            for _ in range(args.repeat):  # configurations take turns, so load changes hit them alike
+                for name, paths, options in configs:
+                    row = measure(paths, options, workers)
+                    if name not in best or row["videos_per_s"] > best[name]["videos_per_s"]:
+                        best[name] = row
+            for name, _paths, _options in configs:
+                row = best[name]
+                ratio = row["videos_per_s"] / best["local"]["videos_per_s"]
+                results["rows"].append({"workers": workers, "config": name, **row, "ratio_to_local": ratio})
+                print(
+                    f"workers {workers}  {name:<14} {row['videos_per_s']:9.0f} videos/s  "
+                    f"({row['videos']} videos, {row['seconds']:.2f} s)  x{ratio:.2f} local"
+                )
+        with tempfile.TemporaryDirectory() as tmp:
+            for mib in [int(m) for m in args.memory_sizes.split(",")]:
+                path = Path(tmp, f"big-{mib}.tfrecord")
+                big_file(path, mib)
+                fs.put_file(str(path), f"bench/big/{path.name}")
+                path.unlink()
+                for block, n in settings[:1]:
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--memory-child",
+                            f"s3://bench/big/{path.name}",
+                            block,
+                            str(n),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        env={**os.environ},
+                    )
+                    row = {"file_mib": mib, "block": block, "blocks": n, **json.loads(out.stdout)}
+                    results["memory"].append(row)
+                    print(
+                        f"memory: {mib:4d} MiB file, {block}:{n}: peak RSS +{row['peak_growth_mib']:.0f} MiB "
+                        f"({row['records']} records)"
+                    )
+    finally:
+        for server in (proc, http):
+            server.terminate()
+            server.wait(timeout=30)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

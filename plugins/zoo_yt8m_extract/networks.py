@@ -1,0 +1,261 @@
+"""The networks of the extraction, run in TensorFlow's compat.v1 (the ``extract`` extra).
+
+Inception: Google's frozen graph ``classify_image_graph_def.pb``, fed one RGB uint8 frame of any size at
+``DecodeJpeg:0`` and read at ``pool_3/_reshape:0`` (the graph resizes to 299x299 and normalizes inside; it
+takes one image per run, so frames go through it one by one, from as many threads as ``-j`` runs videos).
+VGGish: AudioSet's architecture built here from the checkpoint's arrays (``vggish/conv1/weights`` ... ``vggish/fc2``),
+fed ``[n, 96, 64]`` log-mel examples. A graph is imported only after its ops are checked: file, Python and
+other side-effecting ops are refused, so a model file cannot run code or touch files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from zoo.errors import DataError, UsageError
+
+INPUT = "DecodeJpeg:0"
+OUTPUT = "pool_3/_reshape:0"
+
+_REFUSED_OPS = (
+    "PyFunc",
+    "PyFuncStateless",
+    "EagerPyFunc",
+    "ReadFile",
+    "WriteFile",
+    "MatchingFiles",
+    "Save",
+    "SaveV2",
+    "SaveSlices",
+    "Restore",
+    "RestoreV2",
+    "RestoreSlice",
+    "MergeV2Checkpoints",
+    "ShardedFilename",
+    "PrintV2",
+    "Print",
+    "DebugIdentity",
+    "ImmutableConst",
+)
+
+# VGGish (tensorflow/models research/audioset/vggish, vggish_slim.py): variables and shapes
+VGGISH_VARIABLES: dict[str, tuple[int, ...]] = {
+    "vggish/conv1/weights": (3, 3, 1, 64),
+    "vggish/conv1/biases": (64,),
+    "vggish/conv2/weights": (3, 3, 64, 128),
+    "vggish/conv2/biases": (128,),
+    "vggish/conv3/conv3_1/weights": (3, 3, 128, 256),
+    "vggish/conv3/conv3_1/biases": (256,),
+    "vggish/conv3/conv3_2/weights": (3, 3, 256, 256),
+    "vggish/conv3/conv3_2/biases": (256,),
+    "vggish/conv4/conv4_1/weights": (3, 3, 256, 512),
+    "vggish/conv4/conv4_1/biases": (512,),
+    "vggish/conv4/conv4_2/weights": (3, 3, 512, 512),
+    "vggish/conv4/conv4_2/biases": (512,),
+    "vggish/fc1/fc1_1/weights": (12288, 4096),
+    "vggish/fc1/fc1_1/biases": (4096,),
+    "vggish/fc1/fc1_2/weights": (4096, 4096),
+    "vggish/fc1/fc1_2/biases": (4096,),
+    "vggish/fc2/weights": (4096, 128),
+    "vggish/fc2/biases": (128,),
+}
+
+
+def _tf():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UsageError(
+            "zoo extract runs Google's networks in TensorFlow: pip install 'yt8m-zoo[extract]'"
+        ) from None
+    return tf
+
+
+def _session_config(tf, threads: int):
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=threads, inter_op_parallelism_threads=max(1, threads)
+    )
+
+
+class InceptionGraph:
+    """Google's frozen Inception graph in a compat.v1 session; :meth:`features` is thread-safe."""
+
+    def __init__(self, graph_bytes: bytes, *, where: str = "the Inception graph", threads: int = 0) -> None:
+        tf = _tf()
+        v1 = tf.compat.v1
+        try:
+            graph_def = v1.GraphDef.FromString(graph_bytes)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise DataError(f"{where}: not a TensorFlow GraphDef ({exc}); is the archive damaged?") from None
+        refused = sorted({node.op for node in graph_def.node if node.op in _REFUSED_OPS})
+        if refused:
+            raise DataError(
+                f"{where}: the graph holds ops that touch files or run code ({', '.join(refused)}); refused"
+            )
+        names = {node.name for node in graph_def.node}
+        for tensor in (INPUT, OUTPUT):
+            if tensor.split(":")[0] not in names:
+                raise DataError(
+                    f"{where}: no tensor {tensor}; this is not Google's classify_image_graph_def.pb"
+                )
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            try:
+                v1.import_graph_def(graph_def, name="")
+            except (ValueError, tf.errors.OpError) as exc:
+                raise DataError(f"{where}: cannot be imported ({exc})") from None
+        out = self.graph.get_tensor_by_name(OUTPUT)
+        if out.shape.rank is not None and out.shape[-1] is not None and int(out.shape[-1]) != 2048:
+            raise DataError(f"{where}: {OUTPUT} has shape {out.shape}, expected [1, 2048]")
+        self.session = v1.Session(graph=self.graph, config=_session_config(tf, threads))
+        self._lock = threading.Lock()
+
+    def features(self, frame: np.ndarray) -> np.ndarray:
+        """``pool_3/_reshape:0`` for one RGB uint8 frame ``[H, W, 3]``: float32 ``[2048]``."""
+        out = self.session.run(OUTPUT, feed_dict={INPUT: frame})
+        out = np.asarray(out, dtype=np.float32).reshape(-1)
+        if out.size != 2048:
+            raise DataError(f"the Inception graph gave {out.size} values for a frame, expected 2048")
+        return out
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class OnnxInception:
+    """The same graph converted to ONNX (tf2onnx) and run by ONNX Runtime (``--runtime onnx``).
+
+    The conversion is cached by the graph's SHA-256 (``<cache>/extract/onnx``) and checked against the
+    TensorFlow run of the graph on probe frames each time it is loaded: a conversion that does not give
+    the same activations (within float rounding) is refused, so this runtime never changes the features.
+    """
+
+    TOLERANCE = 1e-3  # of the largest activation
+
+    def __init__(
+        self, graph_bytes: bytes, *, reference: InceptionGraph, threads: int = 0, where: str = ""
+    ) -> None:
+        import hashlib
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UsageError(
+                "--runtime onnx needs ONNX Runtime and tf2onnx: pip install 'yt8m-zoo[extract]'"
+            ) from None
+        from zoo.atomic import atomic_write_bytes
+        from zoo.paths import cache_dir
+
+        path = cache_dir("extract", "onnx") / f"{hashlib.sha256(graph_bytes).hexdigest()}.onnx"
+        if not path.exists():
+            atomic_write_bytes(path, _convert(graph_bytes, where or "the Inception graph"))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types
+            raise DataError(
+                f"{path}: ONNX Runtime cannot load the converted graph ({exc}); delete it"
+            ) from None
+        self.input = self.session.get_inputs()[0].name
+        rng = np.random.default_rng(0)
+        for shape in ((299, 299, 3), (360, 640, 3), (97, 61, 3)):
+            probe = rng.integers(0, 256, shape, dtype=np.uint8)
+            want, got = reference.features(probe), self.features(probe)
+            if np.abs(want - got).max() > self.TOLERANCE * max(1.0, float(np.abs(want).max())):
+                raise DataError(
+                    f"{where or 'the Inception graph'}: its ONNX conversion gives other activations than "
+                    f"TensorFlow (max difference {np.abs(want - got).max():.3g}); use --runtime tensorflow"
+                )
+
+    def features(self, frame: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: frame})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def _convert(graph_bytes: bytes, where: str) -> bytes:
+    tf = _tf()
+    try:
+        import tf2onnx
+    except ImportError:
+        raise UsageError("--runtime onnx needs tf2onnx: pip install 'yt8m-zoo[extract]'") from None
+    graph_def = tf.compat.v1.GraphDef.FromString(graph_bytes)
+    try:
+        model, _ = tf2onnx.convert.from_graph_def(
+            graph_def, input_names=[INPUT], output_names=[OUTPUT], opset=17
+        )
+    except Exception as exc:  # tf2onnx raises many kinds of errors for ops it cannot convert
+        raise DataError(f"{where}: cannot be converted to ONNX ({exc}); use --runtime tensorflow") from None
+    return model.SerializeToString()
+
+
+def read_vggish_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """VGGish's variables from a checkpoint (V1 single file or V2 prefix), shapes checked."""
+    tf = _tf()
+    try:
+        reader = tf.train.load_checkpoint(os.fspath(path))
+        shapes = reader.get_variable_to_shape_map()
+    except Exception as exc:  # tf.errors.* and the like: a damaged or foreign file
+        raise DataError(f"{path}: not a readable TensorFlow checkpoint ({exc}); download it again") from None
+    weights = {}
+    for name, shape in VGGISH_VARIABLES.items():
+        if name not in shapes:
+            raise DataError(f"{path}: no variable {name}; this is not AudioSet's vggish_model.ckpt")
+        if tuple(shapes[name]) != shape:
+            raise DataError(f"{path}: {name} has shape {tuple(shapes[name])}, expected {shape}")
+        weights[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)
+    return weights
+
+
+class VGGish:
+    """VGGish (``vggish_slim.define_vggish_slim``): 3x3 convolutions with ReLU, 2x2 max pools (SAME), two
+    ReLU fully connected layers of 4096 and the 128-d embedding layer without activation."""
+
+    def __init__(self, weights: dict[str, np.ndarray], *, threads: int = 0) -> None:
+        tf = _tf()
+        v1 = tf.compat.v1
+        self.graph = tf.Graph()
+        feeds = {}
+        with self.graph.as_default():
+            # the weights enter as variables fed once (not as constants: 290 MB inside a GraphDef is slow)
+            params = {}
+            for name, array in weights.items():
+                holder = v1.placeholder(tf.float32, array.shape)
+                params[name] = v1.Variable(holder, trainable=False, name=name)
+                feeds[holder] = array
+            self.input = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+            net = tf.reshape(self.input, [-1, 96, 64, 1])
+
+            def conv(x, scope):
+                x = tf.nn.conv2d(x, params[f"vggish/{scope}/weights"], strides=1, padding="SAME")
+                return tf.nn.relu(x + params[f"vggish/{scope}/biases"])
+
+            def pool(x):
+                return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="SAME")
+
+            net = pool(conv(net, "conv1"))
+            net = pool(conv(net, "conv2"))
+            net = pool(conv(conv(net, "conv3/conv3_1"), "conv3/conv3_2"))
+            net = pool(conv(conv(net, "conv4/conv4_1"), "conv4/conv4_2"))
+            net = tf.reshape(net, [-1, 12288])
+            for scope in ("fc1/fc1_1", "fc1/fc1_2"):
+                net = tf.nn.relu(
+                    tf.matmul(net, params[f"vggish/{scope}/weights"]) + params[f"vggish/{scope}/biases"]
+                )
+            self.output = tf.matmul(net, params["vggish/fc2/weights"]) + params["vggish/fc2/biases"]
+            init = v1.variables_initializer(list(params.values()))
+        self.session = v1.Session(graph=self.graph, config=_session_config(tf, threads))
+        self.session.run(init, feed_dict=feeds)
+
+    def embeddings(self, examples: np.ndarray) -> np.ndarray:
+        """float32 ``[n, 128]`` for log-mel examples ``[n, 96, 64]``."""
+        if len(examples) == 0:
+            return np.zeros((0, 128), np.float32)
+        return np.asarray(self.session.run(self.output, {self.input: examples}), dtype=np.float32)
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,201 @@
+"""Real storage servers on 127.0.0.1 for the remote-data tests: moto's S3 server, gcp-storage-emulator and an
+HTTP file server (byte ranges, directory index pages, and connections it can drop mid-body on purpose)."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+# gcsfs (2026) turns on by default an extension that asks Google's gRPC storage-control service for each
+# bucket's layout; against an emulator that call would leave the machine. The tests keep gcsfs on plain JSON.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+ACCESS_KEY = "AKIDZOOTEST0000"
+SECRET_KEY = "zoo-test-secret-never-printed"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _forget_filesystems() -> None:
+    """fsspec caches file-system instances; a new endpoint (another test's server) needs new ones."""
+    from fsspec.implementations.http import HTTPFileSystem
+
+    HTTPFileSystem.clear_instance_cache()
+    with contextlib.suppress(ImportError):
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+    with contextlib.suppress(ImportError):
+        import gcsfs
+
+        gcsfs.GCSFileSystem.clear_instance_cache()
+
+
+@contextlib.contextmanager
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on a free loopback port; the environment points s3fs at it (yields its endpoint)."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    _forget_filesystems()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        _forget_filesystems()
+
+
+@contextlib.contextmanager
+def gcs_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """gcp-storage-emulator on a free loopback port, in memory; gcsfs finds it through STORAGE_EMULATOR_HOST
+    and connects anonymously (FSSPEC_GCS_TOKEN=anon: no credential lookup, no metadata server)."""
+    pytest.importorskip("gcsfs")
+    emulator = pytest.importorskip("gcp_storage_emulator.server")
+    import fsspec.config
+
+    port = free_port()
+    server = emulator.create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    monkeypatch.setenv("FSSPEC_GCS_TOKEN", "anon")
+    monkeypatch.setitem(fsspec.config.conf, "gcs", {**fsspec.config.conf.get("gcs", {}), "token": "anon"})
+    _forget_filesystems()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        _forget_filesystems()
+
+
+class FileServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.drop_left = 0  # GETs of a file that send half their body and then close the connection
+        self.gets = 0
+        self.drops = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: FileServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _target(self) -> Path:
+        rel = unquote(urlsplit(self.path).path).lstrip("/")
+        return self.server.root / rel
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        target = self._target()
+        if target.is_dir():
+            names = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir())
+            page = "".join(f'<a href="{html.escape(n)}">{html.escape(n)}</a>\n' for n in names).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            if body:
+                self.wfile.write(page)
+            return
+        if not target.is_file():
+            self.send_error(404)
+            return
+        data = target.read_bytes()
+        start, end = 0, len(data)
+        ranged = self.headers.get("Range")
+        if ranged and ranged.startswith("bytes="):
+            first, _, last = ranged[6:].partition("-")
+            start = int(first)
+            end = min(len(data), int(last) + 1) if last else len(data)
+        part = data[start:end]
+        self.send_response(206 if ranged else 200)
+        self.send_header("Content-Length", str(len(part)))
+        self.send_header("Accept-Ranges", "bytes")
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.end_headers()
+        if not body:
+            return
+        with self.server.lock:
+            self.server.gets += 1
+            drop = self.server.drop_left > 0 and len(part) > 1
+            if drop:
+                self.server.drop_left -= 1
+                self.server.drops += 1
+        if drop:  # half the promised body, then the connection goes away
+            self.wfile.write(part[: len(part) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(part)
+
+
+@contextlib.contextmanager
+def http_server(root: Path) -> Iterator[FileServer]:
+    server = FileServer(root)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _forget_filesystems()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def upload_dir(local: Path, url: str) -> None:
+    """Every file under ``local`` to the prefix ``url`` (bucket created when missing)."""
+    from zoo.storage import filesystem
+
+    fs, base = filesystem(url)
+    bucket = base.split("/", 1)[0]
+    if not fs.exists(bucket):
+        fs.mkdir(bucket)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{base.rstrip('/')}/{path.relative_to(local).as_posix()}", path.read_bytes())
+
+
+__all__ = ["ACCESS_KEY", "SECRET_KEY", "gcs_server", "http_server", "s3_server", "upload_dir"]

@@ -1,0 +1,352 @@
+"""zoo extract without TensorFlow: frame selection, quantization, records, model files, inputs, front end.
+
+The networks and the comparison with Google's extractor are in test_extract_tf.py (integration)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av")
+
+from test_extract_support import matrix_data, npy_bytes, pca_arrays, write_tgz, write_video  # noqa: E402
+from zoo_yt8m_extract import audio, records  # noqa: E402
+from zoo_yt8m_extract.extract import Features, ShardedOutput  # noqa: E402
+from zoo_yt8m_extract.frames import VideoError, decode_audio, decode_frames, select_positions  # noqa: E402
+from zoo_yt8m_extract.models import ModelFiles, parse_matrix_data, read_member  # noqa: E402
+from zoo_yt8m_extract.pca import quantize, whitening_pca  # noqa: E402
+from zoo_yt8m_extract.sources import Video, expand  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo.contracts import DatasetSpec  # noqa: E402
+from zoo.errors import DataError, UsageError  # noqa: E402
+
+SPEC = DatasetSpec(num_classes=3862, features={"rgb": 1024, "audio": 128}, max_frames=300)
+
+
+def google_frame_iterator(
+    stamps_ms: list[float], every_ms: float = 1000.0, max_frames: int = 300
+) -> list[int]:
+    """Google's loop over an OpenCV capture, with the capture played by a list of frame timestamps:
+    ``get(POS_MSEC)`` is the timestamp of the last frame read (0 before the first)."""
+    pos, read = 0.0, 0
+
+    def grab():
+        nonlocal pos, read
+        if read == len(stamps_ms):
+            return False
+        pos = stamps_ms[read]
+        read += 1
+        return True
+
+    out, last = [], -99999
+    while len(out) < max_frames:
+        while pos < every_ms + last:
+            if not grab():
+                return out
+        last = pos
+        if not grab():
+            break
+        out.append(read - 1)
+    return out
+
+
+@pytest.mark.parametrize("fps", [1, 7.5, 10, 24, 25, 29.97, 30, 60])
+def test_frame_selection_is_googles_loop(fps):
+    stamps = [i * 1000.0 / fps for i in range(int(fps * 20))]
+    assert list(select_positions(iter(stamps), 1000.0, 300)) == google_frame_iterator(stamps)
+    assert list(select_positions(iter(stamps), 1000.0, 3)) == google_frame_iterator(stamps, max_frames=3)
+
+
+def test_frame_selection_variable_frame_rate():
+    rng = np.random.default_rng(0)
+    stamps = np.cumsum(rng.uniform(5, 400, 200)).tolist()
+    assert list(select_positions(iter(stamps), 1000.0, 300)) == google_frame_iterator(stamps)
+    assert google_frame_iterator([0.0, 40.0, 1000.0, 1040.0, 2100.0]) == [0, 3]
+    assert list(select_positions(iter([]), 1000.0, 300)) == []
+
+
+def test_decoded_frames_follow_the_timestamps(tmp_path):
+    path = write_video(tmp_path / "clip 25 fps é.mp4", seconds=3.2, fps=25, size=(48, 32))
+    frames = list(decode_frames(path))
+    assert [round(t * 1000) for t, _ in frames] == [0, 1040, 2040, 3040]
+    assert frames[0][1].shape == (32, 48, 3) and frames[0][1].dtype == np.uint8
+    assert len(list(decode_frames(path, max_frames=2))) == 2
+    assert [round(t * 1000) for t, _ in decode_frames(path, every_ms=500)][:3] == [0, 560, 1080]
+
+
+def test_bad_videos_are_named(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x01not a video" * 100)
+    with pytest.raises(VideoError, match="garbage.mp4: cannot be read as a video"):
+        list(decode_frames(garbage))
+    good = write_video(tmp_path / "good.mp4", seconds=2, fps=10)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(VideoError, match="truncated.mp4"):
+        list(decode_frames(truncated))
+    with pytest.raises(VideoError, match="above the limit of 100 pixels"):
+        list(decode_frames(good, max_pixels=100))
+    assert decode_audio(good, 2) is None
+
+
+def test_audio_decoding_and_the_front_end_on_a_tone(tmp_path):
+    path = write_video(tmp_path / "tone.mkv", seconds=2.5, fps=10, audio=True, tone_hz=1000.0)
+    samples = decode_audio(path, 10)
+    assert samples.dtype == np.float32 and abs(len(samples) - 2.5 * 16000) < 2048
+    examples = audio.examples_per_second(samples, 3)
+    assert examples.shape == (3, 96, 64)
+    # the band holding 1 kHz is the loudest of the example; the padding after the end is the log of silence
+    centers = audio.np.linspace(audio.hertz_to_mel(125.0), audio.hertz_to_mel(7500.0), 66)[1:-1]
+    band = int(np.argmin(np.abs(centers - audio.hertz_to_mel(1000.0))))
+    assert abs(int(np.argmax(examples[0].mean(axis=0))) - band) <= 1
+    assert np.allclose(examples[2, -1], np.log(0.01))
+    mel = audio.mel_matrix(257)
+    assert mel.shape == (257, 64) and not mel[0].any()
+
+
+def test_quantize_is_googles():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1.5, 5000), [-3, -2, 2, 3, 0.0]]).astype(np.float32)
+    x = np.concatenate([x, (np.arange(256, dtype=np.float32) + 0.5) * np.float32(4 / 255) - 2])  # halves
+    clipped = np.clip(x, -2.0, 2.0)
+    google = bytes(int(round(f)) for f in (clipped - -2.0) * (255.0 / 4.0))
+    assert quantize(x).tobytes() == google
+
+
+def test_records_read_back_with_the_zoo_reader(tmp_path):
+    rng = np.random.default_rng(1)
+    feats = Features(
+        rng.normal(0, 1, (5, 1024)).astype(np.float32),
+        np.zeros((5, 128), np.float32),
+        4.0,
+        audio_present=False,
+    )
+    video = Video(tmp_path / "v.mp4", "vidéo 1.mp4", [3, 17])
+    out = tmp_path / "one.tfrecord"
+    writer = ShardedOutput(out, 100)
+    writer.write(feats.record(video, "frame"), {"key": video.key})
+    writer.close()
+    [item] = list(zoo.build_reader("yt8m-frame", paths=[str(out)], spec=SPEC))
+    assert item["id"] == "vidéo 1.mp4" and list(item["labels"]) == [3, 17] and item["num_frames"] == 5
+    dequantized = quantize(feats.rgb).astype(np.float32) * (4 / 255) + (4 / 512 - 2)
+    assert np.allclose(item["rgb"], dequantized, atol=1e-5)
+    assert np.allclose(item["audio"], 0 * (4 / 255) + (4 / 512 - 2), atol=1e-5)  # 128 zero bytes, as Google's
+    video_level = tmp_path / "video.tfrecord"
+    (w := ShardedOutput(video_level, 100)).write(feats.record(video, "video"), {})
+    w.close()
+    [item] = list(zoo.build_reader("yt8m-video", paths=[str(video_level)], spec=SPEC))
+    assert np.allclose(item["mean_rgb"], feats.rgb.mean(axis=0), atol=1e-6) and not item["mean_audio"].any()
+
+
+def test_sharded_output_resumes(tmp_path):
+    out = ShardedOutput(tmp_path, 2)
+    for i in range(5):
+        out.write(records.example(f"v{i}".encode(), [], {}), {"key": f"k{i}"})
+    out.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"part-0000{i}.{ext}" for i in range(3) for ext in ("json", "tfrecord")]
+    # killed between a shard and its sidecar, and in the middle of a shard
+    (tmp_path / "part-00002.json").unlink()
+    (tmp_path / ".part-00003.tfrecord.x1.partial").write_bytes(b"half")
+    again = ShardedOutput(tmp_path, 2)
+    assert again.finished() == {"k0", "k1", "k2", "k3"}
+    assert not (tmp_path / "part-00002.tfrecord").exists()
+    assert not list(tmp_path.glob("*.partial"))
+    again.write(records.example(b"v4", [], {}), {"key": "k4"})
+    again.close(ok=False)  # an interrupted run leaves no shard behind
+    assert sorted(p.name for p in tmp_path.glob("*.tfrecord")) == [
+        "part-00000.tfrecord",
+        "part-00001.tfrecord",
+    ]
+
+
+def test_inputs_folders_globs_and_googles_csv(tmp_path):
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b c.mp4", "sub/ä.webm", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    found = expand([str(folder)])
+    assert [v.id for v in found] == ["b c.mp4", "ä.webm"]
+    assert [v.id for v in expand([str(folder / "*.mp4")])] == ["b c.mp4"]
+    csv = tmp_path / "videos.csv"
+    csv.write_text(
+        f"{folder / 'b c.mp4'},3;1\nsub/ä.webm,\nclips/b c.mp4,7;x\nclips/b c.mp4,99999\n", "utf-8"
+    )
+    (tmp_path / "sub").mkdir()
+    rows = expand([str(csv)], num_classes=3862)
+    assert [(v.id, v.labels, v.problem is None) for v in rows[:2]] == [
+        ("b c.mp4", [1, 3], True),
+        ("ä.webm", [], True),
+    ]
+    assert "line 3: label 'x' is not an integer" in rows[2].problem
+    assert "line 4: label 99999 is outside 0 .. 3861" in rows[3].problem
+    with pytest.raises(UsageError, match="matches no file"):
+        expand([str(tmp_path / "*.nothing")])
+
+
+def test_mediapipe_matrix_files_give_googles_pca():
+    arrays = pca_arrays(seed=4)
+    google = whitening_pca(arrays["mean.npy"], arrays["eigenvecs.npy"], arrays["eigenvals.npy"], 1024)
+    projection = google.matrix / google.scale[:, None]
+    for row_major in (False, True):
+        parsed = parse_matrix_data(matrix_data(projection, row_major=row_major), "p.pb")
+        assert np.array_equal(parsed, projection)
+    x = np.random.default_rng(0).uniform(0, 2, (20, 2048)).astype(np.float32)
+    from zoo_yt8m_extract.pca import projection_pca
+
+    mediapipe = projection_pca(parse_matrix_data(matrix_data(arrays["mean.npy"]), "m.pb"), projection)
+    assert np.abs(quantize(mediapipe.apply(x)).astype(int) - quantize(google.apply(x))).max() <= 1
+    with pytest.raises(DataError, match="truncated"):
+        parse_matrix_data(matrix_data(projection)[:100], "p.pb")
+
+
+def test_model_dir_problems_are_named(tmp_path):
+    arrays = pca_arrays(seed=5)
+    (tmp_path / "mean.npy").write_bytes(npy_bytes(arrays["mean.npy"][:1000]))
+    (tmp_path / "eigenvals.npy").write_bytes(npy_bytes(arrays["eigenvals.npy"]))
+    (tmp_path / "eigenvecs.npy").write_bytes(npy_bytes(arrays["eigenvecs.npy"]))
+    with pytest.raises(DataError, match=r"mean.npy has shape \(1000, 1\), expected \(2048, 1\)"):
+        ModelFiles(model_dir=tmp_path).rgb_pca()
+    (tmp_path / "mean.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataError, match="mean.npy is not a readable .npy"):
+        ModelFiles(model_dir=tmp_path).rgb_pca()
+    with pytest.raises(DataError, match="no Inception graph"):
+        ModelFiles(model_dir=tmp_path).inception_graph()
+    archive = write_tgz(tmp_path / "inception-2015-12-05.tgz", {"classify_image_graph_def.pb": b"graph"})
+    assert ModelFiles(model_dir=tmp_path).inception_graph() == b"graph"
+    archive.write_bytes(archive.read_bytes()[:20])
+    with pytest.raises(DataError, match="damaged archive"):
+        read_member(archive, "classify_image_graph_def.pb")
+    with pytest.raises(DataError, match="SHA-256"):
+        ModelFiles(model_dir=tmp_path, sha256={"pca": "0" * 64}).rgb_pca()
+
+
+@pytest.fixture
+def model_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving a folder."""
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_downloads_record_and_check_their_hash(model_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    root, url = model_server
+    arrays = {name: npy_bytes(a) for name, a in pca_arrays(seed=6).items()}
+    write_tgz(root / "yt8m_pca.tgz", arrays)
+    files = ModelFiles(urls={"pca": f"{url}/yt8m_pca.tgz"}, quiet=True)
+    pca = files.rgb_pca()
+    assert pca.matrix.shape == (1024, 2048)
+    recorded = json.loads((tmp_path / "cache" / "extract" / "sha256.json").read_text())
+    cached = tmp_path / "cache" / "extract" / "yt8m_pca.tgz"
+    assert recorded == {"yt8m_pca.tgz": files.used["pca"]["sha256"]}
+    ModelFiles(urls={"pca": f"{url}/missing.tgz"}, quiet=True).rgb_pca()  # cached: no second download
+    cached.write_bytes(cached.read_bytes() + b"tampered")
+    with pytest.raises(DataError, match="differs from the hash recorded at its first download"):
+        ModelFiles(urls={"pca": f"{url}/yt8m_pca.tgz"}, quiet=True).rgb_pca()
+    cached.unlink()
+    with pytest.raises(DataError, match="not the 0000.* given by --model-sha256; the download was deleted"):
+        ModelFiles(urls={"pca": f"{url}/yt8m_pca.tgz"}, sha256={"pca": "0" * 64}, quiet=True).rgb_pca()
+    assert not cached.exists()
+    with pytest.raises(DataError, match="HTTP 404"):
+        ModelFiles(urls={"pca": f"{url}/missing.tgz"}, quiet=True).rgb_pca()
+
+
+VGGISH_ENV = "ZOO_VGGISH_SOURCE"
+
+
+def test_front_end_equals_vggishs_published_definitions():
+    """Against ``mel_features.py`` of tensorflow/models ``research/audioset/vggish`` (a folder named by
+    ZOO_VGGISH_SOURCE; its code is not part of this project), with ``vggish_params``' settings, on a tone."""
+    import importlib.util
+    import os
+
+    folder = os.environ.get(VGGISH_ENV)
+    if not folder:
+        pytest.skip(f"set {VGGISH_ENV} to a folder holding VGGish's mel_features.py to run this comparison")
+    spec = importlib.util.spec_from_file_location("vggish_mel_features", Path(folder) / "mel_features.py")
+    mel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mel)
+    t = np.arange(int(3.3 * 16000)) / 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+    reference = mel.log_mel_spectrogram(
+        tone,
+        audio_sample_rate=16000,
+        log_offset=0.01,
+        window_length_secs=0.025,
+        hop_length_secs=0.010,
+        num_mel_bins=64,
+        lower_edge_hertz=125,
+        upper_edge_hertz=7500,
+    )
+    ours = audio.log_mel(tone)
+    assert ours.shape == reference.shape and np.allclose(ours, reference, atol=1e-9)
+    examples = audio.examples_per_second(tone, 3)
+    assert np.allclose(examples, np.stack([reference[100 * k : 100 * k + 96] for k in range(3)]), atol=1e-5)
+
+
+def test_timeline_windows():
+    from zoo_yt8m_extract.windows import check_window, window_bounds, window_id
+
+    stamps = [0.0, 1.04, 2.04, 3.04, 4.04, 5.04, 6.04]
+    windows = window_bounds(stamps, 5.0, check_window(5.0, 4.0))
+    assert [(s, e) for s, e, _ in windows] == [(0.0, 5.0), (1.0, 6.0), (2.0, 7.0), (3.0, 7.04)]
+    assert windows[0][2] == [0, 1, 2, 3, 4] and windows[-1][2] == [3, 4, 5, 6]
+    assert [(s, e) for s, e, _ in window_bounds([0.0, 1.04], 5.0, 1.0)] == [(0.0, 2.04)]
+    assert window_id("a b.mp4", 3.0, 7.04) == "a b.mp4#t=3,7.04"
+    with pytest.raises(UsageError, match="overlap < window"):
+        check_window(5.0, 5.0)
+
+
+def test_rotation_turns_frames_upright():
+    """PyAV's ``frame.rotation`` is the display matrix's counter-clockwise angle (a phone's portrait video
+    recorded sideways has -90: shown turned 90 degrees clockwise)."""
+    from zoo_yt8m_extract.frames import _upright
+
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, axis=2)  # 2 rows, 3 columns
+    clockwise = _upright(image, -90)
+    assert clockwise.shape == (3, 2, 3) and clockwise[0, :, 0].tolist() == [3, 0]  # left column, bottom up
+    assert _upright(image, 90)[0, :, 0].tolist() == [2, 5]
+    assert _upright(image, 180)[0, :, 0].tolist() == [5, 4, 3]
+    assert _upright(image, 0) is image
+
+
+def test_usage_errors_exit_2_before_any_model_is_loaded(tmp_path, capsys):
+    from zoo.cli import main
+
+    video = write_video(tmp_path / "v.mp4", seconds=1, fps=5)
+    base = ["extract", str(video), "--output", str(tmp_path / "out")]
+    assert main([*base, "--model-sha256", "pca=xyz"]) == 2
+    assert "is not a SHA-256" in capsys.readouterr().err
+    assert main([*base, "--model-url", "resnet=http://127.0.0.1/x"]) == 2
+    assert "NAME one of inception, pca, vggish, vggish-pca" in capsys.readouterr().err
+    assert main([*base, "--model-dir", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["extract", str(video), "--output", str(tmp_path / "notes.txt")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert main(["predict", "--timeline"]) == 2
+    assert "give them with --videos" in capsys.readouterr().err
+    assert main(["predict", "--videos", str(video), "--filelist", str(tmp_path)]) == 2
+    assert "leave out --filelist" in capsys.readouterr().err

@@ -1,0 +1,489 @@
+"""Data where it lives: s3://, gs:// and http(s):// URLs read through zoo.storage, against real servers on
+127.0.0.1 (moto's S3 server, gcp-storage-emulator, an HTTP file server) started by these tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from remote_servers import ACCESS_KEY, SECRET_KEY, gcs_server, http_server, s3_server, upload_dir
+from test_data_download import site  # noqa: F401 - the fake data.yt8m.org, a fixture
+
+from zoo import storage
+from zoo.data.sources import expand_paths
+from zoo.errors import DataError, UsageError
+
+ZOO = str(Path(sys.executable).with_name("zoo"))
+SMALL_BLOCKS = {"read_ahead_block": "4KiB", "read_ahead_blocks": 3}  # many ranged reads per file
+
+
+def frame_reader(paths, **options):
+    import zoo
+
+    return zoo.build_reader("yt8m-frame", paths=[str(p) for p in paths], num_classes=12, **options)
+
+
+def shard_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.tfrecord"))
+
+
+def records(reader) -> list[tuple[str, list[int], bytes]]:
+    return [(r["id"], r["labels"], r["rgb"].tobytes() + r["audio"].tobytes()) for r in reader]
+
+
+# -- without a server ------------------------------------------------------------------------------------
+
+
+def test_credentials_in_urls_are_redacted():
+    assert storage.redact("https://ann:pw123@host/a.tfrecord") == "https://***@host/a.tfrecord"
+    assert (
+        storage.redact("failed: s3://b/k?X-Amz-Signature=abc123&X-Amz-Credential=AKID%2F1&x=1 then")
+        == "failed: s3://b/k?X-Amz-Signature=***&X-Amz-Credential=***&x=1 then"
+    )
+    assert storage.redact("gs://bucket/frame/train*.tfrecord") == "gs://bucket/frame/train*.tfrecord"
+    assert storage.redact("/data/user@host/x") == "/data/user@host/x"
+
+
+def test_url_recognition_and_sizes():
+    assert storage.is_url("s3://b/k") and storage.is_url("HTTPS://h/x") and storage.is_url("gs://b")
+    assert not storage.is_url("/data/x.tfrecord") and not storage.is_url("file:///data/x")
+    assert storage.parse_size("8MiB") == 8 << 20 and storage.parse_size("512k") == 512 << 10
+    assert storage.parse_size(4096) == 4096 and storage.parse_size("2G") == 2 << 30
+    with pytest.raises(UsageError, match="not a size"):
+        storage.parse_size("lots")
+
+
+def test_file_urls_are_local_paths(tiny_data):
+    train = tiny_data / "train"
+    assert expand_paths([f"file://{train}"], patterns=("*.tfrecord",)) == expand_paths([str(train)])
+
+
+def test_a_missing_protocol_package_names_the_extra(monkeypatch):
+    import fsspec
+
+    registry = sys.modules["fsspec.registry"]._registry  # the module (fsspec.registry is its public view)
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if the [s3] extra were not installed
+    monkeypatch.delitem(registry, "s3", raising=False)
+    assert fsspec
+    with pytest.raises(UsageError, match=r"s3://bucket/x: s3:// is not installed; install the \[s3\] extra"):
+        storage.filesystem("s3://bucket/x")
+
+
+def test_an_unknown_protocol_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown protocol nosuch://"):
+        storage.filesystem("nosuch://bucket/x")
+
+
+# -- S3 (moto) -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    with s3_server(monkeypatch) as endpoint:
+        yield endpoint
+
+
+@pytest.mark.integration
+def test_s3_prefixes_globs_and_list_files_name_the_same_videos_as_local_files(tiny_data, s3, tmp_path):
+    upload_dir(tiny_data, "s3://yt8m/frame/")
+    local = records(frame_reader([tiny_data / "train"]))
+    by_prefix = frame_reader(["s3://yt8m/frame/train/"], **SMALL_BLOCKS)
+    first, second = shard_names(tiny_data / "train")
+    assert by_prefix.sources() == [f"s3://yt8m/frame/train/{first}", f"s3://yt8m/frame/train/{second}"]
+    assert records(by_prefix) == local
+    assert frame_reader(["s3://yt8m/frame/train/train*.tfrecord"]).sources() == by_prefix.sources()
+    # a list file in the bucket with a relative line and an absolute URL line
+    fs, _ = storage.filesystem("s3://yt8m")
+    fs.pipe_file(
+        "yt8m/frame/train.list",
+        f"# the seed's list format\ntrain/{first}\ns3://yt8m/frame/train/{second}\n".encode(),
+    )
+    assert frame_reader(["s3://yt8m/frame/train.list"]).sources() == by_prefix.sources()
+    # a local list file whose lines are URLs
+    listed = tmp_path / "remote.list"
+    listed.write_text("\n".join(by_prefix.sources()) + "\n")
+    assert records(frame_reader([listed])) == local
+    # counting from the headers agrees too
+    reader = frame_reader(by_prefix.sources())
+    assert [reader.count(s) for s in reader.sources()] == [30, 30]
+
+
+@pytest.mark.integration
+def test_a_damaged_object_is_reported_like_a_damaged_file(tiny_data, s3, tmp_path):
+    data = bytearray((tiny_data / "train" / shard_names(tiny_data / "train")[0]).read_bytes())
+    data[40] ^= 0xFF  # inside the first record's payload
+    damaged = tmp_path / "damaged.tfrecord"
+    damaged.write_bytes(bytes(data))
+    upload_dir(tmp_path, "s3://broken/")
+    with pytest.raises(DataError) as local:
+        records(frame_reader([damaged]))
+    with pytest.raises(DataError) as remote:
+        records(frame_reader(["s3://broken/damaged.tfrecord"], **SMALL_BLOCKS))
+    assert str(remote.value) == str(local.value).replace(str(damaged), "s3://broken/damaged.tfrecord")
+    assert "record 0" in str(remote.value) and "payload checksum mismatch" in str(remote.value)
+    # and skipped the same way with skip_corrupt
+    kept = records(frame_reader(["s3://broken/damaged.tfrecord"], skip_corrupt=True))
+    assert kept == records(frame_reader([damaged], skip_corrupt=True)) and len(kept) == 29
+    # a truncated object: the framing error of a truncated file
+    data[40] ^= 0xFF
+    (tmp_path / "damaged.tfrecord").write_bytes(bytes(data[: len(data) - 100]))
+    upload_dir(tmp_path, "s3://broken/")
+    with pytest.raises(DataError, match=r"s3://broken/damaged.tfrecord: record \d+ .*truncated"):
+        records(frame_reader(["s3://broken/damaged.tfrecord"]))
+
+
+@pytest.mark.integration
+def test_a_missing_bucket_or_key_is_a_clear_error(tiny_data, s3):
+    upload_dir(tiny_data / "train", "s3://present/")
+    with pytest.raises(DataError, match=r"s3://absent/train/: no such bucket 'absent'"):
+        expand_paths(["s3://absent/train/"])
+    with pytest.raises(DataError, match=r"s3://present/nothing.tfrecord: no such object or prefix"):
+        expand_paths(["s3://present/nothing.tfrecord"])
+    with pytest.raises(DataError, match=r"s3://present/x\*.tfrecord: the pattern matches no object"):
+        expand_paths(["s3://present/x*.tfrecord"])
+    with pytest.raises(DataError, match=r"s3://present/gone.tfrecord: no such object"):
+        storage.RemoteFile("s3://present/gone.tfrecord")
+    # the command line: exit 1, one line naming the URL, no traceback, no secret
+    result = subprocess.run(
+        [ZOO, "data", "inspect", "s3://absent/train/"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert "no such bucket 'absent'" in result.stderr and "Traceback" not in result.stderr
+    assert SECRET_KEY not in result.stderr + result.stdout and ACCESS_KEY not in result.stderr
+
+
+@pytest.mark.integration
+def test_zoo_data_inspect_reads_a_bucket(tiny_data, s3):
+    upload_dir(tiny_data, "s3://yt8m/")
+    result = subprocess.run(
+        [ZOO, "data", "inspect", "s3://yt8m/train/", "--json", "--num-classes", "12"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    local = subprocess.run(
+        [ZOO, "data", "inspect", str(tiny_data / "train"), "--json", "--num-classes", "12"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and local.returncode == 0, result.stderr + local.stderr
+    remote_report, local_report = json.loads(result.stdout), json.loads(local.stdout)
+    for report in (remote_report, local_report):
+        del report["files"]  # the same but for the paths
+    assert remote_report == local_report and remote_report["records"] == 60
+
+
+@pytest.mark.integration
+def test_the_cache_keeps_remote_files_within_its_bound(tiny_data, s3, tmp_path):
+    upload_dir(tiny_data / "train", "s3://yt8m/train/")
+    cache = tmp_path / "cache"
+    first = shard_names(tiny_data / "train")[0]
+    size = (tiny_data / "train" / first).stat().st_size
+    reader = frame_reader(["s3://yt8m/train/"], cache=str(cache), cache_size=str(size + size // 2))
+    assert records(reader) == records(frame_reader([tiny_data / "train"]))
+    kept = [p for p in cache.rglob("*") if p.is_file()]
+    assert len(kept) == 1 and sum(p.stat().st_size for p in kept) <= size + size // 2  # one evicted
+    fs, _ = storage.filesystem("s3://yt8m")
+    fs.rm(f"yt8m/train/{first}")  # the cached copy is not a reason to skip a stat
+    with pytest.raises(DataError, match="no such object"):
+        records(frame_reader([f"s3://yt8m/train/{first}"], cache=str(cache)))
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_server_that_drops_connections_mid_file_is_survived(tiny_data, capfd):
+    with http_server(tiny_data) as server:
+        first = shard_names(tiny_data / "train")[0]
+        url = f"{server.url}/train/{first}"
+        server.drop_left = 3
+        got = records(frame_reader([url], **SMALL_BLOCKS))
+        assert server.drops == 3
+    assert got == records(frame_reader([tiny_data / "train" / first]))
+    assert "retry 1" in capfd.readouterr().err
+
+
+@pytest.mark.integration
+def test_http_directories_and_list_files(tiny_data, tmp_path):
+    first, second = shard_names(tiny_data / "train")
+    served = tmp_path / "served"  # the session's dataset plus a list file, without writing into the dataset
+    served.mkdir()
+    (served / "train").symlink_to(tiny_data / "train", target_is_directory=True)
+    (served / "urls.list").write_text(f"train/{first}\n")
+    with http_server(served) as server:
+        assert frame_reader([f"{server.url}/train/"]).sources() == [
+            f"{server.url}/train/{first}",
+            f"{server.url}/train/{second}",
+        ]
+        assert frame_reader([f"{server.url}/urls.list"]).sources() == [f"{server.url}/train/{first}"]
+        with pytest.raises(DataError, match=r"http://127.0.0.1:\d+/nothing.tfrecord: no such object"):
+            expand_paths([f"{server.url}/nothing.tfrecord"])
+        # a password in the URL never reaches a message
+        with pytest.raises(DataError) as failed:
+            storage.RemoteFile(server.url.replace("//", "//ann:hunter2@") + "/absent.tfrecord")
+        assert "hunter2" not in str(failed.value) and "***@" in str(failed.value)
+
+
+@pytest.mark.integration
+def test_memory_is_bounded_by_the_read_ahead_not_the_file(tmp_path):
+    """A RemoteFile holds at most (blocks + 1) blocks, whatever the object's size."""
+    payload = np.random.default_rng(0).integers(0, 255, 3 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "big.bin").write_bytes(payload)
+    with http_server(tmp_path) as server:
+        options = storage.ReadOptions(block_size=64 << 10, blocks=2)
+        with storage.RemoteFile(f"{server.url}/big.bin", options) as f:
+            most = 0
+            pieces = []
+            while piece := f.read(10_000):
+                pieces.append(piece)
+                most = max(most, len(f._blocks))
+            assert b"".join(pieces) == payload
+            assert most <= options.blocks + 1
+
+
+# -- training from a store equals training from local files -------------------------------------------------
+
+
+def train(data: dict[str, str], run: Path, *extra: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    from zoo.config import load_config
+    from zoo.engine.train.trainer import Trainer
+
+    overrides = [
+        "dataset.preset=yt8m",
+        "dataset.num_classes=12",
+        f"data.train={json.dumps([data['train']])}",
+        f"data.valid={json.dumps([data['valid']])}",
+        "data.shuffle_buffer=16",
+        "train.batch_size=8",
+        "train.epoch=1",
+        "train.max_iter=5",
+        "train.learning_rate=0.01",
+        f"train.save_dir={json.dumps(str(run))}",
+        "eval.batch_size=32",
+        "train.num_gpus=1",
+        *extra,
+    ]
+    Trainer(load_config(None, overrides, model="mean-pool"), progress=False).fit()
+    return load_file(str(run / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_data, tmp_path_factory, paddle):
+    run = tmp_path_factory.mktemp("local-run") / "run"
+    train({"train": str(tiny_data / "train"), "valid": str(tiny_data / "validate")}, run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def local_weights(local_run):
+    from safetensors.numpy import load_file
+
+    return load_file(str(local_run / "model.safetensors"))
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def no_secrets_in(run: Path) -> None:
+    for path in run.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".csv", ".txt", ".log", ""):
+            text = path.read_bytes()
+            assert SECRET_KEY.encode() not in text and ACCESS_KEY.encode() not in text, path
+
+
+@pytest.mark.integration
+def test_training_from_s3_equals_training_from_local_files(tiny_data, s3, tmp_path, local_weights, capfd):
+    upload_dir(tiny_data, "s3://yt8m/")
+    data = {"train": "s3://yt8m/train/", "valid": "s3://yt8m/validate/"}
+    assert_same(train(data, tmp_path / "run", "data.read_ahead_block=4KiB"), local_weights)
+    no_secrets_in(tmp_path / "run")
+    out = capfd.readouterr()
+    assert SECRET_KEY not in out.out + out.err
+    # two DataLoader worker processes reading the bucket: the same weights as two workers on local files
+    two = train(data, tmp_path / "workers", "data.num_workers=2")
+    local_two = train(
+        {"train": str(tiny_data / "train"), "valid": str(tiny_data / "validate")},
+        tmp_path / "local-workers",
+        "data.num_workers=2",
+    )
+    assert_same(two, local_two)
+
+
+@pytest.mark.integration
+def test_training_from_gcs_equals_training_from_local_files(tiny_data, monkeypatch, tmp_path, local_weights):
+    with gcs_server(monkeypatch):
+        upload_dir(tiny_data, "gs://yt8m-gcs/frame/")
+        data = {
+            "train": "gs://yt8m-gcs/frame/train/train*.tfrecord",
+            "valid": "gs://yt8m-gcs/frame/validate/",
+        }
+        assert_same(train(data, tmp_path / "run"), local_weights)
+
+
+@pytest.mark.integration
+def test_training_from_http_equals_training_from_local_files(tiny_data, tmp_path, local_weights):
+    with http_server(tiny_data) as server:
+        server.drop_left = 2  # and survives a flaky server on the way
+        base = server.url.replace("http://", "http://ann:hunter2@")  # credentials in the URL ...
+        data = {"train": f"{base}/train/", "valid": f"{base}/validate/"}
+        assert_same(train(data, tmp_path / "run", "data.read_ahead_block=8KiB"), local_weights)
+        assert server.drops == 2
+    for path in (tmp_path / "run").rglob("*"):  # ... never reach the run directory
+        assert not path.is_file() or b"hunter2" not in path.read_bytes(), path
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["train"] == [f"{server.url.replace('http://', 'http://***@')}/train/"]
+
+
+@pytest.mark.integration
+def test_paddlevideo_pickles_read_from_a_url_as_from_a_file(tmp_path):
+    import pickle
+
+    import zoo
+
+    rng = np.random.default_rng(4)
+    videos = [
+        {
+            "video": f"p{i}".encode(),
+            "feature": rng.integers(0, 256, (5, 1024), dtype=np.uint8),
+            "audio": rng.integers(0, 256, (5, 128), dtype=np.uint8),
+            "label": [i, 7],
+            "nframes": np.int32(5),
+        }
+        for i in range(3)
+    ]
+    (tmp_path / "train0000.pkl").write_bytes(pickle.dumps(videos, protocol=2))
+    local = list(zoo.build_reader("paddlevideo-pkl", paths=[str(tmp_path)]))
+    with http_server(tmp_path) as server:
+        remote = list(zoo.build_reader("paddlevideo-pkl", paths=[f"{server.url}/train0000.pkl"]))
+    assert [r["id"] for r in remote] == [r["id"] for r in local] == ["p0", "p1", "p2"]
+    for a, b in zip(remote, local):
+        np.testing.assert_array_equal(a["rgb"], b["rgb"])
+
+
+@pytest.mark.integration
+def test_zoo_data_download_streams_verified_shards_into_a_bucket(site, s3, capsys):  # noqa: F811
+    from test_data_download import NAMES
+    from zoo_yt8m_data.download import download, local_name
+
+    with pytest.raises(DataError, match="s3://mirror/2/frame/train: no such bucket 'mirror'"):
+        download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, backoff=0.01)
+    assert sum(site.requests.values()) == 0  # refused before anything was fetched
+    fs, _ = storage.filesystem("s3://mirror")
+    fs.mkdir("mirror")
+    result = download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, backoff=0.01)
+    names = {local_name(n) for n in NAMES}
+    assert set(result.downloaded) == names
+    for name in NAMES:
+        assert fs.cat_file(f"mirror/2/frame/train/{local_name(name)}") == site.files[name]
+    record = json.loads(fs.cat_file("mirror/2/frame/train/2_frame_train_verified.json"))
+    assert record == {local_name(n): site.plan["files"][n] for n in NAMES}
+    # a second run finds every object verified and present: nothing is fetched again
+    before = sum(site.requests.values())
+    again = download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, backoff=0.01)
+    assert set(again.present) == names and again.downloaded == []
+    assert sum(site.requests.values()) == before
+    # a damaged download never reaches the bucket
+    lost = local_name(NAMES[0])
+    fs.rm(f"mirror/2/frame/train/{lost}")
+    site.corrupt.add(NAMES[0])
+    with pytest.raises(DataError, match=lost):
+        download("2/frame/train", "s3://mirror/2/frame/train", base_url=site.url, retries=1, backoff=0.01)
+    assert not fs.exists(f"mirror/2/frame/train/{lost}")
+
+
+@pytest.mark.integration
+def test_weights_runs_and_outputs_in_a_bucket(tiny_data, s3, tmp_path, local_run):
+    """--weights from a run directory in a bucket, data from the bucket, predictions written to the bucket:
+    the same files as the same command on local paths; a #sha256= fragment is checked."""
+    import hashlib
+
+    from zoo.engine.infer.ensemble import load_member
+    from zoo.engine.runs.weights import read_weights
+
+    upload_dir(tiny_data, "s3://yt8m/")
+    upload_dir(local_run, "s3://runs/mean-pool/")
+    fs, _ = storage.filesystem("s3://out")
+    fs.mkdir("out")
+    common = ["-o", "predict.formats=[jsonl, kaggle-csv]"]
+    remote = subprocess.run(
+        [ZOO, "predict", "--weights", "s3://runs/mean-pool", "--filelist", "s3://yt8m/test/"]
+        + ["--output", "s3://out/predictions", *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    assert "s3://out/predictions/predictions.jsonl" in remote.stdout
+    local = subprocess.run(
+        [ZOO, "predict", "--weights", str(local_run), "--filelist", str(tiny_data / "test")]
+        + ["--output", str(tmp_path / "local"), *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+    for name in ("predictions.jsonl", "predictions.csv"):
+        assert fs.cat_file(f"out/predictions/{name}") == (tmp_path / "local" / name).read_bytes(), name
+    assert SECRET_KEY not in remote.stdout + remote.stderr
+    # a prediction file in the bucket is an ensemble member like a local one
+    member = load_member("s3://out/predictions/predictions.jsonl", None, "test", 20, progress=False)
+    assert len(member.ids) == 24
+    # a weights file with its checksum; a wrong one is refused and nothing is kept
+    digest = hashlib.sha256((local_run / "model.safetensors").read_bytes()).hexdigest()
+    loaded = read_weights(f"s3://runs/mean-pool/model.safetensors#sha256={digest}")
+    assert loaded.state.keys() == read_weights(str(local_run)).state.keys()
+    with pytest.raises(DataError, match="does not match the expected"):
+        read_weights(f"s3://runs/mean-pool/history.jsonl#sha256={'0' * 64}")
+    # a bucket that does not exist is refused before anything is computed
+    failed = subprocess.run(
+        [ZOO, "predict", "--weights", str(local_run), "--filelist", str(tiny_data / "test")]
+        + ["--output", "s3://nowhere/predictions"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 1 and "no such bucket 'nowhere'" in failed.stderr, failed.stderr[-2000:]
+    assert "weights:" not in failed.stderr  # refused before the model was even loaded
+
+
+@pytest.mark.integration
+def test_zoo_data_pack_from_a_bucket_into_a_bucket_and_read_back(tiny_data, s3, tmp_path):
+    from zoo_yt8m_data.packing import pack
+
+    upload_dir(tiny_data / "train", "s3://yt8m/train/")
+    fs, _ = storage.filesystem("s3://packed")
+    fs.mkdir("packed")
+    pack(["s3://yt8m/train/"], "s3://packed/train", num_classes=12, jobs=1, progress=False)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find("packed/train"))
+    assert "index.json" in names and ".pack.lock" not in names
+    # a packed prefix reads as packed data (copied once to local disk: it is memory-mapped)
+    reader = frame_reader(["s3://packed/train/"], cache=str(tmp_path / "cache"))
+    assert all(not storage.is_url(s) for s in reader.sources())
+    assert records(reader) == records(frame_reader([tiny_data / "train"]))
+
+
+@pytest.mark.integration
+def test_data_dir_may_be_a_bucket_prefix(tiny_data, s3):
+    from zoo.config import load_config
+    from zoo.engine.build import with_data_dir
+
+    upload_dir(tiny_data, "s3://yt8m/frame/")
+    cfg = with_data_dir(load_config(None, ["dataset.preset=yt8m"], model="mean-pool"), "s3://yt8m/frame")
+    assert cfg.data.train == ["s3://yt8m/frame/train/"]
+    assert cfg.data.valid == ["s3://yt8m/frame/validate/"] and cfg.data.test == ["s3://yt8m/frame/test/"]
+    with pytest.raises(UsageError, match="no train/ or valid/"):
+        with_data_dir(load_config(None, ["dataset.preset=yt8m"], model="mean-pool"), "s3://yt8m/frame/train")

@@ -1,0 +1,699 @@
+"""Data where it lives: local paths and fsspec URLs (``s3://``, ``gs://``, ``http(s)://``) behind one API.
+
+Everything that names data or weights may be a URL. This module opens, lists and globs them through fsspec
+(imported only when a URL is used: the core never loads it), streams an object with bounded memory
+(:class:`RemoteFile`: fixed-size blocks fetched ahead by byte range, a few at once), retries transient
+failures with exponential backoff from the byte offset where the failed block starts, turns permanent ones
+into a :class:`~zoo.errors.DataError` that names the URL and the reason, and keeps credentials out of every
+message (:func:`redact`). An optional whole-file cache (:class:`ReadOptions.cache_dir`, bounded by
+``cache_bytes``) serves repeated epochs from local disk.
+
+Writes (:func:`atomic_output`) go to a local temporary file first and are then published in one step: a
+rename on a local disk, a single upload on an object store (S3 and GCS make an object visible only once its
+upload completes: a reader sees the old object or the new one, never a part).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from zoo.errors import DataError, UsageError
+
+T = TypeVar("T")
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+# protocol -> (extra that installs its fsspec package, the package)
+EXTRAS = {
+    "s3": ("s3", "s3fs"),
+    "s3a": ("s3", "s3fs"),
+    "gs": ("gcs", "gcsfs"),
+    "gcs": ("gcs", "gcsfs"),
+    "http": ("http", "aiohttp"),
+    "https": ("http", "aiohttp"),
+}
+# query parameters that carry secrets (pre-signed S3/GCS URLs, SAS tokens, API keys)
+_SECRET_PARAMS = re.compile(
+    r"(?i)([?&](?:x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential)|signature"
+    r"|sig|token|access_token|api_key|apikey|key|password|secret)=)[^&#\s'\"]*"
+)
+HTTP_READ_BUFFER = 4 << 20
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@")
+
+# Errors that retrying will not fix; everything else raised while talking to a store is taken as transient.
+_PERMANENT = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    NotImplementedError,
+    UsageError,
+)
+
+
+# s3fs and gcsfs turn a store's answers into OSError with these numbers when retrying cannot help (an invalid
+# bucket name, access denied, no such key); connection resets and 5xx answers carry others or none.
+_PERMANENT_ERRNOS = {errno.EINVAL, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+
+
+def is_url(path: Any) -> bool:
+    """True for ``scheme://...`` other than ``file://`` (a local path in URL form)."""
+    match = _SCHEME.match(str(path))
+    return bool(match) and match.group(1).lower() != "file"
+
+
+def local_path(path: str) -> str:
+    """``file:///a/b`` -> ``/a/b``; anything else unchanged."""
+    return path[len("file://") :] if path.lower().startswith("file://") else path
+
+
+def protocol(url: str) -> str:
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else "file"
+
+
+def redact(text: Any) -> str:
+    """``text`` with the credentials of any URL in it replaced by ``***`` (user:password@, signatures,
+    tokens and keys in the query)."""
+    text = _USERINFO.sub(r"\1***@", str(text))
+    return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+def redact_tree(tree: Any) -> Any:
+    """``tree`` (a config as plain data) with every string redacted: what a run directory may keep."""
+    if isinstance(tree, dict):
+        return {key: redact_tree(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [redact_tree(value) for value in tree]
+    return redact(tree) if isinstance(tree, str) and "://" in tree else tree
+
+
+def _install_hint(url: str) -> str:
+    extra, package = EXTRAS.get(protocol(url), (None, None))
+    if extra is None:
+        return "install the fsspec package that implements it"
+    return f"install the [{extra}] extra: pip install 'yt8m-zoo[{extra}]' (it brings {package})"
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec file system for ``url`` and the path within it.
+
+    Credentials come from where each store's own tools look (environment, ``~/.aws``, gcloud's application
+    default credentials; ``AWS_ENDPOINT_URL`` and ``STORAGE_EMULATOR_HOST`` pick another endpoint). A
+    protocol whose package is missing is a :class:`UsageError` naming the extra to install.
+    """
+    try:
+        import fsspec.config
+        import fsspec.core
+    except ImportError:
+        raise UsageError(f"{redact(url)}: remote paths need fsspec; {_install_hint(url)}") from None
+    options: dict[str, Any] = {}
+    if protocol(url) in ("http", "https") and not fsspec.config.conf.get(protocol(url)):
+        # aiohttp reads a body 64 KiB at a time by default; ranges of megabytes go faster in larger reads
+        options["client_kwargs"] = {"read_bufsize": HTTP_READ_BUFFER}
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError:
+        raise UsageError(
+            f"{redact(url)}: {protocol(url)}:// is not installed; {_install_hint(url)}"
+        ) from None
+    except ValueError as exc:
+        if "protocol" in str(exc).lower():
+            raise UsageError(f"{redact(url)}: unknown protocol {protocol(url)}://") from None
+        raise DataError(f"{redact(url)}: {redact(exc)}") from None
+
+
+def missing(url: str, what: str = "object") -> str:
+    """Why nothing is at ``url``: a missing bucket is named as such (the commonest typo), else the object."""
+    if protocol(url) in ("s3", "s3a", "gs", "gcs"):
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        try:
+            fs, _ = filesystem(url)
+            exists = fs.exists(bucket)
+        except Exception:  # noqa: BLE001 - the bucket check only sharpens the message
+            exists = True
+        if not exists:
+            return f"{redact(url)}: no such bucket {bucket!r} (check the URL and that the bucket exists)"
+    return f"{redact(url)}: no such {what} (check the URL, or the .list file that names it)"
+
+
+def require_bucket(url: str) -> None:
+    """Fail before any work when the bucket an output URL names does not exist (it is never created)."""
+    if protocol(url) not in ("s3", "s3a", "gs", "gcs"):
+        return
+    bucket = url.split("://", 1)[1].split("/", 1)[0]
+    fs, _ = filesystem(url)
+    if not call(lambda: fs.exists(bucket), url, "look up the bucket"):
+        raise DataError(
+            f"{redact(url)}: no such bucket {bucket!r} (create it first; yt8m-zoo never creates one)"
+        )
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, in words a user can act on, with no credentials."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such object, bucket or directory (check the URL)"
+    if isinstance(exc, PermissionError):
+        return (
+            "access denied (check the credentials: AWS_* variables or ~/.aws for s3://, "
+            "gcloud auth application-default login for gs://)"
+        )
+    text = str(exc) or type(exc).__name__
+    return redact(f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How transient failures are retried: ``attempts`` in all, waiting ``backoff * 2**n`` seconds."""
+
+    attempts: int = 6
+    backoff: float = 0.5
+    max_wait: float = 30.0
+
+
+DEFAULT_RETRY = Retry()
+
+
+def call(
+    action: Callable[[], T],
+    url: str,
+    what: str,
+    *,
+    retry: Retry = DEFAULT_RETRY,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """``action()``, tried again after a transient failure; a permanent one (or the last) is a
+    :class:`DataError` that names ``url`` (redacted), ``what`` was done and why it failed."""
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except (DataError, UsageError):
+            raise
+        except FileNotFoundError:
+            raise DataError(missing(url, "object, prefix or bucket")) from None
+        except _PERMANENT as exc:
+            raise DataError(f"{redact(url)}: cannot {what}: {reason(exc)}") from None
+        except OSError as exc:
+            if exc.errno not in _PERMANENT_ERRNOS:
+                attempt = _wait_or_give_up(exc, attempt, url, what, retry, on_retry)
+                continue
+            raise DataError(f"{redact(url)}: cannot {what}: {reason(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - network and store errors come in many types
+            attempt = _wait_or_give_up(exc, attempt, url, what, retry, on_retry)
+
+
+def _wait_or_give_up(
+    exc: Exception, attempt: int, url: str, what: str, retry: Retry, on_retry: Callable[[str], None] | None
+) -> int:
+    """After a transient failure: wait before the next attempt (and say so), or raise after the last one."""
+    attempt += 1
+    if attempt >= retry.attempts:
+        raise DataError(f"{redact(url)}: cannot {what} after {attempt} attempts: {reason(exc)}") from None
+    wait = min(retry.max_wait, retry.backoff * 2 ** (attempt - 1))
+    message = f"{redact(url)}: {what} failed ({reason(exc)}); retry {attempt} in {wait:.1f} s"
+    (on_retry or _warn)(message)
+    time.sleep(wait)
+    return attempt
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# -- listing ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    url: str
+    name: str
+    is_file: bool
+    size: int | None
+
+
+def _entry(fs: Any, info: dict[str, Any]) -> Entry:
+    name = info["name"]
+    url = name if is_url(name) else fs.unstrip_protocol(name)
+    is_file = info.get("type") != "directory" and not url.endswith("/")
+    return Entry(url, posixpath.basename(url.rstrip("/")), is_file, info.get("size"))
+
+
+def stat(url: str, *, retry: Retry = DEFAULT_RETRY) -> Entry | None:
+    """What ``url`` is (an object or a directory/prefix), or None when nothing is there."""
+    fs, path = filesystem(url)
+    if url.endswith("/"):
+        return Entry(url, posixpath.basename(url.rstrip("/")), False, None)
+
+    def look() -> Entry | None:
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return None
+        return _entry(fs, {**info, "name": info.get("name", path)})
+
+    return call(look, url, "look up", retry=retry)
+
+
+def listdir(url: str, *, retry: Retry = DEFAULT_RETRY) -> list[Entry]:
+    """The entries directly under ``url`` (a prefix, a bucket or an HTTP index page), sorted by URL."""
+    fs, path = filesystem(url)
+    entries = call(lambda: fs.ls(path, detail=True), url, "list", retry=retry)
+    out = [_entry(fs, info) for info in entries]
+    base = url.rstrip("/")
+    return sorted((e for e in out if e.url.rstrip("/") != base), key=lambda e: e.url)
+
+
+def glob(pattern: str, *, retry: Retry = DEFAULT_RETRY) -> list[str]:
+    """URLs of the objects matching ``pattern`` (``*``, ``?``, ``[...]``, ``**``), sorted."""
+    fs, path = filesystem(pattern)
+    found = call(lambda: fs.glob(path, detail=True), pattern, "list", retry=retry)
+    entries = [_entry(fs, {**info, "name": name}) for name, info in found.items()]
+    return sorted(e.url for e in entries if e.is_file)
+
+
+def join(base: str, relative: str) -> str:
+    """``relative`` resolved against the directory of the URL ``base`` (as a browser resolves a link)."""
+    if is_url(relative):
+        return relative
+    head = base.rsplit("/", 1)[0]
+    return posixpath.normpath(f"{head}/{relative}").replace(":/", "://", 1)
+
+
+def read_bytes(url: str, *, limit: int = 64 << 20, retry: Retry = DEFAULT_RETRY) -> bytes:
+    """The whole of a small object (a ``.list`` file, a config, JSON metadata); more than ``limit`` bytes
+    is an error rather than a surprise allocation."""
+    fs, path = filesystem(url)
+
+    def fetch() -> bytes:
+        size = fs.info(path).get("size")
+        if size is not None and size > limit:
+            raise DataError(f"{redact(url)}: {size} bytes, more than the {limit} expected for this file")
+        return fs.cat_file(path)
+
+    return call(fetch, url, "read", retry=retry)
+
+
+# -- streaming reads -------------------------------------------------------------------------------------
+
+
+def parse_size(value: int | str) -> int:
+    """``8388608``, ``"8MiB"``, ``"512k"``, ``"2G"`` -> bytes (binary units)."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise UsageError(f"{value!r} is not a size: write bytes or a number with KiB, MiB, GiB or TiB")
+    scale = 1024 ** "_kmgt".index(match.group(2).lower() or "_")
+    return int(float(match.group(1)) * scale)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How remote objects are read (the reader's ``read_ahead_block``, ``read_ahead_blocks``, ``cache``)."""
+
+    block_size: int = 8 << 20
+    """Bytes per ranged request."""
+    blocks: int = 4
+    """Blocks requested ahead of the reading position, all at once (memory: about (blocks + 1) x block_size
+    per open file, whatever the file's size)."""
+    cache_dir: str | None = None
+    """Keep whole objects here, so that later epochs read local disk. None: stream every time."""
+    cache_bytes: int = 64 << 30
+    """Bound on the cache's size; the least recently used objects are removed to stay under it."""
+    retry: Retry = DEFAULT_RETRY
+
+
+class RemoteFile:
+    """A read-only, seekable binary stream over one object, with bounded read-ahead.
+
+    The object is read in ``block_size`` ranges; after each read the next ``blocks`` ranges are in flight on
+    a few threads, so a store's latency overlaps the caller's work. A failed range is requested again (same
+    offsets) with backoff; a short range, or an object whose size changed, is an error rather than silently
+    wrong data. ``size`` is the object's size when opened.
+    """
+
+    def __init__(self, url: str, options: ReadOptions | None = None) -> None:
+        self.url = url
+        self.options = options or ReadOptions()
+        if self.options.block_size < 1 or self.options.blocks < 0:
+            raise UsageError("read-ahead: block size must be >= 1 byte and blocks >= 0")
+        self._fs, self._path = filesystem(url)
+        info = stat(url, retry=self.options.retry)
+        if info is None:
+            raise DataError(missing(url))
+        if not info.is_file:
+            raise DataError(f"{redact(url)}: is a directory (prefix), expected a file")
+        if info.size is None:
+            raise DataError(
+                f"{redact(url)}: the server does not say the object's size; it cannot be streamed"
+            )
+        self.size = int(info.size)
+        self._pos = 0
+        self._blocks: dict[int, Future[bytes]] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, self.options.blocks), thread_name_prefix="zoo-read"
+        )
+        self.closed = False
+
+    # the binary-file protocol the readers use
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed RemoteFile")
+        end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
+        if end <= self._pos:
+            return b""
+        bs = self.options.block_size
+        parts = []
+        pos = self._pos
+        while pos < end:
+            index = pos // bs
+            block = self._block(index)
+            lo = pos - index * bs
+            hi = min(len(block), end - index * bs)
+            parts.append(block[lo:hi] if (lo, hi) != (0, len(block)) else block)
+            pos += hi - lo
+        self._pos = end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for future in self._blocks.values():
+                future.cancel()
+            self._blocks.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> RemoteFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # blocks
+    def _block(self, index: int) -> bytes:
+        bs = self.options.block_size
+        last = (self.size - 1) // bs
+        for stale in [i for i in self._blocks if i < index]:  # behind the reader: memory back
+            self._blocks.pop(stale).cancel()
+        for ahead in range(index, min(last, index + self.options.blocks) + 1):
+            if ahead not in self._blocks:
+                self._blocks[ahead] = self._pool.submit(self._fetch, ahead)
+        for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
+            self._blocks.pop(far).cancel()
+        return self._blocks[index].result()
+
+    def _fetch(self, index: int) -> bytes:
+        start = index * self.options.block_size
+        end = min(self.size, start + self.options.block_size)
+
+        def get() -> bytes:
+            data = self._fs.cat_file(self._path, start=start, end=end)
+            if len(data) != end - start:
+                raise ConnectionError(f"short read: {len(data)} of {end - start} bytes at offset {start}")
+            return data
+
+        return call(get, self.url, f"read bytes {start}-{end - 1}", retry=self.options.retry)
+
+
+def open_input(path: str, options: ReadOptions | None = None) -> Any:
+    """A binary stream to read ``path`` (local path or URL). Local: an unbuffered file; a URL: a
+    :class:`RemoteFile`, or the cached local copy when ``options.cache_dir`` is set. Both have ``size``
+    (local files as an attribute set here) and raise :class:`DataError` naming the path when missing."""
+    options = options or ReadOptions()
+    if is_url(path) and options.cache_dir:
+        path = cached_copy(path, options)
+    if is_url(path):
+        return RemoteFile(path, options)
+    path = local_path(path)
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; check the path (or the .list file that names it)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open: {exc}") from None
+    return f
+
+
+def size_of(f: Any) -> int:
+    """The size of a stream from :func:`open_input`."""
+    size = getattr(f, "size", None)
+    return int(size) if size is not None else os.fstat(f.fileno()).st_size
+
+
+# -- the local cache -------------------------------------------------------------------------------------
+
+_cache_lock = threading.Lock()
+
+
+def cached_copy(url: str, options: ReadOptions) -> str:
+    """A local copy of ``url`` under ``options.cache_dir`` (fetched once, atomically), the cache kept under
+    ``cache_bytes`` by removing the least recently used copies. An object larger than the whole bound is
+    not cached: its URL is returned and it is streamed."""
+    assert options.cache_dir is not None
+    info = stat(url, retry=options.retry)
+    if info is None or not info.is_file:
+        raise DataError(missing(url))
+    size = int(info.size or 0)
+    if size > options.cache_bytes:
+        return url
+    key = hashlib.sha256(f"{redact(url)}\0{size}".encode()).hexdigest()[:32]
+    root = os.path.abspath(os.path.expanduser(options.cache_dir))
+    target = os.path.join(root, key[:2], f"{key}-{posixpath.basename(url.split('?')[0])[:80]}")
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.getsize(target) == size:
+            os.utime(target)  # most recently used
+            return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fetch.", suffix=".partial", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as out, RemoteFile(url, options) as src:
+            while chunk := src.read(options.block_size):
+                out.write(chunk)
+        if os.path.getsize(tmp) != size:
+            raise DataError(f"{redact(url)}: the object changed while it was being cached; try again")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _evict(root, options.cache_bytes, keep=target)
+    return target
+
+
+def _evict(root: str, bound: int, *, keep: str) -> None:
+    with _cache_lock:
+        files = []
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                if name.endswith(".partial"):
+                    continue
+                path = os.path.join(folder, name)
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(path)
+                    files.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= bound:
+                break
+            if path == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a reader that has it open keeps reading it
+                total -= size
+
+
+# -- writes ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, *, suffix: str = ".partial") -> Iterator[str]:
+    """Yield a local temporary path; on success its contents appear at ``path`` whole.
+
+    Local ``path``: fsync and rename (:func:`zoo.atomic.atomic_path`). A URL: one upload (S3 and GCS
+    publish an object only when its upload completes); ``http(s)://`` cannot be written.
+    """
+    if not is_url(path):
+        from zoo.atomic import atomic_path
+
+        with atomic_path(local_path(path), suffix=suffix) as tmp:
+            yield str(tmp)
+        return
+    if protocol(path) in ("http", "https"):
+        raise UsageError(f"{redact(path)}: http(s) URLs are read-only; write to a local path, s3:// or gs://")
+    filesystem(path)  # a missing protocol package fails before the work is done
+    fd, tmp = tempfile.mkstemp(prefix=".upload.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        upload_file(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def staged_output(path: str, *, last: str | None = None) -> Iterator[Path]:
+    """An output directory: ``path`` itself when local; for a bucket URL, a local staging directory (not yet
+    created) whose files are uploaded under ``path`` on success, each as one object, ``last`` (a relative
+    name, e.g. a completion marker) after all others. On failure nothing is uploaded."""
+    if not is_url(path):
+        yield Path(local_path(path))
+        return
+    check_output(path)
+    staging = tempfile.mkdtemp(prefix=".zoo-upload.")
+    try:
+        target = Path(staging, posixpath.basename(path.rstrip("/")) or "output")
+        yield target
+        if target.exists():
+            upload_tree(str(target), path, last=last)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output(path: str) -> None:
+    """Refuse an output URL that cannot be written (http(s), a missing bucket) before any work is done."""
+    if not is_url(path):
+        return
+    if protocol(path) in ("http", "https"):
+        raise UsageError(f"{redact(path)}: http(s) URLs are read-only; write to a local path, s3:// or gs://")
+    require_bucket(path)
+
+
+def upload_file(local: str, url: str) -> None:
+    """``local`` to the object ``url`` in one upload (visible only when complete on S3 and GCS)."""
+    if protocol(url) in ("http", "https"):
+        raise UsageError(f"{redact(url)}: http(s) URLs are read-only; write to a local path, s3:// or gs://")
+    fs, target = filesystem(url)
+    call(lambda: fs.put_file(local, target), url, "upload")
+
+
+def upload_tree(local_dir: str, url: str, *, last: str | None = None, skip: tuple[str, ...] = ()) -> None:
+    """Copy the files under ``local_dir`` to the prefix ``url``, each object published whole; ``last``
+    (a relative path, e.g. a completion marker) is uploaded after every other file, so that a reader that
+    waits for it sees a complete tree."""
+    fs, base = filesystem(url)
+    names = []
+    for folder, _dirs, files in os.walk(local_dir):
+        for name in files:
+            if name not in skip:
+                names.append(os.path.relpath(os.path.join(folder, name), local_dir))
+    names.sort(key=lambda n: (n == last, n))
+    for name in names:
+        dest = posixpath.join(base.rstrip("/"), name.replace(os.sep, "/"))
+        src = os.path.join(local_dir, name)
+        call(
+            lambda src=src, dest=dest: fs.put_file(src, dest),
+            f"{url.rstrip('/')}/{name}",
+            "upload",
+        )
+
+
+def download_tree(url: str, local_dir: str) -> None:
+    """Copy every object under the prefix ``url`` into ``local_dir`` (which must not exist yet)."""
+    fs, base = filesystem(url)
+    found = call(lambda: fs.find(base, detail=False), url, "list")
+    if not found:
+        raise DataError(f"{redact(url)}: nothing there (no such prefix, or it is empty)")
+    os.makedirs(local_dir)
+    prefix = base.rstrip("/") + "/"
+    for name in found:
+        rel = name[len(prefix) :] if name.startswith(prefix) else posixpath.basename(name)
+        dest = os.path.join(local_dir, *rel.split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        call(lambda name=name, dest=dest: fs.get_file(name, dest), fs.unstrip_protocol(name), "download")
+
+
+def localize(url: str, root: str | os.PathLike, *, sha256: str | None = None) -> str:
+    """A local copy of the object or prefix ``url`` under ``root`` (weights, pretrained models), made once.
+
+    An object is copied to ``root/<key>/<name>``; a prefix (a run directory in a bucket) to
+    ``root/<key>/<name>/`` whole. The key hashes the URL with its size and modification stamp, so a changed
+    object is fetched again; a copy appears only complete (rename). ``sha256`` (or a ``#sha256=`` fragment
+    on the URL) is checked before the copy is kept.
+    """
+    import urllib.parse
+
+    from zoo.atomic import atomic_dir
+
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.fragment.startswith("sha256="):
+        sha256 = sha256 or parsed.fragment[len("sha256=") :].lower()
+        url = urllib.parse.urlunsplit(parsed._replace(fragment=""))
+    found = stat(url)
+    if found is None:
+        raise DataError(missing(url))
+    fs, path = filesystem(url)
+    stamp = ""
+    if found.is_file:
+        info = call(lambda: fs.info(path), url, "look up")
+        stamp = str(
+            info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        )
+    key = hashlib.sha256(f"{redact(url)}\0{found.size}\0{stamp}".encode()).hexdigest()[:16]
+    name = posixpath.basename(url.split("?")[0].rstrip("/")) or "download"
+    folder = os.path.join(os.fspath(root), key)
+    target = os.path.join(folder, name)
+    if os.path.exists(target):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    if not found.is_file:
+        with atomic_dir(target) as tmp:
+            os.rmdir(tmp)
+            download_tree(url, str(tmp))
+        return target
+    with atomic_output(target) as tmp:
+        call(lambda: fs.get_file(path, tmp), url, "download")
+        if sha256:
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != sha256.lower():
+                raise DataError(
+                    f"{redact(url)}: SHA-256 {digest.hexdigest()} does not match the expected {sha256}; "
+                    f"the file was not kept"
+                )
+    return target
