@@ -17,7 +17,12 @@ not timed). Reported, from one process:
   RSS (goal: under a minute and 2 GB at full size). The member files are written first (not timed). The
   reference is the previous path in the same run -- rows read as Prediction objects
   (``format.read`` + ``TopKTable.from_predictions``) and written from them (``format.write``) -- on
-  ``--old-videos`` videos (it takes ~3 minutes per million), reported as measured and scaled to the full size.
+  ``--old-videos`` videos (it takes ~3 minutes per million), reported as measured and scaled to the full size;
+- ``reference``: with ``--reference-tree DIR`` (a source tree of an earlier version, its C extensions built
+  in place; for example main before issue 27, whose prediction files went through ``zoo/engine/_predio.c``),
+  the same `zoo ensemble` at full size with that tree's code, in the same run: seconds, peak RSS, and whether
+  the outputs hold the same rows (JSON lines byte for byte; the CSV's rows and float32 scores, since its
+  score spelling changed from ``%.9g`` to the shortest float32 text).
 
 Exit status 1 when a goal is missed. ``--json`` writes the numbers.
 """
@@ -185,18 +190,33 @@ def worker(argv: list[str]) -> int:
     return 0
 
 
-def time_command(files: list[str], mean: str, out: Path, kind: str) -> tuple[float, float, int]:
+def time_command(
+    files: list[str], mean: str, out: Path, kind: str, tree: Path | None = None
+) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (the whole process, imports included) and peak RSS of one ensemble in a
-    fresh process (the peak is that process's alone)."""
+    fresh process (the peak is that process's alone); ``tree``: with that source tree's code."""
     cmd = [sys.executable, __file__, "--worker", kind, mean, str(out), *files]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = None
+    if tree is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "plugins")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed:\n{done.stderr[-2000:]}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
     return record["seconds"], record["cpu"], record["peak_rss"]
 
 
-def bench_command(tables, videos: int, old_videos: int) -> dict[str, float]:
+def same_rows(a: Path, b: Path) -> bool:
+    """Two prediction files hold the same ids, classes and float32 scores, in the same order."""
+    x, y = ens.read_prediction_file(a), ens.read_prediction_file(b)
+    return (
+        x.ids.tolist() == y.ids.tolist()
+        and np.array_equal(x.classes, y.classes)
+        and np.array_equal(x.probs.astype(np.float32), y.probs.astype(np.float32))
+    )
+
+
+def bench_command(tables, videos: int, old_videos: int, tree: Path | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -205,6 +225,16 @@ def bench_command(tables, videos: int, old_videos: int) -> dict[str, float]:
             seconds, cpu, rss = time_command(files, mean, folder / f"new-{mean}", "new")
             out[f"command_{mean}_s"], out[f"command_{mean}_cpu_s"] = seconds, cpu
             out[f"command_{mean}_peak_rss_GB"] = rss / 1e9
+        if tree is not None:
+            seconds, cpu, rss = time_command(files, "arithmetic", folder / "ref", "new", tree)
+            out["reference_command_arithmetic_s"], out["reference_command_arithmetic_cpu_s"] = seconds, cpu
+            out["reference_command_arithmetic_peak_rss_GB"] = rss / 1e9
+            new, ref = folder / "new-arithmetic", folder / "ref"
+            jsonl = (new / "predictions.jsonl").read_bytes() == (ref / "predictions.jsonl").read_bytes()
+            out["reference_jsonl_identical"] = float(jsonl)
+            out["reference_csv_same_rows"] = float(
+                same_rows(new / "predictions.csv", ref / "predictions.csv")
+            )
         if old_videos:
             small = write_members(tables, folder / "old", old_videos) if old_videos != videos else files
             for kind in ("new", "old"):
@@ -236,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", type=int, default=1, help="0: skip the whole-command timing")
     parser.add_argument(
         "--old-videos", type=int, default=100_000, help="the previous path's videos (0: skip)"
+    )
+    parser.add_argument(
+        "--reference-tree", type=Path, help="an earlier version's source tree to time `zoo ensemble` against"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -282,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.file_videos:
         numbers.update(time_files(tables, min(args.file_videos, args.videos)))
     if args.command:
-        numbers.update(bench_command(tables, args.videos, min(args.old_videos, args.videos)))
+        numbers.update(
+            bench_command(tables, args.videos, min(args.old_videos, args.videos), args.reference_tree)
+        )
 
     for key, value in numbers.items():
         print(f"{key:36s} {value:.3f}" if isinstance(value, float) else f"{key:36s} {value}")

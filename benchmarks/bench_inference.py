@@ -25,6 +25,8 @@ With ``--expanded`` (the default) the same weights are also built and exported w
 ``dygraph-ops`` is the factored model in dygraph without the C inference kernel (``zoo_nextvlad/_assign.c``:
 softmax, attention and mask in one pass), through paddle's ops as the export runs them: the kernel's share.
 
+``--serving``: the int8 and PyTorch rows instead (see benchmarks/serving_peers.py).
+
 Each batch goes through every scorer in turn and each scorer's time is summed per round; the median round
 counts (and the best is shown), so a busy machine slows them alike. Also reported: the factored/expanded
 ratio of every round (paired: the same batches back to back), the ratio of videos per CPU second (the
@@ -246,7 +248,29 @@ def main(argv: list[str] | None = None) -> int:
         help="time only these scorers (dygraph always: the reference), e.g. fp32 dygraph-expanded fp32-expanded",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="the serving rows instead (benchmarks/serving_peers.py): paddle fp32, ONNX fp32 and int8 "
+        "against a PyTorch NeXtVLAD eager and compiled, fp32 and int8, at batch 32 and 1, each in its own process",
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=["nextvlad", "mix-nextvlad"], help="with --serving: the models"
+    )
+    parser.add_argument(
+        "--keep", metavar="DIR", help="with --serving: keep the exports in DIR/MODEL and reuse them next time"
+    )
     args = parser.parse_args(argv)
+    if args.serving:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import serving_peers
+
+        results = serving_peers.run(args.models, args.rounds, args.batches, args.scorers, args.keep)
+        text = json.dumps(results, indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        return 0
 
     from zoo.engine.runtime import cpu_count, init_paddle
 

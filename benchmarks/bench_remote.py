@@ -7,7 +7,8 @@ Needs the s3 extra and moto's server (``pip install -e '.[dev]'``). The built-in
 split (``zoo run`` makes it; made here once if missing) is uploaded to a moto S3 server started as a separate
 process on a free loopback port. Then, in this one run, each configuration reads the whole split through the
 ``yt8m-frame`` reader (records framed, CRC-checked and decoded to uint8 frames, as training reads them), in
-``workers`` processes that each read their share of the files, as the pipeline's DataLoader workers do:
+``workers`` processes that each read their share of the files, as the pipeline's DataLoader workers do (with
+the pipeline's hint that starts the next file while one is read):
 
 - ``local``: the files on local disk (the reference);
 - ``s3 BLOCK:N``: the same files as ``s3://`` URLs, read ahead ``N`` blocks of ``BLOCK`` bytes;
@@ -118,7 +119,10 @@ def read_share(paths: list[str], options: dict, worker: int, workers: int, queue
     reader = zoo.build_reader("yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k != "raw"})
     start = time.perf_counter()
     videos = 0
-    for source in reader.sources()[worker::workers]:
+    mine = reader.sources()[worker::workers]
+    for i, source in enumerate(mine):
+        if i + 1 < len(mine) and not options.get("raw"):
+            reader.prefetch(mine[i + 1])  # as the pipeline does: the next file in flight (remote only)
         if options.get("raw"):  # the server's ceiling: the bytes only, as the reader's ranges fetch them
             from zoo.storage import filesystem, stat
 

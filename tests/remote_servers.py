@@ -100,6 +100,7 @@ class FileServer(ThreadingHTTPServer):
         self.drop_left = 0  # GETs of a file that send half their body and then close the connection
         self.gets = 0
         self.drops = 0
+        self.log: list[tuple[str, str]] = []  # (path, Range header) of every GET, in arrival order
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
 
@@ -158,6 +159,7 @@ class _Handler(SimpleHTTPRequestHandler):
             return
         with self.server.lock:
             self.server.gets += 1
+            self.server.log.append((urlsplit(self.path).path, ranged or ""))
             drop = self.server.drop_left > 0 and len(part) > 1
             if drop:
                 self.server.drop_left -= 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from export_helpers import make_batch, tiny_config, trained_weights
+from kernel_helpers import require_compiler
 
 from zoo.errors import ConfigError, UsageError
 
 pytestmark = [
     pytest.mark.integration,  # exports, builds the operator, loads it in a fresh process
     pytest.mark.timeout(600),  # the build, and a fresh process given 300 s
-    pytest.mark.skipif(
-        shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
-        reason="the custom operator is built on first use and needs a C++ compiler",
-    ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _compiler() -> None:
+    require_compiler("the custom operator")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from kernel_helpers import kernel_missing, require_kernel
 from zoo_yt8m_data.synth import SynthSpec, generate
 
 import zoo
@@ -315,10 +316,10 @@ def test_the_c_kernel_is_built_where_a_compiler_is():
 
     from zoo.data import pipeline
 
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the pipeline runs on numpy")
     if os.environ.get("ZOO_FAST_FILL") == "0":
         pytest.skip("ZOO_FAST_FILL=0")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        kernel_missing("no C compiler: the pipeline runs on numpy")
     assert pipeline.FAST_FILL is not None, "pip install should have built zoo/data/_fastfill.c"
     from zoo_yt8m_data.readers import dequantize_into
 
@@ -330,8 +331,7 @@ def test_the_c_kernel_is_built_where_a_compiler_is():
 def test_c_kernel_and_numpy_fill_the_same_bits(small, small_packed, source, quantized, monkeypatch):
     from zoo.data import pipeline
 
-    if pipeline.FAST_FILL is None:
-        pytest.skip("the C kernel is not built")
+    require_kernel(pipeline.FAST_FILL, "zoo.data._fastfill (the C kernel) is not built")
     path = str(small / "train") if source == "tfrecord" else str(small_packed)
     reader = zoo.build_reader("yt8m-frame", paths=[path], spec=SPEC)
     fast = list(batches(reader, spec=SPEC, batch_size=16, quantized=quantized, threads=2))

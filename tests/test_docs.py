@@ -31,9 +31,11 @@ def _contract_methods() -> list[str]:
         CountingReader,
         DequantizingReader,
         ExportConstants,
+        Int8Quantizable,
         ModelWithLoss,
         PartCountingReader,
         PartitionedReader,
+        PrefetchingReader,
         RankedMetric,
         SampleDataReader,
     )
@@ -50,7 +52,9 @@ def _contract_methods() -> list[str]:
         PartitionedReader,
         CountingReader,
         PartCountingReader,
+        PrefetchingReader,
         DequantizingReader,
+        Int8Quantizable,
     ]
     for protocol in [*PROTOCOLS.values(), *extra]:
         for member in sorted(_protocol_members(protocol)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kernel_helpers import require_kernel
 
 from zoo import DatasetSpec, build_model
 from zoo.errors import ConfigError
@@ -251,8 +252,10 @@ def test_export_holds_the_products_as_constants(paddle, tmp_path):
 def _kernel():
     from zoo_nextvlad import ops
 
-    if ops.FUSED_ASSIGN is None:
-        pytest.skip("zoo_nextvlad._assign was not built (no C compiler at install); the paddle ops are used")
+    require_kernel(
+        ops.FUSED_ASSIGN,
+        "zoo_nextvlad._assign was not built (no C compiler at install); the paddle ops are used",
+    )
     return ops
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import paddle
 import pytest
+from kernel_helpers import REQUIRE, kernel_missing, require_kernel
 from test_engine import tiny_config, weights_of
 
 from zoo.engine.settings import TrainConfig
@@ -120,8 +122,8 @@ def count_kernel_calls(monkeypatch) -> list:
 @pytest.mark.parametrize("clip", [0.0, 1e-3, 0.5, 1e6])  # none, always active, mixed, never active
 @pytest.mark.parametrize("l2", [0.0, 0.05])
 def test_the_update_is_paddles(monkeypatch, kind, mode, scope, clip, l2):
-    if kind == "fused" and gradclip.FUSED_ADAM is None:
-        pytest.skip(NO_KERNEL)
+    if kind == "fused":
+        require_kernel(gradclip.FUSED_ADAM, NO_KERNEL)
     monkeypatch.setattr(gradclip, "CHUNK_ELEMENTS", 50)  # the L2 term in blocks of one row of 40
     want_params, want_state = train("paddle", mode, scope, clip, l2)
     calls = count_kernel_calls(monkeypatch)
@@ -234,22 +236,27 @@ def test_freed_gradients_give_the_update_of_zeroed_ones():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+@pytest.mark.parametrize(
+    "mode, fused", [("global", False), ("per_tensor", False), ("global", True), ("per_tensor", True)]
+)
 def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
     tiny_data,
     tmp_path,
     monkeypatch,
     mode,
+    fused,
 ):
     """A whole run (NeXtVLAD, 16 steps, clipping active, L2 on every parameter) against the engine before:
-    paddle's grad_clip and weight_decay and gradients zeroed between steps."""
+    paddle's grad_clip and weight_decay and gradients zeroed between steps; the default (public paddle API)
+    and the opt-in fused update."""
     from zoo.engine.train import trainer as trainer_module
     from zoo.engine.train.trainer import Trainer
 
     extra = (f"train.gradient_clip_mode={mode}", "train.gradient_clip_norm=0.05", "train.l2_penalty=0.01")
+    extra += (f"train.fused_update={str(fused).lower()}",)
     Trainer(tiny_config(tiny_data, tmp_path / "new", *extra), progress=False).fit()
 
-    def old_optimizer(model, train_cfg):
+    def old_optimizer(model, train_cfg, log=print):
         opt = build_optimizer(model, train_cfg, in_place=False)
         zeroing = opt.clear_grad
         opt.clear_grad = lambda set_to_zero=True: zeroing(set_to_zero=True)
@@ -260,7 +267,7 @@ def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients
     Trainer(tiny_config(tiny_data, tmp_path / "old", *extra), progress=False).fit()
     new, old = weights_of(tmp_path / "new"), weights_of(tmp_path / "old")
     assert new.keys() == old.keys()
-    kind = "fused" if gradclip.FUSED_ADAM is not None else "in_place"  # the trainer's default update
+    kind = "paddle" if not fused else "fused" if gradclip.FUSED_ADAM is not None else "in_place"
     for name in new:
         assert_same_update(new[name], old[name], kind, name)
 
@@ -293,11 +300,11 @@ def _with_own_regularizer(init, regularizer):
     return patched
 
 
-@pytest.mark.skipif(gradclip.FUSED_ADAM is None, reason=NO_KERNEL)
 def test_the_fused_update_continues_paddles_state_and_threads_change_nothing(monkeypatch):
     """The fused kernel keeps Adam's state in paddle's own accumulators (moments, beta powers: what
     ``state_dict`` and checkpoints hold): steps alternating between it and paddle's kernels on one optimizer
     give paddle's update; a tensor split over threads gets the values of one thread."""
+    require_kernel(gradclip.FUSED_ADAM, NO_KERNEL)
     cfg = dataclasses.replace(TrainConfig(), learning_rate=0.01, gradient_clip_norm=0.5, l2_penalty=0.01)
     rng = np.random.default_rng(3)
     batches = [paddle.to_tensor(rng.normal(size=(6, 300)).astype("float32")) for _ in range(4)]
@@ -322,8 +329,8 @@ def test_the_fused_update_continues_paddles_state_and_threads_change_nothing(mon
     np.testing.assert_array_equal(run("fused", (0, 1, 2, 3), 3)[0], run("fused", (0, 1, 2, 3), 1)[0])
 
 
-@pytest.mark.skipif(gradclip.FUSED_ADAM is None, reason=NO_KERNEL)
 def test_the_fused_kernel_checks_its_buffers():
+    require_kernel(gradclip.FUSED_ADAM, NO_KERNEL)
     ok = np.zeros(10, np.float32)
     one = np.ones(1, np.float32)
     args = (0.1, 0.9, 0.999, 1e-8, 1.0, 0.0, 1)
@@ -337,3 +344,43 @@ def test_the_fused_kernel_checks_its_buffers():
         gradclip.FUSED_ADAM.adam(np.zeros(10), ok, ok.copy(), ok.copy(), one, one.copy(), *args)
     with pytest.raises(BufferError):  # the parameter is written: a read-only buffer is refused
         gradclip.FUSED_ADAM.adam(b"\0" * 40, ok, ok.copy(), ok.copy(), one, one.copy(), *args)
+
+
+def test_the_default_optimizer_uses_paddles_public_api_and_the_fused_one_checks_the_version(monkeypatch):
+    """``train.fused_update`` is opt-in; it runs only on the paddle versions it was tested with, elsewhere
+    the public path runs after a one-line notice."""
+    from zoo.engine.train import optimizer as optim
+
+    cfg = dataclasses.replace(TrainConfig(), gradient_clip_norm=0.5, l2_penalty=0.01)
+    logs: list[str] = []
+    default = build_optimizer(Net(), cfg, log=logs.append)
+    assert (
+        type(default) is paddle.optimizer.Adam and type(default._grad_clip) is paddle.nn.ClipGradByGlobalNorm
+    )
+    assert logs == []
+    fused = dataclasses.replace(cfg, fused_update=True)
+    monkeypatch.setattr(paddle, "__version__", "3.3.1")
+    assert isinstance(build_optimizer(Net(), fused, log=logs.append), gradclip.FusedAdam) and logs == []
+    for version in ("3.4.0", "2.6.2", "0.0.0", "develop"):
+        monkeypatch.setattr(paddle, "__version__", version)
+        opt = build_optimizer(Net(), fused, log=logs.append)
+        assert type(opt) is paddle.optimizer.Adam
+        (notice,) = logs
+        assert f"paddle {version} is installed" in notice and "public optimizer path" in notice
+        assert "\n" not in notice
+        logs.clear()
+    assert optim.paddle_version("3.3.1") == (3, 3) and optim.paddle_version("0.0.0") is None
+
+
+def test_require_kernels_turns_a_missing_kernels_skip_into_a_failure(monkeypatch):
+    """Without ZOO_REQUIRE_KERNELS a kernel that is not built skips its tests; with it (CI) they fail; CI sets
+    it."""
+    monkeypatch.delenv(REQUIRE, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not built"):
+        kernel_missing("the kernel is not built")
+    monkeypatch.setenv(REQUIRE, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"not built; {REQUIRE}=1 requires every C kernel"):
+        require_kernel(None, "the kernel is not built")
+    assert require_kernel(gradclip, "present") is gradclip
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert f"export {REQUIRE}=1" in ci

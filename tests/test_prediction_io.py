@@ -1,8 +1,9 @@
-"""Column-wise prediction files (zoo.engine.infer.prediction_files): the C parser and formatter give what the Python
-readers and writers give, row for row and byte for byte, and the same errors naming the file and line."""
+"""Column-wise prediction files (zoo.engine.infer.prediction_files): polars' readers and string kernels give what the
+Python readers and writers give, row for row and byte for byte, and the same errors naming the file and line."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,14 +22,15 @@ from zoo.engine.infer.predictions import JsonLinesFormat, read_jsonl_columns, wr
 from zoo.errors import DataError
 
 FORMATS = [KaggleCsvFormat, JsonLinesFormat]
-needs_c = pytest.mark.skipif(prediction_io.FAST is None, reason="zoo.engine.infer._predio is not built")
+NO_POLARS = "polars is not installed (the Python readers and writers do all the work)"
+needs_polars = pytest.mark.skipif(prediction_io.fast_library() is None, reason=NO_POLARS)
 
 
-@pytest.fixture(params=["c", "python"])
+@pytest.fixture(params=["polars", "python"])
 def parser(request, monkeypatch):
-    """Every reading test runs through the C parser and through the Python line parsers alone."""
-    if request.param == "c" and prediction_io.FAST is None:
-        pytest.skip("zoo.engine.infer._predio is not built")
+    """Every reading test runs through polars and through the Python line parsers alone."""
+    if request.param == "polars" and prediction_io.fast_library() is None:
+        pytest.skip(NO_POLARS)
     if request.param == "python":
         monkeypatch.setattr(prediction_io, "FAST", None)
     return request.param
@@ -114,7 +116,7 @@ def random_table(rng: np.random.Generator, n: int, k: int) -> ens.TopKTable:
     return ens.TopKTable("t", ids, classes, probs)
 
 
-@needs_c
+@needs_polars
 @pytest.mark.parametrize("names", [None, {0: "Game", 5: 'Car, "red"', 7: "é\n"}])
 def test_fast_writers_write_the_bytes_of_the_row_writers(names, tmp_path):
     table = random_table(np.random.default_rng(0), 3000, 12)
@@ -128,7 +130,18 @@ def test_fast_writers_write_the_bytes_of_the_row_writers(names, tmp_path):
         same_table(ens.read_prediction_file(new), ens.TopKTable.from_predictions("t", predictions))
 
 
-@needs_c
+@needs_polars
+def test_polars_reads_what_the_writers_write_without_the_line_parsers(tmp_path):
+    """The files zoo writes are the plain spelling: polars reads every block of them (no fallback)."""
+    table = random_table(np.random.default_rng(2), 2000, 20)
+    KaggleCsvFormat().write_columns(tmp_path / "p.csv", table.columns(), None)
+    JsonLinesFormat().write_columns(tmp_path / "p.jsonl", table.columns(), {0: "Game", 3: 'a "b"'})
+    csv_block = (tmp_path / "p.csv").read_bytes().split(b"\n", 1)[1]
+    assert len(prediction_io.parse_kaggle_block(csv_block).ids) == 2000
+    assert len(prediction_io.parse_jsonl_block((tmp_path / "p.jsonl").read_bytes()).ids) == 2000
+
+
+@needs_polars
 def test_jsonl_ids_that_need_escapes_are_escaped_as_json_dumps_does(tmp_path):
     ids = ['q"uote', "back\\slash", "tab\there", "é", "nul\x00inside", "plain"]
     rows = [Prediction(v, [1], [0.5]) for v in ids]
@@ -138,20 +151,17 @@ def test_jsonl_ids_that_need_escapes_are_escaped_as_json_dumps_does(tmp_path):
     assert (tmp_path / "new.jsonl").read_bytes() == (tmp_path / "old.jsonl").read_bytes()
 
 
+@needs_polars
 def test_float_formatting_matches_python_on_many_values():
-    if prediction_io.FAST is None:
-        pytest.skip("zoo.engine.infer._predio is not built")
+    """Every float32 bit pattern class (random bits, NaN and infinities included): polars' text where it
+    agrees, Python's elsewhere, gives numpy's float32 text and ``json.dumps`` of the double."""
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
-    values = np.concatenate([bits.view(np.float32), rng.random(100_000, dtype=np.float32)])
-    values = values[np.isfinite(values)]
-    doubles = values.astype(float).tolist()
-    assert prediction_io.FAST.format_floats(values, False).decode().split("\n")[:-1] == [
-        f"{v:.9g}" for v in doubles
-    ]
-    assert prediction_io.FAST.format_floats(values, True).decode().split("\n")[:-1] == [
-        repr(v) for v in doubles
-    ]
+    special = np.array([0.0, -0.0, 1e-4, 1e6, 1e16, np.nan, np.inf, -np.inf, 1.0, 123456.0], np.float32)
+    values = np.concatenate([bits.view(np.float32), rng.random(100_000, dtype=np.float32), special])
+    assert prediction_io._texts(values, double=False).to_list() == [str(v) for v in values]
+    assert prediction_io._texts(values, double=True).to_list() == [json.dumps(v) for v in values.tolist()]
+    assert prediction_io.float32_texts(values) == [str(v) for v in values]
 
 
 def test_the_formats_are_columnar():
@@ -251,7 +261,7 @@ def test_written_files_are_atomic(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(prediction_io, "FAST", type("F", (), {"format_kaggle": staticmethod(broken)}))
+    monkeypatch.setattr(prediction_io, "_joined", broken)
     with pytest.raises(RuntimeError):
         KaggleCsvFormat().write_columns(path, table.columns(), None)
     assert path.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
@@ -263,7 +273,7 @@ def test_columns_of_arrays_name_rows_not_lines():
         cols.check_unique("x")
 
 
-# -- property test: any text reads the same through the C parser and the Python line parsers -----------------
+# -- property test: any text reads the same through polars and the Python line parsers -----------------
 
 FUZZ = settings(
     max_examples=int(os.environ.get("ZOO_FUZZ_EXAMPLES", "150")),
@@ -303,10 +313,10 @@ def outcome(path: Path, fast: bool):
         prediction_io.FAST = saved
 
 
-@needs_c
+@needs_polars
 @FUZZ
 @given(st.sampled_from([".csv", ".jsonl"]).flatmap(lambda s: st.tuples(st.just(s), prediction_text(s))))
-def test_c_parser_agrees_with_the_python_line_parsers(case):
+def test_polars_agrees_with_the_python_line_parsers(case):
     suffix, text = case
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, f"p{suffix}")
@@ -314,7 +324,7 @@ def test_c_parser_agrees_with_the_python_line_parsers(case):
         assert outcome(path, True) == outcome(path, False)
 
 
-@needs_c
+@needs_polars
 @FUZZ
 @given(st.sampled_from([".csv", ".jsonl"]).flatmap(lambda s: st.tuples(st.just(s), prediction_text(s))))
 def test_column_reader_agrees_with_the_row_reader(case):
@@ -343,9 +353,8 @@ def test_column_reader_agrees_with_the_row_reader(case):
         assert back == [(r.id, r.classes, r.scores) for r in rows]
 
 
-def test_number_parsing_matches_float_on_many_spellings():
-    if prediction_io.FAST is None:
-        pytest.skip("zoo.engine.infer._predio is not built")
+@needs_polars
+def test_number_parsing_matches_float_on_many_spellings(tmp_path):
     rng = np.random.default_rng(5)
     f32 = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     doubles = f32[np.isfinite(f32)].astype(float).tolist() + rng.random(50_000).tolist()
@@ -354,6 +363,14 @@ def test_number_parsing_matches_float_on_many_spellings():
                                              rng.integers(0, 25, 20_000).tolist())]  # fmt: skip
     tokens += ["0", "-0", "+0.0", "00012.5000", ".5", "5.", "1e22", "1e23", "9007199254740993", "4.9e-324"]
     tokens += ["123456789012345678901234567890e-20", "0.000000000000000000000000001", "-1E-7", "2e-400"]
-    got = np.frombuffer(prediction_io.FAST.parse_numbers(" ".join(tokens).encode()), np.float64)
-    want = np.array([float(t) for t in tokens])
-    assert got.tolist() == want.tolist() and np.array_equal(np.signbit(got), np.signbit(want))
+    path = tmp_path / "p.csv"
+    plain = [t for t in tokens if t[0] not in "+-"]  # a signed token sends its block to Python
+    for part in (plain, tokens):
+        path.write_text(
+            "VideoId,LabelConfidencePairs\n" + "".join(f"v{i},1 {t}\n" for i, t in enumerate(part))
+        )
+        block = path.read_bytes().split(b"\n", 1)[1]
+        assert (prediction_io.parse_kaggle_block(block) is not None) == (part is plain)
+        got = read_kaggle_columns(path, rank=False, dtype=np.float64).scores[:, 0]
+        want = np.array([float(t) for t in part])
+        assert got.tolist() == want.tolist() and np.array_equal(np.signbit(got), np.signbit(want))

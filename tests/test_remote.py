@@ -438,6 +438,20 @@ def test_weights_runs_and_outputs_in_a_bucket(tiny_data, s3, tmp_path, local_run
     for name in ("predictions.jsonl", "predictions.csv"):
         assert fs.cat_file(f"out/predictions/{name}") == (tmp_path / "local" / name).read_bytes(), name
     assert SECRET_KEY not in remote.stdout + remote.stderr
+    # zoo score against labelled records in the bucket: the same scores as against the local files
+    scores = [
+        subprocess.run(
+            [ZOO, "score", "--predictions", str(tmp_path / "local" / "predictions.csv")]
+            + ["--data", data, "--num-classes", "12", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        for data in ("s3://yt8m/test/", str(tiny_data / "test"))
+    ]
+    assert all(r.returncode == 0 for r in scores), scores[0].stderr[-2000:] + scores[1].stderr[-2000:]
+    assert json.loads(scores[0].stdout) == json.loads(scores[1].stdout)
     # a prediction file in the bucket is an ensemble member like a local one
     member = load_member("s3://out/predictions/predictions.jsonl", None, "test", 20, progress=False)
     assert len(member.ids) == 24
@@ -487,3 +501,22 @@ def test_data_dir_may_be_a_bucket_prefix(tiny_data, s3):
     assert cfg.data.valid == ["s3://yt8m/frame/validate/"] and cfg.data.test == ["s3://yt8m/frame/test/"]
     with pytest.raises(UsageError, match="no train/ or valid/"):
         with_data_dir(load_config(None, ["dataset.preset=yt8m"], model="mean-pool"), "s3://yt8m/frame/train")
+
+
+@pytest.mark.integration
+def test_the_next_file_is_in_flight_while_the_current_one_is_read(tiny_data):
+    """The pipeline tells the reader which file comes next: its first blocks are requested before the
+    current file's last ones, and the open that follows uses them (no block is fetched twice)."""
+    from zoo.data.pipeline import batches
+
+    first, second = shard_names(tiny_data / "train")
+    with http_server(tiny_data) as server:
+        reader = frame_reader([f"{server.url}/train/"], read_ahead_block="4KiB", read_ahead_blocks=2)
+        spec = reader.spec
+        got = sum(len(b["labels"]) for b in batches(reader, spec=spec, batch_size=8, shuffle=False))
+        log = [(path.rsplit("/", 1)[-1], rng) for path, rng in server.log]
+    assert got == 60
+    firsts = [i for i, (name, _) in enumerate(log) if name == first]
+    seconds = [i for i, (name, _) in enumerate(log) if name == second]
+    assert seconds[0] < firsts[-1]  # the second file started before the first was done
+    assert len(set(log)) == len(log)  # and nothing was fetched twice

@@ -98,12 +98,12 @@ HOLD = textwrap.dedent(
 @pytest.mark.integration
 def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle):
     """``train.fused_update`` changes which kernels compute the same Adam update: a resume refuses the change
-    unless allowed, then ends where an uninterrupted run does."""
+    unless allowed, then ends where an uninterrupted run does (opting in, here)."""
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1", "train.max_iter=3"), progress=False).fit()
-    changed = tiny_config(tiny_data, run, "train.epoch=1", "train.fused_update=false")
+    changed = tiny_config(tiny_data, run, "train.epoch=1", "train.fused_update=true")
     with pytest.raises(UsageError, match="--allow-change train.fused_update"):
         Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter",))
     Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter", "train.fused_update"))
@@ -130,14 +130,49 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_da
     logs: list[str] = []
     Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False, log=logs.append).fit()
     assert any(f"process {holder.pid} that locked it is gone" in m for m in logs)
-    assert not (run / "run.lock").exists()  # released at the end
+    assert not (run / "run.lock.owner").exists()  # released at the end
+    DirectoryLock(run / "run.lock").acquire().release()
 
 
-def test_a_lock_held_on_another_host_is_reported_not_taken(tmp_path):
+HOLD_AND_REPORT = textwrap.dedent(
+    """
+    import sys
+    from zoo.dirlock import DirectoryLock, DirectoryLocked
+    try:
+        DirectoryLock(sys.argv[1]).acquire()
+    except DirectoryLocked as exc:
+        print(exc)
+    """
+)
+
+
+@pytest.mark.integration
+def test_the_refusal_names_the_holder_and_a_note_without_a_lock_is_not_a_holder(tmp_path):
+    """The lock is the OS's (flock): the holder's note alone (here one naming a process on another host)
+    holds nothing; while a process holds the lock, another process is refused with the holder's pid, host and
+    command; within one process, taking the lock again succeeds (an earlier run in it failed)."""
     lock = tmp_path / "run.lock"
-    lock.write_text(json.dumps({"pid": 4242, "host": "elsewhere.example", "since": "2026-01-01 00:00:00"}))
-    with pytest.raises(DirectoryLocked, match="process 4242 on host elsewhere.example"):
-        DirectoryLock(lock).acquire()
+    note = {
+        "pid": 4242,
+        "host": "elsewhere.example",
+        "since": "2026-01-01 00:00:00",
+        "command": "zoo train x",
+    }
+    (tmp_path / "run.lock.owner").write_text(json.dumps(note))
+    logs: list[str] = []
+    held = DirectoryLock(lock).acquire(logs.append)
+    assert logs and "process 4242 on host elsewhere.example that locked it is gone (zoo train x)" in logs[0]
+    assert DirectoryLock(lock).acquire().held
+    refused = subprocess.run(
+        [sys.executable, "-c", HOLD_AND_REPORT, str(lock)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"process {os.getpid()} on this host" in refused and sys.argv[0] in refused
+    held.release()
+    assert not (tmp_path / "run.lock.owner").exists()
+    again = subprocess.run(
+        [sys.executable, "-c", HOLD_AND_REPORT, str(lock)], capture_output=True, text=True, check=True
+    )
+    assert again.stdout == ""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -226,7 +261,10 @@ def test_disk_full_while_packing_names_the_shard(tmp_path, monkeypatch):
     (tmp_path / "out" / ".train0000.abc.partial").mkdir()  # as a kill -9 would leave it
     monkeypatch.undo()
     pack([str(source)], tmp_path / "out", jobs=1, progress=False)
-    assert not list((tmp_path / "out").glob(".*.partial")) and not (tmp_path / "out" / ".pack.lock").exists()
+    assert (
+        not list((tmp_path / "out").glob(".*.partial"))
+        and not (tmp_path / "out" / ".pack.lock.owner").exists()
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -102,6 +102,29 @@ class CustomOps(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Int8Policy:
+    """Which of a model's matrix products an int8 export (``zoo export --precision int8``) quantizes."""
+
+    allowed: bool = True
+    """False: the model refuses int8 exports (``reason`` says why)."""
+    reason: str = ""
+    quantize: tuple[str, ...] | None = None
+    """Parameter names (``model.named_parameters()``; a name ending in ``.`` is a prefix) whose products with
+    the activations become int8; every other product, and every product whose matrix is not a parameter as
+    it stands (a constant the export derives from parameters), stays fp32. None: every product whose
+    matrix is a constant. BatchNorm, softmax and the other elementwise operations always stay fp32."""
+
+
+@runtime_checkable
+class Int8Quantizable(Protocol):
+    """A model that states which of its products an int8 export quantizes, or that it refuses int8."""
+
+    def int8_policy(self) -> Int8Policy:
+        """The policy for this model as configured (read once, before anything is exported)."""
+        ...
+
+
 @runtime_checkable
 class Reader(Protocol):
     """Reads videos from files: ``Reader(config, spec)`` with ``config.paths`` (files, folders, globs).
@@ -143,6 +166,15 @@ class CountingReader(Protocol):
 
     def count(self, source: str) -> int:
         """The number of videos ``read(source)`` yields."""
+        ...
+
+
+@runtime_checkable
+class PrefetchingReader(Protocol):
+    """A reader that can start fetching a file before it is read (remote data: the next file in flight)."""
+
+    def prefetch(self, source: str) -> None:
+        """A hint that ``source`` is read next; it must not fail (a problem surfaces when it is read)."""
         ...
 
 

@@ -1,10 +1,12 @@
-"""One writer per directory: a lock file naming the process that holds it, taken over when that process is gone.
+"""One writer per directory: an OS file lock (the ``filelock`` library), with a note naming its holder.
 
 A training run (its ``train.save_dir``) and a ``zoo data pack`` output are written by one process at a time;
-a second one would mix its files with the first one's. The lock is a file created with ``O_EXCL`` that holds
-the owner's pid, host and process start time. A lock whose process no longer exists on this host (killed
-with ``kill -9``, machine rebooted) is stale and taken over; one held on another host cannot be checked and
-is reported. Also: :func:`no_space_error` for the disk-full message, shared by checkpoints and packing.
+a second one would mix its files with the first one's. The lock is ``filelock.FileLock`` on the lock file
+(``flock`` on Unix): the kernel drops it when its process ends in any way (``kill -9`` included), so a lock is
+never stale and a reused pid cannot fool it; on a network file system the server arbitrates between hosts.
+Next to it, ``<lock>.owner`` (JSON: pid, host, start, command) says who holds it, for the refusal message; it is
+removed on release, and a leftover one (a killed holder) is named when the lock is taken over. Also:
+:func:`no_space_error` for the disk-full message, shared by checkpoints and packing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import filelock
+
+from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 
 
@@ -33,126 +38,79 @@ class NoSpaceLeft(ZooError):
     """The disk filled up while writing; the previous complete files are untouched."""
 
 
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks (Linux), to tell a reused pid from the lock's owner."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if start is not None:
-        now = _process_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused by another process
-    return True
-
-
 class DirectoryLock:
     """``DirectoryLock(path).acquire()``; released by :meth:`release` or at interpreter exit."""
 
     def __init__(self, path: str | os.PathLike, *, what: str = "run directory") -> None:
         self.path = Path(path)
+        self.owner = self.path.with_name(self.path.name + ".owner")
         self.what = what
-        self.held = False
+        # one instance per path in a process: this process taking its own lock again (an earlier run in it failed
+        # before releasing) gets it
+        self._lock = filelock.FileLock(str(self.path), timeout=0, thread_local=False, is_singleton=True)
 
-    def _payload(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "start": _process_start(os.getpid()),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv)[:500],
-        }
+    @property
+    def held(self) -> bool:
+        return self._lock.is_locked
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            text = self.path.read_text()
-        except FileNotFoundError:
+            holder = json.loads(self.owner.read_text())
+        except (OSError, ValueError):
             return None
-        try:
-            holder = json.loads(text)
-            return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
-        except ValueError:
-            return {}  # being written right now, or damaged
+        return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
     def acquire(self, log: Callable[[str], None] | None = None) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(20):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:
-                    continue  # released meanwhile
-                if not holder:
-                    age = time.time() - self._mtime()
-                    if age < 5:
-                        time.sleep(0.1)  # its owner is writing it
-                        continue
-                    self._take_over(f"{self.path} is unreadable and {age:.0f} s old", log)
-                    continue
-                pid, host = holder["pid"], holder.get("host", "?")
-                same_host = host == socket.gethostname()
-                if same_host and pid == os.getpid():
-                    self._take_over(None, None)  # this process again (an earlier run in it failed)
-                    continue
-                if same_host and not _alive(pid, holder.get("start")):
-                    self._take_over(f"process {pid} that locked it is gone", log)
-                    continue
-                where = "this host" if same_host else f"host {host}"
-                raise DirectoryLocked(
-                    f"{self.path.parent} is in use: process {pid} on {where} has been writing it since "
-                    f"{holder.get('since', '?')} ({holder.get('command', '')!s}). Wait for it to finish or "
-                    f"choose another directory"
-                    + (
-                        ""
-                        if same_host
-                        else f"; if that process is gone, delete {self.path} (a lock held on another "
-                        f"host cannot be checked from here)"
-                    )
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self._payload()))
-                f.flush()
-                os.fsync(f.fileno())
-            self.held = True
-            atexit.register(self.release)
-            return self
-        raise DirectoryLocked(f"could not lock {self.path}: it keeps changing; is another process starting?")
-
-    def _mtime(self) -> float:
         try:
-            return self.path.stat().st_mtime
-        except FileNotFoundError:
-            return time.time()
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise self._refusal() from None
+        previous = self._holder()
+        if previous and log and previous["pid"] != os.getpid():
+            host = previous.get("host")
+            where = "" if host in (None, socket.gethostname()) else f" on host {host}"
+            log(
+                f"taking over the lock of the {self.what} {self.path.parent}: process {previous['pid']}{where} "
+                f"that locked it is gone ({previous.get('command', '')})"
+            )
+        atomic_write_text(
+            self.owner,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "command": " ".join(sys.argv)[:500],
+                }
+            ),
+        )
+        atexit.register(self.release)
+        return self
 
-    def _take_over(self, why: str | None, log: Callable[[str], None] | None) -> None:
-        # Rename first: of two processes taking over at once, only one rename succeeds.
-        aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
-        try:
-            os.replace(self.path, aside)
-        except FileNotFoundError:
-            return
-        aside.unlink(missing_ok=True)
-        if why and log:
-            log(f"taking over the stale lock of the {self.what} {self.path.parent}: {why}")
+    def _refusal(self) -> DirectoryLocked:
+        holder = self._holder()
+        if holder is None:  # taken this instant, its note not written yet
+            who = "another process"
+        else:
+            host = holder.get("host", "?")
+            where = "this host" if host == socket.gethostname() else f"host {host}"
+            who = (
+                f"process {holder['pid']} on {where} has been writing it since {holder.get('since', '?')} "
+                f"({holder.get('command', '')!s})"
+            )
+        return DirectoryLocked(
+            f"{self.path.parent} is in use: {who} holds {self.path}. Wait for it to finish or choose another "
+            f"directory"
+        )
 
     def release(self) -> None:
-        if not self.held:
+        if not self._lock.is_locked:
             return
-        self.held = False
         holder = self._holder()
         if holder and holder.get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
+            self.owner.unlink(missing_ok=True)
+        self._lock.release(force=True)
 
 
 def remove_partials(folder: Path) -> list[Path]:

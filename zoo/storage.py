@@ -371,6 +371,7 @@ class RemoteFile:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, self.options.blocks), thread_name_prefix="zoo-read"
         )
+        self.pid = os.getpid()
         self.closed = False
 
     # the binary-file protocol the readers use
@@ -432,8 +433,13 @@ class RemoteFile:
 
     # blocks
     def _block(self, index: int) -> bytes:
+        self._block_ahead(index)
+        return self._blocks[index].result()
+
+    def _block_ahead(self, index: int) -> None:
+        """Have block ``index`` and the ``blocks`` after it in flight (or done), and no others."""
         bs = self.options.block_size
-        last = (self.size - 1) // bs
+        last = max(0, (self.size - 1) // bs)
         for stale in [i for i in self._blocks if i < index]:  # behind the reader: memory back
             self._blocks.pop(stale).cancel()
         for ahead in range(index, min(last, index + self.options.blocks) + 1):
@@ -441,7 +447,6 @@ class RemoteFile:
                 self._blocks[ahead] = self._pool.submit(self._fetch, ahead)
         for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
             self._blocks.pop(far).cancel()
-        return self._blocks[index].result()
 
     def _fetch(self, index: int) -> bytes:
         start = index * self.options.block_size
@@ -456,6 +461,38 @@ class RemoteFile:
         return call(get, self.url, f"read bytes {start}-{end - 1}", retry=self.options.retry)
 
 
+_prefetched: dict[str, RemoteFile] = {}
+_prefetch_lock = threading.Lock()
+
+
+def prefetch(url: str, options: ReadOptions | None = None) -> None:
+    """Start reading the first blocks of ``url`` now, so that the next :func:`open_input` of it finds them
+    in flight (a reader's next file, while it still decodes the current one). One file per process is kept
+    so: an earlier prefetch not yet opened is dropped. Local paths and cached reads are left alone."""
+    options = options or ReadOptions()
+    if not is_url(url) or options.cache_dir or options.blocks < 1:
+        return
+    try:
+        ahead = RemoteFile(url, options)
+        ahead._block_ahead(0)
+    except (DataError, UsageError):
+        return  # reported by the open that follows, with its own context
+    with _prefetch_lock:
+        for stale in _prefetched.values():
+            stale.close()
+        _prefetched.clear()
+        _prefetched[url] = ahead
+
+
+def _take_prefetched(url: str, options: ReadOptions) -> RemoteFile | None:
+    with _prefetch_lock:
+        ahead = _prefetched.pop(url, None)
+    if ahead is not None and (ahead.pid != os.getpid() or ahead.options != options):
+        ahead.close()  # made in a parent process, or with other settings
+        return None
+    return ahead
+
+
 def open_input(path: str, options: ReadOptions | None = None) -> Any:
     """A binary stream to read ``path`` (local path or URL). Local: an unbuffered file; a URL: a
     :class:`RemoteFile`, or the cached local copy when ``options.cache_dir`` is set. Both have ``size``
@@ -464,7 +501,7 @@ def open_input(path: str, options: ReadOptions | None = None) -> Any:
     if is_url(path) and options.cache_dir:
         path = cached_copy(path, options)
     if is_url(path):
-        return RemoteFile(path, options)
+        return _take_prefetched(path, options) or RemoteFile(path, options)
     path = local_path(path)
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller

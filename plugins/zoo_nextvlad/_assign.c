@@ -1,5 +1,7 @@
 /* NeXtVLAD's weighted cluster assignments in one pass each, the GIL released: at inference from the logits
  * (assign), and in training around the pooling op (weight, weight_grad; zoo_nextvlad.ops._PoolExpand).
+ * Need: NeXtVLAD's evaluation, prediction and training steps (docs/nextvlad.md); paddle's ops take four
+ * single-threaded passes. Fallback: those ops (FUSED_ASSIGN None; tests/test_nextvlad_formulation.py).
  *
  * assign(out, logits, mask, bias, groups, clusters, threads)
  *

@@ -23,7 +23,14 @@ from paddle import nn
 from zoo.config import DatasetSpec, bounded
 from zoo.errors import ConfigError
 from zoo.nn import LogisticHead, SEGating, feature_tensors
-from zoo_nextvlad.model import NeXtVLAD, NeXtVLADLayer, check_branches, custom_assign_ops, load_eigenvalues
+from zoo_nextvlad.model import (
+    NeXtVLAD,
+    NeXtVLADLayer,
+    check_branches,
+    custom_assign_ops,
+    int8_products,
+    load_eigenvalues,
+)
 
 _EIGEN_EPSILON = 1e-4  # the author's train.py: scale = sqrt(eigenvalue) + 1e-4
 
@@ -137,6 +144,11 @@ class MixNeXtVLAD(nn.Layer):
         stacked = paddle.stack(branch_logits, axis=1)  # [B, M, C]
         logits = (stacked * weights.unsqueeze(-1)).sum(axis=1)
         return {"logits": logits, "branch_logits": branch_logits, "mix_weights": weights}
+
+    def int8_policy(self) -> Any:
+        """``zoo export --precision int8``: every branch's hidden layer, gating and classifier become int8;
+        the NeXtVLAD layers and the mixture's gate stay fp32 (:func:`zoo_nextvlad.model.int8_products`)."""
+        return int8_products(self)
 
     def custom_ops(self) -> Any:
         """``zoo export --custom-ops``: every branch's NeXtVLAD layers call the assignment operator."""

@@ -28,6 +28,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from zoo.config import DatasetSpec
+from zoo.contracts import Int8Policy
 from zoo.errors import ConfigError, DataError
 from zoo.nn import MaskedBatchNorm, SEGating, build_head, feature_tensors
 from zoo_nextvlad.ops import (
@@ -341,6 +342,22 @@ class NeXtVLADLayer(nn.Layer):
         }
 
 
+_INT8_LAYERS = ("hidden", "gating", "head")
+
+
+def int8_products(model: nn.Layer) -> Int8Policy:
+    """The int8 policy of NeXtVLAD models: the products after the pooling become int8 (the hidden layer, the
+    SE gating and the classifier: 83 of the reference's 89M parameters, plain matrix products); the
+    frame-level expansion, group attention and cluster assignments (whose softmax turns rounding into a
+    different soft assignment of every frame) stay fp32, as do every BatchNorm and softmax."""
+    names = tuple(
+        name
+        for name, _ in model.named_parameters()
+        if name.endswith(".weight") and any(part in _INT8_LAYERS for part in name.split(".")[:-1])
+    )
+    return Int8Policy(quantize=names)
+
+
 class NeXtVLAD(nn.Layer):
     """NeXtVLAD video classifier (PaddleVideo 1.x ``NEXTVLAD``): ``forward(batch)`` -> logits ``[B, C]``."""
 
@@ -388,6 +405,10 @@ class NeXtVLAD(nn.Layer):
         x = paddle.concat(vlads, axis=1) if len(vlads) > 1 else vlads[0]
         x = self.hidden_bn(self.hidden(self.dropout(x)))
         return self.head(self.gating(x))
+
+    def int8_policy(self) -> Int8Policy:
+        """``zoo export --precision int8``: see :func:`int8_products`."""
+        return int8_products(self)
 
     def custom_ops(self) -> contextlib.AbstractContextManager[None]:
         """Context in which a traced eval forward calls NeXtVLAD's custom operator (the one-pass assignment

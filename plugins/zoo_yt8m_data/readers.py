@@ -168,6 +168,11 @@ class _YT8MReader:
 
     dequantize_into = staticmethod(dequantize_into)
 
+    def prefetch(self, source: str) -> None:
+        """The pipeline's hint: ``source`` is read next. A remote TFRecord's first blocks start now."""
+        if storage.is_url(source) and not source.endswith((".pkl", ".pickle")):
+            storage.prefetch(source, self.remote)
+
     def count(self, source: str) -> int:
         """Videos in ``source`` (packed: from the index; TFRecord: from the record headers)."""
         if packed.is_shard(source):

@@ -122,7 +122,8 @@ def add_prediction_arguments(p) -> None:
 
 
 class PredictVideos:
-    """``zoo predict --videos VIDEO...``: extract the videos' features, then predict on them."""
+    """``zoo predict --videos VIDEO...`` (or ``zoo predict VIDEO.mp4``): extract the videos' features, then
+    predict on them."""
 
     name = "predict-videos"
     command = "predict"
@@ -135,6 +136,12 @@ class PredictVideos:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int | None:
+        from zoo_yt8m_extract.sources import VIDEO_SUFFIXES
+
+        model = getattr(args, "model", None)
+        if model and Path(model).suffix.lower() in VIDEO_SUFFIXES and Path(model).is_file():
+            args.videos = [model, *(args.videos or [])]  # `zoo predict VIDEO.mp4 --weights RUN`
+            args.model = None
         if not args.videos:
             if args.timeline:
                 raise UsageError("--timeline labels windows of video files: give them with --videos")

@@ -1,13 +1,14 @@
 """The Kaggle prediction format of the YouTube-8M challenges (``VideoId,LabelConfidencePairs``).
 
-Registered as the prediction format ``kaggle-csv``; ``zoo score`` reads it. Scores are written with 9
-significant digits: exact for float32 probabilities, so reading a file back gives the same ranking (and the
-same GAP) as the scores it was written from. Reading errors name the file, the line and what is wrong, so a
-bad submission is fixed in one go. Class names come from YouTube-8M's ``vocabulary.csv``, read with the
-engine's class-names loader (:func:`zoo.engine.infer.predictions.load_class_names`). Whole files are read and
-written column-wise (:func:`read_kaggle_columns`, :func:`write_kaggle_columns`: the C parser and formatter of
-:mod:`zoo.engine.infer.prediction_files`, this module's row parser for the lines they leave), with the same rows,
-bytes and errors as the row-by-row functions.
+Registered as the prediction format ``kaggle-csv``; ``zoo score`` reads it. Scores are written as the shortest
+text of their float32 value (numpy's ``str(np.float32(x))``): exact for float32 probabilities, so reading a file
+back gives the same ranking (and the same GAP) as the scores it was written from. Reading errors name the
+file, the line and what is wrong, so a bad submission is fixed in one go. Class names come from YouTube-8M's
+``vocabulary.csv``, read with the engine's class-names loader
+(:func:`zoo.engine.infer.predictions.load_class_names`). Whole files are read and written column-wise
+(:func:`read_kaggle_columns`, :func:`write_kaggle_columns`: polars through
+:mod:`zoo.engine.infer.prediction_files`, this module's row parser for the blocks it leaves), with the same
+rows, bytes and errors as the row-by-row functions.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ KAGGLE_HEADER = ("VideoId", "LabelConfidencePairs")
 
 
 def format_pairs(classes: Iterable[int], scores: Iterable[float]) -> str:
-    """``label score label score ...`` with 9 significant digits (float32 round-trips exactly)."""
-    return " ".join(f"{int(c)} {float(s):.9g}" for c, s in zip(classes, scores))
+    """``label score label score ...``, each score the shortest text of its float32 (round-trips exactly)."""
+    texts = prediction_io.float32_texts(np.asarray(list(scores), dtype=np.float64))
+    return " ".join(f"{int(c)} {t}" for c, t in zip(classes, texts))
 
 
 def write_kaggle_csv(path: str | os.PathLike, rows: Iterable[Prediction], *, top_k: int | None = None) -> int:
@@ -231,11 +233,10 @@ def _header_end(path: Path) -> int:
 def read_kaggle_columns(
     path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32
 ) -> PredictionColumns:
-    """A Kaggle CSV as arrays (:mod:`zoo.engine.infer.prediction_files`, C speed): the rows of :func:`iter_kaggle_csv`
+    """A Kaggle CSV as arrays (:mod:`zoo.engine.infer.prediction_files`, through polars): the rows of :func:`iter_kaggle_csv`
     in file order, each ranked best first when ``rank`` (else in file order); the same errors. Duplicate ids
     and the class range are the caller's to check (``PredictionColumns.check_unique``, ``check_classes``)."""
     path = Path(path)
-    fast = prediction_io.FAST
 
     def parse_line(line_no: int, text: str) -> tuple[str, list[int], list[float]]:
         return _parse_row(path, line_no, text.strip())
@@ -243,7 +244,7 @@ def read_kaggle_columns(
     return prediction_io.read_columns(
         path,
         parse_line,
-        fast and fast.parse_kaggle,
+        prediction_io.parse_kaggle_block,
         start=_header_end(path),
         line_no=1,
         rank=rank,
@@ -252,7 +253,7 @@ def read_kaggle_columns(
 
 
 def write_kaggle_columns(path: str | os.PathLike, columns: PredictionColumns) -> int:
-    """:func:`write_kaggle_csv` for arrays: the same bytes (C speed where the C module is built), atomic."""
+    """:func:`write_kaggle_csv` for arrays: the same bytes (through polars where it is installed), atomic."""
     if not prediction_io.fast_writes():
         return write_kaggle_csv(path, columns.predictions())
     raw = prediction_io.id_bytes(columns.ids)
@@ -262,4 +263,4 @@ def write_kaggle_columns(path: str | os.PathLike, columns: PredictionColumns) ->
         vid = columns.ids[int(np.flatnonzero(bad)[0])].decode("utf-8", "replace")
         raise ValueError(f"video id {vid!r} cannot be written to a Kaggle CSV (empty, or has , or newline)")
     header = (",".join(KAGGLE_HEADER) + "\n").encode()
-    return prediction_io.write_rows(path, columns, prediction_io.FAST.format_kaggle, header=header)
+    return prediction_io.write_kaggle_rows(path, columns, header)

@@ -51,7 +51,13 @@ from typing import Any
 import numpy as np
 
 from zoo.config import DatasetSpec
-from zoo.contracts import CountingReader, DequantizingReader, PartCountingReader, PartitionedReader
+from zoo.contracts import (
+    CountingReader,
+    DequantizingReader,
+    PartCountingReader,
+    PartitionedReader,
+    PrefetchingReader,
+)
 from zoo.errors import DataError, ZooError
 
 # The C kernel that fills batches from uint8 frames (zoo/data/_fastfill.c); None where it was not built, or
@@ -129,10 +135,20 @@ def _read_task(reader: Any, task: Task) -> Iterator[dict[str, Any]]:
             yield record
 
 
+def _prefetching(reader: Any, tasks: list[Task]) -> Iterator[dict[str, Any]]:
+    """The records of ``tasks`` in order; a :class:`~zoo.contracts.PrefetchingReader` is told the next task's
+    source as each task starts, so that a second file is in flight (remote data)."""
+    prefetching = isinstance(reader, PrefetchingReader)
+    for i, task in enumerate(tasks):
+        if prefetching and i + 1 < len(tasks) and tasks[i + 1][0] != task[0]:
+            reader.prefetch(tasks[i + 1][0])
+        yield from _read_task(reader, task)
+
+
 def _part_records(
     reader: Any, tasks: Iterable[Task], shuffle_buffer: int, rng: random.Random | None
 ) -> Iterator[dict[str, Any]]:
-    records = (r for task in tasks for r in _read_task(reader, task))
+    records = _prefetching(reader, list(tasks))
     if rng is None or shuffle_buffer <= 1:
         yield from records
         return

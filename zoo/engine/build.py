@@ -144,7 +144,7 @@ def with_remote_data_dir(cfg: ZooConfig, root: str, *, keep_infer: bool = False)
     splits = {split: found.get(split) for split in SPLITS}
     if keep_infer:
         splits.pop("infer")
-    return cfg.with_overrides({"data": splits}, f"--data {storage.redact(root)}")
+    return cfg.with_overrides({"data": splits}, f"--data {storage.redact(root)}", under_user=True)
 
 
 def check_data_sources(data_dir: str | None, overrides: list[str]) -> None:

@@ -71,10 +71,13 @@ class TrainConfig:
     l2_scope: Literal["all", "classifier"] = "all"
     """Parameters ``l2_penalty`` applies to: "all", or "classifier": the classifier heads' weights only (the
     starter code and WILLOW; see zoo.nn.ClassifierHead)."""
-    fused_update: bool = True
-    """Apply the clip factor, the L2 term and Adam in one threaded pass over each parameter (zoo's C kernel;
-    the same arithmetic as paddle's, bit for bit where paddle runs its AVX-512 adam kernel). False, or where
-    the kernel is not built or a parameter is not float32 on the CPU: paddle's clip, L2 term and adam kernel."""
+    fused_update: bool = False
+    """Opt-in: clip in place and apply the clip factor, the L2 term and Adam in one threaded pass over each
+    parameter (zoo's C kernel; the same arithmetic as paddle's, bit for bit where paddle runs its AVX-512 adam
+    kernel; ~1.3x per training step, one copy of the gradients less). It overrides private paddle methods, so
+    it runs only on the paddle versions it was tested with (zoo.engine.train.optimizer.FUSED_PADDLE_TESTED);
+    elsewhere, and where the kernel is not built or a parameter is not float32 on the CPU, paddle's public
+    clip, L2 term and adam kernel run. False (the default): paddle's public optimizer API only."""
     seed: int = 0
     """Seed for weights, dropout and shuffling."""
     fix_random_seed: bool = True

@@ -19,7 +19,8 @@ class ExportCommand:
         "Paddle Inference program (paddle.jit.save: inference.json + inference.pdiparams) plus metadata.json.\n"
         "Batch size and frame count stay dynamic. --format onnx converts that program to model.onnx\n"
         "(paddle2onnx; the onnx extra) for ONNX Runtime. The export is checked against the model before it\n"
-        "is written; `zoo predict --model DIR [--precision bf16]` predicts with it. See docs/export.md."
+        "is written; `zoo predict --model DIR [--precision bf16]` predicts with it. --precision int8 writes an\n"
+        "int8 ONNX model, checked against fp32 by GAP on labelled data. See docs/export.md."
     )
 
     @staticmethod
@@ -53,6 +54,42 @@ class ExportCommand:
             default="paddle",
             help="paddle: a Paddle Inference program (default); onnx: model.onnx for ONNX Runtime "
             "(needs the onnx extra: pip install 'yt8m-zoo[onnx]')",
+        )
+        parser.add_argument(
+            "--precision",
+            choices=["fp32", "int8"],
+            default="fp32",
+            help="int8: an ONNX model whose matrix products the model's plugin chooses run in int8 (ONNX "
+            "Runtime's quantization tools), checked against fp32 on probe batches and by GAP on the "
+            "validation split (data.valid, else the sample data); implies --format onnx",
+        )
+        parser.add_argument(
+            "--quantization",
+            choices=["dynamic", "static"],
+            default="dynamic",
+            help="with --precision int8: dynamic (activation ranges per batch at run time; default) or "
+            "static (ranges calibrated on training batches, data.train)",
+        )
+        parser.add_argument(
+            "--calibration-batches",
+            type=int,
+            default=16,
+            metavar="N",
+            help="with --quantization static: training batches to calibrate on (default 16)",
+        )
+        parser.add_argument(
+            "--max-gap-drop",
+            type=float,
+            default=0.005,
+            metavar="X",
+            help="with --precision int8: largest GAP loss against fp32 accepted (default 0.005)",
+        )
+        parser.add_argument(
+            "--gap-videos",
+            type=int,
+            default=4096,
+            metavar="N",
+            help="with --precision int8: validation videos the GAP check reads (default 4096)",
         )
         parser.add_argument(
             "--frames",
@@ -95,12 +132,26 @@ class ExportCommand:
                 file=sys.stderr,
             )
         default = cfg.model_name if args.format == "paddle" else f"{cfg.model_name}-onnx"
+        if args.precision == "int8":
+            default = f"{cfg.model_name}-onnx-int8"
         target = str(args.output or Path("exports") / default)
         from zoo.storage import check_output
 
         check_output(target)
-        options = {"custom_ops": True} if args.custom_ops else {}
-        if args.format == "onnx":
+        options: dict = {"custom_ops": True} if args.custom_ops else {}
+        if args.precision == "int8":
+            if args.custom_ops:
+                raise UsageError("--custom-ops: int8 exports are ONNX models of standard operators; drop it")
+            from zoo.engine.export.quantize import Int8Options, export_int8
+
+            export_model = export_int8  # an fp32 ONNX export, quantized and checked again
+            options["options"] = Int8Options(
+                mode=args.quantization,
+                calibration_batches=args.calibration_batches,
+                eval_videos=args.gap_videos,
+                max_gap_drop=args.max_gap_drop,
+            )
+        elif args.format == "onnx":
             if args.custom_ops:
                 raise UsageError("--custom-ops: ONNX exports use standard operators only; drop --custom-ops")
             from zoo.engine.export.onnx import export_onnx
@@ -141,14 +192,36 @@ class ExportCommand:
                 f"yes: {meta['model']}'s (loaded by zoo predict; CPU)" if meta.get("custom_ops") else "none",
             ],
             ["check (max |diff| vs model)", f"{meta['check']['max_abs_diff']:.2g}"],
+            *_int8_rows(meta),
             ["vocabulary", f"{len(meta['vocabulary'])} names" if meta["vocabulary"] else "none"],
             ["size", f"{size / 1e6:.1f} MB"],
             ["output", str(output)],
         ]
         print_table(rows, ["", ""])
-        precision = "" if args.format == "onnx" else " [--precision bf16]"
+        precision = "" if args.format == "onnx" or "quantization" in meta else " [--precision bf16]"
         print(f"predict with: zoo predict --model {output} --filelist FILES{precision}")
         return 0
+
+
+def _int8_rows(meta: dict) -> list[list[str]]:
+    """The int8 export's own table rows: what was quantized, and GAP against fp32."""
+    quantization = meta.get("quantization")
+    if not quantization:
+        return []
+    gap = meta["check"]["gap"]
+    products = quantization["products"]
+    return [
+        [
+            "int8",
+            f"{quantization['mode']}: {sum(p['int8'] for p in products)} of {len(products)} products, "
+            f"{quantization['int8_parameters']:,} parameters (fp32 export {quantization['fp32_bytes'] / 1e6:.1f} MB)",
+        ],
+        [
+            "GAP int8 / fp32",
+            f"{gap['int8']:.5f} / {gap['fp32']:.5f} ({gap['difference']:+.5f}) on {gap['videos']} videos of "
+            f"{gap['data']}",
+        ],
+    ]
 
 
 COMMANDS = [ExportCommand]

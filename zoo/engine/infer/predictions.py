@@ -21,9 +21,9 @@ import numpy as np
 from zoo.atomic import atomic_path
 from zoo.contracts import Prediction
 from zoo.engine.infer.prediction_files import (
-    FAST,
     PredictionColumns,
     fast_writes,
+    parse_jsonl_block,
     read_columns,
     write_jsonl_columns,
 )
@@ -142,7 +142,7 @@ def read_jsonl_columns(
         row = _jsonl_row(path, line_no, text)
         return row.id, row.classes, row.scores
 
-    return read_columns(path, parse_line, FAST and FAST.parse_jsonl, rank=rank, dtype=dtype)
+    return read_columns(path, parse_line, parse_jsonl_block, rank=rank, dtype=dtype)
 
 
 def load_class_names(path: str | os.PathLike) -> dict[int, str]:

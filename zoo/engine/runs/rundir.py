@@ -3,7 +3,8 @@ the run exact, data paths stored absolute, and refusal of a run that would do no
 
 Files it adds to a run directory (see :mod:`zoo.engine.runs.checkpoint` for the rest)::
 
-    run.lock        pid, host and start time of the process writing the run (removed when it ends)
+    run.lock        the OS file lock of the process writing the run (filelock; dropped when it ends)
+    run.lock.owner  pid, host and command of that process (removed when it ends)
     resumes.jsonl   one line per --resume: when, from which checkpoint, which config keys changed
 """
 

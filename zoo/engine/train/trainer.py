@@ -149,7 +149,7 @@ class Trainer:
         np.random.seed(t.seed % (2**32))
         self.model = build_model(self.cfg)
         self.parameters = count_parameters(self.model)
-        self.optimizer = build_optimizer(self.model, t)
+        self.optimizer = build_optimizer(self.model, t, log=self.log)
         self._had_gradient: set[int] = set()  # parameters with a gradient in a step so far
         self.train_model = self.model
         if self.ctx.distributed:

@@ -1,0 +1,220 @@
+"""zoo export --precision int8: quantized ONNX exports, their checks, their data and the plugins' policies.
+
+Everything runs for real: tiny models exported through paddle2onnx, quantized by ONNX Runtime's tools and
+checked on TFRecords written here; `zoo predict --model` reads the result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import TINY_CLASSES, tiny_dataset
+from export_helpers import FEATURES, MAX_FRAMES, TINY, tiny_config, trained_weights
+
+from zoo.config import load_config
+from zoo.errors import DataError, UsageError
+
+pytest.importorskip("paddle2onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tiny_dataset(tmp_path_factory.mktemp("int8") / "data")
+
+
+def nextvlad_config(data: Path, **extra):
+    raw = {
+        "dataset": {"preset": "yt8m", "num_classes": TINY_CLASSES, "max_frames": MAX_FRAMES},
+        "model": {"name": "nextvlad", **TINY["nextvlad"]},
+        "data": {"train": [str(data / "train")], "valid": [str(data / "validate")]},
+        "eval": {"batch_size": 8},
+        **extra,
+    }
+    return load_config(raw=raw, source="test")
+
+
+def test_cli_int8_export_passes_its_checks_and_predicts(paddle, data, tmp_path, capsys):
+    from zoo.cli import main
+    from zoo.engine.export.onnx import OnnxModel
+    from zoo.engine.export.predictor import load_exported
+    from zoo.engine.runs.checkpoint import WEIGHTS_FILE
+
+    run = tmp_path / "run"  # a run directory as `zoo train` leaves it: its config names the data splits
+    run.mkdir()
+    cfg = nextvlad_config(data)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    trained_weights(cfg, run / WEIGHTS_FILE)
+    export = tmp_path / "int8"
+    assert main(["export", "--weights", str(run), "--precision", "int8", "--output", str(export)]) == 0
+    out = capsys.readouterr().out
+    assert "GAP int8 / fp32" in out and "dynamic: 4 of 12 products" in out
+
+    meta = json.loads((export / "metadata.json").read_text())
+    assert meta["precision"] == "int8" and meta["runtime"] == "onnxruntime"
+    check = meta["check"]
+    assert check["precision"] == "int8" and 0 < check["max_abs_diff"] <= check["tolerance"]
+    gap = check["gap"]
+    assert gap["videos"] == 24 and "validate" in gap["data"]
+    assert gap["fp32"] - gap["int8"] <= gap["max_drop"] and gap["difference"] == gap["int8"] - gap["fp32"]
+    # NeXtVLAD's policy: the products after the pooling are int8, the frame-level ones stay fp32
+    products = meta["quantization"]["products"]
+    assert {p["parameter"] for p in products if p["int8"]} == {
+        "hidden.weight",
+        "gating.squeeze.weight",
+        "gating.excite.weight",
+        "head.fc.weight",
+    }
+    assert all(p["parameter"] is None for p in products if not p["int8"])  # assignments: derived constants
+    assert meta["files"]["model.onnx"]["bytes"] < meta["quantization"]["fp32_bytes"]
+
+    exported = load_exported(export)
+    assert isinstance(exported, OnnxModel)
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(export),
+                "--filelist",
+                str(data / "test"),
+                "--output",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and all(len(r["classes"]) == len(r["scores"]) > 0 for r in rows)
+    assert all(
+        np.isfinite(r["scores"]).all() and 0 <= min(r["scores"]) <= max(r["scores"]) <= 1 for r in rows
+    )
+
+
+def test_static_int8_export_calibrates_on_training_batches(paddle, data, tmp_path):
+    from zoo.engine.export.quantize import Int8Options, export_int8
+
+    cfg = nextvlad_config(data)
+    weights = trained_weights(cfg, tmp_path / "w.safetensors")
+    out = export_int8(
+        cfg, str(weights), tmp_path / "static", options=Int8Options(mode="static", calibration_batches=2)
+    )
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["quantization"]["mode"] == "static"
+    assert "calibrated on 2 batches of data.train" in meta["quantization"]["activations"]
+    assert meta["check"]["max_abs_diff"] <= meta["check"]["tolerance"]
+
+
+def write_float_videos(path: Path, videos: list[tuple[str, np.ndarray, np.ndarray]]) -> Path:
+    """A TFRecord of SequenceExamples with float frame features (as unquantized exports store them)."""
+    from zoo_yt8m_data.tfrecord import frame
+    from zoo_yt8m_data.wire import encode_sequence_example
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payloads = [
+        encode_sequence_example({"id": vid.encode(), "labels": [1, 3]}, {"rgb": rgb, "audio": audio})
+        for vid, rgb, audio in videos
+    ]
+    path.write_bytes(b"".join(frame(p) for p in payloads))
+    return path
+
+
+def small_config(tmp_path: Path, name: str = "mean-pool"):
+    cfg = tiny_config(name)
+    rng = np.random.default_rng(0)
+    videos = [
+        (
+            f"v{i}",
+            rng.normal(size=(5, FEATURES["rgb"])).astype(np.float32),
+            rng.normal(size=(5, 8)).astype(np.float32),
+        )
+        for i in range(6)
+    ]
+    write_float_videos(tmp_path / "valid" / "a.tfrecord", videos)
+    bad = [*videos[:3], ("broken", videos[3][1].copy(), videos[3][2])]
+    bad[3][1][2, 4] = np.nan
+    write_float_videos(tmp_path / "train_nan" / "a.tfrecord", bad)
+    (tmp_path / "train_empty").mkdir()
+    (tmp_path / "train_empty" / "a.tfrecord").write_bytes(b"")
+    return cfg.with_overrides(
+        {"data": {"valid": [str(tmp_path / "valid")]}, "eval": {"batch_size": 2}}, "test"
+    )
+
+
+def test_broken_calibration_data_is_a_clear_error(paddle, tmp_path):
+    from zoo.engine.export.quantize import Int8Options, export_int8
+
+    cfg = small_config(tmp_path)
+    static = Int8Options(mode="static")
+    with pytest.raises(
+        DataError,
+        match=r"int8 calibration: video 'broken' of data.train: .*train_nan has NaN or infinite values in feature 'rgb'",
+    ):
+        export_int8(
+            cfg.with_overrides({"data": {"train": [str(tmp_path / "train_nan")]}}, "t"),
+            None,
+            tmp_path / "out",
+            allow_random=True,
+            options=static,
+        )
+    with pytest.raises(DataError, match=r"int8 calibration: data.train: .*train_empty holds no videos"):
+        export_int8(
+            cfg.with_overrides({"data": {"train": [str(tmp_path / "train_empty")]}}, "t"),
+            None,
+            tmp_path / "out",
+            allow_random=True,
+            options=static,
+        )
+    with pytest.raises(UsageError, match="int8 calibration needs the train split"):
+        export_int8(cfg, None, tmp_path / "out", allow_random=True, options=static)
+    # the GAP check's labelled data is read the same way
+    with pytest.raises(DataError, match="the int8 GAP check: video 'broken'"):
+        export_int8(
+            cfg.with_overrides({"data": {"valid": [str(tmp_path / "train_nan")]}}, "t"),
+            None,
+            tmp_path / "out",
+            allow_random=True,
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_whose_plugin_forbids_int8_is_refused(paddle, tmp_path, monkeypatch):
+    import zoo
+    from zoo.cli import main
+    from zoo.contracts import Int8Policy
+    from zoo.engine.export.quantize import export_int8
+
+    cls = zoo.plugin_class("model", "mean-pool")
+    monkeypatch.setattr(
+        cls,
+        "int8_policy",
+        lambda self: Int8Policy(allowed=False, reason="its scores are calibrated"),
+        raising=False,
+    )
+    cfg = small_config(tmp_path)
+    with pytest.raises(
+        UsageError, match="model 'mean-pool' does not allow int8 exports: its scores are calibrated"
+    ):
+        export_int8(cfg, None, tmp_path / "out", allow_random=True)
+    code = main(
+        ["export", "mean-pool", "--allow-random", "--precision", "int8", "--output", str(tmp_path / "cli")]
+    )
+    assert code == 2 and not (tmp_path / "out").exists() and not (tmp_path / "cli").exists()
+
+
+def test_a_policy_that_selects_nothing_is_refused(paddle, tmp_path, monkeypatch):
+    import zoo
+    from zoo.contracts import Int8Policy
+    from zoo.engine.export.quantize import export_int8
+
+    cls = zoo.plugin_class("model", "mean-pool")
+    monkeypatch.setattr(
+        cls, "int8_policy", lambda self: Int8Policy(quantize=("no.such.weight",)), raising=False
+    )
+    with pytest.raises(UsageError, match="selects none of its"):
+        export_int8(small_config(tmp_path), None, tmp_path / "out", allow_random=True)
