@@ -92,6 +92,28 @@ def test_base_files_are_merged_under_the_config(tmp_path):
         load_config(tmp_path / "loop.yaml")
 
 
+def test_base_fan_out_reads_each_file_once_and_the_file_count_is_bounded(tmp_path):
+    """Nine files, each listing the next ten times: 10**8 paths through the _base_ tree, nine reads."""
+    import time
+
+    from zoo import config
+
+    for i in range(9):
+        bases = [f"c{i + 1}.yaml"] * 10 if i < 8 else []
+        (tmp_path / f"c{i}.yaml").write_text(f"_base_: {bases}\ntrain: {{seed: {i}}}\n")
+    started = time.monotonic()
+    cfg = load_config(tmp_path / "c0.yaml", ["model.name=mean-pool", "dataset.preset=yt8m"])
+    assert cfg.train.seed == 0 and time.monotonic() - started < 5
+    n = config.MAX_CONFIG_FILES
+    for i in range(n + 1):  # a chain one file longer than the bound
+        base = f"_base_: d{i + 1}.yaml\n" if i < n else ""
+        (tmp_path / f"d{i}.yaml").write_text(base)
+    with pytest.raises(
+        ConfigError, match=rf"d0.yaml: pulls in more than {n} files through _base_ \(at .*d0.yaml -> "
+    ):
+        config.read_yaml(tmp_path / "d0.yaml")
+
+
 def test_bundled_configs_state_the_seed_recipe_once():
     base = load_config(bundled_config("nextvlad"))
     assert (base.train.learning_rate, base.train.batch_size, base.train.lr_boundary_examples) == (

@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 
 import pytest
-from zoo_yt8m_data.download import download, in_shard, local_name
+from zoo_yt8m_data.download import MAX_PLAN_FILES, default_max_bytes, download, in_shard, local_name
 
 import zoo
 from zoo.cli import main
@@ -37,6 +37,7 @@ class Site:
         self.fail_once: set[str] = set()
         self.requests: Counter[str] = Counter()
         self.ranges: list[tuple[str, str]] = []
+        self.lie: int | None = None  # announce this Content-Length for every file and stream without end
 
 
 @pytest.fixture()
@@ -61,6 +62,15 @@ def site():
                 self.send_error(503)
                 return None
             data = state.files[name]
+            if state.lie is not None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(state.lie))
+                self.end_headers()
+                try:
+                    while True:
+                        self.wfile.write(b"j" * 65536)
+                except (BrokenPipeError, ConnectionResetError):
+                    return None
             if name in state.corrupt:
                 data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
             start = 0
@@ -244,3 +254,34 @@ def test_a_saved_plan_is_checked_too(tmp_path):
     )
     with pytest.raises(zoo.DataError, match=r"'sub/x.tfrecord' is not a plain file name.*delete"):
         download("2/frame/train", tmp_path, base_url="http://127.0.0.1:9", backoff=0.01)
+
+
+def test_a_lying_server_is_held_to_the_cap_and_its_bytes_are_deleted(site, tmp_path, capsys):
+    """Announcing 10**12 bytes is refused before a byte is written; announcing a small size but streaming on
+    is cut at that size; announcing nothing (the endless case) is cut at --max-file-mb and deleted."""
+    site.lie = 10**12
+    out = tmp_path / "d"
+    argv = ["data", "download", "--partition", "2/frame/train", "-o", str(out), "--base-url", site.url]
+    assert main([*argv, "--max-file-mb", "1", "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "announces 1000000000000 bytes, more than the 1048576 allowed" in err
+    assert "no damaged or over-size file was kept" in err
+    assert sorted(p.name for p in out.iterdir()) == ["2_frame_train_download_plan.json"]
+    # one request per file: a size the cap refuses is not retried
+    assert all(site.requests[f"/2/frame/train/{n}"] == 1 for n in NAMES)
+
+
+def test_the_default_cap_follows_the_official_file_sizes_and_plans_are_bounded(site, tmp_path, capsys):
+    assert default_max_bytes("2/frame/train") == 1600 << 20
+    assert default_max_bytes("2/video/validate") == 32 << 20
+    site.lie = (1600 << 20) + 1  # just above the frame-level default
+    out = tmp_path / "d"
+    assert (
+        main(["data", "download", "--partition", "2/frame/train", "-o", str(out), "--base-url", site.url])
+        == 1
+    )
+    assert f"more than the {1600 << 20} allowed" in capsys.readouterr().err
+    too_many = {f"train{i:06d}.tfrecord": "0" * 32 for i in range(MAX_PLAN_FILES + 1)}
+    site.plan = {"files": too_many}
+    with pytest.raises(zoo.errors.DataError, match=f"lists {MAX_PLAN_FILES + 1} files, more than the"):
+        download("2/frame/train", tmp_path / "f", base_url=site.url, retries=0, dry_run=True)

@@ -140,3 +140,15 @@ def test_zoo_data_synth_command(tmp_path, capsys):
     assert sorted(p.name for p in (out / "train").iterdir()) == ["train0000.tfrecord", "train0001.tfrecord"]
     assert main(["data", "synth", "--output", str(out), "--classes", "1"]) == 2
     assert "--classes must be at least 2" in capsys.readouterr().err
+
+
+def test_sizes_that_cannot_fit_are_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "big"
+    argv = ["data", "synth", "--output", str(out)]
+    assert main([*argv, "--train-videos", str(10**12)]) == 2
+    err = capsys.readouterr().err
+    assert "GB on disk" in err and "nothing was written" in err
+    assert main([*argv, "--train-videos", "10", "--classes", str(10**9)]) == 2
+    assert "of memory" in capsys.readouterr().err
+    assert main([*argv, "--segments", "--valid-videos", str(10**12)]) == 2
+    assert not out.exists()

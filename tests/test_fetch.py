@@ -9,7 +9,16 @@ import time
 
 import pytest
 
-from zoo.fetch import Limits, PermanentError, TransferError, file_digest, retrying, sha256_file, transfer
+from zoo.fetch import (
+    Limits,
+    PermanentError,
+    TooLarge,
+    TransferError,
+    file_digest,
+    retrying,
+    sha256_file,
+    transfer,
+)
 
 
 class Endless(http.server.BaseHTTPRequestHandler):
@@ -28,8 +37,10 @@ class Endless(http.server.BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "1000")
             if self.path == "/short":
                 self.send_header("Content-Length", "1000")
+            if self.path == "/huge":
+                self.send_header("Content-Length", str(10**12))
             self.end_headers()
-            if self.path in ("/forever", "/liar"):
+            if self.path in ("/forever", "/liar", "/huge"):
                 while True:
                     self.wfile.write(b"x" * 65536)
             elif self.path == "/trickle":
@@ -54,11 +65,26 @@ def server():
     srv.server_close()
 
 
-def test_an_endless_body_is_cut_at_the_maximum(server, tmp_path):
+def test_an_endless_body_is_cut_at_the_maximum_and_deleted(server, tmp_path):
     dest = tmp_path / "f"
-    with pytest.raises(TransferError, match="more than the 1048576 bytes allowed"):
+    with pytest.raises(TooLarge, match="more than the 1048576 bytes allowed.*deleted"):
         transfer(f"{server}/forever", dest, limits=Limits(max_bytes=1 << 20), quiet=True)
-    assert dest.stat().st_size <= 1 << 20
+    assert not dest.exists()  # what an over-size transfer wrote is gone
+    dest.write_bytes(b"z" * 1000)  # a resumed partial counts against the cap too
+    with pytest.raises(TooLarge):
+        transfer(f"{server}/forever", dest, limits=Limits(max_bytes=1 << 20), resume=True, quiet=True)
+    assert not dest.exists()
+
+
+def test_an_announced_size_above_the_cap_is_refused_before_a_byte_is_written(server, tmp_path):
+    """The server announces 10**12 bytes and streams without end: the cap holds whatever the headers say."""
+    dest = tmp_path / "f"
+    started = time.monotonic()
+    with pytest.raises(TooLarge, match="announces 1000000000000 bytes, more than the 1048576 allowed"):
+        transfer(f"{server}/huge", dest, limits=Limits(max_bytes=1 << 20), quiet=True)
+    assert not dest.exists()
+    assert time.monotonic() - started < 5
+    assert isinstance(TooLarge("x"), PermanentError)  # retrying() does not try it again
 
 
 def test_a_body_longer_than_announced_is_cut_at_the_content_length(server, tmp_path):

@@ -375,3 +375,30 @@ def test_number_parsing_matches_float_on_many_spellings(tmp_path):
         got = read_kaggle_columns(path, rank=False, dtype=np.float64).scores[:, 0]
         want = np.array([float(t) for t in part])
         assert got.tolist() == want.tolist() and np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_row_listing_a_huge_number_of_classes_stops_at_the_first_out_of_range_one(
+    tmp_path, fast, monkeypatch
+):
+    """50 rows of 20 classes and one listing 300,000: with the class count known, reading stops at that row
+    (before the [rows, classes] arrays, 50 x 300,000, are made)."""
+    import tracemalloc
+
+    if not fast:
+        monkeypatch.setattr(prediction_io, "FAST", None)
+    path = tmp_path / "p.csv"
+    rows = ["VideoId,LabelConfidencePairs"]
+    rows += [f"v{i}," + " ".join(f"{c} 0.5" for c in range(20)) for i in range(50)]
+    rows.append("huge," + " ".join(f"{c} 0.5" for c in range(300_000)))
+    path.write_text("\n".join(rows) + "\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            DataError, match=r"line 52: video 'huge': class 20 is out of range; the dataset has 20"
+        ):
+            read_kaggle_columns(path, num_classes=20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, peak  # the padded arrays alone would take 50 x 300,000 x 12 = 180 MB

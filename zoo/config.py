@@ -396,13 +396,47 @@ def _base_path(path: Path, base: str) -> Path:
     return Path(str(bundled / name))
 
 
-def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+MAX_CONFIG_FILES = 64
+"""Distinct files one config may pull in through ``_base_`` (itself included)."""
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file with its ``_base_`` files merged under it (paths relative to the file, or ``zoo:NAME``
-    for a config shipped with yt8m-zoo)."""
-    path = Path(path)
-    if path.resolve() in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
-        raise ConfigError(f"{path}: _base_ files include each other: {chain}")
+    for a config shipped with yt8m-zoo).
+
+    Each distinct file is read and merged once however often the ``_base_`` lists name it (a file listing
+    the next one ten times, nine levels deep, is nine reads, not 10**9), and a config may pull in at most
+    :data:`MAX_CONFIG_FILES` files; the errors name the chain of ``_base_`` files that led there."""
+    return _read_yaml(Path(path), (), {})
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...], done: dict[Path, dict[str, Any]]) -> dict[str, Any]:
+    key = path.resolve()
+    if key in chain:
+        shown = " -> ".join(str(p) for p in (*chain, key))
+        raise ConfigError(f"{path}: _base_ files include each other: {shown}")
+    if key in done:
+        return done[key]
+    if len(done) >= MAX_CONFIG_FILES:
+        shown = " -> ".join(str(p) for p in (*chain, key))
+        raise ConfigError(
+            f"{chain[0] if chain else path}: pulls in more than {MAX_CONFIG_FILES} files through _base_ "
+            f"(at {shown}); a config needs a few"
+        )
+    done[key] = {}  # counts towards the bound while its own bases load
+    data = _read_one(path)
+    bases = data.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of them, got {str(bases)[:200]}")
+    merged: dict[str, Any] = {}
+    for base in dict.fromkeys(bases):  # a file listed twice merges the same values twice: once is enough
+        merged = _merge(merged, _read_yaml(_base_path(path, base), (*chain, key), done))
+    done[key] = _merge(merged, data)
+    return done[key]
+
+
+def _read_one(path: Path) -> dict[str, Any]:
     try:
         if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(
@@ -422,14 +456,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(sections())})")
-    bases = data.pop(BASE_KEY, [])
-    bases = [bases] if isinstance(bases, str) else bases
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of them, got {bases!r}")
-    merged: dict[str, Any] = {}
-    for base in bases:
-        merged = _merge(merged, read_yaml(_base_path(path, base), (*_seen, path.resolve())))
-    return _merge(merged, data)
+    return data
 
 
 def bundled_config(model: str) -> Path | None:
@@ -447,6 +474,10 @@ def bundled_config(model: str) -> Path | None:
     if candidate.is_file():
         return Path(str(candidate))
     return None
+
+
+MAX_DATASET_SIZE = 1_000_000
+"""The largest class count, frame count or feature size a dataset may declare (arrays are sized by them)."""
 
 
 def build_spec(values: dict[str, Any], where: str) -> DatasetSpec:
@@ -468,6 +499,11 @@ def build_spec(values: dict[str, Any], where: str) -> DatasetSpec:
     spec = build_dataclass(DatasetSpec, {**base, **values}, where, "the dataset section (or its preset)")
     if spec.num_classes < 1 or spec.max_frames < 1 or not spec.features or min(spec.features.values()) < 1:
         raise ConfigError(f"{where}: num_classes, max_frames and every feature size must be positive")
+    if max(spec.num_classes, spec.max_frames, *spec.features.values()) > MAX_DATASET_SIZE:
+        raise ConfigError(
+            f"{where}: num_classes, max_frames and every feature size must be at most {MAX_DATASET_SIZE:,} "
+            f"(YouTube-8M: 3,862 classes, 300 frames, 1,024 + 128 values a frame)"
+        )
     return spec
 
 

@@ -5,15 +5,14 @@ a second one would mix its files with the first one's. The lock is ``filelock.Fi
 (``flock`` on Unix): the kernel drops it when its process ends in any way (``kill -9`` included), so a lock is
 never stale and a reused pid cannot fool it; on a network file system the server arbitrates between hosts.
 Next to it, ``<lock>.owner`` (JSON: pid, host, start, command) says who holds it, for the refusal message; it is
-removed on release, and a leftover one (a killed holder) is named when the lock is taken over. Also:
-:func:`no_space_error` for the disk-full message, shared by checkpoints and packing.
+removed on release, and a leftover one (a killed holder) is named when the lock is taken over.
+(:class:`NoSpaceLeft` and :func:`no_space_error` live in :mod:`zoo.atomic`; re-exported here.)
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -26,16 +25,12 @@ from typing import Any
 
 import filelock
 
-from zoo.atomic import atomic_write_text
+from zoo.atomic import NoSpaceLeft, atomic_write_text, is_no_space, no_space_error  # noqa: F401 - re-exported
 from zoo.errors import ZooError
 
 
 class DirectoryLocked(ZooError):
     """Another live process is writing the directory."""
-
-
-class NoSpaceLeft(ZooError):
-    """The disk filled up while writing; the previous complete files are untouched."""
 
 
 class DirectoryLock:
@@ -61,7 +56,15 @@ class DirectoryLock:
         return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
     def acquire(self, log: Callable[[str], None] | None = None) -> DirectoryLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from zoo.atomic import output_dir
+
+        output_dir(self.path.parent, f"the {self.what}")
+        if (os.path.lexists(self.path) and not self.path.is_file()) or self.path.is_symlink():
+            kind = "folder" if self.path.is_dir() and not self.path.is_symlink() else "link or special file"
+            raise ZooError(
+                f"{self.path} is a {kind}, not the lock file of the {self.what}; remove it (if no other process "
+                f"writes {self.path.parent}) and run the command again"
+            )
         try:
             self._lock.acquire()
         except filelock.Timeout:
@@ -126,24 +129,3 @@ def remove_partials(folder: Path) -> list[Path]:
                 leftover.unlink()
         removed.append(leftover)
     return removed
-
-
-def is_no_space(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def no_space_error(path: Path, needed: int, what: str, kept: str) -> NoSpaceLeft:
-    """The message for a full disk: the path, the space needed and free, and what is still intact."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        free = -1
-    free_text = f"{free / 1e6:.1f} MB free" if free >= 0 else "free space unknown"
-    return NoSpaceLeft(
-        f"no space left on the device while writing {what} {path}: it needs about {needed / 1e6:.1f} MB "
-        f"({free_text} on that file system). Nothing was half-written: {kept}. Free some space (or point "
-        f"the output elsewhere) and run the command again"
-    )

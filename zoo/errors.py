@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class ZooError(Exception):
     """A failure the user can act on; the message says what went wrong and what to do."""
 
     exit_code = 1
+
+    def __reduce__(self) -> tuple:
+        # picklable whatever a subclass's __init__ takes: a worker process's error reaches the parent intact
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class UsageError(ZooError):

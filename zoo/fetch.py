@@ -1,8 +1,9 @@
 """The one HTTP download of the project (dataset files and weights): bounded, resumable, retried, hashed.
 
 Every transfer is bounded three ways, so a hostile or broken server cannot fill the disk or hold a run
-forever: by the ``Content-Length`` it announced (more bytes are an error), by :attr:`Limits.max_bytes` when
-it announced none, and by a stall rule (:attr:`Limits.stall_seconds`, :attr:`Limits.min_rate`) that ends a
+forever: by the ``Content-Length`` it announced (more bytes are an error), by :attr:`Limits.max_bytes`
+whatever it announced (a larger announced size is refused before a byte is written, and a body that grows
+past it is deleted), and by a stall rule (:attr:`Limits.stall_seconds`, :attr:`Limits.min_rate`) that ends a
 transfer whose rate over a window falls below a floor -- a per-read timeout alone never ends a server that
 trickles one byte at a time. Imports no paddle: the data plugin and the engine both use it.
 """
@@ -32,7 +33,7 @@ class Limits:
     timeout: float = 60.0
     """Seconds to wait for the connection and for each read."""
     max_bytes: int = 16 << 30
-    """Largest body accepted when the server does not announce its size (16 GiB)."""
+    """Largest file accepted, whatever the server announces (16 GiB)."""
     stall_seconds: float = 120.0
     """Length of the window over which the transfer rate is measured."""
     min_rate: float = 4096.0
@@ -48,6 +49,10 @@ class PermanentError(Exception):
 
 class TransferError(OSError):
     """A transfer that broke off or broke a bound; retrying may help."""
+
+
+class TooLarge(PermanentError):
+    """A file larger than :attr:`Limits.max_bytes` (announced or sent): retrying gives the same bytes."""
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
@@ -105,7 +110,12 @@ def transfer(
             offset = 0  # the server ignored the Range request
         length = response.headers.get("Content-Length")
         announced = int(length) if length and length.strip().isdigit() else None
-        bound = announced if announced is not None else limits.max_bytes
+        if announced is not None and offset + announced > limits.max_bytes:
+            raise TooLarge(
+                f"the server announces {offset + announced} bytes, more than the {limits.max_bytes} allowed "
+                f"(--max-file-mb); nothing was written"
+            )
+        bound = limits.max_bytes - offset if announced is None else announced
         bar = Progress(
             label or dest.name,
             (offset + announced) if announced else None,
@@ -117,29 +127,38 @@ def transfer(
         )
         fetched = 0
         window_start, window_bytes = time.monotonic(), 0
-        with open(dest, "ab" if offset else "wb") as out:
-            try:
-                while chunk := response.read1(CHUNK):
-                    fetched += len(chunk)
-                    if fetched > bound:
-                        what = "announced" if announced is not None else "allowed (no Content-Length)"
-                        raise TransferError(f"the server sent more than the {bound} bytes {what}")
-                    out.write(chunk)
-                    bar.update(len(chunk))
-                    window_bytes += len(chunk)
-                    now = time.monotonic()
-                    if now - window_start >= limits.stall_seconds:
-                        rate = window_bytes / (now - window_start)
-                        if rate < limits.min_rate:
-                            raise TransferError(
-                                f"stalled: {rate:.0f} bytes/s over {now - window_start:.0f} s, below the "
-                                f"{limits.min_rate:.0f} bytes/s floor"
-                            )
-                        window_start, window_bytes = now, 0
-                out.flush()
-                os.fsync(out.fileno())
-            finally:
-                bar.close()
+        out = open(dest, "ab" if offset else "wb")
+        try:
+            while chunk := response.read1(CHUNK):
+                fetched += len(chunk)
+                if fetched > bound:
+                    if announced is not None:
+                        raise TransferError(f"the server sent more than the {bound} bytes announced")
+                    raise TooLarge(
+                        f"the server sent more than the {limits.max_bytes} bytes allowed (--max-file-mb); "
+                        f"what it sent was deleted"
+                    )
+                out.write(chunk)
+                bar.update(len(chunk))
+                window_bytes += len(chunk)
+                now = time.monotonic()
+                if now - window_start >= limits.stall_seconds:
+                    rate = window_bytes / (now - window_start)
+                    if rate < limits.min_rate:
+                        raise TransferError(
+                            f"stalled: {rate:.0f} bytes/s over {now - window_start:.0f} s, below the "
+                            f"{limits.min_rate:.0f} bytes/s floor"
+                        )
+                    window_start, window_bytes = now, 0
+            out.flush()
+            os.fsync(out.fileno())
+        except TooLarge:
+            out.close()
+            dest.unlink(missing_ok=True)  # over the cap: nothing of it is worth resuming
+            raise
+        finally:
+            out.close()
+            bar.close()
     if announced is not None and fetched != announced:
         raise TransferError(f"connection closed after {offset + fetched} of {offset + announced} bytes")
     return fetched

@@ -197,9 +197,10 @@ class DataCommand:
         p.add_argument(
             "--max-file-mb",
             type=float,
-            default=16384,
+            default=None,
             metavar="MB",
-            help="largest file accepted when the server does not announce its size (default 16384)",
+            help="largest file accepted, whatever the server announces (default: 4x the largest official "
+            "file of the partition's kind: 1600 for frame, 32 for video)",
         )
         p.add_argument(
             "--stall-seconds",
@@ -332,12 +333,22 @@ def _download(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard)
     from zoo.fetch import Limits
+    from zoo_yt8m_data.download import default_max_bytes
 
-    if args.retries < 0 or args.timeout <= 0 or args.max_file_mb <= 0 or args.stall_seconds <= 0:
-        raise UsageError("--retries must be >= 0; --timeout, --max-file-mb and --stall-seconds must be > 0")
-    limits = Limits(
-        timeout=args.timeout, max_bytes=int(args.max_file_mb * 2**20), stall_seconds=args.stall_seconds
+    if (
+        args.retries < 0
+        or not args.timeout > 0
+        or not (args.max_file_mb is None or 0 < args.max_file_mb < 2**40)
+        or not args.stall_seconds > 0
+    ):
+        raise UsageError(
+            "--retries must be >= 0; --timeout, --max-file-mb and --stall-seconds must be > 0 "
+            "(--max-file-mb below 2**40)"
+        )
+    max_bytes = (
+        default_max_bytes(args.partition) if args.max_file_mb is None else int(args.max_file_mb * 2**20)
     )
+    limits = Limits(timeout=args.timeout, max_bytes=max_bytes, stall_seconds=args.stall_seconds)
     result = download(
         args.partition,
         args.output,

@@ -14,7 +14,11 @@ What ``curl data.yt8m.org/download.py | partition=2/frame/train mirror=us python
   and fetched again (with backoff); if it keeps failing, the run ends with exit code 1 naming it;
 - the plan is checked before anything is fetched: every entry must be a plain official file name (letters,
   digits, ``_.-``, ending in ``.tfrecord``), so every file, ``.partial`` ones included, stays inside
-  ``--output``; each transfer is bounded (:mod:`zoo.fetch`: its Content-Length, ``--max-file-mb``, a stall rule).
+  ``--output``; a plan may list at most :data:`MAX_PLAN_FILES` files (an official plan lists 3,844);
+- each transfer is bounded (:mod:`zoo.fetch`: its Content-Length, a cap, a stall rule). The cap is
+  ``--max-file-mb`` or, by default, :data:`CAP_FACTOR` times the size of the largest official file of the
+  partition's kind (:data:`OFFICIAL_FILE_MB`): a server announcing more is refused before a byte is written,
+  and a body growing past it is deleted.
 
 ``--output`` may be an ``s3://`` or ``gs://`` prefix (:mod:`zoo.storage`): each file is then fetched and
 md5-checked in a local staging folder (one file at a time, resumed the same way), uploaded as one object
@@ -41,6 +45,22 @@ from zoo.fetch import DEFAULT_LIMITS, Limits, PermanentError, file_digest, open_
 OFFICIAL_PLAN_BASE = "http://data.yt8m.org"
 MIRRORS = ("us", "eu", "asia")
 PLAN_MAX_BYTES = 64 << 20  # the largest official plan is about 1 MB
+MAX_PLAN_FILES = 20_000
+"""Files a plan may list: an official plan lists 3,844 (62 x 62 two-letter codes)."""
+OFFICIAL_FILE_MB = {"frame": 400, "video": 8}
+"""About the largest official file of each kind, in MB: a frame-level train shard holds ~1,012 videos of at
+most 300 one-second frames (1,152 bytes each), 1.53 TB over 11,532 shards; a video-level one ~1,012 mean
+vectors (31 GB in all)."""
+CAP_FACTOR = 4
+"""The default ``--max-file-mb`` is this many times :data:`OFFICIAL_FILE_MB` of the partition's kind."""
+
+
+def default_max_bytes(partition: str) -> int:
+    """The default per-file cap of ``partition`` (``2/video/train`` -> 32 MiB, frame partitions 1600 MiB)."""
+    kind = parse_partition(partition)[1]
+    return CAP_FACTOR * OFFICIAL_FILE_MB.get(kind, OFFICIAL_FILE_MB["frame"]) << 20
+
+
 CODE_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _NAME = re.compile(r"^(?P<prefix>.*?)(?P<code>[a-zA-Z0-9]{2})\.tfrecord$")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}\.tfrecord")
@@ -133,6 +153,11 @@ def parse_plan(text: str, source: str, plan_path: Path | None = None) -> dict[st
     files = plan.get("files") if isinstance(plan, dict) else None
     if not isinstance(files, dict):
         raise DataError(f'download plan {source}: expected {{"files": {{name: md5}}}}{hint}')
+    if len(files) > MAX_PLAN_FILES:
+        raise DataError(
+            f"download plan {source}: lists {len(files)} files, more than the {MAX_PLAN_FILES} a plan may "
+            f"list (an official plan lists 3,844); refusing it{hint}"
+        )
     for name, md5 in files.items():
         if not _PLAIN_NAME.fullmatch(name) or name.startswith("."):
             raise DataError(
@@ -303,7 +328,8 @@ def download(
     if result.failed:
         lines = "\n".join(f"  {name}: {reason}" for name, reason in result.failed)
         raise DataError(
-            f"{len(result.failed)} file(s) could not be downloaded and verified (nothing damaged was "
-            f"kept; run the same command again to retry them):\n{lines}"
+            f"{len(result.failed)} file(s) could not be downloaded and verified (no damaged or over-size "
+            f"file was kept; an interrupted one stays as .NAME.partial and is continued when you run the "
+            f"same command again):\n{lines}"
         )
     return result

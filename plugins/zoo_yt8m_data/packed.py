@@ -139,7 +139,9 @@ def _map(path: str, rows: int, size: int, dtype: str = "uint8") -> np.ndarray:
 def _load_npy(path: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged header reaches numpy's parser: SyntaxError, TokenError...
+        if isinstance(exc, FileNotFoundError):
+            raise DataError(f"{path}: missing; run `zoo data pack` again") from None
         raise DataError(f"{path}: unreadable packed array ({exc}); run `zoo data pack` again") from None
 
 
@@ -190,17 +192,28 @@ def _open_shard(path: str, features: tuple[tuple[str, int], ...], stamp: tuple) 
         ids=_load_npy(os.path.join(path, "ids.npy")),
     )
     n = int(meta["records"])
-    if (
-        len(offsets) != n + 1
-        or int(offsets[-1]) != total
-        or len(shard.ids) != n
-        or len(shard.label_offsets) != n + 1
-    ):
+    if not _index_ok(shard, n, total):
         raise DataError(
-            f"{path}: the index arrays disagree with meta.json ({n} records, {total} frames); "
-            f"delete the directory and run `zoo data pack` again"
+            f"{path}: the index arrays (offsets.npy, label_offsets.npy, ids.npy, labels.npy) are damaged or "
+            f"disagree with meta.json ({n} records, {total} frames); delete the directory and run "
+            f"`zoo data pack` again"
         )
     return shard
+
+
+def _index_ok(shard: Shard, n: int, total: int) -> bool:
+    """The index arrays have the shapes and types written, start at 0, never go back, and end where the
+    frame and label arrays end: a damaged file is caught here, not as a slice of the wrong frames later."""
+    offsets, label_offsets, labels, ids = shard.offsets, shard.label_offsets, shard.labels, shard.ids
+    for array, kind in ((offsets, "i"), (label_offsets, "i"), (labels, "i"), (ids, "S")):
+        if array.ndim != 1 or array.dtype.kind != kind:
+            return False
+    if len(offsets) != n + 1 or len(label_offsets) != n + 1 or len(ids) != n:
+        return False
+    for bounds, end in ((offsets, total), (label_offsets, len(labels))):
+        if int(bounds[0]) != 0 or int(bounds[-1]) != end or bool((np.diff(bounds) < 0).any()):
+            return False
+    return True
 
 
 def open_shard(path: str, features: dict[str, int]) -> Shard:
@@ -219,7 +232,13 @@ def open_shard(path: str, features: dict[str, int]) -> Shard:
                 f"`zoo data pack` again (it resumes)"
             ) from None
         stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return _open_shard(path, tuple(features.items()), tuple(stamp))
+    try:
+        return _open_shard(path, tuple(features.items()), tuple(stamp))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a meta.json without its keys
+        raise DataError(
+            f"{path}/{META}: damaged ({type(exc).__name__}: {str(exc)[:100]}); delete {path} and run "
+            f"`zoo data pack` again"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,7 +365,12 @@ def write_shard(
     """
     from zoo.atomic import atomic_dir
 
-    with atomic_dir(shard_dir) as tmp:
+    with atomic_dir(
+        shard_dir,
+        what=f"the shard of {source}",
+        needed=os.path.getsize(source) if os.path.isfile(source) else None,  # about its source's size
+        kept="the shards packed before are complete, and this one is not kept",
+    ) as tmp:
         dtypes: dict[str, str | None] = dict.fromkeys(features)
         outputs: dict[str, _ChecksummedFile] = {}
         quantized: set[str] = set()

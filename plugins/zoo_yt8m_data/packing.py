@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import DatasetSpec
-from zoo.dirlock import DirectoryLock, is_no_space, no_space_error, remove_partials
+from zoo.dirlock import DirectoryLock, remove_partials
 from zoo.errors import DataError, UsageError
 from zoo.orphans import exit_with_parent
 from zoo_yt8m_data import packed
@@ -115,15 +115,8 @@ def pack_one(
             quantize=quantize_values if quantize else None,
             options=options,
         )
-    except OSError as exc:
-        if not is_no_space(exc):
-            raise DataError(f"packing {source} into {shard_dir} failed: {exc}") from None
-        raise no_space_error(
-            Path(shard_dir),
-            _source_size(source),  # a shard is about as large as its source (uint8 frames)
-            f"the shard of {source}",
-            "the shards packed before are complete, and this one is not kept",
-        ) from None
+    except OSError as exc:  # a full disk came out of write_shard's atomic_dir as NoSpaceLeft
+        raise DataError(f"packing {source} into {shard_dir} failed: {exc}") from None
     if reader == "yt8m-frame":
         from zoo_yt8m_data.tfrecord import count_records
 
@@ -209,7 +202,9 @@ def pack(
                 f"different output directories"
             )
         names[name] = f
-    out.mkdir(parents=True, exist_ok=True)
+    from zoo.atomic import output_dir
+
+    output_dir(out, "--output")
     lock = DirectoryLock(out / LOCK, what="pack output").acquire(lambda msg: print(msg, file=sys.stderr))
     try:
         return _pack_locked(

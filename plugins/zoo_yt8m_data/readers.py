@@ -26,7 +26,13 @@ from zoo.data.pipeline import SkippedRecord
 from zoo.data.sources import expand_paths
 from zoo.errors import ConfigError, DataError
 from zoo_yt8m_data import packed
-from zoo_yt8m_data.layouts import resolve_layout
+from zoo_yt8m_data.layouts import (
+    MEDIAPIPE_ID_KEYS,
+    MEDIAPIPE_LABEL_KEYS,
+    YT8M_ID_KEYS,
+    mediapipe_feature_key,
+    resolve_layout,
+)
 from zoo_yt8m_data.tfrecord import RecordError, read_records
 from zoo_yt8m_data.wire import (
     WireError,
@@ -130,6 +136,8 @@ class _YT8MReader:
         self.remote = read_options(config)
         # (layout, id key, label key, ((feature, key, dtype), ...)) -> records; counted when not None (inspect)
         self.layouts_seen: Counter[tuple] | None = None
+        self.two_layouts: dict[str, tuple[int, str | None]] = {}  # file -> (records, the first one)
+        self.two_layouts_reported: set[str] = set()
 
     # -- the protocol ------------------------------------------------------------------------------------
     def sources(self) -> list[str]:
@@ -427,6 +435,7 @@ class FrameFeatureReader(_YT8MReader):
             record = self._decode(source, index, payload)
             if record is not None:
                 yield record
+        self._report_two_layouts(source)
 
     def _decode(self, path: str, index: int, payload: bytes) -> dict[str, Any] | None:
         video = None
@@ -472,6 +481,8 @@ class FrameFeatureReader(_YT8MReader):
                 record[name] = frames
             if n < 0:
                 n = self._align(counts, keys, record)
+            if layout.name == "auto":
+                self._check_two_layouts(path, index, payload, context, lists, video, labels, counts)
             if self.layouts_seen is not None:
                 dtypes = {name: str(record[name].dtype) if counts[name] else "" for name in counts}
                 seen = tuple((name, keys[name], dtypes[name]) for name in counts)
@@ -486,6 +497,59 @@ class FrameFeatureReader(_YT8MReader):
         record["labels"] = checked
         record["num_frames"] = min(n, self.max_frames)
         return record
+
+    def _check_two_layouts(
+        self,
+        path: str,
+        index: int,
+        payload: bytes,
+        context: dict[str, tuple[int, int]],
+        lists: dict[str, tuple[int, int]],
+        video: str,
+        labels: list[int],
+        counts: dict[str, int],
+    ) -> None:
+        """A record holding both the YouTube-8M and the MediaPipe keys with different ids, labels or frame
+        counts: read with the first found (the YouTube-8M ones), counted per file and reported once a file
+        is read (a few dict lookups per record when only one layout is present)."""
+        other_id = _first_key(context, MEDIAPIPE_ID_KEYS)
+        other_labels = MEDIAPIPE_LABEL_KEYS[0] if MEDIAPIPE_LABEL_KEYS[0] in context else None
+        other_lists = {n: mediapipe_feature_key(n) for n in counts if mediapipe_feature_key(n) in lists}
+        if not (other_id or other_labels or other_lists) or not (
+            _first_key(context, YT8M_ID_KEYS) or "labels" in context or any(n in lists for n in counts)
+        ):
+            return
+        differences = []
+        if other_id and _first_key(context, YT8M_ID_KEYS):
+            their = _context_id(path, payload, context, (other_id,))[0]
+            if their != video:
+                differences.append(f"id {video!r} vs {other_id} {their!r}")
+        if other_labels and "labels" in context:
+            their_labels = _int_list(payload, context, other_labels)
+            if sorted(their_labels) != sorted(labels):
+                differences.append(f"labels {labels[:5]} vs {other_labels} {their_labels[:5]}")
+        for name, key in other_lists.items():
+            if name in lists:
+                theirs = len(decode_frame_values(payload, *lists[key], self.features[name], "auto"))
+                if theirs != counts[name]:
+                    differences.append(f"{counts[name]} {name} frames vs {theirs} in {key}")
+        if differences:
+            count, first = self.two_layouts.get(path, (0, None))
+            self.two_layouts[path] = (count + 1, first or f"record {index}: {'; '.join(differences)}")
+
+    def _report_two_layouts(self, path: str) -> None:
+        found = self.two_layouts.pop(path, None)
+        if found is None or path in self.two_layouts_reported:
+            return
+        self.two_layouts_reported.add(path)
+        count, first = found
+        print(
+            f"warning: {path}: {count} record(s) carry both the YouTube-8M and the MediaPipe layout and they "
+            f"disagree (first: {first}); they were read with the YouTube-8M keys. Set data.layout: yt8m or "
+            f"mediapipe to choose (`zoo data inspect` lists the layouts of a file)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _align(self, counts: dict[str, int], keys: dict[str, str], record: dict[str, Any]) -> int:
         """The video's frame count; features of different lengths are an error or cut to the shortest."""

@@ -33,7 +33,17 @@ from typing import Any
 import numpy as np
 
 from zoo.progress import Progress
-from zoo_yt8m_data.synth import AUDIO, RGB, SynthSpec, World, _noise, quantize, video_id, vocabulary_csv
+from zoo_yt8m_data.synth import (
+    AUDIO,
+    RGB,
+    SynthSpec,
+    World,
+    _noise,
+    check_fits,
+    quantize,
+    video_id,
+    vocabulary_csv,
+)
 from zoo_yt8m_data.tfrecord import frame
 from zoo_yt8m_data.wire import encode_sequence_example
 
@@ -203,6 +213,13 @@ def generate_segments(
     from zoo.atomic import atomic_write_bytes, atomic_write_text
 
     spec.check()
+    check_fits(
+        output,
+        spec.classes,
+        [(spec.valid_videos, spec.valid_shards), (spec.test_videos, spec.test_shards)],
+        spec.min_frames,
+        spec.max_frames,
+    )
     out = Path(output)
     world = World(spec.world_spec())
     rated = rated_classes(world, spec)

@@ -89,6 +89,67 @@ class SynthSpec:
             raise UsageError("video counts must not be negative")
 
 
+FRAME_BYTES = RGB + AUDIO + 12
+"""A framed, encoded frame: its two quantized vectors and their protobuf framing."""
+VIDEO_BYTES = 120
+"""A video's id, labels, context and TFRecord framing."""
+
+
+def check_fits(
+    output: str | os.PathLike,
+    classes: int,
+    splits: list[tuple[int, int]],
+    min_frames: int,
+    max_frames: int,
+) -> tuple[int, int]:
+    """Estimate the disk and memory a synth run needs (``splits``: (videos, shards) each) and refuse, before
+    anything is written, one that cannot fit the free space of ``output``'s file system or the available
+    memory. Returns ``(disk bytes, memory bytes)``."""
+    import shutil
+
+    from zoo.atomic import check_output_dir
+    from zoo.errors import UsageError
+
+    check_output_dir(output)
+    mean_video = (min_frames + max_frames) / 2 * FRAME_BYTES + VIDEO_BYTES
+    disk = sum(videos * mean_video for videos, _ in splits) + classes * 200
+    largest_shard = max(
+        (videos / max(1, min(shards, videos or 1)) * mean_video for videos, shards in splits), default=0
+    )
+    world = classes * (2 * RGB + AUDIO + 64) * 4 * 2  # prototypes and their temporaries
+    memory = world + 2 * largest_shard + max_frames * (RGB + AUDIO) * 4 * 6
+    probe = Path(output).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    available = _available_memory()
+    problems = []
+    if disk > free:
+        problems.append(f"about {disk / 1e9:.3g} GB on disk ({free / 1e9:.3g} GB free at {probe})")
+    if available is not None and memory > available:
+        problems.append(f"about {memory / 1e9:.3g} GB of memory ({available / 1e9:.3g} GB available)")
+    if problems:
+        raise UsageError(
+            f"zoo data synth: these sizes need {' and '.join(problems)}; nothing was written. Lower the "
+            f"video counts, --max-frames or --classes (or use more --*-shards)"
+        )
+    return int(disk), int(memory)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class World:
     """The hidden structure shared by all splits: class frequencies, verticals, prototypes, topics."""
 
@@ -236,6 +297,13 @@ def generate(
     from zoo.atomic import atomic_write_bytes, atomic_write_text
 
     spec.check()
+    check_fits(
+        output,
+        spec.classes,
+        [(spec.videos(split), spec.shards(split)) for split in SPLITS],
+        spec.min_frames,
+        spec.max_frames,
+    )
     out = Path(output)
     world = World(spec)
     manifest: dict[str, Any] = {

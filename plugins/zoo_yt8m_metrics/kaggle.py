@@ -97,7 +97,9 @@ def iter_kaggle_csv(path: str | os.PathLike) -> Iterator[tuple[int, str, list[in
             yield (line_no, *_parse_row(path, line_no, text))
 
 
-def _parse_row(path: Path, line_no: int, text: str) -> tuple[str, list[int], list[float]]:
+def _parse_row(
+    path: Path, line_no: int, text: str, num_classes: int | None = None
+) -> tuple[str, list[int], list[float]]:
     where = f"{path}: line {line_no}"
     parts = text.split(",")
     if len(parts) != 2:
@@ -130,6 +132,8 @@ def _parse_row(path: Path, line_no: int, text: str) -> tuple[str, list[int], lis
             raise DataError(
                 f"{where}: video {vid!r}: score {score!r} (pair {j // 2 + 1}) is not a finite number"
             )
+        if num_classes is not None and int(label) >= num_classes:
+            check_classes(path, line_no, vid, [int(label)], num_classes)
         classes.append(int(label))
         scores.append(value)
     if len(set(classes)) != len(classes):
@@ -194,8 +198,10 @@ class KaggleCsvFormat:
         for _line, vid, classes, scores in iter_kaggle_csv(path):
             yield Prediction(vid, classes, scores)
 
-    def read_columns(self, path: Path, *, rank: bool = True, dtype: type = np.float32) -> PredictionColumns:
-        return read_kaggle_columns(path, rank=rank, dtype=dtype)
+    def read_columns(
+        self, path: Path, *, rank: bool = True, dtype: type = np.float32, num_classes: int | None = None
+    ) -> PredictionColumns:
+        return read_kaggle_columns(path, rank=rank, dtype=dtype, num_classes=num_classes)
 
     def write_columns(
         self, path: Path, columns: PredictionColumns, class_names: dict[int, str] | None
@@ -231,7 +237,7 @@ def _header_end(path: Path) -> int:
 
 
 def read_kaggle_columns(
-    path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32
+    path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32, num_classes: int | None = None
 ) -> PredictionColumns:
     """A Kaggle CSV as arrays (:mod:`zoo.engine.infer.prediction_files`, through polars): the rows of :func:`iter_kaggle_csv`
     in file order, each ranked best first when ``rank`` (else in file order); the same errors. Duplicate ids
@@ -239,7 +245,7 @@ def read_kaggle_columns(
     path = Path(path)
 
     def parse_line(line_no: int, text: str) -> tuple[str, list[int], list[float]]:
-        return _parse_row(path, line_no, text.strip())
+        return _parse_row(path, line_no, text.strip(), num_classes)
 
     return prediction_io.read_columns(
         path,
@@ -249,6 +255,7 @@ def read_kaggle_columns(
         line_no=1,
         rank=rank,
         dtype=dtype,
+        num_classes=num_classes,
     )
 
 

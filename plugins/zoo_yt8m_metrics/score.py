@@ -33,7 +33,7 @@ class PredictionTable:
 
     def __init__(self, path: str, num_classes: int) -> None:
         self.path = path
-        columns = read_kaggle_columns(path, rank=False, dtype=np.float64)
+        columns = read_kaggle_columns(path, rank=False, dtype=np.float64, num_classes=num_classes)
         columns.check_unique(path)
         columns.check_classes(path, num_classes)
         # (a row's classes are distinct and in range: the reader and check_classes made sure)
@@ -238,8 +238,10 @@ class ScoreCommand:
 
         if args.num_classes is None:
             args.num_classes = zoo.dataset_preset("yt8m").spec.num_classes
-        if args.num_classes < 1:
-            raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
+        from zoo.config import MAX_DATASET_SIZE
+
+        if not 1 <= args.num_classes <= MAX_DATASET_SIZE:
+            raise UsageError(f"--num-classes must be in 1 .. {MAX_DATASET_SIZE:,}, got {args.num_classes}")
         if bool(args.segments) == bool(args.predictions):
             raise UsageError("give --predictions CSV (video level) or --segments SUBMISSION (2019 segments)")
         if args.segments:

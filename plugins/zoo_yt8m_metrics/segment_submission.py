@@ -22,6 +22,10 @@ MAX_ENTRIES = 100_000
 HEADER = "Class,Segments"
 
 
+MAX_START = 2**31 - 1
+"""The largest segment start accepted: a frame number (one frame a second: 68 years)."""
+
+
 def write_segment_submission(
     path: str | os.PathLike, rows: Iterable[tuple[int, Sequence[str], Sequence[int]]]
 ) -> dict[str, int]:
@@ -89,6 +93,11 @@ def iter_segment_submission(
                     vid, colon, start_text = item.rpartition(":")
                     if not colon or not vid or not start_text.isdigit():
                         raise DataError(f"{where}: malformed entry {item[:60]!r}: expected VIDEOID:START")
+                    if len(start_text) > 10 or int(start_text) > MAX_START:
+                        raise DataError(
+                            f"{where}: entry {item[:60]!r}: segment start {start_text[:30]} is beyond any video "
+                            f"(starts are frame numbers, at most {MAX_START:,})"
+                        )
                     start = int(start_text)
                     if start % SEGMENT_FRAMES:
                         raise DataError(

@@ -25,10 +25,12 @@ class AverageCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from zoo.atomic import check_output_dir
         from zoo.engine.runs import average
         from zoo.engine.runs.checkpoint import WEIGHTS_FILE, latest_checkpoint
         from zoo.errors import UsageError
 
+        check_output_dir(args.output)
         output = Path(args.output)
         if (output / WEIGHTS_FILE).exists() or latest_checkpoint(output) is not None:
             if not args.overwrite:

@@ -86,10 +86,12 @@ class EnsembleCommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from zoo.atomic import check_output_dir
         from zoo.engine.infer import ensemble as ens
         from zoo.engine.runtime import prepare_environment
 
         prepare_environment()  # the engine starts: before any plugin imports paddle
+        check_output_dir(args.output)
         if args.member_top_k < 1 or (args.top_k is not None and args.top_k < 1):
             raise UsageError("--member-top-k and --top-k must be at least 1")
         if len(args.members) < 2:
@@ -123,24 +125,28 @@ class EnsembleCommand:
         top_k = args.top_k or (cfg.predict.top_k if cfg is not None else 20)
         result = ens.combine(tables, norm, mean=args.mean, missing=args.missing, top_k=top_k)
         split = "valid" if args.fit and not any(ens.is_run_dir(m) for m in args.members) else args.split
-        written = _write(out, result, cfg)
-        rows: list[list[Any]] = []
-        labels = ens.split_labels(cfg, split, result.ids) if new_metric is not None else None
-        scores: dict[str, dict[str, float]] = {}
-        if labels is not None:
-            for table in tables:
-                scores[table.source] = ens.score_table(table, labels, new_metric)
-            scores["ensemble"] = ens.score_table(result, labels, new_metric)
-        info = {"mean": args.mean, "missing": args.missing, **fitted}
-        ens.save_weights(out / "weights.json", [t.source for t in tables], norm, **info)
-        written.append(out / "weights.json")
-        if scores:
-            from zoo.atomic import atomic_write_text
+        from zoo.atomic import atomic_group
 
-            atomic_write_text(
-                out / "ensemble_scores.json", json.dumps({"split": split, "scores": scores}, indent=1)
-            )
-            written.append(out / "ensemble_scores.json")
+        with atomic_group():  # the predictions, weights.json and the scores appear together, or none
+            written = _write(out, result, cfg)
+            labels = ens.split_labels(cfg, split, result.ids) if new_metric is not None else None
+            scores: dict[str, dict[str, float]] = {}
+            if labels is not None:
+                for table in tables:
+                    scores[table.source] = ens.score_table(table, labels, new_metric)
+                scores["ensemble"] = ens.score_table(result, labels, new_metric)
+            info = {"mean": args.mean, "missing": args.missing, **fitted}
+            ens.save_weights(out / "weights.json", [t.source for t in tables], norm, **info)
+            written.append(out / "weights.json")
+            if scores:
+                from zoo.atomic import atomic_write_text
+
+                atomic_write_text(
+                    out / "ensemble_scores.json", json.dumps({"split": split, "scores": scores}, indent=1)
+                )
+                written.append(out / "ensemble_scores.json")
+        rows: list[list[Any]] = []
+        if scores:
             display = _display_keys(new_metric(), scores["ensemble"])
             for (name, values), w in zip(scores.items(), [*norm, None]):
                 rows.append([name, "" if w is None else f"{w:.3f}", *[values.get(k, "") for k in display]])
@@ -206,6 +212,7 @@ def _display_keys(metric: Any, values: dict[str, float]) -> list[str]:
 def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
     """The combined predictions in the config's formats (every registered format without a config):
     column-wise where the format can (``ColumnarPredictionFormat``), else as a list of predictions."""
+    from zoo.atomic import output_dir
     from zoo.contracts import ColumnarPredictionFormat
     from zoo.engine.infer.predictions import load_class_names
     from zoo.plugins import get_plugins
@@ -216,7 +223,7 @@ def _write(out: Path, result: Any, cfg: Any) -> list[Path]:
         load_class_names(cfg.predict.vocabulary) if cfg is not None and cfg.predict.vocabulary else None
     )
     predictions = None
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     written, columnar = [], []
     for name in names:
         fmt = registry.get(name).cls

@@ -111,11 +111,14 @@ class ExportCommand:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         prepare_environment()  # the engine starts: before any plugin imports paddle
+        from zoo.atomic import check_output_dir
         from zoo.engine.commands.common import command_config, print_table
         from zoo.engine.export.tracing import export_model
         from zoo.engine.runs.weights import released_weights_url
         from zoo.engine.runtime import init_paddle
 
+        if args.output:
+            check_output_dir(args.output)
         cfg = command_config(args)
         init_paddle(args.device or "cpu")
         weights = args.weights

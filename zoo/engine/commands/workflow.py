@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zoo.atomic import atomic_group, check_output_dir, output_dir
 from zoo.config import ZooConfig
 from zoo.engine.commands.common import (
     add_config_arguments,
@@ -164,6 +165,7 @@ class EvalCommand:
         from zoo.engine.infer.loops import evaluate
 
         check_output(args.output)  # a missing bucket is refused before the work, not after
+        check_output_dir(args.output)  # a local folder: no file in its way
         cfg = prepare_config(args)
         model = load_for_inference(cfg, args)
         print(f"evaluating {describe_split(cfg, 'test')}", file=sys.stderr)
@@ -192,12 +194,13 @@ def write_predictions(out_dir: Path, predictions: list[Any], cfg: ZooConfig) -> 
     registry = get_plugins().registry("format")
     formats = [registry.get(name).cls for name in cfg.predict.formats]  # unknown name: PluginError
     class_names = class_names_of(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(out_dir)
     written = []
-    for fmt in formats:
-        path = out_dir / f"predictions{fmt.suffix}"
-        fmt(fmt.Config()).write(path, predictions, class_names)
-        written.append(path)
+    with atomic_group():  # every format's file appears, or none does
+        for fmt in formats:
+            path = out_dir / f"predictions{fmt.suffix}"
+            fmt(fmt.Config()).write(path, predictions, class_names)
+            written.append(path)
     return written
 
 
@@ -268,6 +271,7 @@ class PredictCommand:
         from zoo.engine.infer.loops import dygraph_scorer, predict
 
         check_output(args.output)  # a missing bucket is refused before the work, not after
+        check_output_dir(args.output)  # a local folder: no file in its way
         if args.top_k is not None:
             args.override.append(f"predict.top_k={args.top_k}")
         if args.vocabulary:

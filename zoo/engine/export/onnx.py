@@ -392,7 +392,7 @@ def export_onnx(
             print(f"weights: {weights_info['source']} ({weights_info['format']})", file=sys.stderr)
         metadata = json.loads((paddle_dir / METADATA_FILE).read_text(encoding="utf-8"))
         metadata["weights"] = weights_info
-        with atomic_dir(output) as tmp:
+        with atomic_dir(output, what="the ONNX export") as tmp:
             t0 = time.perf_counter()
             facts = convert(paddle_dir, tmp / ONNX_FILE, opset)
             metadata["runtime"] = RUNTIME

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from zoo.atomic import atomic_dir
+from zoo.atomic import atomic_dir, is_no_space
 from zoo.config import ZooConfig
 from zoo.contracts import CustomOps, ExportConstants
 from zoo.engine.export.checks import CHECK_TOLERANCE, check_bf16, check_export, probe_batches
@@ -219,7 +219,7 @@ def export_model(
     if modes is None:
         raise UsageError(f"frames: expected auto, dynamic or static, got {frames!r}")
     failures: list[str] = []
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, what="the export") as tmp:
         for mode in modes:
             for stale in (tmp / PROGRAM_FILE, tmp / PARAMS_FILE):
                 stale.unlink(missing_ok=True)
@@ -238,6 +238,8 @@ def export_model(
                 }
                 diff = check_export(tmp, metadata, model)
             except Exception as exc:  # noqa: BLE001 - paddle's tracer and predictor raise many types
+                if is_no_space(exc):
+                    raise  # atomic_dir words it: the path, the space needed and free
                 failures.append(f"{mode} frames: {error_line(exc)}")
                 continue
             if diff <= CHECK_TOLERANCE:

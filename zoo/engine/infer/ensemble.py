@@ -134,7 +134,13 @@ def read_prediction_file(path: str | Path, num_classes: int | None = None) -> To
         raise UsageError(f"{path}: no such prediction file")
     reader = fmt(fmt.Config())
     if isinstance(reader, ColumnarPredictionFormat):
-        columns = reader.read_columns(path, rank=True, dtype=np.float32)
+        import inspect
+
+        bounded = (
+            num_classes is not None and "num_classes" in inspect.signature(reader.read_columns).parameters
+        )
+        extra = {"num_classes": num_classes} if bounded else {}  # stop at the first out-of-range class
+        columns = reader.read_columns(path, rank=True, dtype=np.float32, **extra)
         if num_classes is not None:
             columns.check_classes(path, num_classes)
         return TopKTable.from_columns(str(path), columns)
@@ -164,8 +170,9 @@ def check_weights(weights: Sequence[float], count: int, where: str) -> np.ndarra
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (count,):
         raise UsageError(f"{where}: {len(w)} weights for {count} members; give one weight per member")
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+    if not np.all(np.isfinite(w)) or (w < 0).any() or not (w > 0).any():
         raise UsageError(f"{where}: weights must be non-negative numbers with a positive sum, got {list(w)}")
+    w = w / w.max()  # first scaled to at most 1: the sum of 1e308 and 1e308 would overflow to inf
     return w / w.sum()
 
 

@@ -135,11 +135,13 @@ def read_columns(
     line_no: int = 0,
     rank: bool = True,
     dtype: type = np.float32,
+    num_classes: int | None = None,
 ) -> PredictionColumns:
     """The rows of ``path`` from byte ``start`` (after ``line_no`` lines), each ranked best first (score
     descending, then class ascending) when ``rank``. ``fast`` parses a whole block of the format through
     polars (None, or polars missing: Python only); ``parse_line`` parses the blocks it leaves, and raises the
-    errors."""
+    errors. ``num_classes``: a class outside ``0 .. num_classes - 1`` is an error as soon as its block is
+    parsed (a row listing a million classes stops there, before the ``[rows, classes]`` arrays are made)."""
     path = Path(path)
     blocks: list[PredictionColumns] = []
     fast = fast if fast_library() is not None else None
@@ -161,7 +163,9 @@ def read_columns(
                     continue
             else:
                 cut = len(buf)
-            line_no = _parse_block(path, buf, cut, line_no, parse_line, fast, rank, dtype, blocks)
+            line_no = _parse_block(
+                path, buf, cut, line_no, parse_line, fast, rank, dtype, blocks, num_classes
+            )
             pending = buf[cut:]
             if not block:
                 break
@@ -178,10 +182,21 @@ def _parse_block(
     rank: bool,
     dtype: type,
     blocks: list[PredictionColumns],
+    num_classes: int | None = None,
 ) -> int:
     text = buf[:cut] if cut < len(buf) else buf
+    if (
+        fast is not None
+        and num_classes is not None
+        and text
+        and _longest_line(text) > 64 * num_classes + 1024
+    ):
+        fast = None  # a row longer than any valid one (it would list a class twice or out of range): the
+        # Python parser stops at its first bad class, where polars would pad every row of the block to it
     got = fast(text) if fast is not None and text else None
     if got is not None:
+        if num_classes is not None:
+            _check_range(path, got.ids, got.classes, got.lines + line_no, num_classes)
         lines = text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
         got.lines += line_no
         if rank:
@@ -201,6 +216,9 @@ def _parse_block(
             raise DataError(f"{path}: line {line_no}: not valid UTF-8 ({exc.reason})") from None
         if line.strip():
             vid, classes, scores = parse_line(line_no, line)
+            if num_classes is not None and classes and max(classes) >= num_classes:
+                cls = next(c for c in classes if c >= num_classes)
+                _raise_out_of_range(path, line_no, vid.encode("utf-8"), cls, num_classes)
             big = [c for c in classes if c > INT32_MAX]
             if big:
                 raise DataError(
@@ -221,6 +239,33 @@ def _parse_block(
         ids = np.array([r[1].encode("utf-8") for r in rows])
         blocks.append(PredictionColumns(ids, classes, scores, np.array([r[0] for r in rows], np.int64)))
     return line_no
+
+
+def _longest_line(text: bytes) -> int:
+    longest, pos = 0, 0
+    while pos < len(text):
+        end = text.find(b"\n", pos)
+        end = len(text) if end < 0 else end
+        longest = max(longest, end - pos)
+        pos = end + 1
+    return longest
+
+
+def _check_range(
+    path: Path, ids: np.ndarray, classes: np.ndarray, lines: np.ndarray, num_classes: int
+) -> None:
+    bad = np.flatnonzero((classes >= num_classes).any(axis=1))
+    if bad.size:
+        row = int(bad[0])
+        cls = int(classes[row][classes[row] >= num_classes][0])
+        _raise_out_of_range(path, int(lines[row]), bytes(ids[row]), cls, num_classes)
+
+
+def _raise_out_of_range(path: Path, line_no: int, vid: bytes, cls: int, num_classes: int) -> None:
+    raise DataError(
+        f"{path}: line {line_no}: video {_show(vid)}: class {cls} is out of range; the dataset has "
+        f"{num_classes} classes (0 .. {num_classes - 1}); pass the right --num-classes"
+    )
 
 
 def _line_end(buf: bytes, pos: int, cut: int) -> int:

@@ -119,8 +119,10 @@ class JsonLinesFormat:
     def read(self, path: Path) -> Iterator[Prediction]:
         return read_jsonl(path)
 
-    def read_columns(self, path: Path, *, rank: bool = True, dtype: type = np.float32) -> PredictionColumns:
-        return read_jsonl_columns(path, rank=rank, dtype=dtype)
+    def read_columns(
+        self, path: Path, *, rank: bool = True, dtype: type = np.float32, num_classes: int | None = None
+    ) -> PredictionColumns:
+        return read_jsonl_columns(path, rank=rank, dtype=dtype, num_classes=num_classes)
 
     def write_columns(
         self, path: Path, columns: PredictionColumns, class_names: dict[int, str] | None
@@ -132,7 +134,7 @@ class JsonLinesFormat:
 
 
 def read_jsonl_columns(
-    path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32
+    path: str | os.PathLike, *, rank: bool = True, dtype: type = np.float32, num_classes: int | None = None
 ) -> PredictionColumns:
     """A JSON lines prediction file as arrays (:mod:`zoo.engine.infer.prediction_files`): the rows of
     :func:`read_jsonl`, each ranked best first when ``rank``; the same errors."""
@@ -142,7 +144,7 @@ def read_jsonl_columns(
         row = _jsonl_row(path, line_no, text)
         return row.id, row.classes, row.scores
 
-    return read_columns(path, parse_line, parse_jsonl_block, rank=rank, dtype=dtype)
+    return read_columns(path, parse_line, parse_jsonl_block, rank=rank, dtype=dtype, num_classes=num_classes)
 
 
 def load_class_names(path: str | os.PathLike) -> dict[int, str]:

@@ -129,10 +129,10 @@ def write_average(
 ) -> list[Path]:
     """``output`` as a run directory: config.json (the first source's, save_dir pointing here),
     model.safetensors with its .sha256, and average.json naming the sources."""
-    from zoo.atomic import atomic_write_text
+    from zoo.atomic import atomic_write_text, output_dir
     from zoo.engine.runs.checkpoint import WEIGHTS_FILE, save_arrays
 
-    output.mkdir(parents=True, exist_ok=True)
+    output_dir(output)
     config = sources[0].config
     config.setdefault("train", {})["save_dir"] = str(output.resolve())
     atomic_write_text(output / "config.json", json.dumps(config, indent=1))

@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.atomic import atomic_dir, atomic_path, atomic_write_text
-from zoo.dirlock import is_no_space, no_space_error
+from zoo.atomic import atomic_dir, atomic_group, atomic_path, atomic_write_text
 from zoo.errors import ZooError
 from zoo.fetch import sha256_file
 
@@ -166,15 +165,12 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, s
     """A weights file with its ``.sha256`` beside it, both written atomically."""
     from safetensors.numpy import save_file
 
-    try:
-        with atomic_path(path) as tmp:
-            save_file(arrays, str(tmp), metadata=metadata)
-        atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha256_file(path)}  {path.name}\n")
-    except OSError as exc:
-        if not is_no_space(exc):
-            raise
-        needed = sum(a.nbytes for a in arrays.values())
-        raise no_space_error(path, needed, "the weights", f"{path} is as it was before") from None
+    needed = sum(a.nbytes for a in arrays.values())
+    with atomic_group(), atomic_path(path, what="the weights", needed=needed) as tmp:
+        save_file(arrays, str(tmp), metadata=metadata)
+        digest = f"{sha256_file(tmp)}  {path.name}\n"
+        # the weights and their checksum appear together, or neither does
+        atomic_write_text(path.with_name(path.name + ".sha256"), digest, what="the weights' checksum")
 
 
 def save_checkpoint(
@@ -192,26 +188,17 @@ def save_checkpoint(
     target = run_dir / CHECKPOINTS / name
     weights = model_arrays(model)
     arrays, other = optimizer_arrays(model, optimizer)
-    try:
-        with atomic_dir(target) as tmp:
-            save_file(weights, str(tmp / WEIGHTS_FILE))
-            save_file(arrays, str(tmp / "optimizer.safetensors"))
-            for file_name, file_arrays in (extra or {}).items():
-                save_file(file_arrays, str(tmp / file_name))
-            (tmp / "state.json").write_text(
-                json.dumps({**state, "optimizer": other}, indent=1, default=float)
-            )
-            write_sums(tmp, [WEIGHTS_FILE, "optimizer.safetensors", "state.json", *(extra or {})])
-        atomic_write_text(run_dir / LATEST, name + "\n")
-    except OSError as exc:
-        if not is_no_space(exc):
-            raise
-        needed = sum(a.nbytes for group in (weights, arrays, *(extra or {}).values()) for a in group.values())
-        previous = latest_checkpoint(run_dir)
-        kept = (
-            f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written yet"
-        )
-        raise no_space_error(target, needed, "the checkpoint", kept) from None
+    needed = sum(a.nbytes for group in (weights, arrays, *(extra or {}).values()) for a in group.values())
+    previous = latest_checkpoint(run_dir)
+    kept = f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written yet"
+    with atomic_dir(target, what="the checkpoint", needed=needed, kept=kept) as tmp:
+        save_file(weights, str(tmp / WEIGHTS_FILE))
+        save_file(arrays, str(tmp / "optimizer.safetensors"))
+        for file_name, file_arrays in (extra or {}).items():
+            save_file(file_arrays, str(tmp / file_name))
+        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": other}, indent=1, default=float))
+        write_sums(tmp, [WEIGHTS_FILE, "optimizer.safetensors", "state.json", *(extra or {})])
+    atomic_write_text(run_dir / LATEST, name + "\n", what="the latest-checkpoint pointer")
     old = sorted(p for p in (run_dir / CHECKPOINTS).iterdir() if p.is_dir() and p.name.startswith("step-"))
     for stale in old[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)

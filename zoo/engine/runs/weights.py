@@ -111,26 +111,96 @@ def fetch(url: str, *, sha256: str | None = None, retries: int = 3, quiet: bool 
     return target
 
 
+ARCHIVE_MAX_MEMBERS = 10_000
+"""Members a weights archive may hold (PaddleVideo's hold one or two)."""
+ARCHIVE_MIN_BOUND = 256 << 20
+ARCHIVE_RATIO = 32
+ARCHIVE_MAX_BYTES = 64 << 30
+"""What an archive may expand to: ``ARCHIVE_RATIO`` times its own size, at least ``ARCHIVE_MIN_BOUND`` and at
+most ``ARCHIVE_MAX_BYTES`` (weights are float arrays; they compress by a few percent, never 1000x)."""
+
+
+def archive_bound(archive_bytes: int) -> int:
+    """The most bytes an archive of ``archive_bytes`` may expand to (each member and in all)."""
+    return min(ARCHIVE_MAX_BYTES, max(ARCHIVE_MIN_BOUND, ARCHIVE_RATIO * archive_bytes))
+
+
 def _unpack(archive: Path) -> Path:
     """The archive's contents, extracted once into the cache under the archive's SHA-256: never beside the
-    user's file, and a changed archive (new content, same name) gets a folder of its own."""
+    user's file, and a changed archive (new content, same name) gets a folder of its own. Bounded: the
+    member count, each member's declared size and the declared total are checked before a byte is written,
+    and the bytes actually written are counted while extracting; a failed extraction leaves nothing."""
     dest = cache_dir("weights", "unpacked") / sha256_file(archive)
     if dest.is_dir():
         return dest
+    bound = archive_bound(archive.stat().st_size)
     try:
-        with tarfile.open(archive) as tar, atomic_dir(dest) as tmp:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                for member in tar.getmembers():
-                    if member.name.startswith("/") or ".." in Path(member.name).parts:
-                        raise ZooError(
-                            f"{archive}: refusing archive member {member.name!r} outside the archive"
-                        )
-                tar.extractall(tmp)
+        with tarfile.open(archive) as tar:
+            members = _checked_members(tar, archive, bound)
+            needed = sum(m.size for m in members)
+            with atomic_dir(dest, what=f"the contents of {archive}", needed=needed) as tmp:
+                _extract_bounded(tar, members, archive, tmp, bound)
     except (tarfile.TarError, OSError) as exc:
         raise ZooError(f"{archive}: not a readable tar archive ({exc})") from None
     return dest
+
+
+def _checked_members(tar: tarfile.TarFile, archive: Path, bound: int) -> list[tarfile.TarInfo]:
+    """The members, read (not extracted) up to :data:`ARCHIVE_MAX_MEMBERS`, with their declared sizes
+    checked against ``bound``; only files and folders inside the archive are accepted."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for member in tar:
+        if len(members) == ARCHIVE_MAX_MEMBERS:
+            raise ZooError(
+                f"{archive}: more than {ARCHIVE_MAX_MEMBERS} members; not a weights archive (refused "
+                f"before extracting anything)"
+            )
+        if not (member.isfile() or member.isdir()):
+            raise ZooError(
+                f"{archive}: member {member.name[:200]!r} is a link or device; a weights archive holds "
+                f"files and folders only"
+            )
+        parts = Path(member.name).parts
+        if not parts and member.isdir():  # "." itself
+            continue
+        if member.name.startswith("/") or ".." in parts or not parts:
+            raise ZooError(f"{archive}: refusing archive member {member.name[:200]!r} outside the archive")
+        total += member.size
+        if member.size > bound or total > bound:
+            raise ZooError(
+                f"{archive}: member {member.name[:200]!r} declares {member.size} bytes ({total} so far), "
+                f"more than the {bound} bytes this {archive.stat().st_size}-byte archive may expand to; "
+                f"refused before extracting anything"
+            )
+        members.append(member)
+    return members
+
+
+def _extract_bounded(
+    tar: tarfile.TarFile, members: list[tarfile.TarInfo], archive: Path, tmp: Path, bound: int
+) -> None:
+    total = 0
+    for member in members:
+        target = tmp.joinpath(*Path(member.name).parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        if source is None:  # pragma: no cover - isfile() members always have data
+            continue
+        written = 0
+        with source, open(target, "wb") as out:
+            while chunk := source.read(1 << 20):
+                written += len(chunk)
+                if written > member.size or total + written > bound:
+                    raise ZooError(
+                        f"{archive}: member {member.name[:200]!r} expands past its declared {member.size} "
+                        f"bytes or the {bound}-byte bound; nothing of the archive was kept"
+                    )
+                out.write(chunk)
+        total += written
 
 
 # ---------------------------------------------------------------------------------------------------------

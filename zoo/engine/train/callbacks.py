@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.atomic import atomic_write_bytes, atomic_write_text
+from zoo.atomic import append_text, atomic_write_bytes, atomic_write_text
 from zoo.contracts import CallbackBase, TrainingState
 from zoo.errors import UsageError
 
@@ -67,8 +67,7 @@ class History:
     def log_step(self, row: dict[str, Any]) -> None:
         self.steps.append(row)
         if self.enabled:
-            with open(self.run_dir / "steps.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_text(self.run_dir / "steps.jsonl", json.dumps(row) + "\n", what="the step log")
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         # a run stopped inside an epoch (train.max_iter) logged that epoch's row so far; resumed with a

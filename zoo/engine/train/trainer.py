@@ -98,6 +98,7 @@ class Trainer:
         self.overwrite = overwrite
         self.batch_in_epoch = 0
         self.epoch_loss = (0.0, 0.0)  # (loss x examples, examples) of the epoch so far; saved in checkpoints
+        self.ids_checked = False  # whether a whole epoch's ids were checked for repeats
         self.done = False
         self.finished: str | None = None  # a resumed run already complete: why (see rundir.check_work_left)
         self.state = TrainingState(self.run_dir, cfg, is_main=self.ctx.is_main)
@@ -401,6 +402,9 @@ class Trainer:
             )
         )
         filler: dict[str, Any] | None = None
+        # the ids of the first epoch this process trains, to say whether a video is read twice (copies of a
+        # file under two names): about 11 bytes a video, dropped after that epoch
+        ids_seen: list[np.ndarray] | None = [] if not (self.ids_checked or self.batch_in_epoch) else None
         while True:
             # Ranks may hold different numbers of batches (shards differ in size): a rank whose data ran
             # out takes part with a zero-weight step on a filler batch (its running statistics restored),
@@ -410,6 +414,10 @@ class Trainer:
                 break
             if batch is not None:
                 filler = batch
+                if ids_seen is not None:
+                    ids_seen.append(
+                        np.array([i if isinstance(i, bytes) else str(i).encode() for i in batch["ids"]])
+                    )
             stepped = self._train_step(batch, filler)
             if stepped is None:  # every rank ran out
                 break
@@ -435,6 +443,9 @@ class Trainer:
                 self.done = True
                 break
         bar.close(loss=loss_sum / max(n_sum, 1))
+        if ids_seen is not None and not self.done:
+            self.ids_checked = True  # a whole epoch from its start: every video of this rank was seen
+            warn_repeated_ids(ids_seen, self.ctx.rank if self.ctx.distributed else None)
         completed = not self.done  # the data ran out rather than max_iter
         if completed:
             st.epoch += 1
@@ -562,3 +573,25 @@ class Trainer:
             )
         self._emit("on_validation", metrics)
         return metrics
+
+
+def warn_repeated_ids(batches: list[np.ndarray], rank: int | None = None) -> int:
+    """Warn (stderr) when one epoch's training ids hold a video more than once, with the count and an
+    example; returns the number of repeated reads. (`zoo data inspect` names the files.)"""
+    if not batches:
+        return 0
+    ids, counts = np.unique(np.concatenate(batches), return_counts=True)
+    repeated = counts > 1
+    extra = int((counts[repeated] - 1).sum())
+    if extra:
+        example = ids[repeated][0].decode("utf-8", "backslashreplace")
+        where = f" (rank {rank})" if rank is not None else ""
+        print(
+            f"warning: the training data{where} holds {int(repeated.sum())} video id(s) more than once "
+            f"({extra} repeated reads an epoch; for example {example!r}, read {int(counts[repeated][0])} times): "
+            f"those videos weigh more in training. A file listed twice or a copy of a shard under another name? "
+            f"`zoo data inspect` names the files",
+            file=sys.stderr,
+            flush=True,
+        )
+    return extra
