@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 TINY_CLASSES = 12
+TINY_VIDEOS = {"train": 60, "validate": 24, "test": 24}
 TINY_NEXTVLAD = ["model.cluster_size=4", "model.groups=2", "model.hidden_size=16", "model.gating_reduction=4"]
 
 
@@ -14,9 +15,9 @@ def tiny_dataset(root: Path, seed: int = 3) -> Path:
     from zoo_yt8m_data.synth import SynthSpec, generate
 
     spec = SynthSpec(
-        train_videos=60,
-        valid_videos=24,
-        test_videos=24,
+        train_videos=TINY_VIDEOS["train"],
+        valid_videos=TINY_VIDEOS["validate"],
+        test_videos=TINY_VIDEOS["test"],
         classes=TINY_CLASSES,
         min_frames=3,
         max_frames=9,

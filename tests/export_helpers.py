@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from zoo.config import load_config
+from zoo.contracts import DatasetSpec
+from zoo.testing import model_batch
 
 FEATURES = {"rgb": 16, "audio": 8}
 MAX_FRAMES = 12
@@ -36,15 +36,12 @@ def tiny_config(name: str, features: dict[str, int] = FEATURES, **extra):
 
 
 def make_batch(lengths, features=FEATURES, seed=1):
-    """A numpy batch as the pipeline yields it: zero padding after each video's ``lengths`` frames."""
-    rng = np.random.default_rng(seed)
-    b, t = len(lengths), max(lengths)
-    mask = (np.arange(t)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
-    batch = {
-        k: rng.uniform(-2, 2, (b, t, d)).astype(np.float32) * mask[..., None] for k, d in features.items()
-    }
-    batch.update(mask=mask, num_frames=np.asarray(lengths, np.int64), ids=[f"v{i}" for i in range(b)])
-    return batch
+    """A numpy batch as the pipeline yields it (zoo.testing.model_batch, zero padding), with video ids."""
+    batch = model_batch(
+        DatasetSpec(num_classes=11, features=features, max_frames=MAX_FRAMES), lengths, seed=seed
+    )
+    del batch["labels"]  # what a predictor is given
+    return {**batch, "ids": [f"v{i}" for i in range(len(lengths))]}
 
 
 def trained_weights(cfg, path: Path, seed: int = 0) -> Path:

@@ -15,6 +15,7 @@ import zoo
 from zoo import DatasetSpec, build_model
 from zoo.config import bundled_config, describe_fields, load_config
 from zoo.errors import ConfigError
+from zoo.testing import model_batch
 
 SPEC = DatasetSpec(num_classes=7, features={"rgb": 12, "audio": 5}, max_frames=20)
 
@@ -60,33 +61,11 @@ CASES = {**{name: (name, opts) for name, opts in TINY.items()}, **VARIANTS}
 NAMES = list(TINY)
 
 
-@pytest.fixture(scope="module")
-def paddle(paddle_cpu):
-    return paddle_cpu
-
-
 def make_batch(
     paddle, lengths: list[int], seed: int = 0, garbage: bool = True, pad_to: int | None = None
 ) -> dict:
-    """A batch per the batch contract; padding holds large random values when ``garbage`` (it must not matter)."""
-    rng, junk = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
-    t = pad_to or max(lengths)
-    batch = {}
-    for name, dim in SPEC.features.items():
-        real = rng.normal(size=(len(lengths), max(lengths), dim))  # the same draws whatever pad_to is
-        x = 50.0 * junk.normal(size=(len(lengths), t, dim)) if garbage else np.zeros((len(lengths), t, dim))
-        for i, n in enumerate(lengths):
-            x[i, :n] = real[i, :n]
-        batch[name] = x.astype("float32")
-    mask = np.zeros((len(lengths), t), dtype="float32")
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1.0
-    batch["mask"] = mask
-    batch["num_frames"] = np.array(lengths, dtype="int64")
-    labels = np.zeros((len(lengths), SPEC.num_classes), dtype="float32")
-    labels[np.arange(len(lengths)), rng.integers(0, SPEC.num_classes, len(lengths))] = 1.0
-    batch["labels"] = labels
-    return {k: paddle.to_tensor(v) for k, v in batch.items()}
+    """A batch per the batch contract (zoo.testing.model_batch); padding holds large values when ``garbage``."""
+    return model_batch(SPEC, lengths, frames=pad_to, garbage=garbage, seed=seed, tensors=True)
 
 
 def build(paddle, case: str, **extra):

@@ -23,30 +23,17 @@ import pytest
 
 from zoo import DatasetSpec, build_model
 from zoo.engine.settings import TrainConfig
+from zoo.testing import model_batch
 
 SPEC = DatasetSpec(num_classes=5, features={"rgb": 6, "audio": 4}, max_frames=10)
 LENGTHS = [3, 7, 1]
 STARTER = {"input_norm": "l2", "bn_momentum": 0.999, "bn_epsilon": 0.001}
 
 
-@pytest.fixture(scope="module")
-def paddle(paddle_cpu):
-    return paddle_cpu
-
-
 def make_batch(seed: int = 0) -> tuple[dict, list[np.ndarray]]:
-    """A padded batch (padding = large random values) and, per video, its real frames concatenated ``[n, D]``."""
-    rng = np.random.default_rng(seed)
-    t = max(LENGTHS) + 2
-    batch, mask = {}, np.zeros((len(LENGTHS), t), dtype="float32")
-    for i, n in enumerate(LENGTHS):
-        mask[i, :n] = 1.0
-    for name, dim in SPEC.features.items():
-        x = 50.0 * rng.normal(size=(len(LENGTHS), t, dim))
-        x[mask > 0] = rng.normal(size=(int(mask.sum()), dim)) + 0.3
-        batch[name] = x.astype("float32")
-    batch["mask"] = mask
-    batch["num_frames"] = mask.sum(axis=1).astype("int64")
+    """A padded batch (zoo.testing.model_batch, padding = large random values) as numpy arrays and, per video,
+    its real frames concatenated ``[n, D]``."""
+    batch = model_batch(SPEC, LENGTHS, frames=max(LENGTHS) + 2, garbage=True, seed=seed)
     videos = [
         np.concatenate([batch[f][i, :n] for f in SPEC.features], axis=-1) for i, n in enumerate(LENGTHS)
     ]

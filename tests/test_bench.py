@@ -40,6 +40,8 @@ def test_unknown_model_is_a_usage_error(capsys, tmp_path):
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_cpu_processes_1_and_2_write_the_table_csv_json_and_plot(tmp_path):
     from zoo_yt8m_data.synth import SynthSpec, generate
 
@@ -106,6 +108,8 @@ def test_cpu_processes_1_and_2_write_the_table_csv_json_and_plot(tmp_path):
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_segment_metric_on_segment_mode_data_is_the_headline(tmp_path):
     """eval.metric: yt8m-segment with data.segments: true (issue 12): the engine's generic evaluation feeds the
     metric the batches' label_mask, and segment_map ranks the row."""
@@ -158,6 +162,8 @@ def test_segment_metric_on_segment_mode_data_is_the_headline(tmp_path):
     assert columns[columns.index("infer videos/s") + 1] == "segment_map"  # the first metric column
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.integration
 def test_segment_inference_benchmark_runs_small(tmp_path):
     """benchmarks/bench_segments.py: model time, selection time and memory on a tiny set."""
     out = tmp_path / "seg.json"

@@ -163,6 +163,7 @@ def test_builtins_come_through_entry_points():
     assert "nextvlad" in infos["nextvlad"]["provides"]["model"]
 
 
+@pytest.mark.integration
 def test_base_commands_run_where_paddle_cannot_be_imported():
     """A base install (no paddle): --help, plugins and models list everything without importing a model."""
     import subprocess

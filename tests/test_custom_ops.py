@@ -19,6 +19,11 @@ from kernel_helpers import require_compiler
 
 from zoo.errors import ConfigError, UsageError
 
+pytestmark = [
+    pytest.mark.integration,  # exports, builds the operator, loads it in a fresh process
+    pytest.mark.timeout(600),  # the build, and a fresh process given 300 s
+]
+
 
 @pytest.fixture(autouse=True)
 def _compiler() -> None:
@@ -26,7 +31,7 @@ def _compiler() -> None:
 
 
 @pytest.fixture(scope="module")
-def custom_export(tmp_path_factory, paddle_cpu):
+def custom_export(tmp_path_factory, paddle):
     """A tiny NeXtVLAD exported with and without the operator, from the same trained weights."""
     from zoo.engine.export.tracing import export_model
 
@@ -57,7 +62,7 @@ def test_custom_op_export_predicts_what_the_model_does(custom_export):
         np.testing.assert_allclose(with_op.predict(batch), without.predict(batch), rtol=0, atol=1e-6)
 
 
-def test_mix_nextvlad_exports_with_the_operator(paddle_cpu, tmp_path):
+def test_mix_nextvlad_exports_with_the_operator(paddle, tmp_path):
     from zoo.engine.export.predictor import load_exported
     from zoo.engine.export.tracing import export_model
 
@@ -77,7 +82,7 @@ def test_a_fresh_process_registers_the_operator_before_loading(custom_export):
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[3])\n"
         "from export_helpers import make_batch\n"
-        "from zoo.engine.export.tracing import load_exported\n"
+        "from zoo.engine.export.predictor import load_exported\n"
         "batch = make_batch([5, 2], seed=9)\n"
         "a = load_exported(sys.argv[1]).predict(batch)\n"
         "b = load_exported(sys.argv[2]).predict(batch)\n"
@@ -94,7 +99,7 @@ def test_a_fresh_process_registers_the_operator_before_loading(custom_export):
     assert json.loads(out.stdout.strip().splitlines()[-1]) <= 1e-6
 
 
-def test_the_operator_checks_its_inputs(paddle_cpu):
+def test_the_operator_checks_its_inputs(paddle):
     from zoo_nextvlad.custom_op import load
 
     op = load().zoo_nextvlad_assign
@@ -143,7 +148,7 @@ def test_cli_custom_ops_with_onnx_is_a_usage_error(tmp_path, capsys):
     assert "ONNX exports use standard operators only" in capsys.readouterr().err
 
 
-def test_a_failed_build_says_what_to_do(monkeypatch, paddle_cpu):
+def test_a_failed_build_says_what_to_do(monkeypatch, paddle):
     import paddle.utils.cpp_extension as builder
     from zoo_nextvlad import custom_op
 
@@ -160,7 +165,7 @@ def test_a_failed_build_says_what_to_do(monkeypatch, paddle_cpu):
         custom_op.load()
 
 
-def test_an_interrupted_build_is_started_again(monkeypatch, paddle_cpu):
+def test_an_interrupted_build_is_started_again(monkeypatch, paddle):
     """A build directory without the completion marker (a build killed halfway) is cleared and built again;
     a completed one is reused as it is."""
     import types

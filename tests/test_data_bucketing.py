@@ -56,6 +56,7 @@ def _ids(got):
     return [b["ids"] for b in got]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("files", [8, 1])
 def test_every_video_once_per_epoch_across_ranks_and_workers(data, files):
     reader = _reader(data, files)

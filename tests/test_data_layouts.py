@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import TINY_CLASSES, tiny_dataset, tiny_run_overrides
+from data_helpers import TINY_CLASSES, tiny_run_overrides
 
 import zoo
 from zoo import DatasetSpec
@@ -92,11 +92,11 @@ def _floats_of(video, rng):
 
 
 @pytest.fixture(scope="module")
-def layouts(tmp_path_factory):
+def layouts(tmp_path_factory, tiny_data):
     """The tiny synthetic dataset, and the same videos in the MediaPipe, video_id and float layouts."""
     root = tmp_path_factory.mktemp("layouts")
     official = root / "official"
-    tiny_dataset(official, seed=3)
+    official.symlink_to(tiny_data, target_is_directory=True)
     rng = np.random.default_rng(0)
     floats: dict[str, dict[str, np.ndarray]] = {}
     for split in ("train", "validate", "test"):
@@ -280,6 +280,8 @@ def test_quantize_inverts_dequantize():
     np.testing.assert_array_equal(quantize(np.array([-9.0, 9.0], np.float32)), [0, 255])
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.integration
 def test_inspect_reports_the_layout_it_found(layouts):
     root, _ = layouts
     expected = {
@@ -341,6 +343,8 @@ def test_pack_keeps_floats_or_quantizes_on_request(layouts, tmp_path):
     assert same.reused == ["validate0000"]
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.integration
 def test_pack_video_id_records_like_the_official_ones(layouts, tmp_path):
     root, _ = layouts
     pack([str(root / "official" / "train")], tmp_path / "a", num_classes=CLASSES, jobs=1, progress=False)
@@ -380,7 +384,9 @@ def _config(root: Path, kind: str, run_dir: Path, *extra: str):
     return load_config(None, overrides, model="nextvlad")
 
 
-def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle_cpu):
+@pytest.mark.timeout(900)
+@pytest.mark.integration
+def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, paddle):
     from zoo.engine.train.trainer import Trainer
 
     root, _ = layouts
@@ -414,7 +420,8 @@ def test_mediapipe_and_video_id_records_train_and_evaluate(layouts, tmp_path, pa
     assert results["metrics"]["num_videos"] == 24 and 0.0 <= results["metrics"]["gap"] <= 1.0
 
 
-def test_packed_float_records_train(layouts, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_packed_float_records_train(layouts, tmp_path, paddle):
     from zoo.engine.train.trainer import Trainer
 
     root, _ = layouts

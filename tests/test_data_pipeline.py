@@ -77,6 +77,7 @@ def test_max_frames_truncates(small):
     assert b["rgb"].shape[1] == 5 and b["num_frames"].max() == 5
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("files", [8, 1])
 def test_every_record_once_across_two_ranks_and_two_workers(small, files):
     """2 simulated ranks x 2 DataLoader workers; by file (8 files) and by record (1 file)."""
@@ -112,6 +113,7 @@ def test_every_record_once_across_two_ranks_and_two_workers(small, files):
     assert plan_epoch(paths, parts=4, shuffle=True, seed=1, epoch=0).by_file == (files == 8)
 
 
+@pytest.mark.integration
 def test_shuffle_is_seeded_per_epoch_and_resume_continues_exactly(small):
     reader = _reader(small)
 
@@ -152,6 +154,7 @@ def test_count_records(small):
     assert count_records(_reader(small)) == 180
 
 
+@pytest.mark.integration
 def test_worker_error_keeps_its_type_and_message(small, tmp_path):
     bad = tmp_path / "bad.tfrecord"
     data = (small / "validate" / "validate0000.tfrecord").read_bytes()
@@ -163,6 +166,7 @@ def test_worker_error_keeps_its_type_and_message(small, tmp_path):
         list(batches(reader, spec=SPEC, batch_size=4, num_workers=2))
 
 
+@pytest.mark.integration
 def test_skip_corrupt_counts_records_skipped_in_workers(small, tmp_path, capsys):
     bad = tmp_path / "bad.tfrecord"
     data = (small / "validate" / "validate0000.tfrecord").read_bytes()
@@ -281,6 +285,7 @@ def test_quantized_batches_hold_the_same_values_as_uint8(small, small_packed, so
     assert dequantize_batch(floats[0], SPEC.features) is floats[0]
 
 
+@pytest.mark.integration
 def test_quantized_batches_survive_dataloader_workers(small):
     reader = _reader(small)
     ids = []
@@ -290,7 +295,7 @@ def test_quantized_batches_survive_dataloader_workers(small):
     assert sorted(ids) == sorted(r["id"] for r in reader)
 
 
-def test_device_dequantization_equals_the_host_values(small, paddle_cpu):
+def test_device_dequantization_equals_the_host_values(small, paddle):
     from zoo.engine.feed import to_tensors
 
     reader = _reader(small)

@@ -142,6 +142,8 @@ def test_multi_node_flags_are_checked_and_passed_to_launch(tmp_path):
     assert plan.world_size == 4
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_the_first_real_failure_is_blamed_not_the_ranks_that_lost_their_peer(tmp_path):
     records = [
         {
@@ -192,7 +194,9 @@ def test_a_rank_killed_without_a_word_is_named_from_the_exit_records(tmp_path):
 # Real multi-process runs
 
 
-def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle):
     one = tmp_path / "one"
     Trainer(
         load_config(bundled_config("mean-pool"), overrides(even_data, f"train.save_dir={one}")),
@@ -223,6 +227,8 @@ def test_two_processes_follow_the_loss_curve_of_one(even_data, tmp_path, paddle_
     assert (two / "logs" / "workerlog.1").is_file()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_two_nodes_on_loopback_use_every_record_once_per_epoch(uneven_data, tmp_path):
     run_dir = tmp_path / "run"
     port = free_port()
@@ -279,6 +285,8 @@ def _corrupt_record(path: Path, index: int) -> bytes:
     return original
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_a_failing_rank_stops_the_job_naming_it_and_resume_recovers(even_data, tmp_path):
     import shutil
 

@@ -82,6 +82,7 @@ def _commands() -> list[str]:
     return re.findall(r"^    (\w+)\s", block, flags=re.M)
 
 
+@pytest.mark.integration
 def test_every_command_is_documented():
     text = (DOCS / "cli.md").read_text()
     commands = _commands()
@@ -111,3 +112,51 @@ def test_registered_command_summaries_are_the_commands_help():
 
     for entry in get_plugins().registry("command"):
         assert entry.summary == entry.cls.help, f"zoo {entry.name}: summary {entry.summary!r} != help"
+
+
+# -- every Python example in README.md and docs/ runs ----------------------------------------------------
+#
+# The examples of one page run in order in one namespace (a later block may use an earlier block's names), in
+# a temporary working directory. A block that cannot run alone says so in an HTML comment on the line before
+# its fence, and the test holds it to that:
+#   <!-- docs-test: fragment of PATH -->    every line of the block is a line of PATH (a file of this repository)
+#   <!-- docs-test: fragment: REASON -->   the block has to compile; REASON says what else it needs
+
+REPO = DOCS.parent
+PAGES = [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
+_FENCE = re.compile(r"(?:<!-- docs-test: (?P<mark>[^\n]+?) -->\n)?```python\n(?P<code>.*?)^```", re.M | re.S)
+
+
+def _examples(page: Path) -> list[tuple[int, str | None, str]]:
+    text = page.read_text()
+    return [(text.count("\n", 0, m.start("code")) + 1, m["mark"], m["code"]) for m in _FENCE.finditer(text)]
+
+
+def test_every_python_fence_is_found():
+    """A ```python block the pattern missed would go unchecked."""
+    for page in PAGES:
+        assert len(_examples(page)) == page.read_text().count("```python"), page.name
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _examples(p)], ids=lambda p: p.name)
+def test_python_examples_run(page, tmp_path, monkeypatch):
+    from zoo.paths import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    # docs/data.md reads the built-in sample data from ./yt8m-sample: the session's copy, made once
+    sample = cache_dir("sample-v1")
+    (tmp_path / "yt8m-sample").symlink_to(sample, target_is_directory=True)
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    for line, mark, code in _examples(page):
+        where = f"{page.relative_to(REPO)}:{line}"
+        if mark is None:
+            exec(compile(code, where, "exec"), namespace)
+        elif mark.startswith("fragment of "):
+            whole = (REPO / mark.removeprefix("fragment of ")).read_text().splitlines()
+            missing = [s for s in code.splitlines() if s.strip() and s not in whole]
+            assert not missing, (
+                f"{where}: these lines are not in {mark.removeprefix('fragment of ')}: {missing[:3]}"
+            )
+        else:
+            assert mark.startswith("fragment: "), f"{where}: unknown mark <!-- docs-test: {mark} -->"
+            compile(code, where, "exec")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import tiny_dataset, tiny_run_overrides
+from data_helpers import tiny_run_overrides
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
@@ -24,16 +24,11 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ZOO, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("ema-data"), seed=5)
-
-
 def tiny_config(data: Path, run_dir: Path, *extra: str):
     return load_config(None, tiny_run_overrides(data, run_dir, *extra), model="nextvlad")
 
 
-def test_weight_average_follows_its_formula_and_swaps_back_exactly(paddle_cpu):
+def test_weight_average_follows_its_formula_and_swaps_back_exactly(paddle):
     import paddle
 
     from zoo.engine.train.ema import WeightAverage
@@ -60,17 +55,15 @@ def test_ema_decay_of_one_or_more_is_a_config_error():
 
 
 @pytest.fixture(scope="module")
-def ema_run(tiny_data, tmp_path_factory):
-    from zoo.engine.runtime import init_paddle
-
-    init_paddle("cpu")
+def ema_run(tiny_data, tmp_path_factory, paddle):
     run = tmp_path_factory.mktemp("ema-run") / "straight"
     Trainer(tiny_config(tiny_data, run, "train.ema_decay=0.9"), progress=False).fit()
     return run
 
 
+@pytest.mark.integration
 def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(
-    ema_run, tiny_data, tmp_path, paddle_cpu
+    ema_run, tiny_data, tmp_path, paddle
 ):
     straight, split = ema_run, tmp_path / "split"
     Trainer(tiny_config(tiny_data, split, "train.ema_decay=0.9", "train.max_iter=11"), progress=False).fit()
@@ -93,6 +86,8 @@ def test_resume_with_ema_is_bitwise_and_the_final_weights_are_the_average(
         assert f.metadata()["weights"] == "ema"
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_zoo_average_of_two_checkpoints_is_their_mean_and_evaluates(ema_run, tmp_path):
     first, second = sorted((ema_run / "checkpoints").iterdir())
     out = tmp_path / "averaged"
@@ -111,6 +106,8 @@ def test_zoo_average_of_two_checkpoints_is_their_mean_and_evaluates(ema_run, tmp
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.integration
 def test_zoo_average_refuses_another_shape_naming_the_tensor(ema_run, tmp_path):
     from safetensors.numpy import save_file
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from data_helpers import tiny_dataset
 
 from zoo import hookimpl
 from zoo.config import load_config
@@ -31,11 +30,6 @@ NEXTVLAD_TINY = [
     "model.gating_reduction=4",
     "model.dropout=0.3",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3)
 
 
 def tiny_config(data: Path, run_dir: Path, *extra: str, model: str = "nextvlad"):
@@ -67,7 +61,8 @@ def weights_of(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(str(run_dir / "model.safetensors"))
 
 
-def test_training_writes_a_complete_run_directory(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_training_writes_a_complete_run_directory(tiny_data, tmp_path, paddle):
     run = tmp_path / "run"
     result = Trainer(tiny_config(tiny_data, run), progress=False).fit()
     assert result.steps == 2 * 8 and result.epochs == 2  # 60 videos / batch 8 -> 8 steps per epoch
@@ -91,7 +86,8 @@ def test_training_writes_a_complete_run_directory(tiny_data, tmp_path, paddle_cp
         Trainer(tiny_config(tiny_data, run), progress=False).fit()
 
 
-def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, paddle):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight), progress=False).fit()
     split = tmp_path / "split"
@@ -108,7 +104,8 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tiny_data, tmp_path, padd
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
 
 
-def test_dequantizing_on_the_device_trains_exactly_as_on_the_host(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_dequantizing_on_the_device_trains_exactly_as_on_the_host(tiny_data, tmp_path, paddle):
     """data.dequantize_on_device (the GPU default) feeds the model the same values: the same weights, validation
     GAP and training loss, with the quantized batches coming through a DataLoader worker."""
     host, device = tmp_path / "host", tmp_path / "device"
@@ -167,7 +164,8 @@ class _NanPlugin:
         register(NanAfter)
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tiny_data, tmp_path, paddle):
     get_plugins().add_plugin(_NanPlugin, name="nan-plugin", distribution="tests")
     try:
         run = tmp_path / "nan"
@@ -188,7 +186,8 @@ def weights_of_checkpoint(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path / "model.safetensors"))
 
 
-def test_pretrain_loads_what_fits_and_reports_the_rest(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_pretrain_loads_what_fits_and_reports_the_rest(tiny_data, tmp_path, paddle):
     run = tmp_path / "base"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1"), progress=False).fit()
     from zoo.engine.build import build_model
@@ -251,8 +250,9 @@ def served(tmp_path):
         server.close()
 
 
+@pytest.mark.integration
 def test_weights_url_is_downloaded_once_and_checksum_verified(
-    tiny_data, tmp_path, served, paddle_cpu, monkeypatch
+    tiny_data, tmp_path, served, paddle, monkeypatch
 ):
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     root, url = served
@@ -278,7 +278,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ZOO, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, paddle):
     run = tmp_path / "run"
     Trainer(
         tiny_config(tiny_data, run, "train.epoch=1", "predict.formats=[jsonl, kaggle-csv]"), progress=False
@@ -312,7 +314,9 @@ def test_eval_and_predict_commands_use_the_saved_config(tiny_data, tmp_path, pad
     assert missing.returncode == 1 and "do not exist" in missing.stderr
 
 
-def test_eval_without_weights_uses_the_released_paddlevideo_archive(tiny_data, tmp_path, served, paddle_cpu):
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_eval_without_weights_uses_the_released_paddlevideo_archive(tiny_data, tmp_path, served, paddle):
     """The seed's fallback: no --weights -> the released PaddleVideo 1.x NeXtVLAD archive, fetched and converted.
 
     The archive is built here in PaddleVideo's layout (a tar.gz holding NEXTVLAD_final.pdparams, a protocol-2

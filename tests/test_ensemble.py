@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import tiny_run_overrides
+from data_helpers import TINY_VIDEOS, tiny_run_overrides
 
 from zoo.contracts import Prediction
 from zoo.engine.infer import ensemble as ens
@@ -23,29 +23,6 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ZOO, *args], capture_output=True, text=True, cwd=cwd, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from zoo_yt8m_data.synth import SynthSpec, generate
-
-    root = tmp_path_factory.mktemp("ens-data")
-    generate(
-        root,
-        SynthSpec(
-            train_videos=48,
-            valid_videos=32,
-            test_videos=24,
-            classes=12,
-            min_frames=3,
-            max_frames=8,
-            train_shards=1,
-            valid_shards=1,
-            test_shards=1,
-            seed=5,
-        ),
-    )
-    return root
-
-
 def tiny_overrides(data: Path, run_dir: Path, seed: int) -> list[str]:
     return tiny_run_overrides(
         data, run_dir, f"train.seed={seed}", "predict.batch_size=16", "predict.formats=[jsonl, kaggle-csv]"
@@ -53,7 +30,7 @@ def tiny_overrides(data: Path, run_dir: Path, seed: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tiny_data, tmp_path_factory, paddle_cpu):
+def two_runs(tiny_data, tmp_path_factory, paddle):
     from zoo.config import load_config
     from zoo.engine.train.trainer import Trainer
 
@@ -121,6 +98,8 @@ def test_members_with_other_videos_or_classes_are_errors_naming_the_file(tmp_pat
 # -- runs and files ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_ensemble_of_two_runs_scores_members_and_fits_weights(two_runs, tmp_path):
     out = tmp_path / "ens"
     result = run_cli(
@@ -135,11 +114,13 @@ def test_ensemble_of_two_runs_scores_members_and_fits_weights(two_runs, tmp_path
     assert record["fitted_on"] == "valid" and abs(sum(record["weights"]) - 1) < 1e-9
     assert (out / "predictions.csv").read_text().startswith("VideoId,LabelConfidencePairs")
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 32
+    assert len(rows) == TINY_VIDEOS["validate"]
     assert all(1 <= len(r["classes"]) <= 20 for r in rows)
     assert "ensemble" in result.stdout and "gap" in result.stdout.lower()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_ensemble_of_prediction_files_matches_runs_and_applies_saved_weights(two_runs, tiny_data, tmp_path):
     from zoo.config import load_config
 
@@ -211,7 +192,7 @@ def test_teacher_store_round_trip_is_memory_mapped_and_names_missing_videos(tmp_
         store.soft_targets(["a", "zz"], 6)
 
 
-def test_distillation_loss_matches_numpy(paddle_cpu):
+def test_distillation_loss_matches_numpy(paddle):
     import paddle
 
     from zoo.engine.settings import DistillConfig
@@ -242,6 +223,8 @@ def test_distillation_loss_matches_numpy(paddle_cpu):
         assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1200)
 def test_a_student_distilled_from_two_runs_trains_evaluates_and_exports(two_runs, tiny_data, tmp_path):
     student = tmp_path / "student"
     overrides = tiny_overrides(tiny_data, student, 7) + [
@@ -254,7 +237,7 @@ def test_a_student_distilled_from_two_runs_trains_evaluates_and_exports(two_runs
     result = run_cli("train", "nextvlad", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     store = TeacherStore(student / "teacher")
-    assert len(store) == 48 and store.meta["mean"] == "geometric"
+    assert len(store) == TINY_VIDEOS["train"] and store.meta["mean"] == "geometric"
     assert (student / "model.safetensors").is_file()
     history = [json.loads(line) for line in (student / "history.jsonl").read_text().splitlines()]
     assert len(history) == 2 and all(np.isfinite(r["train_loss"]) for r in history)
@@ -292,8 +275,10 @@ def test_member_values_match_a_pairwise_lookup(missing, table_bytes, monkeypatch
                 assert values[m, r, j] == np.float32(expected)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
 @pytest.mark.slow
-def test_an_ensemble_of_three_runs_beats_its_best_member(tmp_path_factory, paddle_cpu):
+def test_an_ensemble_of_three_runs_beats_its_best_member(tmp_path_factory, paddle):
     """Three tiny nextvlad runs (seeds 1-3): the equal-weight arithmetic mean scores a higher GAP on the
     validation split than the best of them."""
     from zoo_yt8m_data.synth import SynthSpec, generate

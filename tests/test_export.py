@@ -21,6 +21,7 @@ from zoo.errors import UsageError, ZooError
 from zoo.plugins import get_plugins
 
 MODELS = get_plugins().registry("model").names()
+pytestmark = pytest.mark.integration  # every test here exports (or reads an export)
 
 
 def dygraph_probabilities(cfg, weights: Path, batch) -> np.ndarray:
@@ -34,7 +35,7 @@ def dygraph_probabilities(cfg, weights: Path, batch) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_export_matches_dygraph(name, paddle_cpu, tmp_path):
+def test_export_matches_dygraph(name, paddle, tmp_path):
     from zoo.engine.export.predictor import bf16_support, load_exported
     from zoo.engine.export.tracing import export_model
 
@@ -114,6 +115,7 @@ def flat_frames_model():
         plugins.remove_plugin("export-test-plugin")
 
 
+@pytest.mark.timeout(1200)
 def test_fixed_frames_fallback_in_a_fresh_process():
     """Runs the test below in its own interpreter.
 
@@ -141,7 +143,7 @@ def test_fixed_frames_fallback_in_a_fresh_process():
     "ZOO_TEST_INNER" not in __import__("os").environ,
     reason="run in a fresh process by test_fixed_frames_fallback_in_a_fresh_process",
 )
-def test_model_that_needs_fixed_frames_falls_back_to_static(flat_frames_model, paddle_cpu, tmp_path):
+def test_model_that_needs_fixed_frames_falls_back_to_static(flat_frames_model, paddle, tmp_path):
     from zoo.engine.export.predictor import load_exported
     from zoo.engine.export.tracing import export_model
 
@@ -318,7 +320,7 @@ def test_trt_shape_ranges_cover_every_input(exports):
     assert low["rgb"] == [1, 1, 16] and high["rgb"] == [64, MAX_FRAMES, 16] and high["num_frames"] == [64]
 
 
-def test_random_weights_need_an_explicit_flag(paddle_cpu, tmp_path):
+def test_random_weights_need_an_explicit_flag(paddle, tmp_path):
     from zoo.engine.export.tracing import export_model
 
     with pytest.raises(UsageError, match="--allow-random"):
@@ -326,7 +328,7 @@ def test_random_weights_need_an_explicit_flag(paddle_cpu, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_export_replaces_only_an_earlier_export(exports, paddle_cpu, tmp_path):
+def test_export_replaces_only_an_earlier_export(exports, paddle, tmp_path):
     from zoo.engine.export.tracing import export_model
 
     run = tmp_path / "run"
@@ -341,7 +343,7 @@ def test_export_replaces_only_an_earlier_export(exports, paddle_cpu, tmp_path):
     assert json.loads((again / "metadata.json").read_text())["model"] == "max-pool"
 
 
-def test_vocabulary_ships_with_the_export(paddle_cpu, tmp_path):
+def test_vocabulary_ships_with_the_export(paddle, tmp_path):
     from zoo.engine.export.predictor import load_exported
     from zoo.engine.export.tracing import export_model
 
@@ -362,7 +364,7 @@ def test_vocabulary_ships_with_the_export(paddle_cpu, tmp_path):
 # Command line, end to end on real TFRecords
 
 
-def test_cli_export_then_predict_matches_predict_with_weights(paddle_cpu, tmp_path, capsys):
+def test_cli_export_then_predict_matches_predict_with_weights(paddle, tmp_path, capsys):
     from zoo.cli import main
     from zoo.engine.runs.checkpoint import WEIGHTS_FILE
 

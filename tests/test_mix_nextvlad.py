@@ -299,6 +299,8 @@ def test_bundled_config_is_the_authors_recipe_with_a_sample_scale(paddle):
     assert list(out["logits"].shape) == [2, 200] and np.isfinite(out["logits"].numpy()).all()
 
 
+@pytest.mark.timeout(1200)
+@pytest.mark.integration
 def test_export_in_a_fresh_process():
     """Runs the export test below in its own interpreter (as `zoo export` runs)."""
     test = f"{__file__}::test_export_returns_the_mixtures_probabilities_only"
@@ -313,6 +315,7 @@ def test_export_in_a_fresh_process():
     assert "1 passed" in done.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.skipif("ZOO_TEST_INNER" not in os.environ, reason="run by test_export_in_a_fresh_process")
 def test_export_returns_the_mixtures_probabilities_only(paddle, tmp_path):
     from zoo.engine.build import build_model as build_from_config

@@ -16,7 +16,14 @@ from zoo.testing import MODEL_CHECKS, check_metric, check_model, check_reader, m
 MODELS = get_plugins().registry("model").names()
 
 
-@pytest.mark.parametrize("check", MODEL_CHECKS)
+@pytest.mark.parametrize(
+    "check",
+    # the export check traces, saves and loads the model in a fresh process
+    [
+        pytest.param(c, marks=[pytest.mark.integration, pytest.mark.timeout(900)]) if c == "export" else c
+        for c in MODEL_CHECKS
+    ],
+)
 @pytest.mark.parametrize("name", MODELS)
 def test_model_contract(name, check):
     check_model(name, checks=[check])

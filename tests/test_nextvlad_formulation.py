@@ -20,11 +20,6 @@ HEAD = {"hidden_size": 64, "gating_reduction": 4, "dropout": 0.0}  # the branche
 LENGTHS = [300, 137, 1, 260]
 
 
-@pytest.fixture(scope="module")
-def paddle(paddle_cpu):
-    return paddle_cpu
-
-
 def reference_batch(paddle, lengths: list[int], seed: int = 0) -> dict:
     """Frames in the dequantized range; padded frames hold large values (they must not matter)."""
     rng = np.random.default_rng(seed)

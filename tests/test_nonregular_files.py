@@ -8,7 +8,10 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+pytestmark = [
+    pytest.mark.integration,  # each probe runs in a subprocess with a timeout
+    pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo"),
+]
 
 PROBE = """
 import sys

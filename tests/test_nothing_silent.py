@@ -100,7 +100,7 @@ def test_ensemble_weights_normalise_without_overflow():
     np.testing.assert_allclose(check_weights([1.0, 3.0], 2, "--weights"), [0.25, 0.75])
 
 
-def test_files_get_the_mode_a_plain_open_gives(tmp_path, paddle_cpu):
+def test_files_get_the_mode_a_plain_open_gives(tmp_path, paddle):
     """Weights (safetensors writes them 0600 itself), checkpoints and text files all follow the umask."""
     import paddle
 

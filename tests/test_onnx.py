@@ -23,6 +23,7 @@ pytest.importorskip("paddle2onnx")
 pytest.importorskip("onnxruntime")
 
 MODELS = get_plugins().registry("model").names()
+pytestmark = pytest.mark.integration  # every test here exports (or reads an export)
 RECURRENT = {"lstm": 2, "attention-lstm": 2}  # LSTM nodes whose sequence lengths the export restores
 
 
@@ -34,7 +35,7 @@ def save(model, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_onnx_export_matches_dygraph(name, paddle_cpu, tmp_path):
+def test_onnx_export_matches_dygraph(name, paddle, tmp_path):
     from zoo.engine.export.onnx import ONNX_FILE, OnnxModel, export_onnx
     from zoo.engine.export.predictor import load_exported
     from zoo.engine.infer.loops import dygraph_scorer
@@ -60,7 +61,7 @@ def test_onnx_export_matches_dygraph(name, paddle_cpu, tmp_path):
         np.testing.assert_allclose(got, reference(batch), rtol=0, atol=1e-5, err_msg=f"{name} {lengths}")
 
 
-def test_restoring_sequence_lengths_is_what_makes_lstms_match(paddle_cpu, tmp_path):
+def test_restoring_sequence_lengths_is_what_makes_lstms_match(paddle, tmp_path):
     """Without the repair (SEQUENCE_LENGTH_NOTE) paddle2onnx's LSTM runs over the padding and differs."""
     import onnx
     import onnxruntime as ort
@@ -133,7 +134,7 @@ def cumulative_model():
         plugins.remove_plugin("onnx-test-plugin")
 
 
-def test_unsupported_operator_is_named(cumulative_model, paddle_cpu, tmp_path):
+def test_unsupported_operator_is_named(cumulative_model, paddle, tmp_path):
     from zoo.engine.export.onnx import export_onnx
 
     cfg = tiny_config(cumulative_model)
@@ -142,7 +143,7 @@ def test_unsupported_operator_is_named(cumulative_model, paddle_cpu, tmp_path):
     assert "--format paddle" in str(info.value) and not (tmp_path / "out").exists()
 
 
-def test_no_builtin_operator_is_reported_unsupported(paddle_cpu, tmp_path):
+def test_no_builtin_operator_is_reported_unsupported(paddle, tmp_path):
     """The diagnosis maps PIR names onto paddle2onnx's list; a false alarm would blame a working operator."""
     from paddle2onnx.paddle2onnx_cpp2py_export import get_all_supported_operators_pir
 
@@ -196,7 +197,7 @@ def test_onnx_export_runs_fp32_only(onnx_export):
         load_exported(onnx_export, precision="bf16")
 
 
-def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle_cpu, tmp_path, capsys):
+def test_cli_export_onnx_then_predict_matches_predict_with_weights(paddle, tmp_path, capsys):
     from zoo.cli import main
     from zoo.engine.runs.checkpoint import WEIGHTS_FILE
 

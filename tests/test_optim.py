@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 from kernel_helpers import REQUIRE, kernel_missing, require_kernel
-from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
+from test_engine import tiny_config, weights_of
 
 from zoo.engine.settings import TrainConfig
 from zoo.engine.train import update as gradclip
@@ -240,7 +240,7 @@ def test_freed_gradients_give_the_update_of_zeroed_ones():
     "mode, fused", [("global", False), ("per_tensor", False), ("global", True), ("per_tensor", True)]
 )
 def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients(
-    tiny_data,  # noqa: F811
+    tiny_data,
     tmp_path,
     monkeypatch,
     mode,

@@ -353,6 +353,7 @@ def test_column_reader_agrees_with_the_row_reader(case):
         assert back == [(r.id, r.classes, r.scores) for r in rows]
 
 
+@pytest.mark.slow
 @needs_polars
 def test_number_parsing_matches_float_on_many_spellings(tmp_path):
     rng = np.random.default_rng(5)

@@ -39,7 +39,7 @@ def nextvlad_config(data: Path, **extra):
     return load_config(raw=raw, source="test")
 
 
-def test_cli_int8_export_passes_its_checks_and_predicts(paddle_cpu, data, tmp_path, capsys):
+def test_cli_int8_export_passes_its_checks_and_predicts(paddle, data, tmp_path, capsys):
     from zoo.cli import main
     from zoo.engine.export.onnx import OnnxModel
     from zoo.engine.export.predictor import load_exported
@@ -96,7 +96,7 @@ def test_cli_int8_export_passes_its_checks_and_predicts(paddle_cpu, data, tmp_pa
     )
 
 
-def test_static_int8_export_calibrates_on_training_batches(paddle_cpu, data, tmp_path):
+def test_static_int8_export_calibrates_on_training_batches(paddle, data, tmp_path):
     from zoo.engine.export.quantize import Int8Options, export_int8
 
     cfg = nextvlad_config(data)
@@ -146,7 +146,7 @@ def small_config(tmp_path: Path, name: str = "mean-pool"):
     )
 
 
-def test_broken_calibration_data_is_a_clear_error(paddle_cpu, tmp_path):
+def test_broken_calibration_data_is_a_clear_error(paddle, tmp_path):
     from zoo.engine.export.quantize import Int8Options, export_int8
 
     cfg = small_config(tmp_path)
@@ -183,7 +183,7 @@ def test_broken_calibration_data_is_a_clear_error(paddle_cpu, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_model_whose_plugin_forbids_int8_is_refused(paddle_cpu, tmp_path, monkeypatch):
+def test_a_model_whose_plugin_forbids_int8_is_refused(paddle, tmp_path, monkeypatch):
     import zoo
     from zoo.cli import main
     from zoo.contracts import Int8Policy
@@ -207,7 +207,7 @@ def test_a_model_whose_plugin_forbids_int8_is_refused(paddle_cpu, tmp_path, monk
     assert code == 2 and not (tmp_path / "out").exists() and not (tmp_path / "cli").exists()
 
 
-def test_a_policy_that_selects_nothing_is_refused(paddle_cpu, tmp_path, monkeypatch):
+def test_a_policy_that_selects_nothing_is_refused(paddle, tmp_path, monkeypatch):
     import zoo
     from zoo.contracts import Int8Policy
     from zoo.engine.export.quantize import export_int8

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import tiny_dataset
 from remote_servers import ACCESS_KEY, SECRET_KEY, gcs_server, http_server, s3_server, upload_dir
 from test_data_download import site  # noqa: F401 - the fake data.yt8m.org, a fixture
 
@@ -20,11 +19,6 @@ from zoo.errors import DataError, UsageError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
 SMALL_BLOCKS = {"read_ahead_block": "4KiB", "read_ahead_blocks": 3}  # many ranged reads per file
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3)
 
 
 def frame_reader(paths, **options):
@@ -218,22 +212,22 @@ def test_a_server_that_drops_connections_mid_file_is_survived(tiny_data, capfd):
 @pytest.mark.integration
 def test_http_directories_and_list_files(tiny_data, tmp_path):
     first, second = shard_names(tiny_data / "train")
-    (tiny_data / "urls.list").write_text(f"train/{first}\n")
-    try:
-        with http_server(tiny_data) as server:
-            assert frame_reader([f"{server.url}/train/"]).sources() == [
-                f"{server.url}/train/{first}",
-                f"{server.url}/train/{second}",
-            ]
-            assert frame_reader([f"{server.url}/urls.list"]).sources() == [f"{server.url}/train/{first}"]
-            with pytest.raises(DataError, match=r"http://127.0.0.1:\d+/nothing.tfrecord: no such object"):
-                expand_paths([f"{server.url}/nothing.tfrecord"])
-            # a password in the URL never reaches a message
-            with pytest.raises(DataError) as failed:
-                storage.RemoteFile(server.url.replace("//", "//ann:hunter2@") + "/absent.tfrecord")
-            assert "hunter2" not in str(failed.value) and "***@" in str(failed.value)
-    finally:
-        (tiny_data / "urls.list").unlink()
+    served = tmp_path / "served"  # the session's dataset plus a list file, without writing into the dataset
+    served.mkdir()
+    (served / "train").symlink_to(tiny_data / "train", target_is_directory=True)
+    (served / "urls.list").write_text(f"train/{first}\n")
+    with http_server(served) as server:
+        assert frame_reader([f"{server.url}/train/"]).sources() == [
+            f"{server.url}/train/{first}",
+            f"{server.url}/train/{second}",
+        ]
+        assert frame_reader([f"{server.url}/urls.list"]).sources() == [f"{server.url}/train/{first}"]
+        with pytest.raises(DataError, match=r"http://127.0.0.1:\d+/nothing.tfrecord: no such object"):
+            expand_paths([f"{server.url}/nothing.tfrecord"])
+        # a password in the URL never reaches a message
+        with pytest.raises(DataError) as failed:
+            storage.RemoteFile(server.url.replace("//", "//ann:hunter2@") + "/absent.tfrecord")
+        assert "hunter2" not in str(failed.value) and "***@" in str(failed.value)
 
 
 @pytest.mark.integration
@@ -282,7 +276,7 @@ def train(data: dict[str, str], run: Path, *extra: str) -> dict[str, np.ndarray]
 
 
 @pytest.fixture(scope="module")
-def local_run(tiny_data, tmp_path_factory, paddle_cpu):
+def local_run(tiny_data, tmp_path_factory, paddle):
     run = tmp_path_factory.mktemp("local-run") / "run"
     train({"train": str(tiny_data / "train"), "valid": str(tiny_data / "validate")}, run)
     return run

@@ -33,6 +33,8 @@ def zoo_run(model: str, out: Path) -> dict:
     return json.loads((out / "eval_results.json").read_text())["metrics"]
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
 @pytest.mark.slow
 def test_nextvlad_beats_chance_and_mean_pooling(tmp_path):
     nextvlad = zoo_run("nextvlad", tmp_path / "nextvlad")

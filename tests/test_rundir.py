@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import tiny_dataset
 from test_engine import run_cli, tiny_config, weights_of
 
 from zoo.config import load_config
@@ -23,11 +22,6 @@ from zoo.dirlock import DirectoryLock, DirectoryLocked, NoSpaceLeft
 from zoo.engine.runs import checkpoint
 from zoo.engine.train.trainer import Trainer
 from zoo.errors import ConfigError, DataError, UsageError, ZooError
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=3)
 
 
 def _flip_byte(path: Path, at: int = -100) -> None:
@@ -40,9 +34,8 @@ def _flip_byte(path: Path, at: int = -100) -> None:
 # resume with a changed config; history after resume
 
 
-def test_resume_refuses_changes_that_break_exactness_and_records_accepted_ones(
-    tiny_data, tmp_path, paddle_cpu
-):
+@pytest.mark.integration
+def test_resume_refuses_changes_that_break_exactness_and_records_accepted_ones(tiny_data, tmp_path, paddle):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
     run = tmp_path / "run"
@@ -102,7 +95,8 @@ HOLD = textwrap.dedent(
 )
 
 
-def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, paddle):
     """``train.fused_update`` changes which kernels compute the same Adam update: a resume refuses the change
     unless allowed, then ends where an uninterrupted run does (opting in, here)."""
     straight = tmp_path / "straight"
@@ -118,7 +112,8 @@ def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, 
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
 
 
-def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_a_second_writer_is_refused_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, paddle):
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(run / "run.lock")], stdout=subprocess.PIPE, text=True
@@ -184,7 +179,8 @@ def test_the_refusal_names_the_holder_and_a_note_without_a_lock_is_not_a_holder(
 # checkpoint integrity and disk full
 
 
-def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data, tmp_path, paddle):
     straight = tmp_path / "straight"
     Trainer(tiny_config(tiny_data, straight, "train.epoch=1"), progress=False).fit()
     run = tmp_path / "run"
@@ -216,8 +212,9 @@ def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data,
         read_weights(str(run))
 
 
+@pytest.mark.integration
 def test_disk_full_while_checkpointing_names_the_path_and_keeps_the_previous(
-    tiny_data, tmp_path, paddle_cpu, monkeypatch
+    tiny_data, tmp_path, paddle, monkeypatch
 ):
     import safetensors.numpy
 
@@ -274,7 +271,7 @@ def test_disk_full_while_packing_names_the_shard(tmp_path, monkeypatch):
 # runs that would do nothing; where the data comes from; portable run directories
 
 
-def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, paddle_cpu):
+def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, paddle):
     empty = tmp_path / "empty.tfrecord"
     empty.write_bytes(b"")
     with pytest.raises(DataError, match=f"holds no videos: {empty} is empty"):
@@ -285,12 +282,16 @@ def test_empty_training_data_and_zero_epochs_are_errors(tiny_data, tmp_path, pad
         load_config(None, ["dataset.preset=yt8m", "train.epoch=0"], model="nextvlad")
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.integration
 def test_data_dir_and_data_override_together_are_refused(tiny_data, tmp_path):
     out = run_cli("train", "nextvlad", "--data", str(tiny_data), "-o", "data.train=/x", cwd=tmp_path)
     assert out.returncode == 2 and "--data" in out.stderr and "-o data.train=/x" in out.stderr
 
 
-def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_path, paddle_cpu, monkeypatch):
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_path, paddle, monkeypatch):
     monkeypatch.chdir(tiny_data)
     run = tmp_path / "run"
     cfg = load_config(
@@ -341,7 +342,9 @@ def test_run_dirs_are_portable_and_eval_data_says_which_split(tiny_data, tmp_pat
 # duplicate ids
 
 
-def test_duplicate_ids_are_reported_with_both_files(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_duplicate_ids_are_reported_with_both_files(tiny_data, tmp_path, paddle):
     from zoo_yt8m_data.inspection import inspect_sources
 
     test_file = next((tiny_data / "test").iterdir())
@@ -430,6 +433,7 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses ps --ppid and /proc")
 @pytest.mark.parametrize("script", ["pack-pool", "dataloader"])
 def test_workers_exit_when_their_parent_is_killed(tiny_data, script):

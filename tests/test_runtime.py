@@ -11,9 +11,12 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tuning: Linux only"
-)
+pytestmark = [
+    pytest.mark.integration,  # each probe is a fresh process
+    pytest.mark.skipif(
+        sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tuning: Linux only"
+    ),
+]
 
 # Allocates, fills and frees a 96 MiB block twice with malloc (as paddle's CPU allocator does) and counts the
 # page faults of the second fill: glibc's default maps such a block on its own and unmaps it on free, so every

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +10,9 @@ from pathlib import Path
 import pytest
 
 from zoo.errors import UsageError
-from zoo.plugins import reset_plugins
 from zoo.scaffold import write_plugin
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
-
-
-def _pip(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
 
 
 @pytest.mark.parametrize("name", ["My-Model", "9lives", "a_b", "a--b", "-a", "a-", "", "a b", "über"])
@@ -47,7 +35,9 @@ def test_existing_output_and_taken_names_are_refused(tmp_path):
     assert (tmp_path / "empty" / "zoo_fresh_model" / "fresh-model.yaml").is_file()
 
 
-def test_new_plugin_installs_passes_its_tests_and_trains(tmp_path):
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
+def test_new_plugin_installs_passes_its_tests_and_trains(tmp_path, plugin_env):
     out = subprocess.run(
         [ZOO, "plugins", "new", "scaffolded-pool", "--output", str(tmp_path / "plugin")],
         capture_output=True,
@@ -55,31 +45,23 @@ def test_new_plugin_installs_passes_its_tests_and_trains(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     plugin = tmp_path / "plugin"
-    _pip("install", "--no-deps", "--no-build-isolation", "-e", str(plugin))
-    importlib.invalidate_caches()
-    reset_plugins()
-    try:
-        tests = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-            cwd=plugin,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert tests.returncode == 0, tests.stdout[-4000:]
-        assert "7 passed" in tests.stdout
-        run = subprocess.run(
-            [ZOO, "run", "scaffolded-pool", "-o", "train.epoch=1", "-o", "train.max_iter=3"]
-            + ["--output", str(tmp_path / "run")],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ},
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
-        assert results["model"] == "scaffolded-pool" and 0 <= results["metrics"]["gap"] <= 1
-    finally:
-        _pip("uninstall", "-y", "zoo-scaffolded-pool")
-        importlib.invalidate_caches()
-        reset_plugins()
+    python = str(plugin_env(plugin, editable=True))  # as its author would: pip install -e
+    tests = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=plugin,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert tests.returncode == 0, tests.stdout[-4000:]
+    assert "7 passed" in tests.stdout
+    run = subprocess.run(
+        [python, "-m", "zoo.cli", "run", "scaffolded-pool", "-o", "train.epoch=1", "-o", "train.max_iter=3"]
+        + ["--output", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["model"] == "scaffolded-pool" and 0 <= results["metrics"]["gap"] <= 1

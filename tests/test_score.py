@@ -174,6 +174,7 @@ def test_cli_video_level_records_and_text_output(tmp_path, capsys):
     assert code == 0 and f"GAP@5 {want['gap']:.6f}" in out and "videos 15" in out
 
 
+@pytest.mark.integration
 def test_cli_exit_codes(tmp_path, capsys):
     ids, labels, scores = make_videos(5)
     write_records(tmp_path / "v.tfrecord", ids, labels)
@@ -195,6 +196,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "missing.tfrecord" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_score_in_a_subprocess_never_imports_paddle(tmp_path):
     """`zoo score` is a base-install command: scoring a prediction file must not load the framework."""
     ids, labels, scores = make_videos(12)

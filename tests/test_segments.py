@@ -151,6 +151,7 @@ def test_segment_mode_makes_one_example_per_rated_segment(segdata):
     assert cfg.reader["segments"] is True
 
 
+@pytest.mark.integration
 def test_segment_mode_resumes_mid_epoch_with_two_workers(segdata):
     """Resume skips batches of rated segments, not of videos: the rest of the uninterrupted epoch."""
     from zoo.data import batches
@@ -438,6 +439,8 @@ def test_unknown_video_is_an_error_naming_the_line(segdata, tmp_path):
 # -- the workflow ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
 @pytest.mark.slow
 def test_zoo_run_segments_finetuning_helps_and_submission_round_trips(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

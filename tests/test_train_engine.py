@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 import pytest
-from test_engine import tiny_config, tiny_data, weights_of  # noqa: F401 - tiny_data is a fixture
+from test_engine import tiny_config, weights_of
 
 from zoo import hookimpl
 from zoo.contracts import CallbackBase, TrainingState
@@ -78,10 +78,11 @@ def aux_models():
     get_plugins().remove_plugin("aux-plugin")
 
 
+@pytest.mark.integration
 def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
-    tiny_data,  # noqa: F811
+    tiny_data,
     tmp_path,
-    paddle_cpu,
+    paddle,
     aux_models,
 ):
     from zoo.engine.build import build_reader
@@ -119,7 +120,8 @@ def test_a_model_with_its_own_loss_trains_with_it_and_evaluates_on_its_logits(
     assert probs.shape == (4, cfg.dataset.num_classes) and ((probs >= 0) & (probs <= 1)).all()
 
 
-def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle_cpu, aux_models):  # noqa: F811
+@pytest.mark.integration
+def test_export_of_a_dict_returning_model_uses_its_logits(tiny_data, tmp_path, paddle, aux_models):
     from zoo.engine.build import build_reader
     from zoo.engine.export.predictor import load_exported
     from zoo.engine.export.tracing import export_model
@@ -173,7 +175,8 @@ class _RecorderPlugin:
         register(Recorder)
 
 
-def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
+@pytest.mark.integration
+def test_callbacks_see_every_event_in_order(tiny_data, tmp_path, paddle):
     from zoo.engine.train.trainer import Trainer
 
     get_plugins().add_plugin(_RecorderPlugin, name="recorder-plugin", distribution="tests")
@@ -257,7 +260,8 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
+@pytest.mark.integration
+def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle):
     pytest.importorskip("tensorboardX")
     pytest.importorskip("visualdl")
     from zoo.engine.train.trainer import Trainer
@@ -291,7 +295,7 @@ def test_visualdl_and_tensorboard_logs_read_back(tiny_data, tmp_path, paddle_cpu
 # Mixed precision
 
 
-def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path, paddle_cpu):  # noqa: F811
+def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path, paddle):
     from zoo.engine.train.trainer import Trainer
 
     for amp in ("bf16", "fp16"):
@@ -301,7 +305,7 @@ def test_amp_on_cpu_is_refused_rather_than_silently_float32(tiny_data, tmp_path,
         assert not (tmp_path / amp / "checkpoints").exists()
 
 
-def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, tmp_path, monkeypatch):  # noqa: F811
+def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, tmp_path, monkeypatch):
     import paddle
 
     from zoo.engine.train.trainer import AMP_FP32_OPS, Trainer
@@ -329,7 +333,7 @@ def test_amp_keeps_batchnorm_softmax_and_l2_normalisation_in_float32(tiny_data, 
     assert not seen
 
 
-def test_amp_is_checked_as_a_literal(tiny_data, tmp_path):  # noqa: F811
+def test_amp_is_checked_as_a_literal(tiny_data, tmp_path):
     from zoo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.amp"):

@@ -9,18 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import TINY_CLASSES, tiny_dataset
+from data_helpers import TINY_CLASSES
 from test_engine import tiny_config, weights_of
 
 from zoo.cli import build_parser
 from zoo.config import bundled_config, load_config
 from zoo.engine.train.trainer import Trainer
 from zoo.errors import UsageError
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("tiny-data"), seed=5)
 
 
 def parsed(*argv: str):
@@ -39,7 +34,7 @@ def parsed(*argv: str):
         ("predict", "predict.batch_size=5", lambda cfg: cfg.predict.batch_size),
     ],
 )
-def test_o_wins_over_the_sample_section(command, override, read, paddle_cpu):
+def test_o_wins_over_the_sample_section(command, override, read, paddle):
     """base.yaml's sample section sets train.epoch 4 and eval/predict batches of 64; what -o says wins, and
     the rest of the sample section still applies."""
     from zoo.engine.commands.common import prepare_config as _prepare
@@ -66,7 +61,7 @@ def test_o_wins_over_the_config_in_export(tmp_path):
     assert cfg.model["hidden_size"] == 24 and cfg.predict.top_k == 3
 
 
-def test_o_wins_over_a_members_saved_config_in_ensemble(tiny_data, tmp_path, paddle_cpu):
+def test_o_wins_over_a_members_saved_config_in_ensemble(tiny_data, tmp_path, paddle):
     from zoo.engine.commands.ensemble import _config
 
     run = tmp_path / "run"
@@ -121,7 +116,8 @@ def test_data_named_in_the_config_brings_its_manifest_class_count_too(tiny_data,
 # -- nothing silent ------------------------------------------------------------------------------------------
 
 
-def test_a_resume_of_a_finished_run_writes_its_final_weights_and_says_so(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_a_resume_of_a_finished_run_writes_its_final_weights_and_says_so(tiny_data, tmp_path, paddle):
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_data, run, "train.epoch=1", "train.max_iter=3"), progress=False).fit()
     final = weights_of(run)
@@ -144,7 +140,8 @@ def test_a_resume_of_a_finished_run_writes_its_final_weights_and_says_so(tiny_da
     assert epochs == [1]
 
 
-def test_resumes_jsonl_names_the_checkpoint_used_not_the_damaged_one(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_resumes_jsonl_names_the_checkpoint_used_not_the_damaged_one(tiny_data, tmp_path, paddle):
     run = tmp_path / "run"
     Trainer(
         tiny_config(tiny_data, run, "train.epoch=1", "train.max_iter=4", "train.checkpoint_steps=2"),
@@ -161,7 +158,8 @@ def test_resumes_jsonl_names_the_checkpoint_used_not_the_damaged_one(tiny_data, 
     assert record["checkpoint"] == "step-00000002"
 
 
-def test_training_without_validation_data_says_so_once(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_training_without_validation_data_says_so_once(tiny_data, tmp_path, paddle):
     logs: list[str] = []
     Trainer(
         tiny_config(tiny_data, tmp_path / "run", "train.epoch=2", "data.valid=null"),
@@ -171,7 +169,8 @@ def test_training_without_validation_data_says_so_once(tiny_data, tmp_path, padd
     assert sum("no validation data" in m for m in logs) == 1
 
 
-def test_a_model_with_its_own_loss_says_which_loss_train_loss_is(tiny_data, tmp_path, paddle_cpu):
+@pytest.mark.integration
+def test_a_model_with_its_own_loss_says_which_loss_train_loss_is(tiny_data, tmp_path, paddle):
     logs: list[str] = []
     mix = [
         "model.cluster_size=4",
@@ -188,7 +187,7 @@ def test_a_model_with_its_own_loss_says_which_loss_train_loss_is(tiny_data, tmp_
 
 
 @pytest.mark.integration
-def test_checkpoints_and_exports_are_ensemble_members(tiny_data, tmp_path, paddle_cpu):
+def test_checkpoints_and_exports_are_ensemble_members(tiny_data, tmp_path, paddle):
     import argparse
 
     from zoo.engine.commands.ensemble import _members

@@ -86,33 +86,36 @@ def model_batch(
     frames: int | None = None,
     garbage: bool = False,
     seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """A numpy batch as the pipeline builds it: features ``[B, T, D]`` (T = ``frames`` or the longest),
-    ``mask``, ``num_frames`` and multi-hot ``labels``. The real frames depend only on ``seed`` and the
-    video's position, so two batches with the same lengths hold the same videos; ``garbage`` fills the
-    padding with large values instead of zeros."""
-    rng = np.random.default_rng(seed)
+    tensors: bool = False,
+) -> dict[str, Any]:
+    """A batch as the pipeline builds it, for tests of models: features ``[B, T, D]`` float32 (T = ``frames``
+    or the longest video), ``mask`` ``[B, T]``, ``num_frames`` ``[B]`` int64 and multi-hot ``labels``
+    ``[B, num_classes]`` (each video has at least one class).
+
+    Video ``i``'s real frames (uniform in [-2, 2], the dequantized range) depend only on ``seed``, ``i`` and
+    its length, never on the other videos or on T, so a video gives the same frames alone, in any batch and
+    under any padding. Padding frames are 0, or large random values with ``garbage=True`` (a model that
+    reads them cannot hide it). numpy arrays, or paddle tensors with ``tensors=True``."""
     b, t = len(lengths), frames or max(lengths)
-    mask = np.zeros((b, t), np.float32)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1.0
+    if min(lengths) < 0 or max(lengths) > t:
+        raise ValueError(f"model_batch: lengths {list(lengths)} must lie in 0..{t} (frames)")
+    mask = (np.arange(t)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
     junk = np.random.default_rng(seed + 1)
-    batch: dict[str, np.ndarray] = {}
-    for name, size in spec.features.items():
-        real = rng.uniform(-2.0, 2.0, (b, spec.max_frames, size)).astype(np.float32)
+    batch: dict[str, Any] = {}
+    for f, (name, size) in enumerate(spec.features.items()):
         value = np.zeros((b, t, size), np.float32)
-        width = min(t, spec.max_frames)
-        value[:, :width] = real[:, :width]
-        value *= mask[..., None]
+        for i, n in enumerate(lengths):
+            value[i, :n] = np.random.default_rng([seed, i, f]).uniform(-2.0, 2.0, (n, size))
         if garbage:
             value += (1.0 - mask[..., None]) * junk.uniform(-GARBAGE, GARBAGE, value.shape).astype(np.float32)
         batch[name] = value
     batch["mask"] = mask
     batch["num_frames"] = np.asarray(lengths, np.int64)
+    rng = np.random.default_rng(seed)
     labels = (rng.uniform(size=(b, spec.num_classes)) < 0.3).astype(np.float32)
     labels[np.arange(b), rng.integers(0, spec.num_classes, b)] = 1.0
     batch["labels"] = labels
-    return batch
+    return _tensors(batch) if tensors else batch
 
 
 def _tensors(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
