@@ -367,7 +367,9 @@ def test_l2_covers_each_branchs_logistic_weights_and_biases_only(paddle):
     expected = {id(p) for branch in model.branches for p in branch.head.parameters()}
     assert penalised == expected and len(expected) == 4  # 2 branches x (weight, bias)
     train = TrainConfig(l2_scope="classifier", gradient_clip_mode="per_tensor", fused_update=False)
-    optimizer = build_optimizer(model, train)
+    build_optimizer(model, train)  # the default, public path: a regularizer on exactly those parameters
+    assert {id(p) for p in model.parameters() if p.regularizer is not None} == expected
+    optimizer = build_optimizer(model, train, in_place=True)  # the opt-in path: the L2 term in the clip
     assert set(optimizer._grad_clip.decay) == expected
 
 
