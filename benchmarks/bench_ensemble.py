@@ -324,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(numbers, indent=1))
     slowest = max(numbers["combine_arithmetic_s"], numbers["combine_geometric_s"])
-    ok = slowest < GOAL_SECONDS and peak_rss_bytes() < GOAL_BYTES
+    # the combine step's peak, taken right after it (the file-format timings later in this process are no part
+    # of the goal; the whole command's peak is its own process's, below)
+    ok = slowest < GOAL_SECONDS and numbers["peak_rss_GB"] * 1e9 < GOAL_BYTES
     if args.command:
         whole = max(numbers["command_arithmetic_s"], numbers["command_geometric_s"])
         peak = max(numbers["command_arithmetic_peak_rss_GB"], numbers["command_geometric_peak_rss_GB"])

@@ -90,7 +90,11 @@ class EnsembleCommand:
         from zoo.engine.infer import ensemble as ens
         from zoo.engine.runtime import prepare_environment
 
-        prepare_environment()  # the engine starts: before any plugin imports paddle
+        # the engine starts: before any plugin imports paddle. glibc keeps freed memory (runtime.keep_freed_memory)
+        # only when a member is a run, checkpoint or export to predict with: prediction files are a few large
+        # arrays read and freed once, whose memory kept in the heap only raised the peak (2.2 GB against 1.6 GB
+        # at 5 members x 1.1M videos, benchmarks/bench_ensemble.py)
+        prepare_environment(tune_malloc=any(Path(member).is_dir() for member in args.members))
         check_output_dir(args.output)
         if args.member_top_k < 1 or (args.top_k is not None and args.top_k < 1):
             raise UsageError("--member-top-k and --top-k must be at least 1")
@@ -127,16 +131,18 @@ class EnsembleCommand:
         split = "valid" if args.fit and not any(ens.is_run_dir(m) for m in args.members) else args.split
         from zoo.atomic import atomic_group
 
+        labels = ens.split_labels(cfg, split, result.ids) if new_metric is not None else None
+        sources, count = [t.source for t in tables], len(tables)
+        scores: dict[str, dict[str, float]] = {}
+        if labels is not None:
+            for table in tables:
+                scores[table.source] = ens.score_table(table, labels, new_metric)
+            scores["ensemble"] = ens.score_table(result, labels, new_metric)
+        del tables  # the members are done with: their memory is free for writing the predictions
         with atomic_group():  # the predictions, weights.json and the scores appear together, or none
             written = _write(out, result, cfg)
-            labels = ens.split_labels(cfg, split, result.ids) if new_metric is not None else None
-            scores: dict[str, dict[str, float]] = {}
-            if labels is not None:
-                for table in tables:
-                    scores[table.source] = ens.score_table(table, labels, new_metric)
-                scores["ensemble"] = ens.score_table(result, labels, new_metric)
             info = {"mean": args.mean, "missing": args.missing, **fitted}
-            ens.save_weights(out / "weights.json", [t.source for t in tables], norm, **info)
+            ens.save_weights(out / "weights.json", sources, norm, **info)
             written.append(out / "weights.json")
             if scores:
                 from zoo.atomic import atomic_write_text
@@ -155,7 +161,7 @@ class EnsembleCommand:
             print(f"{args.mean} mean over the {split} split ({len(result)} videos)")
             print_table(rows, ["member", "weight", *display])
         else:
-            print(f"{args.mean} mean of {len(tables)} members, weights {[round(float(w), 4) for w in norm]}")
+            print(f"{args.mean} mean of {count} members, weights {[round(float(w), 4) for w in norm]}")
             print(f"no labels for the {split} split: nothing scored")
         print(f"{len(result)} videos; wrote " + ", ".join(str(p) for p in written))
         return 0
