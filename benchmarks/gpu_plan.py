@@ -26,12 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Published dense peak rates (TFLOP/s), NVIDIA's data sheets: A100 SXM 80 GB; H100 SXM 80 GB. Tensor-core
-# numbers are without structured sparsity (the data sheets' starred figures are twice these).
-PEAKS = {
-    "A100 SXM": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "pcie_gb_s": 32.0, "pcie": "PCIe 4.0 x16"},
-    "H100 SXM": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "pcie_gb_s": 64.0, "pcie": "PCIe 5.0 x16"},
-}
+from zoo.engine.bench import GPU_PEAKS as PEAKS
+from zoo.engine.bench import batch_bytes_per_video, gpu_plan_table
+
 FEATURE_VALUES = 1024 + 128
 
 
@@ -64,10 +61,7 @@ def per_process_rate(pipeline: dict[str, Any], source: str, batches: str) -> tup
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     counts = flops_per_video(args.frames, args.batch_size)
     pipeline = json.loads(Path(args.pipeline).read_text()) if args.pipeline else None
-    per_video_bytes = {
-        "uint8": args.frames * (FEATURE_VALUES + 4),
-        "float": args.frames * (FEATURE_VALUES * 4 + 4),
-    }
+    per_video_bytes = batch_bytes_per_video(args.frames, FEATURE_VALUES)
     disk_per_video = pipeline["tfrecord_bytes_per_frame"] * args.frames if pipeline else None
     rows = []
     for gpu, peaks in PEAKS.items():
@@ -111,24 +105,9 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _n(value: Any) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        "| GPU | precision | peak TFLOP/s | train videos/s | inference videos/s | PCIe GB/s uint8 / float "
-        "| disk MB/s (TFRecord) | reader processes (TFRecord / packed, uint8) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['gpu']} | {r['precision']} | {r['peak_tflops']:g} | {r['train_videos_per_s']:,} | "
-            f"{r['inference_videos_per_s']:,} | {r['pcie_gb_s_uint8']:.2f} / {r['pcie_gb_s_float']:.2f} | "
-            f"{_n(r.get('disk_mb_s_tfrecord'))} | {_n(r.get('reader_processes_tfrecord_uint8'))} / "
-            f"{_n(r.get('reader_processes_packed_uint8'))} |"
-        )
-    return "\n".join(lines)
+    """The plan's table: the same function and columns as ``zoo bench --gpus`` prints measured."""
+    return gpu_plan_table(result["rows"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zoo.cli import main
-from zoo.engine.bench import parse_counts
+from zoo.engine.bench import BenchRow, parse_counts
 from zoo.errors import UsageError
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
@@ -174,3 +174,93 @@ def test_segment_inference_benchmark_runs_small(tmp_path):
     assert result["segments"] == 720 and result["model"]["segments"] == 24
     assert result["selection"]["entries"] == 50 * 100
     assert result["model_full_s"] > 0 and result["selection"]["peak_mb"] < 1024
+
+
+def _gpu_row(model: str, devices: int, train: float, infer: float, **kw) -> BenchRow:
+    return BenchRow(
+        model=model,
+        device="gpu",
+        devices=devices,
+        global_batch=160,
+        train_videos_per_s=train,
+        infer_videos_per_s=infer,
+        frames=300,
+        feature_values=1152,
+        reader_processes=4,
+        data_format="tfrecord",
+        file_bytes_per_video=351_000.0,
+        **kw,
+    )
+
+
+def test_measured_gpu_rows_have_the_computed_plans_columns_and_per_gpu_rates():
+    from zoo.engine.bench import GPU_PLAN_COLUMNS, gpu_plan_table, measured_gpu_rows
+
+    rows = [
+        _gpu_row("nextvlad", 1, 1500.0, 3600.0),
+        _gpu_row("nextvlad", 2, 2800.0, 7000.0),
+        _gpu_row("nextvlad", 4, float("nan"), float("nan"), error="out of memory"),
+    ]
+    plan = measured_gpu_rows(rows, "NVIDIA A100-SXM4-80GB")
+    assert len(plan) == 2  # the failed configuration is left out
+    one, two = plan
+    assert one["peak_tflops"] == 19.5 and one["precision"] == "fp32"
+    assert (one["train_videos_per_s"], two["train_videos_per_s"]) == (1500, 1400)  # per GPU
+    assert two["inference_videos_per_s"] == 3500
+    # 300 frames x (1152 + 4) bytes as uint8, x (4 x 1152 + 4) as float32, at 1500 videos/s
+    assert one["pcie_gb_s_uint8"] == round(1500 * 300 * 1156 / 1e9, 2)
+    assert one["pcie_gb_s_float"] == round(1500 * 300 * 4612 / 1e9, 2)
+    assert one["disk_mb_s_tfrecord"] == round(1500 * 351_000 / 1e6)
+    assert one["reader_processes_tfrecord_uint8"] == 4 and one["reader_processes_packed_uint8"] is None
+    text = gpu_plan_table(plan)
+    header, rule, *body = text.splitlines()
+    assert header == "| " + " | ".join(GPU_PLAN_COLUMNS) + " |"
+    assert len(body) == 2 and all(line.count("|") == len(GPU_PLAN_COLUMNS) + 1 for line in body)
+    assert "| 0.52 / 2.08 | 526 | 4 / - |" in body[0]
+    # an unknown GPU has no published peak: a dash, not a made-up number
+    (other,) = measured_gpu_rows(rows[:1], "Some GPU")
+    assert other["peak_tflops"] is None and "| fp32 | - | 1,500 |" in gpu_plan_table([other])
+
+
+def test_the_docs_computed_gpu_plan_has_the_same_header():
+    from zoo.engine.bench import GPU_PLAN_COLUMNS
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "bench.md").read_text()
+    assert "| " + " | ".join(GPU_PLAN_COLUMNS) + " |" in docs.splitlines()
+
+
+def test_a_gpu_benchmarks_markdown_holds_the_measured_plan():
+    from zoo.engine.bench import markdown
+
+    meta = {
+        "date": "now",
+        "command": "zoo bench nextvlad --gpus 1",
+        "yt8m_zoo": "0",
+        "paddle": "3.3",
+        "python": "3.11",
+        "cpu": "cpu",
+        "cpu_cores": 2,
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "data": "d",
+        "training": "t",
+        "warmup_steps": 5,
+        "seconds": 1.0,
+        "device": "gpu",
+    }
+    text = markdown([_gpu_row("nextvlad", 1, 5000.0, 12000.0, parameters=89_000_000)], meta)
+    assert "GPU plan, measured" in text
+    assert "| NVIDIA H100 80GB HBM3 (nextvlad, 1 GPU: per GPU) | fp32 | 67 | 5,000 | 12,000 |" in text
+    assert "GPU plan" not in markdown([_gpu_row("nextvlad", 1, 1.0, 1.0, error="boom")], meta)
+
+
+def test_data_facts_count_the_training_files_bytes_per_video(tmp_path):
+    from zoo.data.pipeline import count_records
+    from zoo.engine.bench import BenchSettings, data_facts, resolve_config
+    from zoo.engine.build import build_reader
+
+    cfg = resolve_config("mean-pool", BenchSettings(models=["mean-pool"]), 1, tmp_path / "run")
+    fmt, per_video = data_facts(cfg)
+    reader = build_reader(cfg, "train")
+    size = sum(Path(s).stat().st_size for s in reader.sources())
+    assert fmt == "tfrecord"
+    assert per_video == pytest.approx(size / count_records(reader))

@@ -118,6 +118,13 @@ class BenchRow:
     peak_memory_mib: float = float("nan")
     train_seconds: float = float("nan")
     error: str = ""
+    # the data fed, for the GPU plan's columns (gpu_plan_rows): padded frames per video, feature values per
+    # frame, reader processes per device (data.num_workers), the training files' format and bytes per video
+    frames: int = 0
+    feature_values: int = 0
+    reader_processes: int = 0
+    data_format: str = ""
+    file_bytes_per_video: float = float("nan")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,8 +188,16 @@ def run_bench(settings: BenchSettings, *, log: Any = None) -> tuple[list[BenchRo
                 run_dir = scratch / f"{model}-{settings.device}{n}"
                 cfg = resolve_config(model, settings, n, run_dir)
                 row = BenchRow(
-                    model=model, device=settings.device, devices=n, global_batch=cfg.train.batch_size
+                    model=model,
+                    device=settings.device,
+                    devices=n,
+                    global_batch=cfg.train.batch_size,
+                    frames=cfg.dataset.max_frames,
+                    feature_values=sum(cfg.dataset.features.values()),
+                    reader_processes=cfg.data.num_workers,
                 )
+                if settings.device == "gpu":
+                    row.data_format, row.file_bytes_per_video = data_facts(cfg)
                 what = (
                     f"{settings.epochs} epoch(s)"
                     if settings.epochs
@@ -231,6 +246,32 @@ def _run_one(cfg: ZooConfig, settings: BenchSettings, n: int, run_dir: Path, row
     for key, value in result.items():
         if hasattr(row, key):
             setattr(row, key, value)
+
+
+def data_facts(cfg: ZooConfig) -> tuple[str, float]:
+    """The training files' format (``"packed"``, ``"tfrecord"`` or the reader's name) and their bytes per
+    video (file sizes over the videos the reader counts, headers only), for the GPU plan's disk column; NaN
+    when the reader cannot count without decoding or the files are not local."""
+    from zoo.data.pipeline import count_records
+    from zoo.engine.build import build_reader
+
+    reader = build_reader(cfg, "train")
+    try:
+        sources = reader.sources()
+        sizes = [Path(source).stat().st_size for source in sources]
+    except (OSError, ZooError):
+        return "", float("nan")
+    packed = sum(1 for source in sources if Path(source).is_dir())
+    fmt = "packed" if sources and packed == len(sources) else "tfrecord" if not packed else "mixed"
+    if not hasattr(reader, "count") or not sources:
+        return fmt, float("nan")
+    videos = count_records(reader)
+    if packed:  # a shard is a folder: its files' bytes
+        sizes = [
+            sum(f.stat().st_size for f in Path(s).rglob("*") if f.is_file()) if Path(s).is_dir() else size
+            for s, size in zip(sources, sizes)
+        ]
+    return fmt, (sum(sizes) / videos if videos else float("nan"))
 
 
 def _efficiency(rows: list[BenchRow]) -> None:
@@ -416,12 +457,123 @@ def markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
         table(rows, "github"),
         "",
     ]
+    if meta["device"] == "gpu" and any(not r.error for r in rows):
+        lines += [
+            "GPU plan, measured (the columns of docs/bench.md's computed plan): train and inference videos/s "
+            "per GPU as measured; PCIe = those videos/s x the bytes of a padded batch's video (uint8 / "
+            "float32 features + mask); disk = videos/s x the training files' bytes per video; reader "
+            "processes = data.num_workers per GPU of this run. Training precision: fp32 (paddle's matmuls "
+            "may use tf32 on GPUs that have it).",
+            "",
+            gpu_plan_table(measured_gpu_rows(rows, meta.get("gpu", ""))),
+            "",
+        ]
     failed = [r for r in rows if r.error]
     if failed:
         lines += ["Failed configurations:", ""] + [
             f"- {r.model} on {r.devices} {r.device}: {r.error}" for r in failed
         ]
         lines.append("")
+    return "\n".join(lines)
+
+
+# The GPU plan's table (docs/bench.md): benchmarks/gpu_plan.py fills it with computed rows, ``zoo bench
+# --gpus`` with measured ones; one function draws both, so the columns are the same.
+
+# Published dense peak rates (TFLOP/s), NVIDIA's data sheets: A100 SXM 80 GB; H100 SXM 80 GB. Tensor-core
+# numbers are without structured sparsity (the data sheets' starred figures are twice these).
+GPU_PEAKS: dict[str, dict[str, Any]] = {
+    "A100 SXM": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "pcie_gb_s": 32.0, "pcie": "PCIe 4.0 x16"},
+    "H100 SXM": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "pcie_gb_s": 64.0, "pcie": "PCIe 5.0 x16"},
+}
+GPU_PLAN_COLUMNS = (
+    "GPU",
+    "precision",
+    "peak TFLOP/s",
+    "train videos/s",
+    "inference videos/s",
+    "PCIe GB/s uint8 / float",
+    "disk MB/s (TFRecord)",
+    "reader processes (TFRecord / packed, uint8)",
+)
+
+
+def batch_bytes_per_video(frames: int, feature_values: int) -> dict[str, int]:
+    """Bytes of one padded video handed to the device: its features as uint8 or float32, plus the float32
+    mask."""
+    return {"uint8": frames * (feature_values + 4), "float": frames * (feature_values * 4 + 4)}
+
+
+def _peak(gpu_name: str, precision: str) -> float | None:
+    """The published peak of a GPU whose name contains one of GPU_PEAKS' models (A100, H100), else None."""
+    for model, peaks in GPU_PEAKS.items():
+        if model.split()[0] in gpu_name:
+            return peaks.get(precision)
+    return None
+
+
+def measured_gpu_rows(rows: list[BenchRow], gpu_name: str, precision: str = "fp32") -> list[dict[str, Any]]:
+    """The GPU plan's rows from measured ``zoo bench --gpus`` rows (failed ones left out): train and
+    inference videos/s per GPU as measured; the PCIe and disk columns are those rates times the bytes per
+    video (batches of ``frames`` padded frames; the training files' own bytes per video); the reader
+    processes are the ones that fed the run (``data.num_workers`` per GPU), in the column of its data
+    format."""
+    out = []
+    for row in rows:
+        if row.error or row.device != "gpu":
+            continue
+        train = row.train_videos_per_s / row.devices
+        infer = row.infer_videos_per_s / row.devices
+        size = batch_bytes_per_video(row.frames, row.feature_values)
+        disk = row.file_bytes_per_video
+        out.append(
+            {
+                "gpu": f"{gpu_name or 'GPU'} ({row.model}, {row.devices} GPU{'s' if row.devices > 1 else ''}: per GPU)",
+                "precision": precision,
+                "peak_tflops": _peak(gpu_name, precision),
+                "train_videos_per_s": round(train),
+                "inference_videos_per_s": round(infer),
+                "pcie_gb_s_uint8": round(train * size["uint8"] / 1e9, 2),
+                "pcie_gb_s_float": round(train * size["float"] / 1e9, 2),
+                "disk_mb_s_tfrecord": None if disk != disk else round(train * disk / 1e6),
+                "reader_processes_tfrecord_uint8": (
+                    row.reader_processes if row.data_format == "tfrecord" else None
+                ),
+                "reader_processes_packed_uint8": row.reader_processes
+                if row.data_format == "packed"
+                else None,
+            }
+        )
+    return out
+
+
+def _plan_cell(value: Any, digits: int | None = None) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if digits is not None:
+        return f"{value:.{digits}f}"
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+
+
+def gpu_plan_table(rows: list[dict[str, Any]]) -> str:
+    """The GPU plan as a markdown table (GPU_PLAN_COLUMNS), computed rows or measured ones alike. Keys:
+    ``gpu``, ``precision``, ``peak_tflops``, ``train_videos_per_s``, ``inference_videos_per_s``,
+    ``pcie_gb_s_uint8``, ``pcie_gb_s_float`` and, each optional (``-`` when absent or None),
+    ``disk_mb_s_tfrecord``, ``reader_processes_tfrecord_uint8``, ``reader_processes_packed_uint8``."""
+    lines = ["| " + " | ".join(GPU_PLAN_COLUMNS) + " |", "|" + " --- |" * len(GPU_PLAN_COLUMNS)]
+    for r in rows:
+        cells = [
+            str(r["gpu"]),
+            str(r["precision"]),
+            _plan_cell(r.get("peak_tflops")),
+            _plan_cell(r["train_videos_per_s"]),
+            _plan_cell(r["inference_videos_per_s"]),
+            f"{_plan_cell(r['pcie_gb_s_uint8'], 2)} / {_plan_cell(r['pcie_gb_s_float'], 2)}",
+            _plan_cell(r.get("disk_mb_s_tfrecord")),
+            f"{_plan_cell(r.get('reader_processes_tfrecord_uint8'))} / "
+            f"{_plan_cell(r.get('reader_processes_packed_uint8'))}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

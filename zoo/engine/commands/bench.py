@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -120,6 +121,9 @@ class BenchCommand:
         )
         rows, written = bench.run_bench(settings)
         print(bench.table(rows))
+        if device == "gpu" and any(not r.error for r in rows):
+            meta = json.loads(written["json"].read_text())["meta"]
+            print(bench.gpu_plan_table(bench.measured_gpu_rows(rows, meta.get("gpu", ""))))
         print("wrote " + ", ".join(str(p) for p in written.values()))
         failed = [r for r in rows if r.error]
         if failed:
