@@ -30,6 +30,7 @@ from test_extract_support import (  # noqa: E402
     matrix_data,
     model_dir,
     vggish_checkpoint,
+    vggish_frozen_graph,
     write_tgz,
     write_video,
 )
@@ -262,6 +263,88 @@ def test_vggish_network_and_audio_features(vggish_dir, workspace, extractor):
     [silent] = expand([str(workspace["clips"][0])])
     with pytest.raises(VideoError, match="has no audio track; pass --no-audio"):
         with_audio.features(silent)
+
+
+def test_mediapipe_audio_files_give_the_same_features(vggish_dir, workspace, extractor, tmp_path):
+    """MediaPipe's set (its frozen VGGish graph ``vggish_new.pb`` and ``vggish_{mean,projection}_matrix_data.pb``)
+    holding the numbers of AudioSet's set (``vggish_model.ckpt``, ``vggish_pca_params.npz``) gives its features."""
+    from zoo_yt8m_extract.networks import VGGishGraph
+    from zoo_yt8m_extract.pca import quantize
+
+    mp = tmp_path / "mediapipe"
+    mp.mkdir()
+    for name in ("classify_image_graph_def.pb", "mean.npy", "eigenvals.npy", "eigenvecs.npy"):
+        (mp / name).symlink_to(workspace["models"] / name)
+    (mp / "vggish_new.pb").write_bytes(vggish_frozen_graph(vggish_dir / "vggish_model.ckpt"))
+    with np.load(vggish_dir / "vggish_pca_params.npz") as npz:
+        (mp / "vggish_mean_matrix_data.pb").write_bytes(matrix_data(npz["pca_means"]))
+        (mp / "vggish_projection_matrix_data.pb").write_bytes(matrix_data(npz["pca_eigen_vectors"]))
+    audioset_files, mediapipe_files = (
+        ModelFiles(model_dir=vggish_dir, quiet=True),
+        ModelFiles(model_dir=mp, quiet=True),
+    )
+    audioset = Extractor(audioset_files, Options(audio=True), inception=extractor.inception)
+    mediapipe = Extractor(mediapipe_files, Options(audio=True), inception=extractor.inception)
+    assert isinstance(mediapipe.vggish, VGGishGraph) and not isinstance(audioset.vggish, VGGishGraph)
+    assert mediapipe_files.used["vggish"]["path"].endswith("vggish_new.pb")
+    assert mediapipe_files.used["vggish-pca"]["path"].endswith("vggish_projection_matrix_data.pb")
+    examples = np.random.default_rng(1).normal(-2, 2, (3, 96, 64)).astype(np.float32)
+    a, b = audioset.vggish.embeddings(examples), mediapipe.vggish.embeddings(examples)
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-4) and a.std() > 0
+    [tone] = expand([str(workspace["clips"][1])])
+    ours, theirs = audioset.features(tone), mediapipe.features(tone)
+    assert np.array_equal(quantize(ours.rgb), quantize(theirs.rgb))
+    diff = np.abs(quantize(ours.audio).astype(int) - quantize(theirs.audio))
+    assert diff.max() <= 1 and diff.mean() < 0.01 and quantize(ours.audio).std() > 10
+
+
+def test_mediapipe_vggish_graph_problems_are_named(vggish_dir, tmp_path):
+    from zoo_yt8m_extract.networks import VGGishGraph
+
+    from zoo.errors import DataError
+
+    graph = vggish_frozen_graph(vggish_dir / "vggish_model.ckpt")
+    with pytest.raises(DataError, match="vggish_new.pb: not a TensorFlow GraphDef"):
+        VGGishGraph(b"\xff\xfe damaged" + graph[:50], where="vggish_new.pb")
+    with pytest.raises(
+        DataError, match="no tensor vggish/fc2/BiasAdd:0; this is not MediaPipe's frozen VGGish"
+    ):
+        VGGishGraph(graph.replace(b"vggish/fc2/BiasAdd", b"vggish/fc2/BiasAdX"), where="vggish_new.pb")
+    v1 = tf.compat.v1
+    evil = tf.Graph()
+    with evil.as_default():
+        x = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        leak = tf.strings.length(tf.io.read_file("/etc/hostname"))
+        w = v1.get_variable("w", [96 * 64, 128])
+        out = tf.matmul(tf.reshape(x, [-1, 96 * 64]), w) + tf.cast(leak, tf.float32)
+        tf.identity(out, name="vggish/fc2/BiasAdd")
+    with pytest.raises(DataError, match=r"ops that touch files or run code \(ReadFile\)"):
+        VGGishGraph(evil.as_graph_def().SerializeToString(), where="evil.pb")
+    unfrozen = tf.Graph()
+    with unfrozen.as_default():
+        x = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        w = v1.get_variable("w", [96 * 64, 128])
+        tf.identity(tf.matmul(tf.reshape(x, [-1, 96 * 64]), w), name="vggish/fc2/BiasAdd")
+    with pytest.raises(DataError, match="not a frozen graph"):
+        VGGishGraph(unfrozen.as_graph_def().SerializeToString(), where="vggish_new.pb")
+    narrow = tf.Graph()
+    with narrow.as_default():
+        x = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        w = tf.constant(np.zeros((96 * 64, 64), np.float32))
+        tf.identity(tf.matmul(tf.reshape(x, [-1, 96 * 64]), w), name="vggish/fc2/BiasAdd")
+    with pytest.raises(
+        DataError, match=r"vggish/fc2/BiasAdd:0 has shape \(None, 64\), expected \[None, 128\]"
+    ):
+        VGGishGraph(narrow.as_graph_def().SerializeToString(), where="vggish_new.pb")
+    (tmp_path / "vggish_new.pb").write_bytes(graph)
+    (tmp_path / "vggish_mean_matrix_data.pb").write_bytes(matrix_data(np.zeros((128, 1), np.float32)))
+    (tmp_path / "vggish_projection_matrix_data.pb").write_bytes(matrix_data(np.zeros((128, 64), np.float32)))
+    with pytest.raises(
+        DataError, match=r"vggish_projection_matrix_data.pb: the projection has shape \(128, 64\)"
+    ):
+        ModelFiles(model_dir=tmp_path, quiet=True).audio_pca()
+    with pytest.raises(DataError, match="SHA-256"):
+        ModelFiles(model_dir=tmp_path, sha256={"vggish": "0" * 64}, quiet=True).vggish_graph()
 
 
 def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):

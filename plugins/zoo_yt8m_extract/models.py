@@ -4,7 +4,8 @@ Downloaded on first use from their official URLs into ``<cache>/extract`` with t
 Their hashes cannot be known in advance, so the SHA-256 of each file is recorded at its first download
 (``<cache>/extract/sha256.json``) and checked on every later use; a hash the user gives
 (``--model-sha256 NAME=HEX``) is checked instead. ``--model-dir DIR`` takes Google's files as they come: the
-``.tgz`` archives or their extracted contents, and MediaPipe's ``*_matrix_data.pb`` PCA files.
+``.tgz`` archives or their extracted contents, and MediaPipe's set: its frozen VGGish graph ``vggish_new.pb``
+and its ``*_matrix_data.pb`` PCA files.
 Nothing read here runs as code: arrays load with ``allow_pickle=False``, archives are read member by member
 without extracting, and the graph is checked for file and Python ops before it is imported.
 """
@@ -36,6 +37,8 @@ URLS = {"inception": INCEPTION_URL, "pca": YT8M_PCA_URL, "vggish": VGGISH_URL, "
 """The files by the names ``--model-url`` and ``--model-sha256`` use."""
 
 GRAPH_FILE = "classify_image_graph_def.pb"
+VGGISH_GRAPH_FILE = "vggish_new.pb"
+"""MediaPipe's frozen VGGish (``generate_vggish_frozen_graph.py`` of its youtube8m example writes this name)."""
 RGB_DIM = 2048
 RGB_PCA_DIM = 1024
 AUDIO_DIM = 128
@@ -194,8 +197,20 @@ class ModelFiles:
             if (self.model_dir / "vggish_model.ckpt.index").is_file():
                 self.used["vggish"] = {"path": str(single), "sha256": ""}
                 return str(single)
-            raise self._missing("VGGish checkpoint", "vggish_model.ckpt")
+            raise self._missing(
+                "VGGish model", f"AudioSet's vggish_model.ckpt or MediaPipe's {VGGISH_GRAPH_FILE}"
+            )
         return str(self.download("vggish"))
+
+    def vggish_graph(self) -> bytes | None:
+        """MediaPipe's frozen VGGish graph when ``--model-dir`` holds it and no AudioSet checkpoint (which is
+        taken first); ``None`` otherwise."""
+        if self.model_dir is None or (self.model_dir / "vggish_model.ckpt").is_file():
+            return None
+        if (self.model_dir / "vggish_model.ckpt.index").is_file():
+            return None
+        path = self._local("vggish", VGGISH_GRAPH_FILE)
+        return path.read_bytes() if path is not None else None
 
     def audio_pca(self) -> Pca:
         if self.model_dir is not None:
