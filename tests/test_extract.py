@@ -14,7 +14,14 @@ import pytest
 
 pytest.importorskip("av")
 
-from test_extract_support import matrix_data, npy_bytes, pca_arrays, write_tgz, write_video  # noqa: E402
+from test_extract_support import (  # noqa: E402
+    matrix_data,
+    npy_bytes,
+    pca_arrays,
+    write_frames,
+    write_tgz,
+    write_video,
+)
 from zoo_yt8m_extract import audio, records  # noqa: E402
 from zoo_yt8m_extract.extract import Features, ShardedOutput  # noqa: E402
 from zoo_yt8m_extract.frames import VideoError, decode_audio, decode_frames, select_positions  # noqa: E402
@@ -330,6 +337,121 @@ def test_rotation_turns_frames_upright():
     assert _upright(image, 90)[0, :, 0].tolist() == [2, 5]
     assert _upright(image, 180)[0, :, 0].tolist() == [5, 4, 3]
     assert _upright(image, 0) is image
+
+
+def _opencv_frames(path: Path, auto_rotate: bool) -> list[np.ndarray]:
+    """Every frame as Google's extractor reads it (OpenCV, BGR turned to RGB), with OpenCV's automatic
+    rotation on (OpenCV 4.5 to 4.10 and 5.x by default) or off (OpenCV 3, which Google's 2017 extractor ran)."""
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened()
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1 if auto_rotate else 0)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame[:, :, ::-1])
+
+
+def _portrait(n: int) -> list[np.ndarray]:
+    """Upright frames of a portrait video (40 wide, 64 high) with nothing symmetric about them."""
+    yy, xx = np.mgrid[0:64, 0:40]
+    frames = []
+    for i in range(n):
+        image = np.stack([(xx * 6 + i * 9) % 256, (yy * 4) % 256, (xx * yy + i) % 256], axis=-1)
+        image[:8, :8] = 255  # a white top-left corner
+        frames.append(image.astype(np.uint8))
+    return frames
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_rotation_metadata_turns_frames_upright(tmp_path, rotation, suffix):
+    """A phone stores a portrait video sideways with a display matrix (rotation metadata) that players apply.
+    The frames taken are upright, as a player (and YouTube, whose videos the dataset's features come from)
+    shows them; Google's 2017 extractor ran OpenCV 3, which ignored the metadata and took the stored frames."""
+    upright = _portrait(25)
+    turns = rotation // 90
+    stored = [np.rot90(image, -turns) for image in upright]  # what the camera wrote
+    # lossless RGB frames, so that upright and stored videos hold exactly the same pixels
+    lossless = (
+        {"codec": "png", "pix_fmt": "rgb24"} if suffix == ".mp4" else {"codec": "ffv1", "pix_fmt": "bgr0"}
+    )
+    straight = write_frames(tmp_path / f"upright{suffix}", upright, **lossless)
+    sideways = write_frames(tmp_path / f"phone {rotation}{suffix}", stored, rotation=rotation, **lossless)
+    ours = list(decode_frames(sideways))
+    assert [round(t, 1) for t, _ in ours] == [0.0, 1.1, 2.1]
+    for (_, mine), (_, plain) in zip(ours, decode_frames(straight)):
+        assert mine.shape == (64, 40, 3) and np.array_equal(mine, plain)
+    assert np.array_equal(ours[0][1], upright[0]) and ours[0][1][:8, :8].min() == 255
+    # OpenCV: with its automatic rotation the same upright frames; without it (Google's 2017 extractor) the
+    # stored, sideways ones
+    cv_auto, cv_raw = _opencv_frames(sideways, True), _opencv_frames(sideways, False)
+    assert np.array_equal(cv_raw[0], stored[0]) and np.array_equal(cv_raw[11], stored[11])
+    assert np.array_equal(cv_auto[0], upright[0]) and np.array_equal(cv_auto[11], ours[1][1])
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mkv", "libx264"), (".mp4", "libx264"), (".webm", "libvpx")])
+def test_variable_frame_rate_is_followed(tmp_path, suffix, codec):
+    """Frames 30 to 400 ms apart: the frames taken follow their own timestamps, as OpenCV's position does."""
+    rng = np.random.default_rng(0)
+    stamps = [0, *np.cumsum(rng.integers(30, 400, 40)).tolist()]
+    images = [np.full((48, 64, 3), i * 6, np.uint8) for i in range(len(stamps))]
+    path = write_frames(tmp_path / f"variable rate{suffix}", images, stamps_ms=stamps, codec=codec)
+    taken = [round(t * 1000) for t, _ in decode_frames(path)]
+    assert taken == [stamps[i] for i in google_frame_iterator(stamps)]
+    assert taken[:4] == [0, 1145, 2515, 3720]  # irregular, not every 1000 ms
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened()
+    positions = []
+    while cap.read()[0]:
+        positions.append(round(cap.get(cv2.CAP_PROP_POS_MSEC)))
+    assert positions == stamps  # OpenCV's positions: the same timestamps, so the same frames taken
+
+
+def test_short_empty_and_cut_files_are_named(tmp_path):
+    import av
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError, match=r"empty.mp4: is empty \(0 bytes\)"):
+        list(decode_frames(empty))
+    # a video stream without a frame (beside a sound track): nothing to take; the extractor names it
+    with av.open(str(tmp_path / "no frames.mkv"), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+    assert list(decode_frames(tmp_path / "no frames.mkv")) == []
+    # cut in the middle: a streamable file still decodes its first half, which must not pass for the video
+    for suffix, codec in ((".mkv", "mpeg4"), (".webm", "libvpx"), (".mp4", "libx264")):
+        good = write_video(tmp_path / f"whole{suffix}", seconds=4, fps=10, codec=codec)
+        assert [round(t, 1) for t, _ in decode_frames(good)] == [0.0, 1.1, 2.1, 3.1]
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        reason = "truncated: its frames end at" if suffix != ".mp4" else "cannot be read as a video"
+        with pytest.raises(VideoError, match=f"cut{suffix}: {reason}"):
+            list(decode_frames(cut))
+    # an MP4 whose index comes first (faststart) decodes its first half too
+    frames = [np.full((48, 64, 3), i, np.uint8) for i in range(40)]
+    with av.open(str(tmp_path / "faststart.mp4"), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    whole = (tmp_path / "faststart.mp4").read_bytes()
+    (tmp_path / "faststart cut.mp4").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError, match=r"faststart cut.mp4: truncated: .* of the 4.0 s it announces"):
+        list(decode_frames(tmp_path / "faststart cut.mp4"))
+    assert len(list(decode_frames(tmp_path / "faststart.mp4", max_frames=2))) == 2
 
 
 def test_usage_errors_exit_2_before_any_model_is_loaded(tmp_path, capsys):

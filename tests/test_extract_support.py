@@ -21,7 +21,6 @@ def write_video(
     audio: bool = False,
     codec: str = "mpeg4",
     tone_hz: float = 440.0,
-    rotate: int | None = None,
 ) -> Path:
     """A video whose frames all differ (a moving colour pattern), optionally with a tone."""
     import av
@@ -31,8 +30,6 @@ def write_video(
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if rotate is not None:
-            stream.metadata["rotate"] = str(rotate)
         astream = None
         if audio:
             astream = out.add_stream("aac", rate=44100)
@@ -63,6 +60,40 @@ def write_video(
                     out.mux(packet)
             for packet in astream.encode():
                 out.mux(packet)
+    return path
+
+
+def write_frames(
+    path: Path,
+    images: list[np.ndarray],
+    *,
+    stamps_ms: list[int] | None = None,
+    fps: float = 10,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int | None = None,
+) -> Path:
+    """A video of the given RGB images: at ``fps``, or at the timestamps ``stamps_ms`` (a variable frame
+    rate: time base 1/1000 s); ``rotation`` writes a display matrix (the container's rotation metadata, the
+    angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle."""
+    import av
+
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        if stamps_ms is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if stamps_ms is not None:
+                frame.pts, frame.time_base = stamps_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
     return path
 
 

@@ -33,6 +33,8 @@ class VideoError(DataError):
 def _open(path: str | os.PathLike):
     import av
 
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise VideoError(path, "is empty (0 bytes)")
     try:
         return av.open(os.fspath(path))
     except av.FFmpegError as exc:
@@ -87,8 +89,8 @@ def decode_frames(
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``(seconds, RGB uint8 [H, W, 3])`` of the frames Google's ``frame_iterator`` takes.
 
-    Raises :class:`VideoError` for an unreadable file, no video stream, a resolution above ``max_pixels``
-    and a decoding failure; yields nothing for a video without frames (the caller names that).
+    Raises :class:`VideoError` for an unreadable file, no video stream, a resolution above ``max_pixels``,
+    a decoding failure and a file cut short (frames ending before the duration it announces); yields nothing for a video without frames (the caller names that).
     """
     import av
 
@@ -121,6 +123,7 @@ def decode_frames(
                     state["previous"] = seconds
                     pending[:] = [frame]
                     yield seconds * 1000.0
+                state["ended"] = True
             except av.FFmpegError as exc:
                 raise VideoError(path, f"decoding failed ({_reason(exc)})") from None
 
@@ -130,6 +133,40 @@ def decode_frames(
                 raise VideoError(path, f"a frame of {frame.width}x{frame.height} is above --max-pixels")
             image = frame.to_ndarray(format="rgb24")
             yield state["previous"], _upright(image, getattr(frame, "rotation", 0) or 0)
+        if state.get("ended") and state["previous"] is not None:
+            check_complete(path, container, stream, state["previous"] + fallback)
+
+
+TRUNCATION_TOLERANCE = 1.0  # seconds: less than this missing at the end changes at most one frame taken
+
+
+def announced_seconds(container, stream) -> float | None:
+    """How long the video stream says it is: its own duration, else Matroska's per-track ``DURATION`` tag,
+    else the file's duration when the video is its only stream (another stream may be longer)."""
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if container.duration is not None and len(container.streams) == 1:
+        return container.duration / 1_000_000
+    return None
+
+
+def check_complete(path: str | os.PathLike, container, stream, decoded_until: float) -> None:
+    """A file whose frames end well before the duration it announces was cut short (a download or a copy
+    that stopped): an error, not a silently shorter record."""
+    announced = announced_seconds(container, stream)
+    if announced is not None and decoded_until + TRUNCATION_TOLERANCE < announced:
+        raise VideoError(
+            path,
+            f"truncated: its frames end at {decoded_until:.1f} s of the {announced:.1f} s it announces "
+            f"(an interrupted download or copy?)",
+        )
 
 
 def decode_audio(path: str | os.PathLike, seconds: float) -> np.ndarray | None:
