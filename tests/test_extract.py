@@ -183,9 +183,9 @@ def test_inputs_folders_globs_and_googles_csv(tmp_path):
     assert [v.id for v in expand([str(folder / "*.mp4")])] == ["b c.mp4"]
     csv = tmp_path / "videos.csv"
     csv.write_text(
-        f"{folder / 'b c.mp4'},3;1\nsub/ä.webm,\nclips/b c.mp4,7;x\nclips/b c.mp4,99999\n", "utf-8"
+        f"{folder / 'b c.mp4'},3;1\nclips/sub/ä.webm,\nclips/b c.mp4,7;x\nclips/b c.mp4,99999\nsub/no.mp4,1\n",
+        "utf-8",
     )
-    (tmp_path / "sub").mkdir()
     rows = expand([str(csv)], num_classes=3862)
     assert [(v.id, v.labels, v.problem is None) for v in rows[:2]] == [
         ("b c.mp4", [1, 3], True),
@@ -193,6 +193,7 @@ def test_inputs_folders_globs_and_googles_csv(tmp_path):
     ]
     assert "line 3: label 'x' is not an integer" in rows[2].problem
     assert "line 4: label 99999 is outside 0 .. 3861" in rows[3].problem
+    assert rows[4].problem == f"no such file, from the current folder or beside {csv} (line 5)"
     with pytest.raises(UsageError, match="matches no file"):
         expand([str(tmp_path / "*.nothing")])
 

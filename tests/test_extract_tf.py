@@ -31,6 +31,7 @@ from test_extract_support import (  # noqa: E402
     model_dir,
     vggish_checkpoint,
     vggish_frozen_graph,
+    write_frames,
     write_tgz,
     write_video,
 )
@@ -69,9 +70,9 @@ def extractor(workspace):
     return Extractor(ModelFiles(model_dir=workspace["models"], quiet=True), Options(audio=False))
 
 
-def _parse(path: Path) -> list[dict]:
+def _parse(*paths: Path) -> list[dict]:
     out = []
-    for raw in tf.compat.v1.io.tf_record_iterator(str(path)):
+    for raw in (r for path in paths for r in tf.compat.v1.io.tf_record_iterator(str(path))):
         ex = tf.train.SequenceExample.FromString(raw)
         ctx = ex.context.feature
         lists = ex.feature_lists.feature_list
@@ -392,6 +393,100 @@ def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):
     )
     assert inspect.returncode == 0, inspect.stderr[-2000:]
     assert '"records": 1' in inspect.stdout.replace(" ", "").replace('"records":1', '"records": 1')
+
+
+def test_bad_videos_fail_by_name_and_the_others_go_on(workspace, tmp_path):
+    """The issue's list of bad input, in one run from Google's CSV: each bad video fails with its file and
+    reason, the good ones (non-ASCII names with spaces, a variable frame rate, rotation metadata) are
+    extracted, and the exit code is 1 with the list."""
+    import av
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = {"a.mp4": workspace["clips"][0], "日本の 動画 é.mp4": workspace["clips"][3]}
+    for name, clip in good.items():
+        (folder / name).write_bytes(clip.read_bytes())
+    portrait = [np.full((64, 40, 3), 40, np.uint8) for _ in range(15)]
+    for i, image in enumerate(portrait):
+        image[: 8 + i, :8] = 250  # a growing bar at the top left
+    lossless = {"codec": "png", "pix_fmt": "rgb24"}
+    write_frames(folder / "upright.mp4", portrait, **lossless)
+    write_frames(folder / "phone -90.mp4", [np.rot90(i, 1) for i in portrait], rotation=-90, **lossless)
+    stamps = [0, 120, 450, 1300, 1350, 2600, 2610, 2700, 4100]
+    write_frames(
+        folder / "variable rate.mkv",
+        [np.full((48, 64, 3), 30 * i, np.uint8) for i in range(9)],
+        stamps_ms=stamps,
+    )
+    (folder / "garbage.mp4").write_bytes(b"not a video at all" * 50)
+    (folder / "empty.mp4").write_bytes(b"")
+    whole = write_video(tmp_path / "whole.mkv", seconds=4, fps=10)
+    (folder / "cut.mkv").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    write_frames(folder / "huge.mp4", [np.zeros((4336, 7696, 3), np.uint8)], codec="mpeg4")
+    with av.open(str(folder / "sound only.mp4"), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    with av.open(str(folder / "no frames.mkv"), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+    rows = {
+        "a.mp4": "3;1",
+        "日本の 動画 é.mp4": "7",
+        "upright.mp4": "2",
+        "phone -90.mp4": "2",
+        "variable rate.mkv": "5;11",
+        "garbage.mp4": "1",
+        "empty.mp4": "1",
+        "cut.mkv": "1",
+        "huge.mp4": "1",
+        "sound only.mp4": "1",
+        "no frames.mkv": "1",
+        "missing.mp4": "1",
+    }
+    csv_path = folder / "videos.csv"
+    lines = [f"{name},{labels}" for name, labels in rows.items()] + ["a.mp4,4;x", "upright.mp4,3862"]
+    csv_path.write_text("\n".join(lines) + "\n", "utf-8")
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "zoo.cli", "extract", str(csv_path), "--output", str(output)]
+    command += ["--model-dir", str(workspace["models"]), "--no-audio", "--quiet", "-j", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "5 done, 9 failed" in result.stdout
+    listed = result.stderr.split("9 video(s) failed:\n", 1)[1]
+    expected = {
+        "garbage.mp4": "cannot be read as a video",
+        "empty.mp4": "is empty (0 bytes)",
+        "cut.mkv": "truncated: its frames end at",
+        "huge.mp4": "resolution 7696x4336 is above the limit of 33177600 pixels per frame (--max-pixels)",
+        "sound only.mp4": "has no video stream",
+        "no frames.mkv": "no frame could be decoded (an empty or zero-length video)",
+        "missing.mp4": f"no such file, from the current folder or beside {csv_path} (line 12)",
+        "a.mp4": f"{csv_path} line 13: label 'x' is not an integer (labels are class indices joined by ';')",
+        "upright.mp4": f"{csv_path} line 14: label 3862 is outside 0 .. 3861",
+    }
+    for name, reason in expected.items():
+        where = folder / name if name != "missing.mp4" else Path(name)
+        assert f"  {where}: {reason}" in listed, (name, listed)
+    report = json.loads((output / "extract_report.json").read_text())
+    assert sorted(Path(f["path"]).name for f in report["failed"]) == sorted(expected)
+    records = {r["id"].decode("utf-8"): r for r in _parse(*sorted(output.glob("*.tfrecord")))}
+    assert sorted(records) == sorted(
+        ["a.mp4", "日本の 動画 é.mp4", "upright.mp4", "phone -90.mp4", "variable rate.mkv"]
+    )
+    assert records["a.mp4"]["labels"] == [1, 3] and records["日本の 動画 é.mp4"]["labels"] == [7]
+    assert records["phone -90.mp4"]["rgb"] == records["upright.mp4"]["rgb"]  # turned upright: the same frames
+    # frame_iterator on 0, 0.12, 0.45, 1.3, 1.35, 2.6, 2.61, 2.7, 4.1 s takes 0, 1.35 and 2.61 s (the frame after
+    # the first one at least 1 s past the last position; nothing follows 4.1 s)
+    assert len(records["variable rate.mkv"]["rgb"]) == 3
 
 
 @pytest.mark.slow
