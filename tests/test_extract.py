@@ -281,6 +281,84 @@ def test_downloads_record_and_check_their_hash(model_server, tmp_path, monkeypat
         ModelFiles(urls={"pca": f"{url}/missing.tgz"}, quiet=True).rgb_pca()
 
 
+def test_downloaded_hashes_are_printed_and_a_given_hash_is_accepted(
+    model_server, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    root, url = model_server
+    write_tgz(root / "yt8m_pca.tgz", {name: npy_bytes(a) for name, a in pca_arrays(seed=7).items()})
+    import hashlib
+
+    digest = hashlib.sha256((root / "yt8m_pca.tgz").read_bytes()).hexdigest()
+    cached = tmp_path / "cache" / "extract" / "yt8m_pca.tgz"
+    # the hash the user gives, checked at the download: accepted, printed and recorded
+    files = ModelFiles(urls={"pca": f"{url}/yt8m_pca.tgz"}, sha256={"pca": digest})
+    files.rgb_pca()
+    err = capsys.readouterr().err
+    assert f"downloading pca from {url}/yt8m_pca.tgz" in err
+    assert f"pca: {cached} sha256 {digest} (recorded; checked on every later use)" in err
+    assert json.loads((cached.parent / "sha256.json").read_text()) == {"yt8m_pca.tgz": digest}
+    # every later use checks it and prints it, against the recorded hash or the one given
+    ModelFiles(urls={"pca": f"{url}/gone.tgz"}).rgb_pca()
+    assert f"pca: {cached} sha256 {digest} (checked against the hash recorded at its first download)" in (
+        capsys.readouterr().err
+    )
+    ModelFiles(urls={"pca": f"{url}/gone.tgz"}, sha256={"pca": digest}).rgb_pca()
+    assert f"sha256 {digest} (checked against --model-sha256)" in capsys.readouterr().err
+    with pytest.raises(DataError, match=f"differs from --model-sha256: {'1' * 64}"):
+        ModelFiles(urls={"pca": f"{url}/gone.tgz"}, sha256={"pca": "1" * 64}).rgb_pca()
+    # files of --model-dir: hashed, printed, and checked against a given hash
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "yt8m_pca.tgz").write_bytes(cached.read_bytes())
+    ModelFiles(model_dir=local, sha256={"pca": digest}).rgb_pca()
+    assert f"pca: {local / 'yt8m_pca.tgz'} sha256 {digest} (checked against --model-sha256)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_damaged_model_archive_fails_the_command_by_name(tmp_path, capsys):
+    from zoo.cli import main
+
+    video = write_video(tmp_path / "v.mp4", seconds=1, fps=5)
+    models = tmp_path / "models"
+    models.mkdir()
+    archive = write_tgz(models / "yt8m_pca.tgz", {n: npy_bytes(a) for n, a in pca_arrays(seed=8).items()})
+    archive.write_bytes(archive.read_bytes()[:5000])
+    command = [
+        "extract",
+        str(video),
+        "--output",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(models),
+        "--quiet",
+    ]
+    assert main([*command, "--no-audio"]) == 1
+    err = capsys.readouterr().err
+    assert f"{archive}: damaged archive" in err and "Traceback" not in err
+    write_tgz(archive, {"mean.npy": npy_bytes(np.zeros((2048, 1), np.float32))})
+    assert main([*command, "--no-audio"]) == 1
+    assert f"{archive}: holds no eigenvals.npy; is it the right archive?" in capsys.readouterr().err
+    (models / "vggish_pca_params.npz").write_bytes(b"PK\x03\x04 damaged zip")
+    with pytest.raises(DataError, match="vggish_pca_params.npz: not VGGish's PCA parameters"):
+        ModelFiles(model_dir=models, quiet=True).audio_pca()
+    np.savez(
+        models / "vggish_pca_params.npz", pca_means=np.zeros((128, 1)), pca_eigen_vectors=np.zeros((64, 128))
+    )
+    with pytest.raises(DataError, match=r"pca_eigen_vectors has shape \(64, 128\), expected \(128, 128\)"):
+        ModelFiles(model_dir=models, quiet=True).audio_pca()
+    (models / "vggish_pca_params.npz").unlink()
+    (models / "vggish_mean_matrix_data.pb").write_bytes(matrix_data(np.zeros((128, 1), np.float32))[:30])
+    (models / "vggish_projection_matrix_data.pb").write_bytes(matrix_data(np.eye(128, dtype=np.float32)))
+    with pytest.raises(DataError, match="vggish_mean_matrix_data.pb: truncated MatrixData proto"):
+        ModelFiles(model_dir=models, quiet=True).audio_pca()
+    with pytest.raises(
+        DataError, match="no VGGish model .AudioSet's vggish_model.ckpt or MediaPipe's vggish_new.pb"
+    ):
+        ModelFiles(model_dir=models, quiet=True).vggish_checkpoint()
+
+
 VGGISH_ENV = "ZOO_VGGISH_SOURCE"
 
 

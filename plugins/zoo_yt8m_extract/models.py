@@ -16,6 +16,7 @@ import io
 import json
 import sys
 import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,10 @@ class ModelFiles:
                     f"{path}: SHA-256 {digest} differs from {source}: {expected}; the file changed or is "
                     f"damaged: delete it to download it again"
                 )
+            checked = "--model-sha256" if self.sha256.get(name) else "the hash recorded at its first download"
+            self._say(
+                f"{name}: {path} sha256 {digest} ({'checked against ' + checked if expected else 'unchecked'})"
+            )
         self.used[name] = {"path": str(path), "sha256": digest}
         return path
 
@@ -129,6 +134,9 @@ class ModelFiles:
         expected = self.sha256.get(name)
         if expected and digest != expected:
             raise DataError(f"{path}: SHA-256 {digest}, not the {expected} given by --model-sha256 {name}=")
+        self._say(
+            f"{name}: {path} sha256 {digest}" + (" (checked against --model-sha256)" if expected else "")
+        )
         self.used[name] = {"path": str(path), "sha256": digest}
         return path
 
@@ -228,7 +236,7 @@ class ModelFiles:
         try:
             with np.load(npz, allow_pickle=False) as data:
                 means, vectors = data["pca_means"], data["pca_eigen_vectors"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(
                 f"{npz}: not VGGish's PCA parameters ({exc}); expected pca_means [128, 1] and "
                 f"pca_eigen_vectors [128, 128]"
