@@ -362,20 +362,81 @@ def test_a_damaged_model_archive_fails_the_command_by_name(tmp_path, capsys):
 VGGISH_ENV = "ZOO_VGGISH_SOURCE"
 
 
-def test_front_end_equals_vggishs_published_definitions():
-    """Against ``mel_features.py`` of tensorflow/models ``research/audioset/vggish`` (a folder named by
-    ZOO_VGGISH_SOURCE; its code is not part of this project), with ``vggish_params``' settings, on a tone."""
-    import importlib.util
+def _published_mel_features() -> Path | None:
+    """VGGish's published ``mel_features.py`` (tensorflow/models ``research/audioset/vggish``): in the folder
+    named by ZOO_VGGISH_SOURCE, else the unmodified copy an installed ``torchvggish`` ships (found without
+    importing that package, which needs torch). Its code is not part of this project."""
     import os
+    from importlib import metadata
 
     folder = os.environ.get(VGGISH_ENV)
-    if not folder:
-        pytest.skip(f"set {VGGISH_ENV} to a folder holding VGGish's mel_features.py to run this comparison")
-    spec = importlib.util.spec_from_file_location("vggish_mel_features", Path(folder) / "mel_features.py")
+    if folder:
+        return Path(folder) / "mel_features.py"
+    try:
+        located = Path(str(metadata.distribution("torchvggish").locate_file("torchvggish/mel_features.py")))
+    except metadata.PackageNotFoundError:
+        return None
+    return located if located.is_file() else None
+
+
+def _log_mel_from_the_definitions(samples: np.ndarray) -> np.ndarray:
+    """VGGish's log-mel written again from its documented definitions, independently of audio.py: 400-sample
+    frames every 160 samples, periodic Hann, |DFT| of 512 points by an explicit complex exponential, HTK mel
+    triangles between 125 and 7500 Hz over the DFT bins' frequencies (no weight on the DC bin), log(x + 0.01)."""
+    n, hop, size = 400, 160, 512
+    count = 1 + (len(samples) - n) // hop
+    window = np.array([0.5 - 0.5 * np.cos(2 * np.pi * k / n) for k in range(n)])
+    bins = size // 2 + 1
+    dft = np.exp(
+        -2j * np.pi * np.outer(np.arange(n), np.arange(bins)) / size
+    )  # zero padding to 512 drops out
+    magnitude = np.stack([np.abs((samples[i * hop : i * hop + n] * window) @ dft) for i in range(count)])
+
+    def mel(hz):
+        return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+    edges = np.linspace(mel(125.0), mel(7500.0), 66)
+    freqs = mel(np.arange(bins) * (8000.0 / (bins - 1)))
+    weights = np.zeros((bins, 64))
+    for band in range(64):
+        low, mid, high = edges[band], edges[band + 1], edges[band + 2]
+        for k in range(1, bins):
+            if low < freqs[k] <= mid:
+                weights[k, band] = (freqs[k] - low) / (mid - low)
+            elif mid < freqs[k] < high:
+                weights[k, band] = (high - freqs[k]) / (high - mid)
+    return np.log(magnitude @ weights + 0.01)
+
+
+def _tone() -> np.ndarray:
+    t = np.arange(int(3.3 * 16000)) / 16000
+    return 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+
+
+def test_front_end_equals_its_definitions_written_again():
+    tone = _tone()
+    ours, again = audio.log_mel(tone), _log_mel_from_the_definitions(tone)
+    assert ours.shape == again.shape == (328, 64) and np.allclose(ours, again, atol=1e-9)
+    examples = audio.examples_per_second(tone, 3)  # one 0.96 s example starting at each second
+    assert np.array_equal(
+        examples, np.stack([ours[100 * k : 100 * k + 96] for k in range(3)]).astype(np.float32)
+    )
+
+
+def test_front_end_equals_vggishs_published_definitions():
+    """Our log-mel front end against VGGish's published ``mel_features.py`` with ``vggish_params``' settings
+    on a generated tone (ZOO_VGGISH_SOURCE names its folder, or torchvggish is installed)."""
+    import importlib.util
+
+    published = _published_mel_features()
+    if published is None:
+        pytest.skip(
+            f"VGGish's mel_features.py is not at hand (set {VGGISH_ENV} or pip install --no-deps torchvggish)"
+        )
+    tone = _tone()
+    spec = importlib.util.spec_from_file_location("vggish_mel_features", published)
     mel = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mel)
-    t = np.arange(int(3.3 * 16000)) / 16000
-    tone = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
     reference = mel.log_mel_spectrogram(
         tone,
         audio_sample_rate=16000,

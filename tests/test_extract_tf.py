@@ -489,6 +489,43 @@ def test_bad_videos_fail_by_name_and_the_others_go_on(workspace, tmp_path):
     assert len(records["variable rate.mkv"]["rgb"]) == 3
 
 
+def test_video_level_mode_and_zoo_data_inspect(workspace, extractor, tmp_path):
+    """``--level video``: Examples with the means of the float features that the frame-level records hold;
+    ``zoo data inspect`` reads both kinds of extracted records like any others."""
+    clips = [str(c) for c in workspace["clips"][:3]]
+    frame_level, video_level = tmp_path / "frames", tmp_path / "videos"
+    run(expand(clips), extractor, frame_level, Options(audio=False))
+    run(expand(clips), extractor, video_level, Options(audio=False, level="video"))
+    frames = {r["id"]: r for r in _parse(*frame_level.glob("*.tfrecord"))}
+    examples = [
+        tf.train.Example.FromString(raw)
+        for path in sorted(video_level.glob("*.tfrecord"))
+        for raw in tf.compat.v1.io.tf_record_iterator(str(path))
+    ]
+    assert len(examples) == 3
+    for example in examples:
+        feature = example.features.feature
+        assert sorted(feature) == ["id", "labels", "mean_audio", "mean_rgb"]
+        vid = feature["id"].bytes_list.value[0]
+        mean_rgb = np.array(feature["mean_rgb"].float_list.value, np.float32)
+        assert mean_rgb.shape == (1024,) and np.array_equal(mean_rgb, frames[vid]["mean_rgb"])
+        assert list(feature["mean_audio"].float_list.value) == [0.0] * 128
+    for folder, reader, frame_counts in (
+        (frame_level, "yt8m-frame", [2, 3, 4]),
+        (video_level, "yt8m-video", [1, 1, 1]),
+    ):
+        inspect = subprocess.run(
+            [sys.executable, "-m", "zoo.cli", "data", "inspect", str(folder), "--reader", reader, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert inspect.returncode == 0, inspect.stderr[-2000:]
+        report = json.loads(inspect.stdout)
+        assert (report["records"], report["damaged_records"], report["duplicate_ids"]["count"]) == (3, 0, 0)
+        assert report["frames"]["total"] == sum(frame_counts), reader
+
+
 @pytest.mark.slow
 def test_zoo_predict_videos_with_a_tiny_trained_model(workspace, tmp_path):
     """A tiny model trained on the sample data classifies generated videos through `zoo predict --videos`."""
