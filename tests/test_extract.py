@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -592,6 +593,28 @@ def test_short_empty_and_cut_files_are_named(tmp_path):
     with pytest.raises(VideoError, match=r"faststart cut.mp4: truncated: .* of the 4.0 s it announces"):
         list(decode_frames(tmp_path / "faststart cut.mp4"))
     assert len(list(decode_frames(tmp_path / "faststart.mp4", max_frames=2))) == 2
+    # a slide show whose last frame lasts 5 s ends with its last frame's duration: whole, not cut short
+    for suffix in (".mkv", ".mp4"):
+        with av.open(str(tmp_path / f"slides{suffix}"), "w") as out:
+            stream = out.add_stream("mpeg4", rate=1)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+            for i, start in enumerate((0, 1000, 2000)):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
+                frame.pts, frame.time_base, frame.duration = (
+                    start,
+                    Fraction(1, 1000),
+                    5000 if i == 2 else 1000,
+                )
+                for packet in stream.encode(frame):
+                    packet.duration = 5000 if packet.pts == 2000 else packet.duration
+                    out.mux(packet)
+            for packet in stream.encode():
+                packet.duration = 5000 if packet.pts == 2000 else packet.duration
+                out.mux(packet)
+        with av.open(str(tmp_path / f"slides{suffix}")) as container:
+            assert container.duration == 7_000_000  # 2 s + the last frame's 5 s
+        assert [t for t, _ in decode_frames(tmp_path / f"slides{suffix}")] == [0.0, 2.0]
 
 
 def test_usage_errors_exit_2_before_any_model_is_loaded(tmp_path, capsys):

@@ -121,6 +121,8 @@ def decode_frames(
                     else:
                         seconds = (pts - start) * time_base
                     state["previous"] = seconds
+                    base = frame.time_base or stream.time_base
+                    state["lasts"] = float(frame.duration * base) if frame.duration and base else fallback
                     pending[:] = [frame]
                     yield seconds * 1000.0
                 state["ended"] = True
@@ -134,7 +136,7 @@ def decode_frames(
             image = frame.to_ndarray(format="rgb24")
             yield state["previous"], _upright(image, getattr(frame, "rotation", 0) or 0)
         if state.get("ended") and state["previous"] is not None:
-            check_complete(path, container, stream, state["previous"] + fallback)
+            check_complete(path, container, stream, state["previous"] + state["lasts"])
 
 
 TRUNCATION_TOLERANCE = 1.0  # seconds: less than this missing at the end changes at most one frame taken
