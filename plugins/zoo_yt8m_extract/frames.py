@@ -90,7 +90,8 @@ def decode_frames(
     """``(seconds, RGB uint8 [H, W, 3])`` of the frames Google's ``frame_iterator`` takes.
 
     Raises :class:`VideoError` for an unreadable file, no video stream, a resolution above ``max_pixels``,
-    a decoding failure and a file cut short (frames ending before the duration it announces); yields nothing for a video without frames (the caller names that).
+    a decoding failure and a file cut short (frames ending before the duration it announces); yields
+    nothing for a video without frames (the caller names that).
     """
     import av
 
