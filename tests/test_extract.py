@@ -468,16 +468,25 @@ def test_timeline_windows():
 
 
 def test_rotation_turns_frames_upright():
-    """PyAV's ``frame.rotation`` is the display matrix's counter-clockwise angle (a phone's portrait video
-    recorded sideways has -90: shown turned 90 degrees clockwise)."""
+    """The display matrix (FFmpeg's, 16.16 fixed point) maps a stored pixel (x, y) to (a x + c y, b x + d y):
+    a phone's portrait video recorded sideways has the matrix of -90 degrees (shown turned clockwise)."""
     from zoo_yt8m_extract.frames import _upright
 
+    def matrix(a, b, c, d):
+        return np.array([[a, b, 0], [c, d, 0], [0, 0, 1 << 30]], np.int64) * 65536
+
     image = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, axis=2)  # 2 rows, 3 columns
-    clockwise = _upright(image, -90)
+    clockwise = _upright(image, matrix(0, 1, -1, 0))  # -90 degrees
     assert clockwise.shape == (3, 2, 3) and clockwise[0, :, 0].tolist() == [3, 0]  # left column, bottom up
-    assert _upright(image, 90)[0, :, 0].tolist() == [2, 5]
-    assert _upright(image, 180)[0, :, 0].tolist() == [5, 4, 3]
-    assert _upright(image, 0) is image
+    assert _upright(image, matrix(0, -1, 1, 0))[0, :, 0].tolist() == [2, 5]  # +90: right column on top
+    assert _upright(image, matrix(-1, 0, 0, -1))[0, :, 0].tolist() == [5, 4, 3]  # 180
+    assert _upright(image, matrix(-1, 0, 0, 1))[0, :, 0].tolist() == [2, 1, 0]  # mirrored, not turned
+    assert _upright(image, matrix(0, -1, -1, 0))[:, :, 0].tolist() == [
+        [5, 2],
+        [4, 1],
+        [3, 0],
+    ]  # +90, mirrored
+    assert _upright(image, None) is image and np.array_equal(_upright(image, matrix(1, 0, 0, 1)), image)
 
 
 def _opencv_frames(path: Path, auto_rotate: bool) -> list[np.ndarray]:
@@ -506,31 +515,37 @@ def _portrait(n: int) -> list[np.ndarray]:
     return frames
 
 
-@pytest.mark.parametrize("rotation", [90, -90, 180])
+@pytest.mark.parametrize("rotation, mirror", [(90, False), (-90, False), (180, False), (0, True), (90, True)])
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_rotation_metadata_turns_frames_upright(tmp_path, rotation, suffix):
+def test_rotation_metadata_turns_frames_upright(tmp_path, rotation, mirror, suffix):
     """A phone stores a portrait video sideways with a display matrix (rotation metadata) that players apply.
     The frames taken are upright, as a player (and YouTube, whose videos the dataset's features come from)
-    shows them; Google's 2017 extractor ran OpenCV 3, which ignored the metadata and took the stored frames."""
+    shows them; Google's 2017 extractor ran OpenCV 3, which ignored the metadata and took the stored frames.
+    A matrix may also mirror (turn, then flip left to right): applied too."""
     upright = _portrait(25)
     turns = rotation // 90
-    stored = [np.rot90(image, -turns) for image in upright]  # what the camera wrote
+    stored = [np.rot90(image[:, ::-1] if mirror else image, -turns) for image in upright]  # what was written
     # lossless RGB frames, so that upright and stored videos hold exactly the same pixels
     lossless = (
         {"codec": "png", "pix_fmt": "rgb24"} if suffix == ".mp4" else {"codec": "ffv1", "pix_fmt": "bgr0"}
     )
     straight = write_frames(tmp_path / f"upright{suffix}", upright, **lossless)
-    sideways = write_frames(tmp_path / f"phone {rotation}{suffix}", stored, rotation=rotation, **lossless)
+    sideways = write_frames(
+        tmp_path / f"phone {rotation}{suffix}", stored, rotation=rotation, mirror=mirror, **lossless
+    )
     ours = list(decode_frames(sideways))
     assert [round(t, 1) for t, _ in ours] == [0.0, 1.1, 2.1]
     for (_, mine), (_, plain) in zip(ours, decode_frames(straight)):
         assert mine.shape == (64, 40, 3) and np.array_equal(mine, plain)
     assert np.array_equal(ours[0][1], upright[0]) and ours[0][1][:8, :8].min() == 255
-    # OpenCV: with its automatic rotation the same upright frames; without it (Google's 2017 extractor) the
-    # stored, sideways ones
+    # OpenCV: without its automatic rotation (Google's 2017 extractor) the stored, sideways frames; with it the
+    # same upright frames, except that it reads a mirroring matrix as a rotation only (a mirror alone as 180)
     cv_auto, cv_raw = _opencv_frames(sideways, True), _opencv_frames(sideways, False)
     assert np.array_equal(cv_raw[0], stored[0]) and np.array_equal(cv_raw[11], stored[11])
-    assert np.array_equal(cv_auto[0], upright[0]) and np.array_equal(cv_auto[11], ours[1][1])
+    if not mirror:
+        assert np.array_equal(cv_auto[0], upright[0]) and np.array_equal(cv_auto[11], ours[1][1])
+    else:
+        assert not np.array_equal(cv_auto[0], upright[0])
 
 
 @pytest.mark.parametrize("suffix, codec", [(".mkv", "libx264"), (".mp4", "libx264"), (".webm", "libvpx")])

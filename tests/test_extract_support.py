@@ -72,10 +72,12 @@ def write_frames(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     rotation: int | None = None,
+    mirror: bool = False,
 ) -> Path:
     """A video of the given RGB images: at ``fps``, or at the timestamps ``stamps_ms`` (a variable frame
     rate: time base 1/1000 s); ``rotation`` writes a display matrix (the container's rotation metadata, the
-    angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle."""
+    angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle (then
+    flip them left to right with ``mirror``)."""
     import av
 
     height, width = images[0].shape[:2]
@@ -83,7 +85,7 @@ def write_frames(
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if rotation is not None:
-            stream.set_display_rotation(rotation)
+            stream.set_display_rotation(rotation, hflip=mirror)
         if stamps_ms is not None:
             stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
         for i, image in enumerate(images):

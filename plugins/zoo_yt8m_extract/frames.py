@@ -78,10 +78,30 @@ def select_positions(positions_ms: Iterator[float], every_ms: float, max_frames:
         taken += 1
 
 
-def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
-    """The frame as a player shows it: ``rotation`` is the display matrix's counter-clockwise angle."""
-    turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+def display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (FFmpeg's 3x3, 16.16 fixed point, row by row), or ``None``."""
+    from av.sidedata.sidedata import Type
+
+    data = frame.side_data.get(Type.DISPLAYMATRIX)
+    if data is None:
+        return None
+    values = np.frombuffer(bytes(data), dtype="<i4")
+    return values[:9].reshape(3, 3) if values.size >= 9 else None
+
+
+def _upright(image: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """The frame as a player shows it: the display matrix maps a stored pixel ``(x, y)`` to
+    ``(a x + c y, b x + d y)`` (``a, b = matrix[0, :2]``, ``c, d = matrix[1, :2]``), to the nearest quarter
+    turn, mirrors included."""
+    if matrix is None:
+        return image
+    a, b = (float(v) for v in matrix[0, :2])
+    c, d = (float(v) for v in matrix[1, :2])
+    if abs(a) + abs(d) >= abs(b) + abs(c):  # no transposition: x' = a x, y' = d y
+        out = image[:: -1 if d < 0 else 1, :: -1 if a < 0 else 1]
+    else:  # transposed: x' = c y, y' = b x
+        out = image.transpose(1, 0, *range(2, image.ndim))[:: -1 if b < 0 else 1, :: -1 if c < 0 else 1]
+    return out if out is image else np.ascontiguousarray(out)
 
 
 def decode_frames(
@@ -135,7 +155,7 @@ def decode_frames(
             if frame.width * frame.height > max_pixels:
                 raise VideoError(path, f"a frame of {frame.width}x{frame.height} is above --max-pixels")
             image = frame.to_ndarray(format="rgb24")
-            yield state["previous"], _upright(image, getattr(frame, "rotation", 0) or 0)
+            yield state["previous"], _upright(image, display_matrix(frame))
         if state.get("ended") and state["previous"] is not None:
             check_complete(path, container, stream, state["previous"] + state["lasts"])
 
