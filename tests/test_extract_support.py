@@ -63,42 +63,6 @@ def write_video(
     return path
 
 
-def write_frames(
-    path: Path,
-    images: list[np.ndarray],
-    *,
-    stamps_ms: list[int] | None = None,
-    fps: float = 10,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-    rotation: int | None = None,
-    mirror: bool = False,
-) -> Path:
-    """A video of the given RGB images: at ``fps``, or at the timestamps ``stamps_ms`` (a variable frame
-    rate: time base 1/1000 s); ``rotation`` writes a display matrix (the container's rotation metadata, the
-    angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle (then
-    flip them left to right with ``mirror``)."""
-    import av
-
-    height, width = images[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if rotation is not None:
-            stream.set_display_rotation(rotation, hflip=mirror)
-        if stamps_ms is not None:
-            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        for i, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            if stamps_ms is not None:
-                frame.pts, frame.time_base = stamps_ms[i], Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def inception_standin(seed: int = 0, channels: int = 32) -> bytes:
     """A frozen GraphDef from ``DecodeJpeg:0`` (uint8 [H, W, 3]) to ``pool_3/_reshape:0`` ([1, 2048]) through
     the real graph's preprocessing (cast, resize to 299x299 bilinear, (x - 128) / 128) and a small network."""
@@ -276,3 +240,39 @@ def vggish_frozen_graph(checkpoint: Path) -> bytes:
                 session, graph.as_graph_def(), ["vggish/fc2/BiasAdd"]
             )
     return frozen.SerializeToString()
+
+
+def write_frames(
+    path: Path,
+    images: list[np.ndarray],
+    *,
+    stamps_ms: list[int] | None = None,
+    fps: float = 10,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int | None = None,
+    mirror: bool = False,
+) -> Path:
+    """A video of the given RGB images: at ``fps``, or at the timestamps ``stamps_ms`` (a variable frame
+    rate: time base 1/1000 s); ``rotation`` writes a display matrix (the container's rotation metadata, the
+    angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle (then
+    flip them left to right with ``mirror``)."""
+    import av
+
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotation is not None:
+            stream.set_display_rotation(rotation, hflip=mirror)
+        if stamps_ms is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if stamps_ms is not None:
+                frame.pts, frame.time_base = stamps_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
