@@ -260,12 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", metavar="DIR", help="with --serving: keep the exports in DIR/MODEL and reuse them next time"
     )
+    parser.add_argument(
+        "--by-precision",
+        action="store_true",
+        help="with --serving: time the fp32 scorers and the int8 ones in two processes (less memory at once)",
+    )
     args = parser.parse_args(argv)
     if args.serving:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import serving_peers
 
-        results = serving_peers.run(args.models, args.rounds, args.batches, args.scorers, args.keep)
+        results = serving_peers.run(
+            args.models, args.rounds, args.batches, args.scorers, args.keep, args.by_precision
+        )
         text = json.dumps(results, indent=2)
         print(text)
         if args.json:

@@ -157,6 +157,9 @@ def torch_int8(model: Any) -> Any:
 # One scorer in its own process
 
 
+_TORCH_MODELS: dict[str, Any] = {}  # per precision: eager and compiled scorers share one set of weights
+
+
 def _scorer(kind: str, work: Path) -> Any:
     if kind.startswith("torch"):
         import torch
@@ -164,11 +167,15 @@ def _scorer(kind: str, work: Path) -> Any:
         from zoo.engine.runtime import cpu_count
 
         torch.set_num_threads(cpu_count())
-        spec = json.loads((work / "torch.json").read_text())
-        model = torch_model(spec["name"], spec["options"])
-        model.load_state_dict(torch.load(work / "torch.pt", weights_only=True))
-        if "int8" in kind:
-            model = torch_int8(model)
+        precision = "int8" if "int8" in kind else "fp32"
+        model = _TORCH_MODELS.get(precision)
+        if model is None:
+            spec = json.loads((work / "torch.json").read_text())
+            model = torch_model(spec["name"], spec["options"])
+            model.load_state_dict(torch.load(work / "torch.pt", weights_only=True))
+            if precision == "int8":
+                model = torch_int8(model)
+            _TORCH_MODELS[precision] = model
         if "compile" in kind:
             # the CPU's strongest mode without writing kernels: inductor tries its GEMM templates against
             # the aten (MKL) ones per shape (CUDA graphs do not apply on a CPU)
@@ -391,8 +398,10 @@ def run(
     batches: int,
     scorers: list[str] | None = None,
     keep: str | None = None,
+    by_precision: bool = False,
 ) -> dict[str, Any]:
-    """``keep``: a directory to keep (and reuse) each model's exports in, ``KEEP/MODEL``."""
+    """``keep``: a directory to keep (and reuse) each model's exports in, ``KEEP/MODEL``; ``by_precision``:
+    time the fp32 and the int8 scorers in two processes (each group takes turns batch by batch)."""
     import torch
 
     results: dict[str, Any] = {
@@ -415,7 +424,17 @@ def run(
             custom = (work / "paddle-custom").is_dir()
             model_kinds = [kind for kind in kinds if custom or kind != "paddle fp32 custom-ops"]
             load = [os.getloadavg()[0]]
-            speed = _child(["--speed", ",".join(model_kinds), str(work), str(rounds)], timeout=7200)
+            # by_precision: the fp32 scorers take turns in one process, then the int8 ones in another (less
+            # memory at once: MixNeXtVLAD's eight scorers together need about 9 GB)
+            groups = (
+                [[k for k in model_kinds if "fp32" in k], [k for k in model_kinds if "int8" in k]]
+                if by_precision
+                else [model_kinds]
+            )
+            speed = {}
+            for group in filter(None, groups):
+                part = _child(["--speed", ",".join(group), str(work), str(rounds)], timeout=7200)
+                speed.update(part if "error" not in part else dict.fromkeys(group, part))
             print(f"  speed: {speed}", file=sys.stderr)
             memory = {}
             for kind in model_kinds:
@@ -425,8 +444,8 @@ def run(
             table = {}
             for kind in model_kinds:
                 row: dict[str, Any] = {}
-                if "error" in speed:
-                    row["error"] = speed["error"]
+                if "error" in speed[kind]:
+                    row["error"] = speed[kind]["error"]
                 else:
                     row["videos_per_s_batch32"] = round(speed[kind]["batch32"], 2)
                     row["videos_per_s_batch1"] = round(speed[kind]["batch1"], 2)
@@ -442,6 +461,7 @@ def run(
                 **facts,
                 "scorers": table,
                 "load_average": round(statistics.mean(load), 1),
+                "speed_groups": [g for g in groups if g],
                 "goals": goals(table, facts),
             }
     return results
