@@ -520,3 +520,91 @@ def test_the_next_file_is_in_flight_while_the_current_one_is_read(tiny_data):
     seconds = [i for i, (name, _) in enumerate(log) if name == second]
     assert seconds[0] < firsts[-1]  # the second file started before the first was done
     assert len(set(log)) == len(log)  # and nothing was fetched twice
+
+
+# -- a run directory in a bucket ---------------------------------------------------------------------------
+
+
+def bucket_objects(url: str) -> dict[str, bytes]:
+    """Every object under the prefix ``url``, by its name relative to the prefix."""
+    fs, base = storage.filesystem(url)
+    fs.invalidate_cache()
+    base = base.rstrip("/") + "/"
+    return {name[len(base) :]: fs.cat_file(name) for name in fs.find(base)}
+
+
+def train_into(save_dir: str, data: Path, *extra: str, resume: bool = False, allow=()) -> Path:
+    """The module's training run with ``train.save_dir`` at ``save_dir``; returns the staging copy."""
+    from zoo.config import load_config
+    from zoo.engine.train.trainer import Trainer
+
+    overrides = [
+        "dataset.preset=yt8m",
+        "dataset.num_classes=12",
+        f"data.train={json.dumps([str(data / 'train')])}",
+        f"data.valid={json.dumps([str(data / 'validate')])}",
+        "data.shuffle_buffer=16",
+        "train.batch_size=8",
+        "train.epoch=1",
+        "train.max_iter=5",
+        "train.learning_rate=0.01",
+        f"train.save_dir={json.dumps(save_dir)}",
+        "eval.batch_size=32",
+        "train.num_gpus=1",
+        *extra,
+    ]
+    trainer = Trainer(load_config(None, overrides, model="mean-pool"), progress=False)
+    trainer.fit(resume=resume, allow_changes=tuple(allow))
+    return trainer.run_dir
+
+
+def weights_from(blob: bytes) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load
+
+    return load(blob)
+
+
+def check_bucket_run(url: str, tiny_data: Path, local_weights) -> None:
+    """Train into ``url``, resume from it with no local copy left, refuse to train over it."""
+    import shutil
+
+    from zoo.errors import ZooError
+
+    staging = train_into(url, tiny_data, "train.checkpoint_steps=2")
+    objects = bucket_objects(url)
+    assert_same(weights_from(objects["model.safetensors"]), local_weights)
+    assert objects["latest"] == b"step-00000005\n"
+    steps = sorted({name.split("/")[1] for name in objects if name.startswith("checkpoints/")})
+    assert steps == ["step-00000004", "step-00000005"]  # step 2, pruned locally, is gone from the bucket too
+    for name in ("model.safetensors", "optimizer.safetensors", "state.json", "SHA256SUMS"):
+        assert f"checkpoints/step-00000005/{name}" in objects
+    assert "config.json" in objects and "history.jsonl" in objects
+    assert not any(name.startswith("run.lock") or ".partial" in name for name in objects), sorted(objects)
+    for name, blob in objects.items():  # the staging copy and the bucket agree file for file
+        assert (staging / name).read_bytes() == blob, name
+    # a run stopped at step 3, its staging copy lost, resumed from the bucket: the uninterrupted run's weights
+    resumed = f"{url}-resumed"
+    shutil.rmtree(train_into(resumed, tiny_data, "train.max_iter=3"))
+    train_into(resumed, tiny_data, resume=True, allow=["train.max_iter"])
+    assert_same(weights_from(bucket_objects(resumed)["model.safetensors"]), local_weights)
+    # the bucket, not the (removed) staging copy, says a run is there
+    shutil.rmtree(staging)
+    with pytest.raises(ZooError, match=rf"{url} already holds checkpoints of a run"):
+        train_into(url, tiny_data)
+
+
+@pytest.mark.integration
+def test_a_run_directory_in_s3_is_written_whole_and_resumed_from_it(tiny_data, s3, local_weights):
+    fs, _ = storage.filesystem("s3://runs")
+    fs.mkdir("runs")
+    check_bucket_run("s3://runs/mean-pool", tiny_data, local_weights)
+    with pytest.raises(DataError, match="no such bucket 'nowhere'"):
+        train_into("s3://nowhere/run", tiny_data)
+
+
+@pytest.mark.integration
+def test_a_run_directory_in_gcs_is_written_whole_and_resumed_from_it(tiny_data, monkeypatch, local_weights):
+    with gcs_server(monkeypatch):
+        fs, _ = storage.filesystem("gs://runs-gcs")
+        fs.mkdir("runs-gcs")
+        check_bucket_run("gs://runs-gcs/mean-pool", tiny_data, local_weights)

@@ -96,6 +96,15 @@ def redact(text: Any) -> str:
     return _SECRET_PARAMS.sub(r"\1***", text)
 
 
+_REDACTED = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://(?:\*\*\*@|[^#]*[?&][^=&#]+=\*\*\*(?:[&#]|$))")
+
+
+def was_redacted(path: Any) -> bool:
+    """True for a URL whose credentials :func:`redact` replaced (``https://***@host/...``, ``?sig=***``):
+    what a run's config.json keeps of a URL that carried them, which cannot be read as it is."""
+    return bool(_REDACTED.match(str(path)))
+
+
 def redact_tree(tree: Any) -> Any:
     """``tree`` (a config as plain data) with every string redacted: what a run directory may keep."""
     if isinstance(tree, dict):
