@@ -608,3 +608,69 @@ def test_a_run_directory_in_gcs_is_written_whole_and_resumed_from_it(tiny_data, 
         fs, _ = storage.filesystem("gs://runs-gcs")
         fs.mkdir("runs-gcs")
         check_bucket_run("gs://runs-gcs/mean-pool", tiny_data, local_weights)
+
+
+def zoo_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [ZOO, *args], capture_output=True, text=True, timeout=900, cwd=cwd, env={**os.environ, **(env or {})}
+    )
+
+
+def files_with(secret: bytes, root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_no_file_a_run_writes_holds_a_credential_of_a_data_url(tiny_data, s3, tmp_path):
+    """Data from a server that wants a password in the URL: one process training into a bucket and two
+    processes training into a local folder; no file, object, log or message has the password. Evaluating
+    the run later without the data names what to pass."""
+    secret = "hunter2-never-written"
+    tmp = tmp_path / "tmp"  # where the launcher's private config goes: empty once the job is over
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    fs, _ = storage.filesystem("s3://runs")
+    fs.mkdir("runs")
+    with http_server(tiny_data) as server:
+        base = server.url.replace("http://", f"http://ann:{secret}@")
+        common = [
+            "-o", "dataset.preset=yt8m", "-o", "dataset.num_classes=12",
+            "-o", f"data.train=[{base}/train/]", "-o", f"data.valid=[{base}/validate/]",
+            "-o", "train.batch_size=8", "-o", "train.epoch=1", "-o", "train.max_iter=4",
+            "-o", "train.checkpoint_steps=2", "-o", "eval.batch_size=32",
+        ]  # fmt: skip
+        single = zoo_cli(
+            "train", "mean-pool", "--save_dir", "s3://runs/single", *common, cwd=tmp_path, env=env
+        )
+        assert single.returncode == 0, single.stderr[-3000:]
+        assert "s3://runs/single" in single.stdout
+        multi = zoo_cli(
+            "train", "mean-pool", "--cpu-procs", "2", "--save_dir", str(tmp_path / "multi"), *common,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert multi.returncode == 0, multi.stderr[-3000:]
+        assert server.gets > 0
+        # evaluating the run: its config.json kept the URLs without the password
+        refused = zoo_cli("eval", "--weights", "s3://runs/single", "--output", "ev", cwd=tmp_path, env=env)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "data.valid is http://***@127.0.0.1" in refused.stderr
+        assert "-o 'data.valid=[URL]'" in refused.stderr and "Traceback" not in refused.stderr
+        given = zoo_cli(
+            "eval", "--weights", "s3://runs/single", "--output", "ev", "-o", f"data.test=[{base}/test/]",
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert given.returncode == 0, given.stderr[-3000:]
+    objects = bucket_objects("s3://runs/single")
+    assert "model.safetensors" in objects and "latest" in objects
+    assert [name for name, blob in objects.items() if secret.encode() in blob] == []
+    assert (tmp_path / "multi" / "logs" / "config.json").is_file()  # the launcher's copy, redacted
+    assert "logs/workerlog.0" in {
+        p.relative_to(tmp_path / "multi").as_posix() for p in (tmp_path / "multi").rglob("*")
+    }
+    assert files_with(secret.encode(), tmp_path) == []  # run folders, logs, eval outputs, cache, temp files
+    assert list(tmp.iterdir()) == []
+    for result in (single, multi, refused, given):
+        assert secret not in result.stdout + result.stderr
