@@ -8,6 +8,7 @@ import html
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,9 +165,10 @@ class _Handler(SimpleHTTPRequestHandler):
             if drop:
                 self.server.drop_left -= 1
                 self.server.drops += 1
-        if drop:  # half the promised body, then the connection goes away
+        if drop:  # half the promised body, then (once the client has it) the connection goes away
             self.wfile.write(part[: len(part) // 2])
             self.wfile.flush()
+            time.sleep(0.2)
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)

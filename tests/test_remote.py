@@ -210,6 +210,27 @@ def test_a_server_that_drops_connections_mid_file_is_survived(tiny_data, capfd):
 
 
 @pytest.mark.integration
+def test_a_dropped_response_is_resumed_at_the_byte_where_it_stopped(tmp_path):
+    """The server sends half of a block's range and closes: the next request asks for the other half only."""
+    payload = np.random.default_rng(1).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob.bin").write_bytes(payload)
+    with http_server(tmp_path) as server:
+        server.drop_left = 1
+        options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
+        with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
+            assert f.read() == payload
+        ranges = [rng for _path, rng in server.log]
+    assert server.drops == 1
+    assert ranges == [
+        "bytes=0-9999",  # dropped after 5000 bytes
+        "bytes=5000-9999",  # the rest of that block, not all of it again
+        "bytes=10000-19999",
+        "bytes=20000-29999",
+        "bytes=30000-39999",
+    ]
+
+
+@pytest.mark.integration
 def test_http_directories_and_list_files(tiny_data, tmp_path):
     first, second = shard_names(tiny_data / "train")
     served = tmp_path / "served"  # the session's dataset plus a list file, without writing into the dataset
@@ -595,9 +616,9 @@ def check_bucket_run(url: str, tiny_data: Path, local_weights) -> None:
 
 @pytest.mark.integration
 def test_a_run_directory_in_s3_is_written_whole_and_resumed_from_it(tiny_data, s3, local_weights):
-    fs, _ = storage.filesystem("s3://runs")
-    fs.mkdir("runs")
-    check_bucket_run("s3://runs/mean-pool", tiny_data, local_weights)
+    fs, _ = storage.filesystem("s3://trained")  # moto keeps buckets across this process's servers
+    fs.mkdir("trained")
+    check_bucket_run("s3://trained/mean-pool", tiny_data, local_weights)
     with pytest.raises(DataError, match="no such bucket 'nowhere'"):
         train_into("s3://nowhere/run", tiny_data)
 
@@ -632,8 +653,8 @@ def test_no_file_a_run_writes_holds_a_credential_of_a_data_url(tiny_data, s3, tm
     tmp = tmp_path / "tmp"  # where the launcher's private config goes: empty once the job is over
     tmp.mkdir()
     env = {"TMPDIR": str(tmp), "ZOO_CACHE_DIR": str(tmp_path / "cache")}
-    fs, _ = storage.filesystem("s3://runs")
-    fs.mkdir("runs")
+    fs, _ = storage.filesystem("s3://no-secrets")
+    fs.mkdir("no-secrets")
     with http_server(tiny_data) as server:
         base = server.url.replace("http://", f"http://ann:{secret}@")
         common = [
@@ -643,34 +664,54 @@ def test_no_file_a_run_writes_holds_a_credential_of_a_data_url(tiny_data, s3, tm
             "-o", "train.checkpoint_steps=2", "-o", "eval.batch_size=32",
         ]  # fmt: skip
         single = zoo_cli(
-            "train", "mean-pool", "--save_dir", "s3://runs/single", *common, cwd=tmp_path, env=env
+            "train", "mean-pool", "--save_dir", "s3://no-secrets/single", *common, cwd=tmp_path, env=env
         )
         assert single.returncode == 0, single.stderr[-3000:]
-        assert "s3://runs/single" in single.stdout
+        assert "s3://no-secrets/single" in single.stdout
         multi = zoo_cli(
-            "train", "mean-pool", "--cpu-procs", "2", "--save_dir", str(tmp_path / "multi"), *common,
+            "train", "mean-pool", "--cpu-procs", "2", "--save_dir", "s3://no-secrets/multi", *common,
             cwd=tmp_path, env=env,
         )  # fmt: skip
         assert multi.returncode == 0, multi.stderr[-3000:]
         assert server.gets > 0
         # evaluating the run: its config.json kept the URLs without the password
-        refused = zoo_cli("eval", "--weights", "s3://runs/single", "--output", "ev", cwd=tmp_path, env=env)
+        refused = zoo_cli(
+            "eval", "--weights", "s3://no-secrets/single", "--output", "ev", cwd=tmp_path, env=env
+        )
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "data.valid is http://***@127.0.0.1" in refused.stderr
         assert "-o 'data.valid=[URL]'" in refused.stderr and "Traceback" not in refused.stderr
         given = zoo_cli(
-            "eval", "--weights", "s3://runs/single", "--output", "ev", "-o", f"data.test=[{base}/test/]",
+            "eval", "--weights", "s3://no-secrets/single", "--output", "ev", "-o", f"data.test=[{base}/test/]",
             cwd=tmp_path, env=env,
         )  # fmt: skip
         assert given.returncode == 0, given.stderr[-3000:]
-    objects = bucket_objects("s3://runs/single")
+    objects = bucket_objects("s3://no-secrets/single")
     assert "model.safetensors" in objects and "latest" in objects
     assert [name for name, blob in objects.items() if secret.encode() in blob] == []
-    assert (tmp_path / "multi" / "logs" / "config.json").is_file()  # the launcher's copy, redacted
-    assert "logs/workerlog.0" in {
-        p.relative_to(tmp_path / "multi").as_posix() for p in (tmp_path / "multi").rglob("*")
-    }
-    assert files_with(secret.encode(), tmp_path) == []  # run folders, logs, eval outputs, cache, temp files
+    objects = bucket_objects("s3://no-secrets/multi")
+    assert "model.safetensors" in objects and objects["latest"] == b"step-00000004\n"
+    assert "logs/config.json" in objects and "logs/workerlog.1" in objects  # the launcher's copy; every rank
+    assert [name for name, blob in objects.items() if secret.encode() in blob] == []
+    assert files_with(secret.encode(), tmp_path) == []  # eval outputs, cache, staging copies, temp files
     assert list(tmp.iterdir()) == []
     for result in (single, multi, refused, given):
         assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_zoo_run_writes_its_run_evaluation_and_predictions_into_a_bucket(tiny_data, s3, tmp_path):
+    fs, _ = storage.filesystem("s3://quick")
+    fs.mkdir("quick")
+    done = zoo_cli(
+        "run", "mean-pool", "--data", str(tiny_data), "--output", "s3://quick/mean-pool",
+        "-o", "dataset.preset=yt8m", "-o", "dataset.num_classes=12", "-o", "train.batch_size=8",
+        "-o", "train.epoch=1", "-o", "train.max_iter=2", "-o", "eval.batch_size=32",
+        cwd=tmp_path, env={"ZOO_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    objects = bucket_objects("s3://quick/mean-pool")
+    for name in ("config.json", "latest", "model.safetensors", "eval_results.json", "predictions.jsonl"):
+        assert name in objects, sorted(objects)
+    assert "s3://quick/mean-pool" in done.stdout
+    assert not list((tmp_path / "cache").glob("runs/*/*"))  # the staging copy is gone
