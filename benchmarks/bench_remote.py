@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 ENV = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -119,7 +120,9 @@ def serve_http(root: str, port: int) -> None:
 def read_share(paths: list[str], options: dict, worker: int, workers: int, queue) -> None:
     import zoo
 
-    reader = zoo.build_reader("yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k != "raw"})
+    reader = zoo.build_reader(
+        "yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k not in ("raw", "mode")}
+    )
     start = time.perf_counter()
     videos = 0
     mine = reader.sources()[worker::workers]
@@ -166,7 +169,16 @@ def measure(paths: list[str], options: dict, workers: int, server: int | None = 
     wall = time.perf_counter()
     for p in procs:
         p.start()
-    results = [queue.get() for _ in procs]
+    results: list = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=5))
+        except Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                raise SystemExit(
+                    f"a reading process failed (exit code {failed[0]}); see its traceback above"
+                ) from None
     for p in procs:
         p.join()
     wall = time.perf_counter() - wall

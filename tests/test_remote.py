@@ -194,6 +194,39 @@ def test_the_cache_keeps_remote_files_within_its_bound(tiny_data, s3, tmp_path):
         records(frame_reader([f"s3://yt8m/train/{first}"], cache=str(cache)))
 
 
+@pytest.mark.integration
+def test_a_dropped_s3_response_is_resumed_at_the_byte_where_it_stopped(s3, monkeypatch):
+    """moto behind a proxy that cuts the connection in the middle of a ranged GET's body: the next request
+    asks for the rest of that range only, and the bytes are the object's."""
+    from urllib.parse import urlsplit
+
+    import remote_servers
+
+    payload = np.random.default_rng(2).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
+    fs, _ = storage.filesystem("s3://dropped")
+    fs.mkdir("dropped")
+    fs.pipe_file("dropped/blob.bin", payload)
+    upstream = urlsplit(s3)
+    proxy = remote_servers.DroppingProxy((upstream.hostname, upstream.port), cut_after=6000)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        remote_servers._forget_filesystems()
+        proxy.drop_left = 1
+        options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
+        with storage.RemoteFile("s3://dropped/blob.bin", options) as f:
+            assert f.read() == payload
+    finally:
+        proxy.close()
+    assert proxy.drops == 1
+    resumed = [(first, last) for first, last in proxy.ranges if first % 10_000]
+    assert len(resumed) == 1, proxy.ranges  # one request started inside a block: where the cut one stopped
+    first, last = resumed[0]
+    assert last == (first // 10_000 + 1) * 10_000 - 1  # and asked for the rest of that block only
+    assert [r for r in proxy.ranges if r[0] % 10_000 == 0] == [
+        (i, i + 9_999) for i in range(0, 40_000, 10_000)
+    ]
+
+
 # -- HTTP --------------------------------------------------------------------------------------------------
 
 
