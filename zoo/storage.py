@@ -469,14 +469,16 @@ class RemoteFile:
         (the range from the byte offset where the broken response stopped, on http(s) and S3)."""
         start = index * self.options.block_size
         end = min(self.size, start + self.options.block_size)
-        received = bytearray()
+        received: list[bytes] = []  # the pieces that arrived, kept across attempts
 
         def get() -> bytes:
             READ_STATS.add(requests=1)
-            read_range(self._fs, self._path, start + len(received), end, received)
-            if len(received) != end - start:
-                raise ConnectionError(f"short read: {len(received)} of {end - start} bytes at offset {start}")
-            return bytes(received)
+            read_range(self._fs, self._path, start + sum(map(len, received)), end, received)
+            data = b"".join(received)  # one copy; a single piece is used as it is
+            received[:] = [data]
+            if len(data) != end - start:
+                raise ConnectionError(f"short read: {len(data)} of {end - start} bytes at offset {start}")
+            return data
 
         return call(get, self.url, f"read bytes {start}-{end - 1}", retry=self.options.retry)
 
@@ -502,7 +504,7 @@ class ReadStats:
 READ_STATS = ReadStats()
 
 
-def read_range(fs: Any, path: str, start: int, end: int, sink: bytearray) -> None:
+def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
     """Append the bytes ``start``..``end - 1`` of ``path`` to ``sink`` as they arrive, so that when the
     connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
 
@@ -518,10 +520,10 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: bytearray) -> Non
     elif kind == "S3FileSystem":
         fsspec.asyn.sync(fs.loop, _s3_range, fs, path, start, end, sink)
     else:
-        sink += fs.cat_file(path, start=start, end=end)
+        sink.append(fs.cat_file(path, start=start, end=end))
 
 
-async def _http_range(fs: Any, url: str, start: int, end: int, sink: bytearray) -> None:
+async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]) -> None:
     kw = dict(fs.kwargs)
     headers = {**kw.pop("headers", {}), "Range": f"bytes={start}-{end - 1}"}
     session = await fs.set_session()
@@ -535,13 +537,13 @@ async def _http_range(fs: Any, url: str, start: int, end: int, sink: bytearray) 
         got = 0
         async for chunk in response.content.iter_chunked(STREAM_CHUNK):
             piece = chunk[: wanted - got]
-            sink += piece
+            sink.append(piece)
             got += len(piece)
             if got >= wanted:
                 break
 
 
-async def _s3_range(fs: Any, path: str, start: int, end: int, sink: bytearray) -> None:
+async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
     bucket, key, version = fs.split_path(path)
     extra = {"VersionId": version} if version else {}
     response = await fs._call_s3(
@@ -552,7 +554,7 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, sink: bytearray) -
         wanted = end - start
         got = 0
         while got < wanted and (chunk := await body.read(min(STREAM_CHUNK, wanted - got))):
-            sink += chunk
+            sink.append(chunk)
             got += len(chunk)
     finally:
         body.close()
