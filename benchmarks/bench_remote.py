@@ -277,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     http = subprocess.Popen(
         [sys.executable, __file__, "--serve-http", os.path.dirname(files[0]), str(http_port)]
     )
-    results: dict = {"files": len(files), "mib": round(total_mib, 1), "rows": [], "memory": []}
+    results: dict = {
+        "files": len(files),
+        "mib": round(total_mib, 1),
+        "load_average": {"start": list(os.getloadavg())},
+        "rows": [],
+        "memory": [],
+    }
     try:
         from zoo.storage import filesystem
 
@@ -372,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in (proc, http):
             server.terminate()
             server.wait(timeout=30)
+    results["load_average"]["end"] = list(os.getloadavg())
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
