@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from remote_servers import ACCESS_KEY, SECRET_KEY, gcs_server, http_server, s3_server, upload_dir
+from remote_servers import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    DroppingProxy,
+    gcs_server,
+    http_server,
+    s3_server,
+    upload_dir,
+)
 from test_data_download import site  # noqa: F401 - the fake data.yt8m.org, a fixture
 
 from zoo import storage
@@ -194,29 +202,32 @@ def test_the_cache_keeps_remote_files_within_its_bound(tiny_data, s3, tmp_path):
         records(frame_reader([f"s3://yt8m/train/{first}"], cache=str(cache)))
 
 
-@pytest.mark.integration
-def test_a_dropped_s3_response_is_resumed_at_the_byte_where_it_stopped(s3, monkeypatch):
-    """moto behind a proxy that cuts the connection in the middle of a ranged GET's body: the next request
-    asks for the rest of that range only, and the bytes are the object's."""
+def read_through_a_dropping_proxy(url: str, endpoint: str, variable: str, monkeypatch) -> DroppingProxy:
+    """Upload 40,000 bytes to ``url``, then read them back in 10,000-byte blocks through a proxy in front of
+    the server at ``endpoint`` (``variable`` points the client at it) that cuts one answer midway."""
     from urllib.parse import urlsplit
 
     import remote_servers
 
     payload = np.random.default_rng(2).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
-    fs, _ = storage.filesystem("s3://dropped")
-    fs.mkdir("dropped")
-    fs.pipe_file("dropped/blob.bin", payload)
-    upstream = urlsplit(s3)
-    proxy = remote_servers.DroppingProxy((upstream.hostname, upstream.port), cut_after=6000)
+    fs, path = storage.filesystem(url)
+    fs.mkdir(path.split("/")[0])
+    fs.pipe_file(path, payload)
+    upstream = urlsplit(endpoint)
+    proxy = DroppingProxy((upstream.hostname, upstream.port), cut_after=6000)
     try:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv(variable, proxy.url)
         remote_servers._forget_filesystems()
         proxy.drop_left = 1
         options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
-        with storage.RemoteFile("s3://dropped/blob.bin", options) as f:
+        with storage.RemoteFile(url, options) as f:
             assert f.read() == payload
     finally:
         proxy.close()
+    return proxy
+
+
+def assert_resumed_at_the_byte(proxy: DroppingProxy) -> None:
     assert proxy.drops == 1
     resumed = [(first, last) for first, last in proxy.ranges if first % 10_000]
     assert len(resumed) == 1, proxy.ranges  # one request started inside a block: where the cut one stopped
@@ -225,6 +236,23 @@ def test_a_dropped_s3_response_is_resumed_at_the_byte_where_it_stopped(s3, monke
     assert [r for r in proxy.ranges if r[0] % 10_000 == 0] == [
         (i, i + 9_999) for i in range(0, 40_000, 10_000)
     ]
+
+
+@pytest.mark.integration
+def test_a_dropped_s3_response_is_resumed_at_the_byte_where_it_stopped(s3, monkeypatch):
+    """moto behind a proxy that cuts the connection in the middle of a ranged GET's body: the next request
+    asks for the rest of that range only, and the bytes are the object's."""
+    proxy = read_through_a_dropping_proxy("s3://dropped/blob.bin", s3, "AWS_ENDPOINT_URL", monkeypatch)
+    assert_resumed_at_the_byte(proxy)
+
+
+@pytest.mark.integration
+def test_a_dropped_gcs_response_is_resumed_at_the_byte_where_it_stopped(monkeypatch):
+    with gcs_server(monkeypatch) as endpoint:
+        proxy = read_through_a_dropping_proxy(
+            "gs://dropped-gcs/blob.bin", endpoint, "STORAGE_EMULATOR_HOST", monkeypatch
+        )
+    assert_resumed_at_the_byte(proxy)
 
 
 # -- HTTP --------------------------------------------------------------------------------------------------

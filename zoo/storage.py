@@ -3,8 +3,8 @@
 Everything that names data or weights may be a URL. This module opens, lists and globs them through fsspec
 (imported only when a URL is used: the core never loads it), streams an object with bounded memory
 (:class:`RemoteFile`: fixed-size blocks fetched ahead by byte range, a few at once), retries transient
-failures with exponential backoff from the byte offset where the broken response stopped (http(s) and S3
-bodies are read as streams; other stores again from the block's start), turns permanent ones
+failures with exponential backoff from the byte offset where the broken response stopped (http(s), S3 and
+GCS bodies are read as streams; other stores again from the block's start), turns permanent ones
 into a :class:`~zoo.errors.DataError` that names the URL and the reason, and keeps credentials out of every
 message (:func:`redact`). An optional whole-file cache (:class:`ReadOptions.cache_dir`, bounded by
 ``cache_bytes``) serves repeated epochs from local disk.
@@ -508,8 +508,9 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
     """Append the bytes ``start``..``end - 1`` of ``path`` to ``sink`` as they arrive, so that when the
     connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
 
-    http(s) (aiohttp) and S3 (s3fs, aiobotocore) bodies are read as streams; other stores through
-    ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it again)."""
+    http(s) (aiohttp), S3 (s3fs, aiobotocore) and GCS (gcsfs's aiohttp session) bodies are read as streams;
+    other stores through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it
+    again)."""
     if start >= end:
         return
     import fsspec.asyn
@@ -519,6 +520,8 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
         fsspec.asyn.sync(fs.loop, _http_range, fs, path, start, end, sink)
     elif kind == "S3FileSystem":
         fsspec.asyn.sync(fs.loop, _s3_range, fs, path, start, end, sink)
+    elif kind == "GCSFileSystem":
+        fsspec.asyn.sync(fs.loop, _gcs_range, fs, path, start, end, sink)
     else:
         sink.append(fs.cat_file(path, start=start, end=end))
 
@@ -541,6 +544,24 @@ async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]
             got += len(piece)
             if got >= wanted:
                 break
+
+
+async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
+    """As gcsfs downloads a file (its session, headers with the credentials, parameters), for one range."""
+    from gcsfs.retry import validate_response
+
+    await fs._set_session()
+    headers = fs._get_headers({"Range": f"bytes={start}-{end - 1}"})
+    async with fs.session.get(
+        url=fs.url(path), params=fs._get_params({}), headers=headers, timeout=fs.requests_timeout
+    ) as response:
+        if response.status >= 400:
+            validate_response(response.status, await response.read(), path)
+        wanted = end - start
+        got = 0
+        while got < wanted and (chunk := await response.content.read(min(STREAM_CHUNK, wanted - got))):
+            sink.append(chunk)
+            got += len(chunk)
 
 
 async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
