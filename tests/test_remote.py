@@ -81,6 +81,15 @@ def test_a_missing_protocol_package_names_the_extra(monkeypatch):
         storage.filesystem("s3://bucket/x")
 
 
+def test_a_run_directory_cannot_be_an_http_url():
+    from zoo.engine.runs.bucket import local_run_dir
+
+    with pytest.raises(
+        UsageError, match=r"train.save_dir https://\*\*\*@h/runs/x: http\(s\) URLs are read-only"
+    ):
+        local_run_dir("https://ann:pw@h/runs/x")
+
+
 def test_an_unknown_protocol_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown protocol nosuch://"):
         storage.filesystem("nosuch://bucket/x")
@@ -735,6 +744,13 @@ def test_no_file_a_run_writes_holds_a_credential_of_a_data_url(tiny_data, s3, tm
         )  # fmt: skip
         assert multi.returncode == 0, multi.stderr[-3000:]
         assert server.gets > 0
+        # the two-process run resumed from the bucket alone (its staging copy went when it ended well)
+        resumed = zoo_cli(
+            "train", "mean-pool", "--cpu-procs", "2", "--save_dir", "s3://no-secrets/multi", *common,
+            "-o", "train.max_iter=6", "--resume", "--allow-change", "train.max_iter", cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resumed from" in resumed.stdout + resumed.stderr
         # evaluating the run: its config.json kept the URLs without the password
         refused = zoo_cli(
             "eval", "--weights", "s3://no-secrets/single", "--output", "ev", cwd=tmp_path, env=env
@@ -751,12 +767,13 @@ def test_no_file_a_run_writes_holds_a_credential_of_a_data_url(tiny_data, s3, tm
     assert "model.safetensors" in objects and "latest" in objects
     assert [name for name, blob in objects.items() if secret.encode() in blob] == []
     objects = bucket_objects("s3://no-secrets/multi")
-    assert "model.safetensors" in objects and objects["latest"] == b"step-00000004\n"
+    assert "model.safetensors" in objects and objects["latest"] == b"step-00000006\n"
+    assert b"step-00000004" in objects["resumes.jsonl"]
     assert "logs/config.json" in objects and "logs/workerlog.1" in objects  # the launcher's copy; every rank
     assert [name for name, blob in objects.items() if secret.encode() in blob] == []
     assert files_with(secret.encode(), tmp_path) == []  # eval outputs, cache, staging copies, temp files
     assert list(tmp.iterdir()) == []
-    for result in (single, multi, refused, given):
+    for result in (single, multi, resumed, refused, given):
         assert secret not in result.stdout + result.stderr
 
 

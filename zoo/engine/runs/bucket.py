@@ -11,7 +11,11 @@ bucket by :class:`RunMirror`:
 - the files of a new checkpoint go up before the ``latest`` pointer that names it, and the objects of a
   checkpoint pruned locally are deleted only after that, so the bucket's ``latest`` always names a checkpoint
   whose files are all there (and its SHA256SUMS tells a damaged one apart, as on a local disk);
-- a file is uploaded again only when it changed (size, modification time or inode).
+- a file is uploaded again only when it changed (size, modification time or inode);
+- during training, uploads run on a thread of their own from a snapshot of hard links taken at the
+  checkpoint (:meth:`RunMirror.push_in_background`): a process does not stall at a checkpoint while it
+  uploads (the other ranks of a job would time out waiting for it), and the snapshot holds the checkpoint
+  and the ``latest`` naming it as they were, whatever training writes meanwhile.
 
 Every start (not only ``--resume``) first copies the bucket's run into the staging directory, so that the
 bucket is the truth and refusing to train over a run, ``--overwrite`` (whose removals are mirrored) and
@@ -27,6 +31,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +93,10 @@ class RunMirror:
         self.base = self.base.rstrip("/")
         # what the bucket holds, as the local files it was copied from or to: rel -> stamp
         self.known: dict[str, Stamp] = self._scan()
+        self._lock = threading.Lock()
+        self._pending: tuple[Path, dict[str, Stamp]] | None = None
+        self._worker: threading.Thread | None = None
+        self._failure: Exception | None = None
 
     def _scan(self) -> dict[str, Stamp]:
         found: dict[str, Stamp] = {}
@@ -160,11 +169,83 @@ class RunMirror:
 
     def push(self, *, under: str = "") -> list[str]:
         """Upload what changed since the last push (only files under ``under`` when given), then delete the
-        objects of files removed locally. Returns the relative names uploaded."""
-        current = {rel: st for rel, st in self._scan().items() if rel.startswith(under)}
+        objects of files removed locally; waits for a background push first. Returns the names uploaded."""
+        self.wait()
+        snapshot = self._snapshot(under)
+        try:
+            return self._upload(snapshot, under)
+        finally:
+            shutil.rmtree(snapshot[0], ignore_errors=True)
+
+    def push_in_background(self) -> None:
+        """Start a :meth:`push` on this mirror's thread and return at once, so that a training process does
+        not stop at a checkpoint while it uploads (the other ranks of a job would time out waiting for it).
+
+        The files are hard-linked into a private snapshot now, so what is uploaded is the run as it is at
+        this moment (a checkpoint and the ``latest`` naming it), whatever training writes meanwhile. Only the
+        newest waiting snapshot is kept; an upload that failed is raised by the next call (or :meth:`wait`)."""
+        self._raise_failure()
+        snapshot = self._snapshot("")
+        with self._lock:
+            stale, self._pending = self._pending, snapshot
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._drain, name="zoo-upload", daemon=True)
+                self._worker.start()
+        if stale is not None:
+            shutil.rmtree(stale[0], ignore_errors=True)
+
+    def wait(self) -> None:
+        """Wait for background pushes to end; raise the error of one that failed."""
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                snapshot, self._pending = self._pending, None
+                if snapshot is None:
+                    return
+            try:
+                self._upload(snapshot, "")
+            except Exception as exc:  # noqa: BLE001 - handed to the training thread
+                self._failure = exc
+            finally:
+                shutil.rmtree(snapshot[0], ignore_errors=True)
+
+    def _snapshot(self, under: str) -> tuple[Path, dict[str, Stamp]]:
+        """Hard links (copies where links are impossible) of the published files under ``under``, with
+        their stamps, in a private folder of the staging copy (skipped by the scan: its name starts with .)."""
+        import tempfile
+
+        files = {rel: st for rel, st in self._scan().items() if rel.startswith(under)}
+        folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.local))
+        kept: dict[str, Stamp] = {}
+        for rel, st in files.items():
+            source = self.local.joinpath(*rel.split("/"))
+            target = folder.joinpath(*rel.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copy2(source, target)
+            except FileNotFoundError:  # removed since the scan: not part of this snapshot
+                continue
+            kept[rel] = st
+        return folder, kept
+
+    def _upload(self, snapshot: tuple[Path, dict[str, Stamp]], under: str) -> list[str]:
+        folder, current = snapshot
         changed = sorted((rel for rel, st in current.items() if self.known.get(rel) != st), key=_order)
         for rel in changed:
-            path = self.local.joinpath(*rel.split("/"))
+            path = folder.joinpath(*rel.split("/"))
             storage.call(
                 lambda path=path, rel=rel: self.fs.put_file(str(path), self._object(rel)),
                 self._shown(rel),

@@ -265,13 +265,17 @@ class Trainer:
             checkpoint.save_checkpoint(
                 self.run_dir, self.model, self.optimizer, self._checkpoint_state(), extra=extra
             )
-            self.publish()
+            self.publish(wait=False)
 
-    def publish(self) -> None:
+    def publish(self, *, wait: bool = True) -> None:
         """A run in a bucket: upload what changed in the staging copy (a new checkpoint's files before the
-        ``latest`` pointer naming it, pruned checkpoints deleted after). A local run: nothing to do."""
+        ``latest`` pointer naming it, pruned checkpoints deleted after); ``wait=False``: on the mirror's
+        thread, training goes on meanwhile. A local run: nothing to do."""
         if self.mirror is not None:
-            self.mirror.push()
+            if wait:
+                self.mirror.push()
+            else:
+                self.mirror.push_in_background()
 
     # -- the run --------------------------------------------------------------------------------------
     def fit(
@@ -296,6 +300,11 @@ class Trainer:
             if self.ctx.is_main:
                 self.publish()  # the final weights, history and plots
             return result
+        except BaseException:
+            if self.mirror is not None:  # the checkpoints written before the failure reach the bucket
+                with contextlib.suppress(Exception):
+                    self.mirror.wait()
+            raise
         finally:
             if self.run_lock is not None:
                 self.run_lock.release()
@@ -312,7 +321,10 @@ class Trainer:
             atomic_write_text(
                 self.run_dir / "config.json", json.dumps(redact_tree(self.cfg.to_dict()), indent=1)
             )
-            self.publish()  # a bucket shows the new run (and an --overwrite's removals) from its start
+        if self.ctx.is_main:
+            # a bucket shows the new run (--overwrite's removals, a resume's record) from its start; done
+            # here, before any data is read, so that the store's client is set up before training starts
+            self.publish()
         if resume:
             self._resume()
         elif pretrain:
