@@ -793,3 +793,74 @@ def test_zoo_run_writes_its_run_evaluation_and_predictions_into_a_bucket(tiny_da
         assert name in objects, sorted(objects)
     assert "s3://quick/mean-pool" in done.stdout
     assert not list((tmp_path / "cache").glob("runs/*/*"))  # the staging copy is gone
+
+
+def test_a_checkpoint_goes_up_before_the_pointer_that_names_it_and_a_pruned_one_goes_after(
+    tmp_path, monkeypatch
+):
+    """The order of a mirror's uploads and deletions (fsspec's in-memory store, every call recorded), and a
+    background upload sends the run as it was when it started, whatever is written meanwhile."""
+    import threading
+
+    from zoo.engine.runs.bucket import RunMirror
+
+    run = tmp_path / "run"
+    run.mkdir()
+    mirror = RunMirror("memory://order/run", run)
+    calls: list[tuple[str, str]] = []
+    release = threading.Event()
+    put_file, rm_file = mirror.fs.put_file, mirror.fs.rm_file
+
+    def put(local: str, remote: str) -> None:
+        if remote.endswith("/latest"):
+            release.wait(10)  # held until the test has written the next checkpoint
+        calls.append(("put", remote.split("/run/", 1)[1]))
+        put_file(local, remote)
+
+    def rm(remote: str) -> None:
+        calls.append(("rm", remote.split("/run/", 1)[1]))
+        rm_file(remote)
+
+    monkeypatch.setattr(mirror.fs, "put_file", put)
+    monkeypatch.setattr(mirror.fs, "rm_file", rm)
+
+    def checkpoint(step: int) -> None:
+        folder = run / "checkpoints" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        for name in ("model.safetensors", "state.json"):
+            (folder / name).write_text(f"{name} {step}")
+        (run / "latest.tmp").write_text(f"step-{step:08d}\n")
+        (run / "latest.tmp").replace(run / "latest")  # replaced, as zoo.atomic does
+
+    (run / "run.lock").write_text("")
+    (run / "config.json").write_text("{}")
+    checkpoint(2)
+    release.set()
+    mirror.push()
+    assert calls == [
+        ("put", "checkpoints/step-00000002/model.safetensors"),
+        ("put", "checkpoints/step-00000002/state.json"),
+        ("put", "config.json"),
+        ("put", "latest"),
+    ]  # run.lock stays on this machine
+    calls.clear()
+    release.clear()
+    checkpoint(4)
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step-00000002")  # pruned
+    mirror.push_in_background()
+    checkpoint(6)  # written while the upload of step 4 waits
+    release.set()
+    mirror.wait()
+    assert calls == [
+        ("put", "checkpoints/step-00000004/model.safetensors"),
+        ("put", "checkpoints/step-00000004/state.json"),
+        ("put", "latest"),
+        ("rm", "checkpoints/step-00000002/model.safetensors"),
+        ("rm", "checkpoints/step-00000002/state.json"),
+    ]
+    assert mirror.fs.cat_file("/order/run/latest") == b"step-00000004\n"  # the snapshot's, not step 6's
+    mirror.push()
+    assert mirror.fs.cat_file("/order/run/latest") == b"step-00000006\n"
+    assert not [p for p in run.iterdir() if p.name.startswith(".upload-")]  # snapshots removed
