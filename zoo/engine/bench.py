@@ -248,29 +248,33 @@ def _run_one(cfg: ZooConfig, settings: BenchSettings, n: int, run_dir: Path, row
             setattr(row, key, value)
 
 
+DATA_FACTS_FILES = 8  # training files whose videos are counted for the bytes per video (headers only)
+
+
 def data_facts(cfg: ZooConfig) -> tuple[str, float]:
-    """The training files' format (``"packed"``, ``"tfrecord"`` or the reader's name) and their bytes per
-    video (file sizes over the videos the reader counts, headers only), for the GPU plan's disk column; NaN
-    when the reader cannot count without decoding or the files are not local."""
-    from zoo.data.pipeline import count_records
+    """The training files' format (``"packed"``, ``"tfrecord"`` or ``"mixed"``) and their bytes per video
+    (the first DATA_FACTS_FILES files' sizes over the videos the reader counts in them from the record
+    headers), for the GPU plan's disk column; NaN when the reader cannot count without decoding or the files
+    are not local."""
     from zoo.engine.build import build_reader
 
     reader = build_reader(cfg, "train")
     try:
-        sources = reader.sources()
-        sizes = [Path(source).stat().st_size for source in sources]
+        sources = reader.sources()[:DATA_FACTS_FILES]
+        sizes = [
+            sum(f.stat().st_size for f in Path(s).rglob("*") if f.is_file())  # a packed shard: a folder
+            if Path(s).is_dir()
+            else Path(s).stat().st_size
+            for s in sources
+        ]
     except (OSError, ZooError):
         return "", float("nan")
     packed = sum(1 for source in sources if Path(source).is_dir())
     fmt = "packed" if sources and packed == len(sources) else "tfrecord" if not packed else "mixed"
-    if not hasattr(reader, "count") or not sources:
+    count = getattr(reader, "count", None)
+    if count is None or not sources:
         return fmt, float("nan")
-    videos = count_records(reader)
-    if packed:  # a shard is a folder: its files' bytes
-        sizes = [
-            sum(f.stat().st_size for f in Path(s).rglob("*") if f.is_file()) if Path(s).is_dir() else size
-            for s, size in zip(sources, sizes)
-        ]
+    videos = sum(count(source) for source in sources)
     return fmt, (sum(sizes) / videos if videos else float("nan"))
 
 
