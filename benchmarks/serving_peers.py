@@ -476,7 +476,7 @@ def goals(table: dict[str, Any], facts: dict[str, Any], paired: bool = True) -> 
         return table.get(kind, {}).get(key, 0.0)
 
     out: dict[str, Any] = {}
-    if speed("onnx fp32"):
+    if speed("onnx fp32") and speed("onnx int8"):
         ratio = speed("onnx int8") / speed("onnx fp32")
         out["int8_vs_onnx_fp32_batch32"] = {
             "ratio": round(ratio, 2),
