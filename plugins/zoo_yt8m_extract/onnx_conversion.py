@@ -10,7 +10,7 @@ implementation has to be chosen before protobuf is first imported, hence the pro
 
     python -m zoo_yt8m_extract.onnx_conversion GRAPH.pb OUT.onnx
 
-prints one JSON line (``seconds``, ``peak_rss_mib``) and exits 0, or prints the reason and exits 1.
+prints one JSON line (``seconds``, ``rss_before_mib``: before converting, ``peak_rss_mib``) and exits 0, or prints the reason and exits 1.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
         from zoo.atomic import atomic_write_bytes
 
         graph_def = tf.compat.v1.GraphDef.FromString(graph.read_bytes())
+        before = _rss_mib()
         model, _ = tf2onnx.convert.from_graph_def(
             graph_def, input_names=[INPUT], output_names=[OUTPUT], opset=OPSET
         )
@@ -72,8 +73,15 @@ def main(argv: list[str]) -> int:
         print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
         return 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"seconds": round(time.perf_counter() - start, 3), "peak_rss_mib": round(peak, 1)}))
+    numbers = {"seconds": time.perf_counter() - start, "rss_before_mib": before, "peak_rss_mib": peak}
+    print(json.dumps({key: round(value, 1) for key, value in numbers.items()}))
     return 0
+
+
+def _rss_mib() -> float:
+    """The resident memory now (TensorFlow imported, the graph read): what the conversion adds is above it."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 if __name__ == "__main__":
