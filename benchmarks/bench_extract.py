@@ -13,11 +13,10 @@ Videos: generated with PyAV (H.264, ``--size``, ``--fps``).
 
 Measured, each the best of ``--repeat`` after a warm-up, wall time and the process's CPU time:
 
-- ``decode``: PyAV decoding and Google's frame choice to RGB arrays (what the decoding thread does), and
-  ``normalize``: the graph's own resize and normalization of each frame (also in the decoding thread, when
-  the network takes batches);
+- ``decode``: PyAV decoding and Google's frame choice to RGB arrays (what the decoding thread does);
 - ``network tensorflow 1/run``: the graph alone on decoded frames, one frame per run as Google's extractor
-  runs it; ``network tensorflow B/run``: the batched import on normalized frames, ``--batch`` at a time;
+  runs it; ``network tensorflow B/run``: ``--batch`` frames at a time (each resized and normalized by the
+  graph's own ops, then the batched import of the network), as the extraction runs it;
 - ``network onnx 1/run``: the same graph converted by tf2onnx (in a child process: its time and peak memory
   are reported) and run by ONNX Runtime (``--runtime onnx``), after the check that it gives TensorFlow's
   activations; ``onnx variants``: ONNX Runtime with the options a user could change (its graph optimization
@@ -27,9 +26,9 @@ Measured, each the best of ``--repeat`` after a warm-up, wall time and the proce
   the extraction as it was before batches);
 - ``overlap``: ``network_over_extract_j1`` = the network's time alone / the extraction's (1.0: the extraction
   is bound by the network, decoding and writing hidden behind it -- the goal); ``extract_j1_over_sum`` = the
-  extraction's time / (decode + normalize + network) (1.0: nothing overlaps); ``cpu_bound_over_extract_j1``
-  = (CPU seconds of decode + normalize + network) / cores / the extraction's time: near 1.0, the cores are
-  all busy and decoding can be hidden only as far as the network leaves a core idle;
+  extraction's time / (decode + network) (1.0: nothing overlaps); ``cpu_bound_over_extract_j1`` = (CPU
+  seconds of decode + network) / cores / the extraction's time: near 1.0, the cores are all busy and
+  decoding can be hidden only as far as the network leaves a core idle;
 - ``onnx_over_tensorflow``: the speed-up of the ONNX runtime (goal: at least 1.5x), per frame and per
   extraction;
 - peak resident memory after each phase (``ru_maxrss``, MiB).
@@ -210,15 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if network.batch != args.batch:
         print(f"note: {network.batch_note}", file=sys.stderr)
     one_frame = InceptionGraph(graph, batch=1)
-    normalized: list[np.ndarray] = []
-
-    def normalize() -> None:
-        normalized[:] = [network.prepare(f) for f in frames]
-
-    row("normalize", *timed(normalize, args.repeat))
     row("network tensorflow 1/run", *timed(lambda: [one_frame.features(f) for f in frames], args.repeat))
     b = network.batch
-    batches = [normalized[i : i + b] for i in range(0, n, b)]
+    batches = [frames[i : i + b] for i in range(0, n, b)]
     row(f"network tensorflow {b}/run", *timed(lambda: [network.run(x) for x in batches], args.repeat))
 
     runtimes: dict[str, object] = {"tensorflow": network}
@@ -255,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     net = results[f"network tensorflow {b}/run"]
     j1 = results["extract tensorflow -j 1"]
-    side = [results["decode"], results["normalize"]]
+    side = [results["decode"]]
     cpu_work = sum(r["cpu_seconds"] for r in side) + net["cpu_seconds"]
     report = {
         "frames": n,
@@ -298,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ov = report["overlap"]
     print(
         f"overlap: network alone / extract -j 1 = {ov['network_over_extract_j1']:.2f} (goal >= 0.9); "
-        f"extract -j 1 / (decode + normalize + network) = {ov['extract_j1_over_sum']:.2f}; "
+        f"extract -j 1 / (decode + network) = {ov['extract_j1_over_sum']:.2f}; "
         f"CPU work / {cores} cores / extract -j 1 = {ov['cpu_bound_over_extract_j1']:.2f}"
     )
     bo = report["batches_over_one_frame"]

@@ -91,7 +91,7 @@ def test_a_graph_without_batches_runs_one_frame_at_a_time(workspace):
     assert "batches of the graph fail" in fixed.batch_note
     assert "Input to reshape" in fixed.batch_note and "Traceback" not in fixed.batch_note
     frame = np.full((40, 30, 3), 200, np.uint8)
-    assert fixed.run([fixed.prepare(frame)]).shape == (1, 2048)
+    assert fixed.run([frame] * 8).shape == (8, 2048)
 
 
 def _coupled_graph() -> bytes:

@@ -1,9 +1,8 @@
 """From video files to YouTube-8M records: frames -> Inception -> PCA -> 8-bit codes, sound -> VGGish -> PCA.
 
-Each video is decoded in a thread of its own (:class:`Decoding`), started before the video's turn: the frames
-are decoded, resized and normalized by the graph's own ops, and wait in a bounded queue, so the next video is
-decoded while the network works on the current one (PyAV and TensorFlow release the GIL). The network takes
-the frames ``batch_frames`` at a time (a batched import of the same graph, used only when it gives the
+Each video is decoded in a thread of its own (:class:`Decoding`), started before the video's turn: its frames
+wait in a bounded queue, so the next video is decoded while the network works on the current one (PyAV and
+TensorFlow release the GIL). The network takes the frames ``batch_frames`` at a time (a batched import of the same graph, used only when it gives the
 one-frame run's activations bit for bit: :class:`~zoo_yt8m_extract.networks.InceptionGraph`). ``jobs``
 videos go through the network at once, each in a worker thread. Records go to shards of ``shard_size``
 videos, each written atomically with a JSON sidecar listing its videos; a rerun reads the sidecars and skips
@@ -167,9 +166,8 @@ _END = object()
 
 
 class Decoding:
-    """One video decoded in a thread of its own: its frames, prepared for the network (resized and normalized
-    for a batched graph), wait in a bounded queue (``queue_frames``); then, with audio, its log-mel
-    examples. Iterating gives ``(seconds, prepared frame)``; a failure in the thread is raised there as a
+    """One video decoded in a thread of its own: its frames wait for the network in a bounded queue
+    (``queue_frames``); then, with audio, the sound is decoded and cut into log-mel examples there too. Iterating gives ``(seconds, prepared frame)``; a failure in the thread is raised there as a
     :class:`VideoError` naming the video (any exception: the other videos go on)."""
 
     def __init__(self, extractor: Extractor, video: Video) -> None:

@@ -155,10 +155,9 @@ class InceptionGraph:
         normalized = [self.normalize(p) for p in probes]
         try:
             whole = self.features_of_normalized(np.concatenate(normalized))
-            single = self.features_of_normalized(normalized[0])
         except DataError as exc:
             return f"one frame per run: batches of the graph fail ({exc})"
-        if not (np.array_equal(whole, want) and np.array_equal(single[0], want[0])):
+        if not np.array_equal(whole, want):
             return (
                 "one frame per run: batches of the graph do not give the one-frame activations bit for bit "
                 f"(max difference {float(np.abs(whole - want).max()):.3g})"
@@ -193,17 +192,18 @@ class InceptionGraph:
         return out
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
-        """What :meth:`run` takes for a frame (done in the decoding thread, ahead of the network)."""
-        return self.normalize(frame) if self.batch > 1 else frame
+        """What the decoding thread does to a frame before :meth:`run` takes it: nothing. (The graph's own
+        normalization runs in :meth:`run`: a session run from the decoding thread would wait for the
+        network's ops on the session's one inter-op thread, and hold the decoding back.)"""
+        return frame
 
-    def run(self, prepared: list[np.ndarray]) -> np.ndarray:
-        """``[n, 2048]`` activations of frames given by :meth:`prepare`; ``n`` is ``batch`` or 1 (a video's
-        last frames go one by one, so every run has a shape checked against the one-frame run)."""
-        if self.batch == 1:
-            return np.stack([self.features(f) for f in prepared])
-        if len(prepared) == self.batch:
-            return self.features_of_normalized(np.concatenate(prepared))
-        return np.concatenate([self.features_of_normalized(p) for p in prepared])
+    def run(self, frames: list[np.ndarray]) -> np.ndarray:
+        """``[n, 2048]`` activations of RGB uint8 frames: a full batch in one run of the network, fewer
+        frames (a video's last ones) each by the one-frame run, so every run has a shape checked to give the
+        one-frame run's activations."""
+        if self.batch > 1 and len(frames) == self.batch:
+            return self.features_of_normalized(np.concatenate([self.normalize(f) for f in frames]))
+        return np.stack([self.features(f) for f in frames])
 
     def close(self) -> None:
         self.session.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -72,10 +71,18 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # tf2onnx raises many kinds of errors for ops it cannot convert
         print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
         return 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    numbers = {"seconds": time.perf_counter() - start, "rss_before_mib": before, "peak_rss_mib": peak}
+    numbers = {"seconds": time.perf_counter() - start, "rss_before_mib": before, "peak_rss_mib": _peak_mib()}
     print(json.dumps({key: round(value, 1) for key, value in numbers.items()}))
     return 0
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory (``VmHWM``: unlike ``ru_maxrss``, not the parent's at the fork)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError("no VmHWM in /proc/self/status")
 
 
 def _rss_mib() -> float:
