@@ -167,14 +167,16 @@ _END = object()
 
 class Decoding:
     """One video decoded in a thread of its own: its frames wait for the network in a bounded queue
-    (``queue_frames``); then, with audio, the sound is decoded and cut into log-mel examples there too. Iterating gives ``(seconds, prepared frame)``; a failure in the thread is raised there as a
+    (``queue_frames``, at least two batches); then, with audio, the sound is decoded and cut into log-mel
+    examples there too. Iterating gives ``(seconds, prepared frame)``; a failure in the thread is raised as a
     :class:`VideoError` naming the video (any exception: the other videos go on)."""
 
     def __init__(self, extractor: Extractor, video: Video) -> None:
         self.extractor = extractor
         self.video = video
         self.audio_examples: np.ndarray | None = None
-        self._queue: queue.Queue = queue.Queue(max(1, extractor.options.queue_frames))
+        options = extractor.options
+        self._queue: queue.Queue = queue.Queue(max(1, options.queue_frames, 2 * options.batch_frames))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"decode {video.path.name}", daemon=True)
         self._thread.start()
