@@ -196,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     video_seconds = args.videos * args.seconds
 
     def row(name: str, wall: float, cpu: float, video: bool = False) -> None:
-        results[name] = {"seconds": wall, "cpu_seconds": cpu, "frames_per_second": n / wall}
+        results[name] = {
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "frames_per_second": n / wall,
+            "cpu_ms_per_frame": 1000 * cpu / n,
+        }
         if video:
             results[name]["video_s_per_s"] = video_seconds / wall
         memory[name] = peak_mib()
@@ -268,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "batches_over_one_frame": {
             "network": results["network tensorflow 1/run"]["seconds"] / net["seconds"],
+            "network, cpu per frame": results["network tensorflow 1/run"]["cpu_seconds"] / net["cpu_seconds"],
             "extract -j 1": results["extract tensorflow -j 1, 1/run"]["seconds"] / j1["seconds"],
         },
         "onnx_over_tensorflow": None
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = f", {r['video_s_per_s']:.2f} video s/s" if "video_s_per_s" in r else ""
         print(
             f"{name:28s} {r['seconds']:7.2f} s  {r['frames_per_second']:7.2f} frames/s"
-            f"  cpu {r['cpu_seconds'] / r['seconds']:.2f} cores{extra}"
+            f"  cpu {r['cpu_seconds'] / r['seconds']:.2f} cores, {r['cpu_ms_per_frame']:.0f} ms/frame{extra}"
         )
     ov = report["overlap"]
     print(
@@ -296,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     bo = report["batches_over_one_frame"]
     print(
-        f"batches of {b} vs one frame per run: network {bo['network']:.2f}x, extract -j 1 {bo['extract -j 1']:.2f}x"
+        f"batches of {b} vs one frame per run: network {bo['network']:.2f}x (CPU per frame "
+        f"{bo['network, cpu per frame']:.2f}x), extract -j 1 {bo['extract -j 1']:.2f}x"
     )
     if report["onnx_over_tensorflow"]:
         print(
