@@ -33,6 +33,9 @@ Measured, each the best of ``--repeat`` after a warm-up, wall time and the proce
   extraction;
 - peak resident memory after each phase (``ru_maxrss``, MiB).
 
+The phases are timed in rounds (each phase once per round, ``--repeat`` rounds, the best kept), so that a
+load changing during the run weighs on all of them alike.
+
 The machine may be shared: the ratios measured in one run matter, not the absolute numbers; the load average
 (``os.getloadavg``) is reported before and after.
 """
@@ -195,47 +198,33 @@ def main(argv: list[str] | None = None) -> int:
     n = 0
     video_seconds = args.videos * args.seconds
 
-    def row(name: str, wall: float, cpu: float, video: bool = False) -> None:
-        results[name] = {
-            "seconds": wall,
-            "cpu_seconds": cpu,
-            "frames_per_second": n / wall,
-            "cpu_ms_per_frame": 1000 * cpu / n,
-        }
-        if video:
-            results[name]["video_s_per_s"] = video_seconds / wall
-        memory[name] = peak_mib()
-
-    wall, cpu = timed(decode, args.repeat)
+    decode()
     n = len(frames)
-    row("decode", wall, cpu, video=True)
-
     network = InceptionGraph(graph, batch=args.batch)
     if network.batch != args.batch:
         print(f"note: {network.batch_note}", file=sys.stderr)
     one_frame = InceptionGraph(graph, batch=1)
-    row("network tensorflow 1/run", *timed(lambda: [one_frame.features(f) for f in frames], args.repeat))
     b = network.batch
     batches = [frames[i : i + b] for i in range(0, n, b)]
-    row(f"network tensorflow {b}/run", *timed(lambda: [network.run(x) for x in batches], args.repeat))
-
-    runtimes: dict[str, object] = {"tensorflow": network}
+    # every phase is timed once per round, the rounds one after the other: a load that changes during the
+    # run (a shared machine) weighs on all the phases alike instead of on a few
+    phases: dict[str, tuple] = {
+        "decode": (decode, True),
+        "network tensorflow 1/run": (lambda: [one_frame.features(f) for f in frames], False),
+        f"network tensorflow {b}/run": (lambda: [network.run(x) for x in batches], False),
+    }
     report_extra: dict[str, object] = {}
+    plans = [("tensorflow", network, 1, b), ("tensorflow", network, 2, b), ("tensorflow", one_frame, 1, 1)]
     if not args.no_onnx:
         from zoo_yt8m_extract.networks import OnnxInception
 
         onnx = OnnxInception(graph, reference=one_frame)  # converted, and checked against TensorFlow
         report_extra["onnx_conversion"] = onnx.conversion
         memory["onnx conversion (its own process)"] = (onnx.conversion or {}).get("peak_rss_mib", 0.0)
-        row("network onnx 1/run", *timed(lambda: [onnx.features(f) for f in frames], args.repeat))
-        runtimes["onnx"] = onnx
-        converted = next((work / "cache" / "extract" / "onnx").glob("*.onnx"))
-        report_extra["onnx_variants"] = onnx_variants(converted, frames[: min(n, 16)], args.repeat)
+        phases["network onnx 1/run"] = (lambda: [onnx.features(f) for f in frames], False)
+        plans += [("onnx", onnx, 1, 1), ("onnx", onnx, 2, 1)]
 
     videos = expand([str(c) for c in clips])
-    plans = [("tensorflow", network, 1, b), ("tensorflow", network, 2, b), ("tensorflow", one_frame, 1, 1)]
-    if "onnx" in runtimes:
-        plans += [("onnx", runtimes["onnx"], 1, 1), ("onnx", runtimes["onnx"], 2, 1)]
     for runtime, inception, jobs, per_run in plans:
         options = Options(audio=False, jobs=jobs, runtime=runtime, batch_frames=per_run)
         extractor = Extractor(ModelFiles(model_dir=models, quiet=True), options, inception=inception)
@@ -249,7 +238,32 @@ def main(argv: list[str] | None = None) -> int:
         name = f"extract {runtime} -j {jobs}" + (
             ", 1/run" if runtime == "tensorflow" and per_run == 1 else ""
         )
-        row(name, *timed(extract, args.repeat), video=True)
+        phases[name] = (extract, True)
+
+    for fn, _ in phases.values():
+        fn()  # warm-up
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeat):
+        for name, (fn, _) in phases.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, cpu)
+            memory[name] = peak_mib()
+    for name, (_, video) in phases.items():
+        wall, cpu = best[name]
+        results[name] = {
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "frames_per_second": n / wall,
+            "cpu_ms_per_frame": 1000 * cpu / n,
+        }
+        if video:
+            results[name]["video_s_per_s"] = video_seconds / wall
+    if not args.no_onnx:
+        converted = next((work / "cache" / "extract" / "onnx").glob("*.onnx"))
+        report_extra["onnx_variants"] = onnx_variants(converted, frames[: min(n, 16)], args.repeat)
 
     net = results[f"network tensorflow {b}/run"]
     j1 = results["extract tensorflow -j 1"]
