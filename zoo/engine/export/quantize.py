@@ -90,8 +90,10 @@ def _digest(array: np.ndarray) -> str:
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
 
 
-def _chosen(parameter: str | None, policy: Int8Policy) -> bool:
-    if policy.quantize is None:
+def _chosen(kind: str, parameter: str | None, policy: Int8Policy, mode: str) -> bool:
+    if kind == "activations":  # both operands need calibrated ranges: static only, and only when asked
+        return policy.activations and mode == "static"
+    if policy.quantize is None or (kind == "derived" and policy.derived):
         return True
     if parameter is None:
         return False
@@ -122,9 +124,14 @@ def constants_to_initializers(graph: Any) -> int:
     return moved
 
 
-def select_products(graph: Any, model: Any, policy: Int8Policy) -> list[dict[str, Any]]:
-    """Every ``MatMul``/``Gemm`` with a 2-D constant matrix: its node name, the model parameter that matrix
-    is (None for a derived constant), its shape, and whether the policy quantizes it."""
+def select_products(
+    graph: Any, model: Any, policy: Int8Policy, mode: str = "dynamic"
+) -> list[dict[str, Any]]:
+    """Every ``MatMul``/``Gemm`` of the graph with a 2-D constant matrix or of two activations: its node name,
+    its kind (``parameter``: the matrix is a model parameter as it stands; ``derived``: a constant the export
+    derived from parameters; ``activations``: no constant operand), the parameter (None unless
+    ``parameter``), the matrix shape (None for ``activations``), and whether the policy quantizes it in
+    ``mode``."""
     from onnx import numpy_helper
 
     known: dict[str, str] = {}
@@ -139,15 +146,21 @@ def select_products(graph: Any, model: Any, policy: Int8Policy) -> list[dict[str
         if node.op_type not in PRODUCTS or len(node.input) < 2:
             continue
         weight = initializers.get(node.input[1])
-        if weight is None or len(weight.dims) != 2:
+        if weight is None and node.op_type == "MatMul" and node.input[0] not in initializers:
+            kind, parameter, shape = "activations", None, None
+        elif weight is None or len(weight.dims) != 2:
             continue
-        parameter = known.get(_digest(numpy_helper.to_array(weight)))
+        else:
+            parameter = known.get(_digest(numpy_helper.to_array(weight)))
+            kind = "parameter" if parameter is not None else "derived"
+            shape = [int(d) for d in weight.dims]
         out.append(
             {
                 "node": node.name,
+                "kind": kind,
                 "parameter": parameter,
-                "shape": [int(d) for d in weight.dims],
-                "int8": _chosen(parameter, policy),
+                "shape": shape,
+                "int8": _chosen(kind, parameter, policy, mode),
             }
         )
     return out
@@ -268,7 +281,17 @@ def _quantize(
     nodes: list[str],
     options: Int8Options,
     calibration: list[dict[str, np.ndarray]] | None,
+    *,
+    activations: bool = False,
 ) -> None:
+    """Quantize ``nodes`` of the model at ``prepared`` into ``output``. ``activations``: some of ``nodes``
+    multiply two activations (static only). Static products keep fp32 outputs (no requantization of the
+    result: ONNX Runtime then fuses each dequantize-product pair into one integer product with a float
+    output, one rounding fewer and faster than requantizing, measured on NeXtVLAD)."""
+    if activations and options.mode != "static":
+        raise UsageError(
+            "products of two activations can only be quantized statically (--quantization static)"
+        )
     try:
         from onnxruntime import quantization as q
     except ImportError as exc:
@@ -281,8 +304,10 @@ def _quantize(
         nodes_to_quantize=nodes,
         per_channel=options.per_channel,
         weight_type=q.QuantType.QInt8,
-        extra_options={"MatMulConstBOnly": True},
+        extra_options={"MatMulConstBOnly": not activations},
     )
+    if options.mode == "static":
+        common["extra_options"]["OpTypesToExcludeOutputQuantization"] = list(PRODUCTS)
     if options.mode == "dynamic":
         with _quiet_logging():
             q.quantize_dynamic(str(prepared), str(output), **common)
@@ -383,12 +408,13 @@ def export_int8(
 
         graph_model = onnx.load(str(fp32_dir / ONNX_FILE))
         constants_to_initializers(graph_model.graph)
-        products = select_products(graph_model.graph, model, policy)
+        products = select_products(graph_model.graph, model, policy, options.mode)
         nodes = [p["node"] for p in products if p["int8"]]
+        activations = any(p["int8"] and p["kind"] == "activations" for p in products)
         if not nodes:
             raise UsageError(
                 f"model {cfg.model_name!r}: its int8 policy selects none of its {len(products)} matrix "
-                f"products with constant matrices; nothing would be int8, export it in fp32 instead"
+                f"products; nothing would be int8, export it in fp32 instead"
             )
         prepared = scratch_dir / "prepared.onnx"
         onnx.save(graph_model, str(prepared))
@@ -396,7 +422,7 @@ def export_int8(
         t0 = time.perf_counter()
         with atomic_dir(output) as tmp:
             try:
-                _quantize(prepared, tmp / ONNX_FILE, nodes, options, feeds)
+                _quantize(prepared, tmp / ONNX_FILE, nodes, options, feeds, activations=activations)
             except (UsageError, ZooError):
                 raise
             except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer raises many types
@@ -445,7 +471,9 @@ def export_int8(
                 else f"uint8, min/max calibrated on {len(calibration_batches)} batches of "
                 f"{describe_split(data_cfg, 'train')}",
                 "products": products,
-                "int8_parameters": sum(int(np.prod(p["shape"])) for p in products if p["int8"]),
+                "int8_parameters": sum(
+                    int(np.prod(p["shape"])) for p in products if p["int8"] and p["shape"]
+                ),
                 "fp32_bytes": fp32_bytes,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
