@@ -113,22 +113,30 @@ def test_static_int8_export_calibrates_on_training_batches(paddle, data, tmp_pat
     assert meta["check"]["max_abs_diff"] <= meta["check"]["tolerance"]
     gap = meta["check"]["gap"]
     assert gap["fp32"] - gap["int8"] <= gap["max_drop"]
-    # static: every product is int8, the pooling of the frames by their assignments too
+    # probabilities judged against the fp32 export on the GAP check's videos; the probes only recorded
+    assert meta["check"]["compared_with"].startswith("the fp32 export")
+    assert np.isfinite(meta["check"]["probe_max_abs_diff"])
+    # static, NeXtVLAD's policy: the 12 products with constant matrices are int8, the 4 of two activations
+    # (the pooling by the assignments) stay fp32
     products = meta["quantization"]["products"]
-    assert len(products) == 16 and all(p["int8"] for p in products)
-    assert sum(p["kind"] == "activations" for p in products) == 4
+    chosen = {p["node"] for p in products if p["int8"]}
+    assert len(products) == 16 and len(chosen) == 12
+    assert all(p["kind"] == "activations" for p in products if not p["int8"])
 
-    # in the graph: every product reads int8 operands (QDQ form: each MatMul's inputs are dequantized
-    # int8 tensors), their outputs stay fp32 (no quantize after a product), BatchNorm and softmax stay fp32
+    # in the graph (QDQ form): each chosen product reads two dequantized int8 tensors; the others read at
+    # least one fp32 activation (the assignments; the frames they pool may be the chosen products'
+    # dequantized input); no product's output is quantized again; BatchNorm and softmax stay fp32
     import onnx
 
     graph = onnx.load(str(out / "model.onnx")).graph
     made_by = {o: n for n in graph.node for o in n.output}
-    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
-    assert len(matmuls) == 16
-    assert all(made_by[i].op_type == "DequantizeLinear" for n in matmuls for i in n.input[:2])
+    matmuls = {n.name: n for n in graph.node if n.op_type == "MatMul"}
+    assert set(matmuls) >= chosen
+    for name, node in matmuls.items():
+        dequantized = [i in made_by and made_by[i].op_type == "DequantizeLinear" for i in node.input[:2]]
+        assert all(dequantized) if name in chosen else not all(dequantized), name
     consumers = {i: n.op_type for n in graph.node for i in n.input}
-    assert all(consumers.get(n.output[0]) != "QuantizeLinear" for n in matmuls)
+    assert all(consumers.get(n.output[0]) != "QuantizeLinear" for n in matmuls.values())
     assert {n.op_type for n in graph.node} >= {"Softmax", "BatchNormalization"}
 
 
@@ -155,7 +163,7 @@ def test_the_policy_chooses_products_by_kind(paddle, data, tmp_path):
     assert count(Int8Policy(quantize=named, derived=True, activations=True), "dynamic") == 12
     assert count(Int8Policy(quantize=named, derived=True, activations=True), "static") == 16
     assert count(Int8Policy(), "static") == 12  # no policy: every product with a constant matrix
-    assert count(model.int8_policy(), "static") == 16  # NeXtVLAD's own
+    assert count(model.int8_policy(), "static") == 12  # NeXtVLAD's own: the pooling stays fp32
     with pytest.raises(UsageError, match="two activations can only be quantized statically"):
         _quantize(
             tmp_path / "x.onnx", tmp_path / "y.onnx", ["MatMul.2"], Int8Options(), None, activations=True

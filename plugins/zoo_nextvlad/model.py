@@ -346,20 +346,21 @@ _INT8_LAYERS = ("hidden", "gating", "head")
 
 
 def int8_products(model: nn.Layer) -> Int8Policy:
-    """The int8 policy of NeXtVLAD models: every matrix product becomes int8. The products after the pooling
-    (the hidden layer, the SE gating and the classifier: 83 of the reference's 89M parameters, named here);
-    the frame-level assignment, attention and expansion products, whose matrices the export derives from the
-    parameters with the BatchNorm folded in (``derived``); and, with static quantization, the pooling of the
-    frames by their assignments, a product of two activations (``activations``). Together those are nearly
-    all of the FLOPs at batch 32 (the products after the pooling alone are 8%), so only this makes int8
-    faster there; on NeXtVLAD trained on the sample data it kept GAP within 0.002 of fp32 (docs/export.md).
+    """The int8 policy of NeXtVLAD models: every product with a constant matrix becomes int8. The products
+    after the pooling (the hidden layer, the SE gating and the classifier: 83 of the reference's 89M
+    parameters, named here) and the frame-level assignment, attention and expansion products, whose matrices
+    the export derives from the parameters with the BatchNorm folded in (``derived``): at batch 32 those
+    frame-level products are most of the FLOPs, so int8 only pays there with them (the products after the
+    pooling alone are 8%). The pooling of the frames by their assignments, a product of two activations,
+    stays fp32 (``activations`` off): ONNX Runtime multiplies two uint8 activations without VNNI or AMX, and
+    static quantization with it in int8 was no faster at batch 32 and slower at batch 1 (docs/export.md).
     Every BatchNorm, softmax and elementwise operation stays fp32."""
     names = tuple(
         name
         for name, _ in model.named_parameters()
         if name.endswith(".weight") and any(part in _INT8_LAYERS for part in name.split(".")[:-1])
     )
-    return Int8Policy(quantize=names, derived=True, activations=True)
+    return Int8Policy(quantize=names, derived=True)
 
 
 class NeXtVLAD(nn.Layer):

@@ -60,7 +60,7 @@ class ExportCommand:
             choices=["fp32", "int8"],
             default="fp32",
             help="int8: an ONNX model whose matrix products the model's plugin chooses run in int8 (ONNX "
-            "Runtime's quantization tools), checked against fp32 on probe batches and by GAP on the "
+            "Runtime's quantization tools), checked against the fp32 export by probabilities and GAP on the "
             "validation split (data.valid, else the sample data); implies --format onnx",
         )
         parser.add_argument(
@@ -68,7 +68,8 @@ class ExportCommand:
             choices=["dynamic", "static"],
             default="dynamic",
             help="with --precision int8: dynamic (activation ranges per batch at run time; default) or "
-            "static (ranges calibrated on training batches, data.train)",
+            "static (ranges calibrated on training batches, data.train; faster, and it also quantizes "
+            "products of two activations)",
         )
         parser.add_argument(
             "--calibration-batches",

@@ -15,11 +15,10 @@ Which parameter a product's matrix is, is found by its values (a SHA-256 of the 
 transpose), since paddle2onnx names constants after paddle's tensor names, not the model's parameter names.
 BatchNorm, softmax and every elementwise operation stay fp32.
 
-The checks, before the directory appears: (1) the int8 model's probabilities on the fp32 export's probe
-batches are within :data:`INT8_TOLERANCE` of the dygraph model's (the same batches as the fp32 check, with
-a bound that separates int8 rounding from a broken graph); (2) GAP on labelled data (``data.valid``, or the
-built-in sample data's validation split) is computed with the fp32 and the int8 model; the int8 GAP may
-be at most ``max_gap_drop`` below the fp32 GAP. Both GAPs, the data they came from and the difference are
+The checks, before the directory appears, on labelled data (``data.valid``, or the built-in sample data's
+validation split), scored by the fp32 export (itself checked against the model on probe batches) and the
+int8 one: (1) their probabilities are within :data:`INT8_TOLERANCE` of each other (a bound that separates
+int8 rounding from a broken graph); (2) the int8 GAP is at most ``max_gap_drop`` below the fp32 GAP. Both GAPs, the data they came from and the difference are
 written into ``metadata.json`` (``check.gap``).
 """
 
@@ -46,11 +45,13 @@ from zoo.contracts import Int8Policy, Int8Quantizable
 from zoo.errors import DataError, UsageError, ZooError
 
 INT8_TOLERANCE = 0.05
-"""Largest |probability difference| between the int8 export and the dygraph model on the probe batches.
+"""Largest |probability difference| between the int8 and the fp32 export on the GAP check's videos.
 
-int8 rounding of the built-in models' products moves probabilities by ~1e-3 to 1e-2 on the probe batches
-(uniform features in [-2, 2], wider than real YouTube-8M features); a broken graph moves them by 0.2 and
-more. Quality on real data is checked by GAP (``max_gap_drop``), not by this bound."""
+int8 rounding of the built-in models' products moves probabilities by ~1e-3 to 1e-2 on real features; a
+broken graph moves them by 0.2 and more. Not judged on the random probe batches (uniform features in
+[-2, 2]): their activations lie far outside the ranges static quantization calibrates on real data, so they
+saturate (a trained NeXtVLAD moved by 0.6 there while real videos moved by far less); the difference on
+them is kept in the metadata. Quality on real data is checked by GAP (``max_gap_drop``)."""
 
 MAX_GAP_DROP = 0.005
 """Default largest GAP loss of the int8 export against the fp32 export on the labelled data."""
@@ -239,13 +240,13 @@ def _feeds(predictor: Any, batches: list[dict[str, Any]]) -> list[dict[str, np.n
     return out
 
 
-def gap_of(predict: Any, batches: list[dict[str, Any]], cfg: ZooConfig) -> float:
-    """The metric plugin's GAP of ``predict`` (batch -> probabilities) on ``batches``."""
+def gap_of(probabilities: list[np.ndarray], batches: list[dict[str, Any]], cfg: ZooConfig) -> float:
+    """The metric plugin's GAP of ``probabilities`` (one array per batch) on ``batches``."""
     from zoo.engine.build import build_metric
 
     metric = build_metric(cfg)
-    for batch in batches:
-        metric.update(predict(batch), batch["labels"], mask=batch.get("label_mask"))
+    for probs, batch in zip(probabilities, batches):
+        metric.update(probs, batch["labels"], mask=batch.get("label_mask"))
     result = metric.compute()
     if "gap" not in result:
         raise UsageError(
@@ -436,16 +437,23 @@ def export_int8(
             metadata["files"] = {ONNX_FILE: file_record(tmp / ONNX_FILE)}
             metadata["precision"] = "int8"
             int8 = OnnxModel(tmp, metadata)
-            diff = max_difference(int8.predict, model, metadata, "the int8 ONNX model")
+            # on the probe batches (uniform features, wider than real ones) for the record only: static
+            # ranges are calibrated on the data, and activations of uniform noise fall outside them
+            probe_diff = max_difference(int8.predict, model, metadata, "the int8 ONNX model")
+            probs32 = [fp32.predict(batch) for batch in evaluation]
+            probs8 = [int8.predict(batch) for batch in evaluation]
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(probs32, probs8))
             if not diff <= INT8_TOLERANCE:
                 raise ZooError(
-                    f"model {cfg.model_name!r}: the int8 model's probabilities differ from the model's by up "
-                    f"to {diff:.3g} on the probe batches (tolerance {INT8_TOLERANCE:g}; the fp32 export: "
-                    f"{fp32_check['max_abs_diff']:.2g}); int8 does not reproduce this model: keep more "
-                    f"of it in fp32 (its plugin's int8_policy) or export in fp32. Nothing was written to {output}"
+                    f"model {cfg.model_name!r}: the int8 model's probabilities differ from the fp32 export's "
+                    f"by up to {diff:.3g} on {eval_count} videos of {describe_split(data_cfg, 'valid')} "
+                    f"(tolerance {INT8_TOLERANCE:g}); int8 does not reproduce this model: keep more of it in "
+                    f"fp32 (its plugin's int8_policy), try --quantization "
+                    f"{'static' if options.mode == 'dynamic' else 'dynamic'}, or export in fp32. Nothing was "
+                    f"written to {output}"
                 )
-            gap32 = gap_of(fp32.predict, evaluation, data_cfg)
-            gap8 = gap_of(int8.predict, evaluation, data_cfg)
+            gap32 = gap_of(probs32, evaluation, data_cfg)
+            gap8 = gap_of(probs8, evaluation, data_cfg)
             gap = {
                 "data": describe_split(data_cfg, "valid"),
                 "videos": eval_count,
@@ -480,6 +488,8 @@ def export_int8(
             metadata["check"] = {
                 "max_abs_diff": diff,
                 "tolerance": INT8_TOLERANCE,
+                "compared_with": "the fp32 export, on the GAP check's videos",
+                "probe_max_abs_diff": probe_diff,
                 "precision": "int8",
                 "runtime": fp32_check.get("runtime"),
                 "batches": fp32_check.get("batches"),
