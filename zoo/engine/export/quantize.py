@@ -17,9 +17,10 @@ BatchNorm, softmax and every elementwise operation stay fp32.
 
 The checks, before the directory appears, on labelled data (``data.valid``, or the built-in sample data's
 validation split), scored by the fp32 export (itself checked against the model on probe batches) and the
-int8 one: (1) their probabilities are within :data:`INT8_TOLERANCE` of each other (a bound that separates
-int8 rounding from a broken graph); (2) the int8 GAP is at most ``max_gap_drop`` below the fp32 GAP. Both GAPs, the data they came from and the difference are
-written into ``metadata.json`` (``check.gap``).
+int8 one: (1) their probabilities differ by at most :data:`INT8_TOLERANCE` on average (a bound that
+separates int8 rounding from a graph that is wrong overall); (2) the int8 GAP is at most ``max_gap_drop``
+below the fp32 GAP. Both GAPs, the data they came from and the difference are written into
+``metadata.json`` (``check.gap``), with the mean and the largest probability difference.
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ from zoo.config import ZooConfig
 from zoo.contracts import Int8Policy, Int8Quantizable
 from zoo.errors import DataError, UsageError, ZooError
 
-INT8_TOLERANCE = 0.05
-"""Largest |probability difference| between the int8 and the fp32 export on the GAP check's videos.
+INT8_TOLERANCE = 0.01
+"""Largest mean |probability difference| between the int8 and the fp32 export on the GAP check's videos.
 
-int8 rounding of the built-in models' products moves probabilities by ~1e-3 to 1e-2 on real features; a
-broken graph moves them by 0.2 and more. Not judged on the random probe batches (uniform features in
-[-2, 2]): their activations lie far outside the ranges static quantization calibrates on real data, so they
-saturate (a trained NeXtVLAD moved by 0.6 there while real videos moved by far less); the difference on
-them is kept in the metadata. Quality on real data is checked by GAP (``max_gap_drop``)."""
+The mean, not the largest difference: with NeXtVLAD's frame-level products in int8, a few probabilities of
+a few videos move by up to 0.2 (the soft assignments of some frames change) while the mean moves by 1e-3
+and GAP by about as much (a reference-size NeXtVLAD trained on the sample data: mean 9.7e-4, largest 0.21,
+GAP -0.0013); quality is judged by GAP (``max_gap_drop``), this bound catches a graph whose probabilities
+are wrong overall. The largest difference is kept in the metadata. The random probe batches are not judged
+(uniform features in [-2, 2]): their activations lie far outside the ranges static quantization calibrates
+on real data and saturate (a trained NeXtVLAD moved by 0.6 there); their difference is kept too."""
 
 MAX_GAP_DROP = 0.005
 """Default largest GAP loss of the int8 export against the fp32 export on the labelled data."""
@@ -442,11 +445,13 @@ def export_int8(
             probe_diff = max_difference(int8.predict, model, metadata, "the int8 ONNX model")
             probs32 = [fp32.predict(batch) for batch in evaluation]
             probs8 = [int8.predict(batch) for batch in evaluation]
-            diff = max(float(np.abs(a - b).max()) for a, b in zip(probs32, probs8))
-            if not diff <= INT8_TOLERANCE:
+            diffs = [np.abs(a - b) for a, b in zip(probs32, probs8)]
+            diff = max(float(d.max()) for d in diffs)
+            mean_diff = float(sum(float(d.sum()) for d in diffs) / sum(d.size for d in diffs))
+            if not mean_diff <= INT8_TOLERANCE:
                 raise ZooError(
                     f"model {cfg.model_name!r}: the int8 model's probabilities differ from the fp32 export's "
-                    f"by up to {diff:.3g} on {eval_count} videos of {describe_split(data_cfg, 'valid')} "
+                    f"by {mean_diff:.3g} on average (largest {diff:.3g}) on {eval_count} videos of {describe_split(data_cfg, 'valid')} "
                     f"(tolerance {INT8_TOLERANCE:g}); int8 does not reproduce this model: keep more of it in "
                     f"fp32 (its plugin's int8_policy), try --quantization "
                     f"{'static' if options.mode == 'dynamic' else 'dynamic'}, or export in fp32. Nothing was "
@@ -486,8 +491,9 @@ def export_int8(
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             metadata["check"] = {
-                "max_abs_diff": diff,
+                "mean_abs_diff": mean_diff,
                 "tolerance": INT8_TOLERANCE,
+                "max_abs_diff": diff,
                 "compared_with": "the fp32 export, on the GAP check's videos",
                 "probe_max_abs_diff": probe_diff,
                 "precision": "int8",
