@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ import pytest
 
 pytest.importorskip("av")
 
-from test_extract_support import matrix_data, npy_bytes, pca_arrays, write_tgz, write_video  # noqa: E402
+from test_extract_support import (  # noqa: E402
+    matrix_data,
+    npy_bytes,
+    pca_arrays,
+    write_frames,
+    write_tgz,
+    write_video,
+)
 from zoo_yt8m_extract import audio, records  # noqa: E402
 from zoo_yt8m_extract.extract import Features, ShardedOutput  # noqa: E402
 from zoo_yt8m_extract.frames import VideoError, decode_audio, decode_frames, select_positions  # noqa: E402
@@ -176,9 +184,9 @@ def test_inputs_folders_globs_and_googles_csv(tmp_path):
     assert [v.id for v in expand([str(folder / "*.mp4")])] == ["b c.mp4"]
     csv = tmp_path / "videos.csv"
     csv.write_text(
-        f"{folder / 'b c.mp4'},3;1\nsub/ä.webm,\nclips/b c.mp4,7;x\nclips/b c.mp4,99999\n", "utf-8"
+        f"{folder / 'b c.mp4'},3;1\nclips/sub/ä.webm,\nclips/b c.mp4,7;x\nclips/b c.mp4,99999\nsub/no.mp4,1\n",
+        "utf-8",
     )
-    (tmp_path / "sub").mkdir()
     rows = expand([str(csv)], num_classes=3862)
     assert [(v.id, v.labels, v.problem is None) for v in rows[:2]] == [
         ("b c.mp4", [1, 3], True),
@@ -186,6 +194,7 @@ def test_inputs_folders_globs_and_googles_csv(tmp_path):
     ]
     assert "line 3: label 'x' is not an integer" in rows[2].problem
     assert "line 4: label 99999 is outside 0 .. 3861" in rows[3].problem
+    assert rows[4].problem == f"no such file, from the current folder or beside {csv} (line 5)"
     with pytest.raises(UsageError, match="matches no file"):
         expand([str(tmp_path / "*.nothing")])
 
@@ -273,23 +282,162 @@ def test_downloads_record_and_check_their_hash(model_server, tmp_path, monkeypat
         ModelFiles(urls={"pca": f"{url}/missing.tgz"}, quiet=True).rgb_pca()
 
 
+def test_downloaded_hashes_are_printed_and_a_given_hash_is_accepted(
+    model_server, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    root, url = model_server
+    write_tgz(root / "yt8m_pca.tgz", {name: npy_bytes(a) for name, a in pca_arrays(seed=7).items()})
+    import hashlib
+
+    digest = hashlib.sha256((root / "yt8m_pca.tgz").read_bytes()).hexdigest()
+    cached = tmp_path / "cache" / "extract" / "yt8m_pca.tgz"
+    # the hash the user gives, checked at the download: accepted, printed and recorded
+    files = ModelFiles(urls={"pca": f"{url}/yt8m_pca.tgz"}, sha256={"pca": digest})
+    files.rgb_pca()
+    err = capsys.readouterr().err
+    assert f"downloading pca from {url}/yt8m_pca.tgz" in err
+    assert f"pca: {cached} sha256 {digest} (recorded; checked on every later use)" in err
+    assert json.loads((cached.parent / "sha256.json").read_text()) == {"yt8m_pca.tgz": digest}
+    # every later use checks it and prints it, against the recorded hash or the one given
+    ModelFiles(urls={"pca": f"{url}/gone.tgz"}).rgb_pca()
+    assert f"pca: {cached} sha256 {digest} (checked against the hash recorded at its first download)" in (
+        capsys.readouterr().err
+    )
+    ModelFiles(urls={"pca": f"{url}/gone.tgz"}, sha256={"pca": digest}).rgb_pca()
+    assert f"sha256 {digest} (checked against --model-sha256)" in capsys.readouterr().err
+    with pytest.raises(DataError, match=f"differs from --model-sha256: {'1' * 64}"):
+        ModelFiles(urls={"pca": f"{url}/gone.tgz"}, sha256={"pca": "1" * 64}).rgb_pca()
+    # files of --model-dir: hashed, printed, and checked against a given hash
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "yt8m_pca.tgz").write_bytes(cached.read_bytes())
+    ModelFiles(model_dir=local, sha256={"pca": digest}).rgb_pca()
+    assert f"pca: {local / 'yt8m_pca.tgz'} sha256 {digest} (checked against --model-sha256)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_damaged_model_archive_fails_the_command_by_name(tmp_path, capsys):
+    from zoo.cli import main
+
+    video = write_video(tmp_path / "v.mp4", seconds=1, fps=5)
+    models = tmp_path / "models"
+    models.mkdir()
+    archive = write_tgz(models / "yt8m_pca.tgz", {n: npy_bytes(a) for n, a in pca_arrays(seed=8).items()})
+    archive.write_bytes(archive.read_bytes()[:5000])
+    command = [
+        "extract",
+        str(video),
+        "--output",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(models),
+        "--quiet",
+    ]
+    assert main([*command, "--no-audio"]) == 1
+    err = capsys.readouterr().err
+    assert f"{archive}: damaged archive" in err and "Traceback" not in err
+    write_tgz(archive, {"mean.npy": npy_bytes(np.zeros((2048, 1), np.float32))})
+    assert main([*command, "--no-audio"]) == 1
+    assert f"{archive}: holds no eigenvals.npy; is it the right archive?" in capsys.readouterr().err
+    (models / "vggish_pca_params.npz").write_bytes(b"PK\x03\x04 damaged zip")
+    with pytest.raises(DataError, match="vggish_pca_params.npz: not VGGish's PCA parameters"):
+        ModelFiles(model_dir=models, quiet=True).audio_pca()
+    np.savez(
+        models / "vggish_pca_params.npz", pca_means=np.zeros((128, 1)), pca_eigen_vectors=np.zeros((64, 128))
+    )
+    with pytest.raises(DataError, match=r"pca_eigen_vectors has shape \(64, 128\), expected \(128, 128\)"):
+        ModelFiles(model_dir=models, quiet=True).audio_pca()
+    (models / "vggish_pca_params.npz").unlink()
+    (models / "vggish_mean_matrix_data.pb").write_bytes(matrix_data(np.zeros((128, 1), np.float32))[:30])
+    (models / "vggish_projection_matrix_data.pb").write_bytes(matrix_data(np.eye(128, dtype=np.float32)))
+    with pytest.raises(DataError, match="vggish_mean_matrix_data.pb: truncated MatrixData proto"):
+        ModelFiles(model_dir=models, quiet=True).audio_pca()
+    with pytest.raises(
+        DataError, match="no VGGish model .AudioSet's vggish_model.ckpt or MediaPipe's vggish_new.pb"
+    ):
+        ModelFiles(model_dir=models, quiet=True).vggish_checkpoint()
+
+
 VGGISH_ENV = "ZOO_VGGISH_SOURCE"
 
 
-def test_front_end_equals_vggishs_published_definitions():
-    """Against ``mel_features.py`` of tensorflow/models ``research/audioset/vggish`` (a folder named by
-    ZOO_VGGISH_SOURCE; its code is not part of this project), with ``vggish_params``' settings, on a tone."""
-    import importlib.util
+def _published_mel_features() -> Path | None:
+    """VGGish's published ``mel_features.py`` (tensorflow/models ``research/audioset/vggish``): in the folder
+    named by ZOO_VGGISH_SOURCE, else the unmodified copy an installed ``torchvggish`` ships (found without
+    importing that package, which needs torch). Its code is not part of this project."""
     import os
+    from importlib import metadata
 
     folder = os.environ.get(VGGISH_ENV)
-    if not folder:
-        pytest.skip(f"set {VGGISH_ENV} to a folder holding VGGish's mel_features.py to run this comparison")
-    spec = importlib.util.spec_from_file_location("vggish_mel_features", Path(folder) / "mel_features.py")
+    if folder:
+        return Path(folder) / "mel_features.py"
+    try:
+        located = Path(str(metadata.distribution("torchvggish").locate_file("torchvggish/mel_features.py")))
+    except metadata.PackageNotFoundError:
+        return None
+    return located if located.is_file() else None
+
+
+def _log_mel_from_the_definitions(samples: np.ndarray) -> np.ndarray:
+    """VGGish's log-mel written again from its documented definitions, independently of audio.py: 400-sample
+    frames every 160 samples, periodic Hann, |DFT| of 512 points by an explicit complex exponential, HTK mel
+    triangles between 125 and 7500 Hz over the DFT bins' frequencies (no weight on the DC bin), log(x + 0.01)."""
+    n, hop, size = 400, 160, 512
+    count = 1 + (len(samples) - n) // hop
+    window = np.array([0.5 - 0.5 * np.cos(2 * np.pi * k / n) for k in range(n)])
+    bins = size // 2 + 1
+    dft = np.exp(
+        -2j * np.pi * np.outer(np.arange(n), np.arange(bins)) / size
+    )  # zero padding to 512 drops out
+    magnitude = np.stack([np.abs((samples[i * hop : i * hop + n] * window) @ dft) for i in range(count)])
+
+    def mel(hz):
+        return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+    edges = np.linspace(mel(125.0), mel(7500.0), 66)
+    freqs = mel(np.arange(bins) * (8000.0 / (bins - 1)))
+    weights = np.zeros((bins, 64))
+    for band in range(64):
+        low, mid, high = edges[band], edges[band + 1], edges[band + 2]
+        for k in range(1, bins):
+            if low < freqs[k] <= mid:
+                weights[k, band] = (freqs[k] - low) / (mid - low)
+            elif mid < freqs[k] < high:
+                weights[k, band] = (high - freqs[k]) / (high - mid)
+    return np.log(magnitude @ weights + 0.01)
+
+
+def _tone() -> np.ndarray:
+    t = np.arange(int(3.3 * 16000)) / 16000
+    return 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+
+
+def test_front_end_equals_its_definitions_written_again():
+    tone = _tone()
+    ours, again = audio.log_mel(tone), _log_mel_from_the_definitions(tone)
+    assert ours.shape == again.shape == (328, 64) and np.allclose(ours, again, atol=1e-9)
+    examples = audio.examples_per_second(tone, 3)  # one 0.96 s example starting at each second
+    assert np.array_equal(
+        examples, np.stack([ours[100 * k : 100 * k + 96] for k in range(3)]).astype(np.float32)
+    )
+
+
+def test_front_end_equals_vggishs_published_definitions():
+    """Our log-mel front end against VGGish's published ``mel_features.py`` with ``vggish_params``' settings
+    on a generated tone (ZOO_VGGISH_SOURCE names its folder, or torchvggish is installed)."""
+    import importlib.util
+
+    published = _published_mel_features()
+    if published is None:
+        pytest.skip(
+            f"VGGish's mel_features.py is not at hand (set {VGGISH_ENV} or pip install --no-deps torchvggish)"
+        )
+    tone = _tone()
+    spec = importlib.util.spec_from_file_location("vggish_mel_features", published)
     mel = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mel)
-    t = np.arange(int(3.3 * 16000)) / 16000
-    tone = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
     reference = mel.log_mel_spectrogram(
         tone,
         audio_sample_rate=16000,
@@ -320,16 +468,168 @@ def test_timeline_windows():
 
 
 def test_rotation_turns_frames_upright():
-    """PyAV's ``frame.rotation`` is the display matrix's counter-clockwise angle (a phone's portrait video
-    recorded sideways has -90: shown turned 90 degrees clockwise)."""
+    """The display matrix (FFmpeg's, 16.16 fixed point) maps a stored pixel (x, y) to (a x + c y, b x + d y):
+    a phone's portrait video recorded sideways has the matrix of -90 degrees (shown turned clockwise)."""
     from zoo_yt8m_extract.frames import _upright
 
+    def matrix(a, b, c, d):
+        return np.array([[a, b, 0], [c, d, 0], [0, 0, 1 << 30]], np.int64) * 65536
+
     image = np.arange(6, dtype=np.uint8).reshape(2, 3, 1).repeat(3, axis=2)  # 2 rows, 3 columns
-    clockwise = _upright(image, -90)
+    clockwise = _upright(image, matrix(0, 1, -1, 0))  # -90 degrees
     assert clockwise.shape == (3, 2, 3) and clockwise[0, :, 0].tolist() == [3, 0]  # left column, bottom up
-    assert _upright(image, 90)[0, :, 0].tolist() == [2, 5]
-    assert _upright(image, 180)[0, :, 0].tolist() == [5, 4, 3]
-    assert _upright(image, 0) is image
+    assert _upright(image, matrix(0, -1, 1, 0))[0, :, 0].tolist() == [2, 5]  # +90: right column on top
+    assert _upright(image, matrix(-1, 0, 0, -1))[0, :, 0].tolist() == [5, 4, 3]  # 180
+    assert _upright(image, matrix(-1, 0, 0, 1))[0, :, 0].tolist() == [2, 1, 0]  # mirrored, not turned
+    assert _upright(image, matrix(0, -1, -1, 0))[:, :, 0].tolist() == [
+        [5, 2],
+        [4, 1],
+        [3, 0],
+    ]  # +90, mirrored
+    assert _upright(image, None) is image and np.array_equal(_upright(image, matrix(1, 0, 0, 1)), image)
+
+
+def _opencv_frames(path: Path, auto_rotate: bool) -> list[np.ndarray]:
+    """Every frame as Google's extractor reads it (OpenCV, BGR turned to RGB), with OpenCV's automatic
+    rotation on (OpenCV 4.5 to 4.10 and 5.x by default) or off (OpenCV 3, which Google's 2017 extractor ran)."""
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened()
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1 if auto_rotate else 0)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame[:, :, ::-1])
+
+
+def _portrait(n: int) -> list[np.ndarray]:
+    """Upright frames of a portrait video (40 wide, 64 high) with nothing symmetric about them."""
+    yy, xx = np.mgrid[0:64, 0:40]
+    frames = []
+    for i in range(n):
+        image = np.stack([(xx * 6 + i * 9) % 256, (yy * 4) % 256, (xx * yy + i) % 256], axis=-1)
+        image[:8, :8] = 255  # a white top-left corner
+        frames.append(image.astype(np.uint8))
+    return frames
+
+
+@pytest.mark.parametrize("rotation, mirror", [(90, False), (-90, False), (180, False), (0, True), (90, True)])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_rotation_metadata_turns_frames_upright(tmp_path, rotation, mirror, suffix):
+    """A phone stores a portrait video sideways with a display matrix (rotation metadata) that players apply.
+    The frames taken are upright, as a player (and YouTube, whose videos the dataset's features come from)
+    shows them; Google's 2017 extractor ran OpenCV 3, which ignored the metadata and took the stored frames.
+    A matrix may also mirror (turn, then flip left to right): applied too."""
+    upright = _portrait(25)
+    turns = rotation // 90
+    stored = [np.rot90(image[:, ::-1] if mirror else image, -turns) for image in upright]  # what was written
+    # lossless RGB frames, so that upright and stored videos hold exactly the same pixels
+    lossless = (
+        {"codec": "png", "pix_fmt": "rgb24"} if suffix == ".mp4" else {"codec": "ffv1", "pix_fmt": "bgr0"}
+    )
+    straight = write_frames(tmp_path / f"upright{suffix}", upright, **lossless)
+    sideways = write_frames(
+        tmp_path / f"phone {rotation}{suffix}", stored, rotation=rotation, mirror=mirror, **lossless
+    )
+    ours = list(decode_frames(sideways))
+    assert [round(t, 1) for t, _ in ours] == [0.0, 1.1, 2.1]
+    for (_, mine), (_, plain) in zip(ours, decode_frames(straight)):
+        assert mine.shape == (64, 40, 3) and np.array_equal(mine, plain)
+    assert np.array_equal(ours[0][1], upright[0]) and ours[0][1][:8, :8].min() == 255
+    # OpenCV: without its automatic rotation (Google's 2017 extractor) the stored, sideways frames; with it the
+    # same upright frames, except that it reads a mirroring matrix as a rotation only (a mirror alone as 180)
+    cv_auto, cv_raw = _opencv_frames(sideways, True), _opencv_frames(sideways, False)
+    assert np.array_equal(cv_raw[0], stored[0]) and np.array_equal(cv_raw[11], stored[11])
+    if not mirror:
+        assert np.array_equal(cv_auto[0], upright[0]) and np.array_equal(cv_auto[11], ours[1][1])
+    else:
+        assert not np.array_equal(cv_auto[0], upright[0])
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mkv", "libx264"), (".mp4", "libx264"), (".webm", "libvpx")])
+def test_variable_frame_rate_is_followed(tmp_path, suffix, codec):
+    """Frames 30 to 400 ms apart: the frames taken follow their own timestamps, as OpenCV's position does."""
+    rng = np.random.default_rng(0)
+    stamps = [0, *np.cumsum(rng.integers(30, 400, 40)).tolist()]
+    images = [np.full((48, 64, 3), i * 6, np.uint8) for i in range(len(stamps))]
+    path = write_frames(tmp_path / f"variable rate{suffix}", images, stamps_ms=stamps, codec=codec)
+    taken = [round(t * 1000) for t, _ in decode_frames(path)]
+    assert taken == [stamps[i] for i in google_frame_iterator(stamps)]
+    assert taken[:4] == [0, 1145, 2515, 3720]  # irregular, not every 1000 ms
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened()
+    positions = []
+    while cap.read()[0]:
+        positions.append(round(cap.get(cv2.CAP_PROP_POS_MSEC)))
+    assert positions == stamps  # OpenCV's positions: the same timestamps, so the same frames taken
+
+
+def test_short_empty_and_cut_files_are_named(tmp_path):
+    import av
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError, match=r"empty.mp4: is empty \(0 bytes\)"):
+        list(decode_frames(empty))
+    # a video stream without a frame (beside a sound track): nothing to take; the extractor names it
+    with av.open(str(tmp_path / "no frames.mkv"), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+    assert list(decode_frames(tmp_path / "no frames.mkv")) == []
+    # cut in the middle: a streamable file still decodes its first half, which must not pass for the video
+    for suffix, codec in ((".mkv", "mpeg4"), (".webm", "libvpx"), (".mp4", "libx264")):
+        good = write_video(tmp_path / f"whole{suffix}", seconds=4, fps=10, codec=codec)
+        assert [round(t, 1) for t, _ in decode_frames(good)] == [0.0, 1.1, 2.1, 3.1]
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        reason = "truncated: its frames end at" if suffix != ".mp4" else "cannot be read as a video"
+        with pytest.raises(VideoError, match=f"cut{suffix}: {reason}"):
+            list(decode_frames(cut))
+    # an MP4 whose index comes first (faststart) decodes its first half too
+    frames = [np.full((48, 64, 3), i, np.uint8) for i in range(40)]
+    with av.open(str(tmp_path / "faststart.mp4"), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    whole = (tmp_path / "faststart.mp4").read_bytes()
+    (tmp_path / "faststart cut.mp4").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError, match=r"faststart cut.mp4: truncated: .* of the 4.0 s it announces"):
+        list(decode_frames(tmp_path / "faststart cut.mp4"))
+    assert len(list(decode_frames(tmp_path / "faststart.mp4", max_frames=2))) == 2
+    # a slide show whose last frame lasts 5 s ends with its last frame's duration: whole, not cut short
+    for suffix in (".mkv", ".mp4"):
+        with av.open(str(tmp_path / f"slides{suffix}"), "w") as out:
+            stream = out.add_stream("mpeg4", rate=1)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+            for i, start in enumerate((0, 1000, 2000)):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
+                frame.pts, frame.time_base, frame.duration = (
+                    start,
+                    Fraction(1, 1000),
+                    5000 if i == 2 else 1000,
+                )
+                for packet in stream.encode(frame):
+                    packet.duration = 5000 if packet.pts == 2000 else packet.duration
+                    out.mux(packet)
+            for packet in stream.encode():
+                packet.duration = 5000 if packet.pts == 2000 else packet.duration
+                out.mux(packet)
+        with av.open(str(tmp_path / f"slides{suffix}")) as container:
+            assert container.duration == 7_000_000  # 2 s + the last frame's 5 s
+        assert [t for t, _ in decode_frames(tmp_path / f"slides{suffix}")] == [0.0, 2.0]
 
 
 def test_usage_errors_exit_2_before_any_model_is_loaded(tmp_path, capsys):

@@ -21,7 +21,6 @@ def write_video(
     audio: bool = False,
     codec: str = "mpeg4",
     tone_hz: float = 440.0,
-    rotate: int | None = None,
 ) -> Path:
     """A video whose frames all differ (a moving colour pattern), optionally with a tone."""
     import av
@@ -31,8 +30,6 @@ def write_video(
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if rotate is not None:
-            stream.metadata["rotate"] = str(rotate)
         astream = None
         if audio:
             astream = out.add_stream("aac", rate=44100)
@@ -192,4 +189,90 @@ def audio_pca_npz(path: Path, seed: int = 3) -> Path:
         pca_eigen_vectors=q.astype(np.float32),
         pca_means=rng.normal(0, 0.1, (128, 1)).astype(np.float32),
     )
+    return path
+
+
+def vggish_frozen_graph(checkpoint: Path) -> bytes:
+    """MediaPipe's ``vggish_new.pb`` made from a VGGish checkpoint as its ``generate_vggish_frozen_graph.py``
+    makes it: ``vggish_slim``'s graph (its op names: ``vggish/conv1/Conv2D``, ``.../BiasAdd``, ``.../Relu``,
+    ``vggish/pool1/MaxPool``, ``vggish/Flatten/flatten/Reshape``, ``vggish/fc1/fc1_1/MatMul``, ...), its
+    variables restored from the checkpoint, then frozen into constants up to ``vggish/fc2/BiasAdd``."""
+    import tensorflow as tf
+    from zoo_yt8m_extract.networks import VGGISH_VARIABLES
+
+    v1 = tf.compat.v1
+    reader = tf.train.load_checkpoint(str(checkpoint))
+    graph = tf.Graph()
+    with graph.as_default():
+        params = {
+            name: v1.get_variable(name, shape, tf.float32, trainable=False)
+            for name, shape in VGGISH_VARIABLES.items()
+        }
+        features = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        net = tf.reshape(features, [-1, 96, 64, 1], name="vggish/Reshape")
+
+        def conv(x, scope):
+            x = tf.nn.conv2d(
+                x, params[f"vggish/{scope}/weights"], [1, 1, 1, 1], "SAME", name=f"vggish/{scope}/Conv2D"
+            )
+            x = tf.nn.bias_add(x, params[f"vggish/{scope}/biases"], name=f"vggish/{scope}/BiasAdd")
+            return tf.nn.relu(x, name=f"vggish/{scope}/Relu")
+
+        def pool(x, name):
+            return tf.nn.max_pool2d(x, 2, 2, "SAME", name=f"vggish/{name}/MaxPool")
+
+        def dense(x, scope):
+            x = tf.matmul(x, params[f"vggish/{scope}/weights"], name=f"vggish/{scope}/MatMul")
+            return tf.nn.bias_add(x, params[f"vggish/{scope}/biases"], name=f"vggish/{scope}/BiasAdd")
+
+        net = pool(conv(net, "conv1"), "pool1")
+        net = pool(conv(net, "conv2"), "pool2")
+        net = pool(conv(conv(net, "conv3/conv3_1"), "conv3/conv3_2"), "pool3")
+        net = pool(conv(conv(net, "conv4/conv4_1"), "conv4/conv4_2"), "pool4")
+        net = tf.reshape(net, [-1, 12288], name="vggish/Flatten/flatten/Reshape")
+        net = tf.nn.relu(dense(net, "fc1/fc1_1"), name="vggish/fc1/fc1_1/Relu")
+        net = tf.nn.relu(dense(net, "fc1/fc1_2"), name="vggish/fc1/fc1_2/Relu")
+        tf.identity(dense(net, "fc2"), name="vggish/embedding")
+        with v1.Session(graph=graph) as session:
+            for name, variable in params.items():
+                variable.load(reader.get_tensor(name), session)
+            frozen = v1.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), ["vggish/fc2/BiasAdd"]
+            )
+    return frozen.SerializeToString()
+
+
+def write_frames(
+    path: Path,
+    images: list[np.ndarray],
+    *,
+    stamps_ms: list[int] | None = None,
+    fps: float = 10,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int | None = None,
+    mirror: bool = False,
+) -> Path:
+    """A video of the given RGB images: at ``fps``, or at the timestamps ``stamps_ms`` (a variable frame
+    rate: time base 1/1000 s); ``rotation`` writes a display matrix (the container's rotation metadata, the
+    angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle (then
+    flip them left to right with ``mirror``)."""
+    import av
+
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotation is not None:
+            stream.set_display_rotation(rotation, hflip=mirror)
+        if stamps_ms is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if stamps_ms is not None:
+                frame.pts, frame.time_base = stamps_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
     return path

@@ -30,6 +30,8 @@ from test_extract_support import (  # noqa: E402
     matrix_data,
     model_dir,
     vggish_checkpoint,
+    vggish_frozen_graph,
+    write_frames,
     write_tgz,
     write_video,
 )
@@ -68,9 +70,9 @@ def extractor(workspace):
     return Extractor(ModelFiles(model_dir=workspace["models"], quiet=True), Options(audio=False))
 
 
-def _parse(path: Path) -> list[dict]:
+def _parse(*paths: Path) -> list[dict]:
     out = []
-    for raw in tf.compat.v1.io.tf_record_iterator(str(path)):
+    for raw in (r for path in paths for r in tf.compat.v1.io.tf_record_iterator(str(path))):
         ex = tf.train.SequenceExample.FromString(raw)
         ctx = ex.context.feature
         lists = ex.feature_lists.feature_list
@@ -264,6 +266,88 @@ def test_vggish_network_and_audio_features(vggish_dir, workspace, extractor):
         with_audio.features(silent)
 
 
+def test_mediapipe_audio_files_give_the_same_features(vggish_dir, workspace, extractor, tmp_path):
+    """MediaPipe's set (its frozen VGGish graph ``vggish_new.pb`` and ``vggish_{mean,projection}_matrix_data.pb``)
+    holding the numbers of AudioSet's set (``vggish_model.ckpt``, ``vggish_pca_params.npz``) gives its features."""
+    from zoo_yt8m_extract.networks import VGGishGraph
+    from zoo_yt8m_extract.pca import quantize
+
+    mp = tmp_path / "mediapipe"
+    mp.mkdir()
+    for name in ("classify_image_graph_def.pb", "mean.npy", "eigenvals.npy", "eigenvecs.npy"):
+        (mp / name).symlink_to(workspace["models"] / name)
+    (mp / "vggish_new.pb").write_bytes(vggish_frozen_graph(vggish_dir / "vggish_model.ckpt"))
+    with np.load(vggish_dir / "vggish_pca_params.npz") as npz:
+        (mp / "vggish_mean_matrix_data.pb").write_bytes(matrix_data(npz["pca_means"]))
+        (mp / "vggish_projection_matrix_data.pb").write_bytes(matrix_data(npz["pca_eigen_vectors"]))
+    audioset_files, mediapipe_files = (
+        ModelFiles(model_dir=vggish_dir, quiet=True),
+        ModelFiles(model_dir=mp, quiet=True),
+    )
+    audioset = Extractor(audioset_files, Options(audio=True), inception=extractor.inception)
+    mediapipe = Extractor(mediapipe_files, Options(audio=True), inception=extractor.inception)
+    assert isinstance(mediapipe.vggish, VGGishGraph) and not isinstance(audioset.vggish, VGGishGraph)
+    assert mediapipe_files.used["vggish"]["path"].endswith("vggish_new.pb")
+    assert mediapipe_files.used["vggish-pca"]["path"].endswith("vggish_projection_matrix_data.pb")
+    examples = np.random.default_rng(1).normal(-2, 2, (3, 96, 64)).astype(np.float32)
+    a, b = audioset.vggish.embeddings(examples), mediapipe.vggish.embeddings(examples)
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-4) and a.std() > 0
+    [tone] = expand([str(workspace["clips"][1])])
+    ours, theirs = audioset.features(tone), mediapipe.features(tone)
+    assert np.array_equal(quantize(ours.rgb), quantize(theirs.rgb))
+    diff = np.abs(quantize(ours.audio).astype(int) - quantize(theirs.audio))
+    assert diff.max() <= 1 and diff.mean() < 0.01 and quantize(ours.audio).std() > 10
+
+
+def test_mediapipe_vggish_graph_problems_are_named(vggish_dir, tmp_path):
+    from zoo_yt8m_extract.networks import VGGishGraph
+
+    from zoo.errors import DataError
+
+    graph = vggish_frozen_graph(vggish_dir / "vggish_model.ckpt")
+    with pytest.raises(DataError, match="vggish_new.pb: not a TensorFlow GraphDef"):
+        VGGishGraph(b"\xff\xfe damaged" + graph[:50], where="vggish_new.pb")
+    with pytest.raises(
+        DataError, match="no tensor vggish/fc2/BiasAdd:0; this is not MediaPipe's frozen VGGish"
+    ):
+        VGGishGraph(graph.replace(b"vggish/fc2/BiasAdd", b"vggish/fc2/BiasAdX"), where="vggish_new.pb")
+    v1 = tf.compat.v1
+    evil = tf.Graph()
+    with evil.as_default():
+        x = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        leak = tf.strings.length(tf.io.read_file("/etc/hostname"))
+        w = v1.get_variable("w", [96 * 64, 128])
+        out = tf.matmul(tf.reshape(x, [-1, 96 * 64]), w) + tf.cast(leak, tf.float32)
+        tf.identity(out, name="vggish/fc2/BiasAdd")
+    with pytest.raises(DataError, match=r"ops that touch files or run code \(ReadFile\)"):
+        VGGishGraph(evil.as_graph_def().SerializeToString(), where="evil.pb")
+    unfrozen = tf.Graph()
+    with unfrozen.as_default():
+        x = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        w = v1.get_variable("w", [96 * 64, 128])
+        tf.identity(tf.matmul(tf.reshape(x, [-1, 96 * 64]), w), name="vggish/fc2/BiasAdd")
+    with pytest.raises(DataError, match="not a frozen graph"):
+        VGGishGraph(unfrozen.as_graph_def().SerializeToString(), where="vggish_new.pb")
+    narrow = tf.Graph()
+    with narrow.as_default():
+        x = v1.placeholder(tf.float32, [None, 96, 64], name="vggish/input_features")
+        w = tf.constant(np.zeros((96 * 64, 64), np.float32))
+        tf.identity(tf.matmul(tf.reshape(x, [-1, 96 * 64]), w), name="vggish/fc2/BiasAdd")
+    with pytest.raises(
+        DataError, match=r"vggish/fc2/BiasAdd:0 has shape \(None, 64\), expected \[None, 128\]"
+    ):
+        VGGishGraph(narrow.as_graph_def().SerializeToString(), where="vggish_new.pb")
+    (tmp_path / "vggish_new.pb").write_bytes(graph)
+    (tmp_path / "vggish_mean_matrix_data.pb").write_bytes(matrix_data(np.zeros((128, 1), np.float32)))
+    (tmp_path / "vggish_projection_matrix_data.pb").write_bytes(matrix_data(np.zeros((128, 64), np.float32)))
+    with pytest.raises(
+        DataError, match=r"vggish_projection_matrix_data.pb: the projection has shape \(128, 64\)"
+    ):
+        ModelFiles(model_dir=tmp_path, quiet=True).audio_pca()
+    with pytest.raises(DataError, match="SHA-256"):
+        ModelFiles(model_dir=tmp_path, sha256={"vggish": "0" * 64}, quiet=True).vggish_graph()
+
+
 def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):
     import av
 
@@ -309,6 +393,137 @@ def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):
     )
     assert inspect.returncode == 0, inspect.stderr[-2000:]
     assert '"records": 1' in inspect.stdout.replace(" ", "").replace('"records":1', '"records": 1')
+
+
+def test_bad_videos_fail_by_name_and_the_others_go_on(workspace, tmp_path):
+    """The issue's list of bad input, in one run from Google's CSV: each bad video fails with its file and
+    reason, the good ones (non-ASCII names with spaces, a variable frame rate, rotation metadata) are
+    extracted, and the exit code is 1 with the list."""
+    import av
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = {"a.mp4": workspace["clips"][0], "日本の 動画 é.mp4": workspace["clips"][3]}
+    for name, clip in good.items():
+        (folder / name).write_bytes(clip.read_bytes())
+    portrait = [np.full((64, 40, 3), 40, np.uint8) for _ in range(15)]
+    for i, image in enumerate(portrait):
+        image[: 8 + i, :8] = 250  # a growing bar at the top left
+    lossless = {"codec": "png", "pix_fmt": "rgb24"}
+    write_frames(folder / "upright.mp4", portrait, **lossless)
+    write_frames(folder / "phone -90.mp4", [np.rot90(i, 1) for i in portrait], rotation=-90, **lossless)
+    stamps = [0, 120, 450, 1300, 1350, 2600, 2610, 2700, 4100]
+    write_frames(
+        folder / "variable rate.mkv",
+        [np.full((48, 64, 3), 30 * i, np.uint8) for i in range(9)],
+        stamps_ms=stamps,
+    )
+    (folder / "garbage.mp4").write_bytes(b"not a video at all" * 50)
+    (folder / "empty.mp4").write_bytes(b"")
+    whole = write_video(tmp_path / "whole.mkv", seconds=4, fps=10)
+    (folder / "cut.mkv").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    write_frames(folder / "huge.mp4", [np.zeros((4336, 7696, 3), np.uint8)], codec="mpeg4")
+    with av.open(str(folder / "sound only.mp4"), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    with av.open(str(folder / "no frames.mkv"), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+    rows = {
+        "a.mp4": "3;1",
+        "日本の 動画 é.mp4": "7",
+        "upright.mp4": "2",
+        "phone -90.mp4": "2",
+        "variable rate.mkv": "5;11",
+        "garbage.mp4": "1",
+        "empty.mp4": "1",
+        "cut.mkv": "1",
+        "huge.mp4": "1",
+        "sound only.mp4": "1",
+        "no frames.mkv": "1",
+        "missing.mp4": "1",
+    }
+    csv_path = folder / "videos.csv"
+    lines = [f"{name},{labels}" for name, labels in rows.items()] + ["a.mp4,4;x", "upright.mp4,3862"]
+    csv_path.write_text("\n".join(lines) + "\n", "utf-8")
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "zoo.cli", "extract", str(csv_path), "--output", str(output)]
+    command += ["--model-dir", str(workspace["models"]), "--no-audio", "--quiet", "-j", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "5 done, 9 failed" in result.stdout
+    listed = result.stderr.split("9 video(s) failed:\n", 1)[1]
+    expected = {
+        "garbage.mp4": "cannot be read as a video",
+        "empty.mp4": "is empty (0 bytes)",
+        "cut.mkv": "truncated: its frames end at",
+        "huge.mp4": "resolution 7696x4336 is above the limit of 33177600 pixels per frame (--max-pixels)",
+        "sound only.mp4": "has no video stream",
+        "no frames.mkv": "no frame could be decoded (an empty or zero-length video)",
+        "missing.mp4": f"no such file, from the current folder or beside {csv_path} (line 12)",
+        "a.mp4": f"{csv_path} line 13: label 'x' is not an integer (labels are class indices joined by ';')",
+        "upright.mp4": f"{csv_path} line 14: label 3862 is outside 0 .. 3861",
+    }
+    for name, reason in expected.items():
+        where = folder / name if name != "missing.mp4" else Path(name)
+        assert f"  {where}: {reason}" in listed, (name, listed)
+    report = json.loads((output / "extract_report.json").read_text())
+    assert sorted(Path(f["path"]).name for f in report["failed"]) == sorted(expected)
+    records = {r["id"].decode("utf-8"): r for r in _parse(*sorted(output.glob("*.tfrecord")))}
+    assert sorted(records) == sorted(
+        ["a.mp4", "日本の 動画 é.mp4", "upright.mp4", "phone -90.mp4", "variable rate.mkv"]
+    )
+    assert records["a.mp4"]["labels"] == [1, 3] and records["日本の 動画 é.mp4"]["labels"] == [7]
+    assert records["phone -90.mp4"]["rgb"] == records["upright.mp4"]["rgb"]  # turned upright: the same frames
+    # frame_iterator on 0, 0.12, 0.45, 1.3, 1.35, 2.6, 2.61, 2.7, 4.1 s takes 0, 1.35 and 2.61 s (the frame after
+    # the first one at least 1 s past the last position; nothing follows 4.1 s)
+    assert len(records["variable rate.mkv"]["rgb"]) == 3
+
+
+def test_video_level_mode_and_zoo_data_inspect(workspace, extractor, tmp_path):
+    """``--level video``: Examples with the means of the float features that the frame-level records hold;
+    ``zoo data inspect`` reads both kinds of extracted records like any others."""
+    clips = [str(c) for c in workspace["clips"][:3]]
+    frame_level, video_level = tmp_path / "frames", tmp_path / "videos"
+    run(expand(clips), extractor, frame_level, Options(audio=False))
+    run(expand(clips), extractor, video_level, Options(audio=False, level="video"))
+    frames = {r["id"]: r for r in _parse(*frame_level.glob("*.tfrecord"))}
+    examples = [
+        tf.train.Example.FromString(raw)
+        for path in sorted(video_level.glob("*.tfrecord"))
+        for raw in tf.compat.v1.io.tf_record_iterator(str(path))
+    ]
+    assert len(examples) == 3
+    for example in examples:
+        feature = example.features.feature
+        assert sorted(feature) == ["id", "labels", "mean_audio", "mean_rgb"]
+        vid = feature["id"].bytes_list.value[0]
+        mean_rgb = np.array(feature["mean_rgb"].float_list.value, np.float32)
+        assert mean_rgb.shape == (1024,) and np.array_equal(mean_rgb, frames[vid]["mean_rgb"])
+        assert list(feature["mean_audio"].float_list.value) == [0.0] * 128
+    for folder, reader, frame_counts in (
+        (frame_level, "yt8m-frame", [2, 3, 4]),
+        (video_level, "yt8m-video", [1, 1, 1]),
+    ):
+        inspect = subprocess.run(
+            [sys.executable, "-m", "zoo.cli", "data", "inspect", str(folder), "--reader", reader, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert inspect.returncode == 0, inspect.stderr[-2000:]
+        report = json.loads(inspect.stdout)
+        assert (report["records"], report["damaged_records"], report["duplicate_ids"]["count"]) == (3, 0, 0)
+        assert report["frames"]["total"] == sum(frame_counts), reader
 
 
 @pytest.mark.slow

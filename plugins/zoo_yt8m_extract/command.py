@@ -18,7 +18,8 @@ Inception graph and PCA, sound through VGGish and its PCA, 8-bit codes, written 
   zoo extract 'in/*.mp4' a.mkv --output one.tfrecord --no-audio
 
 Model files are downloaded on first use into the cache (their SHA-256 recorded then and checked later), or
-taken from --model-dir (Google's .tgz archives or their contents, MediaPipe's PCA .pb files).
+taken from --model-dir (Google's .tgz archives or their contents, or MediaPipe's set: vggish_new.pb and
+the *_matrix_data.pb PCA files). Rotation metadata is applied (upright frames); a file cut short is an error.
 Rerunning into the same folder skips the videos already written. Exit codes: 0 ok, 1 a video failed (listed),
 2 usage error.
 """
@@ -49,7 +50,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--model-dir",
         dest="extract_model_dir",  # zoo predict's --model (an exported model) has the dest model_dir
         type=Path,
-        help="Google's model files (archives or extracted) instead of downloads",
+        help="Google's model files (archives or extracted; or MediaPipe's vggish_new.pb and *_matrix_data.pb) "
+        "instead of downloads",
     )
     p.add_argument(
         "--model-url",

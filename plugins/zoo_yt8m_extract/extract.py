@@ -29,7 +29,7 @@ from zoo_yt8m_extract import audio as audio_front
 from zoo_yt8m_extract import records
 from zoo_yt8m_extract.frames import VideoError, decode_audio, decode_frames, has_audio
 from zoo_yt8m_extract.models import ModelFiles
-from zoo_yt8m_extract.networks import InceptionGraph, OnnxInception, VGGish, read_vggish_checkpoint
+from zoo_yt8m_extract.networks import InceptionGraph, OnnxInception, VGGish, VGGishGraph, load_vggish
 from zoo_yt8m_extract.pca import Pca, quantize
 from zoo_yt8m_extract.sources import Video
 from zoo_yt8m_extract.windows import window_bounds, window_id
@@ -88,7 +88,7 @@ class Extractor:
         options: Options,
         *,
         inception: Any | None = None,
-        vggish: VGGish | None = None,
+        vggish: VGGish | VGGishGraph | None = None,
     ) -> None:
         self.options = options
         self.rgb_pca: Pca = files.rgb_pca()
@@ -101,13 +101,11 @@ class Extractor:
                 )
         self.inception = inception
 
-        self.vggish: VGGish | None = None
+        self.vggish: VGGish | VGGishGraph | None = None
         self.audio_pca: Pca | None = None
         if options.audio:
             self.audio_pca = files.audio_pca()
-            self.vggish = vggish or VGGish(
-                read_vggish_checkpoint(files.vggish_checkpoint()), threads=options.threads
-            )
+            self.vggish = vggish or load_vggish(files, threads=options.threads)
 
     def _frames(self, path: Path) -> Iterator[tuple[float, np.ndarray]]:
         """The frames, decoded in a thread of their own ahead of the network (at most ``queue_frames``)."""

@@ -33,6 +33,8 @@ class VideoError(DataError):
 def _open(path: str | os.PathLike):
     import av
 
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise VideoError(path, "is empty (0 bytes)")
     try:
         return av.open(os.fspath(path))
     except av.FFmpegError as exc:
@@ -76,10 +78,30 @@ def select_positions(positions_ms: Iterator[float], every_ms: float, max_frames:
         taken += 1
 
 
-def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
-    """The frame as a player shows it: ``rotation`` is the display matrix's counter-clockwise angle."""
-    turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+def display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (FFmpeg's 3x3, 16.16 fixed point, row by row), or ``None``."""
+    from av.sidedata.sidedata import Type
+
+    data = frame.side_data.get(Type.DISPLAYMATRIX)
+    if data is None:
+        return None
+    values = np.frombuffer(bytes(data), dtype="<i4")
+    return values[:9].reshape(3, 3) if values.size >= 9 else None
+
+
+def _upright(image: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """The frame as a player shows it: the display matrix maps a stored pixel ``(x, y)`` to
+    ``(a x + c y, b x + d y)`` (``a, b = matrix[0, :2]``, ``c, d = matrix[1, :2]``), to the nearest quarter
+    turn, mirrors included."""
+    if matrix is None:
+        return image
+    a, b = (float(v) for v in matrix[0, :2])
+    c, d = (float(v) for v in matrix[1, :2])
+    if abs(a) + abs(d) >= abs(b) + abs(c):  # no transposition: x' = a x, y' = d y
+        out = image[:: -1 if d < 0 else 1, :: -1 if a < 0 else 1]
+    else:  # transposed: x' = c y, y' = b x
+        out = image.transpose(1, 0, *range(2, image.ndim))[:: -1 if b < 0 else 1, :: -1 if c < 0 else 1]
+    return out if out is image else np.ascontiguousarray(out)
 
 
 def decode_frames(
@@ -87,8 +109,9 @@ def decode_frames(
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``(seconds, RGB uint8 [H, W, 3])`` of the frames Google's ``frame_iterator`` takes.
 
-    Raises :class:`VideoError` for an unreadable file, no video stream, a resolution above ``max_pixels``
-    and a decoding failure; yields nothing for a video without frames (the caller names that).
+    Raises :class:`VideoError` for an unreadable file, no video stream, a resolution above ``max_pixels``,
+    a decoding failure and a file cut short (frames ending before the duration it announces); yields
+    nothing for a video without frames (the caller names that).
     """
     import av
 
@@ -119,8 +142,11 @@ def decode_frames(
                     else:
                         seconds = (pts - start) * time_base
                     state["previous"] = seconds
+                    base = frame.time_base or stream.time_base
+                    state["lasts"] = float(frame.duration * base) if frame.duration and base else fallback
                     pending[:] = [frame]
                     yield seconds * 1000.0
+                state["ended"] = True
             except av.FFmpegError as exc:
                 raise VideoError(path, f"decoding failed ({_reason(exc)})") from None
 
@@ -129,7 +155,41 @@ def decode_frames(
             if frame.width * frame.height > max_pixels:
                 raise VideoError(path, f"a frame of {frame.width}x{frame.height} is above --max-pixels")
             image = frame.to_ndarray(format="rgb24")
-            yield state["previous"], _upright(image, getattr(frame, "rotation", 0) or 0)
+            yield state["previous"], _upright(image, display_matrix(frame))
+        if state.get("ended") and state["previous"] is not None:
+            check_complete(path, container, stream, state["previous"] + state["lasts"])
+
+
+TRUNCATION_TOLERANCE = 1.0  # seconds: less than this missing at the end changes at most one frame taken
+
+
+def announced_seconds(container, stream) -> float | None:
+    """How long the video stream says it is: its own duration, else Matroska's per-track ``DURATION`` tag,
+    else the file's duration when the video is its only stream (another stream may be longer)."""
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if container.duration is not None and len(container.streams) == 1:
+        return container.duration / 1_000_000
+    return None
+
+
+def check_complete(path: str | os.PathLike, container, stream, decoded_until: float) -> None:
+    """A file whose frames end well before the duration it announces was cut short (a download or a copy
+    that stopped): an error, not a silently shorter record."""
+    announced = announced_seconds(container, stream)
+    if announced is not None and decoded_until + TRUNCATION_TOLERANCE < announced:
+        raise VideoError(
+            path,
+            f"truncated: its frames end at {decoded_until:.1f} s of the {announced:.1f} s it announces "
+            f"(an interrupted download or copy?)",
+        )
 
 
 def decode_audio(path: str | os.PathLike, seconds: float) -> np.ndarray | None:

@@ -4,7 +4,8 @@ Downloaded on first use from their official URLs into ``<cache>/extract`` with t
 Their hashes cannot be known in advance, so the SHA-256 of each file is recorded at its first download
 (``<cache>/extract/sha256.json``) and checked on every later use; a hash the user gives
 (``--model-sha256 NAME=HEX``) is checked instead. ``--model-dir DIR`` takes Google's files as they come: the
-``.tgz`` archives or their extracted contents, and MediaPipe's ``*_matrix_data.pb`` PCA files.
+``.tgz`` archives or their extracted contents, and MediaPipe's set: its frozen VGGish graph ``vggish_new.pb``
+and its ``*_matrix_data.pb`` PCA files.
 Nothing read here runs as code: arrays load with ``allow_pickle=False``, archives are read member by member
 without extracting, and the graph is checked for file and Python ops before it is imported.
 """
@@ -15,6 +16,7 @@ import io
 import json
 import sys
 import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,8 @@ URLS = {"inception": INCEPTION_URL, "pca": YT8M_PCA_URL, "vggish": VGGISH_URL, "
 """The files by the names ``--model-url`` and ``--model-sha256`` use."""
 
 GRAPH_FILE = "classify_image_graph_def.pb"
+VGGISH_GRAPH_FILE = "vggish_new.pb"
+"""MediaPipe's frozen VGGish (``generate_vggish_frozen_graph.py`` of its youtube8m example writes this name)."""
 RGB_DIM = 2048
 RGB_PCA_DIM = 1024
 AUDIO_DIM = 128
@@ -118,6 +122,10 @@ class ModelFiles:
                     f"{path}: SHA-256 {digest} differs from {source}: {expected}; the file changed or is "
                     f"damaged: delete it to download it again"
                 )
+            checked = "--model-sha256" if self.sha256.get(name) else "the hash recorded at its first download"
+            self._say(
+                f"{name}: {path} sha256 {digest} ({'checked against ' + checked if expected else 'unchecked'})"
+            )
         self.used[name] = {"path": str(path), "sha256": digest}
         return path
 
@@ -126,6 +134,9 @@ class ModelFiles:
         expected = self.sha256.get(name)
         if expected and digest != expected:
             raise DataError(f"{path}: SHA-256 {digest}, not the {expected} given by --model-sha256 {name}=")
+        self._say(
+            f"{name}: {path} sha256 {digest}" + (" (checked against --model-sha256)" if expected else "")
+        )
         self.used[name] = {"path": str(path), "sha256": digest}
         return path
 
@@ -194,8 +205,20 @@ class ModelFiles:
             if (self.model_dir / "vggish_model.ckpt.index").is_file():
                 self.used["vggish"] = {"path": str(single), "sha256": ""}
                 return str(single)
-            raise self._missing("VGGish checkpoint", "vggish_model.ckpt")
+            raise self._missing(
+                "VGGish model", f"AudioSet's vggish_model.ckpt or MediaPipe's {VGGISH_GRAPH_FILE}"
+            )
         return str(self.download("vggish"))
+
+    def vggish_graph(self) -> bytes | None:
+        """MediaPipe's frozen VGGish graph when ``--model-dir`` holds it and no AudioSet checkpoint (which is
+        taken first); ``None`` otherwise."""
+        if self.model_dir is None or (self.model_dir / "vggish_model.ckpt").is_file():
+            return None
+        if (self.model_dir / "vggish_model.ckpt.index").is_file():
+            return None
+        path = self._local("vggish", VGGISH_GRAPH_FILE)
+        return path.read_bytes() if path is not None else None
 
     def audio_pca(self) -> Pca:
         if self.model_dir is not None:
@@ -213,7 +236,7 @@ class ModelFiles:
         try:
             with np.load(npz, allow_pickle=False) as data:
                 means, vectors = data["pca_means"], data["pca_eigen_vectors"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(
                 f"{npz}: not VGGish's PCA parameters ({exc}); expected pca_means [128, 1] and "
                 f"pca_eigen_vectors [128, 128]"

@@ -259,3 +259,79 @@ class VGGish:
 
     def close(self) -> None:
         self.session.close()
+
+
+# MediaPipe's frozen VGGish (its youtube8m feature_extraction graph: tag INPUT -> VGGISH)
+VGGISH_INPUT = "vggish/input_features:0"
+VGGISH_OUTPUT = "vggish/fc2/BiasAdd:0"
+_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "Assign")
+
+
+def checked_graph_def(graph_bytes: bytes, where: str, tensors: tuple[str, ...], what: str):
+    """A GraphDef parsed from ``graph_bytes`` after its checks: no file, Python or side-effecting op, no
+    variable (a frozen graph holds its weights as constants), and the named tensors' nodes present."""
+    tf = _tf()
+    try:
+        graph_def = tf.compat.v1.GraphDef.FromString(graph_bytes)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise DataError(f"{where}: not a TensorFlow GraphDef ({exc}); is the file damaged?") from None
+    ops = {node.op for node in graph_def.node}
+    refused = sorted(ops.intersection(_REFUSED_OPS))
+    if refused:
+        raise DataError(
+            f"{where}: the graph holds ops that touch files or run code ({', '.join(refused)}); refused"
+        )
+    variables = sorted(ops.intersection(_VARIABLE_OPS))
+    if variables:
+        raise DataError(f"{where}: not a frozen graph (it holds {', '.join(variables)}); expected {what}")
+    names = {node.name for node in graph_def.node}
+    for tensor in tensors:
+        if tensor.split(":")[0] not in names:
+            raise DataError(f"{where}: no tensor {tensor}; this is not {what}")
+    return graph_def
+
+
+class VGGishGraph:
+    """MediaPipe's frozen VGGish graph (``vggish_new.pb``: ``vggish_slim`` frozen with AudioSet's checkpoint),
+    fed ``[n, 96, 64]`` log-mel examples at ``vggish/input_features:0``, read at ``vggish/fc2/BiasAdd:0``
+    (the embedding before any activation, as MediaPipe reads it)."""
+
+    def __init__(self, graph_bytes: bytes, *, where: str = "vggish_new.pb", threads: int = 0) -> None:
+        tf = _tf()
+        v1 = tf.compat.v1
+        what = "MediaPipe's frozen VGGish graph"
+        graph_def = checked_graph_def(graph_bytes, where, (VGGISH_INPUT, VGGISH_OUTPUT), what)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            try:
+                v1.import_graph_def(graph_def, name="")
+            except (ValueError, tf.errors.OpError) as exc:
+                raise DataError(f"{where}: cannot be imported ({exc})") from None
+        self.input = self.graph.get_tensor_by_name(VGGISH_INPUT)
+        self.output = self.graph.get_tensor_by_name(VGGISH_OUTPUT)
+        for tensor, want in ((self.input, [None, 96, 64]), (self.output, [None, 128])):
+            shape = tensor.shape
+            if shape.rank is not None and (
+                shape.rank != len(want) or any(w and s is not None and s != w for s, w in zip(shape, want))
+            ):
+                raise DataError(f"{where}: {tensor.name} has shape {shape}, expected {want}; {what}?")
+        self.session = v1.Session(graph=self.graph, config=_session_config(tf, threads))
+
+    def embeddings(self, examples: np.ndarray) -> np.ndarray:
+        """float32 ``[n, 128]`` for log-mel examples ``[n, 96, 64]``."""
+        if len(examples) == 0:
+            return np.zeros((0, 128), np.float32)
+        out = self.session.run(self.output, {self.input: np.asarray(examples, np.float32)})
+        return np.asarray(out, dtype=np.float32).reshape(len(examples), 128)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def load_vggish(files, *, threads: int = 0) -> VGGish | VGGishGraph:
+    """VGGish from the model files: AudioSet's checkpoint, or MediaPipe's frozen graph when ``--model-dir``
+    holds that instead (``files``: a :class:`~zoo_yt8m_extract.models.ModelFiles`)."""
+    graph = files.vggish_graph()
+    if graph is not None:
+        return VGGishGraph(graph, where=files.used["vggish"]["path"], threads=threads)
+    return VGGish(read_vggish_checkpoint(files.vggish_checkpoint()), threads=threads)

@@ -60,11 +60,17 @@ def read_csv(path: Path, num_classes: int | None) -> list[Video]:
         if line == 1 and name.lower() in ("video", "video_file", "path", "file"):
             continue  # a header
         video_path = Path(name)
-        if not video_path.is_absolute() and not video_path.exists():
-            beside = path.parent / video_path
-            if beside.exists():
-                video_path = beside
+        missing = None
+        if not video_path.exists():
+            missing = f"no such file ({path} line {line})"
+            if not video_path.is_absolute():
+                beside = path.parent / video_path
+                if beside.exists():
+                    video_path, missing = beside, None
+                else:
+                    missing = f"no such file, from the current folder or beside {path} (line {line})"
         labels, problem = _labels(row[1] if len(row) > 1 else "", f"{path} line {line}", num_classes)
+        problem = problem or missing
         videos.append(Video(video_path, video_path.name, labels, problem))
     return videos
 
