@@ -291,7 +291,7 @@ def _quantize(
     """Quantize ``nodes`` of the model at ``prepared`` into ``output``. ``activations``: some of ``nodes``
     multiply two activations (static only). Static products keep fp32 outputs (no requantization of the
     result: ONNX Runtime then fuses each dequantize-product pair into one integer product with a float
-    output, one rounding fewer and faster than requantizing, measured on NeXtVLAD)."""
+    output: one rounding fewer than requantizing, and as fast, measured on NeXtVLAD)."""
     if activations and options.mode != "static":
         raise UsageError(
             "products of two activations can only be quantized statically (--quantization static)"
