@@ -352,9 +352,8 @@ def int8_products(model: nn.Layer) -> Int8Policy:
     the export derives from the parameters with the BatchNorm folded in (``derived``): at batch 32 those
     frame-level products are most of the FLOPs, so int8 only pays there with them (the products after the
     pooling alone are 8%). The pooling of the frames by their assignments, a product of two activations,
-    stays fp32 (``activations`` off): in int8 it cost GAP 0.0022 on a trained reference-size NeXtVLAD (the
-    other products 0.0013) for little speed (ONNX Runtime multiplies two uint8 activations without VNNI or
-    AMX; docs/export.md).
+    stays fp32 (``activations`` off): in int8 (static) it was the fastest at batch 32 but cost GAP 0.0022 on a
+    trained reference-size NeXtVLAD, beyond the 0.002 goal (the other products: 0.0013; docs/export.md).
     Every BatchNorm, softmax and elementwise operation stays fp32."""
     names = tuple(
         name
