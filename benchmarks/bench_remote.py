@@ -12,13 +12,18 @@ the pipeline's hint that starts the next file while one is read):
 
 - ``local``: the files on local disk (the reference);
 - ``s3 BLOCK:N``: the same files as ``s3://`` URLs, read ahead ``N`` blocks of ``BLOCK`` bytes;
-- ``s3 raw GET``: only the server's side: every file fetched in 8 MiB ranges with plain ``cat_file`` calls,
-  nothing decoded (moto is a pure-Python mock: this ceiling, not the reader, bounds the ``s3`` rows);
+- ``s3 raw ranged`` / ``cat_ranges`` / ``whole``: only the server's side, nothing decoded: every file fetched
+  in 8 MiB ranges one after the other (``cat_file``), all its 8 MiB ranges at once (s3fs's ``cat_ranges``), or
+  in one GET of the whole object; the best of the three is moto's ceiling (moto is a pure-Python mock), and
+  each ``s3`` row is also given as a ratio to it;
 - ``http BLOCK:N``: the same files from a loopback HTTP server that answers ranges with ``sendfile`` (a
   server faster than the reader), through the same reader: what the storage layer itself costs.
 
 Videos per second are measured over the wall time of the slowest worker, best of ``--repeat``; the ratio to
-``local`` with the same number of workers is the number that counts (goal: >= 0.8 on loopback). Peak memory:
+``local`` with the same number of workers is the number that counts (goal: >= 0.8 on loopback). Each row also
+says which share of the readers' time went to waiting for a block not yet arrived (the store's side) and how
+much CPU time the reading processes and the server process used (beside the wall time: whether CPU or
+waiting bounds a row). Peak memory:
 one process reads one file of each ``--memory-sizes`` MiB (random records) from S3 while a thread samples its
 resident set every 5 ms; the peak above the RSS before reading should not grow with the file's size.
 """
@@ -29,13 +34,13 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 ENV = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -115,42 +120,86 @@ def serve_http(root: str, port: int) -> None:
 
 def read_share(paths: list[str], options: dict, worker: int, workers: int, queue) -> None:
     import zoo
+    from zoo import storage
 
-    reader = zoo.build_reader("yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k != "raw"})
+    reader = zoo.build_reader(
+        "yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k not in ("raw", "mode")}
+    )
+    if storage.is_url(paths[0]):  # the store's client imported and connected before the clock starts,
+        storage.stat(paths[0])  # as in any run after its first file (importing botocore alone is ~0.5 s)
     start = time.perf_counter()
+    cpu = time.process_time()
     videos = 0
     mine = reader.sources()[worker::workers]
     for i, source in enumerate(mine):
         if i + 1 < len(mine) and not options.get("raw"):
             reader.prefetch(mine[i + 1])  # as the pipeline does: the next file in flight (remote only)
-        if options.get("raw"):  # the server's ceiling: the bytes only, as the reader's ranges fetch them
+        if options.get("raw"):  # the server's ceiling: the bytes only, nothing decoded
             from zoo.storage import filesystem, stat
 
             fs, key = filesystem(source)
             size = stat(source).size
-            for offset in range(0, size, 8 << 20):
-                fs.cat_file(key, start=offset, end=min(size, offset + (8 << 20)))
+            ranges = [(o, min(size, o + (8 << 20))) for o in range(0, size, 8 << 20)]
+            if options["mode"] == "whole":  # one GET of the whole object (memory: the whole file)
+                fs.cat_file(key)
+            elif options["mode"] == "cat_ranges":  # every 8 MiB range of the file at once (s3fs, asyncio)
+                fs.cat_ranges([key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+            else:  # one 8 MiB range after the other
+                for a, b in ranges:
+                    fs.cat_file(key, start=a, end=b)
             videos += options["raw"][source]
             continue
         for _record in reader.read_part(source, 0, 1):
             videos += 1
-    queue.put((videos, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    from zoo.storage import READ_STATS
+
+    seconds = time.perf_counter() - start
+    queue.put((videos, seconds, READ_STATS.wait_s, READ_STATS.requests, time.process_time() - cpu))
 
 
-def measure(paths: list[str], options: dict, workers: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(paths: list[str], options: dict, workers: int, server: int | None = None) -> dict:
+    """One configuration: videos/s over the slowest worker; the share of the readers' time spent waiting
+    for blocks; the CPU time the server process (pid ``server``) used meanwhile."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=read_share, args=(paths, options, w, workers, queue)) for w in range(workers)]
+    server_cpu = cpu_seconds(server) if server else 0.0
     wall = time.perf_counter()
     for p in procs:
         p.start()
-    results = [queue.get() for _ in procs]
+    results: list = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=5))
+        except Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                raise SystemExit(
+                    f"a reading process failed (exit code {failed[0]}); see its traceback above"
+                ) from None
     for p in procs:
         p.join()
     wall = time.perf_counter() - wall
+    server_cpu = cpu_seconds(server) - server_cpu if server else None
     videos = sum(r[0] for r in results)
     slowest = max(r[1] for r in results)
-    return {"videos": videos, "seconds": slowest, "videos_per_s": videos / slowest, "wall_s": wall}
+    return {
+        "videos": videos,
+        "seconds": slowest,
+        "videos_per_s": videos / slowest,
+        "wall_s": wall,
+        "wait_share": sum(r[2] for r in results) / sum(r[1] for r in results),
+        "requests": sum(r[3] for r in results),
+        "server_cpu_s": server_cpu,
+        "client_cpu_s": sum(r[4] for r in results),
+    }
 
 
 def memory_child(url: str, block: str, blocks: int) -> None:
@@ -228,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     http = subprocess.Popen(
         [sys.executable, __file__, "--serve-http", os.path.dirname(files[0]), str(http_port)]
     )
-    results: dict = {"files": len(files), "mib": round(total_mib, 1), "rows": [], "memory": []}
+    results: dict = {
+        "files": len(files),
+        "mib": round(total_mib, 1),
+        "load_average": {"start": list(os.getloadavg())},
+        "rows": [],
+        "memory": [],
+    }
     try:
         from zoo.storage import filesystem
 
@@ -250,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                     (f"s3 {block}:{n}", remote, {"read_ahead_block": block, "read_ahead_blocks": n})
                     for block, n in settings
                 ]
-                + [("s3 raw GET", remote, {"raw": counts})]
+                + [
+                    (f"s3 raw {mode}", remote, {"raw": counts, "mode": mode})
+                    for mode in ("ranged", "cat_ranges", "whole")
+                ]
                 + [
                     (f"http {block}:{n}", served, {"read_ahead_block": block, "read_ahead_blocks": n})
                     for block, n in settings
@@ -259,17 +317,36 @@ def main(argv: list[str] | None = None) -> int:
             best: dict[str, dict] = {}
             for _ in range(args.repeat):  # configurations take turns, so load changes hit them alike
                 for name, paths, options in configs:
-                    row = measure(paths, options, workers)
+                    server = (
+                        proc.pid if name.startswith("s3") else http.pid if name.startswith("http") else None
+                    )
+                    row = measure(paths, options, workers, server)
                     if name not in best or row["videos_per_s"] > best[name]["videos_per_s"]:
                         best[name] = row
             for name, _paths, _options in configs:
                 row = best[name]
                 ratio = row["videos_per_s"] / best["local"]["videos_per_s"]
                 results["rows"].append({"workers": workers, "config": name, **row, "ratio_to_local": ratio})
+                server = f", server {row['server_cpu_s']:.2f} s" if row["server_cpu_s"] is not None else ""
                 print(
-                    f"workers {workers}  {name:<14} {row['videos_per_s']:9.0f} videos/s  "
-                    f"({row['videos']} videos, {row['seconds']:.2f} s)  x{ratio:.2f} local"
+                    f"workers {workers}  {name:<16} {row['videos_per_s']:9.0f} videos/s  "
+                    f"({row['videos']} videos, {row['seconds']:.2f} s)  x{ratio:.2f} local  "
+                    f"waiting {row['wait_share']:.0%}  {row['requests']} requests  "
+                    f"CPU: readers {row['client_cpu_s']:.2f} s{server}"
                 )
+            for row in results["rows"]:  # the reader against the server's own ceiling, same workers
+                if row["workers"] == workers and row["config"].startswith(("s3 ", "http ")):
+                    ceiling = max(
+                        (
+                            r
+                            for r in results["rows"]
+                            if r["workers"] == workers and r["config"].startswith("s3 raw")
+                        ),
+                        key=lambda r: r["videos_per_s"],
+                    )
+                    if row["config"].startswith("s3 "):
+                        row["ratio_to_s3_ceiling"] = row["videos_per_s"] / ceiling["videos_per_s"]
+            print(f"load: {os.getloadavg()}")
         with tempfile.TemporaryDirectory() as tmp:
             for mib in [int(m) for m in args.memory_sizes.split(",")]:
                 path = Path(tmp, f"big-{mib}.tfrecord")
@@ -301,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in (proc, http):
             server.terminate()
             server.wait(timeout=30)
+    results["load_average"]["end"] = list(os.getloadavg())
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

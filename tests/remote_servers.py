@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import html
 import os
+import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,9 +166,10 @@ class _Handler(SimpleHTTPRequestHandler):
             if drop:
                 self.server.drop_left -= 1
                 self.server.drops += 1
-        if drop:  # half the promised body, then the connection goes away
+        if drop:  # half the promised body, then (once the client has it) the connection goes away
             self.wfile.write(part[: len(part) // 2])
             self.wfile.flush()
+            time.sleep(0.2)
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -187,6 +190,65 @@ def http_server(root: Path) -> Iterator[FileServer]:
         server.server_close()
 
 
+class DroppingProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream`` (host, port) that cuts one connection after it has
+    passed ``cut_after`` bytes of answers (``drop_left`` times), and records the ``Range`` headers asked for."""
+
+    def __init__(self, upstream: tuple[str, int], cut_after: int) -> None:
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.drop_left = 0
+        self.drops = 0
+        self.ranges: list[tuple[int, int]] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(1 << 16):
+                for first, last in re.findall(rb"(?i)range: bytes=(\d+)-(\d+)", data):
+                    with self.lock:
+                        self.ranges.append((int(first), int(last)))
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _answers(self, server: socket.socket, client: socket.socket) -> None:
+        passed = 0
+        with contextlib.suppress(OSError):
+            while data := server.recv(1 << 16):
+                with self.lock:
+                    cut = self.drop_left > 0 and passed + len(data) > self.cut_after
+                    if cut:
+                        self.drop_left -= 1
+                        self.drops += 1
+                if cut:  # what fits under the limit, then the connection goes away
+                    client.sendall(data[: self.cut_after - passed])
+                    time.sleep(0.2)
+                    break
+                client.sendall(data)
+                passed += len(data)
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def upload_dir(local: Path, url: str) -> None:
     """Every file under ``local`` to the prefix ``url`` (bucket created when missing)."""
     from zoo.storage import filesystem
@@ -200,4 +262,12 @@ def upload_dir(local: Path, url: str) -> None:
             fs.pipe_file(f"{base.rstrip('/')}/{path.relative_to(local).as_posix()}", path.read_bytes())
 
 
-__all__ = ["ACCESS_KEY", "SECRET_KEY", "gcs_server", "http_server", "s3_server", "upload_dir"]
+__all__ = [
+    "ACCESS_KEY",
+    "DroppingProxy",
+    "SECRET_KEY",
+    "gcs_server",
+    "http_server",
+    "s3_server",
+    "upload_dir",
+]

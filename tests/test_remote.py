@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from remote_servers import ACCESS_KEY, SECRET_KEY, gcs_server, http_server, s3_server, upload_dir
+from remote_servers import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    DroppingProxy,
+    gcs_server,
+    http_server,
+    s3_server,
+    upload_dir,
+)
 from test_data_download import site  # noqa: F401 - the fake data.yt8m.org, a fixture
 
 from zoo import storage
@@ -71,6 +79,15 @@ def test_a_missing_protocol_package_names_the_extra(monkeypatch):
     assert fsspec
     with pytest.raises(UsageError, match=r"s3://bucket/x: s3:// is not installed; install the \[s3\] extra"):
         storage.filesystem("s3://bucket/x")
+
+
+def test_a_run_directory_cannot_be_an_http_url():
+    from zoo.engine.runs.bucket import local_run_dir
+
+    with pytest.raises(
+        UsageError, match=r"train.save_dir https://\*\*\*@h/runs/x: http\(s\) URLs are read-only"
+    ):
+        local_run_dir("https://ann:pw@h/runs/x")
 
 
 def test_an_unknown_protocol_is_a_usage_error():
@@ -194,6 +211,59 @@ def test_the_cache_keeps_remote_files_within_its_bound(tiny_data, s3, tmp_path):
         records(frame_reader([f"s3://yt8m/train/{first}"], cache=str(cache)))
 
 
+def read_through_a_dropping_proxy(url: str, endpoint: str, variable: str, monkeypatch) -> DroppingProxy:
+    """Upload 40,000 bytes to ``url``, then read them back in 10,000-byte blocks through a proxy in front of
+    the server at ``endpoint`` (``variable`` points the client at it) that cuts one answer midway."""
+    from urllib.parse import urlsplit
+
+    import remote_servers
+
+    payload = np.random.default_rng(2).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
+    fs, path = storage.filesystem(url)
+    fs.mkdir(path.split("/")[0])
+    fs.pipe_file(path, payload)
+    upstream = urlsplit(endpoint)
+    proxy = DroppingProxy((upstream.hostname, upstream.port), cut_after=6000)
+    try:
+        monkeypatch.setenv(variable, proxy.url)
+        remote_servers._forget_filesystems()
+        proxy.drop_left = 1
+        options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
+        with storage.RemoteFile(url, options) as f:
+            assert f.read() == payload
+    finally:
+        proxy.close()
+    return proxy
+
+
+def assert_resumed_at_the_byte(proxy: DroppingProxy) -> None:
+    assert proxy.drops == 1
+    resumed = [(first, last) for first, last in proxy.ranges if first % 10_000]
+    assert len(resumed) == 1, proxy.ranges  # one request started inside a block: where the cut one stopped
+    first, last = resumed[0]
+    assert last == (first // 10_000 + 1) * 10_000 - 1  # and asked for the rest of that block only
+    assert [r for r in proxy.ranges if r[0] % 10_000 == 0] == [
+        (i, i + 9_999) for i in range(0, 40_000, 10_000)
+    ]
+
+
+@pytest.mark.integration
+def test_a_dropped_s3_response_is_resumed_at_the_byte_where_it_stopped(s3, monkeypatch):
+    """moto behind a proxy that cuts the connection in the middle of a ranged GET's body: the next request
+    asks for the rest of that range only, and the bytes are the object's."""
+    proxy = read_through_a_dropping_proxy("s3://dropped/blob.bin", s3, "AWS_ENDPOINT_URL", monkeypatch)
+    assert_resumed_at_the_byte(proxy)
+
+
+@pytest.mark.integration
+def test_a_dropped_gcs_response_is_resumed_at_the_byte_where_it_stopped(monkeypatch):
+    with gcs_server(monkeypatch) as endpoint:
+        proxy = read_through_a_dropping_proxy(
+            "gs://dropped-gcs/blob.bin", endpoint, "STORAGE_EMULATOR_HOST", monkeypatch
+        )
+    assert_resumed_at_the_byte(proxy)
+
+
 # -- HTTP --------------------------------------------------------------------------------------------------
 
 
@@ -207,6 +277,27 @@ def test_a_server_that_drops_connections_mid_file_is_survived(tiny_data, capfd):
         assert server.drops == 3
     assert got == records(frame_reader([tiny_data / "train" / first]))
     assert "retry 1" in capfd.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_dropped_response_is_resumed_at_the_byte_where_it_stopped(tmp_path):
+    """The server sends half of a block's range and closes: the next request asks for the other half only."""
+    payload = np.random.default_rng(1).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob.bin").write_bytes(payload)
+    with http_server(tmp_path) as server:
+        server.drop_left = 1
+        options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
+        with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
+            assert f.read() == payload
+        ranges = [rng for _path, rng in server.log]
+    assert server.drops == 1
+    assert ranges == [
+        "bytes=0-9999",  # dropped after 5000 bytes
+        "bytes=5000-9999",  # the rest of that block, not all of it again
+        "bytes=10000-19999",
+        "bytes=20000-29999",
+        "bytes=30000-39999",
+    ]
 
 
 @pytest.mark.integration
@@ -520,3 +611,256 @@ def test_the_next_file_is_in_flight_while_the_current_one_is_read(tiny_data):
     seconds = [i for i, (name, _) in enumerate(log) if name == second]
     assert seconds[0] < firsts[-1]  # the second file started before the first was done
     assert len(set(log)) == len(log)  # and nothing was fetched twice
+
+
+# -- a run directory in a bucket ---------------------------------------------------------------------------
+
+
+def bucket_objects(url: str) -> dict[str, bytes]:
+    """Every object under the prefix ``url``, by its name relative to the prefix."""
+    fs, base = storage.filesystem(url)
+    fs.invalidate_cache()
+    base = base.rstrip("/") + "/"
+    return {name[len(base) :]: fs.cat_file(name) for name in fs.find(base)}
+
+
+def train_into(save_dir: str, data: Path, *extra: str, resume: bool = False, allow=()) -> Path:
+    """The module's training run with ``train.save_dir`` at ``save_dir``; returns the staging copy."""
+    from zoo.config import load_config
+    from zoo.engine.train.trainer import Trainer
+
+    overrides = [
+        "dataset.preset=yt8m",
+        "dataset.num_classes=12",
+        f"data.train={json.dumps([str(data / 'train')])}",
+        f"data.valid={json.dumps([str(data / 'validate')])}",
+        "data.shuffle_buffer=16",
+        "train.batch_size=8",
+        "train.epoch=1",
+        "train.max_iter=5",
+        "train.learning_rate=0.01",
+        f"train.save_dir={json.dumps(save_dir)}",
+        "eval.batch_size=32",
+        "train.num_gpus=1",
+        *extra,
+    ]
+    trainer = Trainer(load_config(None, overrides, model="mean-pool"), progress=False)
+    trainer.fit(resume=resume, allow_changes=tuple(allow))
+    return trainer.run_dir
+
+
+def weights_from(blob: bytes) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load
+
+    return load(blob)
+
+
+def check_bucket_run(url: str, tiny_data: Path, local_weights) -> None:
+    """Train into ``url``, resume from it with no local copy left, refuse to train over it."""
+    import shutil
+
+    from zoo.errors import ZooError
+
+    staging = train_into(url, tiny_data, "train.checkpoint_steps=2")
+    objects = bucket_objects(url)
+    assert_same(weights_from(objects["model.safetensors"]), local_weights)
+    assert objects["latest"] == b"step-00000005\n"
+    steps = sorted({name.split("/")[1] for name in objects if name.startswith("checkpoints/")})
+    assert steps == ["step-00000004", "step-00000005"]  # step 2, pruned locally, is gone from the bucket too
+    for name in ("model.safetensors", "optimizer.safetensors", "state.json", "SHA256SUMS"):
+        assert f"checkpoints/step-00000005/{name}" in objects
+    assert "config.json" in objects and "history.jsonl" in objects
+    assert not any(name.startswith("run.lock") or ".partial" in name for name in objects), sorted(objects)
+    for name, blob in objects.items():  # the staging copy and the bucket agree file for file
+        assert (staging / name).read_bytes() == blob, name
+    # a run stopped at step 3, its staging copy lost, resumed from the bucket: the uninterrupted run's weights
+    resumed = f"{url}-resumed"
+    shutil.rmtree(train_into(resumed, tiny_data, "train.max_iter=3"))
+    train_into(resumed, tiny_data, resume=True, allow=["train.max_iter"])
+    assert_same(weights_from(bucket_objects(resumed)["model.safetensors"]), local_weights)
+    # the bucket, not the (removed) staging copy, says a run is there
+    shutil.rmtree(staging)
+    with pytest.raises(ZooError, match=rf"{url} already holds checkpoints of a run"):
+        train_into(url, tiny_data)
+
+
+@pytest.mark.integration
+def test_a_run_directory_in_s3_is_written_whole_and_resumed_from_it(tiny_data, s3, local_weights):
+    fs, _ = storage.filesystem("s3://trained")  # moto keeps buckets across this process's servers
+    fs.mkdir("trained")
+    check_bucket_run("s3://trained/mean-pool", tiny_data, local_weights)
+    with pytest.raises(DataError, match="no such bucket 'nowhere'"):
+        train_into("s3://nowhere/run", tiny_data)
+
+
+@pytest.mark.integration
+def test_a_run_directory_in_gcs_is_written_whole_and_resumed_from_it(tiny_data, monkeypatch, local_weights):
+    with gcs_server(monkeypatch):
+        fs, _ = storage.filesystem("gs://runs-gcs")
+        fs.mkdir("runs-gcs")
+        check_bucket_run("gs://runs-gcs/mean-pool", tiny_data, local_weights)
+
+
+def zoo_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [ZOO, *args], capture_output=True, text=True, timeout=900, cwd=cwd, env={**os.environ, **(env or {})}
+    )
+
+
+def files_with(secret: bytes, root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_no_file_a_run_writes_holds_a_credential_of_a_data_url(tiny_data, s3, tmp_path):
+    """Data from a server that wants a password in the URL: one process training into a bucket and two
+    processes training into a local folder; no file, object, log or message has the password. Evaluating
+    the run later without the data names what to pass."""
+    secret = "hunter2-never-written"
+    tmp = tmp_path / "tmp"  # where the launcher's private config goes: empty once the job is over
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    fs, _ = storage.filesystem("s3://no-secrets")
+    fs.mkdir("no-secrets")
+    with http_server(tiny_data) as server:
+        base = server.url.replace("http://", f"http://ann:{secret}@")
+        common = [
+            "-o", "dataset.preset=yt8m", "-o", "dataset.num_classes=12",
+            "-o", f"data.train=[{base}/train/]", "-o", f"data.valid=[{base}/validate/]",
+            "-o", "train.batch_size=8", "-o", "train.epoch=1", "-o", "train.max_iter=4",
+            "-o", "train.checkpoint_steps=2", "-o", "eval.batch_size=32",
+        ]  # fmt: skip
+        single = zoo_cli(
+            "train", "mean-pool", "--save_dir", "s3://no-secrets/single", *common, cwd=tmp_path, env=env
+        )
+        assert single.returncode == 0, single.stderr[-3000:]
+        assert "s3://no-secrets/single" in single.stdout
+        multi = zoo_cli(
+            "train", "mean-pool", "--cpu-procs", "2", "--save_dir", "s3://no-secrets/multi", *common,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert multi.returncode == 0, multi.stderr[-3000:]
+        assert server.gets > 0
+        # the two-process run resumed from the bucket alone (its staging copy went when it ended well)
+        resumed = zoo_cli(
+            "train", "mean-pool", "--cpu-procs", "2", "--save_dir", "s3://no-secrets/multi", *common,
+            "-o", "train.max_iter=6", "--resume", "--allow-change", "train.max_iter", cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resumed from" in resumed.stdout + resumed.stderr
+        # evaluating the run: its config.json kept the URLs without the password
+        refused = zoo_cli(
+            "eval", "--weights", "s3://no-secrets/single", "--output", "ev", cwd=tmp_path, env=env
+        )
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "data.valid is http://***@127.0.0.1" in refused.stderr
+        assert "-o 'data.valid=[URL]'" in refused.stderr and "Traceback" not in refused.stderr
+        given = zoo_cli(
+            "eval", "--weights", "s3://no-secrets/single", "--output", "ev", "-o", f"data.test=[{base}/test/]",
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert given.returncode == 0, given.stderr[-3000:]
+    objects = bucket_objects("s3://no-secrets/single")
+    assert "model.safetensors" in objects and "latest" in objects
+    assert [name for name, blob in objects.items() if secret.encode() in blob] == []
+    objects = bucket_objects("s3://no-secrets/multi")
+    assert "model.safetensors" in objects and objects["latest"] == b"step-00000006\n"
+    assert b"step-00000004" in objects["resumes.jsonl"]
+    assert "logs/config.json" in objects and "logs/workerlog.1" in objects  # the launcher's copy; every rank
+    assert [name for name, blob in objects.items() if secret.encode() in blob] == []
+    assert files_with(secret.encode(), tmp_path) == []  # eval outputs, cache, staging copies, temp files
+    assert list(tmp.iterdir()) == []
+    for result in (single, multi, resumed, refused, given):
+        assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_zoo_run_writes_its_run_evaluation_and_predictions_into_a_bucket(tiny_data, s3, tmp_path):
+    fs, _ = storage.filesystem("s3://quick")
+    fs.mkdir("quick")
+    done = zoo_cli(
+        "run", "mean-pool", "--data", str(tiny_data), "--output", "s3://quick/mean-pool",
+        "-o", "dataset.preset=yt8m", "-o", "dataset.num_classes=12", "-o", "train.batch_size=8",
+        "-o", "train.epoch=1", "-o", "train.max_iter=2", "-o", "eval.batch_size=32",
+        cwd=tmp_path, env={"ZOO_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    objects = bucket_objects("s3://quick/mean-pool")
+    for name in ("config.json", "latest", "model.safetensors", "eval_results.json", "predictions.jsonl"):
+        assert name in objects, sorted(objects)
+    assert "s3://quick/mean-pool" in done.stdout
+    assert not list((tmp_path / "cache").glob("runs/*/*"))  # the staging copy is gone
+
+
+def test_a_checkpoint_goes_up_before_the_pointer_that_names_it_and_a_pruned_one_goes_after(
+    tmp_path, monkeypatch
+):
+    """The order of a mirror's uploads and deletions (fsspec's in-memory store, every call recorded), and a
+    background upload sends the run as it was when it started, whatever is written meanwhile."""
+    import threading
+
+    from zoo.engine.runs.bucket import RunMirror
+
+    run = tmp_path / "run"
+    run.mkdir()
+    mirror = RunMirror("memory://order/run", run)
+    calls: list[tuple[str, str]] = []
+    release = threading.Event()
+    put_file, rm_file = mirror.fs.put_file, mirror.fs.rm_file
+
+    def put(local: str, remote: str) -> None:
+        if remote.endswith("/latest"):
+            release.wait(10)  # held until the test has written the next checkpoint
+        calls.append(("put", remote.split("/run/", 1)[1]))
+        put_file(local, remote)
+
+    def rm(remote: str) -> None:
+        calls.append(("rm", remote.split("/run/", 1)[1]))
+        rm_file(remote)
+
+    monkeypatch.setattr(mirror.fs, "put_file", put)
+    monkeypatch.setattr(mirror.fs, "rm_file", rm)
+
+    def checkpoint(step: int) -> None:
+        folder = run / "checkpoints" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        for name in ("model.safetensors", "state.json"):
+            (folder / name).write_text(f"{name} {step}")
+        (run / "latest.tmp").write_text(f"step-{step:08d}\n")
+        (run / "latest.tmp").replace(run / "latest")  # replaced, as zoo.atomic does
+
+    (run / "run.lock").write_text("")
+    (run / "config.json").write_text("{}")
+    checkpoint(2)
+    release.set()
+    mirror.push()
+    assert calls == [
+        ("put", "checkpoints/step-00000002/model.safetensors"),
+        ("put", "checkpoints/step-00000002/state.json"),
+        ("put", "config.json"),
+        ("put", "latest"),
+    ]  # run.lock stays on this machine
+    calls.clear()
+    release.clear()
+    checkpoint(4)
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step-00000002")  # pruned
+    mirror.push_in_background()
+    checkpoint(6)  # written while the upload of step 4 waits
+    release.set()
+    mirror.wait()
+    assert calls == [
+        ("put", "checkpoints/step-00000004/model.safetensors"),
+        ("put", "checkpoints/step-00000004/state.json"),
+        ("put", "latest"),
+        ("rm", "checkpoints/step-00000002/model.safetensors"),
+        ("rm", "checkpoints/step-00000002/state.json"),
+    ]
+    assert mirror.fs.cat_file("/order/run/latest") == b"step-00000004\n"  # the snapshot's, not step 6's
+    mirror.push()
+    assert mirror.fs.cat_file("/order/run/latest") == b"step-00000006\n"
+    assert not [p for p in run.iterdir() if p.name.startswith(".upload-")]  # snapshots removed

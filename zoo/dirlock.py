@@ -27,6 +27,7 @@ import filelock
 
 from zoo.atomic import NoSpaceLeft, atomic_write_text, is_no_space, no_space_error  # noqa: F401 - re-exported
 from zoo.errors import ZooError
+from zoo.storage import redact
 
 
 class DirectoryLocked(ZooError):
@@ -84,7 +85,7 @@ class DirectoryLock:
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
                     "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "command": " ".join(sys.argv)[:500],
+                    "command": redact(" ".join(sys.argv))[:500],  # no credentials of a URL argument
                 }
             ),
         )

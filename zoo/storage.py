@@ -3,7 +3,8 @@
 Everything that names data or weights may be a URL. This module opens, lists and globs them through fsspec
 (imported only when a URL is used: the core never loads it), streams an object with bounded memory
 (:class:`RemoteFile`: fixed-size blocks fetched ahead by byte range, a few at once), retries transient
-failures with exponential backoff from the byte offset where the failed block starts, turns permanent ones
+failures with exponential backoff from the byte offset where the broken response stopped (http(s), S3 and
+GCS bodies are read as streams; other stores again from the block's start), turns permanent ones
 into a :class:`~zoo.errors.DataError` that names the URL and the reason, and keeps credentials out of every
 message (:func:`redact`). An optional whole-file cache (:class:`ReadOptions.cache_dir`, bounded by
 ``cache_bytes``) serves repeated epochs from local disk.
@@ -94,6 +95,15 @@ def redact(text: Any) -> str:
     tokens and keys in the query)."""
     text = _USERINFO.sub(r"\1***@", str(text))
     return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+_REDACTED = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://(?:\*\*\*@|[^#]*[?&][^=&#]+=\*\*\*(?:[&#]|$))")
+
+
+def was_redacted(path: Any) -> bool:
+    """True for a URL whose credentials :func:`redact` replaced (``https://***@host/...``, ``?sig=***``):
+    what a run's config.json keeps of a URL that carried them, which cannot be read as it is."""
+    return bool(_REDACTED.match(str(path)))
 
 
 def redact_tree(tree: Any) -> Any:
@@ -345,8 +355,8 @@ class RemoteFile:
     """A read-only, seekable binary stream over one object, with bounded read-ahead.
 
     The object is read in ``block_size`` ranges; after each read the next ``blocks`` ranges are in flight on
-    a few threads, so a store's latency overlaps the caller's work. A failed range is requested again (same
-    offsets) with backoff; a short range, or an object whose size changed, is an error rather than silently
+    a few threads, so a store's latency overlaps the caller's work. A range that fails is requested again with
+    backoff, from the byte where the broken response stopped (:func:`read_range`); a short range, or an object whose size changed, is an error rather than silently
     wrong data. ``size`` is the object's size when opened.
     """
 
@@ -434,7 +444,13 @@ class RemoteFile:
     # blocks
     def _block(self, index: int) -> bytes:
         self._block_ahead(index)
-        return self._blocks[index].result()
+        future = self._blocks[index]
+        if future.done():
+            return future.result()
+        waited = time.perf_counter()
+        data = future.result()
+        READ_STATS.add(wait_s=time.perf_counter() - waited)
+        return data
 
     def _block_ahead(self, index: int) -> None:
         """Have block ``index`` and the ``blocks`` after it in flight (or done), and no others."""
@@ -449,16 +465,120 @@ class RemoteFile:
             self._blocks.pop(far).cancel()
 
     def _fetch(self, index: int) -> bytes:
+        """Block ``index``; after a transient failure the next attempt asks for the bytes not yet received
+        (the range from the byte offset where the broken response stopped, on http(s) and S3)."""
         start = index * self.options.block_size
         end = min(self.size, start + self.options.block_size)
+        received: list[bytes] = []  # the pieces that arrived, kept across attempts
 
         def get() -> bytes:
-            data = self._fs.cat_file(self._path, start=start, end=end)
+            READ_STATS.add(requests=1)
+            read_range(self._fs, self._path, start + sum(map(len, received)), end, received)
+            data = b"".join(received)  # one copy; a single piece is used as it is
+            received[:] = [data]
             if len(data) != end - start:
                 raise ConnectionError(f"short read: {len(data)} of {end - start} bytes at offset {start}")
             return data
 
         return call(get, self.url, f"read bytes {start}-{end - 1}", retry=self.options.retry)
+
+
+STREAM_CHUNK = 1 << 20
+
+
+class ReadStats:
+    """What this process's remote reads cost (for benchmarks and debugging): ranged requests sent, and
+    seconds a reader spent waiting for a block that had not arrived yet (time the store, not decoding, set)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.wait_s = 0.0
+
+    def add(self, *, requests: int = 0, wait_s: float = 0.0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.wait_s += wait_s
+
+
+READ_STATS = ReadStats()
+
+
+def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
+    """Append the bytes ``start``..``end - 1`` of ``path`` to ``sink`` as they arrive, so that when the
+    connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
+
+    http(s) (aiohttp), S3 (s3fs, aiobotocore) and GCS (gcsfs's aiohttp session) bodies are read as streams;
+    other stores through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it
+    again)."""
+    if start >= end:
+        return
+    import fsspec.asyn
+
+    kind = type(fs).__name__
+    if kind == "HTTPFileSystem":
+        fsspec.asyn.sync(fs.loop, _http_range, fs, path, start, end, sink)
+    elif kind == "S3FileSystem":
+        fsspec.asyn.sync(fs.loop, _s3_range, fs, path, start, end, sink)
+    elif kind == "GCSFileSystem":
+        fsspec.asyn.sync(fs.loop, _gcs_range, fs, path, start, end, sink)
+    else:
+        sink.append(fs.cat_file(path, start=start, end=end))
+
+
+async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]) -> None:
+    kw = dict(fs.kwargs)
+    headers = {**kw.pop("headers", {}), "Range": f"bytes={start}-{end - 1}"}
+    session = await fs.set_session()
+    async with session.get(fs.encode_url(url), headers=headers, **kw) as response:
+        if response.status == 404:
+            raise FileNotFoundError(url)
+        response.raise_for_status()
+        if response.status != 206 and start > 0:
+            raise ValueError("the server ignores byte ranges (answered 200 to a Range request)")
+        wanted = end - start
+        got = 0
+        async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+            piece = chunk[: wanted - got]
+            sink.append(piece)
+            got += len(piece)
+            if got >= wanted:
+                break
+
+
+async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
+    """As gcsfs downloads a file (its session, headers with the credentials, parameters), for one range."""
+    from gcsfs.retry import validate_response
+
+    await fs._set_session()
+    headers = fs._get_headers({"Range": f"bytes={start}-{end - 1}"})
+    async with fs.session.get(
+        url=fs.url(path), params=fs._get_params({}), headers=headers, timeout=fs.requests_timeout
+    ) as response:
+        if response.status >= 400:
+            validate_response(response.status, await response.read(), path)
+        wanted = end - start
+        got = 0
+        while got < wanted and (chunk := await response.content.read(min(STREAM_CHUNK, wanted - got))):
+            sink.append(chunk)
+            got += len(chunk)
+
+
+async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
+    bucket, key, version = fs.split_path(path)
+    extra = {"VersionId": version} if version else {}
+    response = await fs._call_s3(
+        "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra, **fs.req_kw
+    )
+    body = response["Body"]
+    try:
+        wanted = end - start
+        got = 0
+        while got < wanted and (chunk := await body.read(min(STREAM_CHUNK, wanted - got))):
+            sink.append(chunk)
+            got += len(chunk)
+    finally:
+        body.close()
 
 
 _prefetched: dict[str, RemoteFile] = {}

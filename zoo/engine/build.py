@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
+from zoo import storage
 from zoo.config import ZooConfig
 from zoo.contracts import SampleDataReader
 from zoo.errors import UsageError
@@ -30,6 +31,15 @@ def split_paths(cfg: ZooConfig, split: str) -> list[str] | None:
     for name in FALLBACKS[split]:
         paths = getattr(data, name)
         if paths:
+            for path in paths:
+                if storage.was_redacted(path):
+                    raise UsageError(
+                        f"data.{name} is {path}: a URL saved without its credentials (a run's config.json "
+                        f"never keeps them), so it cannot be read as it is. Give the data again, with its "
+                        f"credentials: -o 'data.{name}=[URL]', --data URL (or --filelist URL for zoo predict); or "
+                        f"keep credentials out of URLs: the store's own environment variables and credential "
+                        f"files are used"
+                    )
             return paths
     return None
 

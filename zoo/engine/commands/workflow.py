@@ -45,7 +45,10 @@ class TrainCommand:
         add_config_arguments(parser, model_positional=True)
         add_data_argument(parser)
         parser.add_argument(
-            "--save_dir", "--save-dir", dest="save_dir", help="run directory (train.save_dir)"
+            "--save_dir",
+            "--save-dir",
+            dest="save_dir",
+            help="run directory (train.save_dir): a directory or an s3:// or gs:// prefix",
         )
         parser.add_argument(
             "--log_interval",
@@ -119,11 +122,14 @@ class TrainCommand:
             worker.worker_context(plan.device) if distributed.in_launched_job() else distributed.DistContext()
         )
         with worker.failure_report(ctx):
-            result = Trainer(cfg, overwrite=args.overwrite, ctx=ctx).fit(
+            trainer = Trainer(cfg, overwrite=args.overwrite, ctx=ctx)
+            result = trainer.fit(
                 resume=args.resume, pretrain=args.pretrain, allow_changes=tuple(args.allow_change)
             )
         if not ctx.is_main:
             return 0
+        if trainer.mirror is not None and not distributed.in_launched_job():
+            trainer.mirror.discard_staging()  # all of the run is in the bucket
         rows = [
             ["model", cfg.model_name],
             ["parameters", f"{result.parameters:,}"],
@@ -131,7 +137,7 @@ class TrainCommand:
             ["epochs", result.describe_epochs()],
             ["train videos/s", f"{result.train_videos_per_s:.1f}"],
             ["time", f"{result.seconds:.1f} s"],
-            ["run directory", str(result.run_dir)],
+            ["run directory", trainer.shown_dir],
         ]
         rows += [[f"valid {k}", v] for k, v in result.last_valid.items()]
         print_table(rows, ["", ""])
@@ -310,7 +316,11 @@ class RunCommand:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser, model_positional=True)
         add_data_argument(parser)
-        parser.add_argument("--output", metavar="DIR", help="run directory (default runs/MODEL)")
+        parser.add_argument(
+            "--output",
+            metavar="DIR",
+            help="run directory: a directory or an s3:// or gs:// prefix (default runs/MODEL)",
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -323,11 +333,12 @@ class RunCommand:
         cfg = prepare_config(args)
         if args.output and any(text.startswith("train.save_dir=") for text in cfg.overrides):
             raise UsageError("--output and -o train.save_dir both name the run directory: give one of them")
-        run_dir = Path(args.output or Path("runs") / cfg.model_name)
+        run_dir = args.output or str(Path("runs") / cfg.model_name)
         # an -o train.save_dir wins over the default runs/MODEL, as every -o does
         cfg = cfg.with_overrides({"train": {"save_dir": str(run_dir)}}, "zoo run", under_user=True)
-        run_dir = Path(cfg.train.save_dir)
-        result = Trainer(cfg, overwrite=True).fit()
+        trainer = Trainer(cfg, overwrite=True)
+        result = trainer.fit()
+        run_dir = trainer.run_dir  # a bucket run: its staging copy, uploaded once the outputs are written
         test_reader = build_reader(cfg, "test")
         t0 = time.perf_counter()
         model = result_model(result, cfg)
@@ -356,7 +367,10 @@ class RunCommand:
             ["eval videos/s", f"{eval_speed:.1f}"],
         ]
         rows += metric_rows(metrics, metric, prefix="test ")
-        rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", str(run_dir)]]
+        trainer.publish()
+        if trainer.mirror is not None:
+            trainer.mirror.discard_staging()
+        rows += [["time", f"{time.perf_counter() - start:.1f} s"], ["outputs", trainer.shown_dir]]
         print_table(rows, ["", ""])
         return 0
 

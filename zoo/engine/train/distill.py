@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.engine.runs.bucket import local_run_dir
 from zoo.errors import DataError
 
 STORE_FILES = ("ids.npy", "classes.npy", "probs.npy")
@@ -107,7 +108,7 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def store_dir(cfg: Any) -> Path:
     d = cfg.train.distill
-    return Path(d.store) if d.store else Path(cfg.train.save_dir) / "teacher"
+    return Path(d.store) if d.store else local_run_dir(cfg.train.save_dir) / "teacher"
 
 
 def _store_meta(cfg: Any) -> dict[str, Any]:

@@ -7,16 +7,23 @@ every process through :func:`zoo.engine.distributed.watch.run`; a failed job end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from zoo import storage
 from zoo.atomic import atomic_write_text
 from zoo.config import ZooConfig
 from zoo.engine.distributed import context as distributed
 from zoo.engine.distributed.launch import LaunchPlan, check_master, gpu_count
 from zoo.engine.distributed.watch import JobFailed, run
-from zoo.errors import UsageError, ZooError
+from zoo.engine.runs.bucket import RunMirror, is_bucket_run, local_run_dir
+from zoo.errors import DataError, UsageError, ZooError
+from zoo.storage import redact_tree
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +109,7 @@ def train_plan(args: argparse.Namespace, cfg: ZooConfig) -> LaunchPlan:
                 f"process (--gpus N for GPUs, --cpu-procs N for several CPU processes)",
                 file=sys.stderr,
             )
-    save_dir = Path(cfg.train.save_dir)
+    save_dir = local_run_dir(cfg.train.save_dir)  # a bucket run: its local staging copy
     node_rank = getattr(args, "node_rank", None)
     log_dir = save_dir / "logs" / (f"node{node_rank}" if nnodes > 1 else "")
     return LaunchPlan(
@@ -120,24 +127,53 @@ def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) 
     from zoo.engine.runs import checkpoint
 
     t = cfg.train
-    run_dir = Path(t.save_dir)
+    run_dir = local_run_dir(t.save_dir)
+    mirror = None
+    if is_bucket_run(t.save_dir):  # the bucket's run copied once here; rank 0 uploads as it goes
+        mirror = RunMirror(t.save_dir, run_dir, log=lambda message: print(message, file=sys.stderr))
+        mirror.pull()
     if t.batch_size % plan.world_size:
         raise UsageError(
             f"train.batch_size {t.batch_size} (the global batch) is not divisible by the "
             f"{plan.world_size} processes; choose a multiple of {plan.world_size}"
         )
     resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
+    shown = storage.redact(t.save_dir) if mirror is not None else run_dir
     if resume and checkpoint.latest_checkpoint(run_dir) is None:
-        raise ZooError(f"--resume: no checkpoint in {run_dir} (train.save_dir); start without --resume")
+        raise ZooError(f"--resume: no checkpoint in {shown} (train.save_dir); start without --resume")
     if not resume and not overwrite and checkpoint.latest_checkpoint(run_dir) is not None:
         raise ZooError(
-            f"{run_dir} already holds checkpoints of a run: continue it with --resume, start over "
+            f"{shown} already holds checkpoints of a run: continue it with --resume, start over "
             f"with --overwrite, or choose another --save_dir"
         )
     plan.log_dir.mkdir(parents=True, exist_ok=True)
-    config_path = plan.log_dir / "config.json"
-    atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=1))
-    worker_args = ["train", "--config", str(config_path.resolve()), "--device", plan.device]
+    # the log folder keeps the config with the credentials of its URLs redacted; the workers read the full
+    # one from a private file outside the run (mode 0600, removed when the job ends)
+    atomic_write_text(plan.log_dir / "config.json", json.dumps(redact_tree(cfg.to_dict()), indent=1))
+    private = Path(tempfile.mkdtemp(prefix="zoo-launch-"))
+    config_path = private / "config.json"
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
+    try:
+        return _run_job(args, cfg, plan, run_dir, config_path, mirror)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _run_job(
+    args: argparse.Namespace,
+    cfg: ZooConfig,
+    plan: LaunchPlan,
+    run_dir: Path,
+    config_path: Path,
+    mirror: RunMirror | None,
+) -> int:
+    from zoo.engine.runs import checkpoint
+
+    t = cfg.train
+    resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
+    worker_args = ["train", "--config", str(config_path), "--device", plan.device]
     if resume:
         worker_args.append("--resume")
     for key in getattr(args, "allow_change", None) or []:
@@ -146,24 +182,36 @@ def launch_training(args: argparse.Namespace, cfg: ZooConfig, plan: LaunchPlan) 
         worker_args.append("--overwrite")
     if getattr(args, "pretrain", None):
         worker_args += ["--pretrain", str(args.pretrain)]
+    logs = f"{storage.redact(t.save_dir.rstrip('/'))}/logs" if mirror is not None else str(plan.log_dir)
     print(
         f"training {cfg.model_name} on {plan.describe()} through paddle.distributed.launch "
         f"(global batch {t.batch_size}, {t.batch_size // plan.world_size} per process); every rank's output: "
-        f"{plan.log_dir}/workerlog.*",
+        f"{logs}/workerlog.*",
         file=sys.stderr,
         flush=True,
     )
     try:
         run(plan, worker_args)
     except JobFailed as exc:
+        if mirror is not None:
+            with contextlib.suppress(DataError):  # every rank's log, beside the run's last checkpoint
+                mirror.push(under="logs/")
         latest = checkpoint.latest_checkpoint(run_dir)
         if latest is not None:
             step = json.loads((latest / "state.json").read_text()).get("step")
+            where = (
+                f"{storage.redact(t.save_dir.rstrip('/'))}/{checkpoint.CHECKPOINTS}/{latest.name}"
+                if mirror is not None
+                else latest
+            )
             hint = (
-                f"The last checkpoint is step {step} ({latest}): fix the cause, then run the same command "
+                f"The last checkpoint is step {step} ({where}): fix the cause, then run the same command "
                 f"with --resume"
             )
         else:
             hint = "No checkpoint was written yet: fix the cause and start again (add --overwrite if needed)"
         raise JobFailed(f"{exc}. {hint}", rank=exc.rank) from None
+    if mirror is not None:  # the ranks' complete logs; rank 0 uploaded the rest
+        mirror.push(under="logs/")
+        mirror.discard_staging()
     return 0

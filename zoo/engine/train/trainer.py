@@ -27,6 +27,7 @@ from zoo.engine.distributed import context as distributed
 from zoo.engine.feed import batches_for, to_tensors
 from zoo.engine.infer.loops import evaluate
 from zoo.engine.runs import checkpoint, rundir
+from zoo.engine.runs.bucket import RunMirror, is_bucket_run, local_run_dir
 from zoo.engine.runs.weights import apply_weights, read_weights
 from zoo.engine.train.ema import EMA_FILE, WeightAverage
 from zoo.engine.train.losses import training_loss
@@ -34,7 +35,7 @@ from zoo.engine.train.optimizer import build_optimizer
 from zoo.engine.train.schedule import learning_rate_at
 from zoo.errors import UsageError, ZooError
 from zoo.progress import Progress
-from zoo.storage import redact_tree
+from zoo.storage import redact, redact_tree
 
 
 class TrainingDiverged(ZooError):
@@ -86,7 +87,14 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.ctx = ctx or distributed.DistContext()
-        self.run_dir = Path(run_dir or cfg.train.save_dir)
+        # train.save_dir in a bucket: the run is written in a local staging copy and mirrored (runs.bucket)
+        self.save_url = (
+            None if run_dir else (cfg.train.save_dir if is_bucket_run(cfg.train.save_dir) else None)
+        )
+        self.run_dir = Path(run_dir) if run_dir else local_run_dir(cfg.train.save_dir)
+        self.mirror: RunMirror | None = None
+        self.shown_dir = redact(self.save_url.rstrip("/")) if self.save_url else str(self.run_dir)
+        """The run directory as messages name it (a bucket run: its URL, not the staging copy)."""
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         t = cfg.train
@@ -121,7 +129,7 @@ class Trainer:
         if not resume and checkpoint.latest_checkpoint(self.run_dir) is not None:
             if not self.overwrite:
                 raise ZooError(
-                    f"{self.run_dir} already holds checkpoints of a run: continue it with --resume, "
+                    f"{self.shown_dir} already holds checkpoints of a run: continue it with --resume, "
                     f"start over with --overwrite, or choose another --save_dir"
                 )
             if self.ctx.is_main:
@@ -207,7 +215,7 @@ class Trainer:
         latest = checkpoint.checkpoint_to_resume(self.run_dir, self.log)
         if latest is None:
             raise ZooError(
-                f"--resume: no checkpoint in {self.run_dir} (train.save_dir); start without --resume"
+                f"--resume: no checkpoint in {self.shown_dir} (train.save_dir); start without --resume"
             )
         saved = checkpoint.load_checkpoint(latest, self.model, self.optimizer)
         saved_world = int(saved.get("world_size", 1))
@@ -257,12 +265,27 @@ class Trainer:
             checkpoint.save_checkpoint(
                 self.run_dir, self.model, self.optimizer, self._checkpoint_state(), extra=extra
             )
+            self.publish(wait=False)
+
+    def publish(self, *, wait: bool = True) -> None:
+        """A run in a bucket: upload what changed in the staging copy (a new checkpoint's files before the
+        ``latest`` pointer naming it, pruned checkpoints deleted after); ``wait=False``: on the mirror's
+        thread, training goes on meanwhile. A local run: nothing to do."""
+        if self.mirror is not None:
+            if wait:
+                self.mirror.push()
+            else:
+                self.mirror.push_in_background()
 
     # -- the run --------------------------------------------------------------------------------------
     def fit(
         self, *, resume: bool = False, pretrain: str | None = None, allow_changes: tuple[str, ...] = ()
     ) -> TrainResult:
         # the run directory: lock, resume config check, absolute data paths (zoo/engine/runs/rundir.py)
+        if self.save_url is not None and self.ctx.is_main:
+            self.mirror = RunMirror(self.save_url, self.run_dir, log=self.log)
+            if not distributed.in_launched_job():  # a launched job's parent copied the run already
+                self.mirror.pull()
         self.cfg, self.run_lock = rundir.open_run(
             self.run_dir,
             self.cfg,
@@ -273,7 +296,15 @@ class Trainer:
         )
         self.state.config = self.cfg
         try:
-            return self._fit(resume, pretrain)
+            result = self._fit(resume, pretrain)
+            if self.ctx.is_main:
+                self.publish()  # the final weights, history and plots
+            return result
+        except BaseException:
+            if self.mirror is not None:  # the checkpoints written before the failure reach the bucket
+                with contextlib.suppress(Exception):
+                    self.mirror.wait()
+            raise
         finally:
             if self.run_lock is not None:
                 self.run_lock.release()
@@ -290,11 +321,15 @@ class Trainer:
             atomic_write_text(
                 self.run_dir / "config.json", json.dumps(redact_tree(self.cfg.to_dict()), indent=1)
             )
+        if self.ctx.is_main:
+            # a bucket shows the new run (--overwrite's removals, a resume's record) from its start; done
+            # here, before any data is read, so that the store's client is set up before training starts
+            self.publish()
         if resume:
             self._resume()
         elif pretrain:
             report = apply_weights(self.model, read_weights(pretrain), strict=False)
-            self.log(f"pretrained weights from {pretrain}: {report.summary()}")
+            self.log(f"pretrained weights from {redact(pretrain)}: {report.summary()}")
         if not resume:
             self._start_average()
         if self.finished is not None:  # a complete run resumed: only its final weights, from the checkpoint
