@@ -2,9 +2,10 @@
 
 Each video is decoded in a thread of its own (:class:`Decoding`), started before the video's turn: its frames
 wait in a bounded queue, so the next video is decoded while the network works on the current one (PyAV and
-TensorFlow release the GIL). The network takes the frames ``batch_frames`` at a time (a batched import of the same graph, used only when it gives the
-one-frame run's activations bit for bit: :class:`~zoo_yt8m_extract.networks.InceptionGraph`). ``jobs``
-videos go through the network at once, each in a worker thread. Records go to shards of ``shard_size``
+TensorFlow release the GIL). The network takes the frames ``batch_frames`` at a time (a batched import of
+the same graph, used only when it gives the one-frame run's activations bit for bit:
+:class:`~zoo_yt8m_extract.networks.InceptionGraph`). ``jobs`` videos go through the network at once, each
+in a worker thread. Records go to shards of ``shard_size``
 videos, each written atomically with a JSON sidecar listing its videos; a rerun reads the sidecars and skips
 the videos already written, so an interrupted extraction resumes and never leaves a half-written shard.
 """

@@ -125,7 +125,10 @@ class InceptionGraph:
             self.batch_note = self._check_batches(batch)
             self.batch = batch if not self.batch_note else 1
         elif batch > 1:
-            self.batch_note = f"one frame per run: the graph has no {NORMALIZED} [1, 299, 299, 3] and {POOLED} to batch between"
+            self.batch_note = (
+                f"one frame per run: the graph has no {NORMALIZED} [1, 299, 299, 3] and {POOLED} "
+                "to batch between"
+            )
 
     def _import_batched(self, tf, graph_def, batch: int):
         """The same GraphDef again under ``batched/``, its ``Mul:0`` fed by a placeholder of any batch size."""

@@ -10,7 +10,8 @@ implementation has to be chosen before protobuf is first imported, hence the pro
 
     python -m zoo_yt8m_extract.onnx_conversion GRAPH.pb OUT.onnx
 
-prints one JSON line (``seconds``, ``rss_before_mib``: before converting, ``peak_rss_mib``) and exits 0, or prints the reason and exits 1.
+prints one JSON line (``seconds``, ``rss_before_mib``: before converting, ``peak_rss_mib``) and exits 0,
+or prints the reason and exits 1.
 """
 
 from __future__ import annotations
