@@ -378,9 +378,8 @@ class RemoteFile:
         self.size = int(info.size)
         self._pos = 0
         self._blocks: dict[int, Future[bytes]] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, self.options.blocks), thread_name_prefix="zoo-read"
-        )
+        # the block the reader is in, kept apart so that reads within it (most of them) skip the futures
+        self._current: tuple[int, bytes] = (-1, b"")
         self.pid = os.getpid()
         self.closed = False
 
@@ -406,11 +405,18 @@ class RemoteFile:
         if end <= self._pos:
             return b""
         bs = self.options.block_size
+        index, block = self._current
+        lo = self._pos - index * bs
+        if 0 <= lo and end - index * bs <= len(block):  # within the block being read: no locks, no futures
+            self._pos = end
+            return block[lo : end - index * bs]
+        self._current = (-1, b"")  # not held while the next block is awaited
         parts = []
         pos = self._pos
         while pos < end:
             index = pos // bs
             block = self._block(index)
+            self._current = (index, block)
             lo = pos - index * bs
             hi = min(len(block), end - index * bs)
             parts.append(block[lo:hi] if (lo, hi) != (0, len(block)) else block)
@@ -429,7 +435,7 @@ class RemoteFile:
             for future in self._blocks.values():
                 future.cancel()
             self._blocks.clear()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._current = (-1, b"")
 
     def __enter__(self) -> RemoteFile:
         return self
@@ -460,7 +466,7 @@ class RemoteFile:
             self._blocks.pop(stale).cancel()
         for ahead in range(index, min(last, index + self.options.blocks) + 1):
             if ahead not in self._blocks:
-                self._blocks[ahead] = self._pool.submit(self._fetch, ahead)
+                self._blocks[ahead] = _fetch_pool().submit(self._fetch, ahead)
         for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
             self._blocks.pop(far).cancel()
 
@@ -484,6 +490,19 @@ class RemoteFile:
 
 
 STREAM_CHUNK = 1 << 20
+FETCH_THREADS = 16
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _fetch_pool() -> ThreadPoolExecutor:
+    """The threads that fetch blocks, shared by this process's open files (a pool per file started new
+    threads for every file, a cost paid on the reader's thread); made again in a forked child."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="zoo-read"))
+        return _pool[1]
 
 
 class ReadStats:
@@ -536,14 +555,7 @@ async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]
         response.raise_for_status()
         if response.status != 206 and start > 0:
             raise ValueError("the server ignores byte ranges (answered 200 to a Range request)")
-        wanted = end - start
-        got = 0
-        async for chunk in response.content.iter_chunked(STREAM_CHUNK):
-            piece = chunk[: wanted - got]
-            sink.append(piece)
-            got += len(piece)
-            if got >= wanted:
-                break
+        await _receive(response.content, end - start, sink)
 
 
 async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
@@ -557,11 +569,7 @@ async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]
     ) as response:
         if response.status >= 400:
             validate_response(response.status, await response.read(), path)
-        wanted = end - start
-        got = 0
-        while got < wanted and (chunk := await response.content.read(min(STREAM_CHUNK, wanted - got))):
-            sink.append(chunk)
-            got += len(chunk)
+        await _receive(response.content, end - start, sink)
 
 
 async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
@@ -572,13 +580,35 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes])
     )
     body = response["Body"]
     try:
-        wanted = end - start
+        # aiobotocore's body over aiohttp: its response's stream, read as the pieces arrive
+        content = getattr(getattr(body, "raw_stream", None), "content", None)
+        if hasattr(content, "iter_chunks"):
+            await _receive(content, end - start, sink)
+            return
+        wanted = end - start  # another HTTP backend: its own reads
         got = 0
         while got < wanted and (chunk := await body.read(min(STREAM_CHUNK, wanted - got))):
             sink.append(chunk)
             got += len(chunk)
     finally:
         body.close()
+
+
+async def _receive(content: Any, wanted: int, sink: list[bytes]) -> None:
+    """Append up to ``wanted`` bytes of an aiohttp response's ``content`` to ``sink`` as they arrive.
+
+    The pieces are the ones the socket delivered (``iter_chunks``: none joined or copied here; the block
+    is joined once, whole), and the stream's buffer is raised to the range's size where aiohttp allows it,
+    so the connection is not paused every 128 KiB while the pieces wait for this loop."""
+    if hasattr(content, "set_read_chunk_size"):
+        content.set_read_chunk_size(min(wanted, HTTP_READ_BUFFER))
+    got = 0
+    async for chunk, _end_of_http_chunk in content.iter_chunks():
+        piece = chunk if len(chunk) <= wanted - got else chunk[: wanted - got]
+        sink.append(piece)
+        got += len(piece)
+        if got >= wanted:
+            break
 
 
 _prefetched: dict[str, RemoteFile] = {}
