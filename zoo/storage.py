@@ -536,6 +536,8 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
 
     kind = type(fs).__name__
     if kind == "HTTPFileSystem":
+        if _plain_http(fs, path) and _stdlib_range(path, start, end, sink):
+            return
         fsspec.asyn.sync(fs.loop, _http_range, fs, path, start, end, sink)
     elif kind == "S3FileSystem":
         fsspec.asyn.sync(fs.loop, _s3_range, fs, path, start, end, sink)
@@ -543,6 +545,64 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
         fsspec.asyn.sync(fs.loop, _gcs_range, fs, path, start, end, sink)
     else:
         sink.append(fs.cat_file(path, start=start, end=end))
+
+
+_URL_SAFE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[!#$%&'()*+,./0-9:;=?@A-Z_a-z~-]*)?$")
+_connections = threading.local()
+
+
+def _plain_http(fs: Any, url: str) -> bool:
+    """Whether a range of ``url`` may be read with Python's own ``http.client``: a plain URL (no user:password,
+    nothing that would need quoting) on a file system with fsspec's defaults (no headers, auth or client
+    settings of the user's, which only aiohttp's session knows)."""
+    import fsspec.config
+
+    return (
+        not fs.kwargs
+        and not fsspec.config.conf.get(protocol(url))
+        and set(fs.client_kwargs) <= {"read_bufsize"}
+        and bool(_URL_SAFE.match(url))
+    )
+
+
+def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
+    """Bytes ``start``..``end - 1`` of a plain http(s) URL through ``http.client`` on this thread's kept-alive
+    connection: the body read straight from the socket into the pieces kept (no event loop to hop to, no
+    copies between). False (nothing read) when the server answers anything but the range or the whole
+    object (a redirect, an error): aiohttp then asks again and handles it as it always has."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    key = (os.getpid(), parts.scheme, parts.netloc)  # a forked child opens its own
+    pool = _connections.__dict__.setdefault("by_host", {})
+    connection = pool.pop(key, None)
+    if connection is None:
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.netloc, timeout=60)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("GET", target, headers={"Range": f"bytes={start}-{end - 1}"})
+        response = connection.getresponse()
+        if response.status not in (200, 206) or (response.status == 200 and start > 0):
+            connection.close()
+            return False
+        # one read for the whole range: one bytes object filled from the socket, used as the block itself
+        # (no join); a connection closed midway raises IncompleteRead with the part that arrived
+        piece = response.read(end - start)
+        sink.append(piece)
+        if response.status == 206 and len(piece) == end - start and not response.will_close:
+            pool[key] = connection  # the body was read to its end: the connection serves the next range
+        else:
+            connection.close()
+        return True
+    except http.client.IncompleteRead as exc:
+        sink.append(exc.partial)
+        connection.close()
+        raise ConnectionError("the connection closed before the end of the range") from None
+    except BaseException:
+        connection.close()
+        raise
 
 
 async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]) -> None:
