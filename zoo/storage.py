@@ -527,9 +527,12 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
     """Append the bytes ``start``..``end - 1`` of ``path`` to ``sink`` as they arrive, so that when the
     connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
 
-    http(s) (aiohttp), S3 (s3fs, aiobotocore) and GCS (gcsfs's aiohttp session) bodies are read as streams;
-    other stores through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it
-    again)."""
+    http(s) ranges of a plain URL with fsspec's default settings are read with Python's ``http.client`` on a
+    connection kept per fetching thread, the range in one read straight from the socket (a connection closed
+    midway hands over the part that arrived; one reset asks for the range again); any other answer (a redirect, an error), and URLs with
+    credentials or settings of their own, go through fsspec's aiohttp session. S3 (s3fs, aiobotocore) and
+    GCS (gcsfs's aiohttp session) bodies are read as streams, piece by piece as they arrive; other stores
+    through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it again)."""
     if start >= end:
         return
     import fsspec.asyn
