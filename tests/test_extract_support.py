@@ -63,9 +63,12 @@ def write_video(
     return path
 
 
-def inception_standin(seed: int = 0, channels: int = 32) -> bytes:
+def inception_standin(seed: int = 0, channels: int = 32, batch_free: bool = True) -> bytes:
     """A frozen GraphDef from ``DecodeJpeg:0`` (uint8 [H, W, 3]) to ``pool_3/_reshape:0`` ([1, 2048]) through
-    the real graph's preprocessing (cast, resize to 299x299 bilinear, (x - 128) / 128) and a small network."""
+    the real graph's preprocessing (cast, resize to 299x299 bilinear, (x - 128) / 128) and a small network
+    ending as Google's does: an average pool ``pool_3`` ([1, 1, 1, 2048]) then the reshape to [1, 2048], so
+    the network from ``Mul:0`` to ``pool_3:0`` takes batches. ``batch_free=False``: ``pool_3`` is a reshape
+    to [1, 1, 1, 2048] instead, a graph that cannot take batches."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
@@ -81,10 +84,15 @@ def inception_standin(seed: int = 0, channels: int = 32) -> bytes:
         x = tf.nn.relu(tf.nn.conv2d(x, w1, strides=8, padding="VALID"))
         w2 = rng.normal(0, 0.3, (3, 3, channels, 64)).astype(np.float32)
         x = tf.nn.relu(tf.nn.conv2d(x, w2, strides=2, padding="SAME"))
-        x = tf.reduce_mean(x, axis=[1, 2])
-        w3 = rng.normal(0, 1.0, (64, 2048)).astype(np.float32)
-        x = tf.nn.relu(tf.matmul(x, w3))
-        pool = tf.reshape(x, [1, 1, 1, 2048], name="pool_3")
+        if batch_free:  # [1, 19, 19, 64] -> 1x1 convolution to 2048 channels -> average pool
+            w3 = rng.normal(0, 1.0, (1, 1, 64, 2048)).astype(np.float32)
+            x = tf.nn.relu(tf.nn.conv2d(x, w3, strides=1, padding="VALID"))
+            pool = tf.nn.avg_pool2d(x, 19, 1, "VALID", name="pool_3")
+        else:
+            x = tf.reduce_mean(x, axis=[1, 2])
+            w3 = rng.normal(0, 1.0, (64, 2048)).astype(np.float32)
+            x = tf.nn.relu(tf.matmul(x, w3))
+            pool = tf.reshape(x, [1, 1, 1, 2048], name="pool_3")
         tf.reshape(pool, [1, 2048], name="pool_3/_reshape")
     return graph.as_graph_def().SerializeToString()
 

@@ -114,6 +114,12 @@ class Int8Policy:
     the activations become int8; every other product, and every product whose matrix is not a parameter as
     it stands (a constant the export derives from parameters), stays fp32. None: every product whose
     matrix is a constant. BatchNorm, softmax and the other elementwise operations always stay fp32."""
+    derived: bool = False
+    """Also the products whose matrix is a constant the export derives from parameters (NeXtVLAD's
+    frame-level assignment, attention and expansion matrices, with the BatchNorm folded in)."""
+    activations: bool = False
+    """Also the products of two activations (NeXtVLAD's pooling of the frames by their assignments).
+    Static quantization only (both operands need calibrated ranges); dynamic keeps them fp32."""
 
 
 @runtime_checkable

@@ -146,8 +146,8 @@ class MixNeXtVLAD(nn.Layer):
         return {"logits": logits, "branch_logits": branch_logits, "mix_weights": weights}
 
     def int8_policy(self) -> Any:
-        """``zoo export --precision int8``: every branch's hidden layer, gating and classifier become int8;
-        the NeXtVLAD layers and the mixture's gate stay fp32 (:func:`zoo_nextvlad.model.int8_products`)."""
+        """``zoo export --precision int8``: every branch's products with constant matrices become int8, as
+        NeXtVLAD's (:func:`zoo_nextvlad.model.int8_products`); the mixture's gate stays fp32."""
         return int8_products(self)
 
     def custom_ops(self) -> Any:

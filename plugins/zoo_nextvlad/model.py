@@ -346,16 +346,21 @@ _INT8_LAYERS = ("hidden", "gating", "head")
 
 
 def int8_products(model: nn.Layer) -> Int8Policy:
-    """The int8 policy of NeXtVLAD models: the products after the pooling become int8 (the hidden layer, the
-    SE gating and the classifier: 83 of the reference's 89M parameters, plain matrix products); the
-    frame-level expansion, group attention and cluster assignments (whose softmax turns rounding into a
-    different soft assignment of every frame) stay fp32, as do every BatchNorm and softmax."""
+    """The int8 policy of NeXtVLAD models: every product with a constant matrix becomes int8. The products
+    after the pooling (the hidden layer, the SE gating and the classifier: 83 of the reference's 89M
+    parameters, named here) and the frame-level assignment, attention and expansion products, whose matrices
+    the export derives from the parameters with the BatchNorm folded in (``derived``): at batch 32 those
+    frame-level products are most of the FLOPs, so int8 only pays there with them (the products after the
+    pooling alone are 8%). The pooling of the frames by their assignments, a product of two activations,
+    stays fp32 (``activations`` off): in int8 (static) it was the fastest at batch 32 but cost GAP 0.0022 on a
+    trained reference-size NeXtVLAD, beyond the 0.002 goal (the other products: 0.0013; docs/export.md).
+    Every BatchNorm, softmax and elementwise operation stays fp32."""
     names = tuple(
         name
         for name, _ in model.named_parameters()
         if name.endswith(".weight") and any(part in _INT8_LAYERS for part in name.split(".")[:-1])
     )
-    return Int8Policy(quantize=names)
+    return Int8Policy(quantize=names, derived=True)
 
 
 class NeXtVLAD(nn.Layer):

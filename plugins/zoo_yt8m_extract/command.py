@@ -85,6 +85,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=0, help="TensorFlow's threads per operation (default 0: all cores)"
     )
     p.add_argument(
+        "--batch-frames",
+        type=_positive,
+        default=8,
+        help="frames per run of the Inception network (default 8; used only when the graph's batches give "
+        "its one-frame activations bit for bit, checked when loaded; 1: one frame per run)",
+    )
+    p.add_argument(
         "--runtime",
         choices=("tensorflow", "onnx"),
         default="tensorflow",

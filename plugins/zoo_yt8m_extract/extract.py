@@ -1,10 +1,13 @@
 """From video files to YouTube-8M records: frames -> Inception -> PCA -> 8-bit codes, sound -> VGGish -> PCA.
 
-Each video runs in a worker thread (``jobs`` at once); inside it a decoding thread feeds the network through a
-bounded queue, so decoding, the network and writing overlap (PyAV and TensorFlow release the GIL). Records go
-to shards of ``shard_size`` videos, each written atomically with a JSON sidecar listing its videos; a rerun
-reads the sidecars and skips the videos already written, so an interrupted extraction resumes and never
-leaves a half-written shard.
+Each video is decoded in a thread of its own (:class:`Decoding`), started before the video's turn: its frames
+wait in a bounded queue, so the next video is decoded while the network works on the current one (PyAV and
+TensorFlow release the GIL). The network takes the frames ``batch_frames`` at a time (a batched import of
+the same graph, used only when it gives the one-frame run's activations bit for bit:
+:class:`~zoo_yt8m_extract.networks.InceptionGraph`). ``jobs`` videos go through the network at once, each
+in a worker thread. Records go to shards of ``shard_size``
+videos, each written atomically with a JSON sidecar listing its videos; a rerun reads the sidecars and skips
+the videos already written, so an interrupted extraction resumes and never leaves a half-written shard.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class Options:
     jobs: int = 1
     threads: int = 0  # TensorFlow's intra-op threads (0: all cores)
     runtime: str = "tensorflow"  # or "onnx": the graph converted and run by ONNX Runtime (checked against TF)
-    queue_frames: int = 16
+    batch_frames: int = 8  # frames per network run (1: one frame per run, as Google's extractor)
+    queue_frames: int = 16  # decoded frames waiting for the network, per video
 
 
 @dataclass
@@ -94,7 +98,12 @@ class Extractor:
         self.rgb_pca: Pca = files.rgb_pca()
         if inception is None:
             graph = files.inception_graph()
-            inception = InceptionGraph(graph, where="classify_image_graph_def.pb", threads=options.threads)
+            inception = InceptionGraph(
+                graph,
+                where="classify_image_graph_def.pb",
+                threads=options.threads,
+                batch=options.batch_frames,
+            )
             if options.runtime == "onnx":
                 inception = OnnxInception(
                     graph, reference=inception, threads=options.threads, where="classify_image_graph_def.pb"
@@ -107,47 +116,12 @@ class Extractor:
             self.audio_pca = files.audio_pca()
             self.vggish = vggish or load_vggish(files, threads=options.threads)
 
-    def _frames(self, path: Path) -> Iterator[tuple[float, np.ndarray]]:
-        """The frames, decoded in a thread of their own ahead of the network (at most ``queue_frames``)."""
-        q: queue.Queue = queue.Queue(self.options.queue_frames)
-        stop = threading.Event()
-        done = object()
+    def start(self, video: Video) -> Decoding:
+        """Start decoding ``video`` ahead of the network (its checks, frames and sound, in a thread)."""
+        return Decoding(self, video)
 
-        def decode() -> None:
-            try:
-                for item in decode_frames(
-                    path,
-                    every_ms=self.options.every_ms,
-                    max_frames=self.options.max_frames,
-                    max_pixels=self.options.max_pixels,
-                ):
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                q.put(done)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                q.put(exc)
-
-        thread = threading.Thread(target=decode, name=f"decode {path.name}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            thread.join()
-
-    def features(self, video: Video) -> Features:
+    def check(self, video: Video) -> None:
+        """The failures known before decoding: each names the video."""
         path = video.path
         if video.problem:
             raise VideoError(path, video.problem)
@@ -157,23 +131,106 @@ class Extractor:
             raise VideoError(path, "not a regular file")
         if self.vggish is not None and not has_audio(path):
             raise VideoError(path, NO_AUDIO)
-        raw, stamps = [], []
-        for seconds, image in self._frames(path):
-            raw.append(self.inception.features(image))
-            stamps.append(seconds)
+
+    def features(self, video: Video, decoding: Decoding | None = None) -> Features:
+        """The video's features; ``decoding``: its :meth:`start`, when started ahead (closed here)."""
+        decoding = decoding or self.start(video)
+        path = video.path
+        raw, stamps, pending = [], [], []
+        batch = max(1, getattr(self.inception, "batch", 1))
+        try:
+            for seconds, prepared in decoding:
+                stamps.append(seconds)
+                pending.append(prepared)
+                if len(pending) == batch:
+                    raw.append(self.inception.run(pending))
+                    pending = []
+            if pending:
+                raw.append(self.inception.run(pending))
+            examples = decoding.audio_examples
+        finally:
+            decoding.close()
         if not raw:
             raise VideoError(path, "no frame could be decoded (an empty or zero-length video)")
-        rgb = self.rgb_pca.apply(np.stack(raw))
+        rgb = self.rgb_pca.apply(np.concatenate(raw))
         n = len(rgb)
         if self.vggish is None:
             return Features(rgb, np.zeros((n, 128), np.float32), stamps[-1], False, stamps)
-        samples = decode_audio(path, n + 1.0)
-        if samples is None:
-            raise VideoError(path, NO_AUDIO)
-        examples = audio_front.examples_per_second(samples, n)
+        assert examples is not None and self.audio_pca is not None
         embeddings = self.vggish.embeddings(examples)
-        assert self.audio_pca is not None
         return Features(rgb, self.audio_pca.apply(embeddings), stamps[-1], True, stamps)
+
+
+_END = object()
+
+
+class Decoding:
+    """One video decoded in a thread of its own: its frames wait for the network in a bounded queue
+    (``queue_frames``, at least two batches); then, with audio, the sound is decoded and cut into log-mel
+    examples there too. Iterating gives ``(seconds, prepared frame)``; a failure in the thread is raised as a
+    :class:`VideoError` naming the video (any exception: the other videos go on)."""
+
+    def __init__(self, extractor: Extractor, video: Video) -> None:
+        self.extractor = extractor
+        self.video = video
+        self.audio_examples: np.ndarray | None = None
+        options = extractor.options
+        self._queue: queue.Queue = queue.Queue(max(1, options.queue_frames, 2 * options.batch_frames))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=f"decode {video.path.name}", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        extractor, path = self.extractor, self.video.path
+        options = extractor.options
+        try:
+            extractor.check(self.video)
+            taken = 0
+            for seconds, image in decode_frames(
+                path, every_ms=options.every_ms, max_frames=options.max_frames, max_pixels=options.max_pixels
+            ):
+                if not self._put((seconds, extractor.inception.prepare(image))):
+                    return
+                taken += 1
+            if extractor.vggish is not None and taken:
+                samples = decode_audio(path, taken + 1.0)
+                if samples is None:
+                    raise VideoError(path, NO_AUDIO)
+                self.audio_examples = audio_front.examples_per_second(samples, taken)
+            self._put(_END)
+        except VideoError as exc:
+            self._put(exc)
+        except DataError as exc:
+            self._put(VideoError(path, str(exc)))
+        except Exception as exc:  # anything else that broke on this video: named, and the others go on
+            self._put(VideoError(path, f"decoding failed ({type(exc).__name__}: {exc})"))
+        except (
+            BaseException
+        ) as exc:  # KeyboardInterrupt and the like: handed to the consumer, which raises it
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[tuple[float, Any]]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread (when the video is abandoned before its end) and wait for it."""
+        self._stop.set()
+        self._thread.join()
 
 
 class ShardedOutput:
@@ -264,6 +321,7 @@ class Summary:
     no_audio: bool = False
     shards: list[str] = field(default_factory=list)
     models: dict[str, dict[str, str]] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)  # runtime, frames per run and why
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -282,6 +340,7 @@ class Summary:
             else "vggish",
             "shards": self.shards,
             "models": self.models,
+            "network": self.network,
         }
 
 
@@ -308,14 +367,33 @@ def run(
         wout = ShardedOutput(windows[0], options.shard_size)
         finished = written & wout.finished()  # a video whose windows were lost is done again, written once
     summary = Summary(no_audio=not options.audio, models=dict(models or {}))
+    summary.network = {
+        "runtime": options.runtime,
+        "frames_per_run": getattr(extractor.inception, "batch", 1),
+        "note": getattr(extractor.inception, "batch_note", ""),
+    }
     todo = [v for v in videos if v.key not in finished]
     summary.skipped = len(videos) - len(todo)
     start = time.perf_counter()
     lock = threading.Lock()
 
-    def one(video: Video) -> None:
+    # the videos' decodings start ``jobs`` videos ahead of the network: while a worker's video is in the
+    # network, the video it takes next is being decoded
+    decodings: dict[int, Decoding] = {}
+
+    def start_decoding(index: int) -> None:
+        with lock:
+            if index < len(todo) and index not in decodings:
+                decodings[index] = extractor.start(todo[index])
+
+    def one(index: int) -> None:
+        video = todo[index]
+        start_decoding(index)
+        start_decoding(index + max(1, options.jobs))
+        with lock:
+            decoding = decodings.pop(index)
         try:
-            feats = extractor.features(video)
+            feats = extractor.features(video, decoding)
             record = feats.record(video, options.level)
         except DataError as exc:
             reason = exc.reason if isinstance(exc, VideoError) else str(exc)
@@ -328,8 +406,8 @@ def run(
         if video.key not in written:
             out.write(record, entry)
         if wout is not None and windows is not None:
-            for start, end, frames in window_bounds(feats.stamps, windows[1], windows[2]):
-                wout.write(feats.record(video, options.level, frames, window_id(video.id, start, end)), entry)
+            for begin, end, frames in window_bounds(feats.stamps, windows[1], windows[2]):
+                wout.write(feats.record(video, options.level, frames, window_id(video.id, begin, end)), entry)
         with lock:
             summary.done += 1
             summary.frames += len(feats.rgb)
@@ -340,14 +418,19 @@ def run(
     ok = False
     try:
         if options.jobs <= 1:
-            for video in todo:
-                one(video)
+            for index in range(len(todo)):
+                one(index)
         else:
             with ThreadPoolExecutor(options.jobs, thread_name_prefix="extract") as pool:
-                for future in [pool.submit(one, v) for v in todo]:
+                for future in [pool.submit(one, i) for i in range(len(todo))]:
                     future.result()
         ok = True
     finally:
+        with lock:
+            abandoned = list(decodings.values())
+            decodings.clear()
+        for decoding in abandoned:
+            decoding.close()
         out.close(ok)
         if wout is not None:
             wout.close(ok)

@@ -1,8 +1,12 @@
 """The networks of the extraction, run in TensorFlow's compat.v1 (the ``extract`` extra).
 
 Inception: Google's frozen graph ``classify_image_graph_def.pb``, fed one RGB uint8 frame of any size at
-``DecodeJpeg:0`` and read at ``pool_3/_reshape:0`` (the graph resizes to 299x299 and normalizes inside; it
-takes one image per run, so frames go through it one by one, from as many threads as ``-j`` runs videos).
+``DecodeJpeg:0`` and read at ``pool_3/_reshape:0`` (the graph resizes to 299x299 and normalizes inside, so it
+takes one image per run). For batches, the same GraphDef is imported a second time with its normalized image
+``Mul:0`` (``[1, 299, 299, 3]``, the first convolution's input) mapped to a ``[n, 299, 299, 3]`` placeholder and
+read at ``pool_3:0`` (``[n, 1, 1, 2048]``, before the fixed ``[1, 2048]`` reshape): each frame is resized and
+normalized by the graph's own ops, one at a time, then ``n`` of them go through the network at once. The
+batches are used only when, on probe frames, they give bit for bit the one-frame run's activations.
 VGGish: AudioSet's architecture built here from the checkpoint's arrays (``vggish/conv1/weights`` ... ``vggish/fc2``),
 fed ``[n, 96, 64]`` log-mel examples. A graph is imported only after its ops are checked: file, Python and
 other side-effecting ops are refused, so a model file cannot run code or touch files.
@@ -11,7 +15,6 @@ other side-effecting ops are refused, so a model file cannot run code or touch f
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 
@@ -19,6 +22,8 @@ from zoo.errors import DataError, UsageError
 
 INPUT = "DecodeJpeg:0"
 OUTPUT = "pool_3/_reshape:0"
+NORMALIZED = "Mul:0"  # [1, 299, 299, 3]: the resized, normalized image, the first convolution's input
+POOLED = "pool_3:0"  # [n, 1, 1, 2048]: the activations before the reshape to [1, 2048]
 
 _REFUSED_OPS = (
     "PyFunc",
@@ -83,7 +88,9 @@ def _session_config(tf, threads: int):
 class InceptionGraph:
     """Google's frozen Inception graph in a compat.v1 session; :meth:`features` is thread-safe."""
 
-    def __init__(self, graph_bytes: bytes, *, where: str = "the Inception graph", threads: int = 0) -> None:
+    def __init__(
+        self, graph_bytes: bytes, *, where: str = "the Inception graph", threads: int = 0, batch: int = 8
+    ) -> None:
         tf = _tf()
         v1 = tf.compat.v1
         try:
@@ -110,8 +117,55 @@ class InceptionGraph:
         out = self.graph.get_tensor_by_name(OUTPUT)
         if out.shape.rank is not None and out.shape[-1] is not None and int(out.shape[-1]) != 2048:
             raise DataError(f"{where}: {OUTPUT} has shape {out.shape}, expected [1, 2048]")
+        self._batched = self._import_batched(tf, graph_def, batch) if batch > 1 else None
         self.session = v1.Session(graph=self.graph, config=_session_config(tf, threads))
-        self._lock = threading.Lock()
+        self.batch = 1
+        self.batch_note = "one frame per run (--batch-frames 1)" if batch <= 1 else ""
+        if self._batched is not None:
+            self.batch_note = self._check_batches(batch)
+            self.batch = batch if not self.batch_note else 1
+        elif batch > 1:
+            self.batch_note = (
+                f"one frame per run: the graph has no {NORMALIZED} [1, 299, 299, 3] and {POOLED} "
+                "to batch between"
+            )
+
+    def _import_batched(self, tf, graph_def, batch: int):
+        """The same GraphDef again under ``batched/``, its ``Mul:0`` fed by a placeholder of any batch size."""
+        v1 = tf.compat.v1
+        try:
+            normalized = self.graph.get_tensor_by_name(NORMALIZED)
+            self.graph.get_tensor_by_name(POOLED)
+        except (KeyError, ValueError):
+            return None
+        if normalized.shape.as_list() != [1, 299, 299, 3]:
+            return None
+        with self.graph.as_default():
+            images = v1.placeholder(tf.float32, [None, 299, 299, 3], name="batched_images")
+            try:
+                (pooled,) = v1.import_graph_def(
+                    graph_def, input_map={NORMALIZED: images}, return_elements=[POOLED], name="batched"
+                )
+            except (ValueError, tf.errors.OpError):
+                return None
+        return images, pooled
+
+    def _check_batches(self, batch: int) -> str:
+        """ "" (batches give the one-frame run's activations bit for bit on probe frames) or why not."""
+        rng = np.random.default_rng(0)
+        probes = [rng.integers(0, 256, (97 + 31 * i, 61 + 53 * i, 3), dtype=np.uint8) for i in range(batch)]
+        want = np.stack([self.features(p) for p in probes])
+        normalized = [self.normalize(p) for p in probes]
+        try:
+            whole = self.features_of_normalized(np.concatenate(normalized))
+        except DataError as exc:
+            return f"one frame per run: batches of the graph fail ({exc})"
+        if not np.array_equal(whole, want):
+            return (
+                "one frame per run: batches of the graph do not give the one-frame activations bit for bit "
+                f"(max difference {float(np.abs(whole - want).max()):.3g})"
+            )
+        return ""
 
     def features(self, frame: np.ndarray) -> np.ndarray:
         """``pool_3/_reshape:0`` for one RGB uint8 frame ``[H, W, 3]``: float32 ``[2048]``."""
@@ -121,8 +175,49 @@ class InceptionGraph:
             raise DataError(f"the Inception graph gave {out.size} values for a frame, expected 2048")
         return out
 
+    def normalize(self, frame: np.ndarray) -> np.ndarray:
+        """The graph's own resize and normalization of one frame: ``Mul:0``, float32 ``[1, 299, 299, 3]``."""
+        return self.session.run(NORMALIZED, feed_dict={INPUT: frame})
+
+    def features_of_normalized(self, images: np.ndarray) -> np.ndarray:
+        """``pool_3:0`` for ``[n, 299, 299, 3]`` normalized images, one run: float32 ``[n, 2048]``."""
+        assert self._batched is not None
+        holder, pooled = self._batched
+        try:
+            out = self.session.run(pooled, feed_dict={holder: images})
+        except Exception as exc:  # tf.errors.OpError: a graph whose network is not batch-free
+            raise DataError(
+                f"the Inception graph failed on a batch of {len(images)} ({_first_reason(exc)})"
+            ) from None
+        out = np.asarray(out, dtype=np.float32).reshape(len(images), -1)
+        if out.shape[1] != 2048:
+            raise DataError(f"the Inception graph gave {out.shape[1]} values per frame, expected 2048")
+        return out
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """What the decoding thread does to a frame before :meth:`run` takes it: nothing. (The graph's own
+        normalization runs in :meth:`run`: a session run from the decoding thread would wait for the
+        network's ops on the session's one inter-op thread, and hold the decoding back.)"""
+        return frame
+
+    def run(self, frames: list[np.ndarray]) -> np.ndarray:
+        """``[n, 2048]`` activations of RGB uint8 frames: a full batch in one run of the network, fewer
+        frames (a video's last ones) each by the one-frame run, so every run has a shape checked to give the
+        one-frame run's activations."""
+        if self.batch > 1 and len(frames) == self.batch:
+            return self.features_of_normalized(np.concatenate([self.normalize(f) for f in frames]))
+        return np.stack([self.features(f) for f in frames])
+
     def close(self) -> None:
         self.session.close()
+
+
+def _first_reason(exc: Exception) -> str:
+    """The line of a TensorFlow error that says what went wrong (not the node and stack lines around it)."""
+    noise = ("[[", "Detected at", "Node:", "Original stack", "Graph execution error", "File ")
+    lines = [line.strip() for line in str(exc).splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(noise)]
+    return reasons[0] if reasons else type(exc).__name__
 
 
 class OnnxInception:
@@ -146,15 +241,17 @@ class OnnxInception:
             raise UsageError(
                 "--runtime onnx needs ONNX Runtime and tf2onnx: pip install 'yt8m-zoo[extract]'"
             ) from None
-        from zoo.atomic import atomic_write_bytes
         from zoo.paths import cache_dir
 
         path = cache_dir("extract", "onnx") / f"{hashlib.sha256(graph_bytes).hexdigest()}.onnx"
+        self.conversion: dict | None = None  # seconds and peak memory of the conversion, when done here
         if not path.exists():
-            atomic_write_bytes(path, _convert(graph_bytes, where or "the Inception graph"))
+            self.conversion = _convert(graph_bytes, path, where or "the Inception graph")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # idle workers sleep instead of spinning: they would take the CPU from the decoding threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own error types
@@ -162,6 +259,8 @@ class OnnxInception:
                 f"{path}: ONNX Runtime cannot load the converted graph ({exc}); delete it"
             ) from None
         self.input = self.session.get_inputs()[0].name
+        self.batch = 1
+        self.batch_note = "one frame per run (the converted graph takes one image, as Google's)"
         rng = np.random.default_rng(0)
         for shape in ((299, 299, 3), (360, 640, 3), (97, 61, 3)):
             probe = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -172,25 +271,32 @@ class OnnxInception:
                     f"TensorFlow (max difference {np.abs(want - got).max():.3g}); use --runtime tensorflow"
                 )
 
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+    def run(self, prepared: list[np.ndarray]) -> np.ndarray:
+        return np.stack([self.features(f) for f in prepared])
+
     def features(self, frame: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input: frame})[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
-def _convert(graph_bytes: bytes, where: str) -> bytes:
-    tf = _tf()
+def _convert(graph_bytes: bytes, path, where: str) -> dict:
+    """tf2onnx's conversion of the graph into ``path``, in a child process (``onnx_conversion``: why)."""
+    import tempfile
+    from pathlib import Path
+
+    from zoo_yt8m_extract import onnx_conversion
+
     try:
-        import tf2onnx
+        import tf2onnx  # noqa: F401 - only to name the missing extra here rather than in the child
     except ImportError:
         raise UsageError("--runtime onnx needs tf2onnx: pip install 'yt8m-zoo[extract]'") from None
-    graph_def = tf.compat.v1.GraphDef.FromString(graph_bytes)
-    try:
-        model, _ = tf2onnx.convert.from_graph_def(
-            graph_def, input_names=[INPUT], output_names=[OUTPUT], opset=17
-        )
-    except Exception as exc:  # tf2onnx raises many kinds of errors for ops it cannot convert
-        raise DataError(f"{where}: cannot be converted to ONNX ({exc}); use --runtime tensorflow") from None
-    return model.SerializeToString()
+    with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as tmp:
+        graph = Path(tmp) / "classify_image_graph_def.pb"
+        graph.write_bytes(graph_bytes)
+        return onnx_conversion.convert(graph, Path(path), where)
 
 
 def read_vggish_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:

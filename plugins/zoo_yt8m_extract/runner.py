@@ -36,6 +36,7 @@ def extract_options(args: argparse.Namespace, **overrides):
         jobs=args.jobs,
         threads=args.threads,
         runtime=args.runtime,
+        batch_frames=getattr(args, "batch_frames", 8),
     )
     values.update(overrides)
     return Options(**values)
