@@ -906,3 +906,34 @@ def test_a_redirected_range_is_read_through_aiohttp(tmp_path):
         server.server_close()
     assert {rng for path, rng in server.log} == {"bytes=0-9999", "bytes=10000-19999", "bytes=20000-29999"}
     assert all(path == "/blob.bin" for path, _ in server.log)  # the redirect's target, whole ranges
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_without_a_retry(tmp_path, capfd):
+    """A server that closes each connection after its answer (as an idle timeout would, without saying so):
+    the next range goes on a new connection at once, with no retry, no warning and no wait."""
+    import threading
+
+    from remote_servers import FileServer, _Handler
+
+    payload = np.random.default_rng(3).integers(0, 255, 50_000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob.bin").write_bytes(payload)
+
+    class Closing(_Handler):
+        def _serve(self, body: bool) -> None:
+            super()._serve(body)
+            self.close_connection = True  # closed silently: no "Connection: close" header was sent
+
+    server = FileServer(tmp_path)
+    server.RequestHandlerClass = Closing
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        options = storage.ReadOptions(block_size=5_000, blocks=0)  # retries would wait 0.5 s and warn
+        for _ in range(2):
+            with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
+                assert f.read() == payload
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "retry" not in capfd.readouterr().err
+    assert len(server.log) == 20

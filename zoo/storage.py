@@ -579,14 +579,23 @@ def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
     parts = urllib.parse.urlsplit(url)
     key = (os.getpid(), parts.scheme, parts.netloc)  # a forked child opens its own
     pool = _connections.__dict__.setdefault("by_host", {})
-    connection = pool.pop(key, None)
-    if connection is None:
-        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = kind(parts.netloc, timeout=60)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    kept = pool.pop(key, None)
+    connection = kept or kind(parts.netloc, timeout=60)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Range": f"bytes={start}-{end - 1}"}
     try:
-        connection.request("GET", target, headers={"Range": f"bytes={start}-{end - 1}"})
-        response = connection.getresponse()
+        try:
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if kept is None:
+                raise
+            # a kept connection the server closed while idle: asked again at once on a new one
+            connection.close()
+            connection = kind(parts.netloc, timeout=60)
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
         if response.status not in (200, 206) or (response.status == 200 and start > 0):
             connection.close()
             return False
