@@ -280,12 +280,15 @@ def test_a_server_that_drops_connections_mid_file_is_survived(tiny_data, capfd):
 
 
 @pytest.mark.integration
-def test_a_dropped_response_is_resumed_at_the_byte_where_it_stopped(tmp_path):
-    """The server sends half of a block's range and closes: the next request asks for the other half only."""
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+def test_a_dropped_response_is_resumed_at_the_byte_where_it_stopped(tmp_path, reset):
+    """The server sends half of a block's range and closes the connection (or resets it): the next request
+    asks for the other half only."""
     payload = np.random.default_rng(1).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
     (tmp_path / "blob.bin").write_bytes(payload)
     with http_server(tmp_path) as server:
         server.drop_left = 1
+        server.reset = reset
         options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
         with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
             assert f.read() == payload

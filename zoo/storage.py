@@ -528,9 +528,9 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
     connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
 
     http(s) ranges of a plain URL with fsspec's default settings are read with Python's ``http.client`` on a
-    connection kept per fetching thread, the range in one read straight from the socket (a connection closed
-    midway hands over the part that arrived; one reset asks for the range again); any other answer (a redirect, an error), and URLs with
-    credentials or settings of their own, go through fsspec's aiohttp session. S3 (s3fs, aiobotocore) and
+    connection kept per fetching thread, the body kept piece by piece as it arrives (a connection closed or
+    reset midway keeps every byte that arrived); any other answer (a redirect, an
+    error), and URLs with credentials or settings of their own, go through fsspec's aiohttp session. S3 (s3fs, aiobotocore) and
     GCS (gcsfs's aiohttp session) bodies are read as streams, piece by piece as they arrive; other stores
     through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it again)."""
     if start >= end:
@@ -570,9 +570,9 @@ def _plain_http(fs: Any, url: str) -> bool:
 
 def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
     """Bytes ``start``..``end - 1`` of a plain http(s) URL through ``http.client`` on this thread's kept-alive
-    connection: the body read straight from the socket into the pieces kept (no event loop to hop to, no
-    copies between). False (nothing read) when the server answers anything but the range or the whole
-    object (a redirect, an error): aiohttp then asks again and handles it as it always has."""
+    connection: the body read from the socket into the pieces kept (no event loop to hop to). False (nothing
+    read) when the server answers anything but the range or the whole object (a redirect, an error): aiohttp
+    then asks again and handles it as it always has."""
     import http.client
     import urllib.parse
 
@@ -599,19 +599,22 @@ def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
         if response.status not in (200, 206) or (response.status == 200 and start > 0):
             connection.close()
             return False
-        # one read for the whole range: one bytes object filled from the socket, used as the block itself
-        # (no join); a connection closed midway raises IncompleteRead with the part that arrived
-        piece = response.read(end - start)
-        sink.append(piece)
-        if response.status == 206 and len(piece) == end - start and not response.will_close:
+        # the body kept piece by piece as the socket hands it over (read1: at most one receive, up to
+        # STREAM_CHUNK): a connection closed or reset midway keeps every byte that arrived, and the next
+        # attempt asks from the byte after them
+        wanted = end - start
+        while wanted > 0:
+            piece = response.read1(min(STREAM_CHUNK, wanted))
+            if not piece:  # closed before the end: what arrived is kept, the caller asks for the rest
+                break
+            sink.append(piece)
+            wanted -= len(piece)
+        if response.status == 206 and wanted == 0 and not response.will_close:
+            response.read()  # nothing left: marks the response finished, so the connection takes a new request
             pool[key] = connection  # the body was read to its end: the connection serves the next range
         else:
             connection.close()
         return True
-    except http.client.IncompleteRead as exc:
-        sink.append(exc.partial)
-        connection.close()
-        raise ConnectionError("the connection closed before the end of the range") from None
     except BaseException:
         connection.close()
         raise
