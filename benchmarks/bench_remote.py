@@ -1,6 +1,6 @@
 """Reading data from an object store: the sample data from moto's S3 server on 127.0.0.1 against local disk.
 
-    python benchmarks/bench_remote.py [--workers 1,2] [--blocks 8MiB:4,1MiB:4,8MiB:1] [--repeat 2]
+    python benchmarks/bench_remote.py [--workers 1,2] [--blocks 8MiB:4,1MiB:4,8MiB:1] [--repeat 2] [--passes 3]
                                       [--memory-sizes 16,128] [--json out.json]
 
 Needs the s3 extra and moto's server (``pip install -e '.[dev]'``). The built-in sample data's training
@@ -12,12 +12,19 @@ the pipeline's hint that starts the next file while one is read):
 
 - ``local``: the files on local disk (the reference);
 - ``s3 BLOCK:N``: the same files as ``s3://`` URLs, read ahead ``N`` blocks of ``BLOCK`` bytes;
-- ``s3 raw ranged`` / ``cat_ranges`` / ``whole``: only the server's side, nothing decoded: every file fetched
-  in 8 MiB ranges one after the other (``cat_file``), all its 8 MiB ranges at once (s3fs's ``cat_ranges``), or
-  in one GET of the whole object; the best of the three is moto's ceiling (moto is a pure-Python mock), and
-  each ``s3`` row is also given as a ratio to it;
+- ``s3 raw ranged`` / ``cat_ranges`` / ``whole`` / ``botocore``: only the server's side, nothing decoded:
+  every file fetched in 8 MiB ranges one after the other (``cat_file``), all its 8 MiB ranges at once (s3fs's
+  ``cat_ranges``), in one GET of the whole object, or in one GET through botocore's synchronous client; the
+  best of them is moto's ceiling (moto is a pure-Python mock), and each ``s3`` row is also given as a ratio
+  to it;
 - ``http BLOCK:N``: the same files from a loopback HTTP server that answers ranges with ``sendfile`` (a
-  server faster than the reader), through the same reader: what the storage layer itself costs.
+  server faster than the reader), through the same reader: what the storage layer itself costs;
+- ``http raw stdlib``: the same server's ceiling for a Python client: each file in one GET read by
+  ``http.client`` with ``readinto`` into one reused buffer, nothing decoded (each ``http`` row is also given
+  as a ratio to it).
+
+Each worker reads its share ``--passes`` times per row (the split is small: one pass on local disk takes
+tens of milliseconds).
 
 Videos per second are measured over the wall time of the slowest worker, best of ``--repeat``; the ratio to
 ``local`` with the same number of workers is the number that counts (goal: >= 0.8 on loopback). Each row also
@@ -123,38 +130,84 @@ def read_share(paths: list[str], options: dict, worker: int, workers: int, queue
     from zoo import storage
 
     reader = zoo.build_reader(
-        "yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k not in ("raw", "mode")}
+        "yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k not in ("raw", "mode", "passes")}
     )
     if storage.is_url(paths[0]):  # the store's client imported and connected before the clock starts,
         storage.stat(paths[0])  # as in any run after its first file (importing botocore alone is ~0.5 s)
+    mine = reader.sources()[worker::workers]
+    raw = RawClient(options["mode"], mine) if options.get("raw") else None
     start = time.perf_counter()
     cpu = time.process_time()
     videos = 0
-    mine = reader.sources()[worker::workers]
-    for i, source in enumerate(mine):
-        if i + 1 < len(mine) and not options.get("raw"):
-            reader.prefetch(mine[i + 1])  # as the pipeline does: the next file in flight (remote only)
-        if options.get("raw"):  # the server's ceiling: the bytes only, nothing decoded
-            from zoo.storage import filesystem, stat
-
-            fs, key = filesystem(source)
-            size = stat(source).size
-            ranges = [(o, min(size, o + (8 << 20))) for o in range(0, size, 8 << 20)]
-            if options["mode"] == "whole":  # one GET of the whole object (memory: the whole file)
-                fs.cat_file(key)
-            elif options["mode"] == "cat_ranges":  # every 8 MiB range of the file at once (s3fs, asyncio)
-                fs.cat_ranges([key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
-            else:  # one 8 MiB range after the other
-                for a, b in ranges:
-                    fs.cat_file(key, start=a, end=b)
-            videos += options["raw"][source]
-            continue
-        for _record in reader.read_part(source, 0, 1):
-            videos += 1
+    for _ in range(options.get("passes", 1)):  # the share read several times: a measurement, not noise
+        for i, source in enumerate(mine):
+            if i + 1 < len(mine) and not raw:
+                reader.prefetch(mine[i + 1])  # as the pipeline does: the next file in flight (remote only)
+            if raw:  # the server's ceiling: the bytes only, nothing decoded
+                raw.fetch(source)
+                videos += options["raw"][source]
+                continue
+            for _record in reader.read_part(source, 0, 1):
+                videos += 1
     from zoo.storage import READ_STATS
 
     seconds = time.perf_counter() - start
     queue.put((videos, seconds, READ_STATS.wait_s, READ_STATS.requests, time.process_time() - cpu))
+
+
+class RawClient:
+    """Fetches whole files and decodes nothing: what a server and a client cost without our layer.
+
+    ``ranged`` / ``cat_ranges`` / ``whole``: fsspec (s3fs or aiohttp), 8 MiB ranges one after the other, all
+    of a file's 8 MiB ranges at once, or one GET; ``botocore``: botocore's own synchronous client (urllib3),
+    one GET of the whole object; ``stdlib``: Python's ``http.client`` reading each object with ``readinto``
+    into one reused buffer (the fewest copies a Python client can make)."""
+
+    def __init__(self, mode: str, sources: list[str]) -> None:
+        from zoo.storage import filesystem, stat
+
+        self.mode = mode
+        self.sizes = {source: stat(source).size for source in sources}
+        self.fs, _ = filesystem(sources[0])
+        if mode == "botocore":
+            import botocore.session
+
+            self.client = botocore.session.get_session().create_client(
+                "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]
+            )
+        if mode == "stdlib":
+            import http.client
+            import urllib.parse
+
+            netloc = urllib.parse.urlsplit(sources[0]).netloc
+            self.connection = http.client.HTTPConnection(netloc)
+            self.buffer = memoryview(bytearray(max(self.sizes.values())))
+
+    def fetch(self, source: str) -> None:
+        import urllib.parse
+
+        from zoo.storage import filesystem
+
+        size = self.sizes[source]
+        key = filesystem(source)[1]
+        ranges = [(o, min(size, o + (8 << 20))) for o in range(0, size, 8 << 20)]
+        if self.mode == "whole":  # one GET of the whole object (memory: the whole file)
+            self.fs.cat_file(key)
+        elif self.mode == "cat_ranges":  # every 8 MiB range of the file at once (asyncio)
+            self.fs.cat_ranges([key] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        elif self.mode == "botocore":
+            bucket, _, name = key.partition("/")
+            self.client.get_object(Bucket=bucket, Key=name)["Body"].read()
+        elif self.mode == "stdlib":
+            self.connection.request("GET", urllib.parse.urlsplit(source).path)
+            response = self.connection.getresponse()
+            got = 0
+            while n := response.readinto(self.buffer[got:size]):
+                got += n
+            response.close()
+        else:  # one 8 MiB range after the other
+            for a, b in ranges:
+                self.fs.cat_file(key, start=a, end=b)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -250,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts (default 1,2)")
     parser.add_argument("--blocks", default="8MiB:4,1MiB:4,8MiB:1", help="read-ahead settings BLOCK:N")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--passes", type=int, default=3, help="times each worker reads its share per row")
     parser.add_argument("--memory-sizes", default="16,128", help="file sizes (MiB) for the memory check")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--memory-child", nargs=3, metavar=("URL", "BLOCK", "N"), help=argparse.SUPPRESS)
@@ -297,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
         counter = zoo.build_reader("yt8m-frame", paths=files)
         counts = {url: counter.count(path) for url, path in zip(remote, files)}
+        served_counts = {url: counts[s3] for url, s3 in zip(served, remote)}
         settings = [(b.split(":")[0], int(b.split(":")[1])) for b in args.blocks.split(",")]
         for workers in [int(w) for w in args.workers.split(",")]:
             configs = (
@@ -307,13 +362,16 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 + [
                     (f"s3 raw {mode}", remote, {"raw": counts, "mode": mode})
-                    for mode in ("ranged", "cat_ranges", "whole")
+                    for mode in ("ranged", "cat_ranges", "whole", "botocore")
                 ]
                 + [
                     (f"http {block}:{n}", served, {"read_ahead_block": block, "read_ahead_blocks": n})
                     for block, n in settings
                 ]
+                + [("http raw stdlib", served, {"raw": served_counts, "mode": "stdlib"})]
             )
+            for _name, _paths, options in configs:
+                options["passes"] = args.passes
             best: dict[str, dict] = {}
             for _ in range(args.repeat):  # configurations take turns, so load changes hit them alike
                 for name, paths, options in configs:
@@ -335,17 +393,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"CPU: readers {row['client_cpu_s']:.2f} s{server}"
                 )
             for row in results["rows"]:  # the reader against the server's own ceiling, same workers
-                if row["workers"] == workers and row["config"].startswith(("s3 ", "http ")):
-                    ceiling = max(
-                        (
-                            r
-                            for r in results["rows"]
-                            if r["workers"] == workers and r["config"].startswith("s3 raw")
-                        ),
-                        key=lambda r: r["videos_per_s"],
-                    )
-                    if row["config"].startswith("s3 "):
-                        row["ratio_to_s3_ceiling"] = row["videos_per_s"] / ceiling["videos_per_s"]
+                if row["workers"] != workers or " raw " in row["config"] or row["config"] == "local":
+                    continue
+                kind = row["config"].split()[0]
+                ceiling = max(
+                    (
+                        r
+                        for r in results["rows"]
+                        if r["workers"] == workers and r["config"].startswith(f"{kind} raw")
+                    ),
+                    key=lambda r: r["videos_per_s"],
+                )
+                row[f"ratio_to_{kind}_ceiling"] = row["videos_per_s"] / ceiling["videos_per_s"]
+                print(
+                    f"workers {workers}  {row['config']:<16} x{row[f'ratio_to_{kind}_ceiling']:.2f} {ceiling['config']}"
+                )
             print(f"load: {os.getloadavg()}")
         with tempfile.TemporaryDirectory() as tmp:
             for mib in [int(m) for m in args.memory_sizes.split(",")]:

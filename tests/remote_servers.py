@@ -8,6 +8,7 @@ import html
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -100,6 +101,7 @@ class FileServer(ThreadingHTTPServer):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.drop_left = 0  # GETs of a file that send half their body and then close the connection
+        self.reset = False  # close them abortively (the client sees a connection reset)
         self.gets = 0
         self.drops = 0
         self.log: list[tuple[str, str]] = []  # (path, Range header) of every GET, in arrival order
@@ -172,7 +174,11 @@ class _Handler(SimpleHTTPRequestHandler):
             time.sleep(0.2)
             self.close_connection = True
             with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
+                if self.server.reset:  # an abortive close: the client sees ECONNRESET, not an end of file
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                else:
+                    self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.wfile.write(part)
 

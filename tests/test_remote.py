@@ -280,12 +280,15 @@ def test_a_server_that_drops_connections_mid_file_is_survived(tiny_data, capfd):
 
 
 @pytest.mark.integration
-def test_a_dropped_response_is_resumed_at_the_byte_where_it_stopped(tmp_path):
-    """The server sends half of a block's range and closes: the next request asks for the other half only."""
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+def test_a_dropped_response_is_resumed_at_the_byte_where_it_stopped(tmp_path, reset):
+    """The server sends half of a block's range and closes the connection (or resets it): the next request
+    asks for the other half only."""
     payload = np.random.default_rng(1).integers(0, 255, 40_000, dtype=np.uint8).tobytes()
     (tmp_path / "blob.bin").write_bytes(payload)
     with http_server(tmp_path) as server:
         server.drop_left = 1
+        server.reset = reset
         options = storage.ReadOptions(block_size=10_000, blocks=0, retry=storage.Retry(backoff=0.01))
         with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
             assert f.read() == payload
@@ -864,3 +867,76 @@ def test_a_checkpoint_goes_up_before_the_pointer_that_names_it_and_a_pruned_one_
     mirror.push()
     assert mirror.fs.cat_file("/order/run/latest") == b"step-00000006\n"
     assert not [p for p in run.iterdir() if p.name.startswith(".upload-")]  # snapshots removed
+
+
+def test_a_redirected_range_is_read_through_aiohttp(tmp_path):
+    """Plain ranges are read with http.client; an answer it does not take (a redirect) goes to aiohttp,
+    which follows it: the bytes are the same."""
+    import threading
+
+    from remote_servers import FileServer, _Handler
+
+    payload = np.random.default_rng(2).integers(0, 255, 30_000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob.bin").write_bytes(payload)
+
+    class Moving(_Handler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/moved.bin":
+                self.send_response(302)
+                self.send_header("Location", "/blob.bin")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            if self.path == "/moved.bin":
+                self.path = "/blob.bin"
+            super().do_HEAD()
+
+    server = FileServer(tmp_path)
+    server.RequestHandlerClass = Moving
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        options = storage.ReadOptions(block_size=10_000, blocks=1, retry=storage.Retry(backoff=0.01))
+        with storage.RemoteFile(f"{server.url}/moved.bin", options) as f:
+            assert f.read() == payload
+        with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
+            assert f.read(12_345) == payload[:12_345] and f.read() == payload[12_345:]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {rng for path, rng in server.log} == {"bytes=0-9999", "bytes=10000-19999", "bytes=20000-29999"}
+    assert all(path == "/blob.bin" for path, _ in server.log)  # the redirect's target, whole ranges
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_without_a_retry(tmp_path, capfd):
+    """A server that closes each connection after its answer (as an idle timeout would, without saying so):
+    the next range goes on a new connection at once, with no retry, no warning and no wait."""
+    import threading
+
+    from remote_servers import FileServer, _Handler
+
+    payload = np.random.default_rng(3).integers(0, 255, 50_000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob.bin").write_bytes(payload)
+
+    class Closing(_Handler):
+        def _serve(self, body: bool) -> None:
+            super()._serve(body)
+            self.close_connection = True  # closed silently: no "Connection: close" header was sent
+
+    server = FileServer(tmp_path)
+    server.RequestHandlerClass = Closing
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        options = storage.ReadOptions(block_size=5_000, blocks=0)  # retries would wait 0.5 s and warn
+        for _ in range(2):
+            with storage.RemoteFile(f"{server.url}/blob.bin", options) as f:
+                assert f.read() == payload
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "retry" not in capfd.readouterr().err
+    assert len(server.log) == 20

@@ -378,9 +378,8 @@ class RemoteFile:
         self.size = int(info.size)
         self._pos = 0
         self._blocks: dict[int, Future[bytes]] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, self.options.blocks), thread_name_prefix="zoo-read"
-        )
+        # the block the reader is in, kept apart so that reads within it (most of them) skip the futures
+        self._current: tuple[int, bytes] = (-1, b"")
         self.pid = os.getpid()
         self.closed = False
 
@@ -406,11 +405,18 @@ class RemoteFile:
         if end <= self._pos:
             return b""
         bs = self.options.block_size
+        index, block = self._current
+        lo = self._pos - index * bs
+        if 0 <= lo and end - index * bs <= len(block):  # within the block being read: no locks, no futures
+            self._pos = end
+            return block[lo : end - index * bs]
+        self._current = (-1, b"")  # not held while the next block is awaited
         parts = []
         pos = self._pos
         while pos < end:
             index = pos // bs
             block = self._block(index)
+            self._current = (index, block)
             lo = pos - index * bs
             hi = min(len(block), end - index * bs)
             parts.append(block[lo:hi] if (lo, hi) != (0, len(block)) else block)
@@ -429,7 +435,7 @@ class RemoteFile:
             for future in self._blocks.values():
                 future.cancel()
             self._blocks.clear()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._current = (-1, b"")
 
     def __enter__(self) -> RemoteFile:
         return self
@@ -460,7 +466,7 @@ class RemoteFile:
             self._blocks.pop(stale).cancel()
         for ahead in range(index, min(last, index + self.options.blocks) + 1):
             if ahead not in self._blocks:
-                self._blocks[ahead] = self._pool.submit(self._fetch, ahead)
+                self._blocks[ahead] = _fetch_pool().submit(self._fetch, ahead)
         for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
             self._blocks.pop(far).cancel()
 
@@ -484,6 +490,19 @@ class RemoteFile:
 
 
 STREAM_CHUNK = 1 << 20
+FETCH_THREADS = 16
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _fetch_pool() -> ThreadPoolExecutor:
+    """The threads that fetch blocks, shared by this process's open files (a pool per file started new
+    threads for every file, a cost paid on the reader's thread); made again in a forked child."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="zoo-read"))
+        return _pool[1]
 
 
 class ReadStats:
@@ -508,15 +527,20 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
     """Append the bytes ``start``..``end - 1`` of ``path`` to ``sink`` as they arrive, so that when the
     connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
 
-    http(s) (aiohttp), S3 (s3fs, aiobotocore) and GCS (gcsfs's aiohttp session) bodies are read as streams;
-    other stores through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it
-    again)."""
+    http(s) ranges of a plain URL with fsspec's default settings are read with Python's ``http.client`` on a
+    connection kept per fetching thread, the body kept piece by piece as it arrives (a connection closed or
+    reset midway keeps every byte that arrived); any other answer (a redirect, an
+    error), and URLs with credentials or settings of their own, go through fsspec's aiohttp session. S3 (s3fs, aiobotocore) and
+    GCS (gcsfs's aiohttp session) bodies are read as streams, piece by piece as they arrive; other stores
+    through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it again)."""
     if start >= end:
         return
     import fsspec.asyn
 
     kind = type(fs).__name__
     if kind == "HTTPFileSystem":
+        if _plain_http(fs, path) and _stdlib_range(path, start, end, sink):
+            return
         fsspec.asyn.sync(fs.loop, _http_range, fs, path, start, end, sink)
     elif kind == "S3FileSystem":
         fsspec.asyn.sync(fs.loop, _s3_range, fs, path, start, end, sink)
@@ -524,6 +548,76 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
         fsspec.asyn.sync(fs.loop, _gcs_range, fs, path, start, end, sink)
     else:
         sink.append(fs.cat_file(path, start=start, end=end))
+
+
+_URL_SAFE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[!#$%&'()*+,./0-9:;=?@A-Z_a-z~-]*)?$")
+_connections = threading.local()
+
+
+def _plain_http(fs: Any, url: str) -> bool:
+    """Whether a range of ``url`` may be read with Python's own ``http.client``: a plain URL (no user:password,
+    nothing that would need quoting) on a file system with fsspec's defaults (no headers, auth or client
+    settings of the user's, which only aiohttp's session knows)."""
+    import fsspec.config
+
+    return (
+        not fs.kwargs
+        and not fsspec.config.conf.get(protocol(url))
+        and set(fs.client_kwargs) <= {"read_bufsize"}
+        and bool(_URL_SAFE.match(url))
+    )
+
+
+def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
+    """Bytes ``start``..``end - 1`` of a plain http(s) URL through ``http.client`` on this thread's kept-alive
+    connection: the body read from the socket into the pieces kept (no event loop to hop to). False (nothing
+    read) when the server answers anything but the range or the whole object (a redirect, an error): aiohttp
+    then asks again and handles it as it always has."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    key = (os.getpid(), parts.scheme, parts.netloc)  # a forked child opens its own
+    pool = _connections.__dict__.setdefault("by_host", {})
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    kept = pool.pop(key, None)
+    connection = kept or kind(parts.netloc, timeout=60)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Range": f"bytes={start}-{end - 1}"}
+    try:
+        try:
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if kept is None:
+                raise
+            # a kept connection the server closed while idle: asked again at once on a new one
+            connection.close()
+            connection = kind(parts.netloc, timeout=60)
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+        if response.status not in (200, 206) or (response.status == 200 and start > 0):
+            connection.close()
+            return False
+        # the body kept piece by piece as the socket hands it over (read1: at most one receive, up to
+        # STREAM_CHUNK): a connection closed or reset midway keeps every byte that arrived, and the next
+        # attempt asks from the byte after them
+        wanted = end - start
+        while wanted > 0:
+            piece = response.read1(min(STREAM_CHUNK, wanted))
+            if not piece:  # closed before the end: what arrived is kept, the caller asks for the rest
+                break
+            sink.append(piece)
+            wanted -= len(piece)
+        if response.status == 206 and wanted == 0 and not response.will_close:
+            response.read()  # nothing left: marks the response finished, so the connection takes a new request
+            pool[key] = connection  # the body was read to its end: the connection serves the next range
+        else:
+            connection.close()
+        return True
+    except BaseException:
+        connection.close()
+        raise
 
 
 async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]) -> None:
@@ -536,14 +630,7 @@ async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]
         response.raise_for_status()
         if response.status != 206 and start > 0:
             raise ValueError("the server ignores byte ranges (answered 200 to a Range request)")
-        wanted = end - start
-        got = 0
-        async for chunk in response.content.iter_chunked(STREAM_CHUNK):
-            piece = chunk[: wanted - got]
-            sink.append(piece)
-            got += len(piece)
-            if got >= wanted:
-                break
+        await _receive(response.content, end - start, sink)
 
 
 async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
@@ -557,11 +644,7 @@ async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]
     ) as response:
         if response.status >= 400:
             validate_response(response.status, await response.read(), path)
-        wanted = end - start
-        got = 0
-        while got < wanted and (chunk := await response.content.read(min(STREAM_CHUNK, wanted - got))):
-            sink.append(chunk)
-            got += len(chunk)
+        await _receive(response.content, end - start, sink)
 
 
 async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
@@ -572,13 +655,35 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes])
     )
     body = response["Body"]
     try:
-        wanted = end - start
+        # aiobotocore's body over aiohttp: its response's stream, read as the pieces arrive
+        content = getattr(getattr(body, "raw_stream", None), "content", None)
+        if hasattr(content, "iter_chunks"):
+            await _receive(content, end - start, sink)
+            return
+        wanted = end - start  # another HTTP backend: its own reads
         got = 0
         while got < wanted and (chunk := await body.read(min(STREAM_CHUNK, wanted - got))):
             sink.append(chunk)
             got += len(chunk)
     finally:
         body.close()
+
+
+async def _receive(content: Any, wanted: int, sink: list[bytes]) -> None:
+    """Append up to ``wanted`` bytes of an aiohttp response's ``content`` to ``sink`` as they arrive.
+
+    The pieces are the ones the socket delivered (``iter_chunks``: none joined or copied here; the block
+    is joined once, whole), and the stream's buffer is raised to the range's size where aiohttp allows it,
+    so the connection is not paused every 128 KiB while the pieces wait for this loop."""
+    if hasattr(content, "set_read_chunk_size"):
+        content.set_read_chunk_size(min(wanted, HTTP_READ_BUFFER))
+    got = 0
+    async for chunk, _end_of_http_chunk in content.iter_chunks():
+        piece = chunk if len(chunk) <= wanted - got else chunk[: wanted - got]
+        sink.append(piece)
+        got += len(piece)
+        if got >= wanted:
+            break
 
 
 _prefetched: dict[str, RemoteFile] = {}
