@@ -36,6 +36,16 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_eigenvalues():
+    """The real YouTube-8M PCA eigenvalues from ../shared when they are there, else None: for tests that run
+    everywhere and use the real spectrum where they can (tests that need it take ``shared_dir``)."""
+    import numpy as np
+
+    eigenvalues = SHARED / "data" / "yt8m_pca_eigenvals.npy"
+    return np.load(eigenvalues) if eigenvalues.is_file() else None
+
+
+@pytest.fixture(scope="session")
 def paddle():
     """``paddle`` as a test argument: the module, set up for the CPU once per session (every test file's)."""
     from zoo.engine.runtime import init_paddle

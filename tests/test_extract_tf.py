@@ -45,10 +45,10 @@ GOOGLE_ENV = "ZOO_GOOGLE_FEATURE_EXTRACTOR"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, shared_dir):
+def workspace(tmp_path_factory, real_eigenvalues):
     root = tmp_path_factory.mktemp("extract")
-    eigenvals = np.load(shared_dir / "data" / "yt8m_pca_eigenvals.npy")  # the real spectrum, random vectors
-    models = model_dir(root / "models", archives=False, eigenvals=eigenvals)
+    # random orthonormal vectors with the real spectrum where ../shared has it, else a spectrum of its shape
+    models = model_dir(root / "models", archives=False, eigenvals=real_eigenvalues)
     # Google's extractor also wants the archives beside their contents (it checks for them before extracting)
     write_tgz(models / "inception-2015-12-05.tgz", {"classify_image_graph_def.pb": b""})
     write_tgz(models / "yt8m_pca.tgz", {"mean.npy": b""})
