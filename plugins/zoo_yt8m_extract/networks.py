@@ -15,6 +15,7 @@ other side-effecting ops are refused, so a model file cannot run code or touch f
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -108,12 +109,7 @@ class InceptionGraph:
                 raise DataError(
                     f"{where}: no tensor {tensor}; this is not Google's classify_image_graph_def.pb"
                 )
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            try:
-                v1.import_graph_def(graph_def, name="")
-            except (ValueError, tf.errors.OpError) as exc:
-                raise DataError(f"{where}: cannot be imported ({exc})") from None
+        self.graph = imported_graph(graph_def, where)
         out = self.graph.get_tensor_by_name(OUTPUT)
         if out.shape.rank is not None and out.shape[-1] is not None and int(out.shape[-1]) != 2048:
             raise DataError(f"{where}: {OUTPUT} has shape {out.shape}, expected [1, 2048]")
@@ -373,6 +369,18 @@ VGGISH_OUTPUT = "vggish/fc2/BiasAdd:0"
 _VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "Assign")
 
 
+def imported_graph(graph_def: Any, where: str) -> Any:
+    """A TensorFlow graph holding ``graph_def`` (names as they are), or a DataError naming ``where``."""
+    tf = _tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        try:
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        except (ValueError, tf.errors.OpError) as exc:
+            raise DataError(f"{where}: cannot be imported ({exc})") from None
+    return graph
+
+
 def checked_graph_def(graph_bytes: bytes, where: str, tensors: tuple[str, ...], what: str):
     """A GraphDef parsed from ``graph_bytes`` after its checks: no file, Python or side-effecting op, no
     variable (a frozen graph holds its weights as constants), and the named tensors' nodes present."""
@@ -407,12 +415,7 @@ class VGGishGraph:
         v1 = tf.compat.v1
         what = "MediaPipe's frozen VGGish graph"
         graph_def = checked_graph_def(graph_bytes, where, (VGGISH_INPUT, VGGISH_OUTPUT), what)
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            try:
-                v1.import_graph_def(graph_def, name="")
-            except (ValueError, tf.errors.OpError) as exc:
-                raise DataError(f"{where}: cannot be imported ({exc})") from None
+        self.graph = imported_graph(graph_def, where)
         self.input = self.graph.get_tensor_by_name(VGGISH_INPUT)
         self.output = self.graph.get_tensor_by_name(VGGISH_OUTPUT)
         for tensor, want in ((self.input, [None, 96, 64]), (self.output, [None, 128])):
