@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -614,6 +615,23 @@ def test_the_next_file_is_in_flight_while_the_current_one_is_read(tiny_data):
     seconds = [i for i, (name, _) in enumerate(log) if name == second]
     assert seconds[0] < firsts[-1]  # the second file started before the first was done
     assert len(set(log)) == len(log)  # and nothing was fetched twice
+
+
+def test_no_file_is_fetched_twice_when_the_next_is_named_before_the_current_is_opened(tiny_data, tmp_path):
+    """The pipeline names task i+1's file as task i starts, before task i's file (named the same way one
+    task earlier) is opened: with four files, every block is still fetched once."""
+    from zoo.data.pipeline import batches
+
+    shards = sorted((tiny_data / "train").iterdir())
+    (tmp_path / "train").mkdir()
+    for i in range(4):
+        shutil.copy(shards[i % len(shards)], tmp_path / "train" / f"part{i}.tfrecord")
+    with http_server(tmp_path) as server:
+        reader = frame_reader([f"{server.url}/train/"], read_ahead_block="4KiB", read_ahead_blocks=2)
+        got = sum(len(b["labels"]) for b in batches(reader, spec=reader.spec, batch_size=8, shuffle=False))
+        log = [(path.rsplit("/", 1)[-1], rng) for path, rng in server.log]
+    assert got == 120
+    assert len(set(log)) == len(log), [entry for entry in log if log.count(entry) > 1][:3]
 
 
 # -- a run directory in a bucket ---------------------------------------------------------------------------

@@ -686,34 +686,61 @@ async def _receive(content: Any, wanted: int, sink: list[bytes]) -> None:
             break
 
 
-_prefetched: dict[str, RemoteFile] = {}
+PREFETCHED_FILES = 2
+# url -> (pid, the file being opened and its first blocks asked for, on the fetching threads)
+_prefetched: dict[str, tuple[int, Future[RemoteFile | None]]] = {}
 _prefetch_lock = threading.Lock()
 
 
 def prefetch(url: str, options: ReadOptions | None = None) -> None:
-    """Start reading the first blocks of ``url`` now, so that the next :func:`open_input` of it finds them
-    in flight (a reader's next file, while it still decodes the current one). One file per process is kept
-    so: an earlier prefetch not yet opened is dropped. Local paths and cached reads are left alone."""
+    """Start opening ``url`` and reading its first blocks on the fetching threads now, so that the next
+    :func:`open_input` of it finds them in flight (a reader's next file, while it still decodes the current
+    one; the caller does not wait, not even for the object's size). At most two files per process are kept
+    so, the older dropped first: the reader's next file may be asked for before the current one is opened
+    (the pipeline tells the next task's source as a task starts), and dropping the current one then would
+    fetch it twice. Local paths and cached reads are left alone."""
     options = options or ReadOptions()
     if not is_url(url) or options.cache_dir or options.blocks < 1:
         return
+    with _prefetch_lock:
+        if url in _prefetched:
+            return
+        while len(_prefetched) >= PREFETCHED_FILES:
+            _drop(*_prefetched.pop(next(iter(_prefetched))))
+        _prefetched[url] = (os.getpid(), _fetch_pool().submit(_open_ahead, url, options))
+
+
+def _open_ahead(url: str, options: ReadOptions) -> RemoteFile | None:
     try:
         ahead = RemoteFile(url, options)
-        ahead._block_ahead(0)
     except (DataError, UsageError):
-        return  # reported by the open that follows, with its own context
-    with _prefetch_lock:
-        for stale in _prefetched.values():
-            stale.close()
-        _prefetched.clear()
-        _prefetched[url] = ahead
+        return None  # reported by the open that follows, with its own context
+    ahead._block_ahead(0)
+    return ahead
+
+
+def _drop(pid: int, opening: Future[RemoteFile | None]) -> None:
+    if pid == os.getpid():  # a parent's threads do not exist in a forked child: nothing to close there
+
+        def close(done: Future[RemoteFile | None]) -> None:
+            ahead = None if done.cancelled() or done.exception() else done.result()
+            if ahead is not None:
+                ahead.close()
+
+        opening.add_done_callback(close)
 
 
 def _take_prefetched(url: str, options: ReadOptions) -> RemoteFile | None:
     with _prefetch_lock:
-        ahead = _prefetched.pop(url, None)
-    if ahead is not None and (ahead.pid != os.getpid() or ahead.options != options):
-        ahead.close()  # made in a parent process, or with other settings
+        entry = _prefetched.pop(url, None)
+    if entry is None or entry[0] != os.getpid():
+        return None  # not asked for, or asked for by a parent process
+    try:
+        ahead = entry[1].result()
+    except Exception:  # noqa: BLE001 - the open that follows reports it, with its own context
+        return None
+    if ahead is not None and ahead.options != options:
+        ahead.close()  # other settings
         return None
     return ahead
 
