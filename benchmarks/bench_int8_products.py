@@ -35,28 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from serving_peers import CLASSES, FEATURES, random_batches  # the serving rows' shapes and batches
 
-FEATURES = {"rgb": 1024, "audio": 128}
-CLASSES = 3862
 VARIANTS = ("after-pooling dynamic", "policy dynamic", "policy static", "every-product static")
-
-
-def batches(count: int, size: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Batches of 150-300 frames per video, features uniform in [-2, 2] (the dequantized uint8 range)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        lengths = rng.integers(150, 301, size)
-        t = int(lengths.max())
-        mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.float32)
-        batch = {
-            n: rng.uniform(-2, 2, (size, t, d)).astype(np.float32) * mask[..., None]
-            for n, d in FEATURES.items()
-        }
-        batch.update(mask=mask, num_frames=lengths.astype(np.int64))
-        out.append(batch)
-    return out
 
 
 def prepare(work: Path) -> dict[str, Any]:
@@ -111,7 +92,7 @@ def prepare(work: Path) -> dict[str, Any]:
         feeds = None
         if mode == "static":
             fp32 = OnnxModel(work / "onnx", meta)
-            feeds = _feeds(fp32, batches(2, 32, seed=2))
+            feeds = _feeds(fp32, random_batches(2, 32, seed=2))
         start = time.perf_counter()
         _quantize(
             work / "prepared.onnx",
@@ -144,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = prepare(args.work)
     dirs = {"fp32": args.work / "onnx", **{v: args.work / v.replace(" ", "-") for v in VARIANTS}}
     scorers = {k: load_exported(d).predict for k, d in dirs.items()}
-    big, small = batches(args.batches, 32, seed=0), batches(16, 1, seed=1)
+    big, small = random_batches(args.batches, 32, seed=0), random_batches(16, 1, seed=1)
     first = {k: score(big[0]) for k, score in scorers.items()}  # also the warm-up
     for score in scorers.values():
         score(small[0])

@@ -232,7 +232,8 @@ def child(kind: str, work: str) -> int:
 # The parent: exports, then the rounds
 
 
-def _batches(count: int, size: int, seed: int) -> list[dict[str, np.ndarray]]:
+def random_batches(count: int, size: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Batches of 150-300 frames per video, features uniform in [-2, 2] (the dequantized uint8 range)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
@@ -322,9 +323,9 @@ def prepare(name: str, work: Path, batches: int) -> dict[str, Any]:
     torch.save(torch_int8(peer).state_dict(), work / "torch-int8.pt")
     (work / "torch.json").write_text(json.dumps({"name": name, "options": options}))
     arrays: dict[str, Any] = {"n32": batches, "n1": 16}
-    for i, b in enumerate(_batches(batches, 32, 0)):
+    for i, b in enumerate(random_batches(batches, 32, 0)):
         arrays.update({f"b32_{i}_{k}": v for k, v in b.items()})
-    for i, b in enumerate(_batches(16, 1, 1)):
+    for i, b in enumerate(random_batches(16, 1, 1)):
         arrays.update({f"b1_{i}_{k}": v for k, v in b.items()})
     np.savez(work / "batches.npz", **arrays)
     facts = {
