@@ -95,8 +95,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=("tensorflow", "onnx"),
         default="tensorflow",
-        help="run the Inception graph in TensorFlow (default) or converted to ONNX Runtime (faster on CPU; "
-        "checked against TensorFlow on probe frames when loaded)",
+        help="run the Inception graph in TensorFlow (default) or converted to ONNX Runtime (checked against "
+        "TensorFlow on probe frames when loaded; not faster than TensorFlow on the CPUs measured, see "
+        "docs/extract.md)",
     )
 
 
