@@ -284,3 +284,20 @@ def write_frames(
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def write_without_frames(path: Path, *, video_stream: bool) -> Path:
+    """A file with a silent sound track and no video frame: without a video stream (``video_stream=False``)
+    or with one that holds no frame."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        if video_stream:
+            video = out.add_stream("mpeg4", rate=10)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+    return path

@@ -34,6 +34,7 @@ from test_extract_support import (  # noqa: E402
     write_frames,
     write_tgz,
     write_video,
+    write_without_frames,
 )
 from zoo_yt8m_extract.extract import Extractor, Options, run  # noqa: E402
 from zoo_yt8m_extract.frames import VideoError  # noqa: E402
@@ -349,19 +350,13 @@ def test_mediapipe_vggish_graph_problems_are_named(vggish_dir, tmp_path):
 
 
 def test_the_command_lists_failures_and_resumes(workspace, extractor, tmp_path):
-    import av
 
     folder = tmp_path / "in"
     folder.mkdir()
     for clip in workspace["clips"][:2]:
         (folder / clip.name).symlink_to(clip)
     (folder / "garbage.mp4").write_bytes(b"not a video at all" * 50)
-    with av.open(str(folder / "sound only.mp4"), "w") as out:  # a file without a video stream
-        stream = out.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, 0
-        for packet in [*stream.encode(frame), *stream.encode()]:
-            out.mux(packet)
+    write_without_frames(folder / "sound only.mp4", video_stream=False)  # a file without a video stream
     output = tmp_path / "out"
     command = [sys.executable, "-m", "zoo.cli", "extract", str(folder), "--output", str(output)]
     command += [
@@ -399,7 +394,6 @@ def test_bad_videos_fail_by_name_and_the_others_go_on(workspace, tmp_path):
     """The issue's list of bad input, in one run from Google's CSV: each bad video fails with its file and
     reason, the good ones (non-ASCII names with spaces, a variable frame rate, rotation metadata) are
     extracted, and the exit code is 1 with the list."""
-    import av
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -423,20 +417,8 @@ def test_bad_videos_fail_by_name_and_the_others_go_on(workspace, tmp_path):
     whole = write_video(tmp_path / "whole.mkv", seconds=4, fps=10)
     (folder / "cut.mkv").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     write_frames(folder / "huge.mp4", [np.zeros((4336, 7696, 3), np.uint8)], codec="mpeg4")
-    with av.open(str(folder / "sound only.mp4"), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, 0
-        for packet in [*stream.encode(frame), *stream.encode()]:
-            out.mux(packet)
-    with av.open(str(folder / "no frames.mkv"), "w") as out:
-        video = out.add_stream("mpeg4", rate=10)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, 0
-        for packet in [*sound.encode(frame), *sound.encode()]:
-            out.mux(packet)
+    write_without_frames(folder / "sound only.mp4", video_stream=False)
+    write_without_frames(folder / "no frames.mkv", video_stream=True)
     rows = {
         "a.mp4": "3;1",
         "日本の 動画 é.mp4": "7",
