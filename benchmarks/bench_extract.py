@@ -63,6 +63,7 @@ def keras_inception_graph() -> bytes:
     the reshape to [1, 2048], as in ``classify_image_graph_def.pb``."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from test_extract_support import google_preprocessing
 
     v1 = tf.compat.v1
     tf.keras.utils.set_random_seed(0)
@@ -80,10 +81,7 @@ def keras_inception_graph() -> bytes:
     output_name = frozen.outputs[0].name
     graph = tf.Graph()
     with graph.as_default():
-        image = v1.placeholder(tf.uint8, [None, None, 3], name="DecodeJpeg")
-        x = tf.expand_dims(tf.cast(image, tf.float32, name="Cast"), 0, name="ExpandDims")
-        x = v1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
-        x = tf.multiply(tf.subtract(x, 128.0, name="Sub"), 1.0 / 128.0, name="Mul")
+        x = google_preprocessing()  # DecodeJpeg:0 ... Mul:0
         (out,) = v1.import_graph_def(
             inner, input_map={input_name: x}, return_elements=[output_name], name="v3"
         )

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("av")
 
-from test_extract_support import inception_standin, model_dir, write_video  # noqa: E402
+from test_extract_support import google_preprocessing, inception_standin, model_dir, write_video  # noqa: E402
 from zoo_yt8m_extract.extract import Extractor, Options, run  # noqa: E402
 from zoo_yt8m_extract.models import ModelFiles  # noqa: E402
 from zoo_yt8m_extract.networks import InceptionGraph  # noqa: E402
@@ -99,10 +99,7 @@ def _coupled_graph() -> bytes:
     rng = np.random.default_rng(5)
     graph = tf.Graph()
     with graph.as_default():
-        image = v1.placeholder(tf.uint8, [None, None, 3], name="DecodeJpeg")
-        x = tf.expand_dims(tf.cast(image, tf.float32, name="Cast"), 0, name="ExpandDims")
-        x = v1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
-        x = tf.multiply(tf.subtract(x, 128.0, name="Sub"), 1.0 / 128.0, name="Mul")
+        x = google_preprocessing()  # DecodeJpeg:0 ... Mul:0
         w = rng.normal(0, 0.2, (13, 13, 3, 2048)).astype(np.float32)
         x = tf.nn.relu(tf.nn.conv2d(x, w, strides=23, padding="VALID"))  # [n, 13, 13, 2048]
         x = tf.nn.avg_pool2d(x, 13, 1, "VALID")
@@ -175,10 +172,7 @@ def _graph_with_big_constants(layers: int = 3) -> bytes:
     rng = np.random.default_rng(0)
     graph = tf.Graph()
     with graph.as_default():
-        image = v1.placeholder(tf.uint8, [None, None, 3], name="DecodeJpeg")
-        x = tf.expand_dims(tf.cast(image, tf.float32, name="Cast"), 0, name="ExpandDims")
-        x = v1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
-        x = tf.multiply(tf.subtract(x, 128.0, name="Sub"), 1.0 / 128.0, name="Mul")
+        x = google_preprocessing()  # DecodeJpeg:0 ... Mul:0
         w = rng.normal(0, 0.1, (8, 8, 3, 2048)).astype(np.float32)
         x = tf.nn.relu(tf.nn.conv2d(x, w, strides=32, padding="VALID"))  # [1, 10, 10, 2048]
         for _ in range(layers):

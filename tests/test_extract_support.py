@@ -63,6 +63,19 @@ def write_video(
     return path
 
 
+def google_preprocessing():
+    """In the default TensorFlow graph, the front of Google's Inception graph: ``DecodeJpeg:0`` (uint8
+    [H, W, 3]) cast, given a batch axis, resized to 299x299 (bilinear) and normalized to ``Mul:0`` =
+    (x - 128) / 128, with the real graph's node names; returns ``Mul:0``."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    image = v1.placeholder(tf.uint8, [None, None, 3], name="DecodeJpeg")
+    x = tf.expand_dims(tf.cast(image, tf.float32, name="Cast"), 0, name="ExpandDims")
+    x = v1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
+    return tf.multiply(tf.subtract(x, 128.0, name="Sub"), 1.0 / 128.0, name="Mul")
+
+
 def inception_standin(seed: int = 0, channels: int = 32, batch_free: bool = True) -> bytes:
     """A frozen GraphDef from ``DecodeJpeg:0`` (uint8 [H, W, 3]) to ``pool_3/_reshape:0`` ([1, 2048]) through
     the real graph's preprocessing (cast, resize to 299x299 bilinear, (x - 128) / 128) and a small network
@@ -71,15 +84,10 @@ def inception_standin(seed: int = 0, channels: int = 32, batch_free: bool = True
     to [1, 1, 1, 2048] instead, a graph that cannot take batches."""
     import tensorflow as tf
 
-    v1 = tf.compat.v1
     rng = np.random.default_rng(seed)
     graph = tf.Graph()
     with graph.as_default():
-        image = v1.placeholder(tf.uint8, [None, None, 3], name="DecodeJpeg")
-        x = tf.cast(image, tf.float32, name="Cast")
-        x = tf.expand_dims(x, 0, name="ExpandDims")
-        x = v1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
-        x = tf.multiply(tf.subtract(x, 128.0, name="Sub"), 1.0 / 128.0, name="Mul")
+        x = google_preprocessing()  # DecodeJpeg:0 ... Mul:0
         w1 = rng.normal(0, 0.2, (8, 8, 3, channels)).astype(np.float32)
         x = tf.nn.relu(tf.nn.conv2d(x, w1, strides=8, padding="VALID"))
         w2 = rng.normal(0, 0.3, (3, 3, channels, 64)).astype(np.float32)
