@@ -920,19 +920,37 @@ def upload_tree(local_dir: str, url: str, *, last: str | None = None, skip: tupl
         )
 
 
-def download_tree(url: str, local_dir: str) -> None:
-    """Copy every object under the prefix ``url`` into ``local_dir`` (which must not exist yet)."""
+def download_tree(
+    url: str, local_dir: str, *, keep: Callable[[str], bool] | None = None, missing_ok: bool = False
+) -> int:
+    """Copy the objects under the prefix ``url`` into ``local_dir`` (made if missing), those whose name
+    relative to the prefix ``keep`` accepts (all without it); returns how many. Nothing under the prefix is
+    an error, unless ``missing_ok`` (then nothing is copied)."""
     fs, base = filesystem(url)
-    found = call(lambda: fs.find(base, detail=False), url, "list")
-    if not found:
+
+    def listing() -> list[str]:
+        try:
+            return list(fs.find(base, detail=False))
+        except FileNotFoundError:
+            if missing_ok:
+                return []
+            raise
+
+    found = call(listing, url, "list")
+    if not found and not missing_ok:
         raise DataError(f"{redact(url)}: nothing there (no such prefix, or it is empty)")
-    os.makedirs(local_dir)
+    os.makedirs(local_dir, exist_ok=True)
     prefix = base.rstrip("/") + "/"
-    for name in found:
+    copied = 0
+    for name in sorted(found):
         rel = name[len(prefix) :] if name.startswith(prefix) else posixpath.basename(name)
+        if not rel or rel.endswith("/") or (keep is not None and not keep(rel)):
+            continue
         dest = os.path.join(local_dir, *rel.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         call(lambda name=name, dest=dest: fs.get_file(name, dest), fs.unstrip_protocol(name), "download")
+        copied += 1
+    return copied
 
 
 def localize(url: str, root: str | os.PathLike, *, sha256: str | None = None) -> str:

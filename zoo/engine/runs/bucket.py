@@ -142,26 +142,7 @@ class RunMirror:
                 else:
                     entry.unlink()
         self.local.mkdir(parents=True, exist_ok=True)
-
-        def listing() -> list[str]:
-            try:
-                return list(self.fs.find(self.base, detail=False))
-            except FileNotFoundError:  # nothing under the prefix yet: a new run
-                return []
-
-        found = storage.call(listing, self.url, "list the run")
-        prefix = self.base + "/"
-        copied = 0
-        for name in sorted(found):
-            rel = name[len(prefix) :] if name.startswith(prefix) else ""
-            if not rel or rel.endswith("/") or not _published(rel):
-                continue
-            dest = self.local.joinpath(*rel.split("/"))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            storage.call(
-                lambda name=name, dest=dest: self.fs.get_file(name, str(dest)), self._shown(rel), "download"
-            )
-            copied += 1
+        copied = storage.download_tree(self.url, str(self.local), keep=_published, missing_ok=True)
         self.known = self._scan()
         if copied:
             self.log(f"{storage.redact(self.url)}: copied the run's {copied} files to {self.local}")
