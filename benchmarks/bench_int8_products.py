@@ -5,17 +5,19 @@
 The reference NeXtVLAD (the bundled config: 89M parameters), trained-looking random weights, rgb 1024 + audio
 128 features, 3862 classes, 150-300 frames per video. In ``WORK_DIR`` (kept and reused: the exports take
 minutes) it makes the fp32 ONNX export (``zoo export --format onnx``) and quantizes it as ``zoo export
---precision int8`` does, four ways:
+--precision int8`` does, five ways:
 
 - ``after-pooling dynamic``: the products after the pooling only (hidden layer, gating, classifier), dynamic:
   NeXtVLAD's int8 policy before it quantized the frame-level products;
 - ``policy dynamic``: NeXtVLAD's policy (every product with a constant matrix), dynamic quantization;
 - ``policy static``: NeXtVLAD's policy with static quantization (activation ranges calibrated on 2 batches
   of 32 videos other than the timed ones);
-- ``every-product static``: static, and the pooling of the frames by their assignments (a product of two
-  activations, which the policy keeps fp32) in int8 too.
+- ``every-product dynamic``: dynamic, and the pooling of the frames by their assignments (a product of two
+  activations, which the policy keeps fp32) in int8 too, its ranges found per batch row by row
+  (``quantize_activation_products``);
+- ``every-product static``: static, the pooling in int8 too (calibrated ranges).
 
-Then fp32 and the four take turns batch by batch (``--batches`` batches of 32, then 16 videos one by one)
+Then fp32 and the five take turns batch by batch (``--batches`` batches of 32, then 16 videos one by one)
 for ``--rounds`` rounds in this one process, so the load of a shared machine falls on all alike; per model
 the median round counts. Prints (and writes ``WORK_DIR/result.json``): videos/s, each against fp32, every
 round, the load average, the largest probability difference from fp32 on the first batch, and the file
@@ -37,11 +39,17 @@ from typing import Any
 
 from serving_peers import CLASSES, FEATURES, random_batches  # the serving rows' shapes and batches
 
-VARIANTS = ("after-pooling dynamic", "policy dynamic", "policy static", "every-product static")
+VARIANTS = (
+    "after-pooling dynamic",
+    "policy dynamic",
+    "policy static",
+    "every-product dynamic",
+    "every-product static",
+)
 
 
 def prepare(work: Path) -> dict[str, Any]:
-    """The fp32 export and the three int8 ones in ``work`` (those already there are kept)."""
+    """The fp32 export and the int8 ones in ``work`` (those already there are kept)."""
     import onnx
 
     from zoo.config import load_config
@@ -74,6 +82,7 @@ def prepare(work: Path) -> dict[str, Any]:
         "after-pooling dynamic": (after_pooling, "dynamic"),
         "policy dynamic": (policy, "dynamic"),
         "policy static": (policy, "static"),
+        "every-product dynamic": (dataclasses.replace(policy, activations=True), "dynamic"),
         "every-product static": (dataclasses.replace(policy, activations=True), "static"),
     }
     facts: dict[str, Any] = {"parameters": count_parameters(model), "products": {}}
@@ -100,7 +109,7 @@ def prepare(work: Path) -> dict[str, Any]:
             [p["node"] for p in products if p["int8"]],
             Int8Options(mode=mode),
             feeds,
-            activations=any(p["int8"] and p["kind"] == "activations" for p in products),
+            activations=[p["node"] for p in products if p["int8"] and p["kind"] == "activations"],
         )
         print(f"{name}: quantized in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         (work / "prepared.onnx").unlink()

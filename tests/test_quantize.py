@@ -152,7 +152,8 @@ def test_the_policy_chooses_products_by_kind(paddle, data, tmp_path):
     cfg = nextvlad_config(data)
     model = trained_model(cfg)
     weights = trained_weights(cfg, tmp_path / "w.safetensors")
-    graph = onnx.load(str(export_onnx(cfg, str(weights), tmp_path / "fp32") / ONNX_FILE)).graph
+    fp32 = onnx.load(str(export_onnx(cfg, str(weights), tmp_path / "fp32") / ONNX_FILE))
+    graph = fp32.graph
     constants_to_initializers(graph)
 
     def count(policy: Int8Policy, mode: str) -> int:
@@ -161,14 +162,26 @@ def test_the_policy_chooses_products_by_kind(paddle, data, tmp_path):
     named = ("hidden.weight", "gating.squeeze.weight", "gating.excite.weight", "head.fc.weight")
     assert count(Int8Policy(quantize=named), "static") == 4  # the policy before the frame-level products
     assert count(Int8Policy(quantize=named, derived=True), "static") == 12
-    assert count(Int8Policy(quantize=named, derived=True, activations=True), "dynamic") == 12
+    assert count(Int8Policy(quantize=named, derived=True, activations=True), "dynamic") == 16
     assert count(Int8Policy(quantize=named, derived=True, activations=True), "static") == 16
     assert count(Int8Policy(), "static") == 12  # no policy: every product with a constant matrix
     assert count(model.int8_policy(), "static") == 12  # NeXtVLAD's own: the pooling stays fp32
-    with pytest.raises(UsageError, match="two activations can only be quantized statically"):
-        _quantize(
-            tmp_path / "x.onnx", tmp_path / "y.onnx", ["MatMul.2"], Int8Options(), None, activations=True
-        )
+    assert count(model.int8_policy(), "dynamic") == 12
+    # dynamic, the pooling too: ONNX Runtime's quantizer takes the 12, the 4 of two activations are rewritten
+    prepared = tmp_path / "prepared.onnx"
+    onnx.save(fp32, str(prepared))
+    every = Int8Policy(quantize=named, derived=True, activations=True)
+    products = select_products(graph, model, every, "dynamic")
+    _quantize(
+        prepared,
+        tmp_path / "int8.onnx",
+        [p["node"] for p in products if p["int8"]],
+        Int8Options(),
+        None,
+        activations=[p["node"] for p in products if p["kind"] == "activations"],
+    )
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulIntegerToFloat") >= 4
 
 
 def write_float_videos(path: Path, videos: list[tuple[str, np.ndarray, np.ndarray]]) -> Path:
@@ -279,3 +292,48 @@ def test_a_policy_that_selects_nothing_is_refused(paddle, tmp_path, monkeypatch)
     )
     with pytest.raises(UsageError, match="selects none of its"):
         export_int8(small_config(tmp_path), None, tmp_path / "out", allow_random=True)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("signed", [False, True])
+def test_dynamic_products_of_two_activations_are_close_to_fp32(transposed, signed):
+    """quantize_activation_products: a batched product of two activations in int8, against numpy in fp32;
+    rows whose values differ by orders of magnitude keep their precision, and operands at the top of their
+    range do not saturate (uint8 255 x int8 127 pairs would, on a CPU without VNNI)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from zoo.engine.export.quantize import quantize_activation_products
+
+    rng = np.random.default_rng(0)
+    b, m, k, n = 2, 16, 64, 24
+    a = rng.uniform(0 if not signed else -1, 1, (b, m, k)).astype(np.float32)
+    a *= np.logspace(-3, 0, m, dtype=np.float32)[None, :, None]  # rows of very different sizes
+    a[:, 0, :] = 1.0  # the top of the range everywhere: saturates without the 7-bit first operand
+    x = rng.uniform(-2, 2, (b, k, n)).astype(np.float32)
+    x[:, :, 0] = 2.0
+    a_in = np.ascontiguousarray(a.transpose(0, 2, 1)) if transposed else a
+    nodes = [helper.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 1], name="t")] if transposed else []
+    nodes.append(helper.make_node("MatMul", ["at" if transposed else "a", "x"], ["y"], name="pool"))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a_in.shape)),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [b, k, n]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [b, m, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert quantize_activation_products(model, ["pool"]) == ["pool"]
+    onnx.checker.check_model(model)
+    ops = [node.op_type for node in model.graph.node]
+    assert "MatMul" not in ops and "MatMulIntegerToFloat" in ops
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"a": a_in, "x": x})
+    exact = a @ x
+    assert abs(y[:, 0, 0] - exact[:, 0, 0]).max() < 0.01 * abs(exact[:, 0, 0]).max()  # no saturation
+    # every row within a few percent of its own size, the smallest rows too
+    err = np.abs(y - exact).max(axis=-1) / np.abs(exact).max(axis=-1)
+    assert err.max() < 0.05, err.max()

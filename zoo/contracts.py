@@ -118,8 +118,9 @@ class Int8Policy:
     """Also the products whose matrix is a constant the export derives from parameters (NeXtVLAD's
     frame-level assignment, attention and expansion matrices, with the BatchNorm folded in)."""
     activations: bool = False
-    """Also the products of two activations (NeXtVLAD's pooling of the frames by their assignments).
-    Static quantization only (both operands need calibrated ranges); dynamic keeps them fp32."""
+    """Also the products of two activations (NeXtVLAD's pooling of the frames by their assignments): static
+    quantization calibrates both operands' ranges; dynamic finds them per batch, row by row for the first
+    operand (``zoo.engine.export.quantize.quantize_activation_products``)."""
 
 
 @runtime_checkable

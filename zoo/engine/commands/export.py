@@ -68,8 +68,7 @@ class ExportCommand:
             choices=["dynamic", "static"],
             default="dynamic",
             help="with --precision int8: dynamic (activation ranges per batch at run time; default) or "
-            "static (ranges calibrated on training batches, data.train; faster, and it also quantizes "
-            "products of two activations)",
+            "static (ranges calibrated on training batches, data.train)",
         )
         parser.add_argument(
             "--calibration-batches",

@@ -7,7 +7,8 @@ chooses (:class:`zoo.contracts.Int8Quantizable`; without a policy: every ``MatMu
 constant matrix) are quantized by ONNX Runtime's quantization tools:
 
 - ``dynamic`` (the default): int8 weights (per output channel), activations quantized per batch at run time
-  (``DynamicQuantizeLinear`` + ``MatMulInteger``); needs no calibration data;
+  (``DynamicQuantizeLinear`` + ``MatMulInteger``); needs no calibration data; products of two activations,
+  when the policy asks for them, are rewritten here (:func:`quantize_activation_products`);
 - ``static``: int8 weights and activations whose ranges come from calibration batches of the training
   split (QDQ format, min/max calibration).
 
@@ -65,6 +66,14 @@ EVAL_VIDEOS = 4096
 CALIBRATION_BATCHES = 16
 """Default number of training batches a static quantization calibrates on."""
 
+WEIGHT_BITS = 7
+"""Weights of the products with a constant matrix are int8 in 7 bits (-64..63, ONNX Runtime's
+``reduce_range``): on an x86 CPU without VNNI its uint8 x int8 kernels add pairs of products in 16 bits
+with saturation (``vpmaddubsw``), which 2 x 255 x 127 exceeds and 2 x 255 x 64 does not. An export may
+run on another CPU than the one it was made on: with 8-bit weights a tiny NeXtVLAD's probabilities moved
+by 0.011 on average on an AMD EPYC (AVX2), beyond INT8_TOLERANCE, and within it with 7 bits; on the reference-size
+NeXtVLAD trained on the sample data, GAP -0.00182 against -0.00166 with 8 bits (docs/export.md)."""
+
 MODES = ("dynamic", "static")
 PRODUCTS = ("MatMul", "Gemm")
 
@@ -95,8 +104,8 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _chosen(kind: str, parameter: str | None, policy: Int8Policy, mode: str) -> bool:
-    if kind == "activations":  # both operands need calibrated ranges: static only, and only when asked
-        return policy.activations and mode == "static"
+    if kind == "activations":  # only when asked (static: calibrated; dynamic: quantize_activation_products)
+        return policy.activations
     if policy.quantize is None or (kind == "derived" and policy.derived):
         return True
     if parameter is None:
@@ -286,16 +295,13 @@ def _quantize(
     options: Int8Options,
     calibration: list[dict[str, np.ndarray]] | None,
     *,
-    activations: bool = False,
+    activations: list[str] | tuple[str, ...] = (),
 ) -> None:
-    """Quantize ``nodes`` of the model at ``prepared`` into ``output``. ``activations``: some of ``nodes``
-    multiply two activations (static only). Static products keep fp32 outputs (no requantization of the
-    result: ONNX Runtime then fuses each dequantize-product pair into one integer product with a float
-    output: one rounding fewer than requantizing, and as fast, measured on NeXtVLAD)."""
-    if activations and options.mode != "static":
-        raise UsageError(
-            "products of two activations can only be quantized statically (--quantization static)"
-        )
+    """Quantize ``nodes`` of the model at ``prepared`` into ``output``. ``activations``: those of ``nodes``
+    that multiply two activations. Dynamic: ONNX Runtime's dynamic quantizer takes the products with a
+    constant matrix, :func:`quantize_activation_products` the others. Static products keep fp32 outputs (no
+    requantization of the result: ONNX Runtime then fuses each dequantize-product pair into one integer
+    product with a float output: one rounding fewer than requantizing, and as fast, measured on NeXtVLAD)."""
     try:
         from onnxruntime import quantization as q
     except ImportError as exc:
@@ -303,18 +309,29 @@ def _quantize(
             f"int8 export needs onnxruntime's quantization tools ({exc}); install the onnx extra: "
             f"pip install 'yt8m-zoo[onnx]'"
         ) from None
+    pairs = set(activations)
     common = dict(
         op_types_to_quantize=list(PRODUCTS),
-        nodes_to_quantize=nodes,
+        nodes_to_quantize=nodes if options.mode == "static" else [n for n in nodes if n not in pairs],
         per_channel=options.per_channel,
         weight_type=q.QuantType.QInt8,
-        extra_options={"MatMulConstBOnly": not activations},
+        reduce_range=True,  # 7-bit weights: see WEIGHT_BITS
+        extra_options={"MatMulConstBOnly": options.mode == "dynamic" or not pairs},
     )
     if options.mode == "static":
         common["extra_options"]["OpTypesToExcludeOutputQuantization"] = list(PRODUCTS)
     if options.mode == "dynamic":
         with _quiet_logging():
-            q.quantize_dynamic(str(prepared), str(output), **common)
+            if common["nodes_to_quantize"]:
+                q.quantize_dynamic(str(prepared), str(output), **common)
+            else:
+                shutil.copyfile(prepared, output)
+        if pairs:
+            import onnx
+
+            model = onnx.load(str(output))
+            quantize_activation_products(model, [n for n in nodes if n in pairs])
+            onnx.save(model, str(output))
         return
 
     class Calibration(q.CalibrationDataReader):
@@ -334,6 +351,113 @@ def _quantize(
             calibrate_method=q.CalibrationMethod.MinMax,
             **common,
         )
+
+
+ACTIVATION_BITS = (7, 8)
+"""Bits of the two operands of a dynamic int8 product of two activations (:func:`quantize_activation_products`):
+uint8 0..127 times int8 -127..127. On an x86 CPU without VNNI, ONNX Runtime's uint8 x int8 kernels add pairs
+of products in 16 bits with saturation (``vpmaddubsw``): 2 x 127 x 127 = 32,258 stays below 32,767, where
+2 x 255 x 127 does not (on an AMD EPYC, 255 x 127 summed 64 times came out 1,048,544, not 2,072,640)."""
+
+
+def quantize_activation_products(model: Any, nodes: list[str]) -> list[str]:
+    """Rewrite the ``MatMul`` nodes named in ``nodes`` (products of two activations, which ONNX Runtime's
+    dynamic quantizer leaves fp32) of ``model`` (an ``onnx.ModelProto``, changed in place) as dynamic int8
+    products, ranges found per batch: each row of the first operand is divided by its largest absolute value
+    (NeXtVLAD's soft assignments of most clusters are far below the largest one's: one range for all
+    rows cost GAP, docs/export.md) and becomes uint8 (0..127; with a zero point when it has negative
+    values), the second operand int8 (-127..127, one symmetric range), ``MatMulIntegerToFloat`` multiplies
+    them and the rows are scaled back. A first operand made by a ``Transpose`` that only this product
+    reads is quantized before it (the codes are transposed, a quarter of the bytes). Returns the names."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=17)
+    producers = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    a_levels, b_levels = 2 ** ACTIVATION_BITS[0] - 1, 2 ** (ACTIVATION_BITS[1] - 1) - 1
+
+    def const(name: str, value: Any, dtype: Any = np.float32) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.array(value, dtype), name))
+        return name
+
+    def reduce_max(x: str, out: str, axes: list[int] | None) -> Any:
+        if axes is None:
+            return helper.make_node("ReduceMax", [x], [out], keepdims=0)
+        if opset >= 18:
+            return helper.make_node("ReduceMax", [x, const(f"{out}_axes", axes, np.int64)], [out], keepdims=1)
+        return helper.make_node("ReduceMax", [x], [out], keepdims=1, axes=axes)
+
+    replaced: dict[str, list[Any]] = {}
+    dropped: set[str] = set()
+    for node in graph.node:
+        if node.name not in nodes or node.op_type != "MatMul":
+            continue
+        p = f"{node.name}_int8"
+        a, b = node.input[0], node.input[1]
+        transpose = producers.get(a)
+        perm = [list(x.ints) for x in transpose.attribute if x.name == "perm"] if transpose else []
+        moved = transpose is not None and transpose.op_type == "Transpose" and perm and readers.get(a) == 1
+        source = transpose.input[0] if moved else a
+        axis = perm[0][-1] if moved else -1  # the first operand's rows run along this axis of source
+
+        tiny, zero = const(f"{p}_tiny", 1e-30), const(f"{p}_zero", 0.0)
+        new = [
+            # rows of the first operand over [-1, 1]: divided by their largest |value| (kept for later)
+            helper.make_node("Abs", [source], [f"{p}_abs"]),
+            reduce_max(f"{p}_abs", f"{p}_row_max0", [axis]),
+            helper.make_node("Max", [f"{p}_row_max0", tiny], [f"{p}_row_max"]),
+            helper.make_node("Div", [source, f"{p}_row_max"], [f"{p}_rows"]),
+            # uint8 0..127 over [0, 1], or over [-1, 1] (zero point 64) when some value is negative
+            helper.make_node("ReduceMin", [source], [f"{p}_min"], keepdims=0),
+            helper.make_node("Less", [f"{p}_min", zero], [f"{p}_signed0"]),
+            helper.make_node("Cast", [f"{p}_signed0"], [f"{p}_signed"], to=1),
+            helper.make_node("Add", [f"{p}_signed", const(f"{p}_one", 1.0)], [f"{p}_span"]),
+            helper.make_node("Div", [f"{p}_span", const(f"{p}_a_levels", a_levels)], [f"{p}_a_scale"]),
+            helper.make_node(
+                "Mul", [f"{p}_signed", const(f"{p}_half", float((a_levels + 1) // 2))], [f"{p}_zp0"]
+            ),
+            helper.make_node("Cast", [f"{p}_zp0"], [f"{p}_a_zp"], to=2),  # uint8
+            helper.make_node("QuantizeLinear", [f"{p}_rows", f"{p}_a_scale", f"{p}_a_zp"], [f"{p}_a_codes"]),
+        ]
+        row_scale, a_q = f"{p}_row_max", f"{p}_a_codes"
+        if moved:
+            new += [
+                helper.make_node("Transpose", [a_q], [f"{p}_a_q"], perm=perm[0]),
+                helper.make_node("Transpose", [row_scale], [f"{p}_row_scale"], perm=perm[0]),
+            ]
+            row_scale, a_q = f"{p}_row_scale", f"{p}_a_q"
+            dropped.add(transpose.name)
+        b_zero = const(f"{p}_b_zero", 0, np.int8)
+        new += [
+            # the second operand: int8 -127..127 over [-max|x|, max|x|]
+            helper.make_node("Abs", [b], [f"{p}_b_abs"]),
+            reduce_max(f"{p}_b_abs", f"{p}_b_max", None),
+            helper.make_node("Div", [f"{p}_b_max", const(f"{p}_b_levels", b_levels)], [f"{p}_b_scale0"]),
+            helper.make_node("Max", [f"{p}_b_scale0", tiny], [f"{p}_b_scale"]),
+            helper.make_node("QuantizeLinear", [b, f"{p}_b_scale", b_zero], [f"{p}_b_q"]),
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                [a_q, f"{p}_b_q", f"{p}_a_scale", f"{p}_b_scale", f"{p}_a_zp", b_zero],
+                [f"{p}_out"],
+                name=p,
+                domain="com.microsoft",
+            ),
+            helper.make_node("Mul", [f"{p}_out", row_scale], list(node.output)),
+        ]
+        replaced[node.name] = new
+    kept = [n for node in graph.node if node.name not in dropped for n in replaced.get(node.name, [node])]
+    copies = [type(n)() for n in kept]
+    for copy, node in zip(copies, kept):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    if replaced and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return list(replaced)
 
 
 @contextlib.contextmanager
@@ -414,7 +538,7 @@ def export_int8(
         constants_to_initializers(graph_model.graph)
         products = select_products(graph_model.graph, model, policy, options.mode)
         nodes = [p["node"] for p in products if p["int8"]]
-        activations = any(p["int8"] and p["kind"] == "activations" for p in products)
+        activations = [p["node"] for p in products if p["int8"] and p["kind"] == "activations"]
         if not nodes:
             raise UsageError(
                 f"model {cfg.model_name!r}: its int8 policy selects none of its {len(products)} matrix "
@@ -478,8 +602,11 @@ def export_int8(
             metadata["quantization"] = {
                 "mode": options.mode,
                 "tool": f"onnxruntime.quantization {versions['onnxruntime']}",
-                "weights": "int8 per output channel" if options.per_channel else "int8 per matrix",
+                "weights": f"int8 ({WEIGHT_BITS} bits) per output channel"
+                if options.per_channel
+                else f"int8 ({WEIGHT_BITS} bits) per matrix",
                 "activations": "uint8, ranges per batch at run time"
+                + (", products of two activations row by row (7 x 8 bits)" if activations else "")
                 if options.mode == "dynamic"
                 else f"uint8, min/max calibrated on {len(calibration_batches)} batches of "
                 f"{describe_split(data_cfg, 'train')}",
