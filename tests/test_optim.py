@@ -93,13 +93,27 @@ def _cpu_flags() -> set[str]:
 PADDLE_ADAM_IS_AVX512 = "avx512f" in _cpu_flags()
 
 
-def assert_same_update(got: np.ndarray, want: np.ndarray, kind: str, name: str) -> None:
+def assert_same_update(
+    got: np.ndarray, want: np.ndarray, kind: str, name: str, atol: float | None = None
+) -> None:
     """``got`` (an update of ``kind``) is paddle's update ``want``: bit for bit, except for the fused kernel
-    against paddle's portable adam kernel (no AVX-512), where each multiply-add may round once more."""
+    against paddle's portable adam kernel (no AVX-512), where each multiply-add may round once more.
+
+    That tolerance is absolute (:data:`PORTABLE_ATOL`): a moment or parameter near zero is the difference of
+    larger terms, so one extra rounding of a term is large next to the element itself (seen on an AMD EPYC
+    without AVX-512: 2.8e-7 off at 5.8e-4, 6.4e-7 the largest in these tests), while a step of these runs
+    moves a parameter by about the learning rate (0.05 here, 0.003 in the trainer's run): a wrong update
+    (no clipping, no L2 term) is thousands of times the tolerance (``test_the_settings_change_the_update``).
+    ``atol`` replaces it for whole training runs, where a rounding changes the next steps' gradients."""
     if kind != "fused" or PADDLE_ADAM_IS_AVX512:
         np.testing.assert_array_equal(bits(got), bits(want), err_msg=name)
     else:
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol or PORTABLE_ATOL, err_msg=name)
+
+
+PORTABLE_ATOL = 2e-6
+RUN_ATOL = 1e-4
+"""A thirtieth of one step at the trainer run's learning rate (0.003); seen: 2.0e-5 (AMD EPYC, per-tensor clipping)."""
 
 
 NO_KERNEL = "the fused update kernel (zoo/engine/train/_adam.c) was not built in this install"
@@ -268,8 +282,8 @@ def test_the_trainer_trains_bitwise_as_with_paddles_clip_l2_and_zeroed_gradients
     new, old = weights_of(tmp_path / "new"), weights_of(tmp_path / "old")
     assert new.keys() == old.keys()
     kind = "paddle" if not fused else "fused" if gradclip.FUSED_ADAM is not None else "in_place"
-    for name in new:
-        assert_same_update(new[name], old[name], kind, name)
+    for name in new:  # without AVX-512: 16 steps of a whole model carry the roundings into the gradients
+        assert_same_update(new[name], old[name], kind, name, atol=RUN_ATOL)
 
 
 def test_the_fused_update_steps_with_paddles_kernels_where_its_own_cannot(monkeypatch):
