@@ -1080,6 +1080,27 @@ def test_the_reader_takes_a_blocks_first_bytes_before_the_rest_has_arrived(tmp_p
 
 
 @pytest.mark.integration
+def test_a_block_passed_at_its_edge_is_not_read_after_its_buffer_went_to_another_file(tmp_path):
+    """A read that ends exactly at a block's edge passes the block (its buffer becomes a spare); another file
+    of the process takes the buffer and fills it; a seek back into the passed block reads the object again,
+    not the other file's bytes (it did, before the reader forgot a block it had given back)."""
+    rng = np.random.default_rng(9)
+    payload, other = (rng.integers(0, 255, 300_000, dtype=np.uint8).tobytes() for _ in range(2))
+    (tmp_path / "blob.bin").write_bytes(payload)
+    (tmp_path / "other.bin").write_bytes(other)
+    with http_server(tmp_path) as server:
+        options = storage.ReadOptions(block_size=8192, blocks=1)
+        with (
+            storage.RemoteFile(f"{server.url}/blob.bin", options) as a,
+            storage.RemoteFile(f"{server.url}/other.bin", options) as b,
+        ):
+            assert a.read(8192) == payload[:8192]
+            assert b.read() == other
+            a.seek(100)
+            assert a.read(50) == payload[100:150]
+
+
+@pytest.mark.integration
 def test_reused_block_buffers_never_mix_bytes_of_two_blocks(tmp_path):
     """Reads of every size at every offset, forwards, backwards and across block edges, while block buffers
     are handed from the blocks passed to the next ones: every byte is the object's."""

@@ -478,12 +478,16 @@ class RemoteFile:
                 self._blocks[ahead] = (block, _fetch_pool().submit(self._fetch, block))
         for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
             block, future = self._blocks.pop(far)
+            if block is self._current:
+                self._current = None
             block.release(future)
 
     def _drop_behind(self, index: int) -> None:
         """Release the blocks before ``index``: the reader has passed them, their buffers are reused."""
         for stale in [i for i in self._blocks if i < index]:
             block, future = self._blocks.pop(stale)
+            if block is self._current:  # its buffer may go to another file's block: never read from it again
+                self._current = None
             block.release(future)
 
     def _fetch(self, block: Block) -> None:
