@@ -1,7 +1,7 @@
-"""Reading data from an object store: the sample data from moto's S3 server on 127.0.0.1 against local disk.
+"""Reading data from an object store: the sample data from S3 servers on 127.0.0.1 against local disk.
 
     python benchmarks/bench_remote.py [--workers 1,2] [--blocks 8MiB:4,1MiB:4,8MiB:1] [--repeat 2] [--passes 3]
-                                      [--memory-sizes 16,128] [--json out.json]
+                                      [--memory-sizes 16,128] [--before DIR] [--json out.json]
 
 Needs the s3 extra and moto's server (``pip install -e '.[dev]'``). The built-in sample data's training
 split (``zoo run`` makes it; made here once if missing) is uploaded to a moto S3 server started as a separate
@@ -11,24 +11,36 @@ process on a free loopback port. Then, in this one run, each configuration reads
 the pipeline's hint that starts the next file while one is read):
 
 - ``local``: the files on local disk (the reference);
-- ``s3 BLOCK:N``: the same files as ``s3://`` URLs, read ahead ``N`` blocks of ``BLOCK`` bytes;
-- ``s3 raw ranged`` / ``cat_ranges`` / ``whole`` / ``botocore``: only the server's side, nothing decoded:
+- ``s3 BLOCK:N``: the same files as ``s3://`` URLs from moto, read ahead ``N`` blocks of ``BLOCK`` bytes;
+- ``s3 raw ranged`` / ``cat_ranges`` / ``whole`` / ``botocore``: only moto's side, nothing decoded:
   every file fetched in 8 MiB ranges one after the other (``cat_file``), all its 8 MiB ranges at once (s3fs's
   ``cat_ranges``), in one GET of the whole object, or in one GET through botocore's synchronous client; the
-  best of them is moto's ceiling (moto is a pure-Python mock), and each ``s3`` row is also given as a ratio
-  to it;
-- ``http BLOCK:N``: the same files from a loopback HTTP server that answers ranges with ``sendfile`` (a
-  server faster than the reader), through the same reader: what the storage layer itself costs;
+  best of them is moto's ceiling (moto is a pure-Python mock: it cannot serve the split at 0.8x of local disk
+  even to a client that decodes nothing), and each ``s3`` row is also given as a ratio to it;
+- ``s3front BLOCK:N``: the same ``s3://`` URLs through a loopback S3 *front* (this file's own server, not a
+  real store): GET and HEAD of the objects under ``bench/train/`` are answered from the local files with
+  ``sendfile`` (byte ranges; signatures are not checked), every other request (listings, ...) is forwarded to
+  moto. No S3 server fast enough to show the client's speed installs here (rclone's ``serve s3`` is newer
+  than Debian's rclone 1.60; npm's ``s3rver`` measured slower than moto): the front shows what our S3 client
+  path costs when the server is not the bottleneck; ``s3front raw stdlib`` is its ceiling (each object in one
+  GET by ``http.client`` into a reused buffer, nothing decoded);
+- ``http BLOCK:N``: the same files from a loopback HTTP server that answers ranges with ``sendfile``, through
+  the same reader: what the storage layer itself costs;
 - ``http raw stdlib``: the same server's ceiling for a Python client: each file in one GET read by
   ``http.client`` with ``readinto`` into one reused buffer, nothing decoded (each ``http`` row is also given
-  as a ratio to it).
+  as a ratio to it);
+- with ``--before DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``): ``s3``, ``s3front``
+  and ``http`` with the first read-ahead setting, read by that checkout's code (rows marked ``before``), so
+  that a change is measured against its baseline in the same run.
 
 Each worker reads its share ``--passes`` times per row (the split is small: one pass on local disk takes
 tens of milliseconds).
 
 Videos per second are measured over the wall time of the slowest worker, best of ``--repeat``; the ratio to
-``local`` with the same number of workers is the number that counts (goal: >= 0.8 on loopback). Each row also
-says which share of the readers' time went to waiting for a block not yet arrived (the store's side) and how
+``local`` with the same number of workers is the number that counts (goal: >= 0.8 on loopback). On a shared
+machine the best of a few rounds is luck as much as speed: each row also gives the median over the rounds of
+its ratio to the same round's ``local`` row (the rows of a round run one after the other). Each row also
+says which share of the readers' time went to waiting for bytes not yet arrived (the store's side) and how
 much CPU time the reading processes and the server process used (beside the wall time: whether CPU or
 waiting bounds a row). Peak memory:
 one process reads one file of each ``--memory-sizes`` MiB (random records) from S3 while a thread samples its
@@ -42,6 +54,7 @@ import json
 import multiprocessing
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,21 +83,32 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    wait_for(proc, port, "moto_server")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_for(proc: subprocess.Popen, port: int, what: str) -> None:
+    """Until the server ``proc`` accepts connections on ``port`` (a minute at most)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, endpoint
+                return
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.1)
     proc.kill()
-    raise SystemExit("moto_server did not start")
+    raise SystemExit(f"{what} did not start")
 
 
-def serve_http(root: str, port: int) -> None:
-    """A loopback HTTP server for ``root`` that answers byte ranges with ``os.sendfile`` (one thread each)."""
+def serve_files(root: str, port: int, prefix: str = "/", upstream: str | None = None) -> None:
+    """A loopback HTTP server that answers GET and HEAD of ``prefix`` + NAME from ``root``/NAME, byte ranges
+    by ``os.sendfile`` (one thread per connection); the query (a pre-signed URL's) and any credentials are
+    ignored. With ``upstream`` (moto's endpoint) it is an S3 front: every other request (listings, anything
+    not under ``prefix``) is forwarded there and its answer relayed."""
+    import email.utils
+    import http.client
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -98,12 +122,22 @@ def serve_http(root: str, port: int) -> None:
         def do_GET(self) -> None:  # noqa: N802
             self.serve(True)
 
+        def do_PUT(self) -> None:  # noqa: N802
+            self.forward()
+
+        do_POST = do_DELETE = do_PUT  # noqa: N815
+
         def serve(self, body: bool) -> None:
-            path = os.path.join(root, self.path.lstrip("/"))
+            target = urlsplit(self.path).path
+            path = os.path.join(root, target[len(prefix) :]) if target.startswith(prefix) else ""
             if not os.path.isfile(path):
-                self.send_error(404)
+                if upstream is not None:
+                    self.forward()
+                else:
+                    self.send_error(404)
                 return
-            size = os.path.getsize(path)
+            info = os.stat(path)
+            size = info.st_size
             start, end = 0, size
             ranged = self.headers.get("Range", "")
             if ranged.startswith("bytes="):
@@ -111,6 +145,9 @@ def serve_http(root: str, port: int) -> None:
                 start, end = int(first), min(size, int(last) + 1) if last else size
             self.send_response(206 if ranged else 200)
             self.send_header("Content-Length", str(end - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", f'"{info.st_size:x}-{info.st_mtime_ns:x}"')
+            self.send_header("Last-Modified", email.utils.formatdate(info.st_mtime, usegmt=True))
             if ranged:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
             self.end_headers()
@@ -121,16 +158,55 @@ def serve_http(root: str, port: int) -> None:
                     while offset < end:
                         offset += os.sendfile(self.connection.fileno(), f.fileno(), offset, end - offset)
 
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = self.rfile.read(length) if length else None
+            connection = http.client.HTTPConnection(urlsplit(upstream).netloc, timeout=60)
+            connection.request(self.command, self.path, payload, dict(self.headers.items()))
+            answer = connection.getresponse()
+            data = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in (
+                    "transfer-encoding",
+                    "connection",
+                    "content-length",
+                    "server",
+                    "date",
+                ):
+                    self.send_header(name, value)
+            # a HEAD's answer says the length of the body a GET would have
+            length = answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+            self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            connection.close()
+
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
+def start_server(*args: str) -> tuple[subprocess.Popen, int]:
+    """This file's ``--serve`` server on a free port, once it accepts connections."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), *args])
+    wait_for(proc, port, "the loopback server")
+    return proc, port
+
+
+SETTINGS = ("raw", "mode", "passes", "env", "code")  # a row's options that are not the reader's
+
+
 def read_share(paths: list[str], options: dict, worker: int, workers: int, queue) -> None:
+    os.environ.update(options.get("env", {}))  # the store's endpoint for this row
+    if options.get("code"):  # the "before" rows: zoo and its plugins from another checkout
+        sys.path[:0] = [options["code"], os.path.join(options["code"], "plugins")]
     import zoo
     from zoo import storage
 
     reader = zoo.build_reader(
-        "yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k not in ("raw", "mode", "passes")}
+        "yt8m-frame", paths=paths, **{k: v for k, v in options.items() if k not in SETTINGS}
     )
     if storage.is_url(paths[0]):  # the store's client imported and connected before the clock starts,
         storage.stat(paths[0])  # as in any run after its first file (importing botocore alone is ~0.5 s)
@@ -175,11 +251,12 @@ class RawClient:
             self.client = botocore.session.get_session().create_client(
                 "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]
             )
-        if mode == "stdlib":
+        if mode == "stdlib":  # an http(s) URL, or an S3 object from the front (which asks for no signature)
             import http.client
             import urllib.parse
 
-            netloc = urllib.parse.urlsplit(sources[0]).netloc
+            self.endpoint = os.environ["AWS_ENDPOINT_URL"] if sources[0].startswith("s3://") else None
+            netloc = urllib.parse.urlsplit(self.endpoint or sources[0]).netloc
             self.connection = http.client.HTTPConnection(netloc)
             self.buffer = memoryview(bytearray(max(self.sizes.values())))
 
@@ -199,7 +276,8 @@ class RawClient:
             bucket, _, name = key.partition("/")
             self.client.get_object(Bucket=bucket, Key=name)["Body"].read()
         elif self.mode == "stdlib":
-            self.connection.request("GET", urllib.parse.urlsplit(source).path)
+            path = f"/{key}" if self.endpoint else urllib.parse.urlsplit(source).path
+            self.connection.request("GET", path)
             response = self.connection.getresponse()
             got = 0
             while n := response.readinto(self.buffer[got:size]):
@@ -307,10 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-sizes", default="16,128", help="file sizes (MiB) for the memory check")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--memory-child", nargs=3, metavar=("URL", "BLOCK", "N"), help=argparse.SUPPRESS)
-    parser.add_argument("--serve-http", nargs=2, metavar=("ROOT", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`): its reader also reads each store with "
+        "the first read-ahead setting, in the same run (rows marked 'before')",
+    )
+    parser.add_argument("--serve", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_http:
-        serve_http(args.serve_http[0], int(args.serve_http[1]))
+    if args.serve:  # PORT ROOT [PREFIX UPSTREAM]
+        serve_files(args.serve[1], int(args.serve[0]), *args.serve[2:])
         return 0
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1], int(args.memory_child[2]))
@@ -327,10 +411,9 @@ def main(argv: list[str] | None = None) -> int:
 
     proc, endpoint = start_moto()
     os.environ.update(ENV, AWS_ENDPOINT_URL=endpoint)
-    http_port = free_port()
-    http = subprocess.Popen(
-        [sys.executable, __file__, "--serve-http", os.path.dirname(files[0]), str(http_port)]
-    )
+    http, http_port = start_server(os.path.dirname(files[0]))
+    front, front_port = start_server(os.path.dirname(files[0]), "/bench/train/", endpoint)
+    pids = {"s3": proc.pid, "s3front": front.pid, "http": http.pid}
     results: dict = {
         "files": len(files),
         "mib": round(total_mib, 1),
@@ -353,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = {url: counter.count(path) for url, path in zip(remote, files)}
         served_counts = {url: counts[s3] for url, s3 in zip(served, remote)}
         settings = [(b.split(":")[0], int(b.split(":")[1])) for b in args.blocks.split(",")]
+        at_front = {"env": {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{front_port}"}}
+        first = {"read_ahead_block": settings[0][0], "read_ahead_blocks": settings[0][1]}
         for workers in [int(w) for w in args.workers.split(",")]:
             configs = (
                 [("local", files, {})]
@@ -365,32 +450,59 @@ def main(argv: list[str] | None = None) -> int:
                     for mode in ("ranged", "cat_ranges", "whole", "botocore")
                 ]
                 + [
+                    (
+                        f"s3front {block}:{n}",
+                        remote,
+                        {**at_front, "read_ahead_block": block, "read_ahead_blocks": n},
+                    )
+                    for block, n in settings
+                ]
+                + [("s3front raw stdlib", remote, {**at_front, "raw": counts, "mode": "stdlib"})]
+                + [
                     (f"http {block}:{n}", served, {"read_ahead_block": block, "read_ahead_blocks": n})
                     for block, n in settings
                 ]
                 + [("http raw stdlib", served, {"raw": served_counts, "mode": "stdlib"})]
             )
+            if args.before:
+                setting = ":".join(map(str, settings[0]))
+                code = {"code": os.path.abspath(args.before)}
+                configs += [
+                    (f"s3 {setting} before", remote, {**first, **code}),
+                    (f"s3front {setting} before", remote, {**first, **code, **at_front}),
+                    (f"http {setting} before", served, {**first, **code}),
+                ]
             for _name, _paths, options in configs:
                 options["passes"] = args.passes
             best: dict[str, dict] = {}
+            in_round: dict[str, list[float]] = {name: [] for name, _paths, _options in configs}
             for _ in range(args.repeat):  # configurations take turns, so load changes hit them alike
+                local = None
                 for name, paths, options in configs:
-                    server = (
-                        proc.pid if name.startswith("s3") else http.pid if name.startswith("http") else None
-                    )
-                    row = measure(paths, options, workers, server)
+                    row = measure(paths, options, workers, pids.get(name.split()[0]))
+                    local = local or row["videos_per_s"]  # the round's first row
+                    in_round[name].append(row["videos_per_s"] / local)
                     if name not in best or row["videos_per_s"] > best[name]["videos_per_s"]:
                         best[name] = row
             for name, _paths, _options in configs:
                 row = best[name]
                 ratio = row["videos_per_s"] / best["local"]["videos_per_s"]
-                results["rows"].append({"workers": workers, "config": name, **row, "ratio_to_local": ratio})
+                median = statistics.median(in_round[name])
+                results["rows"].append(
+                    {
+                        "workers": workers,
+                        "config": name,
+                        **row,
+                        "ratio_to_local": ratio,
+                        "ratio_to_local_median": median,
+                    }
+                )
                 server = f", server {row['server_cpu_s']:.2f} s" if row["server_cpu_s"] is not None else ""
                 print(
-                    f"workers {workers}  {name:<16} {row['videos_per_s']:9.0f} videos/s  "
-                    f"({row['videos']} videos, {row['seconds']:.2f} s)  x{ratio:.2f} local  "
-                    f"waiting {row['wait_share']:.0%}  {row['requests']} requests  "
-                    f"CPU: readers {row['client_cpu_s']:.2f} s{server}"
+                    f"workers {workers}  {name:<21} {row['videos_per_s']:9.0f} videos/s  "
+                    f"({row['videos']} videos, {row['seconds']:.2f} s)  x{ratio:.2f} local "
+                    f"(median of rounds x{median:.2f})  waiting {row['wait_share']:.0%}  "
+                    f"{row['requests']} requests  CPU: readers {row['client_cpu_s']:.2f} s{server}"
                 )
             for row in results["rows"]:  # the reader against the server's own ceiling, same workers
                 if row["workers"] != workers or " raw " in row["config"] or row["config"] == "local":
@@ -406,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row[f"ratio_to_{kind}_ceiling"] = row["videos_per_s"] / ceiling["videos_per_s"]
                 print(
-                    f"workers {workers}  {row['config']:<16} x{row[f'ratio_to_{kind}_ceiling']:.2f} {ceiling['config']}"
+                    f"workers {workers}  {row['config']:<21} x{row[f'ratio_to_{kind}_ceiling']:.2f} "
+                    f"{ceiling['config']}"
                 )
             print(f"load: {os.getloadavg()}")
         with tempfile.TemporaryDirectory() as tmp:
@@ -437,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"({row['records']} records)"
                     )
     finally:
-        for server in (proc, http):
+        for server in (proc, http, front):
             server.terminate()
             server.wait(timeout=30)
     results["load_average"]["end"] = list(os.getloadavg())

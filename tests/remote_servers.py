@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -95,9 +95,26 @@ def gcs_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         _forget_filesystems()
 
 
-class FileServer(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
+    """An HTTP server on a free port of 127.0.0.1, a thread per connection."""
+
     daemon_threads = True
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Quiet:
+    """What the handlers here share: keep-alive connections, no request log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class FileServer(LoopbackServer):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.drop_left = 0  # GETs of a file that send half their body and then close the connection
@@ -108,17 +125,9 @@ class FileServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class _Handler(SimpleHTTPRequestHandler):
+class _Handler(_Quiet, SimpleHTTPRequestHandler):
     server: FileServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def _target(self) -> Path:
         rel = unquote(urlsplit(self.path).path).lstrip("/")
@@ -255,6 +264,78 @@ class DroppingProxy:
         self.listener.close()
 
 
+class S3Front(LoopbackServer):
+    """An HTTP front on 127.0.0.1 for moto's S3 server at ``upstream`` (its endpoint URL): every request is
+    forwarded there and the answer relayed, and each is recorded (method, path, whether its query carries a
+    signature, Range header). ``refuse_signed`` GETs with a signed query are answered 403 instead, as S3
+    answers a pre-signed URL that has expired."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream).netloc
+        self.refuse_signed = 0
+        self.log: list[tuple[str, str, bool, str]] = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Forward)
+
+
+class _Forward(_Quiet, BaseHTTPRequestHandler):
+    server: S3Front
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._forward()
+
+    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET  # noqa: N815
+
+    def _forward(self) -> None:
+        import http.client
+
+        parts = urlsplit(self.path)
+        signed = bool(re.search(r"(?i)(^|&)(x-amz-signature|signature)=", parts.query))
+        with self.server.lock:
+            self.server.log.append((self.command, parts.path, signed, self.headers.get("Range", "")))
+            refuse = signed and self.command == "GET" and self.server.refuse_signed > 0
+            if refuse:
+                self.server.refuse_signed -= 1
+        if refuse:
+            page = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        payload = self.rfile.read(length) if length else None
+        connection = http.client.HTTPConnection(self.server.upstream, timeout=60)
+        connection.request(self.command, self.path, payload, dict(self.headers.items()))
+        answer = connection.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                self.send_header(name, value)
+        # a HEAD's answer says the length of the body a GET would have
+        self.send_header(
+            "Content-Length",
+            answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)),
+        )
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        connection.close()
+
+
+@contextlib.contextmanager
+def s3_front(upstream: str) -> Iterator[S3Front]:
+    server = S3Front(upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def upload_dir(local: Path, url: str) -> None:
     """Every file under ``local`` to the prefix ``url`` (bucket created when missing)."""
     from zoo.storage import filesystem
@@ -271,9 +352,11 @@ def upload_dir(local: Path, url: str) -> None:
 __all__ = [
     "ACCESS_KEY",
     "DroppingProxy",
+    "S3Front",
     "SECRET_KEY",
     "gcs_server",
     "http_server",
+    "s3_front",
     "s3_server",
     "upload_dir",
 ]

@@ -49,7 +49,7 @@ EXTRAS = {
 }
 # query parameters that carry secrets (pre-signed S3/GCS URLs, SAS tokens, API keys)
 _SECRET_PARAMS = re.compile(
-    r"(?i)([?&](?:x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential)|signature"
+    r"(?i)([?&](?:x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential)|signature|awsaccesskeyid"
     r"|sig|token|access_token|api_key|apikey|key|password|secret)=)[^&#\s'\"]*"
 )
 HTTP_READ_BUFFER = 4 << 20
@@ -355,9 +355,12 @@ class RemoteFile:
     """A read-only, seekable binary stream over one object, with bounded read-ahead.
 
     The object is read in ``block_size`` ranges; after each read the next ``blocks`` ranges are in flight on
-    a few threads, so a store's latency overlaps the caller's work. A range that fails is requested again with
-    backoff, from the byte where the broken response stopped (:func:`read_range`); a short range, or an object whose size changed, is an error rather than silently
-    wrong data. ``size`` is the object's size when opened.
+    the fetching threads, so a store's latency overlaps the caller's work. Each range is received straight into
+    a block's buffer (:class:`Block`; buffers are reused once the reader has passed them) and the reader takes
+    bytes as soon as they have landed, without waiting for the rest of the block. A range that fails is
+    requested again with backoff, from the byte where the broken response stopped (:func:`read_range`); a
+    short range, or an object whose size changed, is an error rather than silently wrong data. ``size`` is the
+    object's size when opened. What :meth:`read` returns is always a copy: no caller holds on to a block.
     """
 
     def __init__(self, url: str, options: ReadOptions | None = None) -> None:
@@ -377,9 +380,9 @@ class RemoteFile:
             )
         self.size = int(info.size)
         self._pos = 0
-        self._blocks: dict[int, Future[bytes]] = {}
+        self._blocks: dict[int, tuple[Block, Future[None]]] = {}
         # the block the reader is in, kept apart so that reads within it (most of them) skip the futures
-        self._current: tuple[int, bytes] = (-1, b"")
+        self._current: Block | None = None
         self.pid = os.getpid()
         self.closed = False
 
@@ -404,25 +407,28 @@ class RemoteFile:
         end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
         if end <= self._pos:
             return b""
-        bs = self.options.block_size
-        index, block = self._current
-        lo = self._pos - index * bs
-        if 0 <= lo and end - index * bs <= len(block):  # within the block being read: no locks, no futures
+        block = self._current
+        if block is not None and 0 <= self._pos - block.start and end - block.start <= block.filled:
+            lo = self._pos - block.start  # landed in the block being read: no locks, no futures
             self._pos = end
-            return block[lo : end - index * bs]
-        self._current = (-1, b"")  # not held while the next block is awaited
+            return bytes(block.view[lo : end - block.start])
+        self._current = None  # not held while the next bytes are awaited
+        bs = self.options.block_size
+        self._drop_behind(self._pos // bs)  # before more are asked for: at most blocks + 1 are held
         parts = []
         pos = self._pos
         while pos < end:
             index = pos // bs
-            block = self._block(index)
-            self._current = (index, block)
-            lo = pos - index * bs
-            hi = min(len(block), end - index * bs)
-            parts.append(block[lo:hi] if (lo, hi) != (0, len(block)) else block)
+            block = self._landed(index, min(end - index * bs, bs))
+            self._current = block
+            lo = pos - block.start
+            hi = min(block.size, end - block.start)
+            parts.append(block.view[lo:hi])
             pos += hi - lo
+        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         self._pos = end
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        self._drop_behind(min(end, self.size - 1) // bs)  # what was read is copied: their buffers are reused
+        return data
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(memoryview(buffer)))
@@ -432,10 +438,10 @@ class RemoteFile:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            for future in self._blocks.values():
-                future.cancel()
+            self._current = None
+            for block, future in self._blocks.values():
+                block.release(future)
             self._blocks.clear()
-            self._current = (-1, b"")
 
     def __enter__(self) -> RemoteFile:
         return self
@@ -448,45 +454,156 @@ class RemoteFile:
             self.close()
 
     # blocks
-    def _block(self, index: int) -> bytes:
+    def _landed(self, index: int, need: int) -> Block:
+        """Block ``index`` once its first ``need`` bytes have arrived (the rest may still be arriving)."""
         self._block_ahead(index)
-        future = self._blocks[index]
-        if future.done():
-            return future.result()
-        waited = time.perf_counter()
-        data = future.result()
-        READ_STATS.add(wait_s=time.perf_counter() - waited)
-        return data
+        block, future = self._blocks[index]
+        if block.filled < need:
+            waited = time.perf_counter()
+            block.wait(need)
+            READ_STATS.add(wait_s=time.perf_counter() - waited)
+            if block.filled < need:
+                future.result()  # the fetch failed: its DataError names the URL and the reason
+                raise DataError(f"{redact(self.url)}: bytes {block.start}-{block.start + need - 1} missing")
+        return block
 
     def _block_ahead(self, index: int) -> None:
-        """Have block ``index`` and the ``blocks`` after it in flight (or done), and no others."""
+        """Have block ``index`` and the ``blocks`` after it in flight (or done), and none further on (the
+        blocks behind ``index`` are dropped by :meth:`_drop_behind` once what was read from them is copied)."""
         bs = self.options.block_size
         last = max(0, (self.size - 1) // bs)
-        for stale in [i for i in self._blocks if i < index]:  # behind the reader: memory back
-            self._blocks.pop(stale).cancel()
         for ahead in range(index, min(last, index + self.options.blocks) + 1):
             if ahead not in self._blocks:
-                self._blocks[ahead] = _fetch_pool().submit(self._fetch, ahead)
+                block = Block(ahead * bs, min(self.size, (ahead + 1) * bs) - ahead * bs, bs)
+                self._blocks[ahead] = (block, _fetch_pool().submit(self._fetch, block))
         for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
-            self._blocks.pop(far).cancel()
+            block, future = self._blocks.pop(far)
+            if block is self._current:
+                self._current = None
+            block.release(future)
 
-    def _fetch(self, index: int) -> bytes:
-        """Block ``index``; after a transient failure the next attempt asks for the bytes not yet received
-        (the range from the byte offset where the broken response stopped, on http(s) and S3)."""
-        start = index * self.options.block_size
-        end = min(self.size, start + self.options.block_size)
-        received: list[bytes] = []  # the pieces that arrived, kept across attempts
+    def _drop_behind(self, index: int) -> None:
+        """Release the blocks before ``index``: the reader has passed them, their buffers are reused."""
+        for stale in [i for i in self._blocks if i < index]:
+            block, future = self._blocks.pop(stale)
+            if block is self._current:  # its buffer may go to another file's block: never read from it again
+                self._current = None
+            block.release(future)
 
-        def get() -> bytes:
+    def _fetch(self, block: Block) -> None:
+        """Receive ``block``; after a transient failure the next attempt asks for the bytes not yet received
+        (the range from the byte offset where the broken response stopped, on http(s), S3 and GCS)."""
+        start, end = block.start, block.start + block.size
+
+        def get() -> None:
             READ_STATS.add(requests=1)
-            read_range(self._fs, self._path, start + sum(map(len, received)), end, received)
-            data = b"".join(received)  # one copy; a single piece is used as it is
-            received[:] = [data]
-            if len(data) != end - start:
-                raise ConnectionError(f"short read: {len(data)} of {end - start} bytes at offset {start}")
-            return data
+            read_range(self._fs, self._path, start + block.filled, end, block)
+            if block.filled != block.size and not block.abandoned:
+                raise ConnectionError(f"short read: {block.filled} of {block.size} bytes at offset {start}")
 
-        return call(get, self.url, f"read bytes {start}-{end - 1}", retry=self.options.retry)
+        try:
+            block.allocate()
+            call(get, self.url, f"read bytes {start}-{end - 1}", retry=self.options.retry)
+        finally:
+            block.finish()
+
+
+class Block:
+    """One ranged read's bytes as they arrive: a buffer filled from the front by a fetching thread (the
+    socket's bytes received straight into it), from which the reader takes the first ``filled`` bytes without
+    waiting for the rest. A block the reader no longer needs is ``abandoned``: its fetch stops at the next
+    piece and its buffer goes back to the spares (:func:`_spare`) for the next block."""
+
+    __slots__ = ("start", "size", "capacity", "buffer", "view", "filled", "finished", "abandoned", "_cond")
+
+    def __init__(self, start: int, size: int, capacity: int) -> None:
+        self.start = start
+        self.size = size
+        self.capacity = capacity
+        self.buffer: Any = None  # taken by the fetching thread as it starts (:meth:`allocate`)
+        self.view = memoryview(b"")
+        self.filled = 0
+        self.finished = False
+        self.abandoned = False
+        self._cond = threading.Condition(threading.Lock())
+
+    def allocate(self) -> None:
+        """Take a buffer for the block (before anything lands: the reader looks at :attr:`view` only once
+        ``filled`` bytes have)."""
+        if self.buffer is None:
+            self.buffer = _spare(self.capacity)
+            self.view = memoryview(self.buffer)[: self.size]
+
+    def space(self, most: int) -> memoryview:
+        """Where the next (at most ``most``) bytes go; :meth:`landed` then says how many were written."""
+        return self.view[self.filled : self.filled + most]
+
+    def landed(self, n: int) -> None:
+        with self._cond:
+            self.filled += n
+            self._cond.notify_all()
+
+    def put(self, piece: Any) -> None:
+        """Copy ``piece`` (bytes as a client delivered them) in after the bytes already there."""
+        n = min(len(piece), self.size - self.filled)
+        self.view[self.filled : self.filled + n] = memoryview(piece)[:n]
+        self.landed(n)
+
+    def wait(self, need: int) -> None:
+        """Until ``need`` bytes have landed or the fetch has ended (done, failed or abandoned)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.filled >= need or self.finished)
+
+    def finish(self) -> None:
+        with self._cond:
+            self.finished = True
+            self._cond.notify_all()
+        if self.abandoned:
+            self._recycle()
+
+    def release(self, future: Future[None]) -> None:
+        """The reader is done with this block: its fetch stops, and its buffer is reused once nothing writes
+        into it (now when the fetch never started or has ended, else by the fetch as it ends)."""
+        self.abandoned = True
+        if future.cancel() or future.done():
+            self._recycle()
+
+    def _recycle(self) -> None:
+        with self._cond:
+            buffer, self.buffer = self.buffer, None
+        if buffer is not None:
+            _give_spare(buffer)
+
+
+SPARE_BUFFERS = 4
+# pid -> buffers of blocks the readers have passed, by size, for the next blocks (their pages already mapped:
+# a fresh 8 MiB buffer costs a page fault per 4 KiB as the socket's bytes are written into it); at most
+# SPARE_BUFFERS per process, whatever the number of files read
+_spares: dict[int, dict[int, list[Any]]] = {}
+_spares_lock = threading.Lock()
+
+
+def _spare(size: int) -> Any:
+    """A block buffer of ``size`` bytes: a spare one, or a new anonymous mapping (its pages are mapped, and
+    zeroed, by the kernel as the socket's bytes are first received into them, with the interpreter lock
+    released; a new ``bytearray`` is zeroed by the interpreter with the lock held)."""
+    import mmap
+
+    with _spares_lock:
+        kept = _spares.get(os.getpid(), {}).get(size)
+        if kept:
+            return kept.pop()
+    return mmap.mmap(-1, size)
+
+
+def _give_spare(buffer: Any) -> None:
+    with _spares_lock:
+        if os.getpid() not in _spares:  # a forked child starts its own (nothing of a parent's is reused)
+            _spares.clear()
+            _spares[os.getpid()] = {}
+        kept = _spares[os.getpid()].setdefault(len(buffer), [])
+        if sum(map(len, _spares[os.getpid()].values())) < SPARE_BUFFERS:
+            kept.append(buffer)
 
 
 STREAM_CHUNK = 1 << 20
@@ -507,7 +624,7 @@ def _fetch_pool() -> ThreadPoolExecutor:
 
 class ReadStats:
     """What this process's remote reads cost (for benchmarks and debugging): ranged requests sent, and
-    seconds a reader spent waiting for a block that had not arrived yet (time the store, not decoding, set)."""
+    seconds a reader spent waiting for bytes that had not arrived yet (time the store, not decoding, set)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -523,15 +640,16 @@ class ReadStats:
 READ_STATS = ReadStats()
 
 
-def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
-    """Append the bytes ``start``..``end - 1`` of ``path`` to ``sink`` as they arrive, so that when the
-    connection breaks, what came before stays in ``sink`` and the next attempt starts where it stopped.
+def read_range(fs: Any, path: str, start: int, end: int, sink: Block) -> None:
+    """Receive the bytes ``start``..``end - 1`` of ``path`` into ``sink`` as they arrive, so that when the
+    connection breaks, what came before stays there and the next attempt starts where it stopped.
 
-    http(s) ranges of a plain URL with fsspec's default settings are read with Python's ``http.client`` on a
-    connection kept per fetching thread, the body kept piece by piece as it arrives (a connection closed or
-    reset midway keeps every byte that arrived); any other answer (a redirect, an
-    error), and URLs with credentials or settings of their own, go through fsspec's aiohttp session. S3 (s3fs, aiobotocore) and
-    GCS (gcsfs's aiohttp session) bodies are read as streams, piece by piece as they arrive; other stores
+    http(s) ranges of a plain URL with fsspec's default settings, and S3 ranges through a pre-signed URL
+    (:func:`_presigned`), are read with Python's ``http.client`` on a connection kept per fetching thread,
+    straight into the block's buffer (a connection closed or reset midway keeps every byte that arrived); any
+    other answer (a redirect, an error, an expired signature) and anything else goes through the store's own
+    client: fsspec's aiohttp session for http(s) URLs with credentials or settings of their own, s3fs's
+    aiobotocore, gcsfs's aiohttp session, their bodies taken piece by piece as they arrive; other stores
     through ``fs.cat_file``, whose range arrives whole or not at all (a retry asks for all of it again)."""
     if start >= end:
         return
@@ -543,11 +661,16 @@ def read_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> N
             return
         fsspec.asyn.sync(fs.loop, _http_range, fs, path, start, end, sink)
     elif kind == "S3FileSystem":
+        signed = _presigned(fs, path)
+        if signed is not None:
+            if _stdlib_range(signed, start, end, sink, cafile=os.environ.get("AWS_CA_BUNDLE") or None):
+                return
+            _refused(fs, path)  # expired (403) or redirected: signed anew for the next range
         fsspec.asyn.sync(fs.loop, _s3_range, fs, path, start, end, sink)
     elif kind == "GCSFileSystem":
         fsspec.asyn.sync(fs.loop, _gcs_range, fs, path, start, end, sink)
     else:
-        sink.append(fs.cat_file(path, start=start, end=end))
+        sink.put(fs.cat_file(path, start=start, end=end))
 
 
 _URL_SAFE = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[!#$%&'()*+,./0-9:;=?@A-Z_a-z~-]*)?$")
@@ -568,20 +691,82 @@ def _plain_http(fs: Any, url: str) -> bool:
     )
 
 
-def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
+SIGNED_FOR = 3600
+"""Seconds a pre-signed S3 URL is asked to be valid; one is used until 5 minutes before that."""
+# (pid, file system, key) -> (pre-signed URL or "" for none, monotonic time until which that holds, whether a
+# pre-signed GET of the object was refused since it was last signed); never printed
+_signed: dict[tuple[int, int, str], tuple[str, float, bool]] = {}
+_signed_lock = threading.Lock()
+
+
+def _presigned(fs: Any, path: str) -> str | None:
+    """A pre-signed GET URL for the S3 object ``path`` (signed by s3fs's client with the credentials it
+    found; one per object, signed anew before it expires or after it was refused), or None where
+    ``http.client`` cannot stand in for botocore: request settings of the user's (requester pays, customer
+    keys), client settings of their own (``client_kwargs``: TLS verification, ...), a proxy, a URL that would
+    need quoting, an object whose pre-signed GETs were refused twice in a row (``AWS_CA_BUNDLE`` is
+    honoured). Such a URL carries a signature: only :func:`redact`-ed text of it may reach a message."""
+    import urllib.request
+
+    key = (os.getpid(), id(fs), path)
+    now = time.monotonic()
+    with _signed_lock:
+        known = _signed.get(key)
+    if known is not None and now < known[1]:
+        return known[0] or None
+    if fs.req_kw or set(fs.client_kwargs) - {"endpoint_url", "region_name"}:
+        return None
+    try:
+        url = fs.url(path, expires=SIGNED_FOR)
+    except Exception:  # noqa: BLE001 - no signature (no credentials, ...): the store's own client says why
+        return None
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0]
+    if not _URL_SAFE.match(url) or (
+        urllib.request.getproxies().get(scheme) and not urllib.request.proxy_bypass(host)
+    ):
+        return None
+    with _signed_lock:
+        while len(_signed) >= 256:
+            _signed.pop(next(iter(_signed)))
+        _signed[key] = (url, now + SIGNED_FOR - 300, bool(known and known[2]))
+    return url
+
+
+def _refused(fs: Any, path: str) -> None:
+    """A pre-signed GET of ``path`` was answered with something else than its bytes (403 for an expired
+    signature, a redirect to another region): it is signed anew for the next range, and when that one is
+    refused too, the object is left to botocore for the signature's lifetime."""
+    key = (os.getpid(), id(fs), path)
+    with _signed_lock:
+        known = _signed.get(key)
+        again = known is not None and known[2]
+        _signed[key] = ("", time.monotonic() + SIGNED_FOR if again else 0.0, True)
+
+
+def _stdlib_range(url: str, start: int, end: int, sink: Block, cafile: str | None = None) -> bool:
     """Bytes ``start``..``end - 1`` of a plain http(s) URL through ``http.client`` on this thread's kept-alive
-    connection: the body read from the socket into the pieces kept (no event loop to hop to). False (nothing
-    read) when the server answers anything but the range or the whole object (a redirect, an error): aiohttp
-    then asks again and handles it as it always has."""
+    connection: the body received from the socket straight into ``sink`` (no event loop to hop to). False
+    (nothing read) when the server answers anything but the range or the whole object (a redirect, an error):
+    the store's own client then asks again and handles it as it always has. ``cafile``: the certificates an
+    https server's must chain to (the system's without it)."""
     import http.client
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
-    key = (os.getpid(), parts.scheme, parts.netloc)  # a forked child opens its own
+    key = (os.getpid(), parts.scheme, parts.netloc, cafile)  # a forked child opens its own
     pool = _connections.__dict__.setdefault("by_host", {})
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+
+    def connect() -> http.client.HTTPConnection:
+        if parts.scheme != "https":
+            return http.client.HTTPConnection(parts.netloc, timeout=60)
+        import ssl
+
+        context = ssl.create_default_context(cafile=cafile)
+        return http.client.HTTPSConnection(parts.netloc, timeout=60, context=context)
+
     kept = pool.pop(key, None)
-    connection = kept or kind(parts.netloc, timeout=60)
+    connection = kept or connect()
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {"Range": f"bytes={start}-{end - 1}"}
     try:
@@ -593,22 +778,22 @@ def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
                 raise
             # a kept connection the server closed while idle: asked again at once on a new one
             connection.close()
-            connection = kind(parts.netloc, timeout=60)
+            connection = connect()
             connection.request("GET", target, headers=headers)
             response = connection.getresponse()
         if response.status not in (200, 206) or (response.status == 200 and start > 0):
             connection.close()
             return False
-        # the body kept piece by piece as the socket hands it over (read1: at most one receive, up to
-        # STREAM_CHUNK): a connection closed or reset midway keeps every byte that arrived, and the next
-        # attempt asks from the byte after them
+        # the body received into the block piece by piece as the socket hands it over (readinto1: at most one
+        # receive, up to STREAM_CHUNK): a connection closed or reset midway keeps every byte that arrived, and
+        # the next attempt asks from the byte after them
         wanted = end - start
-        while wanted > 0:
-            piece = response.read1(min(STREAM_CHUNK, wanted))
-            if not piece:  # closed before the end: what arrived is kept, the caller asks for the rest
+        while wanted > 0 and not sink.abandoned:
+            got = response.readinto1(sink.space(min(STREAM_CHUNK, wanted)))
+            if not got:  # closed before the end: what arrived is kept, the caller asks for the rest
                 break
-            sink.append(piece)
-            wanted -= len(piece)
+            sink.landed(got)
+            wanted -= got
         if response.status == 206 and wanted == 0 and not response.will_close:
             response.read()  # nothing left: marks the response finished, so the connection takes a new request
             pool[key] = connection  # the body was read to its end: the connection serves the next range
@@ -620,7 +805,7 @@ def _stdlib_range(url: str, start: int, end: int, sink: list[bytes]) -> bool:
         raise
 
 
-async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]) -> None:
+async def _http_range(fs: Any, url: str, start: int, end: int, sink: Block) -> None:
     kw = dict(fs.kwargs)
     headers = {**kw.pop("headers", {}), "Range": f"bytes={start}-{end - 1}"}
     session = await fs.set_session()
@@ -633,7 +818,7 @@ async def _http_range(fs: Any, url: str, start: int, end: int, sink: list[bytes]
         await _receive(response.content, end - start, sink)
 
 
-async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
+async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: Block) -> None:
     """As gcsfs downloads a file (its session, headers with the credentials, parameters), for one range."""
     from gcsfs.retry import validate_response
 
@@ -647,7 +832,7 @@ async def _gcs_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]
         await _receive(response.content, end - start, sink)
 
 
-async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes]) -> None:
+async def _s3_range(fs: Any, path: str, start: int, end: int, sink: Block) -> None:
     bucket, key, version = fs.split_path(path)
     extra = {"VersionId": version} if version else {}
     response = await fs._call_s3(
@@ -662,27 +847,31 @@ async def _s3_range(fs: Any, path: str, start: int, end: int, sink: list[bytes])
             return
         wanted = end - start  # another HTTP backend: its own reads
         got = 0
-        while got < wanted and (chunk := await body.read(min(STREAM_CHUNK, wanted - got))):
-            sink.append(chunk)
+        while (
+            got < wanted
+            and not sink.abandoned
+            and (chunk := await body.read(min(STREAM_CHUNK, wanted - got)))
+        ):
+            sink.put(chunk)
             got += len(chunk)
     finally:
         body.close()
 
 
-async def _receive(content: Any, wanted: int, sink: list[bytes]) -> None:
-    """Append up to ``wanted`` bytes of an aiohttp response's ``content`` to ``sink`` as they arrive.
+async def _receive(content: Any, wanted: int, sink: Block) -> None:
+    """Copy up to ``wanted`` bytes of an aiohttp response's ``content`` into ``sink`` as they arrive.
 
-    The pieces are the ones the socket delivered (``iter_chunks``: none joined or copied here; the block
-    is joined once, whole), and the stream's buffer is raised to the range's size where aiohttp allows it,
-    so the connection is not paused every 128 KiB while the pieces wait for this loop."""
+    The pieces are the ones the socket delivered (``iter_chunks``), and the stream's buffer is raised to the
+    range's size where aiohttp allows it, so the connection is not paused every 128 KiB while the pieces
+    wait for this loop."""
     if hasattr(content, "set_read_chunk_size"):
         content.set_read_chunk_size(min(wanted, HTTP_READ_BUFFER))
     got = 0
     async for chunk, _end_of_http_chunk in content.iter_chunks():
-        piece = chunk if len(chunk) <= wanted - got else chunk[: wanted - got]
-        sink.append(piece)
+        piece = chunk if len(chunk) <= wanted - got else memoryview(chunk)[: wanted - got]
+        sink.put(piece)
         got += len(piece)
-        if got >= wanted:
+        if got >= wanted or sink.abandoned:
             break
 
 
