@@ -13,7 +13,9 @@ Videos: generated with PyAV (H.264, ``--size``, ``--fps``).
 
 Measured, each the best of ``--repeat`` after a warm-up, wall time and the process's CPU time:
 
-- ``decode``: PyAV decoding and Google's frame choice to RGB arrays (what the decoding thread does);
+- ``decode``: PyAV decoding and Google's frame choice to RGB arrays (what the decoding thread does): the frames
+  to take found from the packets first, then only they and the frames other frames refer to decoded;
+  ``decode, every frame``: every frame decoded (``skip_untaken=False``, the way before; the reference);
 - ``network tensorflow 1/run``: the graph alone on decoded frames, one frame per run as Google's extractor
   runs it; ``network tensorflow B/run``: ``--batch`` frames at a time (each resized and normalized by the
   graph's own ops, then the batched import of the network), as the extraction runs it;
@@ -23,7 +25,8 @@ Measured, each the best of ``--repeat`` after a warm-up, wall time and the proce
   level, intra-op threads, spinning workers);
 - ``extract RUNTIME -j N``: the whole extraction (decode, network, PCA, quantize, write), one or two videos
   in the network at once, and ``extract tensorflow -j 1, 1/run``: with ``--batch-frames 1`` (the reference:
-  the extraction as it was before batches);
+  the extraction as it was before batches); ``extract tensorflow -j 1, every frame decoded``: with every frame
+  decoded (the reference for the decoding's share);
 - ``overlap``: ``network_over_extract_j1`` = the network's time alone / the extraction's (1.0: the extraction
   is bound by the network, decoding and writing hidden behind it -- the goal); ``extract_j1_over_sum`` = the
   extraction's time / (decode + network) (1.0: nothing overlaps); ``cpu_bound_over_extract_j1`` = (CPU
@@ -49,7 +52,9 @@ import resource
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -88,6 +93,18 @@ def keras_inception_graph() -> bytes:
         pool = tf.nn.avg_pool2d(out, 8, 1, "VALID", name="pool_3")
         tf.reshape(pool, [1, 2048], name="pool_3/_reshape")
     return graph.as_graph_def().SerializeToString()
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has AVX-512 (the numbers depend on both)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
+    )
+    return f"{name} ({'AVX-512' if 'avx512f' in info else 'no AVX-512'})"
 
 
 def peak_mib() -> float:
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
 
     from test_extract_support import inception_standin, npy_bytes, pca_arrays, write_video
+    from zoo_yt8m_extract import extract as extract_module
     from zoo_yt8m_extract.extract import Extractor, Options, run
     from zoo_yt8m_extract.frames import decode_frames
     from zoo_yt8m_extract.models import ModelFiles
@@ -187,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 
     frames: list[np.ndarray] = []
 
-    def decode() -> None:
+    def decode(skip_untaken: bool = True) -> None:
         frames.clear()
         for clip in clips:
-            frames.extend(image for _, image in decode_frames(clip))
+            frames.extend(image for _, image in decode_frames(clip, skip_untaken=skip_untaken))
 
     results: dict[str, dict[str, float]] = {}
     n = 0
@@ -208,11 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     # run (a shared machine) weighs on all the phases alike instead of on a few
     phases: dict[str, tuple] = {
         "decode": (decode, True),
+        "decode, every frame": (lambda: decode(False), True),
         "network tensorflow 1/run": (lambda: [one_frame.features(f) for f in frames], False),
-        f"network tensorflow {b}/run": (lambda: [network.run(x) for x in batches], False),
     }
+    if b > 1:  # batches are used only when they give the one-frame run's activations bit for bit
+        phases[f"network tensorflow {b}/run"] = (lambda: [network.run(x) for x in batches], False)
     report_extra: dict[str, object] = {}
-    plans = [("tensorflow", network, 1, b), ("tensorflow", network, 2, b), ("tensorflow", one_frame, 1, 1)]
+    # (name, runtime, network, -j, frames per run, decode only the frames taken and their references)
+    plans = [
+        ("extract tensorflow -j 1", "tensorflow", network, 1, b, True),
+        ("extract tensorflow -j 2", "tensorflow", network, 2, b, True),
+        ("extract tensorflow -j 1, every frame decoded", "tensorflow", network, 1, b, False),
+    ]
+    if b > 1:
+        plans.append(("extract tensorflow -j 1, 1/run", "tensorflow", one_frame, 1, 1, True))
     if not args.no_onnx:
         from zoo_yt8m_extract.networks import OnnxInception
 
@@ -220,22 +247,26 @@ def main(argv: list[str] | None = None) -> int:
         report_extra["onnx_conversion"] = onnx.conversion
         memory["onnx conversion (its own process)"] = (onnx.conversion or {}).get("peak_rss_mib", 0.0)
         phases["network onnx 1/run"] = (lambda: [onnx.features(f) for f in frames], False)
-        plans += [("onnx", onnx, 1, 1), ("onnx", onnx, 2, 1)]
+        plans += [
+            ("extract onnx -j 1", "onnx", onnx, 1, 1, True),
+            ("extract onnx -j 2", "onnx", onnx, 2, 1, True),
+        ]
 
     videos = expand([str(c) for c in clips])
-    for runtime, inception, jobs, per_run in plans:
+    for name, runtime, inception, jobs, per_run, skip_untaken in plans:
         options = Options(audio=False, jobs=jobs, runtime=runtime, batch_frames=per_run)
         extractor = Extractor(ModelFiles(model_dir=models, quiet=True), options, inception=inception)
 
-        def extract(options=options, extractor=extractor, runs=[]) -> None:  # noqa: B006 - counts the runs
+        def extract(options=options, extractor=extractor, skip=skip_untaken, runs=[]) -> None:  # noqa: B006
             runs.append(1)
-            out = work / f"out-{options.runtime}-{options.jobs}-{options.batch_frames}-{len(runs)}.tfrecord"
-            summary = run(videos, extractor, out, options)
+            out = work / f"out-{len(runs)}.tfrecord"
+            # the reference decodes every frame: the extraction's decoding threads call decode_frames so
+            with mock.patch.object(
+                extract_module, "decode_frames", partial(decode_frames, skip_untaken=skip)
+            ):
+                summary = run(videos, extractor, out, options)
             assert summary.done == len(videos) and summary.frames == n
 
-        name = f"extract {runtime} -j {jobs}" + (
-            ", 1/run" if runtime == "tensorflow" and per_run == 1 else ""
-        )
         phases[name] = (extract, True)
 
     for fn, _ in phases.values():
@@ -264,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         report_extra["onnx_variants"] = onnx_variants(converted, frames[: min(n, 16)], args.repeat)
 
     net = results[f"network tensorflow {b}/run"]
+    every = results["extract tensorflow -j 1, every frame decoded"]
     j1 = results["extract tensorflow -j 1"]
     side = [results["decode"]]
     cpu_work = sum(r["cpu_seconds"] for r in side) + net["cpu_seconds"]
@@ -276,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         else "Keras InceptionV3 (random weights), Google's interface and pool_3",
         "frames_per_run": b,
         "cores": cores,
+        "cpu": cpu_name(),
         "load_average_before_after": [round(x, 2) for x in load_before + os.getloadavg()],
         "results": results,
         "overlap": {
@@ -283,11 +316,25 @@ def main(argv: list[str] | None = None) -> int:
             "extract_j1_over_sum": j1["seconds"] / (sum(r["seconds"] for r in side) + net["seconds"]),
             "cpu_bound_over_extract_j1": cpu_work / cores / j1["seconds"],
         },
-        "batches_over_one_frame": {
+        "overlap, every frame decoded": {
+            "network_over_extract_j1": net["seconds"] / every["seconds"],
+            "extract_j1_over_sum": every["seconds"]
+            / (results["decode, every frame"]["seconds"] + net["seconds"]),
+        },
+        "skipping_over_every_frame": {
+            "decode": results["decode, every frame"]["seconds"] / results["decode"]["seconds"],
+            "decode, cpu": results["decode, every frame"]["cpu_seconds"] / results["decode"]["cpu_seconds"],
+            "extract -j 1": every["seconds"] / j1["seconds"],
+            "extract -j 1, cpu": every["cpu_seconds"] / j1["cpu_seconds"],
+        },
+        "batches_over_one_frame": None
+        if b == 1
+        else {
             "network": results["network tensorflow 1/run"]["seconds"] / net["seconds"],
             "network, cpu per frame": results["network tensorflow 1/run"]["cpu_seconds"] / net["cpu_seconds"],
             "extract -j 1": results["extract tensorflow -j 1, 1/run"]["seconds"] / j1["seconds"],
         },
+        "batches_note": network.batch_note,
         "onnx_over_tensorflow": None
         if args.no_onnx
         else {
@@ -300,10 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         **report_extra,
         "peak_rss_mib": memory,
     }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     for name, r in results.items():
         extra = f", {r['video_s_per_s']:.2f} video s/s" if "video_s_per_s" in r else ""
         print(
-            f"{name:28s} {r['seconds']:7.2f} s  {r['frames_per_second']:7.2f} frames/s"
+            f"{name:46s} {r['seconds']:7.2f} s  {r['frames_per_second']:7.2f} frames/s"
             f"  cpu {r['cpu_seconds'] / r['seconds']:.2f} cores, {r['cpu_ms_per_frame']:.0f} ms/frame{extra}"
         )
     ov = report["overlap"]
@@ -312,11 +361,23 @@ def main(argv: list[str] | None = None) -> int:
         f"extract -j 1 / (decode + network) = {ov['extract_j1_over_sum']:.2f}; "
         f"CPU work / {cores} cores / extract -j 1 = {ov['cpu_bound_over_extract_j1']:.2f}"
     )
-    bo = report["batches_over_one_frame"]
+    ov = report["overlap, every frame decoded"]
     print(
-        f"batches of {b} vs one frame per run: network {bo['network']:.2f}x (CPU per frame "
-        f"{bo['network, cpu per frame']:.2f}x), extract -j 1 {bo['extract -j 1']:.2f}x"
+        f"overlap, every frame decoded: network alone / extract -j 1 = {ov['network_over_extract_j1']:.2f}; "
+        f"extract -j 1 / (decode + network) = {ov['extract_j1_over_sum']:.2f}"
     )
+    print(
+        "decoding only the frames taken and their references vs every frame: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in report["skipping_over_every_frame"].items())
+    )
+    bo = report["batches_over_one_frame"]
+    if bo is None:
+        print(f"batches: {network.batch_note}")
+    else:
+        print(
+            f"batches of {b} vs one frame per run: network {bo['network']:.2f}x (CPU per frame "
+            f"{bo['network, cpu per frame']:.2f}x), extract -j 1 {bo['extract -j 1']:.2f}x"
+        )
     if report["onnx_over_tensorflow"]:
         print(
             "onnx runtime vs tensorflow: "
@@ -327,8 +388,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  onnx {name:45s} {r['frames_per_second']:7.2f} frames/s")
     print("peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     print(f"load average before, after: {report['load_average_before_after']}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

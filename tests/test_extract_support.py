@@ -268,16 +268,17 @@ def write_frames(
     pix_fmt: str = "yuv420p",
     rotation: int | None = None,
     mirror: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """A video of the given RGB images: at ``fps``, or at the timestamps ``stamps_ms`` (a variable frame
     rate: time base 1/1000 s); ``rotation`` writes a display matrix (the container's rotation metadata, the
     angle counter-clockwise, as phones write it) so that players turn the stored frames by that angle (then
-    flip them left to right with ``mirror``)."""
+    flip them left to right with ``mirror``); ``options``: the encoder's (``{"x264-params": "bframes=3"}``)."""
     import av
 
     height, width = images[0].shape[:2]
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if rotation is not None:
             stream.set_display_rotation(rotation, hflip=mirror)
