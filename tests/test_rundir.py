@@ -68,8 +68,11 @@ def test_resume_refuses_changes_that_break_exactness_and_records_accepted_ones(t
     assert json.loads((run / "config.json").read_text())["train"]["max_iter"] == 700000
     # exact: same weights as the uninterrupted run, and the epoch's train_loss covers all its steps
     a, b = weights_of(straight), weights_of(run)
+    # to float32's rounding, not bit for bit: without AVX-512 the fused kernel rounds some multiply-adds once
+    # more than paddle's portable adam kernel (tests/test_optim.py; an AMD EPYC: 5e-7 relative after the
+    # resume); a resume that lost or misplaced the optimizer's state is off by orders of magnitude more
     for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
     loss_straight = json.loads((straight / "history.jsonl").read_text().splitlines()[-1])["train_loss"]
     loss_resumed = json.loads((run / "history.jsonl").read_text().splitlines()[-1])["train_loss"]
     assert loss_resumed == pytest.approx(loss_straight, rel=1e-6)
@@ -108,8 +111,11 @@ def test_a_resume_may_switch_the_fused_update_when_allowed(tiny_data, tmp_path, 
         Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter",))
     Trainer(changed, progress=False).fit(resume=True, allow_changes=("train.max_iter", "train.fused_update"))
     a, b = weights_of(straight), weights_of(run)
+    # to float32's rounding, not bit for bit: without AVX-512 the fused kernel rounds some multiply-adds once
+    # more than paddle's portable adam kernel (tests/test_optim.py; an AMD EPYC: 5e-7 relative after the
+    # resume); a resume that lost or misplaced the optimizer's state is off by orders of magnitude more
     for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 @pytest.mark.integration
@@ -205,8 +211,11 @@ def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_used(tiny_data,
     ).fit(resume=True, allow_changes=("train.max_iter",))
     assert any(f"{latest} is damaged" in m and f"resuming from {older}" in m for m in logs)
     a, b = weights_of(straight), weights_of(run)
+    # to float32's rounding, not bit for bit: without AVX-512 the fused kernel rounds some multiply-adds once
+    # more than paddle's portable adam kernel (tests/test_optim.py; an AMD EPYC: 5e-7 relative after the
+    # resume); a resume that lost or misplaced the optimizer's state is off by orders of magnitude more
     for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
     _flip_byte(run / "model.safetensors")
     with pytest.raises(ZooError, match="model.safetensors does not match its SHA-256"):
         read_weights(str(run))
