@@ -438,10 +438,8 @@ class RemoteFile:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._current = None
-            for block, future in self._blocks.values():
-                block.release(future)
-            self._blocks.clear()
+            for index in list(self._blocks):
+                self._give_back(index)
 
     def __enter__(self) -> RemoteFile:
         return self
@@ -477,18 +475,20 @@ class RemoteFile:
                 block = Block(ahead * bs, min(self.size, (ahead + 1) * bs) - ahead * bs, bs)
                 self._blocks[ahead] = (block, _fetch_pool().submit(self._fetch, block))
         for far in [i for i in self._blocks if i > index + self.options.blocks]:  # after a seek back
-            block, future = self._blocks.pop(far)
-            if block is self._current:
-                self._current = None
-            block.release(future)
+            self._give_back(far)
 
     def _drop_behind(self, index: int) -> None:
         """Release the blocks before ``index``: the reader has passed them, their buffers are reused."""
         for stale in [i for i in self._blocks if i < index]:
-            block, future = self._blocks.pop(stale)
-            if block is self._current:  # its buffer may go to another file's block: never read from it again
-                self._current = None
-            block.release(future)
+            self._give_back(stale)
+
+    def _give_back(self, index: int) -> None:
+        """Block ``index`` is not needed: its fetch stops and its buffer is reused. The reader forgets it too
+        (the buffer may go to another file's block: never read from it again)."""
+        block, future = self._blocks.pop(index)
+        if block is self._current:
+            self._current = None
+        block.release(future)
 
     def _fetch(self, block: Block) -> None:
         """Receive ``block``; after a transient failure the next attempt asks for the bytes not yet received
