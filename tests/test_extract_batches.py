@@ -44,7 +44,7 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def graphs(workspace):
     graph = (workspace["models"] / "classify_image_graph_def.pb").read_bytes()
-    return {"batched": InceptionGraph(graph, batch=8), "one": InceptionGraph(graph, batch=1)}
+    return {"graph": graph, "batched": InceptionGraph(graph, batch=8), "one": InceptionGraph(graph, batch=1)}
 
 
 def _extractor(workspace, network, **options) -> Extractor:
@@ -101,8 +101,7 @@ def test_a_batch_gives_each_frame_its_own_activations(workspace, graphs, monkeyp
     by one, 17 as 8, 8 and 1, each frame's activations its own, equal to the one-frame run's up to the
     rounding of a batched convolution (a frame out of place would be off by the activations' own size)."""
     monkeypatch.setattr(InceptionGraph, "_check_batches", lambda self, batch: "")
-    graph = (workspace["models"] / "classify_image_graph_def.pb").read_bytes()
-    forced = InceptionGraph(graph, batch=8)
+    forced = InceptionGraph(graphs["graph"], batch=8)
     assert forced.batch == 8
     videos = expand([str(c) for c in workspace["clips"]])
     a, b = _extractor(workspace, forced), _extractor(workspace, graphs["one"])
