@@ -97,14 +97,13 @@ def keras_inception_graph() -> bytes:
 
 def cpu_name() -> str:
     """The CPU's model name and whether it has AVX-512 (the numbers depend on both)."""
+    from zoo.engine.bench import cpu_model
+
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        avx512 = "avx512f" in Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown"
-    name = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
-    )
-    return f"{name} ({'AVX-512' if 'avx512f' in info else 'no AVX-512'})"
+        avx512 = False
+    return f"{cpu_model()} ({'AVX-512' if avx512 else 'no AVX-512'})"
 
 
 def peak_mib() -> float:

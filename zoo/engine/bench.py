@@ -302,7 +302,8 @@ def _summary(row: BenchRow) -> str:
     )
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -354,7 +355,7 @@ def _meta(settings: BenchSettings, seconds: float) -> dict[str, Any]:
         "paddle": paddle_version,
         "python": platform.python_version(),
         "device": settings.device,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": cpu_count(),
         "gpu": gpu_name,
         "data": settings.data or "built-in sample dataset (each model's `sample` config section)",
